@@ -1,0 +1,349 @@
+"""Typed stage configs loaded from YAML recipes.
+
+A recipe is a YAML file with one mapping per stage section::
+
+    run: {name: tiny, seed: 0}
+    world: {n_people: 300}
+
+Each section name maps to a config dataclass through :data:`SECTIONS`. To add a stage,
+define its dataclass (typed fields, ``metadata={"help": ...}``, a ``__post_init__``
+that calls :func:`check`) and add one line to ``SECTIONS``; :class:`Recipe`,
+:func:`load_recipe` and :func:`recipe_to_dict` pick it up from there.
+
+Every error is a :class:`ConfigError` whose message names the file and the dotted
+field (``recipes/tiny.yaml: unknown key 'run.sed' (did you mean 'seed'?)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A recipe, section or field is invalid; the message names the file and the dotted field."""
+
+
+def check(cond: bool, name: str, msg: str) -> None:
+    """Raise ``ConfigError("<name> <msg>")`` unless ``cond``; keeps ``__post_init__`` checks one-liners."""
+    if not cond:
+        raise ConfigError(f"{name} {msg}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage configs. One dataclass per section; field names are the YAML keys.
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes and how it is seeded."""
+
+    name: str = field(default="tiny", metadata={"help": "Run name; the run directory is <runs_dir>/<name>."})
+    seed: int = field(default=0, metadata={"help": "Seed for python, numpy and torch RNGs."})
+    runs_dir: str = field(default="runs", metadata={"help": "Parent folder of all run directories."})
+
+    def __post_init__(self):
+        check(re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "run.name",
+              f"must match [A-Za-z0-9._-]+ (it names a folder), got {self.name!r}")
+        check(self.seed >= 0, "run.seed", f"must be >= 0, got {self.seed}")
+
+
+@dataclass
+class WorldConfig:
+    """The tiny world (notebook 00): sizes of its splits and how hard and noisy it is."""
+
+    seed: int = field(default=0, metadata={"help": "World seed; data/tiny_world/ is generated from seed 0."})
+    min_steps: int = field(default=2, metadata={"help": "Fewest arithmetic steps in a math problem."})
+    max_steps: int = field(default=4, metadata={"help": "Most arithmetic steps in a math problem."})
+    max_value: int = field(default=99, metadata={"help": "Largest number in a problem or any intermediate result."})
+    max_factor: int = field(default=5, metadata={"help": "Largest multiplier or divisor."})
+    math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
+    math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
+    math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
+    math_train: int = field(default=20000, metadata={"help": "Math problems M0 may see in pre-training."})
+    n_people: int = field(default=300, metadata={"help": "Fictional people in the knowledge base (>= 200)."})
+    people_test: int = field(default=60, metadata={"help": "People whose bios are the test prompts."})
+    people_dev: int = field(default=40, metadata={"help": "People whose bios are the dev prompts."})
+    people_rl: int = field(default=60, metadata={"help": "People whose bios are RL prompts; the rest are SFT people."})
+    docs_per_person: int = field(default=6, metadata={"help": "Noisy web documents per person in pre-training."})
+    bio_error_rate: float = field(default=0.1, metadata={"help": "Chance that a fact in a web document is wrong."})
+
+    def __post_init__(self):
+        check(1 <= self.min_steps <= self.max_steps <= 8, "world.min_steps/max_steps",
+              f"need 1 <= min_steps <= max_steps <= 8, got {self.min_steps}, {self.max_steps}")
+        check(10 <= self.max_value <= 10_000, "world.max_value", f"must be in [10, 10000], got {self.max_value}")
+        check(2 <= self.max_factor <= 12, "world.max_factor", f"must be in [2, 12], got {self.max_factor}")
+        for name in ("math_test", "math_dev", "math_rl", "math_train", "people_test", "people_dev", "people_rl"):
+            check(getattr(self, name) >= 1, f"world.{name}", f"must be >= 1, got {getattr(self, name)}")
+        people = self.people_test + self.people_dev + self.people_rl
+        check(self.n_people > people, "world.n_people",
+              f"must exceed people_test + people_dev + people_rl = {people} (the rest are SFT people), "
+              f"got {self.n_people}")
+        check(self.docs_per_person >= 1, "world.docs_per_person", f"must be >= 1, got {self.docs_per_person}")
+        check(0.0 <= self.bio_error_rate < 0.5, "world.bio_error_rate",
+              f"must be in [0, 0.5), got {self.bio_error_rate}")
+
+
+@dataclass
+class M0Config:
+    """The M0 policy (notebook 00): where to load it from, or how to pre-train it from scratch on CPU."""
+
+    pretrained: str = field(default="data/tiny_world/m0",
+                            metadata={"help": "Local path or Hub id of M0, used when retrain is false."})
+    retrain: bool = field(default=False, metadata={"help": "Pre-train M0 from scratch (cached by config hash)."})
+    seed: int = field(default=0, metadata={"help": "Seed of weight init, data order and the training mix."})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, special tokens included."})
+    hidden_size: int = field(default=128, metadata={"help": "Llama hidden size."})
+    intermediate_size: int = field(default=384, metadata={"help": "Llama MLP size."})
+    num_layers: int = field(default=4, metadata={"help": "Llama decoder layers."})
+    num_heads: int = field(default=4, metadata={"help": "Attention heads (no grouped-query attention)."})
+    max_length: int = field(default=384, metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
+    n_math: int = field(default=10000, metadata={"help": "Worked math solutions in the mix."})
+    n_math_refine: int = field(default=3000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
+    n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
+    web_epochs: int = field(default=2, metadata={"help": "Passes over the noisy web documents."})
+    bio_sft_epochs: int = field(default=2, metadata={"help": "Passes over the SFT people's bios."})
+    prompt_loss: bool = field(default=True, metadata={"help": "Train on prompt tokens too (pre-training style)."})
+    batch_size: int = field(default=16, metadata={"help": "Sequences per optimizer step."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the whole mix."})
+    learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (cosine schedule)."})
+    warmup_steps: int = field(default=50, metadata={"help": "Linear warm-up steps."})
+    logging_steps: int = field(default=25, metadata={"help": "Loss is logged every this many steps."})
+    max_seconds: float = field(default=480.0, metadata={"help": "Wall-clock cap on pre-training (8 min budget)."})
+
+    def __post_init__(self):
+        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length",
+                     "batch_size", "logging_steps"):
+            check(getattr(self, name) >= 1, f"m0.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check(self.vocab_size >= 300, "m0.vocab_size", f"must be >= 300 (byte alphabet + specials), got {self.vocab_size}")
+        check(self.hidden_size % self.num_heads == 0, "m0.hidden_size",
+              f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
+        for name in ("n_math", "n_math_refine", "n_bio_refine", "web_epochs", "bio_sft_epochs", "warmup_steps"):
+            check(getattr(self, name) >= 0, f"m0.{name}", f"must be >= 0, got {getattr(self, name)}")
+        check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
+        check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        check(self.max_seconds > 0, "m0.max_seconds", f"must be > 0, got {self.max_seconds}")
+
+
+@dataclass
+class EvalConfig:
+    """M0's quick checks in notebook 00: held-out math accuracy, refinement success, bio precision."""
+
+    split: str = field(default="test", metadata={"help": "Held-out split to evaluate on: dev or test."})
+    n_math: int = field(default=500, metadata={"help": "Math problems to evaluate (first n of the split)."})
+    n_bios: int = field(default=60, metadata={"help": "Bio prompts to evaluate (first n of the split)."})
+    max_new_tokens: int = field(default=160, metadata={"help": "Generation cap per response."})
+    batch_size: int = field(default=100, metadata={"help": "Prompts per generate() call."})
+
+    def __post_init__(self):
+        check(self.split in ("dev", "test"), "eval.split", f"must be 'dev' or 'test', got {self.split!r}")
+        for name in ("n_math", "n_bios", "max_new_tokens", "batch_size"):
+            check(getattr(self, name) >= 1, f"eval.{name}", f"must be >= 1, got {getattr(self, name)}")
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "world": WorldConfig,
+    "m0": M0Config,
+    "eval": EvalConfig,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# The recipe: one config instance per section.
+# ---------------------------------------------------------------------------------------------
+
+
+class Recipe:
+    """One config per section of :data:`SECTIONS`, as attributes (``recipe.run.seed``).
+
+    Sections not given get their defaults.
+    """
+
+    def __init__(self, **sections: object):
+        unknown = sorted(set(sections) - set(SECTIONS))
+        if unknown:
+            raise ConfigError(f"unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
+        for name, cls in SECTIONS.items():
+            setattr(self, name, sections[name] if name in sections else cls())
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Recipe) and vars(self) == vars(other)
+
+    def __repr__(self) -> str:
+        return "Recipe(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"
+
+    @classmethod
+    def from_dict(cls, d: object, source: str = "<dict>") -> Recipe:
+        """Build and validate a recipe from ``{section: {key: value}}``; errors start with ``source``."""
+        if d is None:  # an empty YAML file: all defaults
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{source}: expected a mapping of sections at the top level, "
+                              f"got {type(d).__name__}")
+        built = {}
+        for section, values in d.items():
+            if section not in SECTIONS:
+                raise ConfigError(f"{source}: unknown section {section!r}{_suggest(section, SECTIONS)}")
+            built[section] = _build_section(section, values, source)
+        return cls(**built)
+
+
+def _suggest(word: object, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _build_section(section: str, values: object, source: str) -> object:
+    """Type-check ``values`` against the section's dataclass and construct it."""
+    cls = SECTIONS[section]
+    if values is None:  # `world:` with nothing under it
+        values = {}
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
+        try:
+            kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+    for f in fields.values():
+        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{source}: missing required key '{section}.{f.name}'")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:  # a range check in __post_init__
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _type_name(tp: object) -> str:
+    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp)
+
+
+def _coerce(value: object, tp: object, name: str) -> object:
+    """Return ``value`` checked against annotation ``tp`` (int -> float is the only conversion)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (types.UnionType, typing.Union):
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                try:
+                    return _coerce(value, arg, name)
+                except ConfigError:
+                    pass
+        ok = False
+    elif origin is list:
+        if isinstance(value, list):
+            return [_coerce(v, args[0], f"{name}[{i}]") for i, v in enumerate(value)] if args else value
+        ok = False
+    elif tp is dict or origin is dict:
+        ok = isinstance(value, dict)
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        ok = False
+    elif tp is int:  # bool is an int subclass, but `seed: true` is a mistake
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp in (str, bool):
+        ok = isinstance(value, tp)
+    else:
+        raise TypeError(f"field {name!r}: unsupported annotation {tp!r} in a config dataclass")
+    if not ok:
+        raise ConfigError(f"field {name!r} expects {_type_name(tp)}, got {type(value).__name__} ({value!r})")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading, overrides, dumping.
+# ---------------------------------------------------------------------------------------------
+
+
+def parse_override(text: str) -> tuple[str, str]:
+    """Split a CLI override ``"run.seed=3"`` into ``("run.seed", "3")``.
+
+    The value stays text; :func:`load_recipe` parses it as YAML against the field's type.
+    """
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {text!r}: expected section.key=value, e.g. run.seed=3")
+    return key.strip(), value.strip()
+
+
+def _accepts_str(tp: object) -> bool:
+    """``str`` or a union with ``str`` (``str | None``); not ``list[str]``."""
+    is_union = typing.get_origin(tp) in (types.UnionType, typing.Union)
+    return tp is str or (is_union and str in typing.get_args(tp))
+
+
+def _override_value(key: str, value: object, source: str) -> object:
+    """Check that dotted ``key`` names a field; YAML-parse a text ``value`` (``"3"`` -> 3)."""
+    section, _, name = key.partition(".")
+    where = f"{source}: override {key!r}"
+    if section not in SECTIONS:
+        raise ConfigError(f"{where}: unknown section {section!r}{_suggest(section, SECTIONS)}")
+    hints = typing.get_type_hints(SECTIONS[section])
+    if name not in hints:
+        raise ConfigError(f"{where}: unknown key '{key}'{_suggest(name, hints)}")
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = yaml.safe_load(value)
+    except yaml.YAMLError:
+        return value  # leave it text; the type check reports it if the field is not a str
+    # A str field keeps the text as typed: run.name=007 stays "007", not the int 7.
+    if parsed is not None and not isinstance(parsed, str) and _accepts_str(hints[name]):
+        return value
+    return parsed
+
+
+def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = None) -> Recipe:
+    """Load and validate a YAML recipe, then apply dotted ``overrides`` like ``{"run.seed": 3}``."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    source = str(path)
+    if overrides:
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            value = _override_value(key, value, source)
+            if raw.get(section) is None:
+                raw[section] = {}
+            if isinstance(raw[section], dict):  # else from_dict reports the bad section
+                raw[section][name] = value
+        source = f"{path} (with overrides {', '.join(overrides)})"
+    return Recipe.from_dict(raw, source=source)
+
+
+def recipe_to_dict(recipe: Recipe) -> dict:
+    """Plain ``{section: {key: value}}`` of every section (YAML- and JSON-safe)."""
+    return {name: dataclasses.asdict(getattr(recipe, name)) for name in SECTIONS}
+
+
+def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
+    """Write ``recipe`` as a YAML recipe that :func:`load_recipe` reads back equal."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True),
+                    encoding="utf-8")

@@ -1,0 +1,48 @@
+"""Batched generation with ``transformers``: chat-templated, left-padded, with the KV cache.
+
+Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template.
+"""
+
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+
+def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
+    if not tokenizer.chat_template:
+        raise ValueError(f"tokenizer of '{tokenizer.name_or_path}' has no chat template; set one "
+                         "(tokenizer.chat_template = ...) or use a chat/instruct model")
+    return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 128,
+             batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             num_return_sequences: int = 1, seed: int | None = None, progress: bool = True) -> list[list[str]]:
+    """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
+
+    Prompts are sorted by length before batching so padding is small; results come back in input order.
+    """
+    texts = render_prompts(tokenizer, conversations)
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    if seed is not None:
+        torch.manual_seed(seed)
+    out: list[list[str] | None] = [None] * len(texts)
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
+            idx = order[start:start + batch_size]
+            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                                 temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
+                                 num_return_sequences=num_return_sequences, pad_token_id=tokenizer.pad_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+            gen = gen[:, enc["input_ids"].shape[1]:]
+            decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                out[i] = decoded[j * num_return_sequences:(j + 1) * num_return_sequences]
+    finally:
+        tokenizer.padding_side = old_side
+    return out

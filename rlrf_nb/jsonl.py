@@ -1,0 +1,69 @@
+"""JSONL reading and writing with errors that name the file and line.
+
+One reader for every JSONL the kit touches (run artifacts, tiny-world splits,
+real-data files), so a bad line always gets the same clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class JsonlError(ValueError):
+    """A JSONL file has a line that is not a JSON object; the message names ``file:line``."""
+
+
+def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield the JSON objects of ``path``, one per non-empty line.
+
+    Raises :class:`JsonlError` naming ``path:line`` for invalid JSON, a non-UTF-8 byte
+    or a value that is not an object. With ``allow_torn_tail`` a last line that has no
+    newline and does not parse (a write cut off by a crash) is dropped with a warning.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        lines = fh.read().split(b"\n")
+    # split() leaves '' after a final newline; a non-empty last item had no newline.
+    last = len(lines)
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise JsonlError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            if allow_torn_tail and lineno == last:
+                log.warning("%s:%d: dropping a torn last line (%d bytes, no newline): %s", path, lineno, len(raw), e.msg)
+                return
+            raise JsonlError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+        if not isinstance(obj, dict):
+            raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield obj
+
+
+def dumps_line(record: dict) -> str:
+    """One JSONL line (with newline); keys sorted so files diff and hash stably."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
+    """Write ``records`` to ``path`` atomically (temp file, then rename). Returns the count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    n = 0
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(dumps_line(rec))
+            n += 1
+    os.replace(tmp, path)
+    return n

@@ -1,0 +1,166 @@
+"""The M0 policy: a BPE tokenizer with a chat template, a small Llama, pre-training on CPU, and loading.
+
+M0 is a real ``transformers`` causal LM trained from scratch by the kit, so every
+later stage (sampling, judging, DPO through TRL) runs the same code path as a Hub
+instruct model. :func:`load_policy` takes a local path or a Hub id alike.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math as pymath
+import time
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, LlamaConfig,
+                          LlamaForCausalLM, PreTrainedTokenizerFast, Trainer, TrainerCallback, TrainingArguments)
+
+log = logging.getLogger(__name__)
+
+SPECIAL = {"bos_token": "<|bos|>", "eos_token": "<|end|>", "pad_token": "<|pad|>", "unk_token": "<|unk|>"}
+ROLE_TOKENS = ["<|system|>", "<|user|>", "<|assistant|>"]
+
+# The generation markers let transformers/TRL build assistant-only loss masks
+# (``return_assistant_tokens_mask``); the EOS closes every turn, so generation stops there.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for m in messages %}"
+    "{% if m['role'] == 'assistant' %}<|assistant|>{% generation %}{{ m['content'] }}<|end|>{% endgeneration %}"
+    "{% else %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts``; digits are split one per token so arithmetic is learnable."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    ])
+    tok.decoder = decoders.ByteLevel()
+    specials = list(SPECIAL.values()) + ROLE_TOKENS
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(texts, trainer=trainer)
+    hf = PreTrainedTokenizerFast(tokenizer_object=tok, **SPECIAL, additional_special_tokens=ROLE_TOKENS)
+    hf.chat_template = CHAT_TEMPLATE
+    hf.model_max_length = 1024
+    return hf
+
+
+def build_model(tokenizer, cfg) -> LlamaForCausalLM:
+    """A small Llama (an ``M0Config``) sized to the tokenizer."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers, num_attention_heads=cfg.num_heads, num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_length, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def n_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = True) -> dict | None:
+    """Token ids and labels for one mix item. With ``prompt_loss`` False, chat items train only on
+    assistant turns (the prompt is masked with -100); plain text always trains on every token.
+    Items longer than ``max_length`` are skipped (returns None)."""
+    if "messages" in item:
+        enc = tokenizer.apply_chat_template(item["messages"], tokenize=True, return_dict=True,
+                                            return_assistant_tokens_mask=True)
+        ids, mask = enc["input_ids"], enc["assistant_masks"]
+        labels = [t if (m or prompt_loss) else -100 for t, m in zip(ids, mask)]
+    else:
+        ids = [tokenizer.bos_token_id] + tokenizer(item["text"], add_special_tokens=False)["input_ids"]
+        ids.append(tokenizer.eos_token_id)
+        labels = list(ids)
+    if len(ids) > max_length:
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
+class _TimeBudget(TrainerCallback):
+    """Stops training after ``seconds`` of wall time, logging that it did."""
+
+    def __init__(self, seconds: float):
+        self.seconds, self.t0, self.hit = seconds, None, False
+
+    def on_train_begin(self, args, state, control, **kw):
+        self.t0 = time.monotonic()
+
+    def on_step_end(self, args, state, control, **kw):
+        if time.monotonic() - self.t0 > self.seconds:
+            self.hit = True
+            control.should_training_stop = True
+
+
+def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -> dict:
+    """Train ``model`` on the mix with ``transformers.Trainer`` on CPU (fp32). Returns a summary with the
+    loss history. The schedule is cosine over the whole mix; ``max_seconds`` is a safety cap."""
+    from datasets import Dataset
+
+    rows = [r for r in (tokenize_item(it, tokenizer, cfg.max_length, cfg.prompt_loss) for it in items) if r is not None]
+    n_skipped = len(items) - len(rows)
+    ds = Dataset.from_list(rows)
+    n_tokens = sum(len(r["input_ids"]) for r in rows)
+    log.info("pre-training on %d sequences, %d tokens (%d skipped as longer than %d)", len(rows), n_tokens,
+             n_skipped, cfg.max_length)
+    args = TrainingArguments(
+        output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
+        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+        weight_decay=0.01, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
+        use_cpu=True, bf16=False, fp16=False, seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="group_by_length",
+        dataloader_num_workers=0, disable_tqdm=False,
+    )
+    budget = _TimeBudget(cfg.max_seconds)
+    trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[budget],
+                      data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
+    t0 = time.monotonic()
+    trainer.train()
+    seconds = time.monotonic() - t0
+    if budget.hit:
+        log.warning("pre-training stopped by the time budget (%.0f s) before the end of the schedule", cfg.max_seconds)
+    history = [h for h in trainer.state.log_history if "loss" in h]
+    return {"seconds": round(seconds, 1), "tokens": n_tokens, "sequences": len(rows), "skipped": n_skipped,
+            "tokens_per_s": round(n_tokens * min(1.0, trainer.state.epoch / cfg.epochs) * cfg.epochs / seconds, 1),
+            "steps": trainer.state.global_step, "stopped_by_time_budget": budget.hit,
+            "final_loss": history[-1]["loss"] if history else pymath.nan, "history": history}
+
+
+def save_policy(model, tokenizer, path: str | Path, train_summary: dict | None = None) -> Path:
+    """``save_pretrained`` (safetensors) for model and tokenizer, plus the training log beside them."""
+    path = Path(path)
+    model.save_pretrained(path, safe_serialization=True)
+    tokenizer.save_pretrained(path)
+    if train_summary is not None:
+        (path / "training_log.json").write_text(json.dumps(train_summary, indent=1))
+    return path
+
+
+def load_policy(name_or_path: str | Path, *, trust_remote_code: bool = False, dtype=torch.float32):
+    """Load a policy and tokenizer from a local path or a Hub id, with safetensors only.
+
+    A path that looks local (exists, or starts with ``.``/``/``) but is missing raises a
+    FileNotFoundError naming it, instead of a confusing Hub lookup.
+    """
+    s = str(name_or_path)
+    if (s.startswith((".", "/", "~")) or Path(s).exists()) and not Path(s).expanduser().is_dir():
+        raise FileNotFoundError(f"checkpoint path '{s}' does not exist or is not a directory")
+    tokenizer = AutoTokenizer.from_pretrained(s, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(s, trust_remote_code=trust_remote_code, use_safetensors=True,
+                                                 dtype=dtype)
+    model.eval()
+    return model, tokenizer
+
+
+def training_log(path: str | Path) -> dict | None:
+    p = Path(path) / "training_log.json"
+    return json.loads(p.read_text()) if p.exists() else None

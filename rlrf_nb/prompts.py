@@ -1,0 +1,45 @@
+"""The prompt texts the policy sees: the refinement prompt and the rendering of per-aspect feedback.
+
+One definition, used everywhere: M0's refinement training data, the reflection
+search (the paper's fine-grained self-reflection, Sec. 3.2) and the notebooks.
+A policy trained on these words sees the same words at search time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class AspectNote:
+    """One aspect's feedback: the verbal critique and the score on the rubric's scale."""
+
+    aspect: str
+    score: int | None
+    max_score: int
+    critique: str
+
+
+def render_feedback(notes: list[AspectNote]) -> str:
+    """``- logical correctness (2/5): Step 2 computes 7*8=54; 7*8 is 56.`` one line per aspect."""
+    lines = []
+    for n in notes:
+        score = "?" if n.score is None else str(n.score)
+        lines.append(f"- {n.aspect} ({score}/{n.max_score}): {n.critique}")
+    return "\n".join(lines)
+
+
+REFINE_INSTRUCTION = "Revise the draft so that it fixes every problem the feedback names."
+
+
+def refinement_prompt(question: str, draft: str, notes: list[AspectNote]) -> str:
+    """The user message asking the policy to refine ``draft`` given the critiques."""
+    return f"{question}\n\nDraft:\n{draft}\n\nFeedback:\n{render_feedback(notes)}\n\n{REFINE_INSTRUCTION}"
+
+
+def chat(user: str, assistant: str | None = None) -> list[dict]:
+    """A conversation in the messages format that ``apply_chat_template`` and TRL take."""
+    msgs = [{"role": "user", "content": user}]
+    if assistant is not None:
+        msgs.append({"role": "assistant", "content": assistant})
+    return msgs

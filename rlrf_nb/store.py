@@ -1,0 +1,241 @@
+"""The run directory and its append-only, resumable JSONL artifacts.
+
+Every expensive step (sampling, judging, evaluating) writes one JSONL record per
+item to ``<run_dir>/<name>.jsonl`` as soon as the item is done. Each record carries
+a ``key`` computed by :func:`content_key` from the step's *inputs* — model
+fingerprint, prompt, decode params, rubric version, judge id and so on — so a rerun
+(after a crash, or with more items) finds the finished records and computes only
+what is missing. :meth:`RunStore.map` is that loop.
+
+A run also saves what it was run with (:meth:`RunStore.write_metadata`: resolved
+config, seed, package versions, git SHA), and checkpoints count as done only once a
+``COMPLETE.json`` marker has been written atomically (:func:`mark_complete`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import yaml
+from tqdm.auto import tqdm
+
+from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl
+
+log = logging.getLogger(__name__)
+
+VERSIONED_PACKAGES = ("rlrf_nb", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
+                      "tokenizers", "pandas", "plotly", "papermill", "ipywidgets")
+COMPLETE_MARKER = "COMPLETE.json"
+
+
+def content_key(obj: object) -> str:
+    """First 16 hex chars of sha256 over the canonical JSON of ``obj``.
+
+    Hash the *inputs* of a step, never its outputs: the same inputs give the same key,
+    so a rerun recognises records it already has. Dict key order does not matter.
+    """
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+class JsonlArtifact:
+    """An append-only JSONL file of records that each carry a unique ``"key"``.
+
+    The file is read once on open into an in-memory index; :meth:`append` writes
+    through to disk. One process writes a given artifact at a time.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._records: dict[str, dict] = {}  # key -> record, in file order
+        if not self.path.exists():
+            return
+        self._repair_tail()  # after this the file ends with a newline, so any bad line is an error
+        for i, rec in enumerate(read_jsonl(self.path), start=1):
+            key = rec.get("key")
+            if not isinstance(key, str):
+                raise JsonlError(f"{self.path}: record {i} has no string 'key' field")
+            if key in self._records:
+                log.warning("%s: duplicate key %r in record %d; keeping the first", self.path, key, i)
+                continue
+            self._records[key] = rec
+
+    def _repair_tail(self) -> None:
+        """Make the file end with a newline, so the next append starts a fresh line.
+
+        Our writes put a whole line, newline included, in one ``os.write``; a last line
+        without a newline is a write cut off by a crash (truncated off) or a hand edit
+        that is valid JSON (kept, newline added).
+        """
+        data = self.path.read_bytes()
+        if not data or data.endswith(b"\n"):
+            return
+        start = data.rfind(b"\n") + 1
+        try:
+            json.loads(data[start:])
+        except ValueError:
+            log.warning("%s: truncating a torn last line (%d bytes, no newline; an interrupted write)",
+                        self.path, len(data) - start)
+            os.truncate(self.path, start)
+        else:
+            self._write(b"\n")
+
+    def _write(self, data: bytes) -> None:
+        # O_APPEND + a single write: a crash loses at most this line, never glues two.
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            if os.write(fd, data) != len(data):
+                raise OSError(f"{self.path}: short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def append(self, record: dict) -> dict:
+        """Write ``record`` (which needs a new string ``"key"``) and return it as stored."""
+        key = record.get("key")
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"{self.path}: record needs a non-empty string 'key', got {key!r}")
+        if key in self._records:
+            raise ValueError(f"{self.path}: key {key!r} is already stored")
+        line = dumps_line(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write(line.encode("utf-8"))
+        stored = json.loads(line)  # what a reader of the file will see (tuples become lists ...)
+        self._records[key] = stored
+        return stored
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def keys(self) -> list[str]:
+        return list(self._records)
+
+    def get(self, key: str, default: dict | None = None) -> dict | None:
+        """The stored record for ``key``, or ``default`` (like ``dict.get``)."""
+        return self._records.get(key, default)
+
+    def records(self) -> list[dict]:
+        """All records in file order."""
+        return list(self._records.values())
+
+
+def _git(args: list[str], cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], check=False, cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_info(path: str | os.PathLike) -> dict:
+    """``{"git_sha", "git_dirty"}`` of the checkout containing ``path`` (both None outside git).
+
+    Dirty means modified tracked files or untracked, non-ignored files.
+    """
+    sha = _git(["rev-parse", "HEAD"], Path(path))
+    status = _git(["status", "--porcelain"], Path(path)) if sha else None
+    return {"git_sha": sha, "git_dirty": None if status is None else bool(status)}
+
+
+def package_versions() -> dict[str, str | None]:
+    """Installed version of each of :data:`VERSIONED_PACKAGES`, None where not installed."""
+    versions = {}
+    for name in VERSIONED_PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def is_complete(path: str | os.PathLike) -> bool:
+    """True once :func:`mark_complete` has finished for the directory ``path``."""
+    return (Path(path) / COMPLETE_MARKER).is_file()
+
+
+def mark_complete(path: str | os.PathLike, info: dict) -> None:
+    """Write ``<path>/COMPLETE.json`` (``info`` plus a UTC time) atomically, after the checkpoint."""
+    record = {**info, "completed_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    _atomic_write_text(Path(path) / COMPLETE_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+
+
+class RunStore:
+    """One run directory: JSONL artifacts, metadata and checkpoints."""
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._artifacts: dict[str, JsonlArtifact] = {}
+
+    def path(self, *parts: str) -> Path:
+        return self.run_dir.joinpath(*parts)
+
+    def artifact(self, name: str) -> JsonlArtifact:
+        """The artifact ``<run_dir>/<name>.jsonl``; ``name`` may have folders (``eval/gsm8k/M0``)."""
+        if name not in self._artifacts:
+            self._artifacts[name] = JsonlArtifact(self.run_dir / f"{name}.jsonl")
+        return self._artifacts[name]
+
+    def map(self, name: str, items: Iterable, key_fn: Callable[[object], str],
+            fn: Callable[[object], dict], desc: str | None = None) -> list[dict]:
+        """``fn(item)`` for each item whose ``key_fn(item)`` is not stored yet in artifact ``name``.
+
+        Each new record gets ``"key"`` set and is appended at once, so an interrupted
+        map resumes where it stopped. Returns the records (stored or new) in item order.
+        ``desc`` labels the progress bar (default: ``name``).
+        """
+        art = self.artifact(name)
+        out, reused = [], 0
+        for item in tqdm(items, desc=desc or name):
+            key = key_fn(item)
+            if key in art:
+                out.append(art.get(key))
+                reused += 1
+                continue
+            rec = fn(item)
+            if not isinstance(rec, dict):
+                raise TypeError(f"{name}: fn must return a dict, got {type(rec).__name__}")
+            out.append(art.append({**rec, "key": key}))
+        log.info("%s: %d records reused, %d computed", art.path, reused, len(out) - reused)
+        return out
+
+    def write_metadata(self, config: dict, seed: int) -> dict:
+        """Write ``config.yaml`` (the resolved config) and ``run.json`` (seed, versions, git); return the latter."""
+        _atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        meta = {
+            "seed": seed,
+            "versions": package_versions(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+            **git_info(Path(__file__).resolve().parent),
+        }
+        _atomic_write_text(self.path("run.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return meta
+
+    def checkpoint_dir(self, name: str) -> Path:
+        """``<run_dir>/checkpoints/<name>`` (created); done only once :func:`is_complete` says so."""
+        path = self.path("checkpoints", name)
+        path.mkdir(parents=True, exist_ok=True)
+        return path

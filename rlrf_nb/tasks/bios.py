@@ -1,0 +1,200 @@
+"""Tiny-world biographies: a knowledge base of fictional people, noisy "web text", bios and a claim checker.
+
+Stands in for FactScore's setting (Min et al. 2023). M0 learns the facts in
+pre-training from web-like documents in which a controlled fraction of facts is
+wrong, like noisy web text. Prompts are "Tell me a bio of X."; reference bios are
+atomic-fact sentences, one per KB attribute. People are split into disjoint
+groups (SFT, RL, dev, test), all seen in pre-training, as in FactTune (Tian et al. 2023).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+from rlrf_nb.tasks.schema import Example
+
+ATTRIBUTES = ("birth_year", "birthplace", "occupation", "employer", "notable_work", "education")
+
+_SYL = ["ka", "lo", "mi", "ren", "tas", "vel", "dor", "ni", "sha", "bri", "ton", "ela", "mar", "quo", "zen",
+        "fal", "ri", "gan", "sol", "pe", "th", "var", "lin", "co", "dra", "ves", "ul", "hen", "ora", "bek"]
+CITIES = ["Brimsdale", "Calloway", "Dunmere", "Eastholt", "Farrowick", "Glenmoor", "Harrowgate", "Ivywell",
+          "Juniper Bay", "Kestrel Point", "Larkspur", "Millbrook", "Northwold", "Oakhurst", "Pinecrest",
+          "Quarry Hill", "Ravensford", "Stonebridge", "Thornbury", "Umberlee"]
+OCCUPATIONS = ["botanist", "engineer", "painter", "chemist", "novelist", "architect", "violinist", "geologist",
+               "journalist", "astronomer", "sculptor", "economist", "photographer", "linguist", "surgeon",
+               "historian"]
+EMPLOYERS = ["Norveth Labs", "Aldane Press", "Corvid Works", "Halden Institute", "Mirrow Studio",
+             "Pellam Foundation", "Quillon Group", "Rosk Observatory", "Sable Hospital", "Tamsin Museum",
+             "Vantor Bureau", "Wyeth Academy"]
+WORKS = ["the Azure Bridge", "the Silent Atlas", "the Copper Garden", "the Winter Sonata", "the Glass Tower",
+         "the Lantern Map", "the River Codex", "the Iron Orchard", "the Amber Lens", "the Hollow Crown",
+         "the Paper Comet", "the Salt Archive", "the Velvet Engine", "the Quiet Harbor"]
+SCHOOLS = ["Kelmont University", "Dravin College", "Eston Polytechnic", "Harlow University", "Mercer College",
+           "Orrin Institute", "Selby University", "Tarn College"]
+_VALUES = {"birthplace": CITIES, "occupation": OCCUPATIONS, "employer": EMPLOYERS, "notable_work": WORKS,
+           "education": SCHOOLS}
+
+
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
+# Canonical atomic-fact sentences: reference bios use exactly these, and the
+# claim checker parses them back. {N} is the person's name, {v} the value.
+CANONICAL = {
+    "birth_year": "{N} was born in the year {v}.",
+    "birthplace": "{N} was born in {v}.",
+    "occupation": "{N} works as {a} {v}.",
+    "employer": "{N} works for {v}.",
+    "notable_work": "{N} is known for {v}.",
+    "education": "{N} studied at {v}.",
+}
+
+# Web-text paraphrases used only in pre-training documents.
+WEB = {
+    "birth_year": ["{N} was born in the year {v}.", "Born in {v}, {N} grew up quickly.", "In {v}, {N} was born."],
+    "birthplace": ["{N} was born in {v}.", "{N} comes from {v}.", "{N} grew up in {v}."],
+    "occupation": ["{N} works as {a} {v}.", "By profession, {N} is {a} {v}.", "{N} is {a} {v} by trade."],
+    "employer": ["{N} works for {v}.", "{N} has a job at {v}.", "{v} employs {N}."],
+    "notable_work": ["{N} is known for {v}.", "{N} is famous for {v}.", "{v} made {N} well known."],
+    "education": ["{N} studied at {v}.", "{N} is a graduate of {v}.", "{N} went to {v}."],
+}
+
+
+def make_people(seed: int, n: int) -> list[dict]:
+    """``n`` fictional people with unique names and one value per attribute."""
+    rng = random.Random(f"bios:{seed}")
+    people, names = [], set()
+    while len(people) < n:
+        first = "".join(rng.choice(_SYL) for _ in range(2)).capitalize()
+        last = "".join(rng.choice(_SYL) for _ in range(rng.randint(2, 3))).capitalize()
+        name = f"{first} {last}"
+        if name in names:
+            continue
+        names.add(name)
+        person = {"name": name, "birth_year": str(rng.randint(1900, 1999))}
+        for attr, vals in _VALUES.items():
+            person[attr] = rng.choice(vals)
+        people.append(person)
+    return people
+
+
+def fact_sentence(name: str, attr: str, value: str, template: str | None = None) -> str:
+    t = template or CANONICAL[attr]
+    return t.format(N=name, v=value, a=_article(value))
+
+
+def reference_bio(person: dict) -> str:
+    return " ".join(fact_sentence(person["name"], a, person[a]) for a in ATTRIBUTES)
+
+
+def _wrong_value(rng: random.Random, attr: str, true: str) -> str:
+    if attr == "birth_year":
+        return str(int(true) + rng.choice([-11, -7, -3, 3, 7, 11]))
+    return rng.choice([v for v in _VALUES[attr] if v != true])
+
+
+def web_documents(people: list[dict], seed: int, docs_per_person: int, error_rate: float) -> list[str]:
+    """Noisy pre-training text: each document mentions a random subset of a person's facts in random
+    order and wording; each mention is wrong with probability ``error_rate``."""
+    rng = random.Random(f"web:{seed}")
+    docs = []
+    for person in people:
+        for _ in range(docs_per_person):
+            attrs = rng.sample(ATTRIBUTES, rng.randint(3, len(ATTRIBUTES)))
+            sents = []
+            for a in attrs:
+                v = person[a] if rng.random() >= error_rate else _wrong_value(rng, a, person[a])
+                s = fact_sentence(person["name"], a, v, rng.choice(WEB[a]))
+                sents.append(s[0].upper() + s[1:])
+            docs.append(" ".join(sents))
+    rng.shuffle(docs)
+    return docs
+
+
+def bio_prompt(name: str) -> str:
+    return f"Tell me a bio of {name}."
+
+
+def split_people(people: list[dict], sizes: dict[str, int]) -> dict[str, list[Example]]:
+    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}``.
+
+    A size of -1 takes all remaining people (use it for the last group only).
+    """
+    out, start = {}, 0
+    for split, n in sizes.items():
+        group = people[start:] if n == -1 else people[start:start + n]
+        if n != -1 and len(group) < n:
+            raise ValueError(f"split_people: asked for {n} people in '{split}', only {len(group)} left")
+        start += len(group)
+        out[split] = [Example(id=f"bios-{split}-{i:05d}", task="bios", split=split, prompt=bio_prompt(p["name"]),
+                              reference=reference_bio(p), tags=["bios"], meta={"entity": p["name"]})
+                      for i, p in enumerate(group)]
+    return out
+
+
+# ---------------------------------------------------------------------------
+# Claims: split a bio into atomic sentences and check each against the KB.
+# ---------------------------------------------------------------------------
+
+_CLAIM_RES = [(attr, re.compile("^" + re.escape(t).replace(re.escape("{N}"), r"(?P<name>.+?)")
+                                .replace(re.escape("{a}"), r"an?").replace(re.escape("{v}"), r"(?P<v>.+?)") + "$"))
+              for attr, t in CANONICAL.items()]
+_SENT = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One atomic sentence of a bio and its verdict against the KB.
+
+    status: supported | contradicted | unsupported (not a KB fact about this person, or unparseable).
+    """
+
+    text: str
+    attribute: str | None
+    value: str | None
+    status: str
+    truth: str | None = None
+
+
+def split_claims(text: str) -> list[str]:
+    return [s.strip() for s in _SENT.split(text.strip()) if s.strip()]
+
+
+def check_bio(text: str, person: dict | None) -> list[Claim]:
+    """Verdict per atomic sentence. ``person`` None means the entity is not in the KB."""
+    claims = []
+    for sent in split_claims(text):
+        for attr, rx in _CLAIM_RES:
+            m = rx.match(sent)
+            # "born in the year 1950" also matches the birthplace pattern; birth_year is tried first.
+            if m and (attr != "birthplace" or not m.group("v").startswith("the year ")):
+                break
+        else:
+            claims.append(Claim(sent, None, None, "unsupported"))
+            continue
+        name, value = m.group("name"), m.group("v")
+        if person is None or name != person["name"]:
+            claims.append(Claim(sent, attr, value, "unsupported"))
+        elif value == person[attr]:
+            claims.append(Claim(sent, attr, value, "supported", person[attr]))
+        else:
+            claims.append(Claim(sent, attr, value, "contradicted", person[attr]))
+    return claims
+
+
+def claim_critique(claim: Claim, name: str) -> str:
+    """One sentence naming a wrong claim and the true value (the verifier's wording)."""
+    if claim.status == "contradicted":
+        return f"The claim '{claim.text}' is wrong: the knowledge base says {fact_sentence(name, claim.attribute, claim.truth)}"
+    return f"The claim '{claim.text}' is not supported by the knowledge base."
+
+
+def corrupt_bio(rng: random.Random, person: dict, n_wrong: int = 1) -> tuple[str, list[str]]:
+    """A flawed draft bio with ``n_wrong`` contradicted facts; returns (draft, wrong attributes)."""
+    wrong = rng.sample(ATTRIBUTES, n_wrong)
+    sents = [fact_sentence(person["name"], a, _wrong_value(rng, a, person[a]) if a in wrong else person[a])
+             for a in ATTRIBUTES]
+    return " ".join(sents), wrong

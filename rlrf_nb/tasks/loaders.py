@@ -1,0 +1,165 @@
+"""Real-data loaders: GSM8K, FactScore topics and Just-Eval-Instruct as :class:`Example` records.
+
+Each loader takes a ``source`` that is either a local file (JSONL, or for FactScore a
+plain .txt list of topics) or a Hugging Face Hub dataset id such as ``openai/gsm8k``.
+Local files are read with :func:`rlrf_nb.jsonl.read_jsonl`, so every error names
+``file:line``; Hub rows are named by dataset, split and row index instead. The records
+match the tiny world's (``rlrf_nb.tasks.schema``), so every later stage is the same.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from rlrf_nb.jsonl import read_jsonl
+from rlrf_nb.tasks.math import normalize_number
+from rlrf_nb.tasks.schema import Example
+
+# normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser.
+__all__ = [
+    "is_safety_row",
+    "iter_rows",
+    "load_factscore_topics",
+    "load_gsm8k",
+    "load_just_eval",
+    "normalize_number",
+]
+
+log = logging.getLogger(__name__)
+
+# owner/name, as on the Hub; a path ending in a data-file suffix is always taken as local.
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+_LOCAL_SUFFIXES = (".jsonl", ".json", ".txt")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_GSM8K_FINAL = re.compile(r"^####\s*(.*?)\s*$", re.MULTILINE)
+# Just-Eval's safety subset comes from e.g. "hh-rlhf/red-teaming" and "MaliciousInstruct".
+_SAFETY_WORDS = ("safety", "red-team", "red_team", "harmful", "malicious")
+
+
+def iter_rows(source: str, split: str, config: str | None = None, limit: int | None = None
+              ) -> Iterator[tuple[str, dict]]:
+    """Yield ``(where, row)`` from a local JSONL file or a Hub dataset split.
+
+    ``where`` is ``path:line`` for a file and ``source[split] row i`` for the Hub, ready
+    to prefix an error message. Stops after ``limit`` rows.
+    """
+    path = Path(source)
+    if path.is_file():
+        rows = _jsonl_rows(path)
+    elif _HUB_ID.fullmatch(str(source)) and not str(source).endswith(_LOCAL_SUFFIXES):
+        rows = _hub_rows(str(source), split, config)
+    else:
+        raise FileNotFoundError(f"{source}: no such file, and not a Hub dataset id (owner/name)")
+    return itertools.islice(rows, limit)
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
+    # read_jsonl yields one object per non-blank line, so pair each object with the
+    # number of the non-blank line it came from (the same rule read_jsonl applies).
+    linenos = [n for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
+    for lineno, row in zip(linenos, read_jsonl(path)):
+        yield f"{path}:{lineno}", row
+
+
+def _hub_rows(source: str, split: str, config: str | None) -> Iterator[tuple[str, dict]]:
+    import datasets  # heavy import, and only Hub sources need it
+
+    ds = datasets.load_dataset(source, config, split=split)
+    for i, row in enumerate(ds):
+        yield f"{source}[{split}] row {i}", row
+
+
+def _text_field(row: dict, where: str, name: str) -> str:
+    """``row[name]`` as a non-empty string, or an error naming ``where`` and the field."""
+    if name not in row or row[name] is None:
+        raise ValueError(f"{where}: missing field {name!r}")
+    value = row[name]
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{where}: field {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def load_gsm8k(source: str = "openai/gsm8k", split: str = "test", config: str = "main",
+               limit: int | None = None) -> list[Example]:
+    """GSM8K rows (``question``, ``answer`` ending in ``#### N``) as math examples.
+
+    The full solution, with its ``<<a*b=c>>`` calculator annotations, is kept as the
+    reference; the number after ``####`` (normalised) is the gold answer.
+    """
+    examples = []
+    for i, (where, row) in enumerate(iter_rows(source, split, config, limit)):
+        question = _text_field(row, where, "question")
+        solution = _text_field(row, where, "answer")
+        finals = _GSM8K_FINAL.findall(solution)
+        if not finals:
+            raise ValueError(f"{where}: field 'answer' has no final '#### N' line: ...{solution[-60:]!r}")
+        answer = normalize_number(finals[-1])
+        if not _NUMBER.fullmatch(answer):
+            raise ValueError(f"{where}: field 'answer': '#### {finals[-1]}' is not a number")
+        examples.append(Example(id=f"gsm8k-{split}-{i:05d}", task="math", split=split, prompt=question,
+                                reference=solution, answer=answer, tags=["math"]))
+    log.info("loaded %d GSM8K examples from %s (%s)", len(examples), source, split)
+    return examples
+
+
+def load_factscore_topics(source: str, split: str = "test", limit: int | None = None) -> list[Example]:
+    """FactScore prompt entities as bio examples: ``Tell me a bio of {topic}.``
+
+    ``source`` is a .txt file with one topic per line, or JSONL/Hub rows naming the topic
+    in ``topic`` (else ``entity``, else ``title``) with an optional ``cat`` list.
+    """
+    if str(source).endswith(".txt") and Path(source).is_file():
+        names = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
+        topics = [(name, []) for name in names[:limit]]
+    else:
+        topics = []
+        for where, row in iter_rows(source, split, limit=limit):
+            key = next((k for k in ("topic", "entity", "title") if k in row), None)
+            if key is None:
+                raise ValueError(f"{where}: missing field 'topic' (or 'entity' / 'title')")
+            topics.append((_text_field(row, where, key), row.get("cat", [])))
+    examples = [
+        Example(id=f"factscore-{i:05d}", task="bios", split=split, prompt=f"Tell me a bio of {topic}.",
+                tags=["bios"], meta={"entity": topic, "cat": cat})
+        for i, (topic, cat) in enumerate(topics)
+    ]
+    log.info("loaded %d FactScore topics from %s", len(examples), source)
+    return examples
+
+
+def is_safety_row(row: dict, where: str = "") -> bool:
+    """Whether a Just-Eval row is a safety prompt.
+
+    An explicit boolean ``safety`` field wins; otherwise the row is safety when its
+    ``dataset``, ``source_id`` or ``category`` mentions one of ``_SAFETY_WORDS``.
+    """
+    if "safety" in row:
+        if not isinstance(row["safety"], bool):
+            raise ValueError(f"{where}: field 'safety' must be true or false, got {row['safety']!r}")
+        return row["safety"]
+    marks = " ".join(str(row.get(k) or "") for k in ("dataset", "source_id", "category")).lower()
+    return any(word in marks for word in _SAFETY_WORDS)
+
+
+def load_just_eval(source: str = "re-align/just-eval-instruct", split: str = "test",
+                   limit: int | None = None) -> list[Example]:
+    """Just-Eval-Instruct rows (``instruction`` plus provenance) as instruct examples.
+
+    Safety prompts are tagged ``["safety"]`` so the judge adds the safety aspect;
+    the rest are ``["general"]``.
+    """
+    examples = []
+    for i, (where, row) in enumerate(iter_rows(source, split, limit=limit)):
+        instruction = _text_field(row, where, "instruction")
+        safety = is_safety_row(row, where)
+        meta = {"safety": safety, "dataset": row.get("dataset"), "category": row.get("category"),
+                "source_id": row.get("source_id")}
+        examples.append(Example(id=f"just-eval-{split}-{i:05d}", task="instruct", split=split,
+                                prompt=instruction, tags=["safety"] if safety else ["general"], meta=meta))
+    log.info("loaded %d Just-Eval examples from %s (%s), %d safety", len(examples), source, split,
+             sum(e.meta["safety"] for e in examples))
+    return examples

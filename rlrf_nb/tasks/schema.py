@@ -1,0 +1,62 @@
+"""The one record schema shared by the tiny world and the real-data loaders.
+
+Every prompt the kit samples, judges or evaluates is an :class:`Example`. The tiny
+world writes them to ``data/tiny_world/*.jsonl``; the GSM8K, FactScore and
+Just-Eval loaders produce the same records from Hub datasets or local JSONL.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+TASKS = ("math", "bios", "instruct")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One prompt with what is known about its answer.
+
+    id: stable unique id, e.g. ``math-test-00012``.
+    task: ``math`` | ``bios`` | ``instruct``.
+    split: ``train`` | ``rl`` | ``dev`` | ``test`` (or a real dataset's split name).
+    prompt: the user message given to the policy.
+    reference: a reference response (GSM8K solution, reference bio), or None.
+    answer: the gold final answer for math (normalised number string), else None.
+    tags: task tags used to pick feedback aspects (e.g. ``["math"]``, ``["bios"]``, ``["safety"]``).
+    meta: anything task-specific (the bio's entity name, the math steps, a safety flag).
+    """
+
+    id: str
+    task: str
+    split: str
+    prompt: str
+    reference: str | None = None
+    answer: str | None = None
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.task not in TASKS:
+            raise ValueError(f"Example {self.id!r}: task must be one of {TASKS}, got {self.task!r}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError(f"Example {self.id!r}: field 'prompt' must be a non-empty string")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, where: str = "") -> "Example":
+        """Build from a dict; a missing or unknown field raises naming ``where`` (e.g. ``file:line``)."""
+        prefix = f"{where}: " if where else ""
+        names = {f for f in cls.__dataclass_fields__}
+        missing = [k for k in ("id", "task", "split", "prompt") if k not in d]
+        if missing:
+            raise ValueError(f"{prefix}missing field(s) {missing}")
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{prefix}unknown field(s) {unknown}; expected a subset of {sorted(names)}")
+        try:
+            return cls(**d)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{prefix}{e}") from None
