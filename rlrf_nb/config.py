@@ -106,10 +106,13 @@ class M0Config:
     intermediate_size: int = field(default=384, metadata={"help": "Llama MLP size."})
     num_layers: int = field(default=4, metadata={"help": "Llama decoder layers."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads (no grouped-query attention)."})
-    max_length: int = field(default=384, metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
+    max_length: int = field(default=384,
+                            metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
     n_math: int = field(default=10000, metadata={"help": "Worked math solutions in the mix."})
     n_math_refine: int = field(default=3000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
+    n_drills: int = field(default=4000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
+    drill_lines: int = field(default=12, metadata={"help": "Equations per drill document."})
     web_epochs: int = field(default=2, metadata={"help": "Passes over the noisy web documents."})
     bio_sft_epochs: int = field(default=2, metadata={"help": "Passes over the SFT people's bios."})
     prompt_loss: bool = field(default=True, metadata={"help": "Train on prompt tokens too (pre-training style)."})
@@ -124,10 +127,13 @@ class M0Config:
         for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length",
                      "batch_size", "logging_steps"):
             check(getattr(self, name) >= 1, f"m0.{name}", f"must be >= 1, got {getattr(self, name)}")
-        check(self.vocab_size >= 300, "m0.vocab_size", f"must be >= 300 (byte alphabet + specials), got {self.vocab_size}")
+        check(self.vocab_size >= 300, "m0.vocab_size",
+              f"must be >= 300 (byte alphabet + specials), got {self.vocab_size}")
         check(self.hidden_size % self.num_heads == 0, "m0.hidden_size",
               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
-        for name in ("n_math", "n_math_refine", "n_bio_refine", "web_epochs", "bio_sft_epochs", "warmup_steps"):
+        check(self.drill_lines >= 1, "m0.drill_lines", f"must be >= 1, got {self.drill_lines}")
+        for name in ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs", "bio_sft_epochs",
+                     "warmup_steps"):
             check(getattr(self, name) >= 0, f"m0.{name}", f"must be >= 0, got {getattr(self, name)}")
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")

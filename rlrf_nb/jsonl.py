@@ -37,12 +37,14 @@ def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise JsonlError(f"{path}:{lineno}: not valid UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+            raise JsonlError(f"{path}:{lineno}: not valid UTF-8 "
+                             f"(byte {raw[e.start]:#04x} at column {e.start + 1})") from None
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
             if allow_torn_tail and lineno == last:
-                log.warning("%s:%d: dropping a torn last line (%d bytes, no newline): %s", path, lineno, len(raw), e.msg)
+                log.warning("%s:%d: dropping a torn last line (%d bytes, no newline): %s",
+                            path, lineno, len(raw), e.msg)
                 return
             raise JsonlError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
         if not isinstance(obj, dict):

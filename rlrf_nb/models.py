@@ -15,8 +15,17 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, LlamaConfig,
-                          LlamaForCausalLM, PreTrainedTokenizerFast, Trainer, TrainerCallback, TrainingArguments)
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +126,8 @@ def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
         learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
         weight_decay=0.01, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
-        use_cpu=True, bf16=False, fp16=False, seed=cfg.seed, data_seed=cfg.seed, train_sampling_strategy="group_by_length",
+        use_cpu=True, bf16=False, fp16=False, seed=cfg.seed, data_seed=cfg.seed,
+        train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=False,
     )
     budget = _TimeBudget(cfg.max_seconds)

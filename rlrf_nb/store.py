@@ -205,20 +205,28 @@ class RunStore:
         map resumes where it stopped. Returns the records (stored or new) in item order.
         ``desc`` labels the progress bar (default: ``name``).
         """
+        return self.map_batches(name, items, key_fn, lambda batch: [fn(batch[0])], batch_size=1, desc=desc)
+
+    def map_batches(self, name: str, items: Iterable, key_fn: Callable[[object], str],
+                    fn: Callable[[list], list[dict]], batch_size: int, desc: str | None = None) -> list[dict]:
+        """Like :meth:`map`, but ``fn`` takes a list of up to ``batch_size`` missing items (e.g. one
+        ``generate`` call) and returns one record per item; each batch is appended as soon as it is done."""
         art = self.artifact(name)
-        out, reused = [], 0
-        for item in tqdm(items, desc=desc or name):
-            key = key_fn(item)
-            if key in art:
-                out.append(art.get(key))
-                reused += 1
-                continue
-            rec = fn(item)
-            if not isinstance(rec, dict):
-                raise TypeError(f"{name}: fn must return a dict, got {type(rec).__name__}")
-            out.append(art.append({**rec, "key": key}))
-        log.info("%s: %d records reused, %d computed", art.path, reused, len(out) - reused)
-        return out
+        items = list(items)
+        keys = [key_fn(it) for it in items]
+        todo = [i for i, k in enumerate(keys) if k not in art]
+        for start in tqdm(range(0, len(todo), batch_size), desc=desc or name, disable=not todo):
+            idx = todo[start:start + batch_size]
+            recs = fn([items[i] for i in idx])
+            if not isinstance(recs, list) or len(recs) != len(idx):
+                raise TypeError(f"{name}: fn must return a list of {len(idx)} dicts, got {type(recs).__name__}")
+            for i, rec in zip(idx, recs):
+                if not isinstance(rec, dict):
+                    raise TypeError(f"{name}: fn must return dicts, got {type(rec).__name__}")
+                if keys[i] not in art:  # the same inputs twice in one call: compute once
+                    art.append({**rec, "key": keys[i]})
+        log.info("%s: %d records reused, %d computed", art.path, len(items) - len(todo), len(todo))
+        return [art.get(k) for k in keys]
 
     def write_metadata(self, config: dict, seed: int) -> dict:
         """Write ``config.yaml`` (the resolved config) and ``run.json`` (seed, versions, git); return the latter."""

@@ -93,7 +93,8 @@ def test_factscore_txt_skips_blank_lines_and_limit():
 
 def test_factscore_row_without_a_name():
     path = FIXTURES / "factscore_bad.jsonl"
-    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:2: missing field 'topic' \(or 'entity' / 'title'\)"):
+    msg = rf"^{re.escape(str(path))}:2: missing field 'topic' \(or 'entity' / 'title'\)"
+    with pytest.raises(ValueError, match=msg):
         load_factscore_topics(str(path))
 
 

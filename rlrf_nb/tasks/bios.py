@@ -188,7 +188,8 @@ def check_bio(text: str, person: dict | None) -> list[Claim]:
 def claim_critique(claim: Claim, name: str) -> str:
     """One sentence naming a wrong claim and the true value (the verifier's wording)."""
     if claim.status == "contradicted":
-        return f"The claim '{claim.text}' is wrong: the knowledge base says {fact_sentence(name, claim.attribute, claim.truth)}"
+        truth = fact_sentence(name, claim.attribute, claim.truth)
+        return f"The claim '{claim.text}' is wrong: the knowledge base says {truth}"
     return f"The claim '{claim.text}' is not supported by the knowledge base."
 
 

@@ -211,6 +211,16 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
             "steps": [[s.x, s.op, s.b, s.y] for s in steps]}
 
 
+def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 99, max_factor: int = 5) -> str:
+    """Pre-training text of bare equations (``48-19=29``), one per line, drawn from the same step
+    distribution as the problems: the arithmetic practice a real LM gets from web text."""
+    lines = []
+    while len(lines) < n_lines:
+        _, steps = _sample_chain(rng, 4, max_value, max_factor)
+        lines += [f"{s.expr}={s.y}" for s in steps]
+    return "\n".join(lines[:n_lines])
+
+
 def generate_splits(seed: int, sizes: dict[str, int], **kw) -> dict[str, list[Example]]:
     """Disjoint splits, deterministic from ``seed``.
 
@@ -254,7 +264,8 @@ class MathCheck:
     correct: bool
     n_steps: int
     first_error: int | None
-    error_kind: str | None  # arithmetic | wrong_step | missing_step | extra_step | no_answer | wrong_answer | unparseable
+    # arithmetic | wrong_step | missing_step | extra_step | no_answer | wrong_answer | unparseable
+    error_kind: str | None
     critique: str
 
 

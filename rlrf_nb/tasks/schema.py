@@ -46,7 +46,7 @@ class Example:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict, *, where: str = "") -> "Example":
+    def from_dict(cls, d: dict, *, where: str = "") -> Example:
         """Build from a dict; a missing or unknown field raises naming ``where`` (e.g. ``file:line``)."""
         prefix = f"{where}: " if where else ""
         names = {f for f in cls.__dataclass_fields__}

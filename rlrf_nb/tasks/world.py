@@ -31,6 +31,7 @@ class World:
     math: dict[str, list[Example]]  # test, dev, rl, train
     bios: dict[str, list[Example]]  # test, dev, rl, sft
     web_docs: list[str]
+    config: object = None  # the WorldConfig it was built from
 
     def person(self, name: str) -> dict | None:
         return self._by_name.get(name)
@@ -51,7 +52,7 @@ def build_world(cfg) -> World:
     bio_splits = bios.split_people(people, {"test": cfg.people_test, "dev": cfg.people_dev, "rl": cfg.people_rl,
                                             "sft": -1})
     docs = bios.web_documents(people, cfg.seed, cfg.docs_per_person, cfg.bio_error_rate)
-    return World(people, math_splits, bio_splits, docs)
+    return World(people, math_splits, bio_splits, docs, cfg)
 
 
 # Splits written to data/tiny_world/ (the train split is regenerated on demand; it is large and only feeds M0).
@@ -165,6 +166,9 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
     math solutions, bio answers for the SFT people, and refinement examples for both tasks."""
     rng = random.Random(f"mix:{seed}")
     items = [{"kind": "web", "text": d} for d in world.web_docs for _ in range(cfg.web_epochs)]
+    wc = world.config
+    items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor)}
+              for _ in range(cfg.n_drills)]
     train = world.math["train"]
     items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
     items += [math_refinement_example(rng, rng.choice(train)) for _ in range(cfg.n_math_refine)]

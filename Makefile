@@ -1,0 +1,40 @@
+# Two commands do all the set-up:  make demo  |  make test
+# Both create .venv if missing and install the pinned stack: torch==2.13.0 FIRST (the CPU build),
+# then the project with its pins, so no loose range can pull a CUDA build of torch.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# Extra pip arguments for torch only, e.g. a CPU wheel index on machines without a local torch wheel.
+TORCH_PIP_ARGS ?=
+NAME   ?= demo
+STAMP   = $(VENV)/.installed
+# pip's output goes to a log that is shown only when it fails.
+PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
+
+.PHONY: demo test install lint clean-runs
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	@echo ">> installing torch==2.13.0 first, then rlrf_nb and its pinned stack (about 100 s)"
+	@$(BIN)/python -m pip install torch==2.13.0 $(TORCH_PIP_ARGS) $(PIP_LOG)
+	@$(BIN)/python -m pip install -e '.[dev]' $(PIP_LOG)
+	@$(BIN)/python -c "import torch, sys; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'expected torch 2.13.0, got {v}')"
+	@$(BIN)/python -m ipykernel install --sys-prefix --name rlrf_nb --display-name "rlrf_nb (.venv)" > /dev/null
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlrf_nb tests
+
+clean-runs:
+	rm -rf runs/
