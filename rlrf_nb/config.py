@@ -64,8 +64,9 @@ class WorldConfig:
     seed: int = field(default=0, metadata={"help": "World seed; data/tiny_world/ is generated from seed 0."})
     min_steps: int = field(default=2, metadata={"help": "Fewest arithmetic steps in a math problem."})
     max_steps: int = field(default=4, metadata={"help": "Most arithmetic steps in a math problem."})
-    max_value: int = field(default=99, metadata={"help": "Largest number in a problem or any intermediate result."})
-    max_factor: int = field(default=5, metadata={"help": "Largest multiplier or divisor."})
+    max_value: int = field(default=30, metadata={"help": "Largest number in a problem or any intermediate result."})
+    max_factor: int = field(default=4, metadata={"help": "Largest multiplier or divisor."})
+    max_operand: int = field(default=9, metadata={"help": "Largest number added or subtracted in one step."})
     math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
     math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
     math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
@@ -82,6 +83,8 @@ class WorldConfig:
               f"need 1 <= min_steps <= max_steps <= 8, got {self.min_steps}, {self.max_steps}")
         check(10 <= self.max_value <= 10_000, "world.max_value", f"must be in [10, 10000], got {self.max_value}")
         check(2 <= self.max_factor <= 12, "world.max_factor", f"must be in [2, 12], got {self.max_factor}")
+        check(1 <= self.max_operand < self.max_value, "world.max_operand",
+              f"must be in [1, max_value), got {self.max_operand}")
         for name in ("math_test", "math_dev", "math_rl", "math_train", "people_test", "people_dev", "people_rl"):
             check(getattr(self, name) >= 1, f"world.{name}", f"must be >= 1, got {getattr(self, name)}")
         people = self.people_test + self.people_dev + self.people_rl
@@ -108,7 +111,7 @@ class M0Config:
     num_heads: int = field(default=4, metadata={"help": "Attention heads (no grouped-query attention)."})
     max_length: int = field(default=384,
                             metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
-    n_math: int = field(default=10000, metadata={"help": "Worked math solutions in the mix."})
+    n_math: int = field(default=9000, metadata={"help": "Worked math solutions in the mix."})
     n_math_refine: int = field(default=3000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
     n_drills: int = field(default=4000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})

@@ -81,7 +81,10 @@ def n_params(model) -> int:
 def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = True) -> dict | None:
     """Token ids and labels for one mix item. With ``prompt_loss`` False, chat items train only on
     assistant turns (the prompt is masked with -100); plain text always trains on every token.
+    An item with ``"mask_prompt": True`` (a refinement prompt holding a deliberately flawed draft)
+    never trains on its prompt: learning to *write* flawed drafts would teach wrong arithmetic.
     Items longer than ``max_length`` are skipped (returns None)."""
+    prompt_loss = prompt_loss and not item.get("mask_prompt", False)
     if "messages" in item:
         enc = tokenizer.apply_chat_template(item["messages"], tokenize=True, return_dict=True,
                                             return_assistant_tokens_mask=True)

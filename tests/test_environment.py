@@ -74,3 +74,23 @@ def test_same_pins_as_pyproject():
     differ = {name: {"pyproject.toml": want[name], "environment.yml": have[name]}
               for name in sorted(want.keys() & have.keys()) if want[name] != have[name]}
     assert not differ, f"pins or extras differ: {differ}"
+
+
+def test_installed_torch_is_the_pinned_cpu_build():
+    """Only torch==2.13.0 is installed as torch, and no CUDA wheels came along with it."""
+    import importlib.metadata as md
+
+    import torch
+
+    assert torch.__version__.startswith("2.13.0"), torch.__version__
+    nvidia = sorted(d.metadata["Name"] for d in md.distributions() if d.metadata["Name"].lower().startswith("nvidia"))
+    assert not nvidia, f"CUDA wheels installed: {nvidia}"
+
+
+def test_network_is_blocked_in_tests():
+    import socket
+
+    import pytest
+
+    with pytest.raises(OSError, match="may not reach the network"):
+        socket.create_connection(("192.0.2.1", 80), timeout=0.1)

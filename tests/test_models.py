@@ -85,3 +85,19 @@ def test_generation_without_chat_template_is_a_clear_error(trained):
             generation.generate(model, tok, [chat("hi")], max_new_tokens=2, progress=False)
     finally:
         tok.chat_template = tmpl
+
+
+def test_refinement_items_never_train_on_their_flawed_draft():
+    """Training on the prompt of a refinement example would teach M0 to write the injected errors."""
+    import random
+
+    from rlrf_nb.tasks.world import math_refinement_example
+
+    world = build_world(WORLD)
+    tok = models.build_tokenizer(world.web_docs[:50] + [e.reference for e in world.math["train"]], 400)
+    item = math_refinement_example(random.Random(1), world.math["train"][0])
+    enc = models.tokenize_item(item, tok, 1000, prompt_loss=True)
+    trained = tok.decode([t for t in enc["labels"] if t != -100])
+    assert trained == item["messages"][1]["content"] + "<|end|>"
+    plain = models.tokenize_item({"messages": item["messages"]}, tok, 1000, prompt_loss=True)
+    assert all(t != -100 for t in plain["labels"])  # ordinary chat items do train on the prompt

@@ -156,7 +156,8 @@ class Step:
         return f"{self.x}{self.op}{self.b}"
 
 
-def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: int) -> tuple[int, list[Step]]:
+def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: int,
+                  max_operand: int = 9) -> tuple[int, list[Step]]:
     while True:
         start = rng.randint(2, max_value // 2)
         x, steps = start, []
@@ -169,14 +170,14 @@ def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: 
                 choices.append("/")
             op = rng.choice(choices)
             if op == "+":
-                b = rng.randint(2, max(2, min(max_value - x, max_value // 2)))
+                b = rng.randint(1, max(1, min(max_value - x, max_operand)))
                 if x + b > max_value:
                     break
                 y = x + b
             elif op == "-":
                 if x < 3:
                     break
-                b = rng.randint(1, x - 1)
+                b = rng.randint(1, min(x - 1, max_operand))
                 y = x - b
             elif op == "*":
                 b = rng.choice([k for k in range(2, max_factor + 1) if x * k <= max_value])
@@ -190,11 +191,11 @@ def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: 
             return start, steps
 
 
-def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max_value: int = 99,
-                 max_factor: int = 5) -> dict:
+def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max_value: int = 30,
+                 max_factor: int = 4, max_operand: int = 9) -> dict:
     """One problem: question, solution (with annotations and ``#### N``), answer and steps."""
     n_steps = rng.randint(min_steps, max_steps)
-    start, steps = _sample_chain(rng, n_steps, max_value, max_factor)
+    start, steps = _sample_chain(rng, n_steps, max_value, max_factor, max_operand)
     name, item, friend = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(FRIENDS)
     p = _PRON[name]
     fmt = dict(n=name, i=item, f=friend, p=p, P=p.capitalize())
@@ -211,12 +212,13 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
             "steps": [[s.x, s.op, s.b, s.y] for s in steps]}
 
 
-def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 99, max_factor: int = 5) -> str:
+def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 30, max_factor: int = 4,
+                     max_operand: int = 9) -> str:
     """Pre-training text of bare equations (``48-19=29``), one per line, drawn from the same step
     distribution as the problems: the arithmetic practice a real LM gets from web text."""
     lines = []
     while len(lines) < n_lines:
-        _, steps = _sample_chain(rng, 4, max_value, max_factor)
+        _, steps = _sample_chain(rng, 4, max_value, max_factor, max_operand)
         lines += [f"{s.expr}={s.y}" for s in steps]
     return "\n".join(lines[:n_lines])
 

@@ -45,7 +45,8 @@ class World:
 
 def build_world(cfg) -> World:
     """Generate the tiny world from a ``WorldConfig``."""
-    kw = dict(min_steps=cfg.min_steps, max_steps=cfg.max_steps, max_value=cfg.max_value, max_factor=cfg.max_factor)
+    kw = {"min_steps": cfg.min_steps, "max_steps": cfg.max_steps, "max_value": cfg.max_value,
+          "max_factor": cfg.max_factor, "max_operand": cfg.max_operand}
     math_splits = math.generate_splits(cfg.seed, {"test": cfg.math_test, "dev": cfg.math_dev, "rl": cfg.math_rl,
                                                   "train": cfg.math_train}, **kw)
     people = bios.make_people(cfg.seed, cfg.n_people)
@@ -109,7 +110,8 @@ def math_refinement_example(rng: random.Random, ex: Example) -> dict:
         draft, _ = math.corrupt_solution(rng, ex)
     check = math.check_solution(draft, ex.meta["steps"], ex.answer)
     notes = math_notes(check, rng)
-    return {"kind": "math_refine", "messages": chat(refinement_prompt(ex.prompt, draft, notes), ex.reference)}
+    return {"kind": "math_refine", "mask_prompt": True,
+            "messages": chat(refinement_prompt(ex.prompt, draft, notes), ex.reference)}
 
 
 def math_notes(check: math.MathCheck, rng: random.Random | None = None) -> list[AspectNote]:
@@ -158,7 +160,7 @@ def bio_refinement_example(rng: random.Random, person: dict) -> dict:
     draft, _ = bios.corrupt_bio(rng, person, n_wrong=rng.choice([1, 1, 2]))
     notes = bio_notes(bios.check_bio(draft, person), person["name"])
     prompt = refinement_prompt(bios.bio_prompt(person["name"]), draft, notes)
-    return {"kind": "bio_refine", "messages": chat(prompt, bios.reference_bio(person))}
+    return {"kind": "bio_refine", "mask_prompt": True, "messages": chat(prompt, bios.reference_bio(person))}
 
 
 def training_mix(world: World, cfg, seed: int) -> list[dict]:
@@ -167,7 +169,7 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
     rng = random.Random(f"mix:{seed}")
     items = [{"kind": "web", "text": d} for d in world.web_docs for _ in range(cfg.web_epochs)]
     wc = world.config
-    items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor)}
+    items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor, wc.max_operand)}
               for _ in range(cfg.n_drills)]
     train = world.math["train"]
     items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
