@@ -64,9 +64,9 @@ class WorldConfig:
     seed: int = field(default=0, metadata={"help": "World seed; data/tiny_world/ is generated from seed 0."})
     min_steps: int = field(default=2, metadata={"help": "Fewest arithmetic steps in a math problem."})
     max_steps: int = field(default=4, metadata={"help": "Most arithmetic steps in a math problem."})
-    max_value: int = field(default=30, metadata={"help": "Largest number in a problem or any intermediate result."})
+    max_value: int = field(default=20, metadata={"help": "Largest number in a problem or any intermediate result."})
     max_factor: int = field(default=4, metadata={"help": "Largest multiplier or divisor."})
-    max_operand: int = field(default=9, metadata={"help": "Largest number added or subtracted in one step."})
+    max_operand: int = field(default=5, metadata={"help": "Largest number added or subtracted in one step."})
     math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
     math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
     math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
@@ -105,16 +105,16 @@ class M0Config:
     retrain: bool = field(default=False, metadata={"help": "Pre-train M0 from scratch (cached by config hash)."})
     seed: int = field(default=0, metadata={"help": "Seed of weight init, data order and the training mix."})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, special tokens included."})
-    hidden_size: int = field(default=128, metadata={"help": "Llama hidden size."})
-    intermediate_size: int = field(default=384, metadata={"help": "Llama MLP size."})
+    hidden_size: int = field(default=96, metadata={"help": "Llama hidden size."})
+    intermediate_size: int = field(default=256, metadata={"help": "Llama MLP size."})
     num_layers: int = field(default=4, metadata={"help": "Llama decoder layers."})
     num_heads: int = field(default=4, metadata={"help": "Attention heads (no grouped-query attention)."})
     max_length: int = field(default=384,
                             metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
-    n_math: int = field(default=9000, metadata={"help": "Worked math solutions in the mix."})
-    n_math_refine: int = field(default=3000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
+    n_math: int = field(default=14000, metadata={"help": "Worked math solutions in the mix."})
+    n_math_refine: int = field(default=4000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
-    n_drills: int = field(default=4000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
+    n_drills: int = field(default=3000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
     drill_lines: int = field(default=12, metadata={"help": "Equations per drill document."})
     web_epochs: int = field(default=2, metadata={"help": "Passes over the noisy web documents."})
     bio_sft_epochs: int = field(default=2, metadata={"help": "Passes over the SFT people's bios."})
@@ -159,11 +159,52 @@ class EvalConfig:
             check(getattr(self, name) >= 1, f"eval.{name}", f"must be >= 1, got {getattr(self, name)}")
 
 
+@dataclass
+class FeedbackConfig:
+    """The fine-grained feedback model (notebook 01): which judge, its transport, consensus and reward weights."""
+
+    judge: str = field(default="verifier", metadata={"help": "verifier (tiny world, exact) or llm."})
+    judge_model: str = field(default="data/tiny_world/m0",
+                             metadata={"help": "LLM judge: local path or Hub id (local transport), or the served "
+                                               "model name (HTTP transport)."})
+    judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (e.g. "
+                                                                   "http://127.0.0.1:8000/v1); None = local."})
+    api_key_env: str = field(default="OPENAI_API_KEY",
+                             metadata={"help": "Name of the env var holding the API key (never the key itself)."})
+    timeout: float = field(default=60.0, metadata={"help": "Seconds per judge request."})
+    max_retries: int = field(default=3, metadata={"help": "Transport retries with backoff (HTTP)."})
+    max_repairs: int = field(default=1, metadata={"help": "Re-asks after an unparseable judgement."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Judge output cap (local transport)."})
+    consensus_k: int = field(default=1, metadata={"help": "Judge samples per response; median score per aspect."})
+    weights: dict = field(default_factory=dict,
+                          metadata={"help": "Aspect weights for the scalar reward, by aspect name (default 1)."})
+    n_math: int = field(default=40, metadata={"help": "Notebook 01: dev math prompts to sample and judge."})
+    n_bios: int = field(default=20, metadata={"help": "Notebook 01: dev bio prompts to sample and judge."})
+    samples_per_prompt: int = field(default=2, metadata={"help": "Notebook 01: policy samples per prompt."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
+    max_response_tokens: int = field(default=160, metadata={"help": "Policy response cap."})
+    n_llm_judged: int = field(default=6, metadata={"help": "Notebook 01: responses also judged by the LLM judge."})
+
+    def __post_init__(self):
+        check(self.judge in ("verifier", "llm"), "feedback.judge", f"must be 'verifier' or 'llm', got {self.judge!r}")
+        check(self.timeout > 0, "feedback.timeout", f"must be > 0, got {self.timeout}")
+        for name in ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged"):
+            check(getattr(self, name) >= 0, f"feedback.{name}", f"must be >= 0, got {getattr(self, name)}")
+        for name in ("consensus_k", "samples_per_prompt", "max_new_tokens", "max_response_tokens"):
+            check(getattr(self, name) >= 1, f"feedback.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check(0 < self.temperature <= 5, "feedback.temperature", f"must be in (0, 5], got {self.temperature}")
+        check(0 < self.top_p <= 1, "feedback.top_p", f"must be in (0, 1], got {self.top_p}")
+        bad = {k: v for k, v in self.weights.items() if not isinstance(v, (int, float)) or v < 0}
+        check(not bad, "feedback.weights", f"must map aspect names to numbers >= 0, got {bad}")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "world": WorldConfig,
     "m0": M0Config,
     "eval": EvalConfig,
+    "feedback": FeedbackConfig,
 }
 
 

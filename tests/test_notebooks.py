@@ -49,3 +49,27 @@ def test_notebook_00_smoke(tmp_path):
     assert (tmp_path / "smoke/config.yaml").exists()
     out = nbformat.read(tmp_path / "out1.ipynb", as_version=4)
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+
+
+def test_notebook_01_smoke(tmp_path):
+    """Notebook 01 in the smoke recipe: samples, verifier and LLM-judge feedback, parse accounting."""
+    import papermill
+
+    params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke", "interactive": False,
+              "overrides": {"run.runs_dir": str(tmp_path)}}
+    papermill.execute_notebook(str(ROOT / "notebooks/01_feedback_rubrics.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
+    from rlrf_nb.jsonl import read_jsonl
+
+    run = tmp_path / "smoke"
+    samples = list(read_jsonl(run / "samples.jsonl"))
+    ver = list(read_jsonl(run / "feedback.jsonl"))
+    llm = list(read_jsonl(run / "feedback_llm.jsonl"))
+    assert len(samples) == (6 + 4) * 2 and len(ver) == len(samples) and len(llm) == 2
+    for rec in ver:
+        assert rec["judge_id"] == "verifier" and rec["parse_ok"] and rec["aspects_how"] == "tags"
+        assert all(1 <= a["score"] <= 5 for a in rec["feedback"]["aspects"])
+    for rec in llm:
+        assert rec["feedback"]["raw"] != "" or rec["parse_ok"]
+        for a in rec["feedback"]["aspects"]:
+            assert (a["score"] is None) == (not a["parse_ok"])

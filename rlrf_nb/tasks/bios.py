@@ -63,14 +63,29 @@ WEB = {
 }
 
 
+def _name_parts(seed: int) -> tuple[list[str], list[str]]:
+    """30 fictional first names and 30 last names. Each recurs across people, so the tokenizer learns it as
+    one or two tokens and a model can copy a full name from a prompt."""
+    rng = random.Random(f"names:{seed}")
+    firsts, lasts = set(), set()
+    while len(firsts) < 30:
+        firsts.add("".join(rng.choice(_SYL) for _ in range(2)).capitalize())
+    while len(lasts) < 30:
+        last = "".join(rng.choice(_SYL) for _ in range(rng.randint(2, 3))).capitalize()
+        if last not in firsts:
+            lasts.add(last)
+    return sorted(firsts), sorted(lasts)
+
+
 def make_people(seed: int, n: int) -> list[dict]:
     """``n`` fictional people with unique names and one value per attribute."""
+    firsts, lasts = _name_parts(seed)
+    if n > len(firsts) * len(lasts):
+        raise ValueError(f"make_people: at most {len(firsts) * len(lasts)} unique names, asked for {n}")
     rng = random.Random(f"bios:{seed}")
     people, names = [], set()
     while len(people) < n:
-        first = "".join(rng.choice(_SYL) for _ in range(2)).capitalize()
-        last = "".join(rng.choice(_SYL) for _ in range(rng.randint(2, 3))).capitalize()
-        name = f"{first} {last}"
+        name = f"{rng.choice(firsts)} {rng.choice(lasts)}"
         if name in names:
             continue
         names.add(name)

@@ -129,16 +129,14 @@ ITEMS = ["apples", "marbles", "stickers", "books", "coins", "pencils", "cookies"
 _PRON = {n: ("she" if n in {"Ava", "Cara", "Fay", "Hana", "Lia", "Nia", "Pia", "Rosa", "Tess", "Uma", "Wren", "Yara"}
              else "he") for n in NAMES}
 
-# (question sentence, solution sentence prefix) per operation; {x} current, {b} operand, {y} result.
+# Question sentences per operation; {b} is the operand. Each solution line restates its question
+# sentence verbatim and then computes ("She gives 2 toys to a cousin, so Cara has 3-2=<<3-2=1>>1 toys."),
+# as many GSM8K solutions do; the operand is then a plain copy from the same line.
 _OP_TEXT = {
-    "+": [("{P} buys {b} more {i}.", "After buying {b} more, {n} has"),
-          ("{P} finds {b} more {i}.", "After finding {b} more, {n} has")],
-    "-": [("{P} gives {b} {i} to {f}.", "After giving away {b}, {n} has"),
-          ("{P} loses {b} {i}.", "After losing {b}, {n} has")],
-    "*": [("Then the number of {i} {p} has grows {b} times.", "After it grows {b} times, {n} has"),
-          ("{P} trades them so that {p} has {b} times as many {i}.", "With {b} times as many, {n} has")],
-    "/": [("{P} splits the {i} into {b} equal groups and keeps one group.", "Keeping one of {b} groups, {n} has"),
-          ("{P} keeps only one of every {b} {i}.", "Keeping one of every {b}, {n} has")],
+    "+": ["{P} buys {b} more {i}.", "{P} finds {b} more {i}."],
+    "-": ["{P} gives {b} {i} to {f}.", "{P} loses {b} {i}."],
+    "*": ["Then the number of {i} {p} has grows {b} times.", "{P} trades them so that {p} has {b} times as many {i}."],
+    "/": ["{P} splits the {i} into {b} equal groups and keeps one group.", "{P} keeps only one of every {b} {i}."],
 }
 
 
@@ -191,8 +189,8 @@ def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: 
             return start, steps
 
 
-def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max_value: int = 30,
-                 max_factor: int = 4, max_operand: int = 9) -> dict:
+def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max_value: int = 20,
+                 max_factor: int = 4, max_operand: int = 5) -> dict:
     """One problem: question, solution (with annotations and ``#### N``), answer and steps."""
     n_steps = rng.randint(min_steps, max_steps)
     start, steps = _sample_chain(rng, n_steps, max_value, max_factor, max_operand)
@@ -201,10 +199,9 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
     fmt = dict(n=name, i=item, f=friend, p=p, P=p.capitalize())
     q_parts, s_lines = [f"{name} has {start} {item}."], []
     for st in steps:
-        q_tmpl, s_tmpl = rng.choice(_OP_TEXT[st.op])
-        q_parts.append(q_tmpl.format(b=st.b, **fmt))
-        prefix = s_tmpl.format(b=st.b, **fmt)
-        s_lines.append(f"{prefix} {st.expr}=<<{st.expr}={st.y}>>{st.y} {item}.")
+        sentence = rng.choice(_OP_TEXT[st.op]).format(b=st.b, **fmt)
+        q_parts.append(sentence)
+        s_lines.append(f"{sentence[:-1]}, so {name} has {st.expr}=<<{st.expr}={st.y}>>{st.y} {item}.")
     q_parts.append(f"How many {item} does {name} have now?")
     answer = str(steps[-1].y)
     solution = "\n".join(s_lines + [f"#### {answer}"])
@@ -212,8 +209,8 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
             "steps": [[s.x, s.op, s.b, s.y] for s in steps]}
 
 
-def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 30, max_factor: int = 4,
-                     max_operand: int = 9) -> str:
+def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 20, max_factor: int = 4,
+                     max_operand: int = 5) -> str:
     """Pre-training text of bare equations (``48-19=29``), one per line, drawn from the same step
     distribution as the problems: the arithmetic practice a real LM gets from web text."""
     lines = []

@@ -1,0 +1,169 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · The fine-grained feedback model
+#
+# RLRF's first ingredient (paper §3.1): a feedback model that judges a response **per aspect** — a verbal
+# critique and a score against a detailed rubric — on the aspects that apply to the prompt. Here we
+#
+# 1. look at the rubrics (versioned data in `data/rubrics/`);
+# 2. sample M0's responses to tiny-world prompts and judge them with the **verifier judge** (exact by
+#    construction: it recomputes every calculator step and checks every bio claim against the KB);
+# 3. judge some of them with an **LLM judge** (local `transformers`, or any OpenAI-compatible server) and
+#    count its **parse failures** — an unparseable judgement is recorded with its raw text and never scored;
+# 4. measure the LLM judge against the verifier, and its agreement with itself (consensus of k samples);
+# 5. browse the feedback with a widget.
+
+# %% tags=["parameters"]
+recipe_path = "recipes/tiny.yaml"  # recipe file; the `feedback` section configures the judges
+run_name = "demo"  # everything is written to runs/<run_name>/
+interactive = True  # False in batch runs: widgets are replaced by static tables
+overrides = {}  # dotted recipe overrides, e.g. {"feedback.judge_url": "http://127.0.0.1:8000/v1"}
+
+# %%
+import logging
+
+import pandas as pd
+import plotly.express as px
+
+from rlrf_nb import tiny_world as tw
+from rlrf_nb.feedback import agreement, calibrate, feedback_frame, judge_responses, parse_table, Feedback
+from rlrf_nb.generation import sample_to_store
+from rlrf_nb.judges import VerifierJudge, make_llm_judge
+from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.tasks.world import build_world
+from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
+
+logging.basicConfig(level=logging.WARNING)
+pd.set_option("display.max_colwidth", 100)
+recipe, store = tw.load_run(recipe_path, run_name, overrides)
+cfg = recipe.feedback
+print("run directory:", store.run_dir)
+
+# %% [markdown]
+# ## 1 · Rubrics
+# One YAML file per aspect: a definition, a descriptor for **every** score level (Prometheus/FLASK style) and
+# what a critique must point to. The set's **version** is a content hash recorded with every judgement, so a
+# score can always be traced to the exact rubric text it was given against.
+
+# %%
+rubrics = load_rubric_set()
+print("rubric set version:", rubrics.version)
+rubrics.table()
+
+# %%
+print(rubrics["logical_correctness"].render())
+
+# %% [markdown]
+# ## 2 · M0's responses, judged by the verifier
+# Aspects are chosen per prompt from its task tags (math → logical correctness, completeness; bios →
+# factuality, completeness, readability); untagged real prompts ask the judge model to pick. The choice is
+# recorded with each judgement.
+
+# %%
+world = build_world(recipe.world)
+model, tok, info = tw.get_m0(recipe, store, world)
+examples = world.math["dev"][: cfg.n_math] + world.bios["dev"][: cfg.n_bios]
+samples = sample_to_store(store, "samples", model, tok, info["fingerprint"], examples, n=cfg.samples_per_prompt,
+                          temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_response_tokens,
+                          seed=recipe.run.seed)
+by_id = {ex.id: ex for ex in examples}
+rows = [{"example": by_id[s["example_id"]], "response_id": s["response_id"], "response": s["text"]} for s in samples]
+print(f"{len(samples)} samples of {len(examples)} prompts")
+
+# %%
+verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
+ver_records = judge_responses(store, "feedback", verifier, rows, rubrics, cfg.weights)
+ver_frame = feedback_frame(ver_records)
+ver_frame.groupby(["task", "aspect"])["score"].describe()[["count", "mean", "min", "max"]]
+
+# %%
+fig = px.histogram(ver_frame, x="score", facet_col="aspect", color="task", barmode="group", nbins=5,
+                   title="Verifier scores per aspect (M0 samples on dev prompts)", height=340, width=1000)
+fig.show()
+
+# %% [markdown]
+# A critique names *what* is wrong and the true value — this is what the policy will reflect on in notebook 02.
+
+# %%
+worst = sorted(ver_records, key=lambda r: (r["reward"] is None, r["reward"]))[:3]
+for r in worst:
+    print(r["example_id"], "reward", round(r["reward"], 2))
+    for a in r["feedback"]["aspects"]:
+        print(f"  {a['aspect']} {a['score']}/{a['max_score']}: {a['critique']}")
+
+# %% [markdown]
+# **Does the verifier agree with ground truth?** Its logical-correctness score is 5 exactly when the strict
+# `#### N` answer is right — on every math sample here:
+
+# %%
+from rlrf_nb.tasks import math as tmath
+
+math_recs = [r for r in ver_records if r["task"] == "math"]
+agree = sum((Feedback.from_dict(r["feedback"]).score("logical_correctness") == 5)
+            == tmath.is_correct(r["response"], by_id[r["example_id"]].answer) for r in math_recs)
+print(f"verifier vs ground-truth correctness: {agree}/{len(math_recs)} agree")
+
+# %% [markdown]
+# ## 3 · An LLM judge, and its parse failures
+# The LLM judge renders the rubrics into a prompt and must answer with one JSON object
+# `{aspect: {"critique": ..., "score": int}}`. Anything else — prose, a score out of range, a missing field,
+# truncated JSON, two scores for one aspect — is a **parse failure**: counted, kept with its raw text, and never
+# turned into a number (prometheus-eval#58 is what happens otherwise). After a failure the judge is re-asked up
+# to `feedback.max_repairs` times.
+#
+# In the tiny world the "LLM judge" is M0 itself (`feedback.judge_model`), which was never taught to judge: it
+# stands in for a real judge so that the whole path — prompt, transport, parsing, accounting — runs offline.
+# Expect its parse rate to be ~0. Point `feedback.judge_url` at a real OpenAI-compatible server (vLLM,
+# `transformers serve`, a hosted API) to judge for real; the API key is read from the env var named in
+# `feedback.api_key_env` and is never written to the run.
+
+# %%
+llm_judge = make_llm_judge(cfg, rubrics)
+llm_rows = rows[: cfg.n_llm_judged // 2] + [r for r in rows if r["example"].task == "bios"][: cfg.n_llm_judged // 2]
+llm_records = judge_responses(store, "feedback_llm", llm_judge, llm_rows, rubrics, cfg.weights)
+parse_table(feedback_frame(llm_records + ver_records))
+
+# %%
+r = llm_records[0]
+print("raw LLM-judge output (first 600 chars):\n", r["feedback"]["raw"][:600])
+print("\nparse errors:", [a["error"] for a in r["feedback"]["aspects"]])
+
+# %% [markdown]
+# ## 4 · Calibration and consensus
+# `calibrate` measures a judge against reference labels on the same responses (here: the verifier): parse
+# rate, exact and within-1 agreement, mean signed difference and quadratic-weighted kappa. `agreement` gives
+# the inter-judge agreement of several judges (or k samples of one) — exact agreement and Krippendorff's alpha.
+# With a judge that never parses, these are honest `NaN`s rather than made-up numbers.
+
+# %%
+ver_by_resp = {r["response_id"]: r for r in ver_records}
+cal = calibrate([Feedback.from_dict(r["feedback"]) for r in llm_records],
+                [Feedback.from_dict(ver_by_resp[r["response_id"]]["feedback"]) for r in llm_records])
+cal
+
+# %%
+votes = [[Feedback.from_dict(ver_by_resp[r["response_id"]]["feedback"]).score(a["aspect"]), a["score"]]
+         for r in llm_records for a in r["feedback"]["aspects"]]
+print("verifier vs LLM judge, all aspects:", agreement(votes))
+
+# %% [markdown]
+# ## 5 · Browse the feedback
+# Filter by aspect and score range, or show only parse failures. In batch runs a static table stands in.
+
+# %%
+records = ver_records + llm_records
+if interactive:
+    display(FeedbackBrowser(records, feedback_frame(records)))
+static_feedback_table(records, n=8)

@@ -1,0 +1,307 @@
+"""The fine-grained feedback model's data and the judge interface (paper §3.1).
+
+A judge takes a prompt, a response and the aspects that apply, and returns one
+:class:`AspectFeedback` per aspect: a verbal critique and a score on the aspect's
+rubric scale. A score that is missing, out of range or unparseable is a *parse
+failure*: it is recorded with the raw judge text and never turned into a number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class AspectFeedback:
+    """One aspect's judgement.
+
+    score is None exactly when parse_ok is False; error then says why (e.g.
+    "score 7 outside 1-5", "missing field 'score'", "invalid JSON"), and the raw judge
+    text stays on the enclosing :class:`Feedback`.
+    """
+
+    aspect: str  # the rubric's name, e.g. "logical_correctness"
+    score: int | None
+    min_score: int
+    max_score: int
+    critique: str
+    parse_ok: bool = True
+    error: str | None = None
+
+    def __post_init__(self):
+        if self.parse_ok != (self.score is not None):
+            raise ValueError(f"aspect {self.aspect!r}: score must be None exactly when parse_ok is False")
+        if self.score is not None and not self.min_score <= self.score <= self.max_score:
+            raise ValueError(f"aspect {self.aspect!r}: score {self.score} outside {self.min_score}-{self.max_score}")
+
+    @property
+    def normalized(self) -> float | None:
+        """Score mapped to [0, 1] on the rubric's scale, or None on a parse failure."""
+        if self.score is None:
+            return None
+        return (self.score - self.min_score) / (self.max_score - self.min_score)
+
+
+@dataclass
+class Feedback:
+    """All aspects' judgements of one response by one judge, with what produced them."""
+
+    judge_id: str
+    rubric_version: str
+    aspects: list[AspectFeedback]
+    raw: str = ""  # the judge's raw output (for LLM judges); kept whatever the parse outcome
+    attempts: int = 1  # 1 + repair retries used
+    meta: dict = field(default_factory=dict)  # e.g. verifier details: first wrong step, claim verdicts
+
+    @property
+    def parse_ok(self) -> bool:
+        return all(a.parse_ok for a in self.aspects)
+
+    def score(self, aspect: str) -> int | None:
+        return next((a.score for a in self.aspects if a.aspect == aspect), None)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Feedback:
+        return cls(**{**d, "aspects": [AspectFeedback(**a) for a in d["aspects"]]})
+
+
+class Judge(Protocol):
+    """Anything with an ``id`` and a ``judge`` method is a judge."""
+
+    id: str
+
+    def judge(self, prompt: str, response: str, aspects: list[str], example=None) -> Feedback:
+        """Per-aspect feedback on ``response`` to ``prompt``. ``example`` (an ``Example``) gives
+        ground truth to judges that use it (the verifier); LLM judges ignore it."""
+        ...
+
+
+# ---------------------------------------------------------------------------
+# Aspect selection (recorded with every judgement)
+# ---------------------------------------------------------------------------
+
+GENERAL_FALLBACK = ["helpfulness", "clarity", "factuality"]
+
+
+def select_aspects(example, rubrics, judge=None) -> tuple[list[str], str]:
+    """``(aspect names, how)`` for one prompt: from its task tags, else by asking an LLM judge to pick
+    from the rubric list, else a general fallback. ``how`` is "tags", "judge" or "fallback"."""
+    from rlrf_nb.judges import aspect_specs
+    from rlrf_nb.rubrics import aspects_for_tags
+
+    chosen = aspects_for_tags(list(example.tags))
+    if chosen:
+        return chosen, "tags"
+    if judge is not None and hasattr(judge, "select_aspects"):
+        names, _raw = judge.select_aspects(example.prompt, aspect_specs(rubrics, rubrics.names()))
+        names = [n for n in names if n in rubrics.names()]
+        if names:
+            return names, "judge"
+    return list(GENERAL_FALLBACK), "fallback"
+
+
+# ---------------------------------------------------------------------------
+# Aggregation to a scalar reward
+# ---------------------------------------------------------------------------
+
+
+def scalar_reward(fb: Feedback, weights: dict[str, float] | None = None) -> float | None:
+    """Weighted mean of the aspects' normalised scores, in [0, 1]; ``weights`` by aspect name
+    (default 1 each). None when any aspect failed to parse: a partial judgement cannot be ranked fairly."""
+    if not fb.aspects or not fb.parse_ok:
+        return None
+    w = [(weights or {}).get(a.aspect, 1.0) for a in fb.aspects]
+    if sum(w) <= 0:
+        raise ValueError(f"aspect weights must sum to > 0, got {dict(zip([a.aspect for a in fb.aspects], w))}")
+    return sum(wi * a.normalized for wi, a in zip(w, fb.aspects)) / sum(w)
+
+
+# ---------------------------------------------------------------------------
+# Consensus and agreement (the seed's question: how to minimise subjectivity)
+# ---------------------------------------------------------------------------
+
+
+def _median_low(values: list[int]) -> int:
+    """The median, taking the lower middle value for an even count so it is always a rubric level."""
+    s = sorted(values)
+    return s[(len(s) - 1) // 2]
+
+
+class ConsensusJudge:
+    """k judges (or k samples of one sampling judge) per response; the median score per aspect.
+
+    An aspect is a parse failure only if every judge failed on it. The per-judge scores are kept in
+    ``meta["votes"]`` so agreement can be computed afterwards (:func:`agreement`).
+    """
+
+    def __init__(self, judges: list, judge_id: str | None = None):
+        if not judges:
+            raise ValueError("ConsensusJudge needs at least one judge")
+        self.judges = judges
+        self.id = judge_id or "consensus(" + ",".join(j.id for j in judges) + ")"
+
+    def judge(self, prompt: str, response: str, aspects: list[str], example=None) -> Feedback:
+        fbs = [j.judge(prompt, response, aspects, example=example) for j in self.judges]
+        out, votes = [], {}
+        for i, asp in enumerate(fbs[0].aspects):
+            per = [fb.aspects[i] for fb in fbs]
+            votes[asp.aspect] = [a.score for a in per]
+            ok = [a for a in per if a.parse_ok]
+            if not ok:
+                out.append(AspectFeedback(asp.aspect, None, asp.min_score, asp.max_score, "", False,
+                                          f"all {len(per)} judges failed to parse"))
+                continue
+            med = _median_low([a.score for a in ok])
+            critique = next(a.critique for a in ok if a.score == med)
+            out.append(AspectFeedback(asp.aspect, med, asp.min_score, asp.max_score, critique))
+        return Feedback(self.id, fbs[0].rubric_version, out, raw="\n---\n".join(fb.raw for fb in fbs),
+                        attempts=sum(fb.attempts for fb in fbs), meta={"votes": votes})
+
+
+def agreement(ratings: list[list[int | None]]) -> dict:
+    """Inter-rater agreement on one aspect. ``ratings[item][rater]``; None = missing (a parse failure).
+
+    exact: fraction of items (with >= 2 ratings) on which all raters agree.
+    pairwise: fraction of rater pairs, over items, that agree exactly.
+    alpha: Krippendorff's alpha, interval metric (Krippendorff 2011, "Computing Krippendorff's alpha").
+    """
+    units = [[r for r in item if r is not None] for item in ratings]
+    units = [u for u in units if len(u) >= 2]
+    if not units:
+        return {"items": 0, "exact": float("nan"), "pairwise": float("nan"), "alpha": float("nan")}
+    exact = sum(len(set(u)) == 1 for u in units) / len(units)
+    pairs = agree = 0
+    for u in units:
+        for i in range(len(u)):
+            for j in range(i + 1, len(u)):
+                pairs += 1
+                agree += u[i] == u[j]
+    # Krippendorff's alpha, interval: 1 - D_o / D_e over pairable values.
+    n = sum(len(u) for u in units)
+    d_o = sum(sum((a - b) ** 2 for a in u for b in u) / (len(u) - 1) for u in units) / n
+    values = [v for u in units for v in u]
+    d_e = sum((a - b) ** 2 for a in values for b in values) / (n * (n - 1))
+    alpha = 1.0 - d_o / d_e if d_e > 0 else (1.0 if d_o == 0 else float("nan"))
+    return {"items": len(units), "exact": exact, "pairwise": agree / pairs, "alpha": alpha}
+
+
+def cohen_kappa(a: list[int], b: list[int], weights: str | None = None) -> float:
+    """Cohen's kappa of two raters on the same items; ``weights="quadratic"`` for ordinal scores."""
+    if len(a) != len(b) or not a:
+        raise ValueError(f"cohen_kappa needs two equal, non-empty rating lists, got {len(a)} and {len(b)}")
+    cats = sorted(set(a) | set(b))
+    idx = {c: i for i, c in enumerate(cats)}
+    k, n = len(cats), len(a)
+    if k == 1:
+        return 1.0
+    obs = [[0.0] * k for _ in range(k)]
+    for x, y in zip(a, b):
+        obs[idx[x]][idx[y]] += 1 / n
+    pa = [sum(row) for row in obs]
+    pb = [sum(obs[i][j] for i in range(k)) for j in range(k)]
+
+    def w(i, j):
+        if weights == "quadratic":
+            return ((cats[i] - cats[j]) / (cats[-1] - cats[0])) ** 2
+        return 0.0 if i == j else 1.0
+
+    num = sum(w(i, j) * obs[i][j] for i in range(k) for j in range(k))
+    den = sum(w(i, j) * pa[i] * pb[j] for i in range(k) for j in range(k))
+    return 1.0 - num / den if den > 0 else 1.0
+
+
+def calibrate(judged: list[Feedback], reference: list[Feedback]):
+    """An LLM judge against reference labels (e.g. the verifier) on the same responses, per aspect:
+    parse rate, exact and within-1 agreement, mean signed difference, quadratic-weighted kappa."""
+    import pandas as pd
+
+    if len(judged) != len(reference):
+        raise ValueError(f"calibrate needs paired feedback, got {len(judged)} and {len(reference)}")
+    rows = []
+    for asp in [a.aspect for a in reference[0].aspects] if reference else []:
+        pairs, n = [], 0
+        for j, r in zip(judged, reference):
+            js, rs = j.score(asp), r.score(asp)
+            if rs is None:
+                continue
+            n += 1
+            if js is not None:
+                pairs.append((js, rs))
+        row = {"aspect": asp, "n": n, "parsed": len(pairs), "parse_rate": len(pairs) / n if n else float("nan")}
+        if pairs:
+            a, b = [p[0] for p in pairs], [p[1] for p in pairs]
+            row.update(exact=sum(x == y for x, y in pairs) / len(pairs),
+                       within_1=sum(abs(x - y) <= 1 for x, y in pairs) / len(pairs),
+                       mean_diff=sum(x - y for x, y in pairs) / len(pairs),
+                       kappa_quadratic=cohen_kappa(a, b, "quadratic"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------
+# The judging stage: feedback records in the run store
+# ---------------------------------------------------------------------------
+
+
+def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,
+                    round_: int = 0, aspect_judge=None) -> list[dict]:
+    """Judge ``rows`` (dicts with ``example``, ``response_id``, ``response``) into artifact ``name``.
+
+    Each record holds the aspects chosen and how, the judge id, the rubric version, the per-aspect
+    feedback (critique, score, scale, parse status and error), the judge's raw text and the scalar
+    reward. Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun
+    recomputes nothing and a crash loses at most the record in flight.
+    """
+    from rlrf_nb.store import content_key
+
+    chosen = {}
+    for r in rows:
+        ex = r["example"]
+        if ex.id not in chosen:
+            chosen[ex.id] = select_aspects(ex, rubrics, aspect_judge)
+    describe = getattr(judge, "describe", None)
+    judge_key = {"id": judge.id, **(describe() if describe else {})}
+
+    def key(r):
+        return content_key({"judge": judge_key, "rubrics": rubrics.version, "prompt": r["example"].prompt,
+                            "response": r["response"], "aspects": chosen[r["example"].id][0]})
+
+    def run(r):
+        ex = r["example"]
+        aspects, how = chosen[ex.id]
+        fb = judge.judge(ex.prompt, r["response"], aspects, example=ex)
+        return {"response_id": r["response_id"], "example_id": ex.id, "task": ex.task, "prompt": ex.prompt,
+                "response": r["response"], "aspects_how": how, "judge_id": fb.judge_id,
+                "rubric_version": fb.rubric_version, "round": round_, "parse_ok": fb.parse_ok,
+                "reward": scalar_reward(fb, weights), "feedback": fb.to_dict()}
+
+    return store.map(name, rows, key, run, desc=f"judge ({judge.id})")
+
+
+def feedback_frame(records: list[dict]):
+    """One row per (record, aspect): the long table behind the notebook's plots, filters and parse table."""
+    import pandas as pd
+
+    rows = []
+    for rec in records:
+        for a in rec["feedback"]["aspects"]:
+            rows.append({"response_id": rec["response_id"], "example_id": rec["example_id"], "task": rec["task"],
+                         "judge_id": rec["judge_id"], "round": rec["round"], "aspect": a["aspect"],
+                         "score": a["score"], "max_score": a["max_score"], "parse_ok": a["parse_ok"],
+                         "error": a["error"], "critique": a["critique"], "reward": rec["reward"]})
+    return pd.DataFrame(rows)
+
+
+def parse_table(frame):
+    """Parse rate per judge, aspect and round, with failure counts; the most common error per group."""
+    g = frame.groupby(["judge_id", "round", "aspect"])
+    out = g.agg(n=("parse_ok", "size"), parsed=("parse_ok", "sum"))
+    out["failures"] = out["n"] - out["parsed"]
+    out["parse_rate"] = out["parsed"] / out["n"]
+    errors = frame[~frame["parse_ok"]].groupby(["judge_id", "round", "aspect"])["error"]
+    out["top_error"] = errors.agg(lambda e: e.value_counts().index[0] if len(e) else "")
+    return out.fillna({"top_error": ""}).reset_index()

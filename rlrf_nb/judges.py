@@ -1,0 +1,150 @@
+"""The verifier judge: the tiny world's fine-grained feedback model, exact by construction.
+
+Math: every calculator annotation and the final answer are recomputed with the safe
+parser; the critique names the first wrong step and its true value ("Step 2 computes
+7*8=54; 7*8 is 56."). Bios: the text is split into atomic claims, each checked against
+the knowledge base; the critique names every unsupported or contradicted claim with
+the true value. Scores follow the rubrics in ``data/rubrics/`` (levels 1-5), so the
+verifier's feedback has exactly the shape of an LLM judge's.
+"""
+
+from __future__ import annotations
+
+from rlrf_nb.feedback import AspectFeedback, Feedback
+from rlrf_nb.tasks import bios, math
+from rlrf_nb.tasks.schema import Example
+
+
+def _fb(rubrics, name: str, score: int, critique: str) -> AspectFeedback:
+    r = rubrics[name]
+    return AspectFeedback(r.name, score, r.min_score, r.max_score, critique)
+
+
+class VerifierJudge:
+    """Judges tiny-world math and bio responses against ground truth.
+
+    ``rubrics`` is a ``RubricSet`` (scales, titles, version); ``kb`` maps a person's name to
+    their KB record. ``example`` is required: the verifier judges against its ground truth.
+    """
+
+    id = "verifier"
+
+    def __init__(self, rubrics, kb: dict[str, dict]):
+        self.rubrics, self.kb = rubrics, kb
+
+    def judge(self, prompt: str, response: str, aspects: list[str], example: Example | None = None) -> Feedback:
+        if example is None:
+            raise ValueError("VerifierJudge needs the example (its ground truth) to judge a response")
+        if example.task == "math":
+            scores, meta = self._math(response, example)
+        elif example.task == "bios":
+            scores, meta = self._bios(response, example)
+        else:
+            raise ValueError(f"VerifierJudge judges math and bios, not task {example.task!r} ({example.id})")
+        unknown = [a for a in aspects if a not in scores]
+        if unknown:
+            raise ValueError(f"VerifierJudge cannot judge aspect(s) {unknown} on {example.task}; "
+                             f"it judges {sorted(scores)}")
+        return Feedback(self.id, self.rubrics.version, [_fb(self.rubrics, a, *scores[a]) for a in aspects], meta=meta)
+
+    # -- math ---------------------------------------------------------------------------------
+    def _math(self, text: str, ex: Example):
+        steps = ex.meta["steps"]
+        c = math.check_solution(text, steps, ex.answer)
+        n = len(steps)
+        # logical correctness (rubric levels): 5 all right; 3 steps right but the final line wrong or
+        # missing; otherwise the earlier the first wrong step, the lower (1 at step 1, up to 3 at the last).
+        if c.correct and c.first_error is None:
+            logic = 5
+        elif c.first_error is None:
+            logic = 3
+        elif c.error_kind == "unparseable":
+            logic = 1
+        else:
+            logic = 1 + round(2 * (c.first_error - 1) / n)
+        # completeness: every step shown and a '#### N' line.
+        has_final = math.extract_answer(text, "strict") is not None
+        shown = min(c.n_steps, n)
+        if c.error_kind == "missing_step" or shown < n:
+            comp = 1 + round(2 * shown / n)
+            comp_note = f"Only {shown} of the {n} needed steps are shown."
+        elif not has_final:
+            comp, comp_note = 3, "The solution does not end with a final answer line '#### N'."
+        elif c.error_kind == "extra_step":
+            comp, comp_note = 4, f"The solution has steps beyond the {n} the problem needs."
+        else:
+            comp, comp_note = 5, "Every step is shown and the solution ends with '#### N'."
+        meta = {"correct": c.correct, "first_error": c.first_error, "error_kind": c.error_kind}
+        return {"logical_correctness": (logic, c.critique), "completeness": (comp, comp_note)}, meta
+
+    # -- bios ---------------------------------------------------------------------------------
+    def _bios(self, text: str, ex: Example):
+        name = ex.meta["entity"]
+        person = self.kb.get(name)
+        claims = bios.check_bio(text, person)
+        n = len(claims)
+        bad = [c for c in claims if c.status != "supported"]
+        precision = (n - len(bad)) / n if n else 0.0
+        # factuality: 5 all claims supported; then by the supported fraction.
+        if n == 0:
+            fact, fact_note = 1, "The response makes no checkable claim."
+        elif not bad:
+            fact, fact_note = 5, "Every claim is supported by the knowledge base."
+        else:
+            fact = 4 if precision >= 0.8 else 3 if precision >= 0.6 else 2 if precision >= 0.4 else 1
+            fact_note = " ".join(bios.claim_critique(c, name) for c in bad)
+        covered = {c.attribute for c in claims if c.attribute and c.status != "unsupported"}
+        missing = [a for a in bios.ATTRIBUTES if a not in covered]
+        comp = 1 + round(4 * (len(bios.ATTRIBUTES) - len(missing)) / len(bios.ATTRIBUTES))
+        comp_note = ("The bio covers every known attribute." if not missing else
+                     "The bio does not mention: " + ", ".join(a.replace("_", " ") for a in missing) + ".")
+        sents = bios.split_claims(text)
+        repeats = len(sents) - len(set(sents))
+        unreadable = [c.text for c in claims if c.attribute is None]
+        read = max(1, 5 - repeats - len(unreadable))
+        if not sents:
+            read, read_note = 1, "The response is empty."
+        elif read == 5:
+            read_note = "Clear, one fact per sentence, no repetition."
+        else:
+            parts = []
+            if repeats:
+                parts.append(f"{repeats} sentence(s) are repeated")
+            if unreadable:
+                parts.append("these sentences are not well-formed facts: " + "; ".join(repr(u) for u in unreadable[:3]))
+            read_note = "; ".join(parts).capitalize() + "."
+        meta = {"n_claims": n, "n_supported": n - len(bad), "precision": precision,
+                "claims": [[c.text, c.status, c.truth] for c in claims]}
+        return {"factuality": (fact, fact_note), "completeness": (comp, comp_note),
+                "readability": (read, read_note)}, meta
+
+
+def aspect_specs(rubrics, names: list[str]) -> list:
+    """The rubrics ``names`` as the LLM judge's ``AspectSpec`` (name, title, scale, rendered rubric)."""
+    from rlrf_nb.llm_judge import AspectSpec
+
+    return [AspectSpec(r.name, r.title, r.min_score, r.max_score, r.render()) for r in (rubrics[n] for n in names)]
+
+
+def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
+    """An LLM judge from a ``FeedbackConfig``: over HTTP when ``judge_url`` is set (any OpenAI-compatible
+    server), else local ``transformers`` generation with ``judge_model`` (or the given model/tokenizer)."""
+    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport
+
+    def specs_for(names):
+        return aspect_specs(rubrics, names)
+
+    if cfg.judge_url:
+        transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env,
+                                    timeout=cfg.timeout, max_retries=cfg.max_retries)
+        judge_id = f"llm:{cfg.judge_model}@{cfg.judge_url}"
+    else:
+        if model is None:
+            from rlrf_nb.models import load_policy
+            from rlrf_nb.tiny_world import resolve_path
+
+            path = resolve_path(cfg.judge_model)
+            model, tokenizer = load_policy(path if path.exists() else cfg.judge_model)
+        transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens)
+        judge_id = f"llm:{cfg.judge_model}"
+    return LLMJudge(transport, specs_for, rubrics.version, judge_id, max_repairs=cfg.max_repairs)

@@ -1,0 +1,109 @@
+"""The verifier judge: right step named, scores in range, bio claims checked; reward aggregation."""
+
+import random
+
+import pytest
+
+from rlrf_nb.feedback import Feedback, scalar_reward, select_aspects
+from rlrf_nb.judges import VerifierJudge
+from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.tasks import bios as B
+from rlrf_nb.tasks import math as M
+from rlrf_nb.tasks.schema import Example
+
+RUBRICS = load_rubric_set()
+PEOPLE = B.make_people(0, 5)
+KB = {p["name"]: p for p in PEOPLE}
+JUDGE = VerifierJudge(RUBRICS, KB)
+MATH = Example("m1", "math", "test", "Ava has 8 apples. She loses 5 apples. The number grows 3 times. How many?",
+               "She loses 5 apples, so Ava has 8-5=<<8-5=3>>3 apples.\n"
+               "The number grows 3 times, so Ava has 3*3=<<3*3=9>>9 apples.\n#### 9",
+               "9", ["math"], {"steps": [[8, "-", 5, 3], [3, "*", 3, 9]]})
+ASPECTS = ["logical_correctness", "completeness"]
+
+
+def _scores(fb: Feedback) -> dict:
+    return {a.aspect: a.score for a in fb.aspects}
+
+
+def test_correct_solution_gets_top_scores():
+    fb = JUDGE.judge(MATH.prompt, MATH.reference, ASPECTS, MATH)
+    assert _scores(fb) == {"logical_correctness": 5, "completeness": 5}
+    assert fb.rubric_version == RUBRICS.version and fb.judge_id == "verifier" and fb.meta["correct"]
+    assert scalar_reward(fb) == 1.0
+
+
+@pytest.mark.parametrize("text,step,needle,logic", [
+    ("A 8-5=<<8-5=4>>4.\nB 4*3=<<4*3=12>>12.\n#### 12", 1, "Step 1 computes 8-5=4; 8-5 is 3.", 1),
+    ("A 8-5=<<8-5=3>>3.\nB 3*3=<<3*3=8>>8.\n#### 8", 2, "Step 2 computes 3*3=8; 3*3 is 9.", 2),
+    ("A 8-4=<<8-4=4>>4.\nB 4*3=<<4*3=12>>12.\n#### 12", 1, "this step should be 8-5=3", 1),
+    ("A 8-5=<<8-5=3>>3.\nB 3*3=<<3*3=9>>9.\n#### 10", None, "final answer 10", 3),
+])
+def test_incorrect_solutions_name_the_right_step(text, step, needle, logic):
+    fb = JUDGE.judge(MATH.prompt, text, ASPECTS, MATH)
+    lc = fb.aspects[0]
+    assert fb.meta["first_error"] == step and needle in lc.critique
+    assert lc.score == logic and 1 <= fb.aspects[1].score <= 5
+    assert not fb.meta["correct"] and scalar_reward(fb) < 1.0
+
+
+def test_missing_steps_and_final_line_lower_completeness():
+    fb = JUDGE.judge(MATH.prompt, "A 8-5=<<8-5=3>>3.\n#### 3", ASPECTS, MATH)
+    assert fb.score("completeness") == 2 and "Only 1 of the 2" in fb.aspects[1].critique
+    fb = JUDGE.judge(MATH.prompt, MATH.reference.replace("\n#### 9", ""), ASPECTS, MATH)
+    assert fb.score("completeness") == 3 and fb.score("logical_correctness") == 3
+
+
+def test_verifier_agrees_with_ground_truth_on_generated_drafts():
+    exs = M.generate_splits(3, {"test": 200})["test"]
+    rng = random.Random(0)
+    for ex in exs:
+        text = ex.reference if rng.random() < 0.5 else M.corrupt_solution(rng, ex)[0]
+        fb = JUDGE.judge(ex.prompt, text, ASPECTS, ex)
+        assert (fb.score("logical_correctness") == 5) == M.is_correct(text, ex.answer)
+
+
+def test_bio_claims_are_checked_and_wrong_ones_named_with_the_truth():
+    p = PEOPLE[0]
+    ex = Example("b1", "bios", "test", B.bio_prompt(p["name"]), tags=["bios"], meta={"entity": p["name"]})
+    aspects = ["factuality", "completeness", "readability"]
+    fb = JUDGE.judge(ex.prompt, B.reference_bio(p), aspects, ex)
+    assert _scores(fb) == {"factuality": 5, "completeness": 5, "readability": 5}
+    draft, wrong = B.corrupt_bio(random.Random(0), p, n_wrong=1)
+    short = " ".join(B.split_claims(draft)[:3]) + " " + B.split_claims(draft)[0]
+    fb = JUDGE.judge(ex.prompt, short, aspects, ex)
+    assert fb.score("completeness") < 5 and fb.score("readability") < 5
+    fb = JUDGE.judge(ex.prompt, draft, aspects, ex)
+    assert fb.score("factuality") == 4 and p[wrong[0]] in fb.aspects[0].critique
+    assert JUDGE.judge(ex.prompt, "", aspects, ex).score("factuality") == 1
+
+
+def test_verifier_refuses_unknown_aspects_and_missing_ground_truth():
+    with pytest.raises(ValueError, match="cannot judge aspect"):
+        JUDGE.judge(MATH.prompt, MATH.reference, ["helpfulness"], MATH)
+    with pytest.raises(ValueError, match="needs the example"):
+        JUDGE.judge(MATH.prompt, MATH.reference, ASPECTS)
+
+
+def test_aspect_selection_from_tags_and_fallback():
+    assert select_aspects(MATH, RUBRICS) == (["logical_correctness", "completeness"], "tags")
+    untagged = Example("x", "instruct", "test", "Write a poem.")
+    assert select_aspects(untagged, RUBRICS)[1] == "fallback"
+
+    class Picker:
+        def select_aspects(self, prompt, candidates):
+            return ["depth", "not_an_aspect"], "raw"
+
+    assert select_aspects(untagged, RUBRICS, Picker()) == (["depth"], "judge")
+
+
+def test_scalar_reward_weights_and_parse_failures():
+    from rlrf_nb.feedback import AspectFeedback
+
+    fb = Feedback("j", "v", [AspectFeedback("a", 5, 1, 5, "c"), AspectFeedback("b", 1, 1, 5, "c")])
+    assert scalar_reward(fb) == 0.5 and scalar_reward(fb, {"a": 3.0, "b": 1.0}) == 0.75
+    failed = Feedback("j", "v", [AspectFeedback("a", 5, 1, 5, "c"),
+                                 AspectFeedback("b", None, 1, 5, "", parse_ok=False, error="invalid JSON")])
+    assert scalar_reward(failed) is None
+    with pytest.raises(ValueError, match="score must be None exactly when parse_ok"):
+        AspectFeedback("a", None, 1, 5, "c")
