@@ -178,9 +178,9 @@ class FeedbackConfig:
     consensus_k: int = field(default=1, metadata={"help": "Judge samples per response; median score per aspect."})
     weights: dict = field(default_factory=dict,
                           metadata={"help": "Aspect weights for the scalar reward, by aspect name (default 1)."})
-    n_math: int = field(default=40, metadata={"help": "Notebook 01: dev math prompts to sample and judge."})
-    n_bios: int = field(default=20, metadata={"help": "Notebook 01: dev bio prompts to sample and judge."})
-    samples_per_prompt: int = field(default=2, metadata={"help": "Notebook 01: policy samples per prompt."})
+    n_math: int = field(default=200, metadata={"help": "Notebook 01: dev math prompts to sample and judge."})
+    n_bios: int = field(default=40, metadata={"help": "Notebook 01: dev bio prompts to sample and judge."})
+    samples_per_prompt: int = field(default=3, metadata={"help": "Notebook 01: policy samples per prompt."})
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
     max_response_tokens: int = field(default=160, metadata={"help": "Policy response cap."})

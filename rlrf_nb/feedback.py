@@ -296,8 +296,22 @@ def feedback_frame(records: list[dict]):
     return pd.DataFrame(rows)
 
 
+def parse_rate(feedbacks: list[Feedback], round_: int = 0):
+    """:func:`parse_table` for Feedback objects (not yet stored as records)."""
+    import pandas as pd
+
+    rows = [{"judge_id": f.judge_id, "round": round_, "aspect": a.aspect, "parse_ok": a.parse_ok, "error": a.error}
+            for f in feedbacks for a in f.aspects]
+    return parse_table(pd.DataFrame(rows, columns=["judge_id", "round", "aspect", "parse_ok", "error"]))
+
+
 def parse_table(frame):
     """Parse rate per judge, aspect and round, with failure counts; the most common error per group."""
+    import pandas as pd
+
+    cols = ["judge_id", "round", "aspect", "n", "parsed", "failures", "parse_rate", "top_error"]
+    if frame.empty:
+        return pd.DataFrame(columns=cols)
     g = frame.groupby(["judge_id", "round", "aspect"])
     out = g.agg(n=("parse_ok", "size"), parsed=("parse_ok", "sum"))
     out["failures"] = out["n"] - out["parsed"]

@@ -22,8 +22,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import pandas as pd
-
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
 
@@ -333,14 +331,3 @@ class LLMJudge:
         if error:
             log.debug("judge %s: aspect selection unusable (%s)", self.id, error)
         return names, raw
-
-
-def parse_rate(feedbacks: list[Feedback]) -> pd.DataFrame:
-    """Per (judge_id, aspect): how many judgements, how many parsed, how many failed, and the parse rate."""
-    rows = [{"judge_id": f.judge_id, "aspect": a.aspect, "parsed": int(a.parse_ok)} for f in feedbacks
-            for a in f.aspects]
-    df = pd.DataFrame(rows, columns=["judge_id", "aspect", "parsed"])
-    out = df.groupby(["judge_id", "aspect"], sort=True).agg(n=("parsed", "size"), parsed=("parsed", "sum"))
-    out["failures"] = out["n"] - out["parsed"]
-    out["rate"] = out["parsed"] / out["n"]
-    return out.reset_index()

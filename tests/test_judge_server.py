@@ -18,7 +18,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlrf_nb.llm_judge import AspectSpec, JudgeTransportError, LLMJudge, OpenAITransport, parse_rate
+from rlrf_nb.feedback import parse_rate
+from rlrf_nb.llm_judge import AspectSpec, JudgeTransportError, LLMJudge, OpenAITransport
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -6,14 +6,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from rlrf_nb.feedback import Feedback
+from rlrf_nb.feedback import Feedback, parse_rate
 from rlrf_nb.llm_judge import (
     AspectSpec,
     LLMJudge,
     OpenAITransport,
     TransformersTransport,
     parse_judgement,
-    parse_rate,
     render_judge_prompt,
 )
 
@@ -231,10 +230,12 @@ def test_parse_rate_counts_failures_per_judge_and_aspect():
            for r in [GOOD, "nope", j(clarity={"critique": "x", "score": 0})]]
     fbs.append(Feedback.from_dict({**fbs[0].to_dict(), "judge_id": "other"}))
     df = parse_rate(fbs).set_index(["judge_id", "aspect"])
-    assert df.loc[("stub", H)].to_dict() == {"n": 3, "parsed": 2, "failures": 1, "rate": pytest.approx(2 / 3)}
-    assert df.loc[("stub", C)].to_dict() == {"n": 3, "parsed": 1, "failures": 2, "rate": pytest.approx(1 / 3)}
-    assert df.loc[("other", H), "rate"] == 1.0
-    assert list(parse_rate([]).columns) == ["judge_id", "aspect", "n", "parsed", "failures", "rate"]
+    cols = ["n", "parsed", "failures", "parse_rate"]
+    h, c = df.loc[("stub", H), cols].to_dict(), df.loc[("stub", C), cols].to_dict()
+    assert h == {"n": 3, "parsed": 2, "failures": 1, "parse_rate": pytest.approx(2 / 3)}
+    assert c == {"n": 3, "parsed": 1, "failures": 2, "parse_rate": pytest.approx(1 / 3)}
+    assert df.loc[("other", H), "parse_rate"] == 1.0 and df.loc[("stub", C), "top_error"] != ""
+    assert parse_rate([]).empty
 
 
 def test_api_key_never_in_repr_describe_or_pickle(monkeypatch):

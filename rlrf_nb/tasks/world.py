@@ -169,7 +169,8 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
     rng = random.Random(f"mix:{seed}")
     items = [{"kind": "web", "text": d} for d in world.web_docs for _ in range(cfg.web_epochs)]
     wc = world.config
-    items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor, wc.max_operand)}
+    items += [{"kind": "drill",
+               "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor, wc.max_operand)}
               for _ in range(cfg.n_drills)]
     train = world.math["train"]
     items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
