@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -37,6 +39,7 @@ overrides = {}  # dotted recipe overrides, e.g. {"eval.n_math": 100, "run.runs_d
 import logging
 
 import pandas as pd
+import yaml
 
 from rlrf_nb import plots
 from rlrf_nb.config import recipe_to_dict
@@ -48,8 +51,8 @@ logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 120)
 
 recipe, store = tw.load_run(recipe_path, run_name, {"m0.retrain": retrain, **overrides})
-print("run directory:", store.run_dir)
-pd.DataFrame(recipe_to_dict(recipe)).T.fillna("")
+print("run directory:", store.run_dir, "\n")
+print(yaml.safe_dump({k: recipe_to_dict(recipe)[k] for k in ("world", "m0", "eval")}, sort_keys=False))
 
 # %% [markdown]
 # ## 1 · The world

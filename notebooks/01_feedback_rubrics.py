@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -38,7 +40,9 @@ import pandas as pd
 import plotly.express as px
 
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.feedback import agreement, calibrate, feedback_frame, judge_responses, parse_table, Feedback
+from rlrf_nb.feedback import (Feedback, agreement, calibrate, consensus_votes, critique_examples, feedback_frame,
+                              feedback_summary, judge_responses, parse_table)
+from rlrf_nb.stats import format_rate
 from rlrf_nb.generation import sample_to_store
 from rlrf_nb.judges import VerifierJudge, make_llm_judge
 from rlrf_nb.rubrics import load_rubric_set
@@ -91,29 +95,31 @@ ver_frame.groupby(["task", "aspect"])["score"].describe()[["count", "mean", "min
 # %%
 fig = px.histogram(ver_frame, x="score", facet_col="aspect", color="task", barmode="group", nbins=5,
                    title="Verifier scores per aspect (M0 samples on dev prompts)", height=340, width=1000)
+fig.update_xaxes(dtick=1, range=[0.5, 5.5])
 fig.show()
 
 # %% [markdown]
 # A critique names *what* is wrong and the true value — this is what the policy will reflect on in notebook 02.
 
 # %%
-worst = sorted(ver_records, key=lambda r: (r["reward"] is None, r["reward"]))[:3]
-for r in worst:
-    print(r["example_id"], "reward", round(r["reward"], 2))
+for r in critique_examples(ver_records):
+    print(f"{r['example_id']} ({r['feedback']['meta'].get('error_kind') or 'bio'}), reward {r['reward']:.2f}")
     for a in r["feedback"]["aspects"]:
         print(f"  {a['aspect']} {a['score']}/{a['max_score']}: {a['critique']}")
 
 # %% [markdown]
-# **Does the verifier agree with ground truth?** Its logical-correctness score is 5 exactly when the strict
-# `#### N` answer is right — on every math sample here:
+# **Does the verifier agree with ground truth?** Compare its logical-correctness score with final-answer
+# correctness (strict `#### N`). A verifier 5 should always mean a right answer. The reverse need not hold: a
+# sample can reach the right number through a wrong step that a later error cancels ("2+2=3", then "1+2=3").
+# An outcome-only reward would reinforce those samples; the fine-grained verifier does not — RLRF's argument
+# for fine-grained feedback, visible in miniature.
 
 # %%
-from rlrf_nb.tasks import math as tmath
-
-math_recs = [r for r in ver_records if r["task"] == "math"]
-agree = sum((Feedback.from_dict(r["feedback"]).score("logical_correctness") == 5)
-            == tmath.is_correct(r["response"], by_id[r["example_id"]].answer) for r in math_recs)
-print(f"verifier vs ground-truth correctness: {agree}/{len(math_recs)} agree")
+summary = feedback_summary(ver_records, [], by_id)
+print("a verifier 5 has the right answer:      ", format_rate(summary["verifier_precision"]))
+print("right answers reached with a wrong step:", format_rate(summary["right_answer_wrong_steps"]))
+print("overall agreement with the final answer:", format_rate(summary["verifier_math_agreement"]))
+pd.Series(summary["verifier_vs_answer"])
 
 # %% [markdown]
 # ## 3 · An LLM judge, and its parse failures
@@ -136,6 +142,8 @@ llm_records = judge_responses(store, "feedback_llm", llm_judge, llm_rows, rubric
 parse_table(feedback_frame(llm_records + ver_records))
 
 # %%
+summary = feedback_summary(ver_records, llm_records, by_id)
+print(f"LLM judge {summary['llm_judge_id']}: parse rate {format_rate(summary['llm_judge_parse_rate'])}")
 r = llm_records[0]
 print("raw LLM-judge output (first 600 chars):\n", r["feedback"]["raw"][:600])
 print("\nparse errors:", [a["error"] for a in r["feedback"]["aspects"]])
@@ -159,8 +167,22 @@ votes = [[Feedback.from_dict(ver_by_resp[r["response_id"]]["feedback"]).score(a[
 print("verifier vs LLM judge, all aspects:", agreement(votes))
 
 # %% [markdown]
+# With `feedback.consensus_k > 1` the LLM judge samples k judgements per response and keeps the median score per
+# aspect; the k votes are stored, and their agreement says how subjective each aspect is for this judge.
+
+# %%
+{aspect: agreement(v) for aspect, v in consensus_votes(llm_records).items()} or "consensus_k = 1: no votes"
+
+# %% [markdown]
 # ## 5 · Browse the feedback
 # Filter by aspect and score range, or show only parse failures. In batch runs a static table stands in.
+
+# %% [markdown]
+# The numbers above go to `runs/<run_name>/results.json`; every judgement is a record in
+# `runs/<run_name>/feedback.jsonl` (verifier) and `feedback_llm.jsonl`, with the raw judge text.
+
+# %%
+_ = store.update_results({"feedback": summary})
 
 # %%
 records = ver_records + llm_records

@@ -14,7 +14,7 @@ from rlrf_nb.stats import format_rate
 from rlrf_nb.tiny_world import PROJECT_ROOT, resolve_path
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-MAIN_NOTEBOOKS = ["00_tiny_world.ipynb"]  # the main job until the later stages land
+MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb"]  # the main job so far
 
 
 def _say(text: str = "") -> None:
@@ -41,12 +41,18 @@ def cmd_demo(args) -> int:
     t0 = time.monotonic()
     for nb in MAIN_NOTEBOOKS:
         _say(f">> running notebooks/{nb} -> {run_dir / nb}")
-        run_notebook(nb, run_dir, {"recipe_path": str(args.recipe), "run_name": args.name, "retrain": args.retrain})
+        params = {"recipe_path": str(args.recipe), "run_name": args.name}
+        params.update({"retrain": args.retrain} if nb.startswith("00") else {"interactive": False})
+        run_notebook(nb, run_dir, params)
     res = json.loads((run_dir / "results.json").read_text())
     _say(f"\nM0 held-out math accuracy ({recipe.eval.split}): {format_rate(res['m0_math_accuracy'])}")
     _say(f"M0 refinement success, own wrong drafts:        {format_rate(res['m0_refine_own_success'])}")
     _say(f"M0 refinement success, injected-error drafts:   {format_rate(res['m0_refine_injected_success'])}")
     _say(f"M0 bio claims supported by the KB:              {format_rate(res['m0_bio_claims_supported'])}")
+    fb = res["feedback"]
+    _say(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
+    _say(f"right final answers with a wrong step (score<5):  {format_rate(fb['right_answer_wrong_steps'])}")
+    _say(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
     _say(f"\nresults: {run_dir / 'results.json'}   wall time: {time.monotonic() - t0:.0f} s")
     return 0
 

@@ -88,15 +88,16 @@ GENERAL_FALLBACK = ["helpfulness", "clarity", "factuality"]
 
 
 def select_aspects(example, rubrics, judge=None) -> tuple[list[str], str]:
-    """``(aspect names, how)`` for one prompt: from its task tags, else by asking an LLM judge to pick
-    from the rubric list, else a general fallback. ``how`` is "tags", "judge" or "fallback"."""
+    """``(aspect names, how)`` for one prompt: from its task tags, else by asking ``judge`` (an object with
+    ``select_aspects``, e.g. an ``LLMJudge``) to pick from the rubric list, else a general fallback.
+    ``how`` is "tags", "judge" or "fallback"."""
     from rlrf_nb.judges import aspect_specs
     from rlrf_nb.rubrics import aspects_for_tags
 
     chosen = aspects_for_tags(list(example.tags))
     if chosen:
         return chosen, "tags"
-    if judge is not None and hasattr(judge, "select_aspects"):
+    if judge is not None:
         names, _raw = judge.select_aspects(example.prompt, aspect_specs(rubrics, rubrics.names()))
         names = [n for n in names if n in rubrics.names()]
         if names:
@@ -222,7 +223,7 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
     if len(judged) != len(reference):
         raise ValueError(f"calibrate needs paired feedback, got {len(judged)} and {len(reference)}")
     rows = []
-    for asp in [a.aspect for a in reference[0].aspects] if reference else []:
+    for asp in dict.fromkeys(a.aspect for r in reference for a in r.aspects):
         pairs, n = [], 0
         for j, r in zip(judged, reference):
             js, rs = j.score(asp), r.score(asp)
@@ -263,11 +264,8 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
         ex = r["example"]
         if ex.id not in chosen:
             chosen[ex.id] = select_aspects(ex, rubrics, aspect_judge)
-    describe = getattr(judge, "describe", None)
-    judge_key = {"id": judge.id, **(describe() if describe else {})}
-
-    def key(r):
-        return content_key({"judge": judge_key, "rubrics": rubrics.version, "prompt": r["example"].prompt,
+    def key(r):  # a judge's id names its model and endpoint (never its API key)
+        return content_key({"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
                             "response": r["response"], "aspects": chosen[r["example"].id][0]})
 
     def run(r):
@@ -319,3 +317,51 @@ def parse_table(frame):
     errors = frame[~frame["parse_ok"]].groupby(["judge_id", "round", "aspect"])["error"]
     out["top_error"] = errors.agg(lambda e: e.value_counts().index[0] if len(e) else "")
     return out.fillna({"top_error": ""}).reset_index()
+
+
+def consensus_votes(records: list[dict]) -> dict[str, list[list[int | None]]]:
+    """Per aspect, each response's k votes from a :class:`ConsensusJudge` (``meta["votes"]``), ready for
+    :func:`agreement`. Records from a single judge have no votes and are skipped."""
+    out: dict[str, list] = {}
+    for rec in records:
+        for aspect, votes in rec["feedback"]["meta"].get("votes", {}).items():
+            out.setdefault(aspect, []).append(votes)
+    return out
+
+
+def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_by_id: dict) -> dict:
+    """The notebook-01 numbers for ``results.json``, each rate with a 95% interval.
+
+    The verifier against final-answer correctness (strict ``#### N``), as a 2x2 table: a verifier 5 must
+    mean a right answer (``verifier_precision``); a right answer may still get less than 5 when a step
+    is wrong and a later error cancels it (``right_answer_wrong_steps``): the verifier is stricter than
+    an outcome check, by design. Plus the LLM judge's parse rate over all its aspect judgements.
+    """
+    from rlrf_nb.stats import rate
+    from rlrf_nb.tasks.math import is_correct
+
+    pairs = [(Feedback.from_dict(r["feedback"]).score("logical_correctness") == 5,
+              is_correct(r["response"], examples_by_id[r["example_id"]].answer))
+             for r in ver_records if r["task"] == "math"]
+    table = {f"verifier_{'5' if v else 'below_5'}__answer_{'right' if c else 'wrong'}": sum(p == (v, c) for p in pairs)
+             for v in (True, False) for c in (True, False)}
+    n5 = sum(v for v, _ in pairs)
+    right = sum(c for _, c in pairs)
+    aspects = [a for r in llm_records for a in r["feedback"]["aspects"]]
+    return {"verifier_math_agreement": rate(sum(v == c for v, c in pairs), len(pairs)),
+            "verifier_precision": rate(sum(v and c for v, c in pairs), n5),
+            "right_answer_wrong_steps": rate(sum(c and not v for v, c in pairs), right),
+            "verifier_vs_answer": table,
+            "llm_judge_parse_rate": rate(sum(a["parse_ok"] for a in aspects), len(aspects)),
+            "llm_judge_id": llm_records[0]["judge_id"] if llm_records else None}
+
+
+def critique_examples(records: list[dict]) -> list[dict]:
+    """One record per distinct (task, verifier error kind), worst first: a varied sample of critiques."""
+    seen, out = set(), []
+    for rec in sorted(records, key=lambda r: (r["reward"] is None, r["reward"])):
+        kind = (rec["task"], rec["feedback"]["meta"].get("error_kind"))
+        if kind not in seen and rec["reward"] is not None and rec["reward"] < 1:
+            seen.add(kind)
+            out.append(rec)
+    return out

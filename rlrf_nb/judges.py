@@ -112,7 +112,8 @@ class VerifierJudge:
                 parts.append(f"{repeats} sentence(s) are repeated")
             if unreadable:
                 parts.append("these sentences are not well-formed facts: " + "; ".join(repr(u) for u in unreadable[:3]))
-            read_note = "; ".join(parts).capitalize() + "."
+            note = "; ".join(parts)
+            read_note = note[0].upper() + note[1:] + "."
         meta = {"n_claims": n, "n_supported": n - len(bad), "precision": precision,
                 "claims": [[c.text, c.status, c.truth] for c in claims]}
         return {"factuality": (fact, fact_note), "completeness": (comp, comp_note),
@@ -128,15 +129,18 @@ def aspect_specs(rubrics, names: list[str]) -> list:
 
 def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     """An LLM judge from a ``FeedbackConfig``: over HTTP when ``judge_url`` is set (any OpenAI-compatible
-    server), else local ``transformers`` generation with ``judge_model`` (or the given model/tokenizer)."""
+    server), else local ``transformers`` generation with ``judge_model`` (or the given model/tokenizer).
+
+    With ``consensus_k > 1`` the judge samples (temperature 1) and a :class:`ConsensusJudge` takes the
+    median of k judgements per aspect; with k = 1 it decodes greedily (temperature 0).
+    """
+    from rlrf_nb.feedback import ConsensusJudge
     from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport
 
-    def specs_for(names):
-        return aspect_specs(rubrics, names)
-
+    sample = cfg.consensus_k > 1
     if cfg.judge_url:
-        transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env,
-                                    timeout=cfg.timeout, max_retries=cfg.max_retries)
+        transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                                    max_retries=cfg.max_retries, temperature=1.0 if sample else 0.0)
         judge_id = f"llm:{cfg.judge_model}@{cfg.judge_url}"
     else:
         if model is None:
@@ -145,6 +149,14 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
 
             path = resolve_path(cfg.judge_model)
             model, tokenizer = load_policy(path if path.exists() else cfg.judge_model)
-        transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens)
+        transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
         judge_id = f"llm:{cfg.judge_model}"
-    return LLMJudge(transport, specs_for, rubrics.version, judge_id, max_repairs=cfg.max_repairs)
+
+    def one(jid):
+        return LLMJudge(transport, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
+                        max_repairs=cfg.max_repairs)
+
+    if not sample:
+        return one(judge_id)
+    return ConsensusJudge([one(f"{judge_id}#{i}") for i in range(cfg.consensus_k)],
+                          judge_id=f"consensus{cfg.consensus_k}({judge_id})")

@@ -242,6 +242,14 @@ class RunStore:
         _atomic_write_text(self.path("run.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
+    def update_results(self, row: dict) -> dict:
+        """Merge ``row`` into ``<run_dir>/results.json`` (written atomically); returns the merged results."""
+        path = self.path("results.json")
+        results = json.loads(path.read_text()) if path.exists() else {}
+        results.update(row)
+        _atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+        return results
+
     def checkpoint_dir(self, name: str) -> Path:
         """``<run_dir>/checkpoints/<name>`` (created); done only once :func:`is_complete` says so."""
         path = self.path("checkpoints", name)

@@ -246,16 +246,8 @@ def load_run(recipe_path: str | Path, run_name: str, overrides: dict | None = No
 
 
 def write_results(store: RunStore, row: dict, info: dict) -> dict:
-    """Merge ``row`` (and which M0 was used) into ``<run>/results.json``; returns the merged results."""
-    import json
-
-    path = store.path("results.json")
-    results = json.loads(path.read_text()) if path.exists() else {}
-    results.update(row)
-    results["m0"] = {k: info[k] for k in ("path", "source", "n_params", "fingerprint")}
+    """Merge ``row`` and which M0 was used into ``<run>/results.json``; returns the merged results."""
+    m0 = {k: info[k] for k in ("path", "source", "n_params", "fingerprint")}
     if info.get("training"):
-        results["m0"]["train_seconds"] = info["training"]["seconds"]
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
-    return results
+        m0["train_seconds"] = info["training"]["seconds"]
+    return store.update_results({**row, "m0": m0})

@@ -46,7 +46,8 @@ def static_feedback_table(records: list[dict], n: int = 10) -> pd.DataFrame:
     """The batch-mode stand-in for :class:`FeedbackBrowser`: one row per response, scores per aspect."""
     rows = []
     for rec in records[:n]:
-        row = {"response_id": rec["response_id"], "response": rec["response"][:80], "reward": rec["reward"]}
+        row = {"response_id": rec["response_id"], "judge": rec["judge_id"], "response": rec["response"][:80],
+               "reward": rec["reward"]}
         for a in rec["feedback"]["aspects"]:
             row[a["aspect"]] = a["score"] if a["parse_ok"] else "FAIL"
             row[a["aspect"] + " critique"] = (a["critique"] if a["parse_ok"] else a["error"])[:100]

@@ -71,8 +71,9 @@ def test_bio_claims_are_checked_and_wrong_ones_named_with_the_truth():
     assert _scores(fb) == {"factuality": 5, "completeness": 5, "readability": 5}
     draft, wrong = B.corrupt_bio(random.Random(0), p, n_wrong=1)
     short = " ".join(B.split_claims(draft)[:3]) + " " + B.split_claims(draft)[0]
-    fb = JUDGE.judge(ex.prompt, short, aspects, ex)
+    fb = JUDGE.judge(ex.prompt, short + " Jin Ora writes.", aspects, ex)
     assert fb.score("completeness") < 5 and fb.score("readability") < 5
+    assert "'Jin Ora writes.'" in fb.aspects[2].critique  # quoted text keeps its case
     fb = JUDGE.judge(ex.prompt, draft, aspects, ex)
     assert fb.score("factuality") == 4 and p[wrong[0]] in fb.aspects[0].critique
     assert JUDGE.judge(ex.prompt, "", aspects, ex).score("factuality") == 1
@@ -107,3 +108,26 @@ def test_scalar_reward_weights_and_parse_failures():
     assert scalar_reward(failed) is None
     with pytest.raises(ValueError, match="score must be None exactly when parse_ok"):
         AspectFeedback("a", None, 1, 5, "c")
+
+
+def test_judging_stage_records_resume_and_summary(tmp_path):
+    from rlrf_nb.feedback import feedback_frame, feedback_summary, judge_responses, parse_table
+    from rlrf_nb.store import RunStore
+
+    store = RunStore(tmp_path / "run")
+    lucky = "A 8-5=<<8-5=4>>4.\nB 4*3=<<4*3=9>>9.\n#### 9"  # two wrong steps, right final answer
+    rows = [{"example": MATH, "response_id": f"r{i}", "response": t}
+            for i, t in enumerate([MATH.reference, lucky, "#### 7"])]
+    recs = judge_responses(store, "feedback", JUDGE, rows, RUBRICS, {"logical_correctness": 2.0})
+    assert [r["aspects_how"] for r in recs] == ["tags"] * 3 and recs[0]["rubric_version"] == RUBRICS.version
+    assert recs[0]["reward"] == 1.0 and recs[1]["reward"] < 1.0
+    calls = []
+    judge_responses(store, "feedback", type("J", (), {"id": "verifier", "judge": lambda *a, **k: calls.append(1)})(),
+                    rows, RUBRICS)
+    assert calls == []  # a rerun is served from the store
+    s = feedback_summary(recs, [], {MATH.id: MATH})
+    assert s["verifier_vs_answer"] == {"verifier_5__answer_right": 1, "verifier_5__answer_wrong": 0,
+                                       "verifier_below_5__answer_right": 1, "verifier_below_5__answer_wrong": 1}
+    assert s["verifier_precision"]["rate"] == 1.0 and s["right_answer_wrong_steps"]["rate"] == 0.5
+    table = parse_table(feedback_frame(recs))
+    assert set(table["aspect"]) == {"logical_correctness", "completeness"} and (table["parse_rate"] == 1.0).all()

@@ -69,7 +69,12 @@ def test_notebook_01_smoke(tmp_path):
     for rec in ver:
         assert rec["judge_id"] == "verifier" and rec["parse_ok"] and rec["aspects_how"] == "tags"
         assert all(1 <= a["score"] <= 5 for a in rec["feedback"]["aspects"])
+    fb = json.loads((run / "results.json").read_text())["feedback"]
+    assert fb["verifier_math_agreement"]["n"] == 12 and sum(fb["verifier_vs_answer"].values()) == 12
+    assert fb["verifier_vs_answer"]["verifier_5__answer_wrong"] == 0  # a verifier 5 is always a right answer
+    assert fb["llm_judge_parse_rate"]["n"] == 2 + 3  # one math response (2 aspects), one bio (3)
     for rec in llm:
-        assert rec["feedback"]["raw"] != "" or rec["parse_ok"]
+        assert rec["judge_id"].startswith("consensus2(llm:") and rec["feedback"]["raw"] != ""
+        assert all(len(v) == 2 for v in rec["feedback"]["meta"]["votes"].values())
         for a in rec["feedback"]["aspects"]:
             assert (a["score"] is None) == (not a["parse_ok"])

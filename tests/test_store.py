@@ -201,3 +201,11 @@ def test_checkpoint_complete_marker(tmp_path):
     marker = json.loads((ckpt / "COMPLETE.json").read_text())
     assert marker["step"] == 10 and "completed_utc" in marker
     assert sorted(p.name for p in ckpt.iterdir()) == ["COMPLETE.json", "model.safetensors"]  # no temp left
+
+
+def test_update_results_merges_and_keeps_earlier_keys(tmp_path):
+    store = RunStore(tmp_path / "run")
+    store.update_results({"a": 1, "b": {"x": 1}})
+    merged = store.update_results({"b": {"y": 2}, "c": 3})
+    assert merged == {"a": 1, "b": {"y": 2}, "c": 3}
+    assert json.loads((tmp_path / "run/results.json").read_text()) == merged
