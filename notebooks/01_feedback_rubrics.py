@@ -37,14 +37,13 @@ overrides = {}  # dotted recipe overrides, e.g. {"feedback.judge_url": "http://1
 import logging
 
 import pandas as pd
-import plotly.express as px
-
+from rlrf_nb import plots
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.feedback import (Feedback, agreement, calibrate, consensus_votes, critique_examples, feedback_frame,
                               feedback_summary, judge_responses, parse_table)
 from rlrf_nb.stats import format_rate
 from rlrf_nb.generation import sample_to_store
-from rlrf_nb.judges import VerifierJudge, make_llm_judge
+from rlrf_nb.judges import make_judge, make_llm_judge
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.tasks.world import build_world
 from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
@@ -87,15 +86,13 @@ rows = [{"example": by_id[s["example_id"]], "response_id": s["response_id"], "re
 print(f"{len(samples)} samples of {len(examples)} prompts")
 
 # %%
-verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
-ver_records = judge_responses(store, "feedback", verifier, rows, rubrics, cfg.weights)
+judge = make_judge(cfg, rubrics, {p["name"]: p for p in world.people})  # feedback.judge: verifier or llm
+ver_records = judge_responses(store, "feedback", judge, rows, rubrics, cfg.weights)
 ver_frame = feedback_frame(ver_records)
 ver_frame.groupby(["task", "aspect"])["score"].describe()[["count", "mean", "min", "max"]]
 
 # %%
-fig = px.histogram(ver_frame, x="score", facet_col="aspect", color="task", barmode="group", nbins=5,
-                   title="Verifier scores per aspect (M0 samples on dev prompts)", height=340, width=1000)
-fig.update_xaxes(dtick=1, range=[0.5, 5.5])
+fig = plots.score_distribution(ver_frame, f"{judge.id} scores per aspect (M0 samples on dev prompts)")
 fig.show()
 
 # %% [markdown]

@@ -27,7 +27,9 @@ class VerifierJudge:
     their KB record. ``example`` is required: the verifier judges against its ground truth.
     """
 
-    id = "verifier"
+    # The id is part of every judgement's store key: bump the version whenever scoring changes, so a rerun
+    # re-judges instead of serving scores computed by older rules.
+    id = "verifier/v2"
 
     def __init__(self, rubrics, kb: dict[str, dict]):
         self.rubrics, self.kb = rubrics, kb
@@ -70,8 +72,8 @@ class VerifierJudge:
             comp_note = f"Only {shown} of the {n} needed steps are shown."
         elif not has_final:
             comp, comp_note = 3, "The solution does not end with a final answer line '#### N'."
-        elif c.error_kind == "extra_step":
-            comp, comp_note = 4, f"The solution has steps beyond the {n} the problem needs."
+        elif c.n_steps > n:
+            comp, comp_note = 4, f"The solution has {c.n_steps} steps; the problem needs {n}."
         else:
             comp, comp_note = 5, "Every step is shown and the solution ends with '#### N'."
         meta = {"correct": c.correct, "first_error": c.first_error, "error_kind": c.error_kind}
@@ -160,3 +162,8 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
         return one(judge_id)
     return ConsensusJudge([one(f"{judge_id}#{i}") for i in range(cfg.consensus_k)],
                           judge_id=f"consensus{cfg.consensus_k}({judge_id})")
+
+
+def make_judge(cfg, rubrics, kb: dict[str, dict]):
+    """The main judge of a ``FeedbackConfig``: the verifier (tiny world) or the LLM judge."""
+    return VerifierJudge(rubrics, kb) if cfg.judge == "verifier" else make_llm_judge(cfg, rubrics)

@@ -38,3 +38,28 @@ def rates_with_ci(rates: dict[str, dict], title: str) -> go.Figure:
     fig.update_layout(title=title, yaxis_title="% (bars: 95% Wilson CI)", yaxis_range=[0, 100],
                       template="plotly_white", height=400, width=760)
     return fig
+
+
+def score_distribution(frame, title: str) -> go.Figure:
+    """Counts of each rubric level per aspect (one panel each) and task (colours), from ``feedback_frame``
+    rows; parse failures are left out (see the parse table). Built from plain lists: plotly.js mis-scales
+    faceted axes over the typed arrays that plotly.py makes from numpy columns."""
+    from plotly.subplots import make_subplots
+
+    ok = frame[frame["parse_ok"]]
+    aspects = sorted(ok["aspect"].unique())
+    tasks = sorted(ok["task"].unique())
+    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
+    fig = make_subplots(rows=1, cols=max(1, len(aspects)), subplot_titles=aspects, shared_yaxes=True)
+    for col, aspect in enumerate(aspects, start=1):
+        for i, task in enumerate(tasks):
+            sel = ok[(ok["aspect"] == aspect) & (ok["task"] == task)]["score"]
+            if sel.empty:
+                continue
+            levels = list(range(1, 6))
+            fig.add_bar(x=levels, y=[int((sel == k).sum()) for k in levels], name=task, legendgroup=task,
+                        marker_color=colors[i % len(colors)], showlegend=col == 1, row=1, col=col)
+    fig.update_xaxes(dtick=1, range=[0.5, 5.5], title_text="score")
+    fig.update_yaxes(title_text="count", col=1)
+    fig.update_layout(title=title, barmode="group", height=340, width=1000, template="plotly_white")
+    return fig

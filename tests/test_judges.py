@@ -29,7 +29,7 @@ def _scores(fb: Feedback) -> dict:
 def test_correct_solution_gets_top_scores():
     fb = JUDGE.judge(MATH.prompt, MATH.reference, ASPECTS, MATH)
     assert _scores(fb) == {"logical_correctness": 5, "completeness": 5}
-    assert fb.rubric_version == RUBRICS.version and fb.judge_id == "verifier" and fb.meta["correct"]
+    assert fb.rubric_version == RUBRICS.version and fb.judge_id == "verifier/v2" and fb.meta["correct"]
     assert scalar_reward(fb) == 1.0
 
 
@@ -45,6 +45,13 @@ def test_incorrect_solutions_name_the_right_step(text, step, needle, logic):
     assert fb.meta["first_error"] == step and needle in lc.critique
     assert lc.score == logic and 1 <= fb.aspects[1].score <= 5
     assert not fb.meta["correct"] and scalar_reward(fb) < 1.0
+
+
+def test_extra_steps_lower_completeness_even_after_an_earlier_error():
+    text = "A 8-5=<<8-5=3>>3.\nB 3*3=<<3*3=8>>8.\nC 8+1=<<8+1=9>>9.\n#### 9"
+    fb = JUDGE.judge(MATH.prompt, text, ASPECTS, MATH)
+    assert fb.score("logical_correctness") == 2 and fb.score("completeness") == 4
+    assert "3 steps; the problem needs 2" in fb.aspects[1].critique
 
 
 def test_missing_steps_and_final_line_lower_completeness():
@@ -122,7 +129,7 @@ def test_judging_stage_records_resume_and_summary(tmp_path):
     assert [r["aspects_how"] for r in recs] == ["tags"] * 3 and recs[0]["rubric_version"] == RUBRICS.version
     assert recs[0]["reward"] == 1.0 and recs[1]["reward"] < 1.0
     calls = []
-    judge_responses(store, "feedback", type("J", (), {"id": "verifier", "judge": lambda *a, **k: calls.append(1)})(),
+    judge_responses(store, "feedback", type("J", (), {"id": "verifier/v2", "judge": lambda *a, **k: calls.append(1)})(),
                     rows, RUBRICS)
     assert calls == []  # a rerun is served from the store
     s = feedback_summary(recs, [], {MATH.id: MATH})

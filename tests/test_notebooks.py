@@ -67,7 +67,7 @@ def test_notebook_01_smoke(tmp_path):
     llm = list(read_jsonl(run / "feedback_llm.jsonl"))
     assert len(samples) == (6 + 4) * 2 and len(ver) == len(samples) and len(llm) == 2
     for rec in ver:
-        assert rec["judge_id"] == "verifier" and rec["parse_ok"] and rec["aspects_how"] == "tags"
+        assert rec["judge_id"] == "verifier/v2" and rec["parse_ok"] and rec["aspects_how"] == "tags"
         assert all(1 <= a["score"] <= 5 for a in rec["feedback"]["aspects"])
     fb = json.loads((run / "results.json").read_text())["feedback"]
     assert fb["verifier_math_agreement"]["n"] == 12 and sum(fb["verifier_vs_answer"].values()) == 12
