@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from rlrf_nb.paths import PROJECT_ROOT, resolve_path
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tiny_world import PROJECT_ROOT, resolve_path
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb"]  # the main job so far

@@ -147,7 +147,7 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     else:
         if model is None:
             from rlrf_nb.models import load_policy
-            from rlrf_nb.tiny_world import resolve_path
+            from rlrf_nb.paths import resolve_path
 
             path = resolve_path(cfg.judge_model)
             model, tokenizer = load_policy(path if path.exists() else cfg.judge_model)

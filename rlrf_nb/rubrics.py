@@ -19,7 +19,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from rlrf_nb.paths import resolve_path
+
 FIELDS = ("name", "title", "source", "definition", "scale", "levels", "critique_must")
 TEXT_FIELDS = ("name", "title", "source", "definition", "critique_must")
 
@@ -184,9 +185,7 @@ def load_rubric_set(directory: str | Path = "data/rubrics") -> RubricSet:
     A relative directory that does not exist under the cwd is taken relative to the
     project root, so notebooks running from ``notebooks/`` find ``data/rubrics``.
     """
-    directory = Path(directory)
-    if not directory.is_absolute() and not directory.exists():
-        directory = PROJECT_ROOT / directory
+    directory = resolve_path(directory)
     paths = sorted(directory.glob("*.yaml"))
     if not paths:
         raise RubricError(f"{directory}: no *.yaml rubric files")

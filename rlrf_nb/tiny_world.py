@@ -18,6 +18,7 @@ import random
 from pathlib import Path
 
 from rlrf_nb import generation, models
+from rlrf_nb.paths import PROJECT_ROOT, resolve_path
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key, is_complete, mark_complete
@@ -26,16 +27,6 @@ from rlrf_nb.tasks.world import World, bio_notes, build_world, math_notes, train
 
 log = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-
-
-def resolve_path(p: str | Path) -> Path:
-    """A recipe path: absolute, or relative to the working directory, else to the project root
-    (so a notebook opened from ``notebooks/`` finds ``data/...`` too)."""
-    p = Path(p).expanduser()
-    if p.is_absolute() or p.exists():
-        return p
-    return PROJECT_ROOT / p
 
 
 def m0_config_hash(world_cfg, m0_cfg) -> str:

@@ -5,8 +5,8 @@ import shutil
 import pytest
 import yaml
 
+from rlrf_nb.paths import PROJECT_ROOT
 from rlrf_nb.rubrics import (
-    PROJECT_ROOT,
     TASK_ASPECTS,
     RubricError,
     RubricSet,
