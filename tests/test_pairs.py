@@ -1,0 +1,105 @@
+"""Pair policies on hand-made pools: ties, margins, the verifiable override, and TRL's DPO data processing."""
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from rlrf_nb.pairs import POLICIES, Candidate, build_pairs, pair_yield
+
+ROOT = Path(__file__).resolve().parents[1]
+Q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
+
+
+def c(cid, reward, kind="sample", parent=None, correct=None, overall=None, text=None, pid="p1"):
+    return Candidate(cid, pid, Q, text or f"answer {cid}\n#### {cid}", kind, reward, {"logical_correctness": 3},
+                     parent_id=parent, correct=correct, overall=overall)
+
+
+POOL = [c("s0", 0.2), c("s1", 0.5), c("s2", 0.9),
+        c("r0", 1.0, "refinement", "s0"), c("r1", 0.4, "refinement", "s1"), c("bad", None)]
+
+
+def ids(pairs):
+    return [(p["chosen_id"], p["rejected_id"]) for p in pairs]
+
+
+def test_policies_on_a_hand_made_pool():
+    assert ids(build_pairs(POOL, "best_vs_worst")) == [("r0", "s0")]
+    assert ids(build_pairs(POOL, "no_reflection")) == [("s2", "s0")]
+    assert ids(build_pairs(POOL, "best_refined_vs_worst_sample")) == [("r0", "s0")]
+    # each refinement against its parent; the better one is chosen
+    assert ids(build_pairs(POOL, "refined_vs_original")) == [("r0", "s0"), ("s1", "r1")]
+
+
+def test_parse_failures_never_enter_a_pair():
+    pairs = build_pairs(POOL + [c("bad2", None, "refinement", "s2")], "best_vs_worst")
+    assert all("bad" not in i for pair in ids(pairs) for i in pair)
+
+
+def test_ties_are_dropped_and_the_margin_applies():
+    assert build_pairs([c("a", 0.5), c("b", 0.5)], "best_vs_worst") == []
+    same_text = [c("a", 0.9, text="same"), c("b", 0.1, text="same")]
+    assert build_pairs(same_text, "best_vs_worst") == []
+    pool = [c("a", 0.6), c("b", 0.5)]
+    assert build_pairs(pool, "best_vs_worst", min_margin=0.2) == []
+    assert len(build_pairs(pool, "best_vs_worst", min_margin=0.05)) == 1
+
+
+def test_verifiable_override_never_prefers_a_wrong_answer():
+    pool = [c("wrong", 0.9, correct=False), c("right", 0.3, correct=True)]
+    (p,) = build_pairs(pool, "best_vs_worst", min_margin=0.5)
+    assert (p["chosen_id"], p["rejected_id"]) == ("right", "wrong")  # kept despite the reward gap
+    assert p["chosen_correct"] is True and p["rejected_correct"] is False and p["margin"] < 0
+    refined = [c("s", 0.9, correct=False), c("r", 0.2, "refinement", "s", correct=True)]
+    assert ids(build_pairs(refined, "refined_vs_original")) == [("r", "s")]
+
+
+def test_scalar_ablation_ranks_by_the_overall_score():
+    pool = [c("a", 0.9, overall=0.1), c("b", 0.1, overall=0.8)]
+    assert ids(build_pairs(pool, "scalar")) == [("b", "a")]
+    assert ids(build_pairs(pool, "best_vs_worst")) == [("a", "b")]
+
+
+def test_format_lineage_and_yield():
+    (p,) = build_pairs(POOL, "best_vs_worst", round_=2)
+    assert p["prompt"] == [{"role": "user", "content": Q}]
+    assert p["chosen"] == [{"role": "assistant", "content": "answer r0\n#### r0"}]
+    assert p["pair_policy"] == "best_vs_worst" and p["round"] == 2 and p["chosen_kind"] == "refinement"
+    (s,) = build_pairs(POOL, "best_vs_worst", conversational=False)
+    assert s["prompt"] == Q and s["chosen"] == "answer r0\n#### r0"
+    y = pair_yield(build_pairs(POOL, "refined_vs_original"), 1)
+    assert y["pairs"] == 2 and y["pairs_per_prompt"] == 2.0
+    with pytest.raises(ValueError, match="unknown pair policy"):
+        build_pairs(POOL, "best")
+
+
+@pytest.mark.timeout(300)
+def test_every_policy_output_goes_through_trl_dpo_data_processing(tmp_path):
+    """TRL's DPOTrainer tokenizes our pairs (conversational, with M0's chat template) without error, and the
+    completions end with exactly one EOS (no doubled end-of-turn; trl#4481)."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    from rlrf_nb.models import load_policy
+
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    pool = POOL + [c("x", 0.1, correct=False, pid="p2"), c("y", 0.7, correct=True, pid="p2"),
+                   c("z", 0.8, "refinement", "x", correct=True, pid="p2", overall=0.9)]
+    pool = [dataclasses.replace(k, overall=k.overall if k.overall is not None else k.reward) for k in pool]
+    rows = [p for policy in POLICIES for p in build_pairs(pool, policy)]
+    assert {p["pair_policy"] for p in rows} == set(POLICIES)
+    # lineage columns of mixed type (dicts, None) stay out of the Arrow table handed to TRL
+    ds = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in rows])
+    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=384,
+                     per_device_train_batch_size=2)
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=ds,
+                         processing_class=tok)
+    out = trainer.train_dataset
+    assert len(out) == len(rows)
+    for row, pair in zip(out, rows):
+        chosen = tok.decode(row["chosen_ids"])
+        assert chosen == pair["chosen"][0]["content"] + "<|end|>"
+        assert tok.decode(row["rejected_ids"]).count("<|end|>") == 1
+        assert tok.decode(row["prompt_ids"]).endswith("<|assistant|>")
