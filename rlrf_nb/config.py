@@ -199,12 +199,42 @@ class FeedbackConfig:
         check(not bad, "feedback.weights", f"must map aspect names to numbers >= 0, got {bad}")
 
 
+@dataclass
+class ReflectionConfig:
+    """Fine-grained self-reflection search (paper §3.2, notebook 02). Defaults give the paper's budget of
+    about 30 candidates per prompt: n + k*m = 10 + 4*5."""
+
+    n_prompts: int = field(default=200, metadata={"help": "Training (rl split) prompts to search on."})
+    n_samples: int = field(default=10, metadata={"help": "n: policy samples per prompt."})
+    top_k: int = field(default=4, metadata={"help": "k: best candidates per prompt that get refined."})
+    m_refinements: int = field(default=5, metadata={"help": "m: refinements per selected candidate."})
+    max_rounds: int = field(default=1, metadata={"help": "Refinement rounds (stop-rule cap)."})
+    threshold: int = field(default=5, metadata={"help": "Stop a prompt once a candidate has no aspect below this."})
+    plateau: float = field(default=0.0, metadata={"help": "Stop a prompt when a round raises its best reward by "
+                                                           "no more than this."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (samples and refinements)."})
+    top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
+    max_new_tokens: int = field(default=160, metadata={"help": "Response cap in tokens."})
+    batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
+
+    def __post_init__(self):
+        for name in ("n_prompts", "n_samples", "top_k", "m_refinements", "max_new_tokens", "batch_size"):
+            check(getattr(self, name) >= 1, f"reflection.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")
+        check(self.max_rounds >= 0, "reflection.max_rounds", f"must be >= 0, got {self.max_rounds}")
+        check(1 <= self.threshold <= 10, "reflection.threshold", f"must be in [1, 10], got {self.threshold}")
+        check(self.plateau >= 0, "reflection.plateau", f"must be >= 0, got {self.plateau}")
+        check(0 < self.temperature <= 5, "reflection.temperature", f"must be in (0, 5], got {self.temperature}")
+        check(0 < self.top_p <= 1, "reflection.top_p", f"must be in (0, 1], got {self.top_p}")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "world": WorldConfig,
     "m0": M0Config,
     "eval": EvalConfig,
     "feedback": FeedbackConfig,
+    "reflection": ReflectionConfig,
 }
 
 

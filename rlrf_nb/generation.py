@@ -48,26 +48,38 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     return out
 
 
-def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, *, n: int,
-                    temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
-                    policy_id: str = "M0") -> list[dict]:
-    """``n`` sampled responses per example into artifact ``name`` (``samples.jsonl`` records: prompt id,
-    policy id, decode params, text), keyed by model fingerprint, prompt, decode params and sample index."""
+def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,
+                      temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
+                      policy_id: str = "M0", tag: str = "s") -> list[dict]:
+    """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
+    (``response_id`` = ``<id>/<tag><i>``, ``source_id``, policy id, decode params, text). Records are keyed by
+    model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 
     decode = {"do_sample": True, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
               "seed": seed}
-    items = [(ex, i) for ex in examples for i in range(n)]
+    todo = [(it, i) for it in items for i in range(n)]
 
-    def key(it):
-        return content_key({"model": fingerprint, "prompt": it[0].prompt, "decode": decode, "index": it[1]})
+    def key(pair):
+        return content_key({"model": fingerprint, "prompt": pair[0]["prompt"], "decode": decode, "index": pair[1]})
 
     def run(batch):
-        outs = generate(model, tokenizer, [chat(ex.prompt) for ex, _ in batch], batch_size=len(batch),
+        outs = generate(model, tokenizer, [chat(it["prompt"]) for it, _ in batch], batch_size=len(batch),
                         do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
                         seed=int(key(batch[0]), 16) % 2**31, progress=False)  # a batch's seed follows its content
-        return [{"response_id": f"{ex.id}/s{i}", "example_id": ex.id, "policy": policy_id, "decode": decode,
-                 "text": o[0]} for (ex, i), o in zip(batch, outs)]
+        return [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
+                 "decode": decode, "text": o[0]} for (it, i), o in zip(batch, outs)]
 
-    return store.map_batches(name, items, key, run, batch_size=batch_size, desc=f"sample ({policy_id})")
+    return store.map_batches(name, todo, key, run, batch_size=batch_size, desc=f"{name} ({policy_id})")
+
+
+def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, *, n: int,
+                    temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
+                    policy_id: str = "M0") -> list[dict]:
+    """``n`` samples per example (``samples.jsonl``): :func:`generate_to_store` over the examples' prompts."""
+    recs = generate_to_store(store, name, model, tokenizer, fingerprint,
+                             [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=n, temperature=temperature,
+                             top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
+                             policy_id=policy_id)
+    return [{**r, "example_id": r["source_id"]} for r in recs]

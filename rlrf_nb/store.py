@@ -209,23 +209,31 @@ class RunStore:
 
     def map_batches(self, name: str, items: Iterable, key_fn: Callable[[object], str],
                     fn: Callable[[list], list[dict]], batch_size: int, desc: str | None = None) -> list[dict]:
-        """Like :meth:`map`, but ``fn`` takes a list of up to ``batch_size`` missing items (e.g. one
-        ``generate`` call) and returns one record per item; each batch is appended as soon as it is done."""
+        """Like :meth:`map`, but ``fn`` takes a batch of up to ``batch_size`` items (e.g. one ``generate``
+        call) and returns one record per item; each batch is appended as soon as it is done.
+
+        Batches are cut from the whole item list, not from the missing items, so a batch always has the
+        same members: a seeded ``fn`` (sampling) then gives a resumed run exactly the records of an
+        uninterrupted one. A batch with any record missing is recomputed whole; only the missing records
+        are appended.
+        """
         art = self.artifact(name)
         items = list(items)
         keys = [key_fn(it) for it in items]
-        todo = [i for i, k in enumerate(keys) if k not in art]
-        for start in tqdm(range(0, len(todo), batch_size), desc=desc or name, disable=not todo):
-            idx = todo[start:start + batch_size]
-            recs = fn([items[i] for i in idx])
-            if not isinstance(recs, list) or len(recs) != len(idx):
-                raise TypeError(f"{name}: fn must return a list of {len(idx)} dicts, got {type(recs).__name__}")
-            for i, rec in zip(idx, recs):
+        starts = [b for b in range(0, len(items), batch_size) if any(k not in art for k in keys[b:b + batch_size])]
+        computed = 0
+        for start in tqdm(starts, desc=desc or name, disable=not starts):
+            batch = items[start:start + batch_size]
+            recs = fn(batch)
+            if not isinstance(recs, list) or len(recs) != len(batch):
+                raise TypeError(f"{name}: fn must return a list of {len(batch)} dicts, got {type(recs).__name__}")
+            for k, rec in zip(keys[start:start + batch_size], recs):
                 if not isinstance(rec, dict):
                     raise TypeError(f"{name}: fn must return dicts, got {type(rec).__name__}")
-                if keys[i] not in art:  # the same inputs twice in one call: compute once
-                    art.append({**rec, "key": keys[i]})
-        log.info("%s: %d records reused, %d computed", art.path, len(items) - len(todo), len(todo))
+                if k not in art:  # done before the crash, or the same inputs twice in one call: keep the first
+                    art.append({**rec, "key": k})
+                    computed += 1
+        log.info("%s: %d records reused, %d computed", art.path, len(items) - computed, computed)
         return [art.get(k) for k in keys]
 
     def write_metadata(self, config: dict, seed: int) -> dict:
