@@ -277,7 +277,9 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
                 "rubric_version": fb.rubric_version, "round": round_, "parse_ok": fb.parse_ok,
                 "reward": scalar_reward(fb, weights), "feedback": fb.to_dict()}
 
-    return store.map(name, rows, key, run, desc=f"judge ({judge.id})")
+    recs = store.map(name, rows, key, run, desc=f"judge ({judge.id})")
+    # Identical responses share one stored judgement (same key); each candidate keeps its own ids.
+    return [{**rec, "response_id": r["response_id"], "example_id": r["example"].id} for rec, r in zip(recs, rows)]
 
 
 def feedback_frame(records: list[dict]):

@@ -125,7 +125,10 @@ def test_judging_stage_records_resume_and_summary(tmp_path):
     lucky = "A 8-5=<<8-5=4>>4.\nB 4*3=<<4*3=9>>9.\n#### 9"  # two wrong steps, right final answer
     rows = [{"example": MATH, "response_id": f"r{i}", "response": t}
             for i, t in enumerate([MATH.reference, lucky, "#### 7"])]
-    recs = judge_responses(store, "feedback", JUDGE, rows, RUBRICS, {"logical_correctness": 2.0})
+    twin = [{"example": MATH, "response_id": "twin", "response": lucky}]  # same text as r1: judged once
+    recs = judge_responses(store, "feedback", JUDGE, rows + twin, RUBRICS, {"logical_correctness": 2.0})
+    assert [r["response_id"] for r in recs] == ["r0", "r1", "r2", "twin"] and len(store.artifact("feedback")) == 3
+    recs = recs[:3]
     assert [r["aspects_how"] for r in recs] == ["tags"] * 3 and recs[0]["rubric_version"] == RUBRICS.version
     assert recs[0]["reward"] == 1.0 and recs[1]["reward"] < 1.0
     calls = []
