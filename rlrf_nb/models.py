@@ -161,12 +161,13 @@ def save_policy(model, tokenizer, path: str | Path, train_summary: dict | None =
 def load_policy(name_or_path: str | Path, *, trust_remote_code: bool = False, dtype=torch.float32):
     """Load a policy and tokenizer from a local path or a Hub id, with safetensors only.
 
-    A path that looks local (exists, or starts with ``.``/``/``) but is missing raises a
-    FileNotFoundError naming it, instead of a confusing Hub lookup.
+    Anything that is not an existing directory must look like a Hub id (``owner/name``); otherwise a
+    FileNotFoundError names it, instead of a confusing Hub lookup.
     """
     s = str(name_or_path)
-    if (s.startswith((".", "/", "~")) or Path(s).exists()) and not Path(s).expanduser().is_dir():
-        raise FileNotFoundError(f"checkpoint path '{s}' does not exist or is not a directory")
+    is_dir = Path(s).expanduser().is_dir()
+    if not is_dir and (s.startswith((".", "/", "~")) or s.count("/") != 1 or Path(s).exists()):
+        raise FileNotFoundError(f"checkpoint path '{s}' is not a directory, and not a Hub id (owner/name)")
     tokenizer = AutoTokenizer.from_pretrained(s, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(s, trust_remote_code=trust_remote_code, use_safetensors=True,
                                                  dtype=dtype)

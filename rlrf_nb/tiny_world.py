@@ -18,7 +18,7 @@ import random
 from pathlib import Path
 
 from rlrf_nb import generation, models
-from rlrf_nb.paths import PROJECT_ROOT, resolve_path
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key, is_complete, mark_complete
@@ -64,18 +64,14 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
         else:
             source = "cached retrain"
     else:
-        path = resolve_path(cfg.pretrained) if not _looks_like_hub_id(cfg.pretrained) else cfg.pretrained
+        local = resolve_path(cfg.pretrained)
+        path = local if local.exists() else cfg.pretrained  # else a Hub id; load_policy says if it is neither
         source = "pretrained"
     model, tokenizer = models.load_policy(path)
     info = {"path": str(path), "source": source, "n_params": models.n_params(model),
             "fingerprint": model_fingerprint(path) if Path(str(path)).is_dir() else str(path),
             "training": models.training_log(path) if Path(str(path)).is_dir() else None}
     return model, tokenizer, info
-
-
-def _looks_like_hub_id(s: str) -> bool:
-    return not Path(s).expanduser().exists() and not Path(PROJECT_ROOT / s).exists() and s.count("/") == 1 \
-        and not s.startswith((".", "/", "~", "data/", "runs/"))
 
 
 # ---------------------------------------------------------------------------

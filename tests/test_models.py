@@ -74,6 +74,8 @@ def test_saved_policy_loads_with_auto_classes_and_generates(trained):
 def test_load_policy_missing_path_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
         models.load_policy(tmp_path / "no_such_dir")
+    with pytest.raises(FileNotFoundError, match="'data/no/m0' is not a directory, and not a Hub id"):
+        models.load_policy("data/no/m0")
 
 
 def test_generation_without_chat_template_is_a_clear_error(trained):

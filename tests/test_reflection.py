@@ -1,5 +1,6 @@
 """The reflection search on the committed M0: budget, lineage, stop rules, resume without duplicates."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,7 @@ def test_rerun_and_resume_after_a_crash_leave_no_duplicates(setup, tmp_path):
         assert len(keys) == len(set(keys)) == len(lines[name]), name
     assert [c.candidate_id for c in second["pool"]] == [c.candidate_id for c in first["pool"]]
     assert sorted(r["text"] for r in read_jsonl(run / "refinements.jsonl")) == \
-        sorted(__import__("json").loads(x)["text"] for x in lines["refinements"])
+        sorted(json.loads(x)["text"] for x in lines["refinements"])
 
 
 def test_max_rounds_zero_is_the_no_reflection_pool(setup, tmp_path):
