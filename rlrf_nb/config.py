@@ -38,6 +38,13 @@ def check(cond: bool, name: str, msg: str) -> None:
         raise ConfigError(f"{name} {msg}")
 
 
+def check_at_least(cfg: object, section: str, names: tuple[str, ...], low: int) -> None:
+    """``check`` that each field in ``names`` is >= ``low``, naming ``<section>.<field>``."""
+    for name in names:
+        value = getattr(cfg, name)
+        check(value >= low, f"{section}.{name}", f"must be >= {low}, got {value}")
+
+
 # ---------------------------------------------------------------------------------------------
 # Stage configs. One dataclass per section; field names are the YAML keys.
 # ---------------------------------------------------------------------------------------------
@@ -85,8 +92,8 @@ class WorldConfig:
         check(2 <= self.max_factor <= 12, "world.max_factor", f"must be in [2, 12], got {self.max_factor}")
         check(1 <= self.max_operand < self.max_value, "world.max_operand",
               f"must be in [1, max_value), got {self.max_operand}")
-        for name in ("math_test", "math_dev", "math_rl", "math_train", "people_test", "people_dev", "people_rl"):
-            check(getattr(self, name) >= 1, f"world.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, "world", ("math_test", "math_dev", "math_rl", "math_train", "people_test",
+                                    "people_dev", "people_rl"), 1)
         people = self.people_test + self.people_dev + self.people_rl
         check(self.n_people > people, "world.n_people",
               f"must exceed people_test + people_dev + people_rl = {people} (the rest are SFT people), "
@@ -127,17 +134,15 @@ class M0Config:
     max_seconds: float = field(default=480.0, metadata={"help": "Wall-clock cap on pre-training (8 min budget)."})
 
     def __post_init__(self):
-        for name in ("vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "max_length",
-                     "batch_size", "logging_steps"):
-            check(getattr(self, name) >= 1, f"m0.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
+                                    "num_heads", "max_length", "batch_size", "logging_steps"), 1)
         check(self.vocab_size >= 300, "m0.vocab_size",
               f"must be >= 300 (byte alphabet + specials), got {self.vocab_size}")
         check(self.hidden_size % self.num_heads == 0, "m0.hidden_size",
               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
         check(self.drill_lines >= 1, "m0.drill_lines", f"must be >= 1, got {self.drill_lines}")
-        for name in ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs", "bio_sft_epochs",
-                     "warmup_steps"):
-            check(getattr(self, name) >= 0, f"m0.{name}", f"must be >= 0, got {getattr(self, name)}")
+        check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
+                                    "bio_sft_epochs", "warmup_steps"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         check(self.max_seconds > 0, "m0.max_seconds", f"must be > 0, got {self.max_seconds}")
@@ -155,8 +160,7 @@ class EvalConfig:
 
     def __post_init__(self):
         check(self.split in ("dev", "test"), "eval.split", f"must be 'dev' or 'test', got {self.split!r}")
-        for name in ("n_math", "n_bios", "max_new_tokens", "batch_size"):
-            check(getattr(self, name) >= 1, f"eval.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, "eval", ("n_math", "n_bios", "max_new_tokens", "batch_size"), 1)
 
 
 @dataclass
@@ -189,10 +193,9 @@ class FeedbackConfig:
     def __post_init__(self):
         check(self.judge in ("verifier", "llm"), "feedback.judge", f"must be 'verifier' or 'llm', got {self.judge!r}")
         check(self.timeout > 0, "feedback.timeout", f"must be > 0, got {self.timeout}")
-        for name in ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged"):
-            check(getattr(self, name) >= 0, f"feedback.{name}", f"must be >= 0, got {getattr(self, name)}")
-        for name in ("consensus_k", "samples_per_prompt", "max_new_tokens", "max_response_tokens"):
-            check(getattr(self, name) >= 1, f"feedback.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, "feedback", ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged"), 0)
+        check_at_least(self, "feedback", ("consensus_k", "samples_per_prompt", "max_new_tokens",
+                                    "max_response_tokens"), 1)
         check(0 < self.temperature <= 5, "feedback.temperature", f"must be in (0, 5], got {self.temperature}")
         check(0 < self.top_p <= 1, "feedback.top_p", f"must be in (0, 1], got {self.top_p}")
         bad = {k: v for k, v in self.weights.items() if not isinstance(v, (int, float)) or v < 0}
@@ -218,8 +221,8 @@ class ReflectionConfig:
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
 
     def __post_init__(self):
-        for name in ("n_prompts", "n_samples", "top_k", "m_refinements", "max_new_tokens", "batch_size"):
-            check(getattr(self, name) >= 1, f"reflection.{name}", f"must be >= 1, got {getattr(self, name)}")
+        check_at_least(self, "reflection", ("n_prompts", "n_samples", "top_k", "m_refinements",
+                                    "max_new_tokens", "batch_size"), 1)
         check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")
         check(self.max_rounds >= 0, "reflection.max_rounds", f"must be >= 0, got {self.max_rounds}")
         check(1 <= self.threshold <= 10, "reflection.threshold", f"must be in [1, 10], got {self.threshold}")

@@ -306,29 +306,32 @@ def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
     return MathCheck(True, len(found), None, None, "Every step is correct and the final answer is right.")
 
 
+def rewrite_from_step(problem: Example, j: int, *, operand: int | None = None, result=None) -> str:
+    """The reference solution with step ``j`` (0-based) changed, its operand or its result, and every later
+    step recomputed from the changed value: a draft whose first wrong step is ``j + 1``."""
+    steps, lines = problem.meta["steps"], problem.reference.split("\n")
+    out, cur = lines[:j], None
+    for i in range(j, len(steps)):
+        x, op, b, _ = steps[i]
+        new_x = x if i == j else cur
+        new_b = operand if i == j and operand is not None else b
+        val = format_number(result if i == j and result is not None else safe_eval(f"{new_x}{op}{new_b}"))
+        prefix = lines[i][: lines[i].rindex(f" {x}{op}{b}=<<")]
+        item = lines[i].rsplit(" ", 1)[1]
+        out.append(f"{prefix} {new_x}{op}{new_b}=<<{new_x}{op}{new_b}={val}>>{val} {item}")
+        cur = val
+    out.append(f"#### {cur}")
+    return "\n".join(out)
+
+
 def corrupt_solution(rng: random.Random, problem: Example) -> tuple[str, int]:
     """A flawed draft: one step gets a wrong result, later steps carry the error on consistently.
 
     Returns (draft text, 1-based index of the wrong step). Used for M0's refinement
     data and to measure refinement success on injected errors.
     """
-    steps = [list(s) for s in problem.meta["steps"]]
+    steps = problem.meta["steps"]
     j = rng.randrange(len(steps))
-    lines = problem.reference.split("\n")
-    x, op, b, y = steps[j]
+    y = steps[j][3]
     delta = rng.choice([d for d in (-10, -2, -1, 1, 2, 10) if y + d > 0])
-    wrong = y + delta
-    out_lines, cur = [], None
-    for i, line in enumerate(lines[:-1]):
-        x, op, b, y = steps[i]
-        if i < j:
-            out_lines.append(line)
-            continue
-        new_x = x if i == j else cur
-        new_y = format_number(wrong if i == j else safe_eval(f"{new_x}{op}{b}"))
-        prefix = line[: line.rindex(f" {x}{op}{b}=<<")]
-        item = line.rsplit(" ", 1)[1]
-        out_lines.append(f"{prefix} {new_x}{op}{b}=<<{new_x}{op}{b}={new_y}>>{new_y} {item}")
-        cur = new_y
-    out_lines.append(f"#### {cur}")
-    return "\n".join(out_lines), j + 1
+    return rewrite_from_step(problem, j, result=y + delta), j + 1

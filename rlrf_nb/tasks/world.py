@@ -129,23 +129,11 @@ def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
     """A draft that copies a wrong number into one step but computes consistently from there."""
     steps = ex.meta["steps"]
     j = rng.randrange(len(steps))
-    x, op, b, y = steps[j]
-    lines = ex.reference.split("\n")
+    _, op, b, _ = steps[j]
     new_b = b + rng.choice([1, 2, 3]) if op in "+-" else b
     if new_b == b:  # * and / keep their factor; perturb the carried value instead
         return math.corrupt_solution(rng, ex)[0]
-    out, cur = lines[:j], None
-    for i in range(j, len(steps)):
-        x, op, bb, y = steps[i]
-        xx = x if i == j else cur
-        bb2 = new_b if i == j else bb
-        val = math.format_number(math.safe_eval(f"{xx}{op}{bb2}"))
-        prefix = lines[i][: lines[i].rindex(f" {x}{op}{bb}=<<")]
-        item = lines[i].rsplit(" ", 1)[1]
-        out.append(f"{prefix} {xx}{op}{bb2}=<<{xx}{op}{bb2}={val}>>{val} {item}")
-        cur = val
-    out.append(f"#### {cur}")
-    return "\n".join(out)
+    return math.rewrite_from_step(ex, j, operand=new_b)
 
 
 def bio_notes(claims: list[bios.Claim], name: str) -> list[AspectNote]:
