@@ -202,6 +202,10 @@ class FeedbackConfig:
         check(not bad, "feedback.weights", f"must map aspect names to numbers >= 0, got {bad}")
 
 
+PRIORITIES = ("none", "variance", "low_best")
+PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
+
+
 @dataclass
 class ReflectionConfig:
     """Fine-grained self-reflection search (paper §3.2, notebook 02). Defaults give the paper's budget of
@@ -219,8 +223,21 @@ class ReflectionConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
     max_new_tokens: int = field(default=160, metadata={"help": "Response cap in tokens."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
+    priority: str = field(default="none", metadata={"help": "Order in which prompts get the refinement budget: "
+                                                           "none (input order), variance (most varied sample "
+                                                           "rewards first) or low_best (lowest best sample first)."})
+    refine_budget: int = field(default=0, metadata={"help": "Cap on refinement generations over all rounds, spent "
+                                                             "in priority order; 0 = no cap."})
+    overall_score: bool = field(default=True, metadata={"help": "Also judge every candidate with one overall score "
+                                                                 "(the scalar-reward ablation's input)."})
+    backend: str = field(default="transformers", metadata={"help": "Sampling backend: transformers or vllm "
+                                                                    "(GPU; imported only when chosen)."})
 
     def __post_init__(self):
+        check(self.priority in PRIORITIES, "reflection.priority", f"must be one of {PRIORITIES}, got {self.priority!r}")
+        check(self.refine_budget >= 0, "reflection.refine_budget", f"must be >= 0, got {self.refine_budget}")
+        check(self.backend in ("transformers", "vllm"), "reflection.backend",
+              f"must be 'transformers' or 'vllm', got {self.backend!r}")
         check_at_least(self, "reflection", ("n_prompts", "n_samples", "top_k", "m_refinements",
                                     "max_new_tokens", "batch_size"), 1)
         check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")
@@ -231,6 +248,22 @@ class ReflectionConfig:
         check(0 < self.top_p <= 1, "reflection.top_p", f"must be in (0, 1], got {self.top_p}")
 
 
+@dataclass
+class PairsConfig:
+    """Preference pairs from the reflection pool (notebook 02): which pair policy feeds DPO, and the margin."""
+
+    policy: str = field(default="best_vs_worst", metadata={"help": f"Pair policy, one of {PAIR_POLICIES}."})
+    min_margin: float = field(default=0.0, metadata={"help": "Drop pairs whose reward gap is below this (a "
+                                                              "right-over-wrong math pair always counts)."})
+    decisions: str = field(default="decisions.jsonl", metadata={"help": "Human review decisions (accept, reject, "
+                                                                         "swap, edit) in the run dir, honoured "
+                                                                         "by every pair build."})
+
+    def __post_init__(self):
+        check(self.policy in PAIR_POLICIES, "pairs.policy", f"must be one of {PAIR_POLICIES}, got {self.policy!r}")
+        check(0 <= self.min_margin <= 1, "pairs.min_margin", f"must be in [0, 1], got {self.min_margin}")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "world": WorldConfig,
@@ -238,6 +271,7 @@ SECTIONS: dict[str, type] = {
     "eval": EvalConfig,
     "feedback": FeedbackConfig,
     "reflection": ReflectionConfig,
+    "pairs": PairsConfig,
 }
 
 

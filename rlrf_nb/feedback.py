@@ -92,14 +92,15 @@ def select_aspects(example, rubrics, judge=None) -> tuple[list[str], str]:
     ``select_aspects``, e.g. an ``LLMJudge``) to pick from the rubric list, else a general fallback.
     ``how`` is "tags", "judge" or "fallback"."""
     from rlrf_nb.judges import aspect_specs
-    from rlrf_nb.rubrics import aspects_for_tags
+    from rlrf_nb.rubrics import OVERALL, aspects_for_tags
 
     chosen = aspects_for_tags(list(example.tags))
     if chosen:
         return chosen, "tags"
     if judge is not None:
-        names, _raw = judge.select_aspects(example.prompt, aspect_specs(rubrics, rubrics.names()))
-        names = [n for n in names if n in rubrics.names()]
+        offered = [n for n in rubrics.names() if n != OVERALL]
+        names, _raw = judge.select_aspects(example.prompt, aspect_specs(rubrics, offered))
+        names = [n for n in names if n in offered]
         if names:
             return names, "judge"
     return list(GENERAL_FALLBACK), "fallback"
@@ -249,8 +250,11 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
 
 
 def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,
-                    round_: int = 0, aspect_judge=None) -> list[dict]:
+                    round_: int = 0, aspect_judge=None, aspects: list[str] | None = None) -> list[dict]:
     """Judge ``rows`` (dicts with ``example``, ``response_id``, ``response``) into artifact ``name``.
+
+    The aspects are chosen per prompt (:func:`select_aspects`) unless ``aspects`` fixes them for every
+    row (``aspects_how`` = "fixed"): ``[rubrics.OVERALL]`` gives the scalar ablation's single overall score.
 
     Each record holds the aspects chosen and how, the judge id, the rubric version, the per-aspect
     feedback (critique, score, scale, parse status and error), the judge's raw text and the scalar
@@ -263,7 +267,7 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     for r in rows:
         ex = r["example"]
         if ex.id not in chosen:
-            chosen[ex.id] = select_aspects(ex, rubrics, aspect_judge)
+            chosen[ex.id] = (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
     def key(r):  # a judge's id names its model and endpoint (never its API key)
         return content_key({"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
                             "response": r["response"], "aspects": chosen[r["example"].id][0]})

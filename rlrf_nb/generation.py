@@ -1,6 +1,8 @@
 """Batched generation with ``transformers``: chat-templated, left-padded, with the KV cache.
 
-Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template.
+Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU machine, a
+:class:`VLLMPolicy` (``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported
+only when one is loaded.
 """
 
 from __future__ import annotations
@@ -23,7 +25,12 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
 
     Prompts are sorted by length before batching so padding is small; results come back in input order.
+    ``model`` may be a :class:`VLLMPolicy` (then ``tokenizer`` is unused and vLLM batches by itself).
     """
+    if isinstance(model, VLLMPolicy):
+        return model.generate(conversations, max_new_tokens=max_new_tokens, do_sample=do_sample,
+                              temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
+                              seed=seed)
     texts = render_prompts(tokenizer, conversations)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     old_side = tokenizer.padding_side
@@ -46,6 +53,44 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     finally:
         tokenizer.padding_side = old_side
     return out
+
+
+class VLLMPolicy:
+    """A policy served by vLLM for fast sampling (GPU). Same chat template, same decode parameters."""
+
+    def __init__(self, llm, path: str):
+        self.llm, self.path = llm, path
+
+    def generate(self, conversations, *, max_new_tokens, do_sample, temperature, top_p, num_return_sequences,
+                 seed) -> list[list[str]]:
+        from vllm import SamplingParams
+
+        params = SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens,
+                                temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0,
+                                seed=seed)
+        outs = self.llm.chat(conversations, params, use_tqdm=False)
+        return [[o.text for o in out.outputs] for out in outs]
+
+
+def load_vllm(path: str, **llm_kwargs) -> VLLMPolicy:
+    """A :class:`VLLMPolicy` for the checkpoint or Hub id ``path`` (``llm_kwargs`` go to ``vllm.LLM``)."""
+    try:
+        from vllm import LLM
+    except ImportError:
+        raise ImportError("reflection.backend='vllm' needs vLLM, which is not installed: `pip install vllm` on a "
+                          "CUDA machine, or use backend='transformers'") from None
+    return VLLMPolicy(LLM(model=str(path), **llm_kwargs), str(path))
+
+
+def load_sampler(backend: str, model, path: str | None = None):
+    """The sampler for ``backend``: ``model`` itself for transformers, a :class:`VLLMPolicy` of ``path`` for vllm."""
+    if backend == "transformers":
+        return model
+    if backend == "vllm":
+        if path is None:
+            raise ValueError("backend='vllm' needs the policy's checkpoint path or Hub id")
+        return load_vllm(path)
+    raise ValueError(f"unknown sampling backend {backend!r}; choose transformers or vllm")
 
 
 def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,

@@ -77,7 +77,11 @@ class VerifierJudge:
         else:
             comp, comp_note = 5, "Every step is shown and the solution ends with '#### N'."
         meta = {"correct": c.correct, "first_error": c.first_error, "error_kind": c.error_kind}
-        return {"logical_correctness": (logic, c.critique), "completeness": (comp, comp_note)}, meta
+        final = math.extract_answer(text, "strict")
+        overall = (5, f"The final answer {final} is right.") if c.correct else \
+            (2, f"The final answer {final} is wrong.") if final is not None else (1, "There is no final answer.")
+        return {"logical_correctness": (logic, c.critique), "completeness": (comp, comp_note),
+                "overall_quality": overall}, meta
 
     # -- bios ---------------------------------------------------------------------------------
     def _bios(self, text: str, ex: Example):
@@ -118,8 +122,9 @@ class VerifierJudge:
             read_note = note[0].upper() + note[1:] + "."
         meta = {"n_claims": n, "n_supported": n - len(bad), "precision": precision,
                 "claims": [[c.text, c.status, c.truth] for c in claims]}
+        overall = (1 + round(4 * precision), f"{n - len(bad)} of {n} claims are supported.")
         return {"factuality": (fact, fact_note), "completeness": (comp, comp_note),
-                "readability": (read, read_note)}, meta
+                "readability": (read, read_note), "overall_quality": overall}, meta
 
 
 def aspect_specs(rubrics, names: list[str]) -> list:

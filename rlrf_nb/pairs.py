@@ -12,13 +12,28 @@ picks chosen/rejected from it:
 Ties are dropped and a minimum reward margin applies. On verifiable tasks (``correct`` known) a wrong
 answer is never chosen over a right one: candidates rank by (correct, reward). Candidates whose reward is
 None (a judge parse failure) never enter a pair.
+
+Human review (the pair reviewer widget, or any script) appends *decisions* to ``decisions.jsonl``:
+accept, reject, swap (prefer the other candidate) or edit (replace a candidate's text). They are applied
+by an explicit :func:`apply_decisions` call, and :func:`build_pairs` honours them whenever it is given
+them, so every later run, batch included, builds the reviewed pairs. A pair is identified by its prompt
+and its two candidates, whatever the order or the pair policy: a decision holds across policies.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 
-POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
+from rlrf_nb.config import PAIR_POLICIES as POLICIES
+from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl
+from rlrf_nb.store import content_key
+
+log = logging.getLogger(__name__)
+ACTIONS = ("accept", "reject", "swap", "edit")
 
 
 @dataclass(frozen=True)
@@ -74,6 +89,7 @@ def _pair(chosen: Candidate, rejected: Candidate, policy: str, margin: float, ro
     else:
         prompt, ch, rj = chosen.prompt, chosen.text, rejected.text
     return {"prompt": prompt, "chosen": ch, "rejected": rj,
+            "pair_id": pair_id(chosen.prompt_id, chosen.candidate_id, rejected.candidate_id),
             "prompt_id": chosen.prompt_id, "chosen_id": chosen.candidate_id, "rejected_id": rejected.candidate_id,
             "chosen_kind": chosen.kind, "rejected_kind": rejected.kind,
             "chosen_reward": vc, "rejected_reward": vr, "margin": gap,
@@ -82,13 +98,19 @@ def _pair(chosen: Candidate, rejected: Candidate, policy: str, margin: float, ro
             "pair_policy": policy, "round": round_}
 
 
+def pair_id(prompt_id: str, a: str, b: str) -> str:
+    """A pair's identity: its prompt and its two candidates, in either order."""
+    return content_key({"prompt_id": prompt_id, "candidates": sorted([a, b])})
+
+
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
-                conversational: bool = True) -> list[dict]:
+                conversational: bool = True, decisions: dict | None = None) -> list[dict]:
     """Preference pairs from ``pool`` (any number of prompts) under ``policy``.
 
     Rows are TRL's preference format (``prompt``/``chosen``/``rejected``, as message lists when
-    ``conversational``) plus lineage columns: prompt and candidate ids and kinds, rewards, margin,
-    per-aspect scores, correctness, the pair policy and the round.
+    ``conversational``) plus lineage columns: the pair id, prompt and candidate ids and kinds, rewards,
+    margin, per-aspect scores, correctness, the pair policy and the round. ``decisions`` (from
+    :func:`load_decisions`) are applied last, with :func:`apply_decisions`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
@@ -120,7 +142,143 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
             p = _pair(a, b, policy, min_margin, round_, conversational)
             if p is not None:
                 pairs.append(p)
-    return pairs
+    return apply_decisions(pairs, decisions or {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Human review decisions: decisions.jsonl
+# ---------------------------------------------------------------------------------------------
+
+
+class DecisionError(ValueError):
+    """A decision is invalid; the message names the file and line (or the field)."""
+
+
+def _check_decision(d: dict, where: str) -> dict:
+    for f in ("pair_id", "action"):
+        if not isinstance(d.get(f), str) or not d[f]:
+            raise DecisionError(f"{where}: field {f!r} must be a non-empty string, got {d.get(f)!r}")
+    if d["action"] not in ACTIONS:
+        raise DecisionError(f"{where}: field 'action' must be one of {ACTIONS}, got {d['action']!r}")
+    if d["action"] in ("swap", "edit") and not isinstance(d.get("candidate_id"), str):
+        raise DecisionError(f"{where}: a {d['action']} needs field 'candidate_id' (the candidate "
+                            f"{'to prefer' if d['action'] == 'swap' else 'whose text is replaced'})")
+    if d["action"] == "edit" and (not isinstance(d.get("text"), str) or not d["text"].strip()):
+        raise DecisionError(f"{where}: an edit needs a non-empty string field 'text'")
+    return d
+
+
+def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candidate_id: str | None = None,
+                    text: str | None = None, note: str = "", reviewer: str = "") -> dict:
+    """Append one decision on ``pair`` to the JSONL file ``path`` (one write, flushed) and return it.
+
+    swap: ``candidate_id`` defaults to the pair's rejected candidate (prefer it); edit: ``candidate_id``
+    defaults to the chosen candidate and ``text`` is its new text.
+    """
+    if action == "swap" and candidate_id is None:
+        candidate_id = pair["rejected_id"]
+    if action == "edit" and candidate_id is None:
+        candidate_id = pair["chosen_id"]
+    if candidate_id is not None and candidate_id not in (pair["chosen_id"], pair["rejected_id"]):
+        raise DecisionError(f"candidate_id {candidate_id!r} is not in pair {pair['pair_id']} "
+                            f"({pair['chosen_id']}, {pair['rejected_id']})")
+    d = {"pair_id": pair["pair_id"], "prompt_id": pair["prompt_id"], "action": action, "note": note,
+         "reviewer": reviewer, "time_utc": datetime.now(UTC).isoformat(timespec="seconds")}
+    if candidate_id is not None:
+        d["candidate_id"] = candidate_id
+    if text is not None:
+        d["text"] = text
+    _check_decision(d, "decision")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, dumps_line(d).encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return d
+
+
+def load_decisions(path: str | os.PathLike) -> dict[str, list[dict]]:
+    """Decisions per pair id, in file order (an absent file means none). Every line is validated; an
+    invalid one raises :class:`DecisionError` naming ``file:line``."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    out: dict[str, list[dict]] = {}
+    lineno = 0
+    try:
+        for lineno, d in enumerate(read_jsonl(path), start=1):
+            _check_decision(d, f"{path}: decision {lineno}")
+            out.setdefault(d["pair_id"], []).append(d)
+    except JsonlError as e:
+        raise DecisionError(str(e)) from None
+    return out
+
+
+def _swap(p: dict) -> dict:
+    q = dict(p)
+    for a, b in (("chosen", "rejected"), ("chosen_id", "rejected_id"), ("chosen_kind", "rejected_kind"),
+                 ("chosen_reward", "rejected_reward"), ("chosen_scores", "rejected_scores"),
+                 ("chosen_correct", "rejected_correct")):
+        q[a], q[b] = p[b], p[a]
+    q["margin"] = -p["margin"]
+    return q
+
+
+def _set_text(side, text: str):
+    if isinstance(side, list):  # conversational: the assistant message(s)
+        return [{**m, "content": text} if m["role"] == "assistant" else m for m in side]
+    return text
+
+
+def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list[dict]:
+    """``pairs`` with the review decisions applied, replayed in file order per pair:
+
+    - reject drops the pair and accept keeps it (the last of the two wins);
+    - swap makes its ``candidate_id`` the chosen one;
+    - edit replaces the text of its ``candidate_id`` (the original is kept in ``original_texts``).
+
+    Every row gets ``review`` (the actions applied) and ``original_texts`` columns, empty if unreviewed.
+
+    Decisions on pairs that are not in ``pairs`` (another pool or policy) are left alone and counted in the log.
+    """
+    out, seen = [], set()
+    for p in pairs:
+        ds = decisions.get(p["pair_id"])
+        if not ds:
+            out.append({**p, "review": [], "original_texts": []})
+            continue
+        seen.add(p["pair_id"])
+        keep, q, originals = True, dict(p), {}
+        for d in ds:
+            if d["action"] in ("accept", "reject"):
+                keep = d["action"] == "accept"
+            elif d["action"] == "swap" and q["chosen_id"] != d["candidate_id"]:
+                q = _swap(q)
+            elif d["action"] == "edit":
+                side = "chosen" if q["chosen_id"] == d["candidate_id"] else "rejected"
+                originals.setdefault(d["candidate_id"], q[side] if isinstance(q[side], str) else
+                                     next(m["content"] for m in q[side] if m["role"] == "assistant"))
+                q[side] = _set_text(q[side], d["text"])
+        if keep:
+            out.append({**q, "review": [d["action"] for d in ds],
+                        "original_texts": [{"candidate_id": k, "text": v} for k, v in originals.items()]})
+    unmatched = sum(len(v) for k, v in decisions.items() if k not in seen)
+    if unmatched:
+        log.info("%d review decision(s) are on pairs not in this build (another pool or policy)", unmatched)
+    return out
+
+
+def save_pairs(store, pairs: list[dict], name: str = "pairs") -> Path:
+    """Write ``pairs`` to ``<run_dir>/<name>.jsonl`` (atomically, replacing the last build; each row keyed by
+    its content), since a build is a pure function of the pool, the policy and the decisions."""
+    from rlrf_nb.jsonl import write_jsonl
+
+    path = store.path(f"{name}.jsonl")
+    write_jsonl(path, ({**p, "key": content_key(p)} for p in pairs))
+    return path
 
 
 def pair_yield(pairs: list[dict], n_prompts: int) -> dict:
@@ -130,3 +288,12 @@ def pair_yield(pairs: list[dict], n_prompts: int) -> dict:
     return {"pairs": len(pairs), "prompts": n_prompts, "pairs_per_prompt": len(pairs) / n_prompts if n_prompts else 0.0,
             "median_margin": mid, "right_over_wrong": sum(p["chosen_correct"] is True and p["rejected_correct"] is False
                                                           for p in pairs)}
+
+
+def to_dataset(pairs: list[dict], lineage: tuple[str, ...] = ("pair_id", "prompt_id", "chosen_id", "rejected_id")):
+    """``pairs`` as a ``datasets.Dataset`` for TRL's ``DPOTrainer``: prompt/chosen/rejected plus the string
+    lineage columns named in ``lineage`` (mixed-type columns such as per-aspect score dicts stay out)."""
+    from datasets import Dataset
+
+    cols = ("prompt", "chosen", "rejected", *lineage)
+    return Dataset.from_list([{k: p[k] for k in cols} for p in pairs])

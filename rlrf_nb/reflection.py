@@ -1,24 +1,32 @@
 """Fine-grained self-reflection search (paper §3.2): sample, judge, refine the most promising, judge again.
 
 For each prompt the policy samples n responses, which the feedback model judges per aspect. The top-k
-by reward are refined m times each by the policy itself, from a prompt holding the question, the draft
-and its per-aspect critiques (:func:`rlrf_nb.prompts.refinement_prompt`). Refinements are judged too,
-and further rounds refine the best of the previous round until a stop rule fires: the round cap, a
+distinct responses by reward are refined m times each by the policy itself, from a prompt holding the
+question, the draft and its per-aspect critiques (:func:`rlrf_nb.prompts.refinement_prompt`). Refinements
+are judged too, and further rounds refine the best of the previous round until a stop rule fires: the round cap, a
 candidate with no aspect below the threshold, or a plateau of the best reward.
 
 Every sample, judgement and refinement is a record in the run store (``samples``, ``refinements``,
 ``feedback``), keyed by its inputs: a rerun recomputes nothing, and a killed search resumes where it stopped.
+
+**Prioritised prompts** (the paper's open question on the cost of exploration; the seed's "smart sampling"):
+with ``refine_budget`` set, refinement generations are a capped budget spent on prompts in ``priority``
+order: the most varied sample rewards first (``variance``), or the lowest best sample first (``low_best``).
+:func:`budget_curve` replays a finished search in any prompt order to show the pair yield each budget buys.
 """
 
 from __future__ import annotations
 
 import logging
+import random
+import statistics
 import time
 
 from rlrf_nb.feedback import judge_responses
 from rlrf_nb.generation import generate_to_store
-from rlrf_nb.pairs import Candidate
+from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.prompts import AspectNote, refinement_prompt
+from rlrf_nb.rubrics import OVERALL
 from rlrf_nb.tasks import math
 
 log = logging.getLogger(__name__)
@@ -36,6 +44,26 @@ def _done(fb: dict, threshold: int) -> bool:
     return all(a["parse_ok"] and a["score"] >= threshold for a in fb["aspects"])
 
 
+def prompt_priority(rewards: list[float | None], how: str) -> float:
+    """A prompt's claim on the refinement budget from its samples' rewards (higher goes first).
+    variance: the population variance of the rewards; low_best: minus the best reward; none: 0."""
+    vals = [r for r in rewards if r is not None]
+    if how == "none":
+        return 0.0
+    if how == "variance":
+        return statistics.pvariance(vals) if len(vals) > 1 else 0.0
+    if how == "low_best":
+        return -max(vals) if vals else 1.0  # no parseable sample: nothing to rank, refine it first
+    raise ValueError(f"unknown priority {how!r}; choose none, variance or low_best")
+
+
+def priority_order(rewards_by_prompt: dict[str, list], how: str) -> list[str]:
+    """Prompt ids in the order they get the refinement budget: by :func:`prompt_priority`, ties (and
+    ``none``) in input order."""
+    ids = list(rewards_by_prompt)
+    return sorted(ids, key=lambda pid: (-prompt_priority(rewards_by_prompt[pid], how), ids.index(pid)))
+
+
 def reflection_search(store, model, tokenizer, fingerprint: str, examples: list, judge, rubrics, cfg, *,
                       seed: int = 0, weights: dict | None = None, policy_id: str = "M0") -> dict:
     """Run the search on ``examples`` with a ``ReflectionConfig``. Returns the candidate pool (for
@@ -49,19 +77,36 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
     rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
             for s in samples]
     judged = judge_responses(store, "feedback", judge, rows, rubrics, weights)
+    overall = {}
+    if cfg.overall_score:
+        overall.update(_overall(store, judge, rows, rubrics))
     parents = {r["response_id"]: None for r in judged}  # response id -> parent id
     rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
     frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
     best = {pid: max((r["reward"] for r in recs if r["reward"] is not None), default=None)
             for pid, recs in frontier.items()}
+    order = priority_order({pid: [r["reward"] for r in recs] for pid, recs in frontier.items()}, cfg.priority)
+    rank = {pid: i for i, pid in enumerate(order)}
+    budget = {"cap": cfg.refine_budget or None, "spent": 0, "prompts_refined": [], "prompts_over_budget": [],
+              "prompts_stopped_by_threshold": 0, "priority": cfg.priority}
     for rnd in range(1, cfg.max_rounds + 1):
         t1 = time.monotonic()
         todo = []
-        for pid, recs in frontier.items():
+        for pid in sorted(frontier, key=rank.__getitem__):
+            recs = frontier[pid]
             if any(_done(r["feedback"], cfg.threshold) for r in recs):
+                budget["prompts_stopped_by_threshold"] += rnd == 1
                 continue  # stop rule: a candidate already has no aspect below the threshold
-            ranked = sorted((r for r in recs if r["reward"] is not None), key=lambda r: -r["reward"])
-            for r in ranked[: cfg.top_k]:
+            distinct = {r["response"]: r for r in reversed(recs) if r["reward"] is not None}  # first of duplicates
+            ranked = sorted(distinct.values(), key=lambda r: -r["reward"])[: cfg.top_k]
+            cost = len(ranked) * cfg.m_refinements
+            if budget["cap"] is not None and budget["spent"] + cost > budget["cap"]:
+                budget["prompts_over_budget"].append(pid)
+                continue  # this prompt's refinements would overrun the budget; a cheaper one may still fit
+            budget["spent"] += cost
+            if ranked and pid not in budget["prompts_refined"]:
+                budget["prompts_refined"].append(pid)
+            for r in ranked:
                 notes = notes_from_feedback(r["feedback"], rubrics)
                 prompt = refinement_prompt(by_id[pid].prompt, r["response"], notes)
                 todo.append({"id": r["response_id"], "prompt": prompt, "example_id": pid})
@@ -74,6 +119,8 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
         ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
                     for r in refs]
         ref_judged = judge_responses(store, "feedback", judge, ref_rows, rubrics, weights, round_=rnd)
+        if cfg.overall_score:
+            overall.update(_overall(store, judge, ref_rows, rubrics, rnd))
         parents.update({r["response_id"]: r["source_id"] for r in refs})
         judged += ref_judged
         frontier = {}
@@ -87,16 +134,25 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
             else:
                 del frontier[pid]
         rounds.append({"round": rnd, "candidates": len(ref_judged), "refined_parents": len(todo),
-                       "seconds": round(time.monotonic() - t1, 1)})
+                       "refinements": len(refs), "seconds": round(time.monotonic() - t1, 1)})
     pool = [Candidate(r["response_id"], r["example_id"], r["prompt"], r["response"],
                       "sample" if parents[r["response_id"]] is None else "refinement", r["reward"],
                       {a["aspect"]: a["score"] for a in r["feedback"]["aspects"]}, parent_id=parents[r["response_id"]],
                       correct=(math.is_correct(r["response"], by_id[r["example_id"]].answer)
-                               if by_id[r["example_id"]].task == "math" else None))
+                               if by_id[r["example_id"]].task == "math" else None),
+                      overall=overall.get(r["response_id"]))
             for r in judged]
     log.info("reflection search: %d candidates for %d prompts in %.0f s", len(pool), len(examples),
              time.monotonic() - t0)
-    return {"pool": pool, "records": judged, "rounds": rounds, "seconds": round(time.monotonic() - t0, 1)}
+    budget["over_budget"] = len(budget["prompts_over_budget"])
+    return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
+            "seconds": round(time.monotonic() - t0, 1)}
+
+
+def _overall(store, judge, rows, rubrics, round_: int = 0) -> dict[str, float | None]:
+    """The scalar ablation's single overall score per response id (``feedback_overall`` artifact), in [0, 1]."""
+    recs = judge_responses(store, "feedback_overall", judge, rows, rubrics, round_=round_, aspects=[OVERALL])
+    return {r["response_id"]: r["reward"] for r in recs}
 
 
 def search_stats(pool: list[Candidate]) -> dict:
@@ -117,3 +173,69 @@ def search_stats(pool: list[Candidate]) -> dict:
             "parse_failures": sum(c.reward is None for c in pool),
             "feedback_parse_ok": sum(c.reward is not None for c in pool)}
 
+
+
+def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs_worst",
+                 min_margin: float = 0.0) -> list[dict]:
+    """Replay a finished search with its refinements spent on prompts in ``order``: after each prompt, the
+    refinement budget used so far and the pair yield of the pool at that point (samples of every prompt,
+    refinements of the prompts reached). Prompts the search never refined cost nothing.
+
+    This is a counterfactual over the refinements actually generated (the same texts, spent in another
+    order), so every order is compared on exactly the same data.
+    """
+    by_prompt: dict[str, list[Candidate]] = {}
+    for c in pool:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+    if set(order) != set(by_prompt):
+        raise ValueError(f"order must list each of the pool's {len(by_prompt)} prompts once, got {len(order)}")
+
+    def count(cands):
+        pairs = build_pairs(cands, policy, min_margin=min_margin)
+        return len(pairs), sum(p["chosen_correct"] is True and p["rejected_correct"] is False for p in pairs)
+
+    without = {pid: count([c for c in cs if c.kind == "sample"]) for pid, cs in by_prompt.items()}
+    full = {pid: count(cs) for pid, cs in by_prompt.items()}
+    pairs, row = sum(v[0] for v in without.values()), sum(v[1] for v in without.values())
+    spent = refined = 0
+    curve = [{"budget": 0, "prompts_refined": 0, "pairs": pairs, "right_over_wrong": row}]
+    for pid in order:
+        cost = sum(c.kind == "refinement" for c in by_prompt[pid])
+        if not cost:
+            continue
+        spent += cost
+        refined += 1
+        pairs += full[pid][0] - without[pid][0]
+        row += full[pid][1] - without[pid][1]
+        curve.append({"budget": spent, "prompts_refined": refined, "pairs": pairs, "right_over_wrong": row})
+    return curve
+
+
+def budget_comparison(pool: list[Candidate], sample_rewards: dict[str, list], policy: str = "best_vs_worst",
+                      metric: str = "right_over_wrong", fraction: float = 0.9, n_random: int = 20,
+                      seed: int = 0) -> dict:
+    """The refinement budget each prompt order needs to reach ``fraction`` of the full search's gain in
+    ``metric`` (over the samples-only pool): the priorities against random orders (mean of ``n_random``).
+    Returns the curves too, for plotting, and the saving of each priority relative to random order."""
+    curves = {how: budget_curve(pool, priority_order(sample_rewards, how), policy) for how in ("variance", "low_best")}
+    rng = random.Random(seed)
+    ids = list(sample_rewards)
+    randoms = []
+    for _ in range(n_random):
+        rng.shuffle(ids)
+        randoms.append(budget_curve(pool, list(ids), policy))
+    curves["random"] = randoms[0]
+    start, end = curves["random"][0][metric], curves["random"][-1][metric]
+    target = start + fraction * (end - start)
+
+    def needed(curve):
+        return next((p["budget"] for p in curve if p[metric] >= target), curve[-1]["budget"])
+
+    rand_need = sum(needed(c) for c in randoms) / len(randoms)
+    out = {"metric": metric, "policy": policy, "fraction": fraction, "target": target, "samples_only": start,
+           "full": end, "full_budget": curves["random"][-1]["budget"], "random_budget": rand_need,
+           "curves": curves}
+    for how in ("variance", "low_best"):
+        out[f"{how}_budget"] = needed(curves[how])
+        out[f"{how}_saving"] = 1 - needed(curves[how]) / rand_need if rand_need else float("nan")
+    return out

@@ -34,6 +34,10 @@ TASK_ASPECTS: dict[str, list[str]] = {
 }
 
 
+# The single overall score of the scalar-reward ablation: a rubric like the others, but never chosen per prompt.
+OVERALL = "overall_quality"
+
+
 class RubricError(ValueError):
     """A rubric file is unreadable or invalid; the message names the file and the field."""
 

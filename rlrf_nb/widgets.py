@@ -6,7 +6,9 @@ the ``static_*`` functions instead, since widgets do not render in saved noteboo
 
 from __future__ import annotations
 
+import difflib
 import html
+import re
 
 import pandas as pd
 
@@ -101,3 +103,265 @@ class FeedbackBrowser:
         from IPython.display import display
 
         display(self.widget)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reflection viewer: a draft and its refinement, side by side
+# ---------------------------------------------------------------------------------------------
+
+_TOKEN = re.compile(r"\s+|[^\s]+")
+
+
+def word_diff(a: str, b: str) -> list[tuple[str, str]]:
+    """Word-level diff of ``a`` → ``b`` as ``(op, text)`` runs, op in equal/delete/insert; joining the
+    equal+delete texts gives ``a`` back and equal+insert gives ``b``."""
+    ta, tb = _TOKEN.findall(a), _TOKEN.findall(b)
+    out: list[tuple[str, str]] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(a=ta, b=tb, autojunk=False).get_opcodes():
+        if op == "equal":
+            out.append(("equal", "".join(ta[i1:i2])))
+            continue
+        if i2 > i1:
+            out.append(("delete", "".join(ta[i1:i2])))
+        if j2 > j1:
+            out.append(("insert", "".join(tb[j1:j2])))
+    return out
+
+
+def word_diff_html(a: str, b: str) -> str:
+    """:func:`word_diff` as HTML: deletions struck through in red, insertions underlined in green."""
+    style = {"equal": "{}", "delete": "<del style='background:#fdd'>{}</del>",
+             "insert": "<ins style='background:#dfd'>{}</ins>"}
+    return "".join(style[op].format(html.escape(t)) for op, t in word_diff(a, b))
+
+
+def refinement_rows(records: list[dict], pool: list) -> list[dict]:
+    """One row per refinement in a reflection search (``res["records"]``, ``res["pool"]``): the draft and
+    the refinement, their rewards, per-aspect scores before and after, the draft's critiques (what drove the
+    change) and final-answer correctness before and after."""
+    rec = {r["response_id"]: r for r in records}
+    cand = {c.candidate_id: c for c in pool}
+    rows = []
+    for c in pool:
+        if c.kind != "refinement":
+            continue
+        parent, child = rec[c.parent_id], rec[c.candidate_id]
+        before = {a["aspect"]: a for a in parent["feedback"]["aspects"]}
+        after = {a["aspect"]: a for a in child["feedback"]["aspects"]}
+        delta = (None if child["reward"] is None or parent["reward"] is None
+                 else child["reward"] - parent["reward"])
+        rows.append({"refinement_id": c.candidate_id, "parent_id": c.parent_id, "example_id": c.prompt_id,
+                     "round": child["round"], "question": parent["prompt"], "draft": parent["response"],
+                     "refinement": child["response"], "parent_reward": parent["reward"],
+                     "reward": child["reward"], "delta": delta,
+                     "scores": {a: [before[a]["score"], after.get(a, {}).get("score")] for a in before},
+                     "critiques": {a: (v["critique"] if v["parse_ok"] else f"(parse failure: {v['error']})")
+                                   for a, v in before.items()},
+                     "parent_correct": cand[c.parent_id].correct, "correct": c.correct})
+    return rows
+
+
+def refinement_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per (refinement, aspect): score before, after and the change; rows with a parse failure on
+    either side have ``delta`` NaN and ``parsed`` False, so they are counted, never scored."""
+    out = []
+    for r in rows:
+        for aspect, (b, a) in r["scores"].items():
+            ok = a is not None and b is not None
+            out.append({"refinement_id": r["refinement_id"], "example_id": r["example_id"], "round": r["round"],
+                        "aspect": aspect, "before": b, "after": a, "parsed": ok,
+                        "delta": (a - b) if ok else float("nan")})
+    return pd.DataFrame(out, columns=["refinement_id", "example_id", "round", "aspect", "before", "after",
+                                      "parsed", "delta"])
+
+
+def filter_refinements(rows: list[dict], outcome: str = "all") -> list[int]:
+    """Indices of rows whose reward ``improved``, stayed ``unchanged``, got ``worse``, or ``all``."""
+    test = {"all": lambda d: True, "improved": lambda d: d is not None and d > 0,
+            "unchanged": lambda d: d is not None and d == 0, "worse": lambda d: d is not None and d < 0}
+    if outcome not in test:
+        raise ValueError(f"outcome must be one of {list(test)}, got {outcome!r}")
+    return [i for i, r in enumerate(rows) if test[outcome](r["delta"])]
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}"
+
+
+def reflection_html(row: dict) -> str:
+    """A refinement next to its draft: the question, the word diff, score deltas and the driving critiques."""
+    esc = html.escape
+    score_rows = []
+    for aspect, (b, a) in row["scores"].items():
+        d = "" if a is None or b is None else f"{a - b:+d}"
+        color = "#070" if d.startswith("+") and d != "+0" else "#b00" if d.startswith("-") else "#555"
+        score_rows.append(f"<tr><td>{esc(aspect)}</td><td>{b}</td><td>{a}</td>"
+                          f"<td style='color:{color}'><b>{d}</b></td><td>{esc(row['critiques'][aspect])}</td></tr>")
+    box = "white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%"
+    return (f"<div><b>{esc(row['refinement_id'])}</b> refines <b>{esc(row['parent_id'])}</b> (round {row['round']})"
+            f" · reward {_fmt(row['parent_reward'])} → {_fmt(row['reward'])}"
+            f" · answer right: {row['parent_correct']} → {row['correct']}"
+            f"<pre style='white-space:pre-wrap'>{esc(row['question'])}</pre>"
+            f"<table style='width:100%'><tr><th>draft</th><th>refinement (word diff)</th></tr>"
+            f"<tr><td style='{box}'>{esc(row['draft'])}</td>"
+            f"<td style='{box}'>{word_diff_html(row['draft'], row['refinement'])}</td></tr></table>"
+            f"<table><tr><th>aspect</th><th>before</th><th>after</th><th>Δ</th><th>critique of the draft</th></tr>"
+            f"{''.join(score_rows)}</table></div>")
+
+
+def static_reflection_table(rows: list[dict], n: int = 10) -> pd.DataFrame:
+    """The batch-mode stand-in for :class:`ReflectionViewer`: one row per refinement."""
+    out = []
+    for r in rows[:n]:
+        row = {"refinement_id": r["refinement_id"], "parent_reward": r["parent_reward"], "reward": r["reward"],
+               "delta": r["delta"], "right before → after": f"{r['parent_correct']} → {r['correct']}"}
+        for aspect, (b, a) in r["scores"].items():
+            row[aspect] = f"{b} → {a}"
+        row["changed words"] = " ".join(t for op, t in word_diff(r["draft"], r["refinement"]) if op == "insert")[:80]
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+class _Pager:
+    """Shared prev/next paging over a list of items (subclasses define ``_html`` and the filter)."""
+
+    def _pager(self):
+        import ipywidgets as w
+
+        self.prev, self.next = w.Button(description="◀ prev"), w.Button(description="next ▶")
+        self.status, self.view = w.Label(), w.HTML()
+        self.prev.on_click(lambda _: self._move(-1))
+        self.next.on_click(lambda _: self._move(1))
+        self.idx: list[int] = []
+        self.pos = 0
+
+    def _move(self, step: int):
+        if self.idx:
+            self.pos = (self.pos + step) % len(self.idx)
+        self._show()
+
+    def _show(self):
+        if not self.idx:
+            self.status.value, self.view.value = "nothing matches", ""
+            return
+        self.status.value = f"{self.pos + 1} / {len(self.idx)}"
+        self.view.value = self._html(self.idx[self.pos])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class ReflectionViewer(_Pager):
+    """Page through refinements next to their drafts, filtered by outcome (improved, unchanged, worse)."""
+
+    def __init__(self, rows: list[dict]):
+        import ipywidgets as w
+
+        self.rows = rows
+        self.outcome = w.ToggleButtons(options=["all", "improved", "unchanged", "worse"], description="reward")
+        self._pager()
+        self.outcome.observe(lambda _: self._refilter(), names="value")
+        self.widget = w.VBox([self.outcome, w.HBox([self.prev, self.next, self.status]), self.view])
+        self._refilter()
+
+    def _refilter(self):
+        self.idx, self.pos = filter_refinements(self.rows, self.outcome.value), 0
+        self._show()
+
+    def _html(self, i: int) -> str:
+        return reflection_html(self.rows[i])
+
+
+# ---------------------------------------------------------------------------------------------
+# Pair reviewer: accept, reject, swap or edit preference pairs
+# ---------------------------------------------------------------------------------------------
+
+
+def _text(side) -> str:
+    return side if isinstance(side, str) else next(m["content"] for m in side if m["role"] == "assistant")
+
+
+def pair_html(pair: dict, decisions: list[dict] | None = None) -> str:
+    """A preference pair: prompt, chosen and rejected side by side with their rewards and aspect scores,
+    and any review decisions already recorded for it."""
+    esc = html.escape
+    prompt = pair["prompt"] if isinstance(pair["prompt"], str) else pair["prompt"][-1]["content"]
+
+    def side(name):
+        scores = ", ".join(f"{k} {v}" for k, v in (pair[f"{name}_scores"] or {}).items())
+        return (f"<td style='white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%'>"
+                f"<b>{name}</b> {esc(pair[f'{name}_id'])} ({pair[f'{name}_kind']}) · reward "
+                f"{_fmt(pair[f'{name}_reward'])} · right: {pair[f'{name}_correct']}<br><i>{esc(scores)}</i>"
+                f"<hr>{esc(_text(pair[name]))}</td>")
+
+    done = "".join(f"<li>{esc(d['action'])} {esc(d.get('candidate_id', ''))} {esc(d.get('note', ''))}</li>"
+                   for d in decisions or [])
+    return (f"<div>pair <code>{esc(pair['pair_id'])}</code> · policy {esc(pair['pair_policy'])} · margin "
+            f"{_fmt(pair['margin'])}<pre style='white-space:pre-wrap'>{esc(prompt)}</pre>"
+            f"<table style='width:100%'><tr>{side('chosen')}{side('rejected')}</tr></table>"
+            + (f"recorded decisions:<ul>{done}</ul>" if done else "") + "</div>")
+
+
+def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
+    """The batch-mode stand-in for :class:`PairReviewer`: one row per pair."""
+    return pd.DataFrame([{"pair_id": p["pair_id"], "policy": p["pair_policy"], "chosen": p["chosen_id"],
+                          "rejected": p["rejected_id"], "margin": p["margin"],
+                          "right over wrong": p["chosen_correct"] is True and p["rejected_correct"] is False,
+                          "review": ",".join(p.get("review", [])), "chosen text": _text(p["chosen"])[:60],
+                          "rejected text": _text(p["rejected"])[:60]} for p in pairs[:n]])
+
+
+class PairReviewer(_Pager):
+    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the
+    kernel dies). Decisions change no pair here: apply them with ``pairs.apply_decisions`` or by building
+    pairs with ``decisions=load_decisions(path)``, which every later run does."""
+
+    def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
+        import ipywidgets as w
+
+        from rlrf_nb.pairs import load_decisions
+
+        self.pairs, self.path, self.reviewer = pairs, decisions_path, reviewer
+        self.decisions = load_decisions(decisions_path)
+        self._pager()
+        buttons = {a: w.Button(description=a) for a in ("accept", "reject", "swap")}
+        for action, b in buttons.items():
+            b.on_click(lambda _, a=action: self.decide(a))
+        self.side = w.Dropdown(options=["chosen", "rejected"], description="edit")
+        self.text = w.Textarea(layout=w.Layout(width="100%", height="120px"))
+        self.save = w.Button(description="save edit")
+        self.side.observe(lambda _: self._load_text(), names="value")
+        self.save.on_click(lambda _: self.decide("edit", text=self.text.value))
+        self.widget = w.VBox([w.HBox([self.prev, self.next, self.status]), self.view,
+                              w.HBox(list(buttons.values())), w.HBox([self.side, self.save]), self.text])
+        self.idx = list(range(len(pairs)))
+        self._show()
+
+    @property
+    def current(self) -> dict:
+        return self.pairs[self.idx[self.pos]]
+
+    def decide(self, action: str, text: str | None = None, note: str = "") -> dict:
+        """Record ``action`` on the current pair (edit: ``text`` replaces the side chosen in the dropdown)."""
+        from rlrf_nb.pairs import record_decision
+
+        p = self.current
+        cid = p[f"{self.side.value}_id"] if action == "edit" else None
+        d = record_decision(self.path, p, action, candidate_id=cid, text=text, note=note, reviewer=self.reviewer)
+        self.decisions.setdefault(p["pair_id"], []).append(d)
+        self._show()
+        return d
+
+    def _load_text(self):
+        if self.idx:
+            self.text.value = _text(self.current[self.side.value])
+
+    def _show(self):
+        super()._show()
+        self._load_text()
+
+    def _html(self, i: int) -> str:
+        p = self.pairs[i]
+        return pair_html(p, self.decisions.get(p["pair_id"]))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.pairs import POLICIES, Candidate, build_pairs, pair_yield
+from rlrf_nb.pairs import POLICIES, Candidate, build_pairs, pair_yield, to_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
@@ -25,45 +25,50 @@ def ids(pairs):
     return [(p["chosen_id"], p["rejected_id"]) for p in pairs]
 
 
-def test_policies_on_a_hand_made_pool():
-    assert ids(build_pairs(POOL, "best_vs_worst")) == [("r0", "s0")]
-    assert ids(build_pairs(POOL, "no_reflection")) == [("s2", "s0")]
-    assert ids(build_pairs(POOL, "best_refined_vs_worst_sample")) == [("r0", "s0")]
+def test_policies_on_a_hand_made_pool(trl_tokenize):
+    assert ids(trl_tokenize(build_pairs(POOL, "best_vs_worst"))) == [("r0", "s0")]
+    assert ids(trl_tokenize(build_pairs(POOL, "no_reflection"))) == [("s2", "s0")]
+    assert ids(trl_tokenize(build_pairs(POOL, "best_refined_vs_worst_sample"))) == [("r0", "s0")]
     # each refinement against its parent; the better one is chosen
-    assert ids(build_pairs(POOL, "refined_vs_original")) == [("r0", "s0"), ("s1", "r1")]
+    assert ids(trl_tokenize(build_pairs(POOL, "refined_vs_original"))) == [("r0", "s0"), ("s1", "r1")]
 
 
-def test_parse_failures_never_enter_a_pair():
-    pairs = build_pairs(POOL + [c("bad2", None, "refinement", "s2")], "best_vs_worst")
-    assert all("bad" not in i for pair in ids(pairs) for i in pair)
+def test_parse_failures_never_enter_a_pair(trl_tokenize):
+    pairs = trl_tokenize(build_pairs(POOL + [c("bad2", None, "refinement", "s2")], "best_vs_worst"))
+    assert pairs and all("bad" not in i for pair in ids(pairs) for i in pair)
 
 
-def test_ties_are_dropped_and_the_margin_applies():
+def test_ties_are_dropped_and_the_margin_applies(trl_tokenize):
     assert build_pairs([c("a", 0.5), c("b", 0.5)], "best_vs_worst") == []
     same_text = [c("a", 0.9, text="same"), c("b", 0.1, text="same")]
     assert build_pairs(same_text, "best_vs_worst") == []
     pool = [c("a", 0.6), c("b", 0.5)]
     assert build_pairs(pool, "best_vs_worst", min_margin=0.2) == []
-    assert len(build_pairs(pool, "best_vs_worst", min_margin=0.05)) == 1
+    assert len(trl_tokenize(build_pairs(pool, "best_vs_worst", min_margin=0.05))) == 1
 
 
-def test_verifiable_override_never_prefers_a_wrong_answer():
+def test_verifiable_override_never_prefers_a_wrong_answer(trl_tokenize):
     pool = [c("wrong", 0.9, correct=False), c("right", 0.3, correct=True)]
-    (p,) = build_pairs(pool, "best_vs_worst", min_margin=0.5)
+    (p,) = trl_tokenize(build_pairs(pool, "best_vs_worst", min_margin=0.5))
     assert (p["chosen_id"], p["rejected_id"]) == ("right", "wrong")  # kept despite the reward gap
     assert p["chosen_correct"] is True and p["rejected_correct"] is False and p["margin"] < 0
     refined = [c("s", 0.9, correct=False), c("r", 0.2, "refinement", "s", correct=True)]
-    assert ids(build_pairs(refined, "refined_vs_original")) == [("r", "s")]
+    assert ids(trl_tokenize(build_pairs(refined, "refined_vs_original"))) == [("r", "s")]
+    for policy in POLICIES:  # under every policy, on a pool with right and wrong answers
+        mixed = [dataclasses.replace(k, overall=k.reward) for k in pool + refined]
+        assert all(p["rejected_correct"] is not True or p["chosen_correct"] is True
+                   for p in trl_tokenize(build_pairs(mixed, policy)))
 
 
-def test_scalar_ablation_ranks_by_the_overall_score():
+def test_scalar_ablation_ranks_by_the_overall_score(trl_tokenize):
     pool = [c("a", 0.9, overall=0.1), c("b", 0.1, overall=0.8)]
-    assert ids(build_pairs(pool, "scalar")) == [("b", "a")]
-    assert ids(build_pairs(pool, "best_vs_worst")) == [("a", "b")]
+    assert ids(trl_tokenize(build_pairs(pool, "scalar"))) == [("b", "a")]
+    assert ids(trl_tokenize(build_pairs(pool, "best_vs_worst"))) == [("a", "b")]
+    assert build_pairs([c("a", 0.9), c("b", 0.1)], "scalar") == []  # no overall score, no scalar pair
 
 
-def test_format_lineage_and_yield():
-    (p,) = build_pairs(POOL, "best_vs_worst", round_=2)
+def test_format_lineage_and_yield(trl_tokenize):
+    (p,) = trl_tokenize(build_pairs(POOL, "best_vs_worst", round_=2))
     assert p["prompt"] == [{"role": "user", "content": Q}]
     assert p["chosen"] == [{"role": "assistant", "content": "answer r0\n#### r0"}]
     assert p["pair_policy"] == "best_vs_worst" and p["round"] == 2 and p["chosen_kind"] == "refinement"
@@ -79,7 +84,6 @@ def test_format_lineage_and_yield():
 def test_every_policy_output_goes_through_trl_dpo_data_processing(tmp_path):
     """TRL's DPOTrainer tokenizes our pairs (conversational, with M0's chat template) without error, and the
     completions end with exactly one EOS (no doubled end-of-turn; trl#4481)."""
-    from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
     from rlrf_nb.models import load_policy
@@ -91,7 +95,7 @@ def test_every_policy_output_goes_through_trl_dpo_data_processing(tmp_path):
     rows = [p for policy in POLICIES for p in build_pairs(pool, policy)]
     assert {p["pair_policy"] for p in rows} == set(POLICIES)
     # lineage columns of mixed type (dicts, None) stay out of the Arrow table handed to TRL
-    ds = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in rows])
+    ds = to_dataset(rows)
     args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=384,
                      per_device_train_batch_size=2)
     trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=ds,
