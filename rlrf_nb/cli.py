@@ -14,7 +14,7 @@ from rlrf_nb.paths import PROJECT_ROOT, resolve_path
 from rlrf_nb.stats import format_rate
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb"]  # the main job so far
+MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb"]
 
 
 def _say(text: str = "") -> None:
@@ -53,6 +53,10 @@ def cmd_demo(args) -> int:
     _say(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
     _say(f"right final answers with a wrong step (score<5):  {format_rate(fb['right_answer_wrong_steps'])}")
     _say(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
+    rf = res["reflection"]
+    _say(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
+    _say(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
+    _say("pairs per policy: " + ", ".join(f"{k} {v['pairs']}" for k, v in rf["pair_yield"].items()))
     _say(f"\nresults: {run_dir / 'results.json'}   wall time: {time.monotonic() - t0:.0f} s")
     return 0
 

@@ -211,7 +211,8 @@ class ReflectionConfig:
     """Fine-grained self-reflection search (paper §3.2, notebook 02). Defaults give the paper's budget of
     about 30 candidates per prompt: n + k*m = 10 + 4*5."""
 
-    n_prompts: int = field(default=200, metadata={"help": "Training (rl split) prompts to search on."})
+    n_prompts: int = field(default=200, metadata={"help": "Math training (rl split) prompts to search on."})
+    n_bios: int = field(default=0, metadata={"help": "Bio training (rl split) prompts to search on as well."})
     n_samples: int = field(default=10, metadata={"help": "n: policy samples per prompt."})
     top_k: int = field(default=4, metadata={"help": "k: best candidates per prompt that get refined."})
     m_refinements: int = field(default=5, metadata={"help": "m: refinements per selected candidate."})
@@ -238,6 +239,7 @@ class ReflectionConfig:
         check(self.refine_budget >= 0, "reflection.refine_budget", f"must be >= 0, got {self.refine_budget}")
         check(self.backend in ("transformers", "vllm"), "reflection.backend",
               f"must be 'transformers' or 'vllm', got {self.backend!r}")
+        check(self.n_bios >= 0, "reflection.n_bios", f"must be >= 0, got {self.n_bios}")
         check_at_least(self, "reflection", ("n_prompts", "n_samples", "top_k", "m_refinements",
                                     "max_new_tokens", "batch_size"), 1)
         check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")

@@ -297,3 +297,16 @@ def to_dataset(pairs: list[dict], lineage: tuple[str, ...] = ("pair_id", "prompt
 
     cols = ("prompt", "chosen", "rejected", *lineage)
     return Dataset.from_list([{k: p[k] for k in cols} for p in pairs])
+
+
+def pair_lengths(pairs: list[dict]) -> dict:
+    """Length bias: words in chosen minus rejected per pair, and the rate at which chosen is longer."""
+    from rlrf_nb.stats import rate
+
+    def words(side) -> int:
+        text = side if isinstance(side, str) else " ".join(m["content"] for m in side if m["role"] == "assistant")
+        return len(text.split())
+
+    diffs = [words(p["chosen"]) - words(p["rejected"]) for p in pairs]
+    return {"diffs": diffs, "chosen_longer": rate(sum(d > 0 for d in diffs), len(diffs)),
+            "mean_diff": sum(diffs) / len(diffs) if diffs else float("nan")}

@@ -63,3 +63,129 @@ def score_distribution(frame, title: str) -> go.Figure:
     fig.update_yaxes(title_text="count", col=1)
     fig.update_layout(title=title, barmode="group", height=340, width=1000, template="plotly_white")
     return fig
+
+
+PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+
+
+def reward_distribution(pool: list, title: str = "Reward of samples and refinements") -> go.Figure:
+    """Share of candidates at each reward value: all samples, the drafts that were refined (the top-k of the
+    prompts without a perfect sample, the fair baseline) and their refinements. Parse failures are left out
+    and counted in the legend. Rewards take few values (means of rubric levels), so bars, not a density."""
+    parents = {c.parent_id for c in pool if c.kind == "refinement"}
+    groups = {"samples": [c for c in pool if c.kind == "sample"],
+              "refined drafts": [c for c in pool if c.candidate_id in parents],
+              "refinements": [c for c in pool if c.kind == "refinement"]}
+    fig = go.Figure()
+    for i, (name, cands) in enumerate(groups.items()):
+        vals = [round(c.reward, 3) for c in cands if c.reward is not None]
+        if not vals:
+            continue
+        levels = sorted(set(vals))
+        fig.add_bar(x=levels, y=[100 * vals.count(v) / len(vals) for v in levels], marker_color=PALETTE[i],
+                    name=f"{name} (n={len(vals)}, mean {sum(vals) / len(vals):.2f}, "
+                         f"{len(cands) - len(vals)} parse failures)")
+    fig.update_layout(title=title, barmode="group", xaxis_title="scalar reward (mean normalised aspect score)",
+                      yaxis_title="% of candidates in the group", template="plotly_white", height=400, width=1000,
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def refinement_success(frame, title: str = "Does a refinement beat its draft? Per aspect") -> go.Figure:
+    """Per aspect, the share of refinements that score higher / the same / lower than their draft (stacked),
+    with the 95% interval of "higher" and the mean change in the labels; from ``widgets.refinement_frame``.
+    Pairs with a parse failure on either side are counted in the label, not scored."""
+    from rlrf_nb.stats import rate
+
+    aspects = list(dict.fromkeys(frame["aspect"]))
+    fig = go.Figure()
+    stats = {}
+    for a in aspects:
+        f = frame[(frame["aspect"] == a) & frame["parsed"]]
+        d = [float(x) for x in f["delta"]]
+        stats[a] = (rate(sum(x > 0 for x in d), len(d)), sum(x == 0 for x in d), sum(x < 0 for x in d),
+                    sum(d) / len(d) if d else float("nan"), int((~frame[frame["aspect"] == a]["parsed"]).sum()))
+    labels = [f"{a}<br>higher {100 * stats[a][0]['rate']:.1f}% [{100 * stats[a][0]['ci_low']:.1f}, "
+              f"{100 * stats[a][0]['ci_high']:.1f}] · mean Δ {stats[a][3]:+.2f} · n={stats[a][0]['n']}"
+              + (f" · {stats[a][4]} unparsed" if stats[a][4] else "") for a in aspects]
+    n = [max(1, stats[a][0]["n"]) for a in aspects]
+    up = [100 * stats[a][0]["rate"] for a in aspects]
+    fig.add_bar(x=labels, y=up, name="higher", marker_color="#2ca02c",
+                error_y={"type": "data", "symmetric": False,
+                         "array": [100 * stats[a][0]["ci_high"] - u for a, u in zip(aspects, up)],
+                         "arrayminus": [u - 100 * stats[a][0]["ci_low"] for a, u in zip(aspects, up)]})
+    fig.add_bar(x=labels, y=[100 * stats[a][1] / k for a, k in zip(aspects, n)], name="same", marker_color="#bbb")
+    fig.add_bar(x=labels, y=[100 * stats[a][2] / k for a, k in zip(aspects, n)], name="lower", marker_color="#d62728")
+    fig.update_layout(title=title, barmode="stack", yaxis_title="% of refinements (error bar: 95% CI of higher)",
+                      yaxis_range=[0, 100], template="plotly_white", height=400, width=760)
+    return fig
+
+
+def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: int,
+                            title: str = "Preference pairs per pair policy") -> go.Figure:
+    """Left: pairs per policy (right-over-wrong math pairs marked). Right: the histogram of reward margins
+    (chosen minus rejected) per policy; a negative margin is a right answer kept over a higher-reward
+    wrong one by the verifiable override."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6],
+                        subplot_titles=(f"pairs from {n_prompts} prompts", "reward margin of the pairs"))
+    names = list(pairs_by_policy)
+    row = [sum(p["chosen_correct"] is True and p["rejected_correct"] is False for p in pairs_by_policy[k])
+           for k in names]
+    total = [len(pairs_by_policy[k]) for k in names]
+    # overlaid, not stacked (the margin histograms share the layout's overlay mode): right-over-wrong pairs are
+    # a subset of all pairs, drawn on top of them
+    fig.add_bar(x=names, y=total, name="all pairs", marker_color="#9aa", text=[str(t) for t in total],
+                textposition="outside", row=1, col=1)
+    fig.add_bar(x=names, y=row, name="right over wrong (math)", marker_color="#2ca02c", width=0.5,
+                text=[str(r) for r in row], textposition="inside", row=1, col=1)
+    for i, k in enumerate(names):
+        margins = [round(p["margin"], 3) for p in pairs_by_policy[k]]
+        if margins:
+            fig.add_histogram(x=margins, name=k, marker_color=PALETTE[i % len(PALETTE)], opacity=0.55,
+                              histnorm="percent", xbins={"start": -1.0625, "end": 1.0625, "size": 0.125},
+                              row=1, col=2)
+    fig.update_layout(title=title, barmode="overlay", template="plotly_white", height=420, width=1100)
+    fig.update_xaxes(title_text="reward margin (chosen − rejected)", row=1, col=2)
+    fig.update_yaxes(title_text="% of the policy's pairs", row=1, col=2)
+    fig.update_yaxes(title_text="pairs", row=1, col=1)
+    return fig
+
+
+def length_bias(pairs_by_policy: dict[str, list[dict]], title: str = "Length bias of the pairs") -> go.Figure:
+    """Per policy, the words in chosen minus rejected (box) and, in the label, the share of pairs whose chosen
+    response is longer with its 95% interval. DPO on pairs where chosen is mostly longer teaches length."""
+    from rlrf_nb.pairs import pair_lengths
+    from rlrf_nb.stats import format_rate
+
+    fig = go.Figure()
+    for i, (k, pairs) in enumerate(pairs_by_policy.items()):
+        if not pairs:
+            continue
+        lb = pair_lengths(pairs)
+        fig.add_box(y=lb["diffs"], name=f"{k}<br>chosen longer {format_rate(lb['chosen_longer']).split(' (')[0]}",
+                    marker_color=PALETTE[i % len(PALETTE)], boxmean=True)
+    fig.add_hline(y=0, line_dash="dot", line_color="#888")
+    fig.update_layout(title=title, yaxis_title="words in chosen − words in rejected", showlegend=False,
+                      template="plotly_white", height=420, width=1100)
+    return fig
+
+
+def budget_curves(cmp: dict, title: str = "What each refinement budget buys") -> go.Figure:
+    """Pair yield against refinement budget for prompt orders (``reflection.budget_comparison``), with the
+    target (a fraction of the full search's gain) as a dotted line."""
+    fig = go.Figure()
+    metric = cmp["metric"]
+    names = {"low_best": "lowest best sample first", "variance": "most varied rewards first",
+             "random": "random order (one of the shuffles)"}
+    for i, (k, curve) in enumerate(cmp["curves"].items()):
+        fig.add_scatter(x=[p["budget"] for p in curve], y=[p[metric] for p in curve], mode="lines",
+                        name=f"{names.get(k, k)}: {cmp.get(k + '_budget', cmp['random_budget']):.0f} to target",
+                        line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"})
+    fig.add_hline(y=cmp["target"], line_dash="dot", line_color="#888",
+                  annotation_text=f"{100 * cmp['fraction']:.0f}% of the full gain", annotation_position="bottom right")
+    fig.update_layout(title=title, xaxis_title="refinement generations spent",
+                      yaxis_title=f"{metric.replace('_', ' ')} pairs ({cmp['policy']})", template="plotly_white",
+                      height=420, width=900, legend={"orientation": "h", "y": -0.25})
+    return fig

@@ -156,23 +156,44 @@ def _overall(store, judge, rows, rubrics, round_: int = 0) -> dict[str, float | 
 
 
 def search_stats(pool: list[Candidate]) -> dict:
-    """Refinement success (refinements that beat their parent) and how often the best candidate of a prompt
-    is a refinement; parse failures (reward None) are counted, not scored."""
+    """Refinement success (refinements that beat their parent's reward), how often the best candidate of a
+    prompt is a refinement, and, on verifiable tasks, how often a refinement of a wrong draft is right. Each
+    rate is a ``stats.rate`` dict with its 95% interval; parse failures (reward None) are counted, not scored."""
+    from rlrf_nb.stats import rate
+
     by_id = {c.candidate_id: c for c in pool}
     refs = [c for c in pool if c.kind == "refinement" and c.reward is not None
             and by_id[c.parent_id].reward is not None]
     beat = sum(c.reward > by_id[c.parent_id].reward for c in refs)
+    worse = sum(c.reward < by_id[c.parent_id].reward for c in refs)
+    gain = [c.reward - by_id[c.parent_id].reward for c in refs]
     prompts: dict[str, list[Candidate]] = {}
     for c in pool:
         if c.reward is not None:
             prompts.setdefault(c.prompt_id, []).append(c)
+    refined_prompts = {c.prompt_id for c in pool if c.kind == "refinement"}
     best_is_ref = sum(max(cs, key=lambda c: (c.correct is True, c.reward)).kind == "refinement"
                       for cs in prompts.values())
-    return {"refinements": len(refs), "refinement_beats_parent": beat / len(refs) if refs else float("nan"),
-            "prompts": len(prompts), "best_is_refinement": best_is_ref / len(prompts) if prompts else float("nan"),
+    best_is_ref_refined = sum(max(cs, key=lambda c: (c.correct is True, c.reward)).kind == "refinement"
+                              for pid, cs in prompts.items() if pid in refined_prompts)
+    from_wrong = [c for c in pool if c.kind == "refinement" and by_id[c.parent_id].correct is False]
+    return {"refinements": len(refs), "refinement_beats_parent": rate(beat, len(refs)),
+            "refinement_worse_than_parent": rate(worse, len(refs)),
+            "mean_reward_gain": sum(gain) / len(gain) if gain else float("nan"),
+            "prompts": len(prompts), "best_is_refinement": rate(best_is_ref, len(prompts)),
+            "best_is_refinement_among_refined": rate(best_is_ref_refined, len(refined_prompts & set(prompts))),
+            "wrong_draft_fixed": rate(sum(c.correct is True for c in from_wrong), len(from_wrong)),
             "parse_failures": sum(c.reward is None for c in pool),
-            "feedback_parse_ok": sum(c.reward is not None for c in pool)}
+            "candidates": len(pool), "samples": sum(c.kind == "sample" for c in pool)}
 
+
+def sample_rewards(pool: list[Candidate]) -> dict[str, list]:
+    """The rewards of each prompt's samples (what the priorities rank prompts by), in pool order."""
+    out: dict[str, list] = {}
+    for c in pool:
+        if c.kind == "sample":
+            out.setdefault(c.prompt_id, []).append(c.reward)
+    return out
 
 
 def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs_worst",

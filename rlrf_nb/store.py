@@ -18,6 +18,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import math
 import os
 import platform
 import subprocess
@@ -180,6 +181,17 @@ def mark_complete(path: str | os.PathLike, info: dict) -> None:
     _atomic_write_text(Path(path) / COMPLETE_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
+def _nan_to_none(obj):
+    """NaN and infinities become null: results.json stays standard JSON that any tool reads."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
 class RunStore:
     """One run directory: JSONL artifacts, metadata and checkpoints."""
 
@@ -254,8 +266,8 @@ class RunStore:
         """Merge ``row`` into ``<run_dir>/results.json`` (written atomically); returns the merged results."""
         path = self.path("results.json")
         results = json.loads(path.read_text()) if path.exists() else {}
-        results.update(row)
-        _atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True) + "\n")
+        results.update(_nan_to_none(row))
+        _atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return results
 
     def checkpoint_dir(self, name: str) -> Path:

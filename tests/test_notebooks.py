@@ -78,3 +78,45 @@ def test_notebook_01_smoke(tmp_path):
         assert all(len(v) == 2 for v in rec["feedback"]["meta"]["votes"].values())
         for a in rec["feedback"]["aspects"]:
             assert (a["score"] is None) == (not a["parse_ok"])
+
+
+def test_notebook_02_smoke_and_review_decisions_are_honoured_in_batch(tmp_path):
+    """Notebook 02 in the smoke recipe: the reflection search, pairs of every policy, figures and static review
+    tables; then review decisions written to decisions.jsonl change the pairs of the next batch run, which is
+    served from the store (no new generations)."""
+    import papermill
+
+    from rlrf_nb.jsonl import read_jsonl
+    from rlrf_nb.pairs import POLICIES, record_decision
+
+    params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke", "interactive": False,
+              "overrides": {"run.runs_dir": str(tmp_path), "pairs.min_margin": 0.0}}
+    nb = str(ROOT / "notebooks/02_reflection_sampling.ipynb")
+    papermill.execute_notebook(nb, str(tmp_path / "out0.ipynb"), parameters=params, kernel_name="python3",
+                               cwd=str(ROOT), progress_bar=False)
+    run = tmp_path / "smoke"
+    res = json.loads((run / "results.json").read_text())["reflection"]
+    assert res["samples"] == (6 + 2) * 3 and res["prompts"] == 8
+    assert res["candidates"] == res["samples"] + res["budget"]["spent"]
+    refs = list(read_jsonl(run / "refinements.jsonl"))
+    assert len(refs) == res["budget"]["spent"]
+    assert set(res["pair_yield"]) == set(POLICIES)
+    sizes = {n: (run / f"{n}.jsonl").stat().st_size for n in ("samples", "refinements", "feedback")}
+    pairs = list(read_jsonl(run / "pairs/no_reflection.jsonl"))
+    assert len(pairs) == res["pair_yield"]["no_reflection"]["pairs"] >= 1
+    assert all(p["pair_policy"] == "no_reflection" and p["chosen_kind"] == p["rejected_kind"] == "sample"
+               for p in pairs)
+    record_decision(run / "decisions.jsonl", pairs[0], "swap")
+    if len(pairs) > 1:
+        record_decision(run / "decisions.jsonl", pairs[1], "reject")
+    papermill.execute_notebook(nb, str(tmp_path / "out1.ipynb"), parameters=params, kernel_name="python3",
+                               cwd=str(ROOT), progress_bar=False)
+    after = {p["pair_id"]: p for p in read_jsonl(run / "pairs/no_reflection.jsonl")}
+    assert after[pairs[0]["pair_id"]]["chosen_id"] == pairs[0]["rejected_id"]
+    assert after[pairs[0]["pair_id"]]["review"] == ["swap"]
+    assert len(after) == len(pairs) - (len(pairs) > 1)
+    assert sizes == {n: (run / f"{n}.jsonl").stat().st_size for n in sizes}  # nothing regenerated
+    out = nbformat.read(tmp_path / "out1.ipynb", as_version=4)
+    assert not [o for c in out.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    figs = [o for c in out.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
+    assert len(figs) == 5

@@ -46,7 +46,10 @@ def test_search_budget_lineage_and_pairs(setup, tmp_path):
     by_id = {c.candidate_id: c for c in pool}
     assert all(by_id[r.parent_id].kind == "sample" and by_id[r.parent_id].prompt_id == r.prompt_id for r in refs)
     stats = search_stats(pool)
-    assert stats["refinements"] == len(refs) and 0 <= stats["refinement_beats_parent"] <= 1
+    beat = stats["refinement_beats_parent"]
+    assert stats["refinements"] == beat["n"] == len(refs) and 0 <= beat["ci_low"] <= beat["rate"] <= beat["ci_high"]
+    assert beat["k"] == sum(r.reward > by_id[r.parent_id].reward for r in refs)
+    assert stats["samples"] == 12 and stats["candidates"] == len(pool) and stats["prompts"] == 4
     pairs = build_pairs(pool, "best_refined_vs_worst_sample")
     assert all(p["chosen_kind"] == "refinement" and p["rejected_kind"] == "sample" for p in pairs)
 
