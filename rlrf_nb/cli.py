@@ -61,6 +61,31 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _overrides(pairs: list[str]) -> dict:
+    from rlrf_nb.config import parse_override
+
+    return dict(parse_override(p) for p in pairs or [])
+
+
+def cmd_rounds(args) -> int:
+    """The RLRF round loop without a notebook (what notebook 04 calls); resumes a killed run."""
+    from rlrf_nb import tiny_world as tw
+    from rlrf_nb.judges import make_judge
+    from rlrf_nb.rounds import run_rounds
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.tasks.world import build_world
+
+    recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
+    world = build_world(recipe.world)
+    _model, _tok, info = tw.get_m0(recipe, store, world)
+    rubrics = load_rubric_set()
+    judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+    rows = run_rounds(recipe, store, world, judge, rubrics, info["path"], say=_say)
+    for r in rows:
+        _say(f"{r['policy']}: dev math {format_rate(r['math_accuracy'])}")
+    return 0
+
+
 def cmd_world(args) -> int:
     from rlrf_nb.config import load_recipe
     from rlrf_nb.tasks.world import build_world, save_world
@@ -80,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--name", default="demo", help="run name: outputs go to runs/<name>/")
     d.add_argument("--retrain", action="store_true", help="pre-train M0 from scratch instead of loading it")
     d.set_defaults(fn=cmd_demo)
+    r = sub.add_parser("rounds", help="run or resume the RLRF rounds M0 -> M1 -> ... (what notebook 04 runs)")
+    r.add_argument("--recipe", default="recipes/tiny.yaml")
+    r.add_argument("--name", default="rounds", help="run name: outputs go to runs/<name>/")
+    r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
+    r.set_defaults(fn=cmd_rounds)
     w = sub.add_parser("world", help="write the tiny world's fixed splits and KB")
     w.add_argument("--recipe", default="recipes/tiny.yaml")
     w.add_argument("--out", default="data/tiny_world")

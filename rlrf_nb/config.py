@@ -266,6 +266,82 @@ class PairsConfig:
         check(0 <= self.min_margin <= 1, "pairs.min_margin", f"must be in [0, 1], got {self.min_margin}")
 
 
+DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
+@dataclass
+class DPOStageConfig:
+    """Preference fine-tuning (notebook 03) through TRL: DPO with any of TRL's losses, or the rejection-sampling
+    SFT baseline. Fields map onto TRL's ``DPOConfig`` / ``SFTConfig``; precision is chosen for the device."""
+
+    method: str = field(default="dpo", metadata={"help": "dpo, or rs_sft: SFT on the best candidate per prompt "
+                                                          "(rejection-sampling fine-tuning, the baseline)."})
+    loss_type: list[str] = field(default_factory=lambda: ["sigmoid", "sft"],
+                                 metadata={"help": f"TRL DPO losses, combined with loss_weights; one of "
+                                                   f"{DPO_LOSSES}. 'sft' adds an NLL term on the chosen response "
+                                                   "(RPO, arXiv 2404.19733)."})
+    loss_weights: list[float] | None = field(default=None, metadata={"help": "One weight per loss_type "
+                                                                             "(default 1 each)."})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the pull towards the reference."})
+    learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate (linear decay)."})
+    epochs: float = field(default=2.0, metadata={"help": "Passes over the pairs."})
+    batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    warmup_ratio: float = field(default=0.1, metadata={"help": "Share of steps with linear warm-up."})
+    max_length: int = field(default=384, metadata={"help": "Prompt + completion token cap; the pre-flight check "
+                                                            "fails if a pair would be truncated."})
+    reference: str = field(default="previous", metadata={"help": "Reference policy in round t: previous "
+                                                                  "(pi_{t-1}) or initial (pi_0)."})
+    precompute_ref: bool = field(default=False, metadata={"help": "Precompute reference log-probs once instead "
+                                                                   "of keeping a reference copy in memory."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft); the reference is then the "
+                                                         "adapter-disabled base. Default for real models."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    logging_steps: int = field(default=5, metadata={"help": "Metrics are logged every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed of data order and init of new parameters."})
+
+    def __post_init__(self):
+        check(self.method in ("dpo", "rs_sft"), "dpo.method", f"must be 'dpo' or 'rs_sft', got {self.method!r}")
+        check(bool(self.loss_type) and all(t in DPO_LOSSES for t in self.loss_type), "dpo.loss_type",
+              f"must be a non-empty list of {DPO_LOSSES}, got {self.loss_type!r}")
+        check(self.loss_weights is None or len(self.loss_weights) == len(self.loss_type), "dpo.loss_weights",
+              f"needs one weight per loss_type ({len(self.loss_type)}), got {self.loss_weights!r}")
+        check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
+        check(0 < self.learning_rate < 1, "dpo.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
+        check(0 <= self.warmup_ratio < 1, "dpo.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        check(self.reference in ("previous", "initial"), "dpo.reference",
+              f"must be 'previous' or 'initial', got {self.reference!r}")
+        check_at_least(self, "dpo", ("batch_size", "grad_accum", "max_length", "lora_r", "lora_alpha",
+                                     "logging_steps"), 1)
+        check(0 <= self.lora_dropout < 1, "dpo.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
+class RoundsConfig:
+    """Iterated RLRF (notebook 04): M0 -> M1 -> M2, each round searching fresh prompts with the current policy."""
+
+    n_rounds: int = field(default=2, metadata={"help": "Rounds of search + pairs + DPO (M0 -> M<n>)."})
+    prompts_per_round: int = field(default=200, metadata={"help": "Fresh math rl prompts per round (disjoint "
+                                                                   "slices of the rl split)."})
+    bios_per_round: int = field(default=0, metadata={"help": "Fresh bio rl prompts per round."})
+    start_from: str = field(default="previous", metadata={"help": "Round t trains from previous (M_{t-1}) or "
+                                                                   "initial (M0)."})
+    carry_over: bool = field(default=False, metadata={"help": "Also train on the pairs of earlier rounds."})
+    eval_n_math: int = field(default=200, metadata={"help": "Held-out dev math prompts evaluated after each "
+                                                             "round."})
+    eval_n_bios: int = field(default=40, metadata={"help": "Held-out dev bio prompts evaluated after each round."})
+
+    def __post_init__(self):
+        check_at_least(self, "rounds", ("n_rounds", "prompts_per_round", "eval_n_math"), 1)
+        check_at_least(self, "rounds", ("bios_per_round", "eval_n_bios"), 0)
+        check(self.start_from in ("previous", "initial"), "rounds.start_from",
+              f"must be 'previous' or 'initial', got {self.start_from!r}")
+
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "world": WorldConfig,
@@ -274,6 +350,8 @@ SECTIONS: dict[str, type] = {
     "feedback": FeedbackConfig,
     "reflection": ReflectionConfig,
     "pairs": PairsConfig,
+    "dpo": DPOStageConfig,
+    "rounds": RoundsConfig,
 }
 
 
@@ -373,6 +451,9 @@ def _coerce(value: object, tp: object, name: str) -> object:
         ok = isinstance(value, dict)
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        # PyYAML (YAML 1.1) reads `1e-3` as text: accept scientific notation for float fields.
+        if isinstance(value, str) and re.fullmatch(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+", value.strip()):
             return float(value)
         ok = False
     elif tp is int:  # bool is an int subclass, but `seed: true` is a mistake

@@ -65,21 +65,23 @@ def priority_order(rewards_by_prompt: dict[str, list], how: str) -> list[str]:
 
 
 def reflection_search(store, model, tokenizer, fingerprint: str, examples: list, judge, rubrics, cfg, *,
-                      seed: int = 0, weights: dict | None = None, policy_id: str = "M0") -> dict:
+                      seed: int = 0, weights: dict | None = None, policy_id: str = "M0", prefix: str = "") -> dict:
     """Run the search on ``examples`` with a ``ReflectionConfig``. Returns the candidate pool (for
-    :func:`rlrf_nb.pairs.build_pairs`), every judged record, and per-round statistics with timings."""
+    :func:`rlrf_nb.pairs.build_pairs`), every judged record, and per-round statistics with timings.
+    Artifacts are ``<prefix>samples``, ``<prefix>refinements``, ``<prefix>feedback`` and
+    ``<prefix>feedback_overall`` (a prefix such as ``rounds/r1/`` keeps RLRF rounds apart)."""
     t0 = time.monotonic()
     by_id = {ex.id: ex for ex in examples}
-    samples = generate_to_store(store, "samples", model, tokenizer, fingerprint,
+    samples = generate_to_store(store, f"{prefix}samples", model, tokenizer, fingerprint,
                                 [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                 seed=seed, batch_size=cfg.batch_size, policy_id=policy_id)
     rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
             for s in samples]
-    judged = judge_responses(store, "feedback", judge, rows, rubrics, weights)
+    judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights)
     overall = {}
     if cfg.overall_score:
-        overall.update(_overall(store, judge, rows, rubrics))
+        overall.update(_overall(store, judge, rows, rubrics, prefix=prefix))
     parents = {r["response_id"]: None for r in judged}  # response id -> parent id
     rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
     frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
@@ -112,15 +114,16 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
                 todo.append({"id": r["response_id"], "prompt": prompt, "example_id": pid})
         if not todo:
             break
-        refs = generate_to_store(store, "refinements", model, tokenizer, fingerprint, todo, n=cfg.m_refinements,
-                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                 seed=seed + rnd, batch_size=cfg.batch_size, policy_id=policy_id, tag=f"r{rnd}.")
+        refs = generate_to_store(store, f"{prefix}refinements", model, tokenizer, fingerprint, todo,
+                                 n=cfg.m_refinements, temperature=cfg.temperature, top_p=cfg.top_p,
+                                 max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
+                                 policy_id=policy_id, tag=f"r{rnd}.")
         ex_of = {t["id"]: t["example_id"] for t in todo}
         ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
                     for r in refs]
-        ref_judged = judge_responses(store, "feedback", judge, ref_rows, rubrics, weights, round_=rnd)
+        ref_judged = judge_responses(store, f"{prefix}feedback", judge, ref_rows, rubrics, weights, round_=rnd)
         if cfg.overall_score:
-            overall.update(_overall(store, judge, ref_rows, rubrics, rnd))
+            overall.update(_overall(store, judge, ref_rows, rubrics, rnd, prefix=prefix))
         parents.update({r["response_id"]: r["source_id"] for r in refs})
         judged += ref_judged
         frontier = {}
@@ -149,9 +152,9 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
             "seconds": round(time.monotonic() - t0, 1)}
 
 
-def _overall(store, judge, rows, rubrics, round_: int = 0) -> dict[str, float | None]:
+def _overall(store, judge, rows, rubrics, round_: int = 0, prefix: str = "") -> dict[str, float | None]:
     """The scalar ablation's single overall score per response id (``feedback_overall`` artifact), in [0, 1]."""
-    recs = judge_responses(store, "feedback_overall", judge, rows, rubrics, round_=round_, aspects=[OVERALL])
+    recs = judge_responses(store, f"{prefix}feedback_overall", judge, rows, rubrics, round_=round_, aspects=[OVERALL])
     return {r["response_id"]: r["reward"] for r in recs}
 
 

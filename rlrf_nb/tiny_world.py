@@ -99,8 +99,10 @@ def it_id(it) -> str:
     return it["id"] if isinstance(it, dict) else it.id
 
 
-def evaluate_math(model, tok, fingerprint, world: World, ecfg, store: RunStore) -> dict:
-    """Accuracy on held-out problems, and refinement success on own and injected wrong drafts."""
+def evaluate_math(model, tok, fingerprint, world: World, ecfg, store: RunStore, policy_id: str = "M0",
+                  refine: bool = True) -> dict:
+    """Accuracy on held-out problems, and (``refine``) refinement success on own and injected wrong drafts.
+    Records go to ``eval/<policy_id>/...``."""
     examples = world.math[ecfg.split][: ecfg.n_math]
 
     def grade(ex, text):
@@ -108,15 +110,17 @@ def evaluate_math(model, tok, fingerprint, world: World, ecfg, store: RunStore) 
         return {"gold": ex.answer, "pred": math.extract_answer(text, "strict"), "correct": c.correct,
                 "first_error": c.first_error, "error_kind": c.error_kind, "critique": c.critique}
 
-    recs = _gen_records(store, f"eval/M0/math_{ecfg.split}", model, tok, fingerprint, examples,
+    recs = _gen_records(store, f"eval/{policy_id}/math_{ecfg.split}", model, tok, fingerprint, examples,
                         lambda ex: ex.prompt, ecfg, grade)
     by_id = {ex.id: ex for ex in examples}
+    if not refine:
+        return {"accuracy": rate(sum(r["correct"] for r in recs), len(recs)), "records": recs}
 
     # Refinement of M0's own wrong answers, given the verifier's critique.
     wrong = [{"id": r["id"], "ex": by_id[r["id"]], "draft": r["response"],
               "check": math.check_solution(r["response"], by_id[r["id"]].meta["steps"], by_id[r["id"]].answer)}
              for r in recs if not r["correct"]]
-    own = _refine(store, "eval/M0/refine_own", model, tok, fingerprint, wrong, ecfg)
+    own = _refine(store, f"eval/{policy_id}/refine_own", model, tok, fingerprint, wrong, ecfg)
 
     # Refinement of drafts with one injected error (the wrong step is known exactly).
     rng = random.Random(f"inject:{ecfg.split}")
@@ -125,7 +129,7 @@ def evaluate_math(model, tok, fingerprint, world: World, ecfg, store: RunStore) 
         draft, _ = math.corrupt_solution(rng, ex)
         injected.append({"id": ex.id, "ex": ex, "draft": draft,
                          "check": math.check_solution(draft, ex.meta["steps"], ex.answer)})
-    inj = _refine(store, "eval/M0/refine_injected", model, tok, fingerprint, injected, ecfg)
+    inj = _refine(store, f"eval/{policy_id}/refine_injected", model, tok, fingerprint, injected, ecfg)
     kinds: dict[str, int] = {}
     for r in recs:
         if not r["correct"]:
@@ -153,7 +157,7 @@ def _refine(store, name, model, tok, fingerprint, drafts: list[dict], ecfg) -> l
     return _gen_records(store, name, model, tok, fingerprint, drafts, prompt, ecfg, grade)
 
 
-def evaluate_bios(model, tok, fingerprint, world: World, ecfg, store: RunStore) -> dict:
+def evaluate_bios(model, tok, fingerprint, world: World, ecfg, store: RunStore, policy_id: str = "M0") -> dict:
     """Per-bio precision (supported claims / claims), averaged; plus claim counts by verdict."""
     examples = world.bios[ecfg.split][: ecfg.n_bios]
 
@@ -164,12 +168,13 @@ def evaluate_bios(model, tok, fingerprint, world: World, ecfg, store: RunStore) 
                 "n_contradicted": sum(c.status == "contradicted" for c in claims),
                 "precision": n_sup / len(claims) if claims else 0.0}
 
-    recs = _gen_records(store, f"eval/M0/bios_{ecfg.split}", model, tok, fingerprint, examples,
+    recs = _gen_records(store, f"eval/{policy_id}/bios_{ecfg.split}", model, tok, fingerprint, examples,
                         lambda ex: ex.prompt, ecfg, grade)
     n_claims = sum(r["n_claims"] for r in recs)
-    return {"precision_mean": sum(r["precision"] for r in recs) / len(recs),
+    n = len(recs)
+    return {"precision_mean": sum(r["precision"] for r in recs) / n if n else float("nan"),
             "claims": rate(sum(r["n_supported"] for r in recs), n_claims),
-            "claims_per_bio": n_claims / len(recs), "records": recs}
+            "claims_per_bio": n_claims / n if n else float("nan"), "records": recs}
 
 
 def refinement_demo(model, tok, world: World, seed: int = 0) -> dict:

@@ -197,3 +197,13 @@ def test_every_annotation_kind_is_type_checked(tmp_path, demo_section, yaml_text
     with pytest.raises(ConfigError) as e:
         load_recipe(path)
     assert str(e.value) == f"{path}: {expected}"
+
+
+def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
+    """PyYAML reads `1e-3` as a string (YAML 1.1); float fields accept it, other text is still an error."""
+    p = tmp_path / "r.yaml"
+    p.write_text("dpo:\n  learning_rate: 1e-3\n")
+    assert load_recipe(p).dpo.learning_rate == 1e-3
+    assert load_recipe(p, {"dpo.learning_rate": "5E-6"}).dpo.learning_rate == 5e-6
+    with pytest.raises(ConfigError, match="'dpo.beta' expects float, got str"):
+        load_recipe(p, {"dpo.beta": "e-3"})

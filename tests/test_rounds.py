@@ -1,0 +1,94 @@
+"""RLRF rounds: the loop resumes after a kill (a real subprocess killed during round 2), and the DPO stage's
+script entry point runs under ``accelerate launch`` on CPU with one process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rlrf_nb.jsonl import read_jsonl, write_jsonl
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SMALL = ["m0.retrain=false", "rounds.prompts_per_round=6", "rounds.eval_n_math=12", "rounds.eval_n_bios=2",
+         "reflection.n_bios=0", "reflection.max_rounds=1", "dpo.epochs=1", "dpo.batch_size=4"]
+
+
+def _rounds(tmp_path, extra=()):
+    args = [str(BIN / "rlrf-nb"), "rounds", "--recipe", "recipes/tiny-smoke.yaml", "--name", "r"]
+    for s in [f"run.runs_dir={tmp_path}", *SMALL, *extra]:
+        args += ["--set", s]
+    return args
+
+
+@pytest.mark.timeout(600)
+def test_round_loop_resumes_after_a_kill_during_round_2(tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    run = tmp_path / "r"
+    proc = subprocess.Popen(_rounds(tmp_path), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    m1 = run / "checkpoints/rounds/M1/COMPLETE.json"
+    r2 = run / "rounds/r2/samples.jsonl"
+    while not (m1.exists() and r2.exists() and r2.stat().st_size > 0):  # round 2 has started sampling
+        assert proc.poll() is None, proc.stdout.read().decode()[-3000:]
+        assert time.monotonic() < deadline, "round 2 never started"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (run / "checkpoints/rounds/M2/COMPLETE.json").exists()
+    m1_done = m1.read_text()
+    r2_before = [r["key"] for r in read_jsonl(r2, allow_torn_tail=True)]
+    out = subprocess.run(_rounds(tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "round 1: M1 already trained" in out.stdout and "round 2: search with M1" in out.stdout
+    assert m1.read_text() == m1_done  # round 1 was not redone
+    assert (run / "checkpoints/rounds/M2/COMPLETE.json").exists()
+    for name in ("samples", "refinements", "feedback"):
+        keys = [r["key"] for r in read_jsonl(run / f"rounds/r2/{name}.jsonl")]
+        assert len(keys) == len(set(keys)), f"duplicate {name} records after the resume"
+    keys = [r["key"] for r in read_jsonl(r2)]
+    assert keys[: len(r2_before)] == r2_before  # kept what it had, added the rest
+    rows = json.loads((run / "results.json").read_text())["rounds"]
+    assert [r["policy"] for r in rows] == ["M0", "M1", "M2"]
+    for r in rows[1:]:
+        assert r["start_from"].endswith(f"M{r['round'] - 1}") or r["start_from"].endswith("m0")
+        assert r["reference"] == r["start_from"] and r["carry_over"] is False
+        assert 0 <= r["math_accuracy"]["ci_low"] <= r["math_accuracy"]["rate"] <= r["math_accuracy"]["ci_high"]
+    # a third run recomputes nothing
+    again = subprocess.run(_rounds(tmp_path), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert "round 2: M2 already trained" in again.stdout
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k != "eval_seconds"} for r in rs]
+
+    assert strip(json.loads((run / "results.json").read_text())["rounds"]) == strip(rows)
+
+
+@pytest.mark.timeout(300)
+def test_dpo_entry_point_runs_under_accelerate_launch_on_cpu(tmp_path):
+    from rlrf_nb.pairs import Candidate, build_pairs
+
+    q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
+    pool = [Candidate(f"{i}{k}", f"p{i}", q, t, "sample", r, {}, correct=c) for i in range(4)
+            for k, t, r, c in (("a", "She buys 2 more apples, so Ava has 3+2=<<3+2=5>>5 apples.\n#### 5", 1.0, True),
+                               ("b", "She buys 2 more apples, so Ava has 3+2=<<3+2=6>>6 apples.\n#### 6", 0.5, False))]
+    write_jsonl(tmp_path / "pairs.jsonl", build_pairs(pool, "best_vs_worst"))
+    out = tmp_path / "M1"
+    cmd = [str(BIN / "accelerate"), "launch", "--cpu", "--num_processes", "1", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "rlrf_nb.train_dpo",
+           "--model", "data/tiny_world/m0", "--pairs", str(tmp_path / "pairs.jsonl"), "--out", str(out),
+           "--set", "dpo.epochs=2", "--set", "dpo.batch_size=2", "--set", "dpo.learning_rate=1e-3"]
+    res = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True,
+                         timeout=280)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["method"] == "dpo" and summary["steps"] == 4 and summary["processes"] == 1
+    assert (out / "COMPLETE.json").exists() and (out / "model.safetensors").exists()
+    from rlrf_nb.tiny_world import model_fingerprint
+
+    assert model_fingerprint(out) != model_fingerprint(ROOT / "data/tiny_world/m0")

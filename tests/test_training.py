@@ -1,0 +1,118 @@
+"""The DPO stage through TRL: it learns (parameters change, loss on a fixed pair set falls), the RS-SFT baseline
+likewise, LoRA and precomputed references work, the pre-flight check catches planted faults, and the
+diagnostics read log histories correctly."""
+
+import dataclasses
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlrf_nb.config import DPOStageConfig, load_recipe
+from rlrf_nb.models import load_policy
+from rlrf_nb.pairs import Candidate, build_pairs
+from rlrf_nb.tasks import math
+from rlrf_nb.tasks.world import build_world
+from rlrf_nb.training import (PreflightError, device_precision, dpo_diagnostics, preflight, rs_sft_rows, train_dpo,
+                              train_rs_sft)
+
+ROOT = Path(__file__).resolve().parents[1]
+CFG = DPOStageConfig(learning_rate=1e-3, epochs=3, batch_size=4, logging_steps=1, loss_type=["sigmoid"], warmup_ratio=0.0)
+
+
+@pytest.fixture(scope="module")
+def pool():
+    """A fixed pool: per problem, the right solution and one with an injected wrong step."""
+    world = build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
+    rng = random.Random(0)
+    out = []
+    for ex in world.math["dev"][:12]:
+        bad, _ = math.corrupt_solution(rng, ex)
+        out += [Candidate(f"{ex.id}/good", ex.id, ex.prompt, ex.reference, "sample", 1.0, {}, correct=True),
+                Candidate(f"{ex.id}/bad", ex.id, ex.prompt, bad, "sample", 0.25, {},
+                          correct=math.is_correct(bad, ex.answer))]
+    return out
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+
+
+def _changed(before, model):
+    after = dict(model.named_parameters())
+    return sum(not torch.equal(v, after[k].detach()) for k, v in before.items())
+
+
+def test_device_precision_is_fp32_on_cpu():
+    assert device_precision() == {"use_cpu": True, "bf16": False, "fp16": False} or torch.cuda.is_available()
+
+
+def test_dpo_changes_parameters_and_lowers_the_loss_on_a_fixed_pair_set(pool, tmp_path):
+    pairs = build_pairs(pool, "best_vs_worst")
+    assert len(pairs) == 12
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    before = _params(model)
+    res = train_dpo(model, tok, pairs, CFG, tmp_path, eval_pairs=pairs)
+    assert _changed(before, res["model"]) == len(before)  # every trainable tensor moved
+    ev = res["eval"]
+    assert ev["after"]["eval_loss"] < ev["before"]["eval_loss"] - 0.05
+    assert ev["after"]["eval_rewards/margins"] > ev["before"]["eval_rewards/margins"]
+    assert res["preflight"]["pairs"] == 12 and res["preflight"]["max_tokens"] <= CFG.max_length
+    d = dpo_diagnostics(res["history"])
+    assert d["rewards/margins"]["last"] is not None and d["notes"]
+
+
+def test_rs_sft_changes_parameters_and_lowers_the_loss(pool, tmp_path):
+    rows = rs_sft_rows(pool)
+    assert len(rows) == 12 and all(r["candidate_id"].endswith("/good") for r in rows)
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    before = _params(model)
+    res = train_rs_sft(model, tok, rows, CFG, tmp_path, eval_rows=rows)
+    assert _changed(before, res["model"]) == len(before)
+    assert res["eval"]["after"]["eval_loss"] < res["eval"]["before"]["eval_loss"]
+
+
+def test_lora_and_precomputed_reference(pool, tmp_path):
+    pairs = build_pairs(pool, "best_vs_worst")[:4]
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    before = _params(model)
+    res = train_dpo(model, tok, pairs, dataclasses.replace(CFG, lora=True, lora_r=4, epochs=2, batch_size=2), tmp_path / "lora")
+    merged = res["model"]
+    assert not hasattr(merged, "peft_config")  # the adapter is merged: a plain model to save and reload
+    assert set(dict(merged.named_parameters())) == set(before) and _changed(before, merged) > 0
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    res = train_dpo(model, tok, pairs, dataclasses.replace(CFG, precompute_ref=True, epochs=1), tmp_path / "pre",
+                    ref_model=load_policy(ROOT / "data/tiny_world/m0")[0])
+    assert res["steps"] == 1
+
+
+def test_preflight_catches_a_planted_doubled_eos_and_a_planted_truncation(pool):
+    _, tok = load_policy(ROOT / "data/tiny_world/m0")
+    pairs = build_pairs(pool, "best_vs_worst")
+    assert preflight(pairs, tok, 384)["decoded"][0]["chosen"].count("<|end|>") == 2  # user turn + answer
+    doubled = [dict(p, chosen=[{"role": "assistant", "content": p["chosen"][0]["content"] + "<|end|>"}])
+               for p in pairs[:1]]
+    with pytest.raises(PreflightError, match="doubled EOS in chosen"):
+        preflight(doubled, tok, 384)
+    long_prompt = pairs[1]["prompt"][0]["content"] + " Think carefully." * 40
+    truncated = [dict(pairs[1], prompt=[{"role": "user", "content": long_prompt}])]
+    with pytest.raises(PreflightError, match=r"tokens > max_length=160 \(truncated final answer in chosen"):
+        preflight(truncated, tok, 160)
+    same = [dict(pairs[2], rejected=[{"role": "assistant", "content": pairs[2]["chosen"][0]["content"] + " x"}])]
+    with pytest.raises(PreflightError, match="chosen == rejected after truncation"):
+        n = len(tok.apply_chat_template(same[0]["prompt"] + same[0]["chosen"], tokenize=True)["input_ids"])
+        preflight(same, tok, n - 1)
+
+
+def test_diagnostics_explain_a_falling_chosen_log_prob():
+    hist = [{"loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "logps/chosen": -7.0,
+             "logps/rejected": -12.0, "step": 1},
+            {"loss": 0.4, "rewards/margins": 0.9, "rewards/accuracies": 0.9, "logps/chosen": -15.0,
+             "logps/rejected": -30.0, "step": 2}]
+    d = dpo_diagnostics(hist)
+    text = " ".join(d["notes"])
+    assert "Both log-probs fell" in text and "WARNING" in text and d["chosen_logp_change"] == -8.0
+    healthy = dpo_diagnostics([hist[0], {**hist[1], "logps/chosen": -6.0}])
+    assert "healthy direction" in " ".join(healthy["notes"]) and "WARNING" not in " ".join(healthy["notes"])
+    assert "no trend" in dpo_diagnostics(hist[:1])["notes"][0]
