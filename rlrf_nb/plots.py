@@ -189,3 +189,47 @@ def budget_curves(cmp: dict, title: str = "What each refinement budget buys") ->
                       yaxis_title=f"{metric.replace('_', ' ')} pairs ({cmp['policy']})", template="plotly_white",
                       height=420, width=900, legend={"orientation": "h", "y": -0.25})
     return fig
+
+
+def training_curves(history: list[dict], title: str = "DPO training") -> go.Figure:
+    """TRL's logged DPO metrics against step: loss, reward margin and accuracy, and the chosen/rejected
+    log-probs (the ones that show a collapse coming: both falling, chosen far)."""
+    from plotly.subplots import make_subplots
+
+    rows = [h for h in history if "loss" in h and "train_runtime" not in h and "eval_loss" not in h]
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "reward margin and accuracy",
+                                                        "log-prob of the responses (sum over tokens)"))
+    steps = [h["step"] for h in rows]
+    fig.add_scatter(x=steps, y=[h["loss"] for h in rows], name="loss", row=1, col=1, line={"color": "#333"})
+    for key, name, color in (("rewards/margins", "reward margin", "#636efa"),
+                             ("rewards/accuracies", "reward accuracy", "#00cc96")):
+        if rows and key in rows[0]:
+            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=name, row=1, col=2, line={"color": color})
+    for key, name, color in (("logps/chosen", "chosen", "#2ca02c"), ("logps/rejected", "rejected", "#d62728")):
+        if rows and key in rows[0]:
+            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=f"log p({name})", row=1, col=3,
+                            line={"color": color})
+    fig.update_xaxes(title_text="step")
+    fig.update_layout(title=title, template="plotly_white", height=380, width=1150,
+                      legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after each RLRF round") -> go.Figure:
+    """Dev math accuracy (and bio claim precision when evaluated) per round, with 95% intervals."""
+    fig = go.Figure()
+    x = [r["policy"] for r in rows]
+    series = [("math_accuracy", "math exact match", "#636efa")]
+    if rows and "bio_claims_supported" in rows[0]:
+        series.append(("bio_claims_supported", "bio claims supported (FactScore-style)", "#ef553b"))
+    for key, name, color in series:
+        vals = [100 * r[key]["rate"] for r in rows]
+        fig.add_scatter(x=x, y=vals, mode="lines+markers+text", name=name, line={"color": color},
+                        text=[f"{v:.1f}" for v in vals], textposition="top right",
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
+                                 "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
+    n = rows[0]["math_accuracy"]["n"] if rows else 0
+    fig.update_layout(title=title, yaxis_title=f"% (95% Wilson CI; {n} dev math prompts)", yaxis_range=[0, 100],
+                      template="plotly_white", height=420, width=800, legend={"orientation": "h", "y": -0.2})
+    return fig

@@ -122,8 +122,25 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "search_seconds": round(search_seconds, 1), "train_seconds": round(time.monotonic() - t1, 1),
             "round_seconds": round(time.monotonic() - t0, 1), "steps": out["steps"],
             "refinement_beats_parent": search_stats(res["pool"])["refinement_beats_parent"],
-            "history": out["history"],
-            "diagnostics": dpo_diagnostics(out["history"]) if out["method"] == "dpo" else None}
+            "history": out["history"], "probe": out.get("eval"),
+            "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t), info)
     assert (checkpoint_path(store, t) / COMPLETE_MARKER).exists()
     return info
+
+
+def before_after(policies: dict, examples: list, max_new_tokens: int = 160) -> list[dict]:
+    """Greedy responses of each policy (``{name: (model, tokenizer)}``) to the same prompts, with final-answer
+    correctness on math: the notebook's before/after view."""
+    from rlrf_nb.generation import generate
+    from rlrf_nb.prompts import chat
+    from rlrf_nb.tasks import math
+
+    rows = [{"id": ex.id, "prompt": ex.prompt, "gold": ex.answer} for ex in examples]
+    for name, (model, tok) in policies.items():
+        outs = generate(model, tok, [chat(ex.prompt) for ex in examples], max_new_tokens=max_new_tokens,
+                        batch_size=len(examples), progress=False)
+        for row, ex, o in zip(rows, examples, outs):
+            row[name] = o[0]
+            row[f"{name} right"] = math.is_correct(o[0], ex.answer) if ex.task == "math" else None
+    return rows

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 "pairs": len(rows), "start_from": args.model, "reference": args.ref or args.model,
                 "processes": state.num_processes, "history": res["history"]}
         if res["method"] == "dpo":
-            info["diagnostics"] = dpo_diagnostics(res["history"])
+            info["diagnostics"] = dpo_diagnostics(res["history"], res.get("eval"))
         save_checkpoint(res["model"], tok, out_dir, info)
         sys.stdout.write(json.dumps({k: v for k, v in info.items() if k != "history"}, default=str) + "\n")
     return 0

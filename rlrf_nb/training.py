@@ -28,6 +28,16 @@ from rlrf_nb.tasks import math
 log = logging.getLogger(__name__)
 
 
+PROBE_PAIRS = 64
+
+
+def _quiet(trainer) -> None:
+    """No per-step log printing (the notebooks plot the log history instead)."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+
+
 class PreflightError(ValueError):
     """The tokenized pairs are not what DPO should train on; the message lists each problem with its pair id."""
 
@@ -132,13 +142,16 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=No
 
     The reference is ``ref_model`` if given, else a frozen copy of ``model`` as it is now (with
     ``dpo.precompute_ref`` its log-probs are computed once and the copy is dropped); with ``dpo.lora`` the
-    reference is the adapter-disabled base and the adapter is merged into the returned model. With
-    ``eval_pairs`` TRL evaluates the DPO loss and reward metrics on them before and after training.
+    reference is the adapter-disabled base and the adapter is merged into the returned model. TRL evaluates
+    the DPO loss, reward metrics and log-probs on ``eval_pairs`` (default: the first 64 training pairs, the
+    *probe*) before and after training, which :func:`dpo_diagnostics` reads.
     """
     from trl import DPOConfig, DPOTrainer
 
     from rlrf_nb.pairs import to_dataset
 
+    if not pairs:
+        raise ValueError("DPO has no pairs to train on (every candidate tied, failed to parse, or was rejected)")
     report = preflight(pairs, tokenizer, cfg.max_length)
     args = DPOConfig(**_common_args(cfg, out_dir), beta=cfg.beta, loss_type=list(cfg.loss_type),
                      loss_weights=cfg.loss_weights, precompute_ref_log_probs=cfg.precompute_ref)
@@ -148,17 +161,19 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=No
         peft_config = None
         ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
     t0 = time.monotonic()
+    probe = eval_pairs or pairs[:PROBE_PAIRS]  # a fixed set: before/after on the same pairs, not batch noise
     trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs),
-                         eval_dataset=to_dataset(eval_pairs) if eval_pairs else None, processing_class=tokenizer,
-                         peft_config=peft_config)
-    before = trainer.evaluate() if eval_pairs else None
+                         eval_dataset=to_dataset(probe), processing_class=tokenizer, peft_config=peft_config)
+    _quiet(trainer)
+    before = trainer.evaluate()
     trainer.train()
-    after = trainer.evaluate() if eval_pairs else None
+    after = trainer.evaluate()
     seconds = time.monotonic() - t0
     trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
     trained.eval()
     return {"model": trained, "history": trainer.state.log_history, "preflight": report, "seconds": seconds,
-            "steps": trainer.state.global_step, "method": "dpo", "eval": {"before": before, "after": after}}
+            "steps": trainer.state.global_step, "method": "dpo", "eval": {"before": before, "after": after},
+            "probe_pairs": len(probe)}
 
 
 def rs_sft_rows(pool: list, min_reward: float = 1.0) -> list[dict]:
@@ -194,6 +209,7 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=ds(rows),
                          eval_dataset=ds(eval_rows) if eval_rows else None,
                          peft_config=_lora_config(cfg) if cfg.lora else None)
+    _quiet(trainer)
     before = trainer.evaluate() if eval_rows else None
     trainer.train()
     after = trainer.evaluate() if eval_rows else None
@@ -216,44 +232,58 @@ def metric_rows(history: list[dict]) -> list[dict]:
     return [h for h in history if "loss" in h and "train_runtime" not in h]
 
 
-def dpo_diagnostics(history: list[dict]) -> dict:
-    """First and last logged values of DPO's diagnostics and what they say, in plain words.
+def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
+    """What DPO's diagnostics say, in plain words.
 
-    TRL logs ``rewards/margins`` (beta x the policy-vs-reference log-ratio of chosen minus rejected),
+    TRL reports ``rewards/margins`` (beta x the policy-vs-reference log-ratio of chosen minus rejected),
     ``rewards/accuracies`` (share of pairs with a positive margin) and ``logps/chosen`` / ``logps/rejected``
-    (summed log-probs of the completions under the policy).
+    (summed log-probs of the completions under the policy). With ``probe`` (``{"before", "after"}`` evaluations
+    on one fixed pair set, as :func:`train_dpo` returns) the changes are read on the same pairs; otherwise from
+    the first and last thirds of the training log, whose batches differ (noisier).
     """
-    rows = [r for r in metric_rows(history) if "logps/chosen" in r]
-    if len(rows) < 2:
-        return {"notes": ["fewer than two logged steps: no trend to read (lower dpo.logging_steps)"]}
-    first, last = rows[0], rows[-1]
     keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
-    out = {k: {"first": first.get(k), "last": last.get(k)} for k in keys}
+    if probe and probe.get("before") and probe.get("after"):
+        first = {k: probe["before"].get(f"eval_{k}") for k in keys}
+        last = {k: probe["after"].get(f"eval_{k}") for k in keys}
+        source = "on the fixed probe pairs, before vs after training"
+    else:
+        rows = [r for r in metric_rows(history) if "logps/chosen" in r]
+        if len(rows) < 3:
+            return {"notes": ["fewer than three logged steps and no probe evaluation: no trend to read"]}
+        third = max(1, len(rows) // 3)
+
+        def mean(rs, k):
+            return sum(r[k] for r in rs) / len(rs)
+
+        first = {k: mean(rows[:third], k) for k in keys}
+        last = {k: mean(rows[-third:], k) for k in keys}
+        source = "from the training log (first vs last third of steps; batches differ)"
+    out = {k: {"first": first[k], "last": last[k]} for k in keys}
     dc = last["logps/chosen"] - first["logps/chosen"]
     dr = last["logps/rejected"] - first["logps/rejected"]
-    notes = []
+    notes = [f"Read {source}."]
     if last["rewards/margins"] <= first["rewards/margins"]:
         notes.append("The reward margin did not grow: DPO learned nothing separating chosen from rejected "
                      "(too low a learning rate, too few steps, or pairs that look alike to the model).")
     else:
-        notes.append(f"The reward margin grew from {first['rewards/margins']:.2f} to {last['rewards/margins']:.2f} and "
-                     f"{100 * last['rewards/accuracies']:.0f}% of the last batch's pairs rank chosen above rejected.")
+        notes.append(f"The reward margin grew from {first['rewards/margins']:.3f} to {last['rewards/margins']:.3f}; "
+                     f"{100 * last['rewards/accuracies']:.0f}% of pairs now rank chosen above rejected.")
     if dc < 0 and dr < 0:
-        notes.append(f"Both log-probs fell (chosen {dc:+.1f}, rejected {dr:+.1f} nats per response). This is "
+        notes.append(f"Both log-probs fell (chosen {dc:+.2f}, rejected {dr:+.2f} nats per response). This is "
                      "common in DPO: the loss only needs rejected to fall faster than chosen, and probability mass "
                      "moves to responses in neither set (likelihood displacement; Razin et al. 2024, arXiv "
                      "2410.08847; Pal et al. 2024, arXiv 2402.13228). If chosen falls far, accuracy can collapse: "
                      "add the 'sft' loss term, lower the learning rate, or raise beta.")
     elif dc >= 0:
-        notes.append(f"The chosen log-prob rose ({dc:+.1f} nats) while rejected moved {dr:+.1f}: the healthy "
+        notes.append(f"The chosen log-prob rose ({dc:+.2f} nats) while rejected moved {dr:+.2f}: the healthy "
                      "direction, with chosen answers becoming more likely.")
     else:
-        notes.append(f"The chosen log-prob fell ({dc:+.1f}) while rejected rose ({dr:+.1f}): the policy is moving "
+        notes.append(f"The chosen log-prob fell ({dc:+.2f}) while rejected rose ({dr:+.2f}): the policy is moving "
                      "away from the preferences; check the pairs' direction.")
     if dc < -0.5 * abs(first["logps/chosen"]):
         notes.append("WARNING: the chosen log-prob fell by more than half of its starting value: the pattern that "
                      "preceded accuracy collapse in this kit's feasibility probe (31% -> 9%).")
-    return {**out, "chosen_logp_change": dc, "rejected_logp_change": dr, "notes": notes}
+    return {**out, "chosen_logp_change": dc, "rejected_logp_change": dr, "source": source, "notes": notes}
 
 
 def save_checkpoint(model, tokenizer, path: str | Path, info: dict) -> Path:
@@ -264,3 +294,40 @@ def save_checkpoint(model, tokenizer, path: str | Path, info: dict) -> Path:
     save_policy(model, tokenizer, path, {k: v for k, v in info.items() if k != "model"})
     mark_complete(path, {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, type(None)))})
     return Path(path)
+
+
+def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
+                 say=print) -> dict:
+    """:func:`train_stage` from the policy at ``start_path`` into ``<run>/checkpoints/<name>-<key>``, where the
+    key hashes the start weights, the stage config and the training data: a rerun loads the finished
+    checkpoint instead of training again. Returns ``{"path", "model", "tokenizer", "info", "cached"}``."""
+    import dataclasses
+    import json
+
+    from rlrf_nb.models import load_policy
+    from rlrf_nb.store import content_key, is_complete
+    from rlrf_nb.tiny_world import model_fingerprint
+
+    data = [p.get("key") or content_key({k: p[k] for k in ("prompt", "chosen", "rejected")}) for p in pairs]
+    if cfg.method == "rs_sft":
+        data = [content_key(r) for r in rs_sft_rows(pool)]
+    key = content_key({"start": model_fingerprint(start_path), "ref": model_fingerprint(ref_path or start_path),
+                       "cfg": dataclasses.asdict(cfg), "data": data})
+    path = store.path("checkpoints", f"{name}-{key}")
+    cached = is_complete(path)
+    if not cached:
+        say(f"training {name} ({cfg.method}) from {start_path} ...")
+        model, tok = load_policy(start_path)
+        ref = None if cfg.lora or cfg.precompute_ref or cfg.method != "dpo" else load_policy(ref_path or start_path)[0]
+        out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref)
+        info = {"name": name, "method": out["method"], "start_from": str(start_path),
+                "reference": str(ref_path or start_path) if cfg.method == "dpo" else None,
+                "pairs": len(pairs) if cfg.method == "dpo" else len(rs_sft_rows(pool)),
+                "train_seconds": round(out["seconds"], 1), "steps": out["steps"], "history": out["history"],
+                "preflight": {k: v for k, v in out.get("preflight", {}).items() if k != "decoded"},
+                "probe": out.get("eval"),
+                "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
+        save_checkpoint(out["model"], tok, path, info)
+    model, tok = load_policy(path)
+    info = json.loads((path / "training_log.json").read_text())
+    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached}

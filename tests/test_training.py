@@ -14,11 +14,19 @@ from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.tasks import math
 from rlrf_nb.tasks.world import build_world
-from rlrf_nb.training import (PreflightError, device_precision, dpo_diagnostics, preflight, rs_sft_rows, train_dpo,
-                              train_rs_sft)
+from rlrf_nb.training import (
+    PreflightError,
+    device_precision,
+    dpo_diagnostics,
+    preflight,
+    rs_sft_rows,
+    train_dpo,
+    train_rs_sft,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
-CFG = DPOStageConfig(learning_rate=1e-3, epochs=3, batch_size=4, logging_steps=1, loss_type=["sigmoid"], warmup_ratio=0.0)
+CFG = DPOStageConfig(learning_rate=1e-3, epochs=3, batch_size=4, logging_steps=1, loss_type=["sigmoid"],
+                     warmup_ratio=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +67,8 @@ def test_dpo_changes_parameters_and_lowers_the_loss_on_a_fixed_pair_set(pool, tm
     assert ev["after"]["eval_loss"] < ev["before"]["eval_loss"] - 0.05
     assert ev["after"]["eval_rewards/margins"] > ev["before"]["eval_rewards/margins"]
     assert res["preflight"]["pairs"] == 12 and res["preflight"]["max_tokens"] <= CFG.max_length
-    d = dpo_diagnostics(res["history"])
-    assert d["rewards/margins"]["last"] is not None and d["notes"]
+    d = dpo_diagnostics(res["history"], res["eval"])
+    assert d["rewards/margins"]["last"] > d["rewards/margins"]["first"] and "probe" in d["source"]
 
 
 def test_rs_sft_changes_parameters_and_lowers_the_loss(pool, tmp_path):
@@ -77,7 +85,8 @@ def test_lora_and_precomputed_reference(pool, tmp_path):
     pairs = build_pairs(pool, "best_vs_worst")[:4]
     model, tok = load_policy(ROOT / "data/tiny_world/m0")
     before = _params(model)
-    res = train_dpo(model, tok, pairs, dataclasses.replace(CFG, lora=True, lora_r=4, epochs=2, batch_size=2), tmp_path / "lora")
+    lora = dataclasses.replace(CFG, lora=True, lora_r=4, epochs=2, batch_size=2)
+    res = train_dpo(model, tok, pairs, lora, tmp_path / "lora")
     merged = res["model"]
     assert not hasattr(merged, "peft_config")  # the adapter is merged: a plain model to save and reload
     assert set(dict(merged.named_parameters())) == set(before) and _changed(before, merged) > 0
@@ -106,13 +115,19 @@ def test_preflight_catches_a_planted_doubled_eos_and_a_planted_truncation(pool):
 
 
 def test_diagnostics_explain_a_falling_chosen_log_prob():
-    hist = [{"loss": 0.69, "rewards/margins": 0.0, "rewards/accuracies": 0.5, "logps/chosen": -7.0,
-             "logps/rejected": -12.0, "step": 1},
-            {"loss": 0.4, "rewards/margins": 0.9, "rewards/accuracies": 0.9, "logps/chosen": -15.0,
-             "logps/rejected": -30.0, "step": 2}]
+    def row(step, margin, acc, chosen, rejected):
+        return {"loss": 0.7, "rewards/margins": margin, "rewards/accuracies": acc, "logps/chosen": chosen,
+                "logps/rejected": rejected, "step": step}
+
+    hist = [row(1, 0.0, 0.5, -7.0, -12.0), row(2, 0.5, 0.7, -10.0, -20.0), row(3, 0.9, 0.9, -15.0, -30.0)]
     d = dpo_diagnostics(hist)
     text = " ".join(d["notes"])
     assert "Both log-probs fell" in text and "WARNING" in text and d["chosen_logp_change"] == -8.0
-    healthy = dpo_diagnostics([hist[0], {**hist[1], "logps/chosen": -6.0}])
+    assert "training log" in d["source"]
+    healthy = dpo_diagnostics(hist[:2] + [{**hist[2], "logps/chosen": -6.0}])
     assert "healthy direction" in " ".join(healthy["notes"]) and "WARNING" not in " ".join(healthy["notes"])
-    assert "no trend" in dpo_diagnostics(hist[:1])["notes"][0]
+    assert "no trend" in dpo_diagnostics(hist[:2])["notes"][0]
+    probe = {"before": {f"eval_{k}": v for k, v in hist[0].items()},
+             "after": {f"eval_{k}": v for k, v in hist[2].items()}}
+    p = dpo_diagnostics([], probe)
+    assert p["chosen_logp_change"] == -8.0 and "probe" in p["source"] and p["rewards/margins"]["last"] == 0.9

@@ -1,0 +1,165 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Preference fine-tuning with DPO (one round)
+#
+# RLRF's third ingredient (paper §3.3): fine-tune the policy on the preference pairs from the reflection search
+# (notebook 02) with **DPO**, through TRL's `DPOTrainer`. This notebook runs one round, M0 → M1, and puts it next
+# to its baselines and ablations, each one switch in the recipe:
+#
+# | variant | what changes |
+# |---|---|
+# | **RLRF (DPO)** | `pairs.policy` (default best-vs-worst over samples *and* refinements), `dpo.method: dpo` |
+# | no reflection | `pairs.policy: no_reflection`: pairs from the samples only |
+# | scalar reward | `pairs.policy: scalar`: candidates ranked by one overall score instead of per-aspect feedback |
+# | RS-SFT | `dpo.method: rs_sft`: TRL's `SFTTrainer` on the best candidate per prompt (rejection sampling) |
+#
+# The loss is `dpo.loss_type` (default `["sigmoid", "sft"]`: DPO plus an NLL term on the chosen response, as in
+# Iterative RPO, arXiv 2404.19733); any of TRL's losses (`ipo`, `robust`, `apo_zero`, ...) is one switch away.
+
+# %% tags=["parameters"]
+recipe_path = "recipes/tiny.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
+run_name = "demo"  # the run of notebook 02 (its pairs and search records are reused from the store)
+compare_variants = True  # also train the no-reflection, scalar-reward and RS-SFT variants
+overrides = {}  # dotted recipe overrides, e.g. {"dpo.learning_rate": 1e-5, "dpo.loss_type": ["ipo"]}
+
+# %%
+import dataclasses
+import logging
+
+import pandas as pd
+
+from rlrf_nb import plots
+from rlrf_nb import tiny_world as tw
+from rlrf_nb.judges import make_judge
+from rlrf_nb.pairs import build_pairs, load_decisions
+from rlrf_nb.reflection import reflection_search
+from rlrf_nb.rounds import before_after, evaluate_policy
+from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.stats import format_rate
+from rlrf_nb.tasks.world import build_world
+from rlrf_nb.training import preflight, rs_sft_rows, train_cached
+
+logging.basicConfig(level=logging.WARNING)
+pd.set_option("display.max_colwidth", 70)
+recipe, store = tw.load_run(recipe_path, run_name, overrides)
+cfg = recipe.dpo
+print("run directory:", store.run_dir)
+print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta", "learning_rate", "epochs",
+                                    "batch_size", "max_length", "lora")})
+
+# %% [markdown]
+# ## 1 · The pairs
+# The search of notebook 02 is reloaded from the run store (nothing is regenerated if notebook 02 ran with the
+# same recipe and run name), and pairs are built with the recipe's pair policy and any review decisions.
+
+# %%
+world = build_world(recipe.world)
+m0, tok, info = tw.get_m0(recipe, store, world)
+rubrics = load_rubric_set()
+judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+examples = world.math["rl"][: recipe.reflection.n_prompts] + world.bios["rl"][: recipe.reflection.n_bios]
+pool = reflection_search(store, m0, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
+                         seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
+decisions = load_decisions(store.path(recipe.pairs.decisions))
+pairs = build_pairs(pool, recipe.pairs.policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
+print(f"{len(pairs)} {recipe.pairs.policy} pairs from {len(examples)} prompts; "
+      f"{sum(p['chosen_correct'] is True and p['rejected_correct'] is False for p in pairs)} are right over wrong")
+
+# %% [markdown]
+# ## 2 · Pre-flight check
+# Before any step, every pair is tokenized as TRL will tokenize it and checked: one BOS, exactly one EOS at the end
+# of each completion (an end token typed into a text would double it), and no pair longer than `dpo.max_length`
+# (TRL would cut the end of the completion, and with it the final answer, and could make chosen and rejected
+# identical). The longest pair sets how small `max_length` may be.
+
+# %%
+report = preflight(pairs, tok, cfg.max_length)
+print(f"longest pair {report['max_tokens']} tokens (95th percentile {report['p95_tokens']}); "
+      f"max_length {cfg.max_length}: no pair is truncated")
+print("one tokenized pair, decoded with its special tokens:\n")
+print(report["decoded"][0]["chosen"])
+
+# %% [markdown]
+# ## 3 · Train M1 with DPO
+# The reference model is explicit: a frozen copy of M0 (`dpo.reference`; with `dpo.lora` the adapter-disabled
+# base, with `dpo.precompute_ref` log-probs computed once). Precision follows the device: fp32 on CPU, bf16 on a GPU
+# that has it. The checkpoint is cached by start weights, config and data: a rerun loads it.
+
+# %%
+main = train_cached(store, "dpo-M1", info["path"], pool, pairs, cfg)
+hist = main["info"]["history"]
+print(f"{'loaded cached' if main['cached'] else 'trained'} {main['path'].name}: {main['info']['steps']} steps, "
+      f"{main['info']['train_seconds']:.0f} s of training")
+plots.training_curves(hist, f"DPO on {len(pairs)} {recipe.pairs.policy} pairs (loss {cfg.loss_type})").show()
+
+# %% [markdown]
+# **Reading the diagnostics.** `rewards/margins` is β times how much more the policy (relative to the reference)
+# prefers chosen over rejected; `rewards/accuracies` the share of pairs where that is positive. The log-probs are
+# the warning lights: DPO only needs rejected to fall *faster* than chosen, so both often fall, and a chosen
+# log-prob that falls far is the pattern that preceded an accuracy collapse in this kit's feasibility probe.
+
+# %%
+for note in main["info"]["diagnostics"]["notes"]:
+    print("•", note)
+
+# %% [markdown]
+# ## 4 · Before and after, on held-out prompts
+# The same dev prompts, answered greedily by M0 and M1.
+
+# %%
+demo_examples = world.math["dev"][:6]
+pd.DataFrame(before_after({"M0": (m0, tok), "M1": (main["model"], main["tokenizer"])}, demo_examples,
+                          recipe.eval.max_new_tokens))[["prompt", "gold", "M0", "M0 right", "M1", "M1 right"]]
+
+# %% [markdown]
+# ## 5 · Did it help? RLRF against its baselines and ablations
+# Held-out dev math exact match and the verifier's bio claim precision (FactScore-style), with 95% intervals.
+# Differences inside the intervals are not evidence either way.
+
+# %%
+variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}, "RLRF (DPO)": main}
+if compare_variants:
+    for name, policy, method in (("no reflection", "no_reflection", "dpo"), ("scalar reward", "scalar", "dpo"),
+                                 ("RS-SFT", recipe.pairs.policy, "rs_sft")):
+        vp = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
+        if not (vp if method == "dpo" else rs_sft_rows(pool)):
+            print(f"{name}: no training data from this pool, so not trained (reported, not hidden)")
+            continue
+        variants[name] = train_cached(store, f"{method}-{policy}-M1", info["path"], pool, vp,
+                                      dataclasses.replace(cfg, method=method))
+evals = {name: evaluate_policy(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), world, store,
+                               name.replace(" ", "_").replace("(", "").replace(")", ""), recipe.rounds, recipe.eval)
+         for name, v in variants.items()}
+table = pd.DataFrame({name: {"dev math": format_rate(e["math_accuracy"]),
+                             "bio claims supported": format_rate(e["bio_claims_supported"])
+                             if "bio_claims_supported" in e else "n/a",
+                             "pairs / rows": variants[name].get("info", {}).get("pairs", "—"),
+                             "train s": variants[name].get("info", {}).get("train_seconds", "—")}
+                      for name, e in evals.items()}).T
+table
+
+# %%
+plots.rates_with_ci({name: e["math_accuracy"] for name, e in evals.items()},
+                    "Held-out dev math exact match after one round (95% CI)").show()
+
+# %% [markdown]
+# The numbers go to `results.json` under `dpo`; the checkpoints are under `runs/<run_name>/checkpoints/`.
+
+# %%
+_ = store.update_results({"dpo": {name: {k: v for k, v in e.items()} for name, e in evals.items()}
+                          | {"diagnostics": main["info"]["diagnostics"], "preflight": {k: v for k, v in report.items()
+                                                                                     if k != "decoded"}}})
