@@ -14,7 +14,8 @@ from rlrf_nb.paths import PROJECT_ROOT, resolve_path
 from rlrf_nb.stats import format_rate
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
-MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb"]
+MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb",
+                  "03_dpo_finetuning.ipynb", "04_rlrf_rounds.ipynb"]
 
 
 def _say(text: str = "") -> None:
@@ -42,7 +43,10 @@ def cmd_demo(args) -> int:
     for nb in MAIN_NOTEBOOKS:
         _say(f">> running notebooks/{nb} -> {run_dir / nb}")
         params = {"recipe_path": str(args.recipe), "run_name": args.name}
-        params.update({"retrain": args.retrain} if nb.startswith("00") else {"interactive": False})
+        if nb.startswith("00"):
+            params["retrain"] = args.retrain
+        elif nb[:2] in ("01", "02"):
+            params["interactive"] = False
         run_notebook(nb, run_dir, params)
     res = json.loads((run_dir / "results.json").read_text())
     _say(f"\nM0 held-out math accuracy ({recipe.eval.split}): {format_rate(res['m0_math_accuracy'])}")
@@ -57,6 +61,15 @@ def cmd_demo(args) -> int:
     _say(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
     _say(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
     _say("pairs per policy: " + ", ".join(f"{k} {v['pairs']}" for k, v in rf["pair_yield"].items()))
+    _say("one DPO round and its variants, dev math exact match:")
+    for name, ev in res["dpo"].items():
+        if "math_accuracy" in ev:
+            _say(f"  {name:<16} {format_rate(ev['math_accuracy'])}")
+    _say("RLRF rounds, dev math exact match / bio claims supported / wall time of the round:")
+    for r in res["rounds"]:
+        bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
+        secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
+        _say(f"  {r['policy']:<3} {format_rate(r['math_accuracy'])}  {bio}  {secs}")
     _say(f"\nresults: {run_dir / 'results.json'}   wall time: {time.monotonic() - t0:.0f} s")
     return 0
 

@@ -120,3 +120,46 @@ def test_notebook_02_smoke_and_review_decisions_are_honoured_in_batch(tmp_path):
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     figs = [o for c in out.cells for o in c.get("outputs", []) if "application/vnd.plotly.v1+json" in o.get("data", {})]
     assert len(figs) == 5
+
+
+def _run_nb(name, tmp_path, **extra):
+    import papermill
+
+    params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke",
+              "overrides": {"run.runs_dir": str(tmp_path), "m0.retrain": False}, **extra}
+    out = tmp_path / f"{name}.out.ipynb"
+    papermill.execute_notebook(str(ROOT / "notebooks" / name), str(out), parameters=params, kernel_name="python3",
+                               cwd=str(ROOT), progress_bar=False)
+    book = nbformat.read(out, as_version=4)
+    assert not [o for c in book.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    return book
+
+
+def test_notebook_03_smoke(tmp_path):
+    """Notebook 03 with the committed M0 on the smoke search: pre-flight, DPO, diagnostics, before/after, and the
+    no-reflection / scalar / RS-SFT variants, each evaluated on dev with intervals."""
+    book = _run_nb("03_dpo_finetuning.ipynb", tmp_path)
+    res = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]
+    assert {"M0", "RLRF (DPO)"} <= set(res) and res["preflight"]["max_tokens"] <= 384
+    for name, ev in res.items():
+        if name in ("diagnostics", "preflight"):
+            continue
+        acc = ev["math_accuracy"]
+        assert acc["n"] == 12 and 0 <= acc["ci_low"] <= acc["rate"] <= acc["ci_high"] <= 1
+    assert res["diagnostics"]["notes"] and "probe" in res["diagnostics"]["source"]
+    ckpts = list((tmp_path / "smoke/checkpoints").glob("dpo-M1-*/COMPLETE.json"))
+    assert len(ckpts) == 1
+    outputs = [o for c in book.cells for o in c.get("outputs", [])]
+    assert len([o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]) == 2
+
+
+def test_notebook_04_smoke(tmp_path):
+    """Notebook 04: two rounds M0 -> M1 -> M2 on fresh prompts, with dev metrics per round and a rerun that
+    skips the finished rounds."""
+    _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    rows = json.loads((tmp_path / "smoke/results.json").read_text())["rounds"]
+    assert [r["policy"] for r in rows] == ["M0", "M1", "M2"]
+    assert all(r["math_accuracy"]["n"] == 12 for r in rows) and rows[1]["pairs_this_round"] >= 1
+    done = {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
+    _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    assert done == {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
