@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from rlrf_nb.config import EvalConfig
+from rlrf_nb.generation import load_sampler
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
@@ -94,7 +95,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     start = paths[t - 1] if rcfg.start_from == "previous" else paths[0]
     ref = paths[t - 1] if dcfg.reference == "previous" else paths[0]
     say(f"round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
-    searcher, tok = load_policy(paths[t - 1])  # the current policy explores
+    searcher, tok = load_policy(paths[t - 1])  # the current policy explores (vLLM with reflection.backend: vllm)
+    searcher = load_sampler(recipe.reflection.backend, searcher, paths[t - 1])
     examples = round_prompts(world, rcfg, t)
     res = reflection_search(store, searcher, tok, model_fingerprint(paths[t - 1]), examples, judge, rubrics,
                             recipe.reflection, seed=recipe.run.seed + t, weights=recipe.feedback.weights,

@@ -207,3 +207,11 @@ def test_scientific_notation_is_a_float_in_files_and_overrides(tmp_path):
     assert load_recipe(p, {"dpo.learning_rate": "5E-6"}).dpo.learning_rate == 5e-6
     with pytest.raises(ConfigError, match="'dpo.beta' expects float, got str"):
         load_recipe(p, {"dpo.beta": "e-3"})
+
+
+@pytest.mark.parametrize("name", ["tiny.yaml", "tiny-smoke.yaml", "real-example.yaml"])
+def test_shipped_recipes_load(name):
+    from pathlib import Path
+
+    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / name)
+    assert recipe.reflection.n_samples + recipe.reflection.top_k * recipe.reflection.m_refinements >= 7
