@@ -57,8 +57,43 @@ def static_feedback_table(records: list[dict], n: int = 10) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-class FeedbackBrowser:
+class _Pager:
+    """Shared prev/next paging over ``self.idx`` (item keys); subclasses define ``_html(key)`` and the filter."""
+
+    empty = "nothing matches"
+
+    def _pager(self):
+        import ipywidgets as w
+
+        self.prev, self.next = w.Button(description="◀ prev"), w.Button(description="next ▶")
+        self.status, self.view = w.Label(), w.HTML()
+        self.prev.on_click(lambda _: self._move(-1))
+        self.next.on_click(lambda _: self._move(1))
+        self.idx: list[int] = []
+        self.pos = 0
+
+    def _move(self, step: int):
+        if self.idx:
+            self.pos = (self.pos + step) % len(self.idx)
+        self._show()
+
+    def _show(self):
+        if not self.idx:
+            self.status.value, self.view.value = self.empty, ""
+            return
+        self.status.value = f"{self.pos + 1} / {len(self.idx)}"
+        self.view.value = self._html(self.idx[self.pos])
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        display(self.widget)
+
+
+class FeedbackBrowser(_Pager):
     """Page through judged responses, filtered by aspect and score range (or parse failures)."""
+
+    empty = "no response matches"
 
     def __init__(self, records: list[dict], frame: pd.DataFrame):
         import ipywidgets as w
@@ -69,40 +104,25 @@ class FeedbackBrowser:
         self.aspect = w.Dropdown(options=[("any", None)] + [(a, a) for a in aspects], description="aspect")
         self.scores = w.IntRangeSlider(value=(1, 5), min=1, max=5, description="score")
         self.failures = w.Checkbox(value=False, description="parse failures only")
-        self.prev, self.next = w.Button(description="◀ prev"), w.Button(description="next ▶")
-        self.status, self.view = w.Label(), w.HTML()
-        self.ids: list[str] = []
-        self.pos = 0
+        self._pager()
         for c in (self.aspect, self.scores, self.failures):
             c.observe(lambda _: self._refilter(), names="value")
-        self.prev.on_click(lambda _: self._move(-1))
-        self.next.on_click(lambda _: self._move(1))
         self.widget = w.VBox([w.HBox([self.aspect, self.scores, self.failures]),
                               w.HBox([self.prev, self.next, self.status]), self.view])
         self._refilter()
 
     def _refilter(self):
         lo, hi = self.scores.value
-        self.ids = filter_feedback(self.frame, self.aspect.value, lo, hi, self.failures.value)
-        self.pos = 0
+        self.idx, self.pos = filter_feedback(self.frame, self.aspect.value, lo, hi, self.failures.value), 0
         self._show()
 
-    def _move(self, step: int):
-        if self.ids:
-            self.pos = (self.pos + step) % len(self.ids)
-        self._show()
+    @property
+    def ids(self) -> list[str]:
+        """The response ids that match the filters, in order."""
+        return self.idx
 
-    def _show(self):
-        if not self.ids:
-            self.status.value, self.view.value = "no response matches", ""
-            return
-        self.status.value = f"{self.pos + 1} / {len(self.ids)}"
-        self.view.value = feedback_html(self.records[self.ids[self.pos]])
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
+    def _html(self, response_id: str) -> str:
+        return feedback_html(self.records[response_id])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,37 +240,6 @@ def static_reflection_table(rows: list[dict], n: int = 10) -> pd.DataFrame:
         row["changed words"] = " ".join(t for op, t in word_diff(r["draft"], r["refinement"]) if op == "insert")[:80]
         out.append(row)
     return pd.DataFrame(out)
-
-
-class _Pager:
-    """Shared prev/next paging over a list of items (subclasses define ``_html`` and the filter)."""
-
-    def _pager(self):
-        import ipywidgets as w
-
-        self.prev, self.next = w.Button(description="◀ prev"), w.Button(description="next ▶")
-        self.status, self.view = w.Label(), w.HTML()
-        self.prev.on_click(lambda _: self._move(-1))
-        self.next.on_click(lambda _: self._move(1))
-        self.idx: list[int] = []
-        self.pos = 0
-
-    def _move(self, step: int):
-        if self.idx:
-            self.pos = (self.pos + step) % len(self.idx)
-        self._show()
-
-    def _show(self):
-        if not self.idx:
-            self.status.value, self.view.value = "nothing matches", ""
-            return
-        self.status.value = f"{self.pos + 1} / {len(self.idx)}"
-        self.view.value = self._html(self.idx[self.pos])
-
-    def _ipython_display_(self):
-        from IPython.display import display
-
-        display(self.widget)
 
 
 class ReflectionViewer(_Pager):
