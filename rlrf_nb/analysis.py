@@ -1,0 +1,210 @@
+"""Analyses that make RLRF's claim testable (notebook 05).
+
+- :func:`bootstrap_ci` / :func:`paired_test`: every table cell carries a 95% bootstrap interval, and every model
+  is compared with M0 on the *same* items (paired bootstrap of the difference; exact McNemar for 0/1 outcomes).
+- :func:`results_table`: the paper's table, rows = models, columns = metrics, with intervals and paired tests.
+- :func:`token_shift`: is alignment superficial? (URIAL, Lin et al. 2023, arXiv 2312.01552.) At each position of
+  the aligned model's greedy output, the base model ranks the aligned model's token given the same prefix; a
+  token the base ranks 1st is *unshifted*, 2nd-3rd *marginal*, lower *shifted*. The shifted positions are broken
+  down by token kind (digits and operators against words and punctuation): RLRF's claim is that its shifts land on
+  substance (the numbers of a solution), not on style.
+- :func:`blind_spot`: how often a scorer ranks a wrong math solution above a right one for the same prompt: a
+  single outcome-free or scalar judge against the fine-grained verifier.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from collections.abc import Callable, Sequence
+
+import torch
+
+# ---------------------------------------------------------------------------------------------
+# Intervals and paired tests
+# ---------------------------------------------------------------------------------------------
+
+
+def _mean(xs: Sequence[float]) -> float:
+    return sum(xs) / len(xs) if xs else float("nan")
+
+
+def bootstrap_ci(values: Sequence[float], stat: Callable = _mean, n_boot: int = 2000, seed: int = 0,
+                 alpha: float = 0.05) -> dict:
+    """Percentile bootstrap interval of ``stat`` over items: ``{"value", "ci_low", "ci_high", "n"}``.
+    None values (e.g. a parse failure) are dropped and not counted in ``n``."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
+    rng = random.Random(seed)
+    n = len(xs)
+    boots = sorted(stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
+    lo = boots[int(math.floor(alpha / 2 * (n_boot - 1)))]
+    hi = boots[int(math.ceil((1 - alpha / 2) * (n_boot - 1)))]
+    return {"value": stat(xs), "ci_low": lo, "ci_high": hi, "n": n}
+
+
+def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
+    """Exact (binomial) McNemar test for paired 0/1 outcomes: only the discordant items count.
+    ``b_only`` = items b gets right and a wrong; the p-value is two-sided."""
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need equal lengths, got {len(a)} and {len(b)}")
+    a_only = sum(x and not y for x, y in zip(a, b))
+    b_only = sum(y and not x for x, y in zip(a, b))
+    n = a_only + b_only
+    if n == 0:
+        return {"a_only": 0, "b_only": 0, "p_value": 1.0}
+    k = min(a_only, b_only)
+    p = sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n
+    return {"a_only": a_only, "b_only": b_only, "p_value": min(1.0, 2 * p)}
+
+
+def paired_test(a: Sequence[float | None], b: Sequence[float | None], n_boot: int = 2000, seed: int = 0) -> dict:
+    """b minus a on the same items (items where either is None are dropped): the mean difference with a paired
+    bootstrap 95% interval and two-sided p-value; for 0/1 data also the exact McNemar p-value."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None]
+    diffs = [y - x for x, y in pairs]
+    ci = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
+    rng = random.Random(seed + 1)
+    n = len(diffs)
+    if n:
+        boots = [_mean([diffs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot)]
+        p = min(1.0, 2 * min(sum(d <= 0 for d in boots), sum(d >= 0 for d in boots)) / n_boot)
+    else:
+        p = float("nan")
+    out = {"diff": ci["value"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"], "n": n, "p_bootstrap": p}
+    if pairs and all(v in (0.0, 1.0) for pair in pairs for v in pair):
+        out["p_mcnemar"] = mcnemar_exact([x == 1.0 for x, _ in pairs], [y == 1.0 for _, y in pairs])["p_value"]
+    return out
+
+
+def results_table(per_item: dict[str, dict[str, list]], baseline: str = "M0", n_boot: int = 2000, seed: int = 0):
+    """The paper-style table. ``per_item[model][metric]`` is the list of per-item values (same items in the same
+    order for every model; None = not scored). Returns ``(display, long)``: a DataFrame of
+    ``"mean [lo, hi]"`` strings with the paired difference to ``baseline`` and its p-value, and the long
+    numeric table behind it (one row per model and metric)."""
+    import pandas as pd
+
+    rows = []
+    base = per_item.get(baseline, {})
+    for model, metrics in per_item.items():
+        for metric, values in metrics.items():
+            ci = bootstrap_ci(values, n_boot=n_boot, seed=seed)
+            row = {"model": model, "metric": metric, **ci}
+            if model != baseline and metric in base:
+                if len(base[metric]) != len(values):
+                    raise ValueError(f"{model}/{metric}: {len(values)} items, baseline {baseline} has "
+                                     f"{len(base[metric])}: a paired test needs the same items")
+                t = paired_test(base[metric], values, n_boot=n_boot, seed=seed)
+                row.update(diff=t["diff"], diff_low=t["ci_low"], diff_high=t["ci_high"],
+                           p=t.get("p_mcnemar", t["p_bootstrap"]))
+            rows.append(row)
+    long = pd.DataFrame(rows)
+
+    def cell(r):
+        s = f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+        if "diff" in r and r["diff"] == r["diff"]:
+            s += f"  Δ{r['diff']:+.3f} p={r['p']:.2f}"
+        return s
+
+    display = long.assign(cell=long.apply(cell, axis=1)).pivot(index="model", columns="metric", values="cell")
+    return display.reindex(list(per_item)), long
+
+
+# ---------------------------------------------------------------------------------------------
+# Token distribution shift (URIAL)
+# ---------------------------------------------------------------------------------------------
+
+_NUMERIC = re.compile(r"^[\s0-9+\-*/=<>().,#%$]+$")
+
+
+def token_kind(piece: str) -> str:
+    """``"digits/operators"`` for tokens made only of digits, arithmetic and ``<<=>>#`` signs (the substance of a
+    solution), ``"whitespace"`` for blanks, else ``"words/punctuation"``."""
+    if not piece.strip():
+        return "whitespace"
+    return "digits/operators" if _NUMERIC.match(piece) else "words/punctuation"
+
+
+@torch.inference_mode()
+def token_shift(base, aligned, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 160) -> dict:
+    """URIAL's token distribution shift of ``aligned`` from ``base`` on ``conversations``.
+
+    The aligned model decodes greedily; the base model scores the same prompt + aligned prefix at every position
+    (one forward pass per response); the rank of the aligned token under the base distribution classifies the
+    position: unshifted (rank 1), marginal (2-3), shifted (> 3). Returns the rates overall and per token kind,
+    and the positions (for drill-down)."""
+    from rlrf_nb.generation import render_prompts
+
+    prompts = render_prompts(tokenizer, conversations)
+    special = set(tokenizer.all_special_ids)
+    positions = []
+    for i, prompt in enumerate(prompts):
+        # Unbatched greedy decoding that keeps the generated ids: re-tokenizing decoded text can give other
+        # (canonical) ids than the ones the model produced, which would show up as spurious shifts.
+        p_ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        gen = aligned.generate(p_ids, max_new_tokens=max_new_tokens, do_sample=False,
+                               pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        r_ids = [t for t in gen[0, p_ids.shape[1]:].tolist()]
+        while r_ids and r_ids[-1] in special:
+            r_ids.pop()
+        if not r_ids:
+            continue
+        ids = torch.cat([p_ids[0], torch.tensor(r_ids)])[None]
+        n_p = p_ids.shape[1]
+        logits_base = base(ids).logits[0, n_p - 1:-1].float()
+        target = torch.tensor(r_ids)
+        ranks = (logits_base > logits_base.gather(1, target[:, None])).sum(1) + 1
+        for t, (tok, rank) in enumerate(zip(r_ids, ranks.tolist())):
+            piece = tokenizer.decode([tok])
+            positions.append({"response": i, "position": t, "token": piece, "kind": token_kind(piece),
+                              "base_rank": rank,
+                              "class": "unshifted" if rank == 1 else "marginal" if rank <= 3 else "shifted"})
+    return {"positions": positions, "responses": len(prompts), **shift_summary(positions)}
+
+
+def shift_summary(positions: list[dict]) -> dict:
+    """Shares of unshifted / marginal / shifted positions, overall and per token kind, and where the shifted
+    positions land (the share of shifted tokens that are digits/operators)."""
+    from rlrf_nb.stats import rate
+
+    def shares(ps):
+        n = len(ps)
+        return {c: rate(sum(p["class"] == c for p in ps), n) for c in ("unshifted", "marginal", "shifted")}
+
+    kinds = sorted({p["kind"] for p in positions})
+    shifted = [p for p in positions if p["class"] == "shifted"]
+    return {"overall": shares(positions), "by_kind": {k: shares([p for p in positions if p["kind"] == k])
+                                                       for k in kinds},
+            "shifted_kind_share": {k: rate(sum(p["kind"] == k for p in shifted), len(shifted)) for k in kinds},
+            "n_positions": len(positions)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The reward-model blind spot on math
+# ---------------------------------------------------------------------------------------------
+
+
+def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:
+    """For every prompt, every (right, wrong) pair of candidates by final answer: how often each scorer ranks the
+    wrong one above the right one (``wrong_above``), ties them (``tie``), or cannot score one of them
+    (``unscored``, e.g. a judge parse failure). ``scorers`` map a name to ``candidate -> float | None``."""
+    from rlrf_nb.stats import rate
+
+    by_prompt: dict[str, list] = {}
+    for c in pool:
+        if c.correct is not None:
+            by_prompt.setdefault(c.prompt_id, []).append(c)
+    pairs = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs if w.correct is False]
+    out = {"pairs": len(pairs), "prompts": sum(any(c.correct for c in cs) and any(c.correct is False for c in cs)
+                                               for cs in by_prompt.values())}
+    for name, score in scorers.items():
+        scored = [(score(r), score(w)) for r, w in pairs]
+        ok = [(a, b) for a, b in scored if a is not None and b is not None]
+        out[name] = {"wrong_above": rate(sum(b > a for a, b in ok), len(ok)),
+                     "tie": rate(sum(b == a for a, b in ok), len(ok)),
+                     "unscored": len(scored) - len(ok)}
+    return out

@@ -1,0 +1,121 @@
+"""Analyses: bootstrap intervals with a known answer, paired tests, the results table, URIAL's token shift (0% for
+identical models), and the reward-model blind spot on hand-made pools."""
+
+import copy
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlrf_nb.analysis import (
+    blind_spot,
+    bootstrap_ci,
+    mcnemar_exact,
+    paired_test,
+    results_table,
+    shift_summary,
+    token_kind,
+    token_shift,
+)
+from rlrf_nb.pairs import Candidate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_bootstrap_ci_has_the_known_answer():
+    rng = random.Random(1)
+    xs = [1.0 if rng.random() < 0.3 else 0.0 for _ in range(1000)]
+    ci = bootstrap_ci(xs, n_boot=2000, seed=0)
+    half = 1.96 * (0.3 * 0.7 / 1000) ** 0.5  # the normal-approximation half-width, 0.028
+    assert ci["ci_low"] < 0.3 < ci["ci_high"] and ci["n"] == 1000
+    assert abs((ci["ci_high"] - ci["ci_low"]) / 2 - half) < 0.006
+    assert bootstrap_ci([2.0] * 50) == {"value": 2.0, "ci_low": 2.0, "ci_high": 2.0, "n": 50}
+    assert bootstrap_ci([None, 1.0, 0.0])["n"] == 2 and bootstrap_ci([])["n"] == 0
+
+
+def test_paired_tests():
+    a = [1, 0, 1, 0, 1, 1, 0, 0, 1, 0] * 3
+    same = paired_test(a, a)
+    assert same["diff"] == 0 and same["p_mcnemar"] == 1.0 and same["p_bootstrap"] == 1.0
+    assert mcnemar_exact([False] * 10, [True] * 10) == {"a_only": 0, "b_only": 10, "p_value": 2 / 1024}
+    better = paired_test([0] * 40, [1] * 15 + [0] * 25)
+    assert better["diff"] == pytest.approx(15 / 40) and better["p_mcnemar"] < 0.001 and better["ci_low"] > 0
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_test([1, 0], [1])
+    assert paired_test([None, 1.0], [0.5, 0.5])["n"] == 1
+
+
+def test_results_table_pairs_every_model_with_the_baseline():
+    per_item = {"M0": {"gsm8k": [1, 0, 0, 1] * 25, "factscore": [0.5] * 100},
+                "M1": {"gsm8k": [1, 1, 0, 1] * 25, "factscore": [0.6] * 100}}
+    display, long = results_table(per_item, n_boot=500)
+    assert list(display.index) == ["M0", "M1"] and set(display.columns) == {"gsm8k", "factscore"}
+    m1 = long[(long.model == "M1") & (long.metric == "gsm8k")].iloc[0]
+    assert m1["value"] == 0.75 and m1["diff"] == pytest.approx(0.25) and m1["p"] < 0.001
+    assert "Δ+0.250" in display.loc["M1", "gsm8k"] and "Δ" not in display.loc["M0", "gsm8k"]
+    with pytest.raises(ValueError, match="same items"):
+        results_table({"M0": {"x": [1, 0]}, "M1": {"x": [1]}})
+
+
+def test_token_kinds():
+    assert token_kind("12") == "digits/operators" and token_kind("<<") == "digits/operators"
+    assert token_kind("=5") == "digits/operators" and token_kind(" apples") == "words/punctuation"
+    assert token_kind(" ") == "whitespace" and token_kind("He") == "words/punctuation"
+
+
+@pytest.fixture(scope="module")
+def m0():
+    from rlrf_nb.models import load_policy
+
+    return load_policy(ROOT / "data/tiny_world/m0")
+
+
+def _convs():
+    from rlrf_nb.config import load_recipe
+    from rlrf_nb.prompts import chat
+    from rlrf_nb.tasks.world import build_world
+
+    world = build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
+    return [chat(ex.prompt) for ex in world.math["dev"][:4]]
+
+
+def test_token_shift_of_a_model_against_itself_is_zero(m0):
+    model, tok = m0
+    res = token_shift(model, model, tok, _convs(), max_new_tokens=64)
+    assert res["n_positions"] > 50 and res["responses"] == 4
+    assert res["overall"]["shifted"]["rate"] == 0.0 and res["overall"]["marginal"]["rate"] == 0.0
+    assert res["overall"]["unshifted"]["rate"] == 1.0
+
+
+def test_token_shift_sees_a_changed_model(m0):
+    model, tok = m0
+    other = copy.deepcopy(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    res = token_shift(model, other, tok, _convs(), max_new_tokens=64)
+    assert res["overall"]["shifted"]["rate"] + res["overall"]["marginal"]["rate"] > 0
+    kinds = res["shifted_kind_share"]
+    assert sum(r["k"] for r in kinds.values()) == sum(p["class"] == "shifted" for p in res["positions"])
+
+
+def test_shift_summary_by_kind():
+    ps = [{"class": "shifted", "kind": "digits/operators"}, {"class": "unshifted", "kind": "words/punctuation"},
+          {"class": "marginal", "kind": "words/punctuation"}, {"class": "shifted", "kind": "digits/operators"}]
+    s = shift_summary(ps)
+    assert s["overall"]["shifted"]["k"] == 2 and s["shifted_kind_share"]["digits/operators"]["rate"] == 1.0
+    assert s["by_kind"]["words/punctuation"]["marginal"]["rate"] == 0.5
+
+
+def test_blind_spot_counts_wrong_above_right():
+    def c(cid, pid, correct, reward, overall):
+        return Candidate(cid, pid, "Q", cid, "sample", reward, {}, correct=correct, overall=overall)
+
+    pool = [c("r1", "p", True, 0.9, 1.0), c("w1", "p", False, 0.95, 1.0), c("w2", "p", False, 0.2, None),
+            c("r2", "q", True, 1.0, 1.0), c("x", "z", None, 0.5, 0.5)]
+    out = blind_spot(pool, {"fine": lambda k: k.reward, "scalar": lambda k: k.overall})
+    assert out["pairs"] == 2 and out["prompts"] == 1
+    assert out["fine"]["wrong_above"]["k"] == 1 and out["fine"]["wrong_above"]["n"] == 2
+    assert out["scalar"]["tie"]["k"] == 1 and out["scalar"]["unscored"] == 1
