@@ -233,3 +233,52 @@ def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after eac
     fig.update_layout(title=title, yaxis_title=f"% (95% Wilson CI; {n} dev math prompts)", yaxis_range=[0, 100],
                       template="plotly_white", height=420, width=800, legend={"orientation": "h", "y": -0.2})
     return fig
+
+
+def export(fig: go.Figure, directory, name: str) -> dict:
+    """Write ``fig`` as standalone HTML (always) and PNG (when plotly's static export, kaleido with a browser, is
+    available) into ``directory``; returns the paths written and why a PNG was skipped, if it was."""
+    from pathlib import Path
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    html = directory / f"{name}.html"
+    fig.write_html(html, include_plotlyjs="cdn")
+    out = {"html": str(html), "png": None, "png_skipped": None}
+    try:
+        fig.write_image(directory / f"{name}.png")
+        out["png"] = str(directory / f"{name}.png")
+    except Exception as e:  # kaleido or its browser missing: say so, keep the HTML
+        out["png_skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+    return out
+
+
+def aspect_bars(table: dict[str, dict[str, dict]], title: str = "Just-Eval aspects per model") -> go.Figure:
+    """Grouped bars: per aspect (x), one bar per model with its 95% interval; ``table[model][aspect]`` is a dict
+    with ``mean``, ``ci_low``, ``ci_high`` (aspects a model lacks are skipped)."""
+    fig = go.Figure()
+    aspects = list(dict.fromkeys(a for m in table.values() for a in m))
+    for i, (model, row) in enumerate(table.items()):
+        xs = [a for a in aspects if a in row and row[a].get("mean") == row[a].get("mean")]
+        ys = [row[a]["mean"] for a in xs]
+        fig.add_bar(x=xs, y=ys, name=model, marker_color=PALETTE[i % len(PALETTE)],
+                    error_y={"type": "data", "symmetric": False,
+                             "array": [row[a]["ci_high"] - y for a, y in zip(xs, ys)],
+                             "arrayminus": [y - row[a]["ci_low"] for a, y in zip(xs, ys)]})
+    fig.update_layout(title=title, barmode="group", yaxis_title="mean score (1-5; bars: 95% bootstrap CI)",
+                      yaxis_range=[0, 5.5], template="plotly_white", height=420, width=1000)
+    return fig
+
+
+def shift_by_kind(summary: dict, title: str = "Token distribution shift from M0, by token kind") -> go.Figure:
+    """Stacked shares of unshifted / marginal / shifted positions per token kind (``analysis.shift_summary``)."""
+    kinds = list(summary["by_kind"])
+    fig = go.Figure()
+    colors = {"unshifted": "#bbb", "marginal": "#ffa15a", "shifted": "#d62728"}
+    for cls in ("unshifted", "marginal", "shifted"):
+        vals = [100 * summary["by_kind"][k][cls]["rate"] for k in kinds]
+        fig.add_bar(x=[f"{k}<br>n={summary['by_kind'][k][cls]['n']}" for k in kinds], y=vals, name=cls,
+                    marker_color=colors[cls], text=[f"{v:.1f}%" for v in vals], textposition="inside")
+    fig.update_layout(title=title, barmode="stack", yaxis_title="% of the aligned model's tokens",
+                      yaxis_range=[0, 100], template="plotly_white", height=400, width=800)
+    return fig

@@ -354,3 +354,64 @@ class PairReviewer(_Pager):
     def _html(self, i: int) -> str:
         p = self.pairs[i]
         return pair_html(p, self.decisions.get(p["pair_id"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Case browser: where two models disagree
+# ---------------------------------------------------------------------------------------------
+
+
+def disagreements(a_name: str, a_recs: list[dict], b_name: str, b_recs: list[dict], *, id_key: str = "id",
+                  correct_key: str = "correct", text_key: str = "response", prompt_key: str = "prompt") -> dict:
+    """Per-item records of two models on the same benchmark, split into ``"<a> wrong, <b> right"`` and
+    ``"<a> right, <b> wrong"`` case lists (each case: id, prompt, both responses and verdicts)."""
+    b_by = {r[id_key]: r for r in b_recs}
+    cases: dict[str, list] = {f"{a_name} wrong, {b_name} right": [], f"{a_name} right, {b_name} wrong": []}
+    for ra in a_recs:
+        rb = b_by.get(ra[id_key])
+        if rb is None or bool(ra[correct_key]) == bool(rb[correct_key]):
+            continue
+        key = f"{a_name} wrong, {b_name} right" if rb[correct_key] else f"{a_name} right, {b_name} wrong"
+        cases[key].append({"id": ra[id_key], "prompt": ra.get(prompt_key, ""), "gold": ra.get("gold"),
+                           a_name: ra[text_key], b_name: rb[text_key]})
+    return cases
+
+
+def case_html(case: dict, names: tuple[str, str]) -> str:
+    esc = html.escape
+    box = "white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%"
+    return (f"<div><b>{esc(str(case['id']))}</b> · gold {esc(str(case.get('gold')))}"
+            f"<pre style='white-space:pre-wrap'>{esc(case['prompt'])}</pre><table style='width:100%'><tr>"
+            + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr><tr>"
+            + "".join(f"<td style='{box}'>{esc(case[n])}</td>" for n in names) + "</tr></table></div>")
+
+
+class CaseBrowser(_Pager):
+    """Page through the items where two models disagree (``disagreements``), one direction at a time."""
+
+    def __init__(self, cases: dict[str, list], names: tuple[str, str]):
+        import ipywidgets as w
+
+        self.cases, self.names = cases, names
+        self.which = w.ToggleButtons(options=[f"{k} ({len(v)})" for k, v in cases.items()])
+        self._pager()
+        self.which.observe(lambda _: self._refilter(), names="value")
+        self.widget = w.VBox([self.which, w.HBox([self.prev, self.next, self.status]), self.view])
+        self._refilter()
+
+    def _current(self) -> list:
+        return self.cases[self.which.value.rsplit(" (", 1)[0]]
+
+    def _refilter(self):
+        self.idx, self.pos = list(range(len(self._current()))), 0
+        self._show()
+
+    def _html(self, i: int) -> str:
+        return case_html(self._current()[i], self.names)
+
+
+def static_case_table(cases: dict[str, list], n: int = 5) -> pd.DataFrame:
+    """The batch-mode stand-in for :class:`CaseBrowser`: the first ``n`` cases of each direction."""
+    rows = [{"direction": k, **{f: (str(v)[:90] if isinstance(v, str) else v) for f, v in c.items()}}
+            for k, cs in cases.items() for c in cs[:n]]
+    return pd.DataFrame(rows)

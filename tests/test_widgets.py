@@ -97,3 +97,18 @@ def test_reflection_rows_viewer_and_static_table():
     assert v.status.value == "1 / 1"
     t = static_reflection_table(rows)
     assert t.loc[0, "logic"] == "2 → 5" and t.loc[0, "right before → after"] == "False → True"
+
+
+def test_disagreements_and_case_browser():
+    from rlrf_nb.widgets import CaseBrowser, disagreements, static_case_table
+
+    a = [{"id": i, "prompt": f"Q{i}", "gold": "5", "response": f"a{i}", "correct": i % 2 == 0} for i in range(6)]
+    b = [{"id": i, "prompt": f"Q{i}", "gold": "5", "response": f"b{i}", "correct": i < 3} for i in range(6)]
+    cases = disagreements("M0", a, "M2", b)
+    assert [c["id"] for c in cases["M0 wrong, M2 right"]] == [1]
+    assert [c["id"] for c in cases["M0 right, M2 wrong"]] == [4]
+    br = CaseBrowser(cases, ("M0", "M2"))
+    assert br.status.value == "1 / 1" and "b1" in br.view.value and "a1" in br.view.value
+    br.which.value = br.which.options[1]
+    assert "b4" in br.view.value
+    assert len(static_case_table(cases)) == 2
