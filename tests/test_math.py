@@ -87,3 +87,29 @@ def test_check_solution_error_kinds():
     assert M.check_solution(ok.replace("#### 9", ""), steps, "9").error_kind == "no_answer"
     assert M.check_solution(ok.replace("#### 9", "#### 10"), steps, "9").error_kind == "wrong_answer"
     assert M.check_solution("A <<8-x=3>>3\n#### 9", steps, "9").error_kind == "unparseable"
+
+
+@pytest.mark.parametrize("text,strict,flexible", [
+    ("#### .5", "0.5", "0.5"),  # a bare decimal is 0.5, not 5
+    ("half of it is .5", None, "0.5"),
+    ("so...5", None, "5"),  # an ellipsis before a number is not a decimal point
+    ("version 1.2.3", None, "3"),
+    ("#### -$5", "-5", "-5"),  # the sign before the dollar sign is kept
+    ("short by -$5", None, "-5"),
+    ("####\n42", None, "42"),  # the strict answer must be on the '####' line
+    ("####\t42", "42", "42"),
+    ("The answer is:\n7", None, "7"),
+    ("I am not sure...", None, None),  # punctuation alone is never a number
+])
+def test_extract_answer_number_shapes(text, strict, flexible):
+    assert M.extract_answer(text, "strict") == strict
+    assert M.extract_answer(text, "flexible") == flexible
+
+
+def test_normalize_number_is_exact():
+    # Equal numbers compare equal; different numbers never do, however many digits they share.
+    assert M.normalize_number("1234567.5") == "1234567.5" != M.normalize_number("1234567.9")
+    assert M.normalize_number("5.0000001") == "5.0000001" != M.normalize_number("5")
+    assert M.normalize_number("007") == "7" and M.normalize_number("-0.50") == "-0.5"
+    assert M.normalize_number("3/4") == "0.75"
+    assert not M.is_correct("#### 5.0000001", "5") and M.is_correct("#### 5.00", "5")

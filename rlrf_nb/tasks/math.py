@@ -16,6 +16,7 @@ import ast
 import random
 import re
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from rlrf_nb.tasks.schema import Example
@@ -83,25 +84,44 @@ def format_number(x: Fraction | int | float) -> str:
 # Answer extraction, shared by training-time grading and the GSM8K benchmark.
 # ---------------------------------------------------------------------------
 
-_STRICT = re.compile(r"####\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
-_ANSWER_IS = re.compile(r"[Tt]he (?:final )?answer is:?\s*\$?\s*(-?[0-9][0-9,]*(?:\.[0-9]+)?)")
-_NUMBER = re.compile(r"-?[0-9][0-9,]*(?:\.[0-9]+)?")
+# A number as solutions write it: an optional sign and dollar sign ("-$5"), digits with thousands commas and
+# an optional decimal part, or a bare decimal (".5", not preceded by a digit or "." so "1.2.3" and "so...5"
+# do not yield ".3" or ".5"). It always has a digit: a run of punctuation ("...", "$$") is never an answer.
+_NUM = r"-?\$?(?:[0-9][0-9,]*(?:\.[0-9]+)?|(?<![0-9.])\.[0-9]+)"
+# Spaces and tabs only, never a newline: the answer must be on the "####" line itself.
+_STRICT = re.compile(rf"####[ \t]*\$?[ \t]*({_NUM})")
+_ANSWER_IS = re.compile(rf"[Tt]he (?:final )?answer is:?[ \t]*\$?[ \t]*({_NUM})")
+_NUMBER = re.compile(_NUM)
 
 
 def normalize_number(s: str) -> str:
-    """Normalise a numeric answer: drop ``,`` ``$`` and a trailing ``.``; 5.0 equals 5."""
+    """Normalise a numeric answer so equal numbers compare equal as strings.
+
+    Drops ``,`` ``$`` and a trailing ``.``; then 5.0, 05 and 5 all become ``5`` and 3.50 becomes ``3.5``.
+    Decimals are rendered exactly (1234567.5 stays 1234567.5 and 5.0000001 never rounds to 5), so two
+    answers are equal only when they are the same number. Text that is not a number comes back cleaned
+    but otherwise unchanged, and then matches only itself.
+    """
     s = s.strip().replace(",", "").replace("$", "").rstrip(".").strip()
     try:
-        return format_number(Fraction(s))
+        x = Fraction(s)
     except (ValueError, ZeroDivisionError):
         return s
+    if x.denominator == 1:
+        return str(x.numerator)
+    try:
+        return format(Decimal(s).normalize(), "f")  # a finite decimal, exactly
+    except InvalidOperation:  # a fraction such as "3/4"
+        return format_number(x)
 
 
 def extract_answer(text: str, mode: str = "strict") -> str | None:
-    """The final answer of a solution, or None.
+    """The final answer of a solution, normalised by :func:`normalize_number`, or None.
 
-    strict: the first ``#### N`` (lm-eval gsm8k), else "The answer is N".
-    flexible: the last number anywhere in the text.
+    strict: the first ``#### N`` (lm-eval gsm8k strict-match takes the first match too), else the first
+    "The answer is N" (the gsm8k-cot strict form). flexible: the last number anywhere in the text
+    (lm-eval flexible-extract). Where and why this differs from lm-eval-harness is listed, case by case,
+    in :data:`rlrf_nb.benchmarks.gsm8k.LM_EVAL_DIFFERENCES`.
     """
     if mode == "strict":
         m = _STRICT.search(text) or _ANSWER_IS.search(text)
@@ -113,6 +133,7 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
 
 
 def is_correct(text: str, gold: str, mode: str = "strict") -> bool:
+    """Whether the answer extracted from ``text`` (``mode``) is the number ``gold``; no answer is wrong."""
     pred = extract_answer(text, mode)
     return pred is not None and pred == normalize_number(gold)
 

@@ -1,0 +1,1 @@
+"""Benchmarks that score policies on external evaluation suites."""

@@ -1,0 +1,226 @@
+"""GSM8K (Cobbe et al. 2021, arXiv 2110.14168) graded the way lm-evaluation-harness grades it, with our extractor.
+
+The kit grades math at training time (pair building, the verifier judge, refinement success) with
+:func:`rlrf_nb.tasks.math.extract_answer`. This module evaluates with the *same* function, not a copy, so a
+policy is never rewarded for an answer format the benchmark then rejects, or the other way round. It works
+for tiny-world problems and for real GSM8K rows from :func:`rlrf_nb.tasks.loaders.load_gsm8k` alike: both are
+:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``.
+
+Protocol: a k-shot chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the
+first stop sequence (:func:`truncate_at_stop`), then two extractions reported side by side, as lm-eval does:
+*strict* (the first ``#### N``) and *flexible* (the last number in the text). Their gap
+(``strict_flexible_gap``) measures answers that are right but not written in the required format.
+
+What was checked against lm-evaluation-harness (EleutherAI/lm-evaluation-harness, read through the code
+index): ``lm_eval/tasks/gsm8k/gsm8k.yaml`` (version 3.0) and ``gsm8k-cot.yaml``, and ``RegexFilter`` in
+``lm_eval/filters/extraction.py``:
+
+- strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first`` (the first match); gsm8k-cot's
+  strict-match uses ``The answer is (\\-?[0-9\\.\\,]+).`` instead.
+- flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match;
+  of a match's two groups the non-empty one), stripped. No match gives ``"[invalid]"``.
+- ``exact_match`` with ``ignore_case: true``, ``ignore_punctuation: false`` and ``regexes_to_ignore``
+  ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied, in that order, to both prediction and gold, then compared as
+  strings.
+- ``generation_kwargs``: ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt
+  ``"Question: {question}\\nAnswer:"``, few-shot examples from the train split joined by ``"\\n\\n"``, the
+  target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
+
+Where grading deliberately differs is :data:`LM_EVAL_DIFFERENCES`; ``tests/test_gsm8k.py`` runs every
+extraction case through a re-implementation of the lm-eval pipeline above and allows a mismatch only under
+one of these names. Where the protocol differs, and why:
+
+- :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"``: a small model that rambles stops there rather than at the token cap.
+- ``style="multiturn"`` puts the bare question in the user turn (what the kit's policies are trained on);
+  lm-eval's ``--fewshot_as_multiturn`` wraps it as ``"Question: ...\\nAnswer:"``. ``style="single"`` is the
+  lm-eval text prompt exactly.
+- Exemplars are the first ``k`` of the list the caller passes (a fixed list gives a fixed prompt, and so a
+  stable store key); lm-eval draws them at random from the train split with a fixed seed.
+- Generation runs to ``max_new_tokens`` or EOS and is cut afterwards (:func:`rlrf_nb.generation.generate` has
+  no stop strings). Greedy decoding makes the kept prefix the same text; it only costs the extra tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from rlrf_nb import generation
+from rlrf_nb.stats import rate
+from rlrf_nb.store import RunStore, content_key
+from rlrf_nb.tasks.math import extract_answer, is_correct
+from rlrf_nb.tasks.schema import Example
+
+log = logging.getLogger(__name__)
+
+DEFAULT_STOP: tuple[str, ...] = ("Question:", "</s>", "<|im_end|>", "\n\n\n")
+STYLES = ("multiturn", "single")
+
+# Name -> what our grading does and what lm-eval's does instead. Each name is exercised by a case in
+# tests/test_gsm8k.py; a case may disagree with lm-eval only under a name listed here.
+LM_EVAL_DIFFERENCES: dict[str, str] = {
+    "numeric_equality": (
+        "Predictions and gold are compared as numbers: 5.0 == 5, 3.50 == 3.5, 007 == 7, .5 == 0.5, "
+        "1,234.50 == 1234.5. lm-eval compares strings after removing ',', '$' and one trailing '.', so a "
+        "model that writes '#### 5.0' for gold 5 is marked wrong there and right here."),
+    "answer_is_fallback": (
+        "With no '#### N', strict takes 'The answer is N' (also 'the final answer is', 'The answer is: $N'): "
+        "the union of lm-eval's gsm8k strict-match ('####' only) and gsm8k-cot strict-match ('The answer is' "
+        "only, case-sensitive, and needing one more character after the number, so 'The answer is 12' at the "
+        "very end of the text reads as 1 there). '#### N' wins when both are present."),
+    "hash_format": (
+        "'####' may be followed by no space, several spaces or tabs and a '$' ('####42', '####  42', '#### $5', "
+        "'#### -$5'), on the same line. lm-eval's strict regex needs exactly '#### ' and then one of -0-9., "
+        "so it finds no answer in these."),
+    "digitless_match": (
+        "A run of punctuation with no digit ('...', '$$') is never an answer. lm-eval's flexible regex "
+        "[$0-9.,]{2,} matches one, so a trailing '...' or '$$' becomes the 'last number' ('5 apples...' reads "
+        "as '..', '5...' as '5..'), and strict reads '#### ...' as '..'."),
+}
+
+
+def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int = 8,
+                      style: str = "multiturn") -> list[dict]:
+    """The k-shot chain-of-thought conversation for ``question``.
+
+    The shots are the first ``k`` exemplars (train-split Examples; their ``prompt`` and worked ``reference``
+    ending in ``#### N``) whose prompt is not ``question`` itself, so evaluating on the exemplars' own split
+    never shows a problem its answer. ``multiturn``: one user/assistant pair per shot, then the question as
+    the last user turn (for chat models; k=0 is exactly the prompt the kit's policies are trained on).
+    ``single``: one user message of ``Question: ...\\nAnswer: ...`` blocks joined by blank lines and ending in
+    ``Question: {question}\\nAnswer:``, lm-eval's gsm8k prompt (for base models). ``k`` is a parameter
+    because context is: the tiny M0 has 384 positions and is evaluated zero-shot.
+    """
+    if style not in STYLES:
+        raise ValueError(f"style must be one of {STYLES}, got {style!r}")
+    shots = select_shots(question, exemplars, k)
+    if style == "multiturn":
+        msgs = []
+        for ex in shots:
+            msgs += [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.reference}]
+        return msgs + [{"role": "user", "content": question}]
+    blocks = [f"Question: {ex.prompt}\nAnswer: {ex.reference}" for ex in shots]
+    return [{"role": "user", "content": "\n\n".join(blocks + [f"Question: {question}\nAnswer:"])}]
+
+
+def select_shots(question: str, exemplars: Sequence[Example], k: int) -> list[Example]:
+    """The first ``k`` exemplars whose prompt is not ``question``; an error if there are fewer."""
+    if not isinstance(k, int) or k < 0:
+        raise ValueError(f"k must be a non-negative integer, got {k!r}")
+    shots = [ex for ex in exemplars if ex.prompt != question][:k]
+    if len(shots) < k:
+        raise ValueError(f"k={k} shots requested but only {len(shots)} exemplar(s) given (other than the "
+                         f"question itself); pass more train-split examples or a smaller k")
+    for ex in shots:
+        if not ex.reference or not ex.reference.strip():
+            raise ValueError(f"exemplar {ex.id!r}: field 'reference' is empty; a shot needs a worked solution")
+    return shots
+
+
+def truncate_at_stop(text: str, stop: Sequence[str] = DEFAULT_STOP) -> tuple[str, str | None]:
+    """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs).
+
+    Earliest in the text, not first in ``stop``: cutting at each sequence in turn, as lm-eval's ``until``
+    does, keeps the same prefix. Without the cut, flexible extraction would read the number of a next
+    question the model goes on to invent.
+    """
+    if isinstance(stop, str):
+        raise TypeError(f"stop must be a sequence of strings, got the single string {stop!r}; wrap it in a list")
+    cut, hit = len(text), None
+    for s in stop:
+        if not isinstance(s, str) or not s:
+            raise ValueError(f"stop sequences must be non-empty strings, got {s!r} in {list(stop)!r}")
+        i = text.find(s)
+        if i != -1 and i < cut:
+            cut, hit = i, s
+    return text[:cut], hit
+
+
+def grade_output(output: str, gold: str, stop: Sequence[str] = DEFAULT_STOP) -> dict:
+    """Cut ``output`` at the stop sequences and grade it both ways against ``gold``."""
+    response, hit = truncate_at_stop(output, stop)
+    return {"response": response, "truncated": hit is not None, "stop_hit": hit,
+            "strict_pred": extract_answer(response, "strict"), "flexible_pred": extract_answer(response, "flexible"),
+            "strict_correct": is_correct(response, gold, "strict"),
+            "flexible_correct": is_correct(response, gold, "flexible")}
+
+
+def _check_context(model, tokenizer, examples: list[Example], convs: list[list[dict]], max_new_tokens: int,
+                   k: int) -> None:
+    """Refuse a prompt longer than the model's context; warn when prompt + max_new_tokens does not fit.
+
+    A RoPE model generates past ``max_position_embeddings`` without an error, but the text is garbage: the
+    tiny M0 (384 positions) with 8 real GSM8K shots would score 0% and look like a real result.
+    """
+    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    if not ctx or tokenizer is None:
+        return
+    too_long = 0
+    for ex, text in zip(examples, generation.render_prompts(tokenizer, convs)):
+        n = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if n >= ctx:
+            raise ValueError(f"example {ex.id!r}: the prompt is {n} tokens but the model's context is {ctx} "
+                             f"(config.max_position_embeddings); use fewer shots than k={k}")
+        too_long += n + max_new_tokens > ctx
+    if too_long:
+        log.warning("%d of %d prompts leave fewer than max_new_tokens=%d positions of the %d-token context; "
+                    "long answers will be cut", too_long, len(examples), max_new_tokens, ctx)
+
+
+def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Example], store: RunStore,
+                   policy_id: str, *, exemplars: Sequence[Example] = (), k: int = 0, style: str = "multiturn",
+                   max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
+    """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
+
+    One record per example goes to artifact ``eval/<policy_id>/gsm8k``: example ``id``, ``question``,
+    ``gold``, the shots' ids, the raw ``output``, the cut ``response`` (``truncated``, ``stop_hit``), the
+    predictions ``strict_pred`` / ``flexible_pred`` and ``strict_correct`` / ``flexible_correct``. Records
+    are keyed by model fingerprint, the full prompt and the decoding settings, so a rerun generates nothing.
+    Cutting and grading are cheap and are redone on every call from the stored raw output, so a change to
+    ``stop`` or to the extractor applies to old records too (a warning says how many then grade differently
+    from what the file holds).
+
+    Returns ``{"strict", "flexible", "truncated"}`` rates (see :func:`rlrf_nb.stats.rate`), ``n``,
+    ``strict_flexible_gap`` (flexible rate minus strict rate: right answers not written as ``#### N``) and
+    the ``records`` in example order.
+    """
+    truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
+    examples = list(examples)
+    for ex in examples:
+        if ex.answer is None or not str(ex.answer).strip():
+            raise ValueError(f"example {ex.id!r}: field 'answer' is empty; GSM8K grading needs the gold number")
+    # (example, conversation, shot ids) per example; identical inputs give identical keys.
+    items = [(ex, few_shot_messages(ex.prompt, exemplars, k, style),
+              [s.id for s in select_shots(ex.prompt, exemplars, k)]) for ex in examples]
+    decode = {"max_new_tokens": max_new_tokens, "do_sample": False}
+
+    def key(item) -> str:
+        return content_key({"model": fingerprint, "prompt": item[1], "decode": decode})
+
+    def run(batch: list) -> list[dict]:
+        exs, convs = [it[0] for it in batch], [it[1] for it in batch]
+        _check_context(model, tokenizer, exs, convs, max_new_tokens, k)
+        outs = generation.generate(model, tokenizer, convs, batch_size=len(batch), progress=False, **decode)
+        return [{"id": ex.id, "question": ex.prompt, "gold": ex.answer, "policy": policy_id, "k": k,
+                 "style": style, "shots": shots, "decode": decode, "output": o[0],
+                 **grade_output(o[0], ex.answer, stop)}
+                for (ex, _, shots), o in zip(batch, outs)]
+
+    name = f"eval/{policy_id}/gsm8k"
+    stored = store.map_batches(name, items, key, run, batch_size=batch_size, desc=f"gsm8k ({policy_id})")
+    records, regraded = [], 0
+    for ex, rec in zip(examples, stored):
+        fresh = grade_output(rec["output"], ex.answer, stop)
+        regraded += any(rec.get(f) != v for f, v in fresh.items())
+        # Identical prompts share one stored record; the example's own id and gold are what it is graded as.
+        records.append({**rec, "id": ex.id, "question": ex.prompt, "gold": ex.answer, **fresh})
+    if regraded:
+        log.warning("%s: %d of %d stored records grade differently now (stop sequences or the extractor "
+                    "changed since they were written); returning the current grading", name, regraded, len(records))
+    n = len(records)
+    strict = rate(sum(r["strict_correct"] for r in records), n)
+    flexible = rate(sum(r["flexible_correct"] for r in records), n)
+    return {"strict": strict, "flexible": flexible, "n": n,
+            "strict_flexible_gap": flexible["rate"] - strict["rate"],
+            "truncated": rate(sum(r["truncated"] for r in records), n), "records": records}
+
