@@ -15,7 +15,7 @@ from rlrf_nb.stats import format_rate
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb",
-                  "03_dpo_finetuning.ipynb", "04_rlrf_rounds.ipynb"]
+                  "03_dpo_finetuning.ipynb", "04_rlrf_rounds.ipynb", "05_benchmark_analysis.ipynb"]
 
 
 def _say(text: str = "") -> None:
@@ -45,7 +45,7 @@ def cmd_demo(args) -> int:
         params = {"recipe_path": str(args.recipe), "run_name": args.name}
         if nb.startswith("00"):
             params["retrain"] = args.retrain
-        elif nb[:2] in ("01", "02"):
+        elif nb[:2] in ("01", "02", "05"):
             params["interactive"] = False
         run_notebook(nb, run_dir, params)
     res = json.loads((run_dir / "results.json").read_text())
@@ -70,6 +70,12 @@ def cmd_demo(args) -> int:
         bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
         secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
         _say(f"  {r['policy']:<3} {format_rate(r['math_accuracy'])}  {bio}  {secs}")
+    bm = res["benchmarks"]["summary"]
+    _say("benchmarks (test split): GSM8K strict / FactScore / Just-Eval stand-in helpfulness:")
+    for name, row in bm.items():
+        fs = row.get("factscore", {}).get("score", float("nan"))
+        helpful = row["just_eval"]["helpfulness"]["mean"]
+        _say(f"  {name:<14} {format_rate(row['gsm8k_strict'])}  {fs:.3f}  {helpful:.2f}")
     _say(f"\nresults: {run_dir / 'results.json'}   wall time: {time.monotonic() - t0:.0f} s")
     return 0
 

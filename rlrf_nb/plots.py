@@ -249,7 +249,7 @@ def export(fig: go.Figure, directory, name: str) -> dict:
         fig.write_image(directory / f"{name}.png")
         out["png"] = str(directory / f"{name}.png")
     except Exception as e:  # kaleido or its browser missing: say so, keep the HTML
-        out["png_skipped"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        out["png_skipped"] = f"{type(e).__name__}: {' '.join(str(e).split())[:200] or 'no message'}"
     return out
 
 

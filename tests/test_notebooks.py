@@ -163,3 +163,20 @@ def test_notebook_04_smoke(tmp_path):
     done = {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
     _run_nb("04_rlrf_rounds.ipynb", tmp_path)
     assert done == {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
+
+
+def test_notebook_05_smoke(tmp_path):
+    """Notebook 05 on a run with rounds: every checkpoint on GSM8K (strict and flexible), FactScore and the Just-Eval
+    stand-in, the paired results table, token shift, blind spot, drill-down, and exported figures."""
+    _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
+    res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]
+    assert set(res["summary"]) == {"M0", "M1", "M2"}
+    for row in res["summary"].values():
+        assert row["gsm8k_strict"]["n"] == 24 and row["gsm8k_flexible"]["k"] >= row["gsm8k_strict"]["k"]
+        assert row["just_eval_judge"].startswith("just-eval-standin/") and 0 <= row["factscore"]["score"] <= 1
+    metrics = {r["metric"] for r in res["table"]}
+    assert {"gsm8k_strict", "gsm8k_flexible", "factscore", "just_eval_helpfulness"} <= metrics
+    assert all("p" in r for r in res["table"] if r["model"] != "M0")
+    assert res["token_shift"]["n_positions"] > 0 and res["token_shift"]["aligned"] == "M2"
+    assert (tmp_path / "smoke/figures/05/gsm8k.html").exists()

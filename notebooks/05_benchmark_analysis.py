@@ -1,0 +1,203 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Benchmarks and analysis: does RLRF change abilities, or only style?
+#
+# The paper evaluates on **GSM8K** (math reasoning), **FactScore** (factual precision of biographies) and
+# **Just-Eval** (multi-aspect quality judged by GPT-4). This notebook evaluates **every checkpoint of a run**
+# (M0, the RLRF rounds of notebook 04, and notebook 03's one-round variants: no reflection, scalar reward, RS
+# baseline) on all three, on the *same* held-out items, and then asks the paper's question with two analyses:
+#
+# - **Is it superficial?** URIAL's token-distribution shift: where does the aligned model's greedy output depart
+#   from what M0 would say, on the numbers of a solution or on its wording?
+# - **The reward-model blind spot:** how often a single overall score ranks a wrong solution above a right one,
+#   against the fine-grained verifier.
+#
+# In the tiny world: GSM8K is the tiny world's held-out math (same extractor and format, strict `#### N` and
+# flexible last number); FactScore decomposes bios into sentences and checks them against the knowledge base;
+# **Just-Eval's GPT-4 judge is replaced by a verifier stand-in** (`just-eval-standin`): deterministic scores for
+# helpfulness, clarity, factuality and depth derived from the verifier's checks; engagement is not judgeable
+# offline and is left out. Its numbers are not comparable to published Just-Eval scores. With a real judge, pass a
+# `JustEvalJudge` over any OpenAI-compatible server (see `rlrf_nb.benchmarks.just_eval`).
+
+# %% tags=["parameters"]
+recipe_path = "recipes/tiny.yaml"  # the recipe of the run to evaluate
+run_name = "demo"  # the run whose checkpoints are evaluated (notebooks 00-04 with the same name)
+interactive = True  # False in batch runs: the case browser becomes a static table
+overrides = {}  # dotted recipe overrides
+n_math = None  # held-out test math problems (None: eval.n_math of the recipe)
+n_bios = None  # held-out test bios (None: eval.n_bios of the recipe)
+shift_prompts = 30  # prompts for the token-shift analysis
+export_figures = True  # write every figure as HTML (and PNG when plotly can) to runs/<run_name>/figures/05/
+gsm8k_source = None  # None: the tiny world's test split; or a GSM8K JSONL path / Hub id (real runs)
+gsm8k_k = 0  # few-shot exemplars for GSM8K (the tiny M0's 384-token context allows 0)
+
+# %%
+import logging
+
+import pandas as pd
+
+from rlrf_nb import plots
+from rlrf_nb import tiny_world as tw
+from rlrf_nb.analysis import blind_spot, results_table, token_shift
+from rlrf_nb.benchmarks.just_eval import VerifierJustEvalJudge
+from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, policy_info
+from rlrf_nb.judges import make_judge
+from rlrf_nb.models import load_policy
+from rlrf_nb.prompts import chat
+from rlrf_nb.reflection import reflection_search
+from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.stats import format_rate
+from rlrf_nb.tasks.world import build_world
+from rlrf_nb.widgets import CaseBrowser, disagreements, static_case_table
+
+logging.basicConfig(level=logging.WARNING)
+pd.set_option("display.max_colwidth", 60)
+recipe, store = tw.load_run(recipe_path, run_name, overrides)
+world = build_world(recipe.world)
+_, _, info = tw.get_m0(recipe, store, world)
+figures = {}
+policies = discover_policies(store, info["path"])
+pd.DataFrame([{"model": k, "checkpoint": v, **policy_info(v)} for k, v in policies.items()])
+
+# %% [markdown]
+# ## 1 · Evaluate every checkpoint
+# Greedy decoding, the same items for every model. Every generation and judgement is stored in the run
+# (`eval/<model>/...`), so rerunning this notebook evaluates only new checkpoints.
+
+# %%
+if gsm8k_source is None:
+    math_examples = world.math["test"][: n_math or recipe.eval.n_math]
+    exemplars = world.math["train"]
+else:
+    from rlrf_nb.tasks.loaders import load_gsm8k
+
+    math_examples = load_gsm8k(gsm8k_source, "test")[: n_math or recipe.eval.n_math]
+    exemplars = load_gsm8k(gsm8k_source, "train")
+bio_examples = world.bios["test"][: n_bios or recipe.eval.n_bios]
+rubrics = load_rubric_set()
+je_judge = VerifierJustEvalJudge(world, rubrics)
+suite = evaluate_suite(policies, world, store, math_examples=math_examples, bio_examples=bio_examples,
+                       just_eval_judge=je_judge, gsm8k_kwargs={"exemplars": exemplars, "k": gsm8k_k},
+                       max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size)
+
+# %% [markdown]
+# ## 2 · The results table
+# Each cell: the mean over items with its 95% bootstrap interval; for every model but M0, the paired difference
+# to M0 on the same items (Δ) and its p-value (exact McNemar for right/wrong outcomes, paired bootstrap
+# otherwise). With several models and metrics, a single p < 0.05 is weak evidence.
+
+# %%
+display_table, long_table = results_table(suite["per_item"])
+display_table
+
+# %%
+figures["gsm8k"] = plots.rates_with_ci({k: v["gsm8k_strict"] for k, v in suite["summary"].items()},
+                                       f"GSM8K-style held-out math, strict `#### N` ({len(math_examples)} problems)")
+figures["gsm8k"].show()
+print("strict vs flexible (flexible also accepts a last number that is not written as #### N):")
+for k, v in suite["summary"].items():
+    print(f"  {k:<16} strict {format_rate(v['gsm8k_strict'])}   flexible {format_rate(v['gsm8k_flexible'])}")
+
+# %%
+if bio_examples:
+    fs = {k: v["factscore"] for k, v in suite["summary"].items()}
+    print(pd.DataFrame(fs).T[["score", "ci_low", "ci_high", "init_score", "respond_ratio", "facts_per_response",
+                              "n_scored"]].round(3).to_string())
+figures["just_eval"] = plots.aspect_bars({k: {a: s for a, s in v["just_eval"].items() if s["n"]}
+                                          for k, v in suite["summary"].items()},
+                                         f"Just-Eval aspects ({je_judge.id}: a stand-in, not GPT-4)")
+figures["just_eval"].show()
+
+# %% [markdown]
+# ## 3 · Is it superficial? Token-distribution shift
+# URIAL (Lin et al. 2023) compares an aligned model with its base token by token: at each position of the
+# aligned model's greedy answer, the base model ranks the token the aligned model chose. Rank 1 is *unshifted*
+# (the base would have said the same), 2-3 *marginal*, lower *shifted*. For RLHF'd chat models most shifts are
+# stylistic (discourse markers, politeness). RLRF claims its changes reach substance; here, the question is
+# whether shifted tokens are digits and operators (the computation) or words and punctuation.
+
+# %%
+last = [k for k in policies if k.startswith("M") and k[1:].isdigit()][-1]
+aligned_name = last if last != "M0" else next((k for k in policies if k != "M0"), "M0")
+base, tok = load_policy(policies["M0"])
+aligned, _ = load_policy(policies[aligned_name])
+shift = token_shift(base, aligned, tok, [chat(ex.prompt) for ex in math_examples[:shift_prompts]],
+                    max_new_tokens=recipe.eval.max_new_tokens)
+print(f"{aligned_name} vs M0 on {shift['responses']} prompts, {shift['n_positions']} tokens:")
+for cls in ("unshifted", "marginal", "shifted"):
+    print(f"  {cls:<9} {format_rate(shift['overall'][cls])}")
+print("where the shifted tokens are:", {k: format_rate(v) for k, v in shift["shifted_kind_share"].items()})
+figures["shift"] = plots.shift_by_kind(shift, f"Token distribution shift of {aligned_name} from M0, by token kind")
+figures["shift"].show()
+
+# %% [markdown]
+# ## 4 · The reward-model blind spot on math
+# On notebook 02's candidate pool (M0's samples and refinements), every pair of a right and a wrong final answer
+# to the same problem: how often does each scorer put the wrong one on top? Read the tiny world's rows with care:
+# its overall score (the scalar ablation's) *is* an answer check, so it cannot rank a wrong answer first by
+# construction; the fine-grained reward also weighs the steps, so it ranks a right answer reached through a wrong
+# step (two errors cancelling) below a wrong answer with one late slip. The breakdown below says how many of its
+# "wrong above right" pairs are of that kind. The blind spot the paper means, a judge fooled by fluent wrong
+# work, needs a real LLM judge in this table (any `Judge` can be added as a scorer).
+
+# %%
+judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+m0_model, m0_tok = load_policy(policies["M0"])
+examples = world.math["rl"][: recipe.reflection.n_prompts] + world.bios["rl"][: recipe.reflection.n_bios]
+pool = reflection_search(store, m0_model, m0_tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
+                         seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
+spot = blind_spot(pool, {"fine-grained reward (verifier)": lambda c: c.reward,
+                         "overall score (scalar)": lambda c: c.overall})
+print(f"{spot['pairs']} right/wrong pairs from {spot['prompts']} prompts")
+by_prompt = {}
+for c in pool:
+    if c.correct is not None and c.reward is not None:
+        by_prompt.setdefault(c.prompt_id, []).append(c)
+flipped = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs
+           if w.correct is False and w.reward > r.reward]
+lucky = sum(r.scores.get("logical_correctness", 5) < 5 for r, _ in flipped)
+print(f"fine-grained 'wrong above right': {len(flipped)} pairs; in {lucky} of them the right answer was reached "
+      "through a wrong step (verifier logical correctness < 5)")
+pd.DataFrame({k: {"wrong ranked above right": format_rate(v["wrong_above"]), "tie": format_rate(v["tie"]),
+                  "unscored": v["unscored"]} for k, v in spot.items() if isinstance(v, dict)}).T
+
+# %% [markdown]
+# ## 5 · Drill down: where M0 and the last round disagree
+# The GSM8K items M0 got wrong and the aligned model right, and the reverse.
+
+# %%
+cases = disagreements("M0", suite["records"]["M0"]["gsm8k"], aligned_name, suite["records"][aligned_name]["gsm8k"],
+                      correct_key="strict_correct", prompt_key="question")
+print({k: len(v) for k, v in cases.items()})
+if interactive:
+    display(CaseBrowser(cases, ("M0", aligned_name)))
+static_case_table(cases, n=4)
+
+# %% [markdown]
+# ## 6 · Export
+# Figures go to `runs/<run_name>/figures/05/` as standalone HTML (and PNG when plotly's static export is
+# available); the numbers to `results.json` under `benchmarks`.
+
+# %%
+if export_figures:
+    for name, fig in figures.items():
+        out = plots.export(fig, store.path("figures", "05"), name)
+        print(out["html"], "| PNG:", out["png"] or f"skipped ({out['png_skipped']})")
+_ = store.update_results({"benchmarks": {
+    "table": long_table.to_dict(orient="records"), "summary": suite["summary"],
+    "token_shift": {k: v for k, v in shift.items() if k != "positions"} | {"aligned": aligned_name},
+    "blind_spot": spot}})

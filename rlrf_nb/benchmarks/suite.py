@@ -1,0 +1,107 @@
+"""Evaluate every checkpoint of a run on the three benchmarks (notebook 05).
+
+:func:`discover_policies` finds the policies a run produced: M0, the RLRF rounds (``checkpoints/rounds/M<t>``)
+and notebook 03's one-round variants (RLRF DPO, no reflection, scalar reward, RS baseline). :func:`evaluate_suite`
+runs GSM8K (strict and flexible), FactScore and Just-Eval on each, through the run store (a rerun generates and
+judges nothing), and returns per-item values on the *same* items for every model, ready for
+:func:`rlrf_nb.analysis.results_table` and its paired tests against M0.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from rlrf_nb.store import is_complete
+
+log = logging.getLogger(__name__)
+
+# notebook 03's checkpoint name prefixes -> the names the paper's table uses
+VARIANTS = {"dpo-M1-": "RLRF 1 round", "dpo-no_reflection-M1-": "no reflection", "dpo-scalar-M1-": "scalar reward",
+            "rs_sft-": "RS baseline"}
+
+
+def discover_policies(store, m0_path: str) -> dict[str, str]:
+    """``{name: checkpoint path}`` for every finished policy of the run, M0 first, then rounds M1, M2, ... in
+    order, then notebook 03's variants (the most recent checkpoint of each, if several configs were trained)."""
+    out = {"M0": str(m0_path)}
+    rounds = store.path("checkpoints", "rounds")
+    if rounds.is_dir():
+        for d in sorted((d for d in rounds.iterdir() if d.name[1:].isdigit()), key=lambda d: int(d.name[1:])):
+            if is_complete(d):
+                out[d.name] = str(d)
+    ckpts = store.path("checkpoints")
+    for prefix, name in VARIANTS.items():
+        found = sorted((d for d in ckpts.glob(f"{prefix}*") if is_complete(d)),
+                       key=lambda d: (d / "COMPLETE.json").stat().st_mtime) if ckpts.is_dir() else []
+        if len(found) > 1:
+            log.info("%d checkpoints for %s; using the newest, %s", len(found), name, found[-1].name)
+        if found:
+            out[name] = str(found[-1])
+    return out
+
+
+def policy_info(path: str) -> dict:
+    """What a checkpoint says about how it was made (method, pairs, start and reference), if it says anything."""
+    p = Path(path) / "training_log.json"
+    if not p.exists():
+        return {}
+    log_ = json.loads(p.read_text())
+    return {k: log_.get(k) for k in ("method", "pairs", "start_from", "reference", "train_seconds") if k in log_}
+
+
+def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: list, bio_examples: list,
+                   just_eval_judge, gsm8k_kwargs: dict | None = None, max_new_tokens: int = 160,
+                   batch_size: int = 100, say=print) -> dict:
+    """GSM8K, FactScore and Just-Eval for each policy. Returns ``{"per_item": {model: {metric: [...]}},
+    "summary": {model: {...}}, "records": {model: {...}}}``; per-item lists are aligned across models (None =
+    not scored: an abstention or a parse failure)."""
+    from rlrf_nb.benchmarks.factscore import evaluate_factscore
+    from rlrf_nb.benchmarks.gsm8k import evaluate_gsm8k
+    from rlrf_nb.benchmarks.just_eval import ASPECTS, evaluate_just_eval
+    from rlrf_nb.models import load_policy
+    from rlrf_nb.tiny_world import model_fingerprint
+
+    per_item, summary, records = {}, {}, {}
+    for name, path in policies.items():
+        model, tok = load_policy(path)
+        fp = model_fingerprint(path) if Path(path).is_dir() else path
+        pid = name.replace(" ", "_")
+        g = evaluate_gsm8k(model, tok, fp, math_examples, store, pid, max_new_tokens=max_new_tokens,
+                           batch_size=batch_size, **(gsm8k_kwargs or {}))
+        f = evaluate_factscore(model, tok, fp, bio_examples, world, store, pid, max_new_tokens=max_new_tokens,
+                               batch_size=batch_size) if bio_examples else None
+        by_id = {ex.id: ex for ex in math_examples + bio_examples}
+        responses = [{"id": r["id"], "instruction": r["question"], "response": r["response"], "kind": "general",
+                      "example": by_id[r["id"]]} for r in g["records"]]
+        if f is not None:
+            responses += [{"id": r["id"], "instruction": r["prompt"], "response": r["response"], "kind": "general",
+                           "example": by_id[r["id"]]} for r in f["records"]]
+        je_recs, je = evaluate_just_eval(responses, just_eval_judge, store, f"eval/{pid}/just_eval")
+        items = {"gsm8k_strict": [float(r["strict_correct"]) for r in g["records"]],
+                 "gsm8k_flexible": [float(r["flexible_correct"]) for r in g["records"]]}
+        if f is not None:
+            items["factscore"] = [row["score"] for row in f["rows"]]
+        for a in ASPECTS:
+            if je["aspects"][a]["n"]:
+                items[f"just_eval_{a}"] = [_aspect_score(r, a) for r in je_recs]
+        per_item[name] = items
+        summary[name] = {"gsm8k_strict": g["strict"], "gsm8k_flexible": g["flexible"],
+                         "gsm8k_truncated": g["truncated"],
+                         **({"factscore": {k: f[k] for k in ("score", "ci_low", "ci_high", "init_score",
+                                                             "respond_ratio", "facts_per_response", "n",
+                                                             "n_scored")}} if f else {}),
+                         "just_eval": {a: je["aspects"][a] for a in ASPECTS}, "just_eval_judge": je["judge_id"],
+                         **policy_info(path)}
+        records[name] = {"gsm8k": g["records"], "factscore": f["rows"] if f else [], "just_eval": je_recs}
+        say(f"{name}: GSM8K strict {g['strict']['rate']:.3f}, flexible {g['flexible']['rate']:.3f}"
+            + (f", FactScore {f['score']:.3f}" if f else ""))
+    return {"per_item": per_item, "summary": summary, "records": records}
+
+
+def _aspect_score(record: dict, aspect: str):
+    for a in record["judgement"]["aspects"]:
+        if a["aspect"] == aspect:
+            return a["score"]
+    return None
