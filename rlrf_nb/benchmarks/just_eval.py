@@ -72,6 +72,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from string import Template
 
+from rlrf_nb import llm_judge
 from rlrf_nb.llm_judge import REPAIR, OpenAITransport
 from rlrf_nb.stats import rate
 from rlrf_nb.tasks import math as M
@@ -302,24 +303,8 @@ class JustEvalJudgement:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-class _Obj(dict):
-    """A JSON object that remembers its repeated keys (json.loads silently keeps the last one)."""
-
-    duplicates: list[str]
-
-
-def _pairs_hook(pairs: list[tuple]) -> _Obj:
-    obj, seen = _Obj(), set()
-    obj.duplicates = []
-    for k, v in pairs:
-        if k in seen:
-            obj.duplicates.append(k)
-        seen.add(k)
-        obj[k] = v
-    return obj
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook)
+# The duplicate-key-aware decoder of the kit's judge parser (json.loads silently keeps the last repeated key).
+_DECODER, _Obj = llm_judge._DECODER, llm_judge._Obj
 _INT_STRING = re.compile(r"\s*[0-9]+\s*")
 
 
