@@ -288,6 +288,24 @@ class OpenAITransport:
 
 # ---------------------------------------------------------------------------------------------- the judge
 
+def ask_with_repairs(transport, first: list[dict], parse, max_repairs: int, judge_id: str):
+    """Ask ``transport`` with the ``first`` messages and ``parse`` the reply (``parse(raw) -> (results, error)``);
+    after a parse failure, re-ask up to ``max_repairs`` times with the reply and the error appended. Returns
+    ``(results of the last attempt, last raw reply, every raw reply, every parse error)``."""
+    messages, raws, errors = first, [], []
+    for _ in range(1 + max_repairs):
+        raw = transport.complete(messages)
+        results, error = parse(raw)
+        raws.append(raw)
+        errors.append(error)
+        if error is None:
+            break
+        log.debug("judge %s: parse failure (%s), attempt %d", judge_id, error, len(raws))
+        messages = first + [{"role": "assistant", "content": raw},
+                            {"role": "user", "content": REPAIR.format(error=error)}]
+    return results, raw, raws, errors
+
+
 class LLMJudge:
     """A :class:`rlrf_nb.feedback.Judge` backed by a chat model behind a transport.
 
@@ -308,18 +326,9 @@ class LLMJudge:
         """Feedback on ``response`` for each of ``aspects``; ``example`` is ignored (LLM judges have no
         ground truth). ``meta`` holds every attempt's raw text and parse error."""
         specs = self.specs_for(aspects)
-        first = render_judge_prompt(prompt, response, specs)
-        messages, raws, errors = first, [], []
-        for _ in range(1 + self.max_repairs):
-            raw = self.transport.complete(messages)
-            results, error = parse_judgement(raw, specs)
-            raws.append(raw)
-            errors.append(error)
-            if error is None:
-                break
-            log.debug("judge %s: parse failure (%s), attempt %d", self.id, error, len(raws))
-            messages = first + [{"role": "assistant", "content": raw},
-                                {"role": "user", "content": REPAIR.format(error=error)}]
+        results, raw, raws, errors = ask_with_repairs(self.transport, render_judge_prompt(prompt, response, specs),
+                                                      lambda text: parse_judgement(text, specs), self.max_repairs,
+                                                      self.id)
         return Feedback(judge_id=self.id, rubric_version=self.rubric_version, aspects=results, raw=raw,
                         attempts=len(raws), meta={"raw_attempts": raws, "parse_errors": errors})
 

@@ -73,7 +73,7 @@ from dataclasses import asdict, dataclass, field
 from string import Template
 
 from rlrf_nb import llm_judge
-from rlrf_nb.llm_judge import REPAIR, OpenAITransport
+from rlrf_nb.llm_judge import OpenAITransport
 from rlrf_nb.stats import rate
 from rlrf_nb.tasks import math as M
 
@@ -428,18 +428,9 @@ class JustEvalJudge:
         LLM judge has no ground truth). ``meta`` holds every attempt's raw text and parse error."""
         kind = kind_of(aspects)
         names = list(KINDS[kind])
-        first = render_prompt(instruction, response, names)
-        messages, raws, errors = first, [], []
-        for _ in range(1 + self.max_repairs):
-            raw = self.transport.complete(messages)
-            results, error = parse_just_eval(raw, names)
-            raws.append(raw)
-            errors.append(error)
-            if error is None:
-                break
-            log.debug("just-eval judge %s: parse failure (%s), attempt %d", self.id, error, len(raws))
-            messages = first + [{"role": "assistant", "content": raw},
-                                {"role": "user", "content": REPAIR.format(error=error)}]
+        results, raw, raws, errors = llm_judge.ask_with_repairs(
+            self.transport, render_prompt(instruction, response, names), lambda text: parse_just_eval(text, names),
+            self.max_repairs, self.id)
         return JustEvalJudgement(self.id, kind, results, raw=raw, attempts=len(raws),
                                  meta={"raw_attempts": raws, "parse_errors": errors, "judge": self.describe()})
 
