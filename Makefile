@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
-.PHONY: demo test install lint clean-runs
+.PHONY: demo test install lint clean-runs fault bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
+
+# The fault suite: 20 SIGKILLs across sampling, judging, pairs, DPO and the papermill runner, a judge server killed
+# mid-run, bad inputs and security checks; prints a summary (kills survived, records lost, bad inputs rejected).
+fault: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m rlrf_nb.faults suite
+
+# Speed of the fast paths side by side with what a user would otherwise write (sampling, DPO, a rerun of a
+# stage), at 1x/2x/4x; prints a table of absolute numbers and ratios and writes runs/bench.json (about 7 min).
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m rlrf_nb.benchmarks.bench --out runs/bench.json
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlrf_nb tests

@@ -72,7 +72,7 @@ model, tok, info = tw.get_m0(recipe, store, world)
 sampler = load_sampler(cfg.backend, model, info["path"])  # reflection.backend: transformers or vllm (GPU)
 rubrics = load_rubric_set()
 judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
-examples = world.math["rl"][: cfg.n_prompts] + world.bios["rl"][: cfg.n_bios]
+examples = tw.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
 res = reflection_search(store, sampler, tok, info["fingerprint"], examples, judge, rubrics, cfg,
                         seed=recipe.run.seed, weights=recipe.feedback.weights)
 pool = res["pool"]

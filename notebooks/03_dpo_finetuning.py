@@ -71,7 +71,7 @@ world = build_world(recipe.world)
 m0, tok, info = tw.get_m0(recipe, store, world)
 rubrics = load_rubric_set()
 judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
-examples = world.math["rl"][: recipe.reflection.n_prompts] + world.bios["rl"][: recipe.reflection.n_bios]
+examples = tw.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
 pool = reflection_search(store, m0, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
                          seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
 decisions = load_decisions(store.path(recipe.pairs.decisions))

@@ -80,6 +80,25 @@ table
 plots.round_metrics(rows).show()
 
 # %% [markdown]
+# ### The ablations, round by round
+# `rounds.variants` runs the same loop from the same M0 with one thing changed: `no_reflection` pairs the
+# policy's samples only (no refinement), `scalar` picks pairs by one overall score instead of the fine-grained
+# reward, `rs_sft` fine-tunes on the best candidates instead of DPO. Round 1 searches with M0 for all of them,
+# so its search is run once and shared; from round 2 each variant explores with its own policy.
+
+# %%
+import json as _json
+
+variants = _json.loads(store.path("results.json").read_text()).get("round_variants", {"rlrf": rows})
+pd.DataFrame([{"variant": v, "policy": r["policy"], "dev math": format_rate(r["math_accuracy"]),
+               "bio claims supported": format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r
+               else "n/a", "pairs": r.get("pairs", ""), "round s": r.get("round_seconds", "")}
+              for v, vrows in variants.items() for r in vrows if r["round"] > 0 or v == "rlrf"])
+
+# %%
+plots.variant_rounds(variants).show()
+
+# %% [markdown]
 # ## 2 · What each round's DPO did
 # The training diagnostics of each round (see notebook 03 for how to read them). A round whose chosen log-prob
 # falls far is where a collapse would start.
@@ -87,7 +106,7 @@ plots.round_metrics(rows).show()
 # %%
 import json
 
-for t in range(1, rc.n_rounds + 1):
+for t in range(1, rc.n_rounds + 1):  # RLRF's rounds; the ablations' logs sit in checkpoints/rounds/<variant>/
     log = json.loads(store.path("checkpoints", "rounds", f"M{t}", "training_log.json").read_text())
     print(f"round {t}: {log['method']}, {log['pairs']} pairs, {log['steps']} steps, start {log['start_from']}, "
           f"reference {log['reference']}")

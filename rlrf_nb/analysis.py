@@ -208,3 +208,35 @@ def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:
                      "tie": rate(sum(b == a for a, b in ok), len(ok)),
                      "unscored": len(scored) - len(ok)}
     return out
+
+
+# The issue's bars for the tiny world's headline: M2 - M0 on held-out math and on FactScore.
+HEADLINE_BARS = {"gsm8k_strict": 0.10, "factscore": 0.08}
+
+
+def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
+                    ablations: dict[str, str] | None = None, metrics: tuple[str, ...] = ("gsm8k_strict", "factscore"),
+                    n_boot: int = 2000, seed: int = 0) -> list[dict]:
+    """The paper's claims in miniature, each a paired difference on the same items with a 95% bootstrap interval:
+    ``final`` against M0 (with the bars of :data:`HEADLINE_BARS`), and ``final`` against each ablation's last
+    round (``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the
+    right side and its difference reaches the bar (if it has one); otherwise it is reported as not shown or
+    reversed. Pairs whose models are missing are skipped."""
+    ablations = ablations or {}
+    todo = [(f"{final} beats M0", "M0")] + [(f"{name} ({final} vs {other})", other) for name, other in
+                                                ablations.items()]
+    out = []
+    for claim, other in todo:
+        if final not in per_item or other not in per_item:
+            continue
+        for m in metrics:
+            if m not in per_item[final] or m not in per_item[other]:
+                continue
+            t = paired_test(per_item[other][m], per_item[final][m], n_boot=n_boot, seed=seed)
+            bar = HEADLINE_BARS.get(m) if other == "M0" else None
+            shown = t["ci_low"] > 0 and (bar is None or t["diff"] >= bar)
+            verdict = "holds" if shown else ("reversed" if t["ci_high"] < 0 else "not shown")
+            out.append({"claim": f"{claim}, {m}", "a": final, "b": other, "metric": m, "diff": t["diff"],
+                        "ci_low": t["ci_low"], "ci_high": t["ci_high"], "n": t["n"],
+                        "p": t.get("p_mcnemar", t["p_bootstrap"]), "bar": bar, "verdict": verdict})
+    return out

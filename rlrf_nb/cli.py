@@ -1,5 +1,8 @@
-"""``rlrf-nb``: the command line. ``demo`` runs the main job on the tiny world through papermill;
-``world`` regenerates ``data/tiny_world/``."""
+"""``rlrf-nb``: the command line.
+
+``run`` executes the numbered notebooks with papermill into ``runs/<name>/`` (resumable), ``demo`` is ``run`` on
+the tiny world followed by its results table, ``sweep`` runs a grid of runs and ``collate`` merges their results;
+``rounds`` runs the round loop without a notebook and ``world`` regenerates ``data/tiny_world/``."""
 
 from __future__ import annotations
 
@@ -7,15 +10,10 @@ import argparse
 import json
 import logging
 import sys
-import time
 from pathlib import Path
 
-from rlrf_nb.paths import PROJECT_ROOT, resolve_path
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.stats import format_rate
-
-NOTEBOOKS = PROJECT_ROOT / "notebooks"
-MAIN_NOTEBOOKS = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb",
-                  "03_dpo_finetuning.ipynb", "04_rlrf_rounds.ipynb", "05_benchmark_analysis.ipynb"]
 
 
 def _say(text: str = "") -> None:
@@ -23,60 +21,150 @@ def _say(text: str = "") -> None:
     sys.stdout.flush()
 
 
-def run_notebook(name: str, out_dir: Path, parameters: dict) -> Path:
-    """Execute ``notebooks/<name>`` with papermill into ``out_dir``, from the project root."""
-    import papermill
+def print_results(run_dir: Path, say=_say) -> None:
+    """The results table of a finished run (``make demo`` ends with it): what each stage measured, then the
+    benchmarks with paired differences to M0 and the headline comparisons, each with its 95% interval."""
+    res = json.loads((run_dir / "results.json").read_text())
+    if "m0_math_accuracy" in res:
+        say(f"M0 held-out math accuracy:                      {format_rate(res['m0_math_accuracy'])}")
+    if "feedback" in res:
+        fb = res["feedback"]
+        say(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
+        say(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
+    if "reflection" in res:
+        rf = res["reflection"]
+        say(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
+        say(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
+    variants = res.get("round_variants") or ({"rlrf": res["rounds"]} if "rounds" in res else {})
+    if variants:
+        say("rounds, dev math exact match (bio claims supported) and wall time of each round:")
+        for variant, rows in variants.items():
+            for r in rows:
+                if r["round"] == 0 and variant != "rlrf":
+                    continue
+                bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
+                secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
+                say(f"  {variant:<14} {r['policy']:<3} {format_rate(r['math_accuracy'])}  ({bio})  {secs}")
+    bm = res.get("benchmarks", {})
+    if bm.get("table"):
+        say("benchmarks, held-out test split: value [95% CI]; paired difference to M0 [95% CI], p")
+        say(benchmark_lines(bm["table"]))
+    if bm.get("claims"):
+        say("the paper's claims in miniature (paired difference on the same test items [95% CI]):")
+    for c in bm.get("claims", []):
+        bar = f" (bar {c['bar']:+.2f})" if c.get("bar") is not None else ""
+        say(f"  {c['claim']:<58} {c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{bar}  {c['verdict']}")
+    stages = res.get("run", {}).get("stage_seconds") or {}
+    if stages:
+        say("wall time per stage: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in stages.items() if v is not None))
 
-    out = out_dir / name
-    papermill.execute_notebook(str(NOTEBOOKS / name), str(out), parameters=parameters, kernel_name="python3",
-                               cwd=str(PROJECT_ROOT), progress_bar=sys.stderr.isatty())
+
+def benchmark_lines(table: list[dict]) -> str:
+    """GSM8K strict and FactScore per model from notebook 05's long table, as fixed-width lines."""
+    wanted = {"gsm8k_strict": "GSM8K strict", "factscore": "FactScore"}
+    by_model: dict[str, dict] = {}
+    for r in table:
+        if r["metric"] in wanted:
+            by_model.setdefault(r["model"], {})[r["metric"]] = r
+    lines = [f"  {'model':<22}" + "".join(f"{name + ': value [CI], diff to M0 [CI]':<48}" for name in wanted.values())]
+    for model, ms in by_model.items():
+        cells = []
+        for m in wanted:
+            r = ms.get(m)
+            if r is None or r.get("value") is None:
+                cells.append(f"{'-':<48}")
+                continue
+            cell = f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+            if r.get("diff") is not None and r["diff"] == r["diff"]:
+                cell += f" {r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+            cells.append(f"{cell:<48}")
+        lines.append(f"  {model:<22}" + "".join(cells))
+    return "\n".join(lines)
+
+
+def write_report(run_dir: Path) -> Path | None:
+    """``report.html``: the executed notebook 05 (tables, figures, analysis) rendered by nbconvert."""
+    nb = run_dir / "05_benchmark_analysis.ipynb"
+    if not nb.exists():
+        return None
+    import nbformat
+    import plotly.io as pio
+    from nbconvert import HTMLExporter
+
+    book = nbformat.read(nb, as_version=4)
+    first = True
+    for cell in book.cells:  # plotly's JSON output has no HTML form for nbconvert; give it one (plotly.js once)
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            fig = data.get("application/vnd.plotly.v1+json")
+            if fig and "text/html" not in data:
+                data["text/html"] = pio.to_html(fig, include_plotlyjs=first, full_html=False)
+                first = False
+    body, _ = HTMLExporter().from_notebook_node(book)
+    out = run_dir / "report.html"
+    out.write_text(body, encoding="utf-8")
     return out
 
 
-def cmd_demo(args) -> int:
-    from rlrf_nb.config import load_recipe
+def cmd_run(args) -> int:
+    from rlrf_nb.runner import RunError, run
 
-    recipe = load_recipe(resolve_path(args.recipe))  # validate before starting a kernel
-    run_dir = resolve_path(recipe.run.runs_dir) / args.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    t0 = time.monotonic()
-    for nb in MAIN_NOTEBOOKS:
-        _say(f">> running notebooks/{nb} -> {run_dir / nb}")
-        params = {"recipe_path": str(args.recipe), "run_name": args.name}
-        if nb.startswith("00"):
-            params["retrain"] = args.retrain
-        elif nb[:2] in ("01", "02", "05"):
-            params["interactive"] = False
-        run_notebook(nb, run_dir, params)
-    res = json.loads((run_dir / "results.json").read_text())
-    _say(f"\nM0 held-out math accuracy ({recipe.eval.split}): {format_rate(res['m0_math_accuracy'])}")
-    _say(f"M0 refinement success, own wrong drafts:        {format_rate(res['m0_refine_own_success'])}")
-    _say(f"M0 refinement success, injected-error drafts:   {format_rate(res['m0_refine_injected_success'])}")
-    _say(f"M0 bio claims supported by the KB:              {format_rate(res['m0_bio_claims_supported'])}")
-    fb = res["feedback"]
-    _say(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
-    _say(f"right final answers with a wrong step (score<5):  {format_rate(fb['right_answer_wrong_steps'])}")
-    _say(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
-    rf = res["reflection"]
-    _say(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
-    _say(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
-    _say("pairs per policy: " + ", ".join(f"{k} {v['pairs']}" for k, v in rf["pair_yield"].items()))
-    _say("one DPO round and its variants, dev math exact match:")
-    for name, ev in res["dpo"].items():
-        if "math_accuracy" in ev:
-            _say(f"  {name:<16} {format_rate(ev['math_accuracy'])}")
-    _say("RLRF rounds, dev math exact match / bio claims supported / wall time of the round:")
-    for r in res["rounds"]:
-        bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
-        secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
-        _say(f"  {r['policy']:<3} {format_rate(r['math_accuracy'])}  {bio}  {secs}")
-    bm = res["benchmarks"]["summary"]
-    _say("benchmarks (test split): GSM8K strict / FactScore / Just-Eval stand-in helpfulness:")
-    for name, row in bm.items():
-        fs = row.get("factscore", {}).get("score", float("nan"))
-        helpful = row["just_eval"]["helpfulness"]["mean"]
-        _say(f"  {name:<14} {format_rate(row['gsm8k_strict'])}  {fs:.3f}  {helpful:.2f}")
-    _say(f"\nresults: {run_dir / 'results.json'}   wall time: {time.monotonic() - t0:.0f} s")
+    try:
+        res = run(args.recipe, args.name, params=args.param, stages=args.stages, force=args.force)
+    except RunError as e:
+        _say(f"error: {e}")
+        return 1
+    report = write_report(res.run_dir)
+    if (res.run_dir / "results.json").exists():
+        _say("")
+        print_results(res.run_dir)
+    if report:
+        _say(f"\nHTML report: {report}")
+    _say(f"results: {res.run_dir / 'results.json'}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """``make demo``: the whole experiment on the tiny world (all six notebooks) and its results table."""
+    if args.retrain:
+        args.param = [*(args.param or []), "retrain=true"]
+    return cmd_run(args)
+
+
+def cmd_sweep(args) -> int:
+    from rlrf_nb.collate import collate, runs_of_sweep, write_collation
+    from rlrf_nb.runner import RunError, sweep
+
+    try:
+        results, index = sweep(args.recipe, args.grid, args.name, params=args.param, stages=args.stages)
+    except RunError as e:
+        _say(f"error: {e}")
+        return 1
+    dirs = runs_of_sweep(index)
+    if dirs:
+        table = collate(dirs)
+        paths = write_collation(table, index.parent / f"{args.name}.collated")
+        _say(f"collated {len(dirs)} runs: {paths['csv']}")
+    return 0 if len(results) == len(json.loads(index.read_text())["runs"]) else 1
+
+
+def cmd_collate(args) -> int:
+    import pandas as pd
+
+    from rlrf_nb.collate import collate, runs_of_sweep, write_collation
+
+    dirs: list[Path] = []
+    for item in args.runs:
+        p = Path(item)
+        dirs.extend(runs_of_sweep(p) if p.suffix == ".json" else [p])
+    if not dirs:
+        _say("error: no runs to collate")
+        return 1
+    table = collate(dirs, args.metric or None)
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_colwidth", 40):
+        _say(table.drop(columns=["values", "runs"]).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    paths = write_collation(table, args.out)
+    _say(f"written: {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -117,13 +205,37 @@ def cmd_world(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner says which stage runs
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    d = sub.add_parser("demo", help="run the main job on the tiny world (papermill) and print its results")
-    d.add_argument("--recipe", default="recipes/tiny.yaml")
-    d.add_argument("--name", default="demo", help="run name: outputs go to runs/<name>/")
+    def run_args(p, default_name):
+        p.add_argument("--recipe", default="recipes/tiny.yaml")
+        p.add_argument("--name", default=default_name, help="run name: outputs go to runs/<name>/")
+        p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
+                       help="section.key=value: a recipe override; name=value: a notebook parameter (repeatable)")
+        p.add_argument("--stages", nargs="+", metavar="NN", help="only these notebooks, e.g. --stages 00 01 02")
+
+    d = sub.add_parser("demo", help="the whole experiment on the tiny world (all notebooks) and its results table")
+    run_args(d, "demo")
     d.add_argument("--retrain", action="store_true", help="pre-train M0 from scratch instead of loading it")
+    d.add_argument("--force", action="store_true", help="rerun finished stages (their records still come from "
+                                                         "the store)")
     d.set_defaults(fn=cmd_demo)
+    rn = sub.add_parser("run", help="execute the numbered notebooks with papermill into runs/<name>/ (resumable)")
+    run_args(rn, None)
+    rn.add_argument("--force", action="store_true", help="rerun finished stages")
+    rn.set_defaults(fn=cmd_run)
+    sw = sub.add_parser("sweep", help="one run per point of a grid (sequential), then collate them")
+    run_args(sw, "sweep")
+    sw.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                    help="e.g. --grid seed=0,1,2 beta=0.1,0.3 (short names resolve to one recipe field)")
+    sw.set_defaults(fn=cmd_sweep)
+    co = sub.add_parser("collate", help="merge the results.json of runs (or a sweep index) into one table + plot")
+    co.add_argument("runs", nargs="+", help="run directories, or a runs/<prefix>.sweep.json index")
+    co.add_argument("--metric", action="append", help="dotted metric pattern (fnmatch), repeatable; default: "
+                                                        "the headline metrics")
+    co.add_argument("--out", default="runs/collated", help="where collated.csv/.json/.html go")
+    co.set_defaults(fn=cmd_collate)
     r = sub.add_parser("rounds", help="run or resume the RLRF rounds M0 -> M1 -> ... (what notebook 04 runs)")
     r.add_argument("--recipe", default="recipes/tiny.yaml")
     r.add_argument("--name", default="rounds", help="run name: outputs go to runs/<name>/")

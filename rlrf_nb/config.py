@@ -157,9 +157,15 @@ class EvalConfig:
     n_bios: int = field(default=60, metadata={"help": "Bio prompts to evaluate (first n of the split)."})
     max_new_tokens: int = field(default=160, metadata={"help": "Generation cap per response."})
     batch_size: int = field(default=100, metadata={"help": "Prompts per generate() call."})
+    gsm8k_source: str | None = field(default=None, metadata={
+        "help": "Notebook 05's math benchmark: None for the tiny world's held-out split, or a GSM8K JSONL path / "
+                "Hub id (openai/gsm8k) for real runs; exemplars come from its train split."})
+    gsm8k_k: int = field(default=0, metadata={"help": "Few-shot exemplars for GSM8K (8 for real chat models; the "
+                                                      "tiny M0's 384-token context allows 0)."})
 
     def __post_init__(self):
         check(self.split in ("dev", "test"), "eval.split", f"must be 'dev' or 'test', got {self.split!r}")
+        check(0 <= self.gsm8k_k <= 16, "eval.gsm8k_k", f"must be in [0, 16], got {self.gsm8k_k}")
         check_at_least(self, "eval", ("n_math", "n_bios", "max_new_tokens", "batch_size"), 1)
 
 
@@ -171,12 +177,23 @@ class FeedbackConfig:
     judge_model: str = field(default="data/tiny_world/m0",
                              metadata={"help": "LLM judge: local path or Hub id (local transport), or the served "
                                                "model name (HTTP transport)."})
+    judge_url_env: str | None = field(default=None, metadata={
+        "help": "Name of an environment variable holding the judge's base URL; read when the recipe loads, so a "
+                "recipe can be shared without a host name in it. Overrides judge_url."})
     judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible base URL (e.g. "
                                                                    "http://127.0.0.1:8000/v1); None = local."})
     api_key_env: str = field(default="OPENAI_API_KEY",
                              metadata={"help": "Name of the env var holding the API key (never the key itself)."})
-    timeout: float = field(default=60.0, metadata={"help": "Seconds per judge request."})
-    max_retries: int = field(default=3, metadata={"help": "Transport retries with backoff (HTTP)."})
+    timeout: float = field(default=60.0, metadata={"help": "Seconds per judge request (HTTP) before it counts as "
+                                                           "failed and is retried."})
+    max_retries: int = field(default=6, metadata={"help": "HTTP judge: retries of a failed request (server down, "
+                                                          "timeout, 429, 5xx) before the run stops with an error "
+                                                          "naming the URL; finished records stay in the store."})
+    backoff: float = field(default=1.0, metadata={"help": "HTTP judge: seconds before the first retry; doubles "
+                                                          "each retry (1, 2, 4, ... s)."})
+    backoff_max: float = field(default=30.0, metadata={"help": "HTTP judge: longest wait between two retries."})
+    trust_remote_code: bool = field(default=False, metadata={"help": "Local LLM judge: run the Python code a Hub "
+                                                                     "model ships (only for a model you trust)."})
     max_repairs: int = field(default=1, metadata={"help": "Re-asks after an unparseable judgement."})
     max_new_tokens: int = field(default=256, metadata={"help": "Judge output cap (local transport)."})
     consensus_k: int = field(default=1, metadata={"help": "Judge samples per response; median score per aspect."})
@@ -192,7 +209,17 @@ class FeedbackConfig:
 
     def __post_init__(self):
         check(self.judge in ("verifier", "llm"), "feedback.judge", f"must be 'verifier' or 'llm', got {self.judge!r}")
+        if self.judge_url_env:
+            url = os.environ.get(self.judge_url_env)
+            check(bool(url), "feedback.judge_url_env", f"names environment variable {self.judge_url_env!r}, which is "
+                                                       "not set: export it to the judge server's base URL")
+            check(url.startswith(("http://", "https://")), "feedback.judge_url_env",
+                  f"${self.judge_url_env} must be an http(s) URL, got {url[:40]!r}")
+            self.judge_url = url
         check(self.timeout > 0, "feedback.timeout", f"must be > 0, got {self.timeout}")
+        check(self.backoff >= 0, "feedback.backoff", f"must be >= 0, got {self.backoff}")
+        check(self.backoff_max >= self.backoff, "feedback.backoff_max",
+              f"must be >= feedback.backoff ({self.backoff}), got {self.backoff_max}")
         check_at_least(self, "feedback", ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged"), 0)
         check_at_least(self, "feedback", ("consensus_k", "samples_per_prompt", "max_new_tokens",
                                     "max_response_tokens"), 1)
@@ -203,6 +230,7 @@ class FeedbackConfig:
 
 
 PRIORITIES = ("none", "variance", "low_best")
+ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft")
 PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
 
 
@@ -212,6 +240,9 @@ class ReflectionConfig:
     about 30 candidates per prompt: n + k*m = 10 + 4*5."""
 
     n_prompts: int = field(default=200, metadata={"help": "Math training (rl split) prompts to search on."})
+    prompt_source: str | None = field(default=None, metadata={
+        "help": "Where the math search prompts come from: None for the tiny world's rl split, or a GSM8K JSONL "
+                "path / Hub id whose train split is used (real runs; the rounds take disjoint slices of it)."})
     n_bios: int = field(default=0, metadata={"help": "Bio training (rl split) prompts to search on as well."})
     n_samples: int = field(default=10, metadata={"help": "n: policy samples per prompt."})
     top_k: int = field(default=4, metadata={"help": "k: best candidates per prompt that get refined."})
@@ -257,6 +288,9 @@ class PairsConfig:
     policy: str = field(default="best_vs_worst", metadata={"help": f"Pair policy, one of {PAIR_POLICIES}."})
     min_margin: float = field(default=0.0, metadata={"help": "Drop pairs whose reward gap is below this (a "
                                                               "right-over-wrong math pair always counts)."})
+    per_prompt: int = field(default=1, metadata={"help": "Pairs per prompt for best_vs_worst, scalar and "
+                                                         "no_reflection: the i-th best vs the i-th worst distinct "
+                                                         "candidate, i < per_prompt."})
     decisions: str = field(default="decisions.jsonl", metadata={"help": "Human review decisions (accept, reject, "
                                                                          "swap, edit) in the run dir, honoured "
                                                                          "by every pair build."})
@@ -264,6 +298,7 @@ class PairsConfig:
     def __post_init__(self):
         check(self.policy in PAIR_POLICIES, "pairs.policy", f"must be one of {PAIR_POLICIES}, got {self.policy!r}")
         check(0 <= self.min_margin <= 1, "pairs.min_margin", f"must be in [0, 1], got {self.min_margin}")
+        check(1 <= self.per_prompt <= 32, "pairs.per_prompt", f"must be in [1, 32], got {self.per_prompt}")
 
 
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
@@ -295,6 +330,16 @@ class DPOStageConfig:
                                                                   "(pi_{t-1}) or initial (pi_0)."})
     precompute_ref: bool = field(default=False, metadata={"help": "Precompute reference log-probs once instead "
                                                                    "of keeping a reference copy in memory."})
+    cache_ref: bool = field(default=True, metadata={"help": "Keep reference log-probs in the run store, one record "
+                                                            "per (reference weights, tokenized pair, max_length): "
+                                                            "reruns and other stages on the same pairs reuse them "
+                                                            "and load no reference model (train_cached)."})
+    group_by_length: bool = field(default=True, metadata={"help": "Batch pairs of similar token length "
+                                                                   "(transformers' LengthGroupedSampler): less "
+                                                                   "padding per step."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "Recompute activations in the backward pass (saves memory, costs about a third more compute). "
+                "Default: on with a GPU (TRL's default), off on CPU."})
     lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft); the reference is then the "
                                                          "adapter-disabled base. Default for real models."})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
@@ -334,9 +379,16 @@ class RoundsConfig:
     eval_n_math: int = field(default=200, metadata={"help": "Held-out dev math prompts evaluated after each "
                                                              "round."})
     eval_n_bios: int = field(default=40, metadata={"help": "Held-out dev bio prompts evaluated after each round."})
+    variants: list[str] = field(default_factory=lambda: ["rlrf"], metadata={
+        "help": "Round loops to run side by side from the same M0: rlrf (the recipe's pair policy and method), "
+                "no_reflection (samples only, no refinement), scalar (pairs by one overall score), rs_sft "
+                "(SFT on the best candidates). Round 1's search is shared where the searcher is the same."})
 
     def __post_init__(self):
         check_at_least(self, "rounds", ("n_rounds", "prompts_per_round", "eval_n_math"), 1)
+        bad = [v for v in self.variants if v not in ROUND_VARIANTS]
+        check(not bad and len(set(self.variants)) == len(self.variants) and "rlrf" in self.variants,
+              "rounds.variants", f"must be distinct names from {ROUND_VARIANTS} including 'rlrf', got {self.variants}")
         check_at_least(self, "rounds", ("bios_per_round", "eval_n_bios"), 0)
         check(self.start_from in ("previous", "initial"), "rounds.start_from",
               f"must be 'previous' or 'initial', got {self.start_from!r}")

@@ -1,14 +1,44 @@
-"""Batched generation with ``transformers``: chat-templated, left-padded, with the KV cache.
+"""Batched generation with ``transformers``: chat-templated, length-bucketed, with the KV cache.
 
 Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU machine, a
 :class:`VLLMPolicy` (``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported
 only when one is loaded.
+
+How :func:`generate` is fast (see docs/performance.md):
+
+- **Length bucketing.** Distinct prompts are sorted by token length and cut into batches, so left padding is
+  small; results come back in input order.
+- **Prefill once per distinct prompt.** ``num_return_sequences`` copies, and repeated identical prompts (the
+  store sends one row per sample), share one prefill: the KV cache rows are copied after it.
+- **A lean decode loop** over the model's forward: the KV cache grows in blocks written in place (no
+  re-concatenation per token) and attention reads it whole under a 4D mask (eager attention on CPU, faster
+  than the SDPA kernel for one query token); rows that reached EOS leave the batch; only the last position's
+  logits are computed. Models whose cache has other layer kinds (sliding windows ...) keep transformers'
+  ``DynamicCache`` and 2D mask; a generation config with other logits processors uses ``model.generate``.
+- **Batch size fits memory**: rows per batch are capped by an estimate of the KV cache and activations
+  against the free memory; on an out-of-memory error the batch size is halved and only that batch retried.
+- **Sampling does not depend on the batch.** Every output row draws its uniforms from its own
+  ``torch.Generator`` (seeded from ``seed`` or ``seeds``, the row's input index and its return index) and
+  samples by inverse CDF from transformers' own temperature / top-k / top-p warpers. A row's sample is
+  therefore the same whatever the batch size, the bucketing, an OOM retry, or the engine
+  (``engine="hf"`` runs ``model.generate`` with the same sampler as a logits processor).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
+import logging
+import os
+
 import torch
 from tqdm.auto import tqdm
+
+log = logging.getLogger(__name__)
+
+#: Share of the free memory a batch may plan to use (KV cache + activations, estimated).
+MEMORY_FRACTION = 0.5
 
 
 def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
@@ -18,41 +48,528 @@ def render_prompts(tokenizer, conversations: list[list[dict]]) -> list[str]:
     return [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Sampling: one random stream per output row
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _mix(*parts) -> int:
+    """A stable 63-bit seed from ``parts`` (independent of Python's hash randomisation)."""
+    digest = hashlib.blake2b(":".join(str(p) for p in parts).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def row_seeds(n_inputs: int, num_return_sequences: int, seed: int | None = None,
+              seeds: list[int] | None = None) -> list[int]:
+    """The seed of each output row, input-major (row ``i * num_return_sequences + r``). From ``seeds`` (one per
+    input) if given, else from ``seed`` and the input index; with neither, from torch's global generator (so
+    ``torch.manual_seed`` still makes a call reproducible)."""
+    if seeds is not None:
+        if len(seeds) != n_inputs:
+            raise ValueError(f"seeds needs one seed per conversation ({n_inputs}), got {len(seeds)}")
+        base = [_mix("row", s) for s in seeds]
+    else:
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        base = [_mix("input", seed, i) for i in range(n_inputs)]
+    return [_mix(b, r) for b in base for r in range(num_return_sequences)]
+
+
+def _warpers(temperature: float, top_p: float, generation_config=None):
+    """transformers' own warpers for the sampling parameters (temperature, then top-k / min-p from the model's
+    generation config, then top-p), in the order ``model.generate`` applies them."""
+    from transformers.generation.logits_process import (
+        LogitsProcessorList,
+        MinPLogitsWarper,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    out = LogitsProcessorList()
+    if temperature is not None and temperature != 1.0:
+        out.append(TemperatureLogitsWarper(temperature))
+    top_k = getattr(generation_config, "top_k", None)
+    if top_k:
+        out.append(TopKLogitsWarper(top_k))
+    if top_p is not None and top_p < 1.0:
+        out.append(TopPLogitsWarper(top_p))
+    min_p = getattr(generation_config, "min_p", None)
+    if min_p:
+        out.append(MinPLogitsWarper(min_p))
+    return out
+
+
+class RowSampler:
+    """Samples the next token of every row from that row's own random stream.
+
+    ``uniforms[row, step]`` is drawn up front from a ``torch.Generator`` seeded with the row's seed; the token is
+    the inverse CDF of the warped distribution at that uniform, so its law is exactly multinomial sampling
+    from ``softmax(warped logits)``, as in ``model.generate``. Greedy when ``do_sample`` is False.
+
+    Called as a ``LogitsProcessor`` (``sampler(input_ids, scores)``), it returns a score row that is 0 at the
+    chosen token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
+    """
+
+    def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
+                 top_p: float = 1.0, generation_config=None, device=None):
+        self.do_sample = do_sample
+        self.warpers = _warpers(temperature, top_p, generation_config) if do_sample else None
+        self.uniforms = None
+        if do_sample:
+            self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
+                                                    dtype=torch.float64) for s in seeds]).to(device)
+        self.prompt_len = None  # for the LogitsProcessor use: where generation started
+
+    def subset(self, rows: list[int]) -> RowSampler:
+        """A sampler for ``rows`` only (its row b is row ``rows[b]`` here), for use as a logits processor."""
+        sub = RowSampler.__new__(RowSampler)
+        sub.__dict__.update(self.__dict__, prompt_len=None)
+        if self.do_sample:
+            sub.uniforms = self.uniforms[torch.tensor(rows, device=self.uniforms.device)]
+        return sub
+
+    def pick(self, logits: torch.Tensor, rows: torch.Tensor | None, step: int) -> torch.Tensor:
+        """Next token for each row of ``logits`` ([batch, vocab]); ``rows`` maps them to sampler rows."""
+        if not self.do_sample:
+            return logits.argmax(dim=-1)
+        scores = self.warpers(None, logits.float())
+        cdf = torch.softmax(scores, dim=-1, dtype=torch.float64).cumsum(dim=-1)
+        u = self.uniforms[:, step] if rows is None else self.uniforms[rows, step]
+        x = (u * cdf[:, -1]).unsqueeze(-1)
+        return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        if self.prompt_len is None:
+            self.prompt_len = input_ids.shape[1]
+        tok = self.pick(scores, None, input_ids.shape[1] - self.prompt_len)
+        out = torch.full_like(scores, -float("inf"))
+        return out.scatter_(1, tok.unsqueeze(-1), 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Memory
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def is_oom(err: BaseException) -> bool:
+    """An out-of-memory error from torch (CUDA/MPS/CPU allocator)."""
+    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError)
+                                                       and "out of memory" in str(err).lower())
+
+
+def free_memory(device) -> int | None:
+    """Bytes free for tensors on ``device``: the accelerator's free memory, or the system's available memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def bytes_per_row(model, prompt_len: int, max_new_tokens: int) -> int:
+    """Estimated peak bytes one sequence needs while generating: its KV cache at full length plus the prefill's
+    activations and one row of logits."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    layers = getattr(cfg, "num_hidden_layers", 1)
+    hidden = getattr(cfg, "hidden_size", 1024)
+    heads = getattr(cfg, "num_attention_heads", 1)
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
+    head_dim = getattr(cfg, "head_dim", None) or hidden // max(1, heads)
+    width = next(model.parameters()).element_size()
+    total = prompt_len + max_new_tokens
+    kv = 2 * layers * kv_heads * head_dim * total * width
+    acts = prompt_len * (4 * hidden + 2 * getattr(cfg, "intermediate_size", 4 * hidden)) * width
+    acts += heads * prompt_len * prompt_len * width  # attention scores of the prefill (eager worst case)
+    return kv + acts + 2 * getattr(cfg, "vocab_size", 32000) * 4
+
+
+def fit_batch_rows(model, prompt_len: int, max_new_tokens: int, wanted: int, fraction: float = MEMORY_FRACTION) -> int:
+    """``wanted`` rows, lowered to what fits in ``fraction`` of the free memory (at least 1)."""
+    free = free_memory(next(model.parameters()).device)
+    if free is None:
+        return wanted
+    return max(1, min(wanted, int(free * fraction) // max(1, bytes_per_row(model, prompt_len, max_new_tokens))))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------------------------------------------
+
+_UNSUPPORTED = {"repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                "encoder_no_repeat_ngram_size": 0, "bad_words_ids": None, "suppress_tokens": None,
+                "begin_suppress_tokens": None, "forced_bos_token_id": None, "forced_eos_token_id": None,
+                "sequence_bias": None, "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+                "min_new_tokens": None, "exponential_decay_length_penalty": None, "renormalize_logits": False,
+                "guidance_scale": None, "watermarking_config": None}
+
+
+def fast_engine_ok(model) -> bool:
+    """The lean decode loop applies: a decoder-only transformers model whose generation config asks for no
+    logits processor beyond temperature / top-k / top-p / min-p (else ``model.generate`` runs, same sampler)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "is_encoder_decoder", False) or not hasattr(model, "generate"):
+        return False
+    gc = getattr(model, "generation_config", None)
+    for name, neutral in _UNSUPPORTED.items():
+        value = getattr(gc, name, None)
+        if value is not None and value != neutral and not (neutral is None and not value):
+            return False
+    return True
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = tokenizer.eos_token_id
+    ids = [ids] if isinstance(ids, int) else list(ids or [])
+    gc_ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids += [gc_ids] if isinstance(gc_ids, int) else list(gc_ids or [])
+    return sorted(set(ids))
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device):
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p):] = torch.tensor(p, dtype=torch.long)
+        mask[b, width - len(p):] = 1
+    return ids.to(device), mask.to(device)
+
+
+#: The KV cache grows in blocks of this many positions (one copy per block instead of one per token).
+KV_BLOCK = 32
+
+_BLOCK_LAYER = None
+
+
+def _block_layer_class():
+    """A ``DynamicLayer`` whose keys/values live in a zero-initialised buffer grown by :data:`KV_BLOCK` positions
+    and written in place: ``update`` returns the whole buffer, contiguous (the attention kernels copy strided
+    views), and the 4D mask the loop passes hides the unfilled tail. Built on first use (lazy import)."""
+    global _BLOCK_LAYER
+    if _BLOCK_LAYER is not None:
+        return _BLOCK_LAYER
+    from transformers.cache_utils import DynamicLayer
+
+    class BlockLayer(DynamicLayer):
+        def __init__(self):
+            super().__init__()
+            self.length = 0
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.keys = self.values = None
+            end = self.length + key_states.shape[-2]
+            width = -(-end // KV_BLOCK) * KV_BLOCK
+            if self.keys is None or width > self.keys.shape[-2]:
+                k = key_states.new_zeros((*key_states.shape[:2], width, key_states.shape[-1]))
+                v = value_states.new_zeros((*value_states.shape[:2], width, value_states.shape[-1]))
+                if self.keys is not None:
+                    k[..., :self.length, :] = self.keys[..., :self.length, :]
+                    v[..., :self.length, :] = self.values[..., :self.length, :]
+                self.keys, self.values = k, v
+            self.keys[..., self.length:end, :] = key_states
+            self.values[..., self.length:end, :] = value_states
+            self.length = end
+            return self.keys, self.values
+
+        def get_seq_length(self) -> int:
+            return self.length
+
+        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+            return -(-(self.length + query_length) // KV_BLOCK) * KV_BLOCK, 0
+
+        def batch_select_indices(self, indices):
+            if self.keys is not None:
+                self.keys, self.values = self.keys[indices], self.values[indices]
+
+        def batch_repeat_interleave(self, repeats: int):
+            if self.keys is not None:
+                self.keys = self.keys.repeat_interleave(repeats, dim=0)
+                self.values = self.values.repeat_interleave(repeats, dim=0)
+
+    _BLOCK_LAYER = BlockLayer
+    return _BLOCK_LAYER
+
+
+def _block_cache(model):
+    """A ``DynamicCache`` of :func:`_block_layer_class` layers, or None where the model's cache has other layer
+    kinds (sliding windows, linear attention ...): those keep transformers' own cache and mask."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    if not type(model).__module__.startswith("transformers.models."):
+        return None  # remote code may build its own mask: keep transformers' 2D padding mask
+    cache = DynamicCache(config=model.config)
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list) or not layers or any(type(x) is not DynamicLayer for x in layers):
+        return None
+    cache.layers = [_block_layer_class()() for _ in layers]
+    return cache
+
+
+#: Finished rows are dropped from the batch once they are at least this share of it (a compaction copies the
+#: cache, so doing it at every EOS costs more than computing a few finished rows).
+COMPACT_FRACTION = 0.125
+
+
+class _Masks:
+    """The attention masks of the lean loop. With the block cache: additive 4D masks over the whole buffer
+    (padding, causality and the unfilled tail hidden), kept up to date in place; else the usual 2D padding
+    mask that transformers turns into its own."""
+
+    def __init__(self, pad_mask: torch.Tensor, blocks: bool, dtype):
+        self.blocks, self.dtype, self.n = blocks, dtype, pad_mask.shape[1]
+        if not blocks:
+            self.valid = pad_mask.long()
+            return
+        self.neg = torch.finfo(dtype).min
+        width = -(-self.n // KV_BLOCK) * KV_BLOCK
+        self.add = torch.full((pad_mask.shape[0], width), self.neg, dtype=dtype, device=pad_mask.device)
+        self.add[:, :self.n].masked_fill_(pad_mask.bool(), 0.0)
+
+    def prefill(self):
+        if not self.blocks:
+            return self.valid
+        causal = torch.full((self.n, self.add.shape[1]), self.neg, dtype=self.dtype, device=self.add.device).triu(1)
+        return self.add[:, None, None, :] + causal[None, None]  # min + min saturates at -inf: still masked
+
+    def step(self):
+        """After appending one token per row: the mask for that decode step."""
+        self.n += 1
+        if not self.blocks:
+            self.valid = torch.cat([self.valid, self.valid.new_ones((self.valid.shape[0], 1))], dim=1)
+            return self.valid
+        if self.n > self.add.shape[1]:
+            self.add = torch.cat([self.add, self.add.new_full((self.add.shape[0], KV_BLOCK), self.neg)], dim=1)
+        self.add[:, self.n - 1] = 0.0
+        return self.add[:, None, None, :]
+
+    def select(self, idx):
+        if self.blocks:
+            self.add = self.add[idx]
+        else:
+            self.valid = self.valid[idx]
+
+
+@contextlib.contextmanager
+def _decode_attention(model, blocks: bool):
+    """On CPU, the decode loop runs transformers' eager attention: for one query token against a cache it is
+    about 20% faster per generated token than the SDPA flash kernel (measured on the tiny M0; see
+    docs/performance.md). The model's own setting is restored after; GPUs keep theirs."""
+    current = getattr(model.config, "_attn_implementation", None)
+    switch = (blocks and current == "sdpa" and next(model.parameters()).device.type == "cpu"
+              and hasattr(model, "set_attn_implementation"))
+    if switch:
+        model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.set_attn_implementation(current)
+
+
+def _decode_fast(model, prompts: list[list[int]], rows: list[list[int]], sampler: RowSampler, max_new_tokens: int,
+                 eos: list[int], pad_id: int) -> dict[int, list[int]]:
+    """One batch with the lean loop: ``prompts[j]`` is prefilled once and continued by its ``rows[j]`` (global
+    row ids). Returns each row's generated token ids (EOS included if reached)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids, pad_mask = _left_pad(prompts, pad_id, device)
+    pos = (pad_mask.cumsum(-1) - 1).clamp_(min=0)
+    cache = _block_cache(model)
+    masks = _Masks(pad_mask, cache is not None, next(model.parameters()).dtype)
+    if cache is None:
+        cache = DynamicCache(config=model.config)
+    kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    logits = model(input_ids=ids, attention_mask=masks.prefill(), position_ids=pos, past_key_values=cache,
+                   use_cache=True, **kw).logits[:, -1]
+    with _decode_attention(model, masks.blocks):
+        return _decode_steps(model, prompts, rows, sampler, max_new_tokens, eos, pad_id, cache, masks, logits,
+                             pad_mask.sum(-1))
+
+
+def _decode_steps(model, prompts, rows, sampler, max_new_tokens, eos, pad_id, cache, masks, logits, next_pos):
+    """The decode loop after the prefill: copy each prompt's cache rows to its output rows, then sample a token
+    per row and step; rows that reached EOS leave the batch once they are :data:`COMPACT_FRACTION` of it."""
+    device = logits.device
+    copies = torch.tensor([len(r) for r in rows], device=device)
+    if bool((copies != 1).any()):  # num_return_sequences / repeated prompts: copy the prefilled cache rows
+        src = torch.repeat_interleave(torch.arange(len(prompts), device=device), copies)
+        cache.batch_select_indices(src)
+        masks.select(src)
+        logits, next_pos = logits[src], next_pos[src]
+    flat = [r for rs in rows for r in rs]
+    n_rows = len(flat)
+    active = torch.tensor(flat, device=device)  # batch row -> sampler row
+    where = torch.arange(n_rows, device=device)  # batch row -> row of ``out``
+    alive = torch.ones(n_rows, dtype=torch.bool, device=device)
+    eos_t = torch.tensor(eos, device=device)
+    buf = torch.full((n_rows, max_new_tokens), pad_id, dtype=torch.long, device=device)  # per batch row
+    out = torch.empty_like(buf)  # per row of the batch as it started; filled as rows leave
+    length = torch.full((n_rows,), max_new_tokens, dtype=torch.long, device=device)
+    for step in range(max_new_tokens):
+        tok = sampler.pick(logits, active, step)
+        buf[:, step] = tok
+        done = alive & torch.isin(tok, eos_t)
+        if step == max_new_tokens - 1:
+            break
+        if bool(done.any()):
+            length[where[done]] = step + 1
+            alive &= ~done
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if len(alive) - n_alive >= max(1, COMPACT_FRACTION * len(alive)):
+                gone = (~alive).nonzero().squeeze(-1)
+                out[where[gone]] = buf[gone]
+                keep = alive.nonzero().squeeze(-1)
+                cache.batch_select_indices(keep)
+                masks.select(keep)
+                tok, next_pos, active, where, alive = tok[keep], next_pos[keep], active[keep], where[keep], alive[keep]
+                buf = buf[keep]
+        logits = model(input_ids=tok.unsqueeze(-1), attention_mask=masks.step(), position_ids=next_pos.unsqueeze(-1),
+                       past_key_values=cache, use_cache=True).logits[:, -1]
+        next_pos = next_pos + 1
+    out[where] = buf
+    out, length = out.tolist(), length.tolist()
+    return {r: out[b][:length[b]] for b, r in enumerate(flat)}
+
+
+def _decode_hf(model, prompts: list[list[int]], rows: list[list[int]], sampler: RowSampler, max_new_tokens: int,
+               eos: list[int], pad_id: int) -> dict[int, list[int]]:
+    """One batch through ``model.generate`` (greedy over the sampler's one-hot scores), a row per output row."""
+    from transformers.generation.logits_process import LogitsProcessorList
+
+    device = next(model.parameters()).device
+    flat = [r for rs in rows for r in rs]
+    ids, mask = _left_pad([p for p, rs in zip(prompts, rows) for _ in rs], pad_id, device)
+    gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                         logits_processor=LogitsProcessorList([sampler.subset(flat)]), pad_token_id=pad_id,
+                         eos_token_id=eos, temperature=None, top_p=None, top_k=None)
+    gen = gen[:, ids.shape[1]:].tolist()
+    res = {}
+    for r, g in zip(flat, gen):
+        cut = next((k + 1 for k, t in enumerate(g) if t in eos), len(g))
+        res[r] = g[:cut]
+    return res
+
+
+def _batches(items: list[tuple[int, list[int]]], cap: int) -> list[list[tuple[int, list[int]]]]:
+    """Cut ``(prompt, rows)`` items, in order, into batches of at most ``cap`` rows; a prompt with more rows than
+    ``cap`` is split across batches (each part is prefilled on its own)."""
+    batches, cur, n = [], [], 0
+    for j, rows in items:
+        for s in range(0, len(rows), cap):
+            chunk = rows[s:s + cap]
+            if n + len(chunk) > cap and cur:
+                batches.append(cur)
+                cur, n = [], 0
+            cur.append((j, chunk))
+            n += len(chunk)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
 @torch.inference_mode()
+def generate_ids(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 128,
+                 batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+                 num_return_sequences: int = 1, seed: int | None = None, seeds: list[int] | None = None,
+                 bucket: bool = True, engine: str = "auto", max_batch_rows: int | None = None,
+                 progress: bool = False) -> list[list[list[int]]]:
+    """The generated token ids (EOS included where reached) of :func:`generate`, per conversation and return
+    sequence; the arguments are :func:`generate`'s."""
+    if engine not in ("auto", "fast", "hf"):
+        raise ValueError(f"unknown engine {engine!r}; choose auto, fast or hf")
+    if not conversations:
+        return []
+    nrs = num_return_sequences
+    texts = render_prompts(tokenizer, conversations)
+    distinct: dict[str, int] = {}
+    rows_of: list[list[int]] = []
+    for i, text in enumerate(texts):  # identical prompts share one prefill
+        j = distinct.setdefault(text, len(distinct))
+        if j == len(rows_of):
+            rows_of.append([])
+        rows_of[j].extend(range(i * nrs, (i + 1) * nrs))
+    prompts = tokenizer(list(distinct), add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda j: len(prompts[j])) if bucket else list(range(len(prompts)))
+    device = next(model.parameters()).device
+    sampler = RowSampler(row_seeds(len(texts), nrs, seed, seeds) if do_sample else None, max_new_tokens,
+                         do_sample=do_sample, temperature=temperature, top_p=top_p,
+                         generation_config=getattr(model, "generation_config", None), device=device)
+    decode = _decode_fast if engine == "fast" or (engine == "auto" and fast_engine_ok(model)) else _decode_hf
+    eos = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
+    cap = max_batch_rows or fit_batch_rows(model, max(len(p) for p in prompts), max_new_tokens,
+                                           max(1, batch_size) * nrs)
+    todo = _batches([(j, rows_of[j]) for j in order], cap)
+    out: dict[int, list[int]] = {}
+    bar = tqdm(total=len(texts) * nrs, desc="generate", disable=not progress)
+    while todo:
+        batch = todo.pop(0)
+        try:
+            got = decode(model, [prompts[j] for j, _ in batch], [rs for _, rs in batch], sampler, max_new_tokens,
+                         eos, pad_id)
+        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
+            n = sum(len(rs) for _, rs in batch)
+            if not is_oom(err) or n <= 1:
+                raise
+            del err
+            cap = max(1, n // 2)
+            log.warning("generate: out of memory on a batch of %d sequences; retrying that batch (and running the "
+                        "rest) with batch size %d", n, cap)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            todo = _batches(batch, cap) + [b for rest in todo for b in _batches(rest, cap)]
+            continue
+        out.update(got)
+        bar.update(len(got))
+    bar.close()
+    return [[out[i * nrs + r] for r in range(nrs)] for i in range(len(texts))]
+
+
 def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_tokens: int = 128,
              batch_size: int = 64, do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
-             num_return_sequences: int = 1, seed: int | None = None, progress: bool = True) -> list[list[str]]:
+             num_return_sequences: int = 1, seed: int | None = None, progress: bool = True,
+             seeds: list[int] | None = None, bucket: bool = True, engine: str = "auto",
+             max_batch_rows: int | None = None) -> list[list[str]]:
     """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
 
-    Prompts are sorted by length before batching so padding is small; results come back in input order.
+    ``batch_size`` conversations (times ``num_return_sequences`` rows) go into one batch at most, fewer if the
+    free memory says so (``max_batch_rows`` overrides that estimate); an out-of-memory error halves the batch
+    and retries only that batch. ``bucket`` sorts the distinct prompts by length first (less padding).
+    Sampling uses one random stream per output row, from ``seed`` and the conversation's index, or from
+    ``seeds`` (one per conversation, e.g. the record's content key): the samples do not depend on batching,
+    bucketing or retries. ``engine``: ``fast`` (the lean KV-cache loop), ``hf`` (``model.generate`` with the same
+    sampler) or ``auto`` (fast unless the model's generation config asks for other logits processors).
     ``model`` may be a :class:`VLLMPolicy` (then ``tokenizer`` is unused and vLLM batches by itself).
     """
     if isinstance(model, VLLMPolicy):
+        if seed is None and seeds is not None:  # vLLM seeds a request, not a row: derive one from the rows'
+            seed = _mix("vllm", *seeds) % 2**31
         return model.generate(conversations, max_new_tokens=max_new_tokens, do_sample=do_sample,
                               temperature=temperature, top_p=top_p, num_return_sequences=num_return_sequences,
                               seed=seed)
-    texts = render_prompts(tokenizer, conversations)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    old_side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    if seed is not None:
-        torch.manual_seed(seed)
-    out: list[list[str] | None] = [None] * len(texts)
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc="generate", disable=not progress):
-            idx = order[start:start + batch_size]
-            enc = tokenizer([texts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=do_sample,
-                                 temperature=temperature if do_sample else None, top_p=top_p if do_sample else None,
-                                 num_return_sequences=num_return_sequences, pad_token_id=tokenizer.pad_token_id,
-                                 eos_token_id=tokenizer.eos_token_id)
-            gen = gen[:, enc["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(gen, skip_special_tokens=True)
-            for j, i in enumerate(idx):
-                out[i] = decoded[j * num_return_sequences:(j + 1) * num_return_sequences]
-    finally:
-        tokenizer.padding_side = old_side
-    return out
+    ids = generate_ids(model, tokenizer, conversations, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                       do_sample=do_sample, temperature=temperature, top_p=top_p,
+                       num_return_sequences=num_return_sequences, seed=seed, seeds=seeds, bucket=bucket,
+                       engine=engine, max_batch_rows=max_batch_rows, progress=progress)
+    flat = tokenizer.batch_decode([g for gs in ids for g in gs], skip_special_tokens=True)
+    nrs = num_return_sequences
+    return [flat[i * nrs:(i + 1) * nrs] for i in range(len(ids))]
 
 
 class VLLMPolicy:
@@ -98,7 +615,11 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
                       policy_id: str = "M0", tag: str = "s") -> list[dict]:
     """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
     (``response_id`` = ``<id>/<tag><i>``, ``source_id``, policy id, decode params, text). Records are keyed by
-    model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice."""
+    model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice.
+
+    One ``generate`` call takes ``batch_size`` prompts (``n`` rows each, one prefill per prompt). Each record's
+    random stream is seeded by its own key, so a record's text does not depend on which batch computed it: a
+    resumed run recomputes exactly the records an uninterrupted one has."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 
@@ -112,11 +633,11 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
     def run(batch):
         outs = generate(model, tokenizer, [chat(it["prompt"]) for it, _ in batch], batch_size=len(batch),
                         do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                        seed=int(key(batch[0]), 16) % 2**31, progress=False)  # a batch's seed follows its content
+                        seeds=[int(key(pair), 16) for pair in batch], progress=False)
         return [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
                  "decode": decode, "text": o[0]} for (it, i), o in zip(batch, outs)]
 
-    return store.map_batches(name, todo, key, run, batch_size=batch_size, desc=f"{name} ({policy_id})")
+    return store.map_batches(name, todo, key, run, batch_size=max(1, batch_size) * n, desc=f"{name} ({policy_id})")
 
 
 def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, *, n: int,

@@ -19,12 +19,12 @@ class JsonlError(ValueError):
     """A JSONL file has a line that is not a JSON object; the message names ``file:line``."""
 
 
-def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[dict]:
-    """Yield the JSON objects of ``path``, one per non-empty line.
+def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line number, object)`` for each non-empty line of ``path`` (numbers count every line).
 
-    Raises :class:`JsonlError` naming ``path:line`` for invalid JSON, a non-UTF-8 byte
-    or a value that is not an object. With ``allow_torn_tail`` a last line that has no
-    newline and does not parse (a write cut off by a crash) is dropped with a warning.
+    Raises :class:`JsonlError` naming ``path:line`` for invalid JSON (nesting too deep and integers over 4300
+    digits included), a non-UTF-8 byte or a value that is not an object. With ``allow_torn_tail`` a last
+    line that has no newline and does not parse (a write cut off by a crash) is dropped with a warning.
     """
     path = Path(path)
     with open(path, "rb") as fh:
@@ -41,14 +41,21 @@ def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
                              f"(byte {raw[e.start]:#04x} at column {e.start + 1})") from None
         try:
             obj = json.loads(text)
-        except json.JSONDecodeError as e:
+        except (ValueError, RecursionError) as e:  # ValueError: JSONDecodeError, or an int over 4300 digits
+            why = (f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError)
+                   else "nested too deeply" if isinstance(e, RecursionError) else str(e).split(";")[0])
             if allow_torn_tail and lineno == last:
-                log.warning("%s:%d: dropping a torn last line (%d bytes, no newline): %s",
-                            path, lineno, len(raw), e.msg)
+                log.warning("%s:%d: dropping a torn last line (%d bytes, no newline): %s", path, lineno, len(raw), why)
                 return
-            raise JsonlError(f"{path}:{lineno}: invalid JSON ({e.msg} at column {e.colno})") from None
+            raise JsonlError(f"{path}:{lineno}: invalid JSON ({why})") from None
         if not isinstance(obj, dict):
             raise JsonlError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+        yield lineno, obj
+
+
+def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield the JSON objects of ``path``, one per non-empty line (see :func:`iter_jsonl` for the errors)."""
+    for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail):
         yield obj
 
 

@@ -147,7 +147,8 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     sample = cfg.consensus_k > 1
     if cfg.judge_url:
         transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                                    max_retries=cfg.max_retries, temperature=1.0 if sample else 0.0)
+                                    max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
+                                    temperature=1.0 if sample else 0.0)
         judge_id = f"llm:{cfg.judge_model}@{cfg.judge_url}"
     else:
         if model is None:
@@ -155,7 +156,8 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
             from rlrf_nb.paths import resolve_path
 
             path = resolve_path(cfg.judge_model)
-            model, tokenizer = load_policy(path if path.exists() else cfg.judge_model)
+            model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
+                                           trust_remote_code=cfg.trust_remote_code)
         transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
         judge_id = f"llm:{cfg.judge_model}"
 

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -110,7 +111,27 @@ def _pairs_hook(pairs: list[tuple]) -> _Obj:
     return obj
 
 
-_DECODER = json.JSONDecoder(object_pairs_hook=_pairs_hook)
+class _Decoder(json.JSONDecoder):
+    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
+    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
+    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
+    ``ValueError`` that would stop a judging run."""
+
+    def __init__(self):
+        super().__init__(object_pairs_hook=_pairs_hook)
+
+    def raw_decode(self, s: str, idx: int = 0):
+        try:
+            return super().raw_decode(s, idx)
+        except json.JSONDecodeError:
+            raise
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", s, idx) from None
+        except ValueError as e:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+            raise json.JSONDecodeError(f"number too long ({e})", s, idx) from None
+
+
+_DECODER = _Decoder()
 
 
 def load_json_object(text: str) -> tuple[dict | None, str | None]:
@@ -237,22 +258,36 @@ class TransformersTransport:
 
 
 class OpenAITransport:
-    """Any OpenAI-compatible chat-completions server as the judge.
+    """Any OpenAI-compatible chat-completions server as the judge, with retries and exponential backoff.
 
-    Retries are the ``openai`` SDK's own: in openai 3.57 ``SyncAPIClient.request`` (``_base_client.py``)
-    retries timeouts and connection errors, and ``_should_retry`` retries HTTP 408, 409, 429 and >= 500,
-    sleeping ``_calculate_retry_timeout`` = min(0.5 s * 2**n, 8 s) with up to 25 % jitter (or the server's
-    Retry-After). We only count the attempts, so that the error says how many were made.
+    Each request has ``timeout`` seconds. A request that fails in a way a healthy server recovers from is
+    retried up to ``max_retries`` times, sleeping ``min(backoff * 2**i, backoff_max)`` seconds before retry
+    ``i`` (1, 2, 4, 8 ... s by default) or the server's ``Retry-After`` when it sends a longer one: connection
+    errors (a server that is down or restarting), timeouts, and HTTP 408, 409, 429 and >= 500 (the statuses the
+    ``openai`` SDK itself retries, ``_base_client._should_retry`` in openai 3.57). The SDK's own retries are
+    off (``max_retries=0``), so this loop alone decides how long a down server is waited for. Any other HTTP
+    error (401 bad key, 404 unknown model, 400 prompt too long) fails at once: retrying cannot fix it. When
+    the retries are spent, :class:`JudgeTransportError` names the URL, the attempts and the last error.
 
     The API key is read from the environment variable named ``api_key_env`` at each call and handed to a
-    short-lived client; it is never stored on this object, so it cannot reach a repr, a pickle or a log.
+    short-lived client; it is never stored on this object, so it cannot reach a repr, a pickle or a log, and
+    it is masked in any error text the server echoes back.
     """
 
+    RETRY_STATUSES = frozenset({408, 409, 429})
+
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
-                 max_retries: int = 3, temperature: float = 0.0, max_tokens: int = 512):
+                 max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 30.0, temperature: float = 0.0,
+                 max_tokens: int = 512, sleep: Callable[[float], None] = time.sleep):
+        if max_retries < 0 or timeout <= 0 or backoff < 0 or backoff_max < backoff:
+            raise ValueError(f"need max_retries >= 0, timeout > 0 and 0 <= backoff <= backoff_max; got "
+                             f"max_retries={max_retries}, timeout={timeout}, backoff={backoff}, "
+                             f"backoff_max={backoff_max}")
         self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
-        self.timeout, self.max_retries = timeout, max_retries
+        self.timeout, self.max_retries, self.backoff, self.backoff_max = timeout, max_retries, backoff, backoff_max
         self.temperature, self.max_tokens = temperature, max_tokens
+        self._sleep = sleep
+        self.retries = 0  # retries made over this transport's life (a server that came back shows up here)
 
     def __repr__(self) -> str:
         return (f"OpenAITransport(base_url={self.base_url!r}, model={self.model!r}, "
@@ -263,27 +298,74 @@ class OpenAITransport:
         return {"backend": "openai", "base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
 
+    def delay(self, retry: int) -> float:
+        """Seconds to sleep before retry number ``retry`` (0-based): exponential, capped at ``backoff_max``."""
+        return min(self.backoff * 2.0 ** min(retry, 60), self.backoff_max)
+
+    def _retryable(self, e: Exception) -> bool:
+        import openai
+
+        if isinstance(e, openai.APIConnectionError):  # refused, reset, DNS, and APITimeoutError
+            return True
+        if isinstance(e, openai.APIStatusError):
+            return e.status_code in self.RETRY_STATUSES or e.status_code >= 500
+        return False
+
     def complete(self, messages: list[dict]) -> str:
         import openai  # imported here: only this transport needs the SDK
 
-        attempts = 0
+        key = os.environ.get(self.api_key_env) or ""
+        t0 = time.monotonic()
+        for attempt in range(1 + self.max_retries):
+            client = openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY", timeout=self.timeout,
+                                   max_retries=0)
+            try:
+                out = client.chat.completions.create(model=self.model, messages=messages,
+                                                     temperature=self.temperature, max_tokens=self.max_tokens)
+            except openai.APIError as e:
+                error = _mask(f"{type(e).__name__}: {e}", key)
+                if not self._retryable(e):
+                    raise JudgeTransportError(f"judge request to {self.base_url} failed (not retried: retrying "
+                                              f"cannot fix it): {error}") from None
+                if attempt == self.max_retries:
+                    raise JudgeTransportError(
+                        f"judge server {self.base_url} did not answer after {attempt + 1} attempt(s) over "
+                        f"{time.monotonic() - t0:.1f} s (feedback.max_retries={self.max_retries}, backoff "
+                        f"{self.backoff} s doubling up to {self.backoff_max} s, timeout {self.timeout} s per "
+                        f"request); last error: {error}"
+                    ) from None
+                wait = self.delay(attempt)
+                retry_after = _retry_after(e)
+                if retry_after is not None:
+                    wait = min(max(wait, retry_after), self.backoff_max)
+                log.warning("judge request to %s failed (%s); retry %d of %d in %.1f s", self.base_url, error,
+                            attempt + 1, self.max_retries, wait)
+                self.retries += 1
+                self._sleep(wait)
+                continue
+            finally:
+                client.close()
+            if not out.choices or out.choices[0].message is None:
+                raise JudgeTransportError(f"judge server {self.base_url} sent a completion with no message")
+            if attempt:
+                log.warning("judge server %s answered again after %d retries (%.1f s)", self.base_url, attempt,
+                            time.monotonic() - t0)
+            return out.choices[0].message.content or ""
+        raise AssertionError("unreachable")
 
-        def count(request):
-            nonlocal attempts
-            attempts += 1
 
-        http = openai.DefaultHttpxClient(event_hooks={"request": [count]})
-        client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "EMPTY",
-                               timeout=self.timeout, max_retries=self.max_retries, http_client=http)
-        try:
-            out = client.chat.completions.create(model=self.model, messages=messages, temperature=self.temperature,
-                                                 max_tokens=self.max_tokens)
-        except openai.APIError as e:  # connection, timeout and HTTP status errors, after the SDK's retries
-            raise JudgeTransportError(f"judge request to {self.base_url} failed after {attempts} attempt(s): "
-                                      f"{type(e).__name__}: {e}") from e
-        finally:
-            client.close()
-        return out.choices[0].message.content or ""
+def _mask(text: str, secret: str) -> str:
+    """``text`` with ``secret`` (an API key a server may echo in an error) replaced by ``***``."""
+    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
+
+
+def _retry_after(e: Exception) -> float | None:
+    response = getattr(e, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
 
 
 # ---------------------------------------------------------------------------------------------- the judge

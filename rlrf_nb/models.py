@@ -15,17 +15,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    DataCollatorForSeq2Seq,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedTokenizerFast,
-    Trainer,
-    TrainerCallback,
-    TrainingArguments,
-)
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+# Trainer and its friends are imported inside pretrain(): they pull in accelerate and datasets (about 4 s), which
+# every process that only loads and samples a policy (the stages, the judge, a killed-and-rerun step) would pay.
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +92,30 @@ def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = Tr
     return {"input_ids": ids, "labels": labels}
 
 
-class _TimeBudget(TrainerCallback):
-    """Stops training after ``seconds`` of wall time, logging that it did."""
+def _time_budget(seconds: float):
+    """A ``TrainerCallback`` that stops training after ``seconds`` of wall time (``.hit`` says it did)."""
+    from transformers import TrainerCallback
 
-    def __init__(self, seconds: float):
-        self.seconds, self.t0, self.hit = seconds, None, False
+    class _TimeBudget(TrainerCallback):
+        def __init__(self):
+            self.seconds, self.t0, self.hit = seconds, None, False
 
-    def on_train_begin(self, args, state, control, **kw):
-        self.t0 = time.monotonic()
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.monotonic()
 
-    def on_step_end(self, args, state, control, **kw):
-        if time.monotonic() - self.t0 > self.seconds:
-            self.hit = True
-            control.should_training_stop = True
+        def on_step_end(self, args, state, control, **kw):
+            if time.monotonic() - self.t0 > self.seconds:
+                self.hit = True
+                control.should_training_stop = True
+
+    return _TimeBudget()
 
 
 def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -> dict:
     """Train ``model`` on the mix with ``transformers.Trainer`` on CPU (fp32). Returns a summary with the
     loss history. The schedule is cosine over the whole mix; ``max_seconds`` is a safety cap."""
     from datasets import Dataset
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
     rows = [r for r in (tokenize_item(it, tokenizer, cfg.max_length, cfg.prompt_loss) for it in items) if r is not None]
     n_skipped = len(items) - len(rows)
@@ -133,7 +131,7 @@ def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -
         train_sampling_strategy="group_by_length",
         dataloader_num_workers=0, disable_tqdm=False,
     )
-    budget = _TimeBudget(cfg.max_seconds)
+    budget = _time_budget(cfg.max_seconds)
     trainer = Trainer(model=model, args=args, train_dataset=ds, callbacks=[budget],
                       data_collator=DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100))
     t0 = time.monotonic()

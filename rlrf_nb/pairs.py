@@ -104,13 +104,17 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
 
 
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
-                conversational: bool = True, decisions: dict | None = None) -> list[dict]:
+                conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1) -> list[dict]:
     """Preference pairs from ``pool`` (any number of prompts) under ``policy``.
 
     Rows are TRL's preference format (``prompt``/``chosen``/``rejected``, as message lists when
     ``conversational``) plus lineage columns: the pair id, prompt and candidate ids and kinds, rewards,
     margin, per-aspect scores, correctness, the pair policy and the round. ``decisions`` (from
     :func:`load_decisions`) are applied last, with :func:`apply_decisions`.
+
+    ``per_prompt`` > 1 (for ``best_vs_worst``, ``scalar`` and ``no_reflection``) pairs the i-th best distinct
+    candidate with the i-th worst, for i < ``per_prompt``, while the best side stays above the worst: more pairs
+    from the same search, each still a high-versus-low contrast.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
@@ -130,8 +134,14 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         else:
             group = None
         if group is not None and len(group) >= 2:
-            ranked = sorted(group, key=lambda c: _rank_key(c, policy))
-            todo.append((ranked[-1], ranked[0]))
+            distinct = list({c.text: c for c in sorted(group, key=lambda c: _rank_key(c, policy))}.values())
+            ranked = sorted(distinct, key=lambda c: _rank_key(c, policy)) if per_prompt > 1 else \
+                sorted(group, key=lambda c: _rank_key(c, policy))
+            for i in range(per_prompt):
+                lo, hi = ranked[i], ranked[-1 - i]
+                if len(ranked) - 1 - i <= i or (i and _rank_key(hi, policy) <= _rank_key(lo, policy)):
+                    break
+                todo.append((hi, lo))
         elif policy == "best_refined_vs_worst_sample" and refinements and samples:
             todo.append((max(refinements, key=lambda c: _rank_key(c, policy)),
                          min(samples, key=lambda c: _rank_key(c, policy))))

@@ -235,6 +235,26 @@ def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after eac
     return fig
 
 
+def variant_rounds(variants: dict[str, list[dict]], key: str = "math_accuracy",
+                   title: str = "Dev math exact match per round: RLRF and its ablations") -> go.Figure:
+    """One line per round-loop variant (``{variant: rows}`` from :func:`rlrf_nb.rounds.run_rounds`'s results),
+    ``key``'s rate per round with 95% intervals; M0 is the shared start."""
+    fig = go.Figure()
+    n = 0
+    for variant, rows in variants.items():
+        rows = [r for r in rows if key in r]
+        vals = [100 * r[key]["rate"] for r in rows]
+        n = rows[0][key]["n"] if rows else n
+        fig.add_scatter(x=[r["policy"] for r in rows], y=vals, mode="lines+markers", name=variant,
+                        line={"dash": "solid" if variant == "rlrf" else "dot", "width": 3 if variant == "rlrf" else 2},
+                        error_y={"type": "data", "symmetric": False, "width": 4,
+                                 "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
+                                 "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
+    fig.update_layout(title=title, yaxis_title=f"% (95% Wilson CI; n = {n})", template="plotly_white", height=420,
+                      width=800, legend={"orientation": "h", "y": -0.2})
+    return fig
+
+
 def export(fig: go.Figure, directory, name: str) -> dict:
     """Write ``fig`` as standalone HTML (always) and PNG (when plotly's static export, kaleido with a browser, is
     available) into ``directory``; returns the paths written and why a PNG was skipped, if it was."""

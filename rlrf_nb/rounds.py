@@ -30,14 +30,13 @@ from rlrf_nb.training import dpo_diagnostics, save_checkpoint, train_stage
 log = logging.getLogger(__name__)
 
 
-def round_prompts(world, rcfg, t: int) -> list:
-    """Round ``t``'s prompts: the t-th disjoint slice of the rl split (fresh prompts every round)."""
-    n, b = rcfg.prompts_per_round, rcfg.bios_per_round
-    math_rl, bios_rl = world.math["rl"], world.bios["rl"]
-    if t * n > len(math_rl) or t * b > len(bios_rl):
-        raise ValueError(f"round {t} needs rl prompts up to math {t * n} / bios {t * b}, but the rl split has "
-                         f"{len(math_rl)} / {len(bios_rl)}: lower rounds.prompts_per_round or raise world.math_rl")
-    return math_rl[(t - 1) * n: t * n] + bios_rl[(t - 1) * b: t * b]
+def round_prompts(recipe, world, t: int) -> list:
+    """Round ``t``'s prompts: the t-th disjoint slice of the search prompts (fresh prompts every round), from
+    ``reflection.prompt_source`` (the tiny world's rl split by default)."""
+    from rlrf_nb.tiny_world import search_examples
+
+    n, b = recipe.rounds.prompts_per_round, recipe.rounds.bios_per_round
+    return search_examples(recipe, world, n_math=n, n_bios=b, offset_math=(t - 1) * n, offset_bios=(t - 1) * b)
 
 
 def evaluate_policy(model, tok, fingerprint: str, world, store, policy_id: str, rcfg, ecfg) -> dict:
@@ -55,70 +54,121 @@ def evaluate_policy(model, tok, fingerprint: str, world, store, policy_id: str, 
     return out
 
 
-def checkpoint_path(store, t: int) -> Path:
-    return store.path("checkpoints", "rounds", f"M{t}")
+VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT"}
+
+
+def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
+    """``checkpoints/rounds/M<t>`` for RLRF, ``checkpoints/rounds/<variant>/M<t>`` for an ablation or baseline."""
+    base = store.path("checkpoints", "rounds") if variant == "rlrf" else store.path("checkpoints", "rounds", variant)
+    return base / f"M{t}"
+
+
+def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
+    """(pair policy, DPO stage config, reflection config) of a round-loop variant.
+
+    ``rlrf`` is the recipe as written; ``no_reflection`` pairs samples only and does not refine (so its later
+    rounds cost only the samples); ``scalar`` pairs by the single overall score; ``rs_sft`` trains on the best
+    candidates with SFT instead of DPO."""
+    import dataclasses
+
+    policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
+    if variant == "no_reflection":
+        return "no_reflection", dcfg, dataclasses.replace(refl, max_rounds=0)
+    if variant == "scalar":
+        return "scalar", dcfg, dataclasses.replace(refl, overall_score=True)
+    if variant == "rs_sft":
+        return policy, dataclasses.replace(dcfg, method="rs_sft"), refl
+    if variant != "rlrf":
+        raise ValueError(f"unknown round variant {variant!r}; choose from {list(VARIANT_LABELS)}")
+    return policy, dcfg, refl
+
+
+def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
+    """(store prefix, seed) of round ``t``'s search. Round 1 searches with M0 for every variant, exactly as
+    notebook 02 does (same prompts, seed and artifacts when the sizes agree), so it is run once and shared."""
+    if t == 1:
+        return "", recipe.run.seed
+    return (f"rounds/r{t}/" if variant == "rlrf" else f"rounds/{variant}/r{t}/"), recipe.run.seed + t
 
 
 def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print) -> list[dict]:
-    """Run (or resume) ``rounds.n_rounds`` RLRF rounds from the policy at ``m0_path``; returns one row per
-    policy (M0 first) with its dev metrics, pair counts and wall times, also written to ``results.json``."""
+    """Run (or resume) ``rounds.n_rounds`` rounds from the policy at ``m0_path`` for every variant in
+    ``rounds.variants`` (RLRF first). Returns RLRF's rows (M0 first) with dev metrics, pair counts and wall
+    times; ``results.json`` gets them under ``rounds`` and every variant's rows under ``round_variants``."""
     rcfg = recipe.rounds
     decisions = load_decisions(store.path(recipe.pairs.decisions))
-    paths = {0: str(m0_path)}
     m0, tok = load_policy(m0_path)
-    rows = [{"round": 0, "policy": "M0", **evaluate_policy(m0, tok, model_fingerprint(m0_path), world, store, "M0",
-                                                           rcfg, recipe.eval)}]
-    say(f"M0: dev math {rows[0]['math_accuracy']['rate']:.3f}")
-    for t in range(1, rcfg.n_rounds + 1):
-        ckpt = checkpoint_path(store, t)
-        if is_complete(ckpt):
-            info = json.loads((ckpt / "training_log.json").read_text())
-            say(f"round {t}: M{t} already trained, loading {ckpt}")
-        else:
-            info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, say)
-        paths[t] = str(ckpt)
-        model, tok = load_policy(ckpt)
-        ev = evaluate_policy(model, tok, model_fingerprint(ckpt), world, store, f"M{t}", rcfg, recipe.eval)
-        rows.append({"round": t, "policy": f"M{t}", **ev,
-                     **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pairs",
-                                             "pairs_this_round", "search_seconds", "train_seconds", "round_seconds",
-                                             "refinement_beats_parent", "steps") if k in info}})
-        say(f"round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
-            f"{info.get('round_seconds', 0):.0f} s)")
-        store.update_results({"rounds": rows})
-    return rows
+    m0_row = {"round": 0, "policy": "M0", **evaluate_policy(m0, tok, model_fingerprint(m0_path), world, store, "M0",
+                                                            rcfg, recipe.eval)}
+    say(f"M0: dev math {m0_row['math_accuracy']['rate']:.3f}")
+    variants = ["rlrf"] + [v for v in rcfg.variants if v != "rlrf"]
+    all_rows: dict[str, list[dict]] = {}
+    for variant in variants:
+        label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
+        paths = {0: str(m0_path)}
+        rows = [{**m0_row, "variant": variant}]
+        for t in range(1, rcfg.n_rounds + 1):
+            ckpt = checkpoint_path(store, t, variant)
+            if is_complete(ckpt):
+                info = json.loads((ckpt / "training_log.json").read_text())
+                say(f"{label}round {t}: M{t} already trained, loading {ckpt}")
+            else:
+                info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, say, variant)
+            paths[t] = str(ckpt)
+            model, tok = load_policy(ckpt)
+            pid = f"M{t}" if variant == "rlrf" else f"{variant}/M{t}"
+            ev = evaluate_policy(model, tok, model_fingerprint(ckpt), world, store, pid, rcfg, recipe.eval)
+            rows.append({"round": t, "policy": f"M{t}", "variant": variant, **ev,
+                         **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pair_policy",
+                                                 "pairs", "pairs_this_round", "search_seconds", "train_seconds",
+                                                 "round_seconds", "refinement_beats_parent", "steps") if k in info}})
+            say(f"{label}round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
+                f"{info.get('round_seconds', 0):.0f} s)")
+            all_rows[variant] = rows
+            store.update_results({"rounds": all_rows["rlrf"], "round_variants": all_rows})
+    return all_rows["rlrf"]
 
 
-def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict, say) -> dict:
-    rcfg, dcfg = recipe.rounds, recipe.dpo
+def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict, say,
+                 variant: str = "rlrf") -> dict:
+    rcfg = recipe.rounds
+    policy, dcfg, refl = variant_setup(recipe, variant)
+    label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
     t0 = time.monotonic()
     start = paths[t - 1] if rcfg.start_from == "previous" else paths[0]
     ref = paths[t - 1] if dcfg.reference == "previous" else paths[0]
-    say(f"round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
+    if t == 1:
+        refl = recipe.reflection  # round 1's search (M0) is shared by every variant
+    say(f"{label}round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
     searcher, tok = load_policy(paths[t - 1])  # the current policy explores (vLLM with reflection.backend: vllm)
-    searcher = load_sampler(recipe.reflection.backend, searcher, paths[t - 1])
-    examples = round_prompts(world, rcfg, t)
+    searcher = load_sampler(refl.backend, searcher, paths[t - 1])
+    examples = round_prompts(recipe, world, t)
+    prefix, seed = search_args(recipe, t, variant)
     res = reflection_search(store, searcher, tok, model_fingerprint(paths[t - 1]), examples, judge, rubrics,
-                            recipe.reflection, seed=recipe.run.seed + t, weights=recipe.feedback.weights,
-                            policy_id=f"M{t - 1}", prefix=f"rounds/r{t}/")
+                            refl, seed=seed, weights=recipe.feedback.weights, policy_id=f"M{t - 1}", prefix=prefix)
     search_seconds = time.monotonic() - t0
-    pairs = build_pairs(res["pool"], recipe.pairs.policy, min_margin=recipe.pairs.min_margin, round_=t,
-                        decisions=decisions)
-    save_pairs(store, pairs, f"rounds/r{t}/pairs")
+    pairs = build_pairs(res["pool"], policy, min_margin=recipe.pairs.min_margin, round_=t, decisions=decisions)
+    pair_dir = f"rounds/r{t}/pairs" if variant == "rlrf" else f"rounds/{variant}/r{t}/pairs"
+    save_pairs(store, pairs, pair_dir)
     this_round = len(pairs)
     if rcfg.carry_over:
         for s in range(1, t):
-            pairs = list(read_jsonl(store.path(f"rounds/r{s}/pairs.jsonl"))) + pairs
+            prev = f"rounds/r{s}/pairs.jsonl" if variant == "rlrf" else f"rounds/{variant}/r{s}/pairs.jsonl"
+            pairs = list(read_jsonl(store.path(prev))) + pairs
     model, tok = load_policy(start)
-    ref_model = None if dcfg.lora or dcfg.precompute_ref else load_policy(ref)[0]
+    ref_model = None if dcfg.lora or dcfg.precompute_ref or dcfg.method != "dpo" else load_policy(ref)[0]
     t1 = time.monotonic()
-    if not pairs and dcfg.method == "dpo":
-        say(f"round {t}: no pairs, so M{t} = its starting policy (nothing to learn from)")
-        out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": "none (no pairs)"}
+    from rlrf_nb.training import rs_sft_rows
+
+    if (not pairs and dcfg.method == "dpo") or (dcfg.method == "rs_sft" and not rs_sft_rows(res["pool"])):
+        what = "no pairs" if dcfg.method == "dpo" else "no candidate good enough for RS-SFT"
+        say(f"{label}round {t}: {what}, so M{t} = its starting policy (nothing to learn from)")
+        out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": f"none ({what})"}
     else:
-        out = train_stage(model, tok, res["pool"], pairs, dcfg, store.path("trainer_tmp", f"r{t}"),
-                          ref_model=ref_model)
-    info = {"round": t, "start_from": start, "reference": ref if dcfg.method == "dpo" else None,
+        tmp = f"r{t}" if variant == "rlrf" else f"{variant}-r{t}"
+        out = train_stage(model, tok, res["pool"], pairs, dcfg, store.path("trainer_tmp", tmp), ref_model=ref_model)
+    info = {"round": t, "variant": variant, "pair_policy": policy, "start_from": start,
+            "reference": ref if dcfg.method == "dpo" else None, "search_prefix": prefix,
             "carry_over": rcfg.carry_over, "method": out["method"], "pairs": len(pairs),
             "pairs_this_round": this_round, "pair_yield": pair_yield(pairs, len(examples)),
             "search_seconds": round(search_seconds, 1), "train_seconds": round(time.monotonic() - t1, 1),
@@ -126,8 +176,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "refinement_beats_parent": search_stats(res["pool"])["refinement_beats_parent"],
             "history": out["history"], "probe": out.get("eval"),
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
-    save_checkpoint(out["model"], tok, checkpoint_path(store, t), info)
-    assert (checkpoint_path(store, t) / COMPLETE_MARKER).exists()
+    save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
+    assert (checkpoint_path(store, t, variant) / COMPLETE_MARKER).exists()
     return info
 
 

@@ -81,6 +81,8 @@ def load_rubric(path: str | Path) -> Rubric:
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise RubricError(f"{path}: not valid UTF-8 (byte {e.object[e.start]:#04x} at offset {e.start})") from None
     except yaml.MarkedYAMLError as e:
         raise RubricError(f"{path}: YAML syntax error at line {e.problem_mark.line + 1}: {e.problem}") from e
     if not isinstance(data, dict):

@@ -83,7 +83,7 @@ class JsonlArtifact:
         start = data.rfind(b"\n") + 1
         try:
             json.loads(data[start:])
-        except ValueError:
+        except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             log.warning("%s: truncating a torn last line (%d bytes, no newline; an interrupted write)",
                         self.path, len(data) - start)
             os.truncate(self.path, start)
@@ -91,11 +91,20 @@ class JsonlArtifact:
             self._write(b"\n")
 
     def _write(self, data: bytes) -> None:
-        # O_APPEND + a single write: a crash loses at most this line, never glues two.
+        # O_APPEND + a single write: a crash loses at most this line, never glues two. A short write (disk
+        # full) is rolled back to the old end of the file, so a caller that goes on appending writes clean lines.
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            if os.write(fd, data) != len(data):
-                raise OSError(f"{self.path}: short write")
+            size = os.fstat(fd).st_size
+            try:
+                n = os.write(fd, data)
+            except OSError:
+                os.ftruncate(fd, size)
+                raise
+            if n != len(data):
+                os.ftruncate(fd, size)
+                raise OSError(f"{self.path}: short write ({n} of {len(data)} bytes; is the disk full?); "
+                              "the partial line was removed")
             os.fsync(fd)
         finally:
             os.close(fd)

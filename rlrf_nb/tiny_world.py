@@ -243,3 +243,34 @@ def write_results(store: RunStore, row: dict, info: dict) -> dict:
     if info.get("training"):
         m0["train_seconds"] = info["training"]["seconds"]
     return store.update_results({**row, "m0": m0})
+
+
+_SOURCE_CACHE: dict[str, list] = {}
+
+
+def search_examples(recipe, world: World, *, n_math: int | None = None, n_bios: int | None = None,
+                    offset_math: int = 0, offset_bios: int = 0) -> list:
+    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (the
+    tiny world's rl split when None, else the train split of a GSM8K JSONL path or Hub id) starting at
+    ``offset_math``, then ``n_bios`` bio prompts of the tiny world's rl split. Defaults: ``reflection.n_prompts``
+    and ``reflection.n_bios``. Raises naming the source when it has too few prompts."""
+    cfg = recipe.reflection
+    n_math = cfg.n_prompts if n_math is None else n_math
+    n_bios = cfg.n_bios if n_bios is None else n_bios
+    src = cfg.prompt_source
+    if src is None:
+        pool, where = world.math["rl"], "the tiny world's math rl split (world.math_rl)"
+    else:
+        from rlrf_nb.tasks.loaders import load_gsm8k
+
+        if src not in _SOURCE_CACHE:
+            _SOURCE_CACHE[src] = load_gsm8k(src, "train")
+        pool, where = _SOURCE_CACHE[src], f"reflection.prompt_source {src!r} (train split)"
+    bios_rl = world.bios["rl"]
+    if offset_math + n_math > len(pool):
+        raise ValueError(f"need math prompts {offset_math}..{offset_math + n_math} but {where} has {len(pool)}: "
+                         "lower reflection.n_prompts / rounds.prompts_per_round")
+    if offset_bios + n_bios > len(bios_rl):
+        raise ValueError(f"need bio prompts {offset_bios}..{offset_bios + n_bios} but the tiny world's bio rl split "
+                         f"has {len(bios_rl)}: lower reflection.n_bios / rounds.bios_per_round")
+    return pool[offset_math:offset_math + n_math] + bios_rl[offset_bios:offset_bios + n_bios]

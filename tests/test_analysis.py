@@ -119,3 +119,32 @@ def test_blind_spot_counts_wrong_above_right():
     assert out["pairs"] == 2 and out["prompts"] == 1
     assert out["fine"]["wrong_above"]["k"] == 1 and out["fine"]["wrong_above"]["n"] == 2
     assert out["scalar"]["tie"]["k"] == 1 and out["scalar"]["unscored"] == 1
+
+
+def test_headline_claims_verdicts_bars_and_missing_models():
+    from rlrf_nb.analysis import headline_claims
+
+    n = 200
+    m0 = [1.0] * 80 + [0.0] * 120
+    m2 = [1.0] * 110 + [0.0] * 90          # +0.15 on the same items: the bar of +0.10 is met
+    small = [1.0] * 90 + [0.0] * 110       # +0.05: interval may exclude 0 but the bar is not met
+    per_item = {"M0": {"gsm8k_strict": m0}, "M2": {"gsm8k_strict": m2},
+                "no reflection M2": {"gsm8k_strict": small}, "scalar reward M2": {"gsm8k_strict": m2[::-1]}}
+    claims = headline_claims(per_item, ablations={"reflection helps": "no reflection M2",
+                                                  "fine-grained helps": "scalar reward M2",
+                                                  "missing": "RS-SFT M2"})
+    by = {c["claim"]: c for c in claims}
+    assert set(by) == {"M2 beats M0, gsm8k_strict", "reflection helps (M2 vs no reflection M2), gsm8k_strict",
+                       "fine-grained helps (M2 vs scalar reward M2), gsm8k_strict"}
+    c = by["M2 beats M0, gsm8k_strict"]
+    assert abs(c["diff"] - 0.15) < 1e-9 and c["ci_low"] > 0 and c["bar"] == 0.10 and c["verdict"] == "holds"
+    assert c["n"] == n
+    r = by["reflection helps (M2 vs no reflection M2), gsm8k_strict"]
+    assert abs(r["diff"] - 0.10) < 1e-9 and r["bar"] is None and r["verdict"] == "holds"
+    s = by["fine-grained helps (M2 vs scalar reward M2), gsm8k_strict"]
+    assert s["diff"] == 0 and s["verdict"] == "not shown"
+    # the bar matters: +0.05 over M0 with an interval above 0 is still "not shown"
+    weak = headline_claims({"M0": {"gsm8k_strict": m0}, "M2": {"gsm8k_strict": small}})[0]
+    assert weak["ci_low"] > 0 and weak["verdict"] == "not shown"
+    worse = headline_claims({"M0": {"gsm8k_strict": m2}, "M2": {"gsm8k_strict": m0}})[0]
+    assert worse["verdict"] == "reversed"

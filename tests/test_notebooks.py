@@ -89,8 +89,10 @@ def test_notebook_02_smoke_and_review_decisions_are_honoured_in_batch(tmp_path):
     from rlrf_nb.jsonl import read_jsonl
     from rlrf_nb.pairs import POLICIES, record_decision
 
+    # run.seed 2: the smoke M0 writes noise, so whether two samples of a prompt differ in reward is luck of the
+    # sampling streams; seed 2 gives no_reflection pairs (seed 0 gave none once generation.py's streams changed)
     params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke", "interactive": False,
-              "overrides": {"run.runs_dir": str(tmp_path), "pairs.min_margin": 0.0}}
+              "overrides": {"run.runs_dir": str(tmp_path), "pairs.min_margin": 0.0, "run.seed": 2}}
     nb = str(ROOT / "notebooks/02_reflection_sampling.ipynb")
     papermill.execute_notebook(nb, str(tmp_path / "out0.ipynb"), parameters=params, kernel_name="python3",
                                cwd=str(ROOT), progress_bar=False)
@@ -125,8 +127,10 @@ def test_notebook_02_smoke_and_review_decisions_are_honoured_in_batch(tmp_path):
 def _run_nb(name, tmp_path, **extra):
     import papermill
 
+    # one ablation keeps the variant code paths covered; the runner's smoke test runs all four
     params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke",
-              "overrides": {"run.runs_dir": str(tmp_path), "m0.retrain": False}, **extra}
+              "overrides": {"run.runs_dir": str(tmp_path), "m0.retrain": False,
+                            "rounds.variants": ["rlrf", "no_reflection"]}, **extra}
     out = tmp_path / f"{name}.out.ipynb"
     papermill.execute_notebook(str(ROOT / "notebooks" / name), str(out), parameters=params, kernel_name="python3",
                                cwd=str(ROOT), progress_bar=False)
@@ -161,6 +165,14 @@ def test_notebook_04_smoke(tmp_path):
     assert [r["policy"] for r in rows] == ["M0", "M1", "M2"]
     assert all(r["math_accuracy"]["n"] == 12 for r in rows) and rows[1]["pairs_this_round"] >= 1
     done = {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
+    variants = json.loads((tmp_path / "smoke/results.json").read_text())["round_variants"]
+    assert [r["policy"] for r in variants["no_reflection"]] == ["M0", "M1", "M2"]
+    assert all(r["pair_policy"] == "no_reflection" for r in variants["no_reflection"][1:])
+    # round 1's search (M0) is shared; round 2 of the ablation searches with its own M1 and never refines
+    assert (tmp_path / "smoke/rounds/no_reflection/r2/samples.jsonl").exists()
+    assert not (tmp_path / "smoke/rounds/no_reflection/r2/refinements.jsonl").exists()
+    assert not (tmp_path / "smoke/rounds/no_reflection/r1/samples.jsonl").exists()
+    assert (tmp_path / "smoke/rounds/no_reflection/r1/pairs.jsonl").exists()
     _run_nb("04_rlrf_rounds.ipynb", tmp_path)
     assert done == {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
 
@@ -171,7 +183,11 @@ def test_notebook_05_smoke(tmp_path):
     _run_nb("04_rlrf_rounds.ipynb", tmp_path)
     _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
     res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]
-    assert set(res["summary"]) == {"M0", "M1", "M2"}
+    assert set(res["summary"]) == {"M0", "M1", "M2", "no reflection M2"}
+    assert [c["claim"] for c in res["claims"]] == [
+        "M2 beats M0, gsm8k_strict", "M2 beats M0, factscore",
+        "reflection helps (M2 vs no reflection M2), gsm8k_strict",
+        "reflection helps (M2 vs no reflection M2), factscore"]
     for row in res["summary"].values():
         assert row["gsm8k_strict"]["n"] == 24 and row["gsm8k_flexible"]["k"] >= row["gsm8k_strict"]["k"]
         assert row["just_eval_judge"].startswith("just-eval-standin/") and 0 <= row["factscore"]["score"] <= 1
@@ -180,3 +196,30 @@ def test_notebook_05_smoke(tmp_path):
     assert all("p" in r for r in res["table"] if r["model"] != "M0")
     assert res["token_shift"]["n_positions"] > 0 and res["token_shift"]["aligned"] == "M2"
     assert (tmp_path / "smoke/figures/05/gsm8k.html").exists()
+
+
+def test_notebook_06_smoke(tmp_path):
+    """Notebook 06 collates a sweep index of three seeds at two betas: table, figure and files."""
+    import papermill
+
+    runs = []
+    for seed, v in enumerate((0.40, 0.50, 0.45)):
+        for beta in ("0.1", "0.3"):
+            d = tmp_path / f"sw-seed{seed}-beta{beta}"
+            d.mkdir()
+            res = {"sweep": {"prefix": "sw", "point": {"seed": str(seed), "beta": beta}},
+                   "m0_math_accuracy": {"rate": v, "n": 200, "k": int(v * 200), "ci_low": 0, "ci_high": 1},
+                   "rounds": [{"policy": "M0", "math_accuracy": {"rate": v, "n": 200}},
+                              {"policy": "M2", "math_accuracy": {"rate": v + float(beta) / 10, "n": 200}}]}
+            (d / "results.json").write_text(json.dumps(res))
+            runs.append({"name": d.name, "point": res["sweep"]["point"], "status": "done", "run_dir": str(d)})
+    index = tmp_path / "sw.sweep.json"
+    index.write_text(json.dumps({"runs": runs}))
+    out_dir = tmp_path / "collated"
+    papermill.execute_notebook(str(ROOT / "notebooks/06_compare_runs.ipynb"), str(tmp_path / "out.ipynb"),
+                               parameters={"sweep": str(index), "out_dir": str(out_dir)}, kernel_name="python3",
+                               cwd=str(ROOT), progress_bar=False)
+    rows = json.loads((out_dir / "collated.json").read_text())
+    m2 = {r["beta"]: r for r in rows if r["metric"] == "rounds.M2.math_accuracy"}
+    assert m2["0.3"]["n_runs"] == 3 and abs(m2["0.3"]["mean"] - 0.48) < 1e-9
+    assert (out_dir / "collated.html").exists()

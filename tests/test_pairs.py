@@ -107,3 +107,20 @@ def test_every_policy_output_goes_through_trl_dpo_data_processing(tmp_path):
         assert chosen == pair["chosen"][0]["content"] + "<|end|>"
         assert tok.decode(row["rejected_ids"]).count("<|end|>") == 1
         assert tok.decode(row["prompt_ids"]).endswith("<|assistant|>")
+
+
+def test_per_prompt_pairs_take_best_and_worst_inward_without_repeats(trl_tokenize):
+    from rlrf_nb.pairs import Candidate, build_pairs
+
+    def cand(i, reward, correct):
+        return Candidate(prompt_id="p", candidate_id=f"p/s{i}", kind="sample", prompt="What is 2+2?",
+                         text=f"answer {i}", reward=reward, scores={"logical_correctness": 3}, correct=correct)
+
+    pool = [cand(i, r, r > 0.5) for i, r in enumerate([0.9, 0.8, 0.7, 0.6, 0.2, 0.1])]
+    one = build_pairs(pool, "best_vs_worst")
+    assert [(p["chosen_id"], p["rejected_id"]) for p in one] == [("p/s0", "p/s5")]
+    three = build_pairs(pool, "best_vs_worst", per_prompt=3)
+    assert [(p["chosen_id"], p["rejected_id"]) for p in three] == [("p/s0", "p/s5"), ("p/s1", "p/s4"),
+                                                                    ("p/s2", "p/s3")]
+    assert len(build_pairs(pool, "best_vs_worst", per_prompt=10)) == 3  # never reuses a candidate
+    trl_tokenize(three)

@@ -22,15 +22,31 @@ VARIANTS = {"dpo-M1-": "RLRF 1 round", "dpo-no_reflection-M1-": "no reflection",
             "rs_sft-": "RS baseline"}
 
 
-def discover_policies(store, m0_path: str) -> dict[str, str]:
+def _round_dirs(directory: Path) -> list[Path]:
+    """The complete ``M<t>`` checkpoints directly under ``directory``, by round."""
+    if not directory.is_dir():
+        return []
+    found = [d for d in directory.iterdir() if d.name[:1] == "M" and d.name[1:].isdigit() and is_complete(d)]
+    return sorted(found, key=lambda d: int(d.name[1:]))
+
+
+def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) -> dict[str, str]:
     """``{name: checkpoint path}`` for every finished policy of the run, M0 first, then rounds M1, M2, ... in
-    order, then notebook 03's variants (the most recent checkpoint of each, if several configs were trained)."""
+    order, then the round-loop ablations' last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``;
+    every round with ``all_variant_rounds``), then notebook 03's one-round variants (the most recent checkpoint
+    of each, if several configs were trained)."""
+    from rlrf_nb.rounds import VARIANT_LABELS
+
     out = {"M0": str(m0_path)}
     rounds = store.path("checkpoints", "rounds")
-    if rounds.is_dir():
-        for d in sorted((d for d in rounds.iterdir() if d.name[1:].isdigit()), key=lambda d: int(d.name[1:])):
-            if is_complete(d):
-                out[d.name] = str(d)
+    for d in _round_dirs(rounds):
+        out[d.name] = str(d)
+    for variant, label in VARIANT_LABELS.items():
+        if variant == "rlrf":
+            continue
+        found = _round_dirs(rounds / variant)
+        for d in found if all_variant_rounds else found[-1:]:
+            out[f"{label} {d.name}"] = str(d)
     ckpts = store.path("checkpoints")
     for prefix, name in VARIANTS.items():
         found = sorted((d for d in ckpts.glob(f"{prefix}*") if is_complete(d)),

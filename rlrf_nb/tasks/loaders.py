@@ -2,7 +2,7 @@
 
 Each loader takes a ``source`` that is either a local file (JSONL, or for FactScore a
 plain .txt list of topics) or a Hugging Face Hub dataset id such as ``openai/gsm8k``.
-Local files are read with :func:`rlrf_nb.jsonl.read_jsonl`, so every error names
+Local files are read with :func:`rlrf_nb.jsonl.iter_jsonl`, so every error names
 ``file:line``; Hub rows are named by dataset, split and row index instead. The records
 match the tiny world's (``rlrf_nb.tasks.schema``), so every later stage is the same.
 """
@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from rlrf_nb.jsonl import read_jsonl
+from rlrf_nb.jsonl import iter_jsonl
 from rlrf_nb.tasks.math import normalize_number
 from rlrf_nb.tasks.schema import Example
 
@@ -58,10 +58,7 @@ def iter_rows(source: str, split: str, config: str | None = None, limit: int | N
 
 
 def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    # read_jsonl yields one object per non-blank line, so pair each object with the
-    # number of the non-blank line it came from (the same rule read_jsonl applies).
-    linenos = [n for n, raw in enumerate(path.read_bytes().split(b"\n"), start=1) if raw.strip()]
-    for lineno, row in zip(linenos, read_jsonl(path)):
+    for lineno, row in iter_jsonl(path):
         yield f"{path}:{lineno}", row
 
 

@@ -27,6 +27,10 @@ from rlrf_nb.tasks.schema import Example
 
 MAX_ABS = 10**12  # bound on every literal and intermediate value
 MAX_EXPR_CHARS = 200
+# Longest number normalize_number() converts: text from a model or a data file is untrusted, and Fraction()
+# of "1e999999999" would build a billion-digit integer. A longer "number" is compared as text.
+MAX_NUMBER_CHARS = 64
+_PLAIN_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:/[0-9]+)?")
 _OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
         ast.Div: lambda a, b: a / b}
 
@@ -99,10 +103,13 @@ def normalize_number(s: str) -> str:
 
     Drops ``,`` ``$`` and a trailing ``.``; then 5.0, 05 and 5 all become ``5`` and 3.50 becomes ``3.5``.
     Decimals are rendered exactly (1234567.5 stays 1234567.5 and 5.0000001 never rounds to 5), so two
-    answers are equal only when they are the same number. Text that is not a number comes back cleaned
-    but otherwise unchanged, and then matches only itself.
+    answers are equal only when they are the same number. Text that is not a plain decimal or fraction of
+    at most :data:`MAX_NUMBER_CHARS` characters (exponents such as ``1e9`` included: no size bomb is ever
+    expanded) comes back cleaned but otherwise unchanged, and then matches only itself.
     """
     s = s.strip().replace(",", "").replace("$", "").rstrip(".").strip()
+    if len(s) > MAX_NUMBER_CHARS or not _PLAIN_NUMBER.fullmatch(s):
+        return s
     try:
         x = Fraction(s)
     except (ValueError, ZeroDivisionError):

@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlrf_nb.jsonl import read_jsonl, write_jsonl
+from rlrf_nb.jsonl import iter_jsonl, write_jsonl
 from rlrf_nb.prompts import AspectNote, chat, refinement_prompt
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
@@ -79,7 +79,7 @@ def load_split(directory: str | Path, task: str, split: str) -> list[Example]:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such split file (expected one of {SAVED[task]} for task '{task}')")
     rows = []
-    for lineno, row in enumerate(read_jsonl(p), start=1):
+    for lineno, row in iter_jsonl(p):
         rows.append(Example.from_dict(row, where=f"{p}:{lineno}"))
     return rows
 
@@ -87,7 +87,7 @@ def load_split(directory: str | Path, task: str, split: str) -> list[Example]:
 def load_kb(directory: str | Path) -> dict[str, dict]:
     p = Path(directory) / "kb.jsonl"
     kb = {}
-    for lineno, row in enumerate(read_jsonl(p), start=1):
+    for lineno, row in iter_jsonl(p):
         missing = [a for a in ("name", *bios.ATTRIBUTES) if a not in row]
         if missing:
             raise ValueError(f"{p}:{lineno}: missing field(s) {missing}")

@@ -1,0 +1,163 @@
+"""Merge the ``results.json`` of many runs (a sweep, or any runs) into one table, with mean and a 95% interval
+across seeds.
+
+Every number in a ``results.json`` is addressable by a dotted path (``rounds.M2.math_accuracy``,
+``benchmarks.summary.M2.gsm8k_strict``): rate records (``{"rate", "n", "k", "ci_low", "ci_high"}``) count as their
+rate, lists of per-policy rows are keyed by their ``policy`` (and ``variant``). :func:`collate` groups runs by
+their sweep point without the seed, and reports per group the mean, the standard deviation and a Student-t 95%
+interval over seeds (none from a single seed: one run says nothing about seed variance; see the run's own
+per-item intervals for that).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+# The numbers a reader of the paper looks at first; ``collate(..., metrics=None)`` uses these patterns.
+HEADLINE = ["m0_math_accuracy", "rounds.M*.math_accuracy", "rounds.M*.bio_claims_supported",
+            "round_variants.*.M*.math_accuracy", "benchmarks.summary.*.gsm8k_strict",
+            "benchmarks.summary.*.factscore.score", "benchmarks.summary.*.just_eval.*.mean",
+            "reflection.refinement_beats_parent", "reflection.best_is_refinement"]
+SEED_KEYS = ("seed", "run.seed", "dpo.seed")
+
+# Two-sided 95% Student-t quantiles t_{0.975, df}; df > 30 uses the normal 1.96 (within 4%).
+_T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def t975(df: int) -> float:
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+
+
+def _is_rate(obj) -> bool:
+    return isinstance(obj, dict) and "rate" in obj and "n" in obj
+
+
+def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
+    """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy)."""
+    out: dict[str, float] = {}
+
+    def walk(obj, path):
+        if _is_rate(obj):
+            if obj["rate"] is not None:
+                out[path] = float(obj["rate"])
+            return
+        if isinstance(obj, bool) or obj is None:
+            return
+        if isinstance(obj, (int, float)):
+            if math.isfinite(obj):
+                out[path] = float(obj)
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{path}.{k}" if path else str(k))
+        elif isinstance(obj, list) and obj and all(isinstance(r, dict) and "policy" in r for r in obj):
+            for r in obj:
+                walk({k: v for k, v in r.items() if k not in ("policy", "variant")}, f"{path}.{r['policy']}")
+
+    walk(results, prefix)
+    return out
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """``{"run": name, "point": {...}, "metrics": {...}}`` of one run directory (its ``results.json``)."""
+    run_dir = Path(run_dir)
+    p = run_dir / "results.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no results.json (did the run finish any stage?)")
+    try:
+        res = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from None
+    point = dict(res.get("sweep", {}).get("point") or {})
+    return {"run": run_dir.name, "point": point, "metrics": flatten_metrics(res)}
+
+
+def runs_of_sweep(index_path: str | Path) -> list[Path]:
+    """The finished run directories listed in a sweep index (``runs/<prefix>.sweep.json``)."""
+    index = json.loads(Path(index_path).read_text())
+    return [Path(e["run_dir"]) for e in index["runs"] if e.get("status") == "done"]
+
+
+def per_run_table(run_dirs: list[str | Path], metrics: list[str] | None = None) -> pd.DataFrame:
+    """Long table: one row per (run, metric) with the run's sweep point as columns."""
+    patterns = metrics or HEADLINE
+    rows = []
+    for d in run_dirs:
+        r = load_run(d)
+        for path, value in r["metrics"].items():
+            if any(fnmatch.fnmatchcase(path, pat) for pat in patterns):
+                rows.append({"run": r["run"], **r["point"], "metric": path, "value": value})
+    return pd.DataFrame(rows)
+
+
+def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
+            seed_keys: tuple[str, ...] = SEED_KEYS) -> pd.DataFrame:
+    """One row per (sweep point without the seed, metric): ``n_runs``, ``mean``, ``sd``, ``ci_low``,
+    ``ci_high`` (Student-t 95% over runs; NaN from a single run) and the runs' values."""
+    long = per_run_table(run_dirs, metrics)
+    if long.empty:
+        return pd.DataFrame(columns=["metric", "n_runs", "mean", "sd", "ci_low", "ci_high", "values", "runs"])
+    group_cols = [c for c in long.columns if c not in ("run", "metric", "value", *seed_keys)]
+    rows = []
+    for key, g in long.groupby(group_cols + ["metric"], dropna=False, sort=False):
+        key = key if isinstance(key, tuple) else (key,)
+        vals = g["value"].tolist()
+        n = len(vals)
+        mean = sum(vals) / n
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
+        half = t975(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+        rows.append({**dict(zip(group_cols + ["metric"], key)), "n_runs": n, "mean": mean, "sd": sd,
+                     "ci_low": mean - half, "ci_high": mean + half, "values": vals, "runs": g["run"].tolist()})
+    return pd.DataFrame(rows)
+
+
+def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
+    """Dot-and-whisker plot of a :func:`collate` table: one panel per metric, one dot per group."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    metrics = list(dict.fromkeys(table["metric"]))
+    group_cols = [c for c in table.columns
+                  if c not in ("metric", "n_runs", "mean", "sd", "ci_low", "ci_high", "values", "runs")]
+
+    def label(row):
+        return ", ".join(f"{c}={row[c]}" for c in group_cols if pd.notna(row[c])) or "all runs"
+
+    fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=metrics, vertical_spacing=0.5 / max(len(metrics), 1))
+    for i, m in enumerate(metrics, start=1):
+        sub = table[table["metric"] == m]
+        labels = [label(r) for _, r in sub.iterrows()]
+        err = (sub["ci_high"] - sub["mean"]).fillna(0)
+        fig.add_trace(go.Scatter(x=sub["mean"], y=labels, mode="markers", showlegend=False,
+                                 error_x={"type": "data", "array": err.tolist(), "visible": True},
+                                 customdata=sub[["n_runs"]].values,
+                                 hovertemplate="%{y}: %{x:.3f} (%{customdata[0]} runs)<extra></extra>"), row=i, col=1)
+        # every run's own value, so a reader sees the spread behind the mean
+        for _, r in sub.iterrows():
+            fig.add_trace(go.Scatter(x=r["values"], y=[label(r)] * len(r["values"]), mode="markers",
+                                     marker={"symbol": "line-ns-open", "size": 10, "color": "grey"},
+                                     showlegend=False, hoverinfo="x"), row=i, col=1)
+    fig.update_layout(title=title, height=max(300, 160 * len(metrics)), margin={"l": 200})
+    return fig
+
+
+def write_collation(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """``collated.csv``, ``collated.json`` and the figure (``collated.html``, and ``collated.png`` where plotly's
+    static export works) in ``out_dir``; returns their paths."""
+    from rlrf_nb import plots
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"csv": out / "collated.csv", "json": out / "collated.json"}
+    table.to_csv(paths["csv"], index=False)
+    paths["json"].write_text(table.to_json(orient="records", indent=2))
+    if not table.empty:
+        fig = plots.export(collate_figure(table), out, "collated")
+        paths.update({k: Path(v) for k, v in fig.items() if k in ("html", "png") and v})
+    return paths

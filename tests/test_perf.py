@@ -1,0 +1,323 @@
+"""The fast paths are correct (not how fast they are): sampling does not depend on batching, bucketing, engine or
+an out-of-memory retry and keeps temperature / top-p semantics; cached reference log-probs equal TRL's own and a
+cache hit loads no reference model; the benchmark's quick mode writes its JSON."""
+
+import functools
+import json
+import logging
+import math as pymath
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlrf_nb import generation
+from rlrf_nb.config import DPOStageConfig, load_recipe
+from rlrf_nb.generation import RowSampler, generate, generate_to_store, render_prompts
+from rlrf_nb.models import load_policy
+from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
+from rlrf_nb.prompts import chat, refinement_prompt
+from rlrf_nb.store import RunStore
+from rlrf_nb.tasks import math
+from rlrf_nb.tasks.world import build_world
+
+ROOT = Path(__file__).resolve().parents[1]
+M0 = ROOT / "data/tiny_world/m0"
+
+
+@pytest.fixture(scope="module")
+def world():
+    return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
+
+
+@pytest.fixture(scope="module")
+def m0():
+    return load_policy(M0)
+
+
+@pytest.fixture(scope="module")
+def convs(world):
+    """Prompts of quite different lengths: questions, and refinement prompts holding a draft."""
+    exs = world.math["rl"][:4]
+    out = [chat(ex.prompt) for ex in exs]
+    out += [chat(refinement_prompt(ex.prompt, ex.reference, [])) for ex in exs[:2]]
+    return out
+
+
+SAMPLE = {"max_new_tokens": 48, "do_sample": True, "temperature": 0.9, "top_p": 0.95, "num_return_sequences": 2,
+          "progress": False}
+
+
+def test_same_samples_with_bucketing_on_or_off_any_batch_size_and_either_engine(m0, convs):
+    model, tok = m0
+    lens = [len(tok(t, add_special_tokens=False)["input_ids"]) for t in render_prompts(tok, convs)]
+    assert max(lens) > 2 * min(lens)  # bucketing really reorders and re-pads these
+    bucketed = generate(model, tok, convs, seed=3, **SAMPLE)
+    assert bucketed == generate(model, tok, convs, seed=3, bucket=False, batch_size=2, **SAMPLE)
+    assert bucketed == generate(model, tok, convs, seed=3, max_batch_rows=1, **SAMPLE)
+    assert bucketed == generate(model, tok, convs, seed=3, engine="hf", **SAMPLE)  # model.generate, same sampler
+    assert len(bucketed) == len(convs) and all(len(o) == 2 for o in bucketed)
+    assert bucketed != generate(model, tok, convs, seed=4, **SAMPLE)
+    assert any(a != b for a, b in bucketed)  # two samples of one prompt differ: separate random streams
+    # a conversation's samples depend on its own seed, not on its neighbours
+    alone = generate(model, tok, convs[2:3], seeds=[11], **SAMPLE)
+    assert generate(model, tok, convs, seeds=list(range(9, 15)), **SAMPLE)[2] == alone[0]
+
+
+def test_transformers_cache_fallback_gives_the_same_samples(m0, convs, monkeypatch):
+    """Models whose cache is not plain full-attention layers keep transformers' DynamicCache and 2D mask."""
+    model, tok = m0
+    fast = generate(model, tok, convs, seed=3, **SAMPLE)
+    monkeypatch.setattr(generation, "_block_cache", lambda model: None)
+    assert generate(model, tok, convs, seed=3, **SAMPLE) == fast
+
+
+def test_greedy_equals_unpadded_per_prompt_generate(m0, convs):
+    model, tok = m0
+    ours = generate(model, tok, convs, max_new_tokens=40, progress=False)
+    with torch.inference_mode():
+        for text, o in zip(render_prompts(tok, convs), ours):
+            enc = tok(text, return_tensors="pt", add_special_tokens=False)
+            ref = model.generate(**enc, max_new_tokens=40, do_sample=False, pad_token_id=tok.pad_token_id,
+                                 eos_token_id=tok.eos_token_id)
+            assert o[0] == tok.decode(ref[0, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+
+
+def test_row_sampler_keeps_temperature_and_top_p_semantics():
+    """Each row's token is the inverse CDF of softmax(logits / T) after top-p, at the row's own uniform: over
+    many rows the frequencies are those probabilities, and tokens top-p cuts never appear."""
+    logits = torch.tensor([2.0, 1.0, 0.5, 0.0, -1.0])
+    temperature, top_p, n = 0.7, 0.8, 20000
+    probs = torch.softmax(logits / temperature, -1)
+    keep = probs.sort(descending=True)
+    cum = keep.values.cumsum(0)
+    kept = keep.indices[: int((cum < top_p).sum()) + 1]  # HF's rule: the smallest set reaching top_p
+    expected = torch.zeros_like(probs)
+    expected[kept] = probs[kept] / probs[kept].sum()
+    sampler = RowSampler(list(range(n)), 1, do_sample=True, temperature=temperature, top_p=top_p)
+    toks = sampler.pick(logits.expand(n, -1), None, 0)
+    freq = torch.bincount(toks, minlength=5).double() / n
+    assert set(toks.unique().tolist()) == set(kept.tolist())
+    assert torch.allclose(freq, expected.double(), atol=4 * pymath.sqrt(0.25 / n))
+    again = RowSampler(list(range(n)), 1, do_sample=True, temperature=temperature, top_p=top_p)
+    assert torch.equal(again.pick(logits.expand(n, -1), None, 0), toks)  # seeded: reproducible
+
+
+def test_generate_to_store_records_do_not_depend_on_the_batch(m0, world, tmp_path):
+    model, tok = m0
+    items = [{"id": ex.id, "prompt": ex.prompt} for ex in world.math["rl"][:3]]
+    kw = {"n": 2, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16, "seed": 0}
+    one = generate_to_store(RunStore(tmp_path / "a"), "samples", model, tok, "fp", items, batch_size=1, **kw)
+    three = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, batch_size=3, **kw)
+    assert [r["text"] for r in one] == [r["text"] for r in three]
+    assert [r["key"] for r in one] == [r["key"] for r in three]
+
+
+@pytest.mark.parametrize("engine", ["fast", "hf"])
+def test_out_of_memory_halves_the_batch_and_retries_only_that_batch(m0, convs, engine, monkeypatch, caplog):
+    model, tok = m0
+    kw = {**SAMPLE, "seed": 5, "engine": engine, "max_batch_rows": 8}
+    expected = generate(model, tok, convs, **kw)  # 6 prompts x 2 rows: batches of 8 rows, then 4
+    seen = []  # rows per batch attempt (prefill for the fast engine, the whole call for model.generate)
+    name = "forward" if engine == "fast" else "generate"
+    original = getattr(model, name)
+
+    @functools.wraps(original)
+    def flaky(*args, **kwargs):
+        ids = kwargs.get("input_ids", args[0] if args else None)
+        if engine == "hf" or ids.shape[1] > 1:  # a batch starts
+            seen.append(ids.shape[0])
+        if ids.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)") if engine == "fast" else \
+                RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ... out of memory")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model, name, flaky)
+    with caplog.at_level(logging.WARNING, logger="rlrf_nb.generation"):
+        got = generate(model, tok, convs, **kw)
+    assert got == expected
+    assert "out of memory on a batch of 8 sequences; retrying that batch" in caplog.text
+    assert caplog.text.count("out of memory") == 1
+    if engine == "fast":  # prefill of 4 prompts (8 rows after the copy: OOM), 2 + 2 retried, the last batch of 2
+        assert seen == [4, 2, 2, 2]
+    else:  # model.generate gets one row per sequence
+        assert seen == [8, 4, 4, 4]
+
+
+def test_a_real_error_is_not_retried(m0, convs, monkeypatch):
+    model, tok = m0
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(model, "forward", broken)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        generate(model, tok, convs, max_new_tokens=4, progress=False)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# DPO: cached reference log-probs
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pairs(world):
+    rng = random.Random(0)
+    pool = []
+    for ex in world.math["dev"][:6]:
+        bad, _ = math.corrupt_solution(rng, ex)
+        pool += [Candidate(f"{ex.id}/good", ex.id, ex.prompt, ex.reference, "sample", 1.0, {}, correct=True),
+                 Candidate(f"{ex.id}/bad", ex.id, ex.prompt, bad, "sample", 0.25, {}, correct=False)]
+    return build_pairs(pool, "best_vs_worst")
+
+
+CFG = DPOStageConfig(epochs=1, batch_size=4, logging_steps=1, loss_type=["sigmoid"], warmup_ratio=0.0)
+
+
+def _trl_fresh_ref_logps(pairs, ref_model, out_dir):
+    """TRL's own precompute (stock DPOTrainer) with ``ref_model`` as the reference."""
+    from trl import DPOConfig, DPOTrainer
+
+    from rlrf_nb.training import _common_args
+
+    model, tok = load_policy(M0)
+    args = DPOConfig(**_common_args(CFG, out_dir), precompute_ref_log_probs=True)
+    trainer = DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs),
+                         processing_class=tok)
+    ds = trainer.train_dataset
+    return ds["ref_chosen_logps"], ds["ref_rejected_logps"]
+
+
+def test_cached_reference_log_probs_equal_fresh_ones_and_a_hit_loads_no_reference(pairs, tmp_path):
+    from rlrf_nb.training import REF_LOGPS_ARTIFACT, build_dpo_trainer
+
+    store = RunStore(tmp_path / "run")
+    loads = []
+
+    def loader():
+        loads.append(1)
+        return load_policy(M0)[0]
+
+    model, tok = load_policy(M0)
+    cold = build_dpo_trainer(model, tok, pairs, CFG, tmp_path / "t1", ref_store=store, ref_fingerprint="ref-A",
+                             ref_loader=loader)
+    assert loads == [1] and cold.ref_cache_stats["computed"] == len(pairs) and cold.ref_model is None
+    assert len(store.artifact(REF_LOGPS_ARTIFACT)) == len(pairs)  # probe = the same pairs: computed once
+    fresh_c, fresh_r = _trl_fresh_ref_logps(pairs, load_policy(M0)[0], tmp_path / "t0")
+    for got, want in ((cold.train_dataset["ref_chosen_logps"], fresh_c),
+                      (cold.train_dataset["ref_rejected_logps"], fresh_r)):
+        assert torch.allclose(torch.tensor(got), torch.tensor(want), rtol=1e-4, atol=1e-4)
+    assert all(c > r for c, r in zip(fresh_c, fresh_r))  # sanity: M0 prefers the right solutions
+
+    # a rerun (new process: reopen the store) serves them all and loads no reference model
+    store2 = RunStore(tmp_path / "run")
+    model, tok = load_policy(M0)
+    warm = build_dpo_trainer(model, tok, pairs, CFG, tmp_path / "t2", ref_store=store2, ref_fingerprint="ref-A",
+                             ref_loader=loader)
+    assert loads == [1] and warm.ref_model is None
+    assert warm.ref_cache_stats == {"reused": 2 * len(pairs), "computed": 0, "reference_loaded": False}
+    assert warm.train_dataset["ref_chosen_logps"] == cold.train_dataset["ref_chosen_logps"]
+    warm.train()  # trains on the cached values (no reference forward) and learns
+    assert warm.state.global_step == pytest.approx(len(pairs) / CFG.batch_size, abs=1)
+
+    # another reference (other weights) or max_length is another key: computed, not served
+    model, tok = load_policy(M0)
+    other = build_dpo_trainer(model, tok, pairs, CFG, tmp_path / "t3", ref_store=store2, ref_fingerprint="ref-B")
+    assert other.ref_cache_stats["computed"] == len(pairs)  # no loader: the policy itself is the reference
+    assert torch.allclose(torch.tensor(other.train_dataset["ref_chosen_logps"]), torch.tensor(fresh_c), atol=1e-4)
+
+
+def test_train_dpo_with_the_store_matches_the_default_reference(pairs, tmp_path):
+    """Same pairs, same config without batching by length: the loss curve with cached reference log-probs is the
+    loss curve with TRL's frozen reference copy."""
+    import dataclasses
+
+    from rlrf_nb.training import train_dpo
+
+    cfg = dataclasses.replace(CFG, group_by_length=False)
+    model, tok = load_policy(M0)
+    default = train_dpo(model, tok, pairs, cfg, tmp_path / "d")
+    model, tok = load_policy(M0)
+    cached = train_dpo(model, tok, pairs, cfg, tmp_path / "c", ref_store=RunStore(tmp_path / "run"),
+                       ref_fingerprint="m0")
+    assert cached["ref_cache"]["computed"] == len(pairs)
+    losses = [[h["loss"] for h in r["history"] if "loss" in h and "train_runtime" not in h] for r in (default, cached)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-4)
+    assert cached["eval"]["after"]["eval_loss"] == pytest.approx(default["eval"]["after"]["eval_loss"], rel=1e-4)
+
+
+def test_train_cached_reuses_reference_log_probs_and_loads_no_reference_on_a_hit(pairs, tmp_path, monkeypatch):
+    import dataclasses
+
+    from rlrf_nb import models
+    from rlrf_nb.training import REF_LOGPS_ARTIFACT, train_cached
+
+    ref_path = tmp_path / "ref"  # a reference that is not the starting policy: other weights
+    ref, tok = load_policy(M0)
+    with torch.no_grad():
+        next(ref.parameters()).add_(0.01)
+    models.save_policy(ref, tok, ref_path)
+    loads = []
+    real = models.load_policy
+    monkeypatch.setattr(models, "load_policy", lambda path, **kw: loads.append(Path(path)) or real(path, **kw))
+    store = RunStore(tmp_path / "run")
+    say = [].append
+    first = train_cached(store, "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path, say=say)
+    assert not first["cached"] and loads.count(ref_path) == 1  # loaded once, for the missing log-probs
+    assert first["info"]["ref_cache"]["computed"] == 4 and len(store.artifact(REF_LOGPS_ARTIFACT)) == 4
+    loads.clear()
+    other = train_cached(RunStore(tmp_path / "run"), "dpo", M0, [], pairs[:4], dataclasses.replace(CFG, beta=0.2),
+                         ref_path=ref_path, say=say)  # another stage config on the same pairs and reference
+    assert not other["cached"] and ref_path not in loads
+    assert other["info"]["ref_cache"] == {"reused": 8, "computed": 0, "reference_loaded": False}
+    loads.clear()
+    again = train_cached(RunStore(tmp_path / "run"), "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path, say=say)
+    assert again["cached"] and loads == [again["path"]]  # a rerun of the stage: only the checkpoint is loaded
+
+
+def test_length_batch_sampler_groups_lengths_and_shuffles_batches():
+    from rlrf_nb.training import LengthBatchSampler
+
+    lengths = [random.Random(i).randint(10, 300) for i in range(64)]
+    sampler = LengthBatchSampler(lengths, 8, seed=0)
+    first, second = list(sampler), list(sampler)
+    assert sorted(first) == sorted(second) == list(range(64)) and first != second
+
+    def padded(order):
+        return sum(8 * max(lengths[j] for j in order[i:i + 8]) for i in range(0, 64, 8))
+
+    shuffled = random.Random(1).sample(range(64), 64)
+    assert padded(first) < 0.8 * padded(shuffled)
+    batch_max = [max(lengths[j] for j in first[i:i + 8]) for i in range(0, 64, 8)]
+    assert batch_max != sorted(batch_max, reverse=True)  # not longest-to-shortest: the batch order is random
+
+
+def test_bench_quick_writes_its_json(tmp_path):
+    from rlrf_nb.benchmarks import bench
+
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    res = bench.main(["--quick", "--out", str(out)])
+    assert torch.get_num_threads() == threads  # restored
+    data = json.loads(out.read_text())
+    assert set(data) >= {"sampling", "dpo", "stage", "acceptance", "meta", "table"}
+    assert [r["scale"] for r in data["sampling"]] == [r["scale"] for r in data["dpo"]] == [1, 2, 4]
+    for r in data["sampling"]:
+        assert r["base_tokens_per_s"] > 0 and r["ours_tokens_per_s"] > 0 and r["ratio"] > 0
+    for r in data["dpo"]:
+        assert {"base_pairs_per_s", "warm_pairs_per_s", "cold_pairs_per_s", "base_final_loss", "warm_final_loss",
+                "ratio_warm", "loss_rel_diff"} <= set(r)
+        assert r["ref_cache"]["warm"]["computed"] == 0 and not r["ref_cache"]["warm"]["reference_loaded"]
+    for r in data["stage"]:
+        assert r["rerun_seconds"] < r["first_seconds"]
+    assert len(data["acceptance"]) == 4 and data["meta"]["quick"] is True
+    assert "sampling tokens/s" in data["table"] and res["meta"]["reps"] == 1
+
+
+def test_decoding_restores_the_models_attention_setting(m0, convs):
+    """The decode loop runs eager attention on CPU and must give the model its own setting back."""
+    model, tok = m0
+    before = model.config._attn_implementation
+    generate(model, tok, convs[:1], max_new_tokens=4, progress=False)
+    assert model.config._attn_implementation == before and generation.fast_engine_ok(model)
