@@ -26,6 +26,16 @@ ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread here: the tiny model gains nothing from two, and two OpenMP threads stall whenever another
+    process holds the second core (see docs/performance.md). Restored after the module."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def world():
     return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
