@@ -32,6 +32,7 @@ import platform
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -384,11 +385,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     res = run(quick=args.quick, reps=args.reps, threads=args.threads, work_dir=args.work_dir)
     text = table(res)
-    print(text)
+    sys.stdout.write(text + "\n")  # a command's output, not a log line
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**res, "table": text}, indent=1, default=str) + "\n")
-    print(f"wrote {out}")
+    sys.stdout.write(f"wrote {out}\n")
     return res
 
 
