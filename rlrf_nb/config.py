@@ -571,6 +571,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = N
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
         raise ConfigError(f"{where}: invalid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x})") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -215,3 +215,10 @@ def test_shipped_recipes_load(name):
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / name)
     assert recipe.reflection.n_samples + recipe.reflection.top_k * recipe.reflection.m_refinements >= 7
+
+
+def test_non_utf8_recipe_names_file_and_line(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_bytes(b"run:\n  name: ok\n  seed: 1 # caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:3: not valid UTF-8 \(byte 0xe9\)"):
+        load_recipe(p)
