@@ -74,7 +74,9 @@ def test_runner_smoke_end_to_end_resumes_after_a_kill(smoke_run):
     assert set(res["round_variants"]) == {"rlrf", "no_reflection", "scalar", "rs_sft"}
     for variant, rows in res["round_variants"].items():
         assert [r["policy"] for r in rows] == ["M0", "M1", "M2"], variant
-    assert [r["method"] for r in res["round_variants"]["rs_sft"][1:]] == ["rs_sft", "rs_sft"]
+    # the smoke M0 rarely gets a perfect answer: RS-SFT then keeps the start policy and says so
+    assert all(r["method"] in ("rs_sft", "none (no candidate good enough for RS-SFT)")
+               for r in res["round_variants"]["rs_sft"][1:])
     assert {"M2", "no reflection M2", "scalar reward M2", "RS-SFT M2"} <= set(res["benchmarks"]["summary"])
     claims = {c["claim"]: c for c in res["benchmarks"]["claims"]}
     assert "M2 beats M0, gsm8k_strict" in claims and "reflection helps (M2 vs no reflection M2), gsm8k_strict" in claims
