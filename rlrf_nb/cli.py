@@ -38,7 +38,8 @@ def print_results(run_dir: Path, say=_say) -> None:
     variants = res.get("round_variants") or ({"rlrf": res["rounds"]} if "rounds" in res else {})
     if variants:
         say("rounds, dev math exact match (bio claims supported) and wall time of each round:")
-        for variant, rows in variants.items():
+        for variant in sorted(variants, key=lambda v: v != "rlrf"):  # RLRF first, then its ablations
+            rows = variants[variant]
             for r in rows:
                 if r["round"] == 0 and variant != "rlrf":
                     continue
