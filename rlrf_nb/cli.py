@@ -67,18 +67,21 @@ def benchmark_lines(table: list[dict]) -> str:
     for r in table:
         if r["metric"] in wanted:
             by_model.setdefault(r["model"], {})[r["metric"]] = r
-    lines = [f"  {'model':<22}" + "".join(f"{name + ': value [CI], diff to M0 [CI]':<48}" for name in wanted.values())]
+    head = "".join(f"{name + ': value [CI], diff to M0 [CI], p':<56}" for name in wanted.values())
+    lines = [f"  {'model':<22}{head}"]
     for model, ms in by_model.items():
         cells = []
         for m in wanted:
             r = ms.get(m)
             if r is None or r.get("value") is None:
-                cells.append(f"{'-':<48}")
+                cells.append(f"{'-':<56}")
                 continue
             cell = f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
             if r.get("diff") is not None and r["diff"] == r["diff"]:
                 cell += f" {r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
-            cells.append(f"{cell:<48}")
+                if r.get("p") is not None:
+                    cell += f" p={r['p']:.3f}"
+            cells.append(f"{cell:<56}")
         lines.append(f"  {model:<22}" + "".join(cells))
     return "\n".join(lines)
 

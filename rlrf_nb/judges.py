@@ -10,6 +10,8 @@ verifier's feedback has exactly the shape of an LLM judge's.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit, urlunsplit
+
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
@@ -149,7 +151,7 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
         transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
                                     max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
                                     temperature=1.0 if sample else 0.0)
-        judge_id = f"llm:{cfg.judge_model}@{cfg.judge_url}"
+        judge_id = f"llm:{cfg.judge_model}@{redact_url(cfg.judge_url)}"
     else:
         if model is None:
             from rlrf_nb.models import load_policy
@@ -169,6 +171,19 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
         return one(judge_id)
     return ConsensusJudge([one(f"{judge_id}#{i}") for i in range(cfg.consensus_k)],
                           judge_id=f"consensus{cfg.consensus_k}({judge_id})")
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its ``user:password@`` part, so that credentials never reach a judge id (and so every
+    feedback record and table); an unparseable URL is kept as it is."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc="***@" + host))
 
 
 def make_judge(cfg, rubrics, kb: dict[str, dict]):

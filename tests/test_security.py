@@ -231,3 +231,28 @@ def test_fake_api_key_reaches_no_file_of_a_papermill_run(server, tmp_path, recor
     assert notebooks and server.base_url in "".join(p.read_text() for p in notebooks)
     assert _files_containing(run, SECRET.encode()) == []
     assert SECRET not in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("http://user:secret@127.0.0.1:8000/v1", "http://***@127.0.0.1:8000/v1"),
+    ("https://token@judge.example/v1", "https://***@judge.example/v1"),
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
+])
+def test_judge_url_credentials_never_reach_the_judge_id(url, shown):
+    from rlrf_nb.config import FeedbackConfig
+    from rlrf_nb.judges import make_llm_judge, redact_url
+    from rlrf_nb.rubrics import load_rubric_set
+
+    assert redact_url(url) == shown
+    cfg = FeedbackConfig(judge="llm", judge_url=url, judge_model="tiny")
+    judge = make_llm_judge(cfg, load_rubric_set(ROOT / "data" / "rubrics"))
+    assert judge.id == f"llm:tiny@{shown}" and "secret" not in judge.id
+
+
+def test_just_eval_huge_digit_score_is_a_parse_failure_not_a_crash():
+    from rlrf_nb.benchmarks.just_eval import ASPECTS, parse_just_eval
+
+    raw = json.dumps({a: {"reason": "ok", "score": "9" * 5000 if a == ASPECTS[0] else 3} for a in ASPECTS})
+    scores, error = parse_just_eval(raw, ASPECTS)
+    assert error is not None and scores[0].score is None and len(scores[0].error) < 300
+    assert [s.score for s in scores[1:]] == [3] * (len(ASPECTS) - 1)

@@ -305,7 +305,7 @@ class JustEvalJudgement:
 
 # The duplicate-key-aware decoder of the kit's judge parser (json.loads silently keeps the last repeated key).
 _DECODER, _Obj = llm_judge._DECODER, llm_judge._Obj
-_INT_STRING = re.compile(r"\s*[0-9]+\s*")
+_INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit string raises
 
 
 def _load_object(raw: str) -> tuple[_Obj | None, str | None]:
@@ -361,10 +361,16 @@ def _check_aspect(name: str, obj: _Obj, unknown: list[str]) -> AspectScore:
         n = int(score)
     else:
         return fail(f"aspect {name!r}: score must be an integer from {MIN_SCORE} to {MAX_SCORE} (a JSON integer "
-                    f'or a string like "5"), got {json.dumps(score)}', reason)
+                    f'or a string like "5"), got {_shown(score)}', reason)
     if not MIN_SCORE <= n <= MAX_SCORE:
         return fail(f"aspect {name!r}: score {n} outside {MIN_SCORE}-{MAX_SCORE}", reason)
     return AspectScore(name, n, reason)
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``value`` as JSON, cut to ``limit`` characters for an error message (the raw reply keeps all of it)."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectScore], str | None]:
