@@ -1,0 +1,108 @@
+"""Issue 7's budget experiment (docs/experiments.md, "a 3,000-prompt search"): one reflection search with the
+demo's settings on N math prompts that M0 never saw (the tiny world's train split after M0's mix), then one
+training per config from M0, each scored on the 200 dev problems with a paired test against M0.
+
+    .venv/bin/python scripts/big_search.py --n 3000 --out runs/big_search \\
+        "method=rs_sft,learning_rate=3e-4,epochs=3,batch_size=32" "learning_rate=3e-5,epochs=2"
+
+A config is comma-separated ``dpo`` fields (``loss_type`` and ``loss_weights`` take ``+``-separated lists);
+``pairs=right_over_wrong`` keeps only pairs whose chosen answer is right and rejected answer wrong. The search
+is stored in ``--out`` and reused by a rerun. About 8 min for the search of 3,000 prompts on 2 CPU cores, and
+1-4 min per config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+from rlrf_nb.analysis import paired_test
+from rlrf_nb.config import load_recipe
+from rlrf_nb.judges import make_judge
+from rlrf_nb.models import load_policy
+from rlrf_nb.pairs import build_pairs
+from rlrf_nb.reflection import reflection_search
+from rlrf_nb.rounds import evaluate_policy
+from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.store import RunStore
+from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import model_fingerprint
+from rlrf_nb.training import rs_sft_rows, save_checkpoint, train_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_config(text: str, base):
+    kv = dict(item.split("=", 1) for item in text.split(","))
+    which = kv.pop("pairs", "all")
+    fields = {}
+    for key, value in kv.items():
+        if key in ("loss_type", "loss_weights"):
+            fields[key] = [float(v) if key == "loss_weights" else v for v in value.split("+")]
+        elif key == "method":
+            fields[key] = value
+        else:
+            fields[key] = type(getattr(base, key))(value)
+    return dataclasses.replace(base, **fields), which
+
+
+def dev_correct(store, policy_id: str) -> dict[str, float]:
+    rows = (json.loads(line) for line in store.path("eval", policy_id, "math_dev.jsonl").open())
+    return {r["id"]: float(bool(r["correct"])) for r in rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("configs", nargs="*")
+    ap.add_argument("--n", type=int, default=3000)
+    ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny.yaml"))
+    ap.add_argument("--out", default=str(ROOT / "runs" / "big_search"))
+    args = ap.parse_args()
+
+    recipe = load_recipe(args.recipe)
+    world = build_world(recipe.world)
+    prompts = world.math["train"][recipe.m0.n_math:recipe.m0.n_math + args.n]
+    if len(prompts) < args.n:
+        raise SystemExit(f"only {len(prompts)} train problems lie outside M0's mix; lower --n")
+    store = RunStore(args.out)
+    rubrics = load_rubric_set(ROOT / "data" / "rubrics")
+    judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+    m0_path = str(ROOT / recipe.m0.pretrained)
+    m0, tok = load_policy(m0_path)
+    t0 = time.monotonic()
+    pool = reflection_search(store, m0, tok, model_fingerprint(m0_path), prompts, judge, rubrics, recipe.reflection,
+                             seed=recipe.run.seed, weights=recipe.feedback.weights, policy_id="M0")["pool"]
+    rows, pairs = rs_sft_rows(pool), build_pairs(pool, recipe.pairs.policy, round_=1)
+    print(f"search: {len(prompts)} prompts, {len(pool)} candidates, {len(pairs)} pairs, {len(rows)} RS-SFT rows, "
+          f"{time.monotonic() - t0:.0f} s")
+    steps = {ex.id: len(ex.meta["steps"]) for ex in prompts}
+    solved, total = collections.Counter(steps[r["prompt_id"]] for r in rows), collections.Counter(steps.values())
+    print("prompts with a perfect candidate, by steps:", {k: f"{solved[k]}/{total[k]}" for k in sorted(total)})
+    evaluate_policy(m0, tok, model_fingerprint(m0_path), world, store, "M0", recipe.rounds, recipe.eval)
+    base = dev_correct(store, "M0")
+    ids = sorted(base)
+    print(f"M0: dev math {sum(base.values()) / len(base):.3f}")
+    for text in args.configs:
+        cfg, which = parse_config(text, recipe.dpo)
+        use = pairs if which == "all" else [p for p in pairs if p.get("chosen_correct") is True
+                                              and p.get("rejected_correct") is False]
+        t1 = time.monotonic()
+        model, tok = load_policy(m0_path)
+        ref = load_policy(m0_path)[0] if cfg.method == "dpo" else None
+        out = train_stage(model, tok, pool, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
+        path = save_checkpoint(out["model"], tok, store.path("checkpoints", text), {"config": text})
+        model, tok = load_policy(path)
+        evaluate_policy(model, tok, model_fingerprint(path), world, store, text, recipe.rounds, recipe.eval)
+        got = dev_correct(store, text)
+        t = paired_test([base[i] for i in ids], [got[i] for i in ids])
+        print(f"{text}: dev math {sum(got.values()) / len(got):.3f}, diff to M0 {t['diff']:+.3f} "
+              f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] p={t['p_mcnemar']:.3f}; {out['steps']} steps on "
+              f"{len(use) if cfg.method == 'dpo' else len(rows)} rows, {time.monotonic() - t1:.0f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
