@@ -118,7 +118,11 @@ def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
 
 
 def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
-    """Dot-and-whisker plot of a :func:`collate` table: one panel per metric, one dot per group."""
+    """Dot-and-whisker plot of a :func:`collate` table, with every run's own value as a grey tick.
+
+    Without grouping columns (one sweep over seeds) all metrics share one panel and one axis, one row per
+    metric, so they can be read against each other. With groups (e.g. ``beta``) there is one panel per metric,
+    one row per group. Axes are fixed to 3 decimals, so a metric with no spread does not get float-noise ticks."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -129,20 +133,32 @@ def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t
     def label(row):
         return ", ".join(f"{c}={row[c]}" for c in group_cols if pd.notna(row[c])) or "all runs"
 
+    def add(fig, sub, labels, row):
+        err_hi = (sub["ci_high"] - sub["mean"]).fillna(0)
+        err_lo = (sub["mean"] - sub["ci_low"]).fillna(0)
+        fig.add_trace(go.Scatter(x=sub["mean"], y=labels, mode="markers", showlegend=False, marker={"size": 9},
+                                 error_x={"type": "data", "array": err_hi.tolist(), "arrayminus": err_lo.tolist(),
+                                          "visible": True},
+                                 customdata=sub[["n_runs"]].values,
+                                 hovertemplate="%{y}: %{x:.3f} (%{customdata[0]} runs)<extra></extra>"), row=row, col=1)
+        for lab, (_, r) in zip(labels, sub.iterrows()):  # every run's own value: the spread behind the mean
+            fig.add_trace(go.Scatter(x=r["values"], y=[lab] * len(r["values"]), mode="markers",
+                                     marker={"symbol": "line-ns-open", "size": 12, "color": "grey"},
+                                     showlegend=False, hoverinfo="x"), row=row, col=1)
+
+    if not group_cols:
+        fig = make_subplots(rows=1, cols=1)
+        add(fig, table, metrics, 1)
+        fig.update_yaxes(autorange="reversed")
+        fig.update_xaxes(tickformat=".3f", title_text="value (grey ticks: single runs)")
+        fig.update_layout(title=title, height=max(300, 60 * len(metrics) + 140),
+                          margin={"l": max(120, 7 * max(len(m) for m in metrics))})
+        return fig
     fig = make_subplots(rows=len(metrics), cols=1, subplot_titles=metrics, vertical_spacing=0.5 / max(len(metrics), 1))
     for i, m in enumerate(metrics, start=1):
         sub = table[table["metric"] == m]
-        labels = [label(r) for _, r in sub.iterrows()]
-        err = (sub["ci_high"] - sub["mean"]).fillna(0)
-        fig.add_trace(go.Scatter(x=sub["mean"], y=labels, mode="markers", showlegend=False,
-                                 error_x={"type": "data", "array": err.tolist(), "visible": True},
-                                 customdata=sub[["n_runs"]].values,
-                                 hovertemplate="%{y}: %{x:.3f} (%{customdata[0]} runs)<extra></extra>"), row=i, col=1)
-        # every run's own value, so a reader sees the spread behind the mean
-        for _, r in sub.iterrows():
-            fig.add_trace(go.Scatter(x=r["values"], y=[label(r)] * len(r["values"]), mode="markers",
-                                     marker={"symbol": "line-ns-open", "size": 10, "color": "grey"},
-                                     showlegend=False, hoverinfo="x"), row=i, col=1)
+        add(fig, sub, [label(r) for _, r in sub.iterrows()], i)
+    fig.update_xaxes(tickformat=".3f")
     fig.update_layout(title=title, height=max(300, 160 * len(metrics)), margin={"l": 200})
     return fig
 

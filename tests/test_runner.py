@@ -210,6 +210,34 @@ def test_collate_mean_and_t_interval_across_seeds(tmp_path):
     assert len(long) == 12
 
 
+def test_collate_figure_shares_one_axis_for_a_seed_sweep_and_splits_panels_by_group(tmp_path):
+    from rlrf_nb.collate import collate_figure
+
+    for seed, v in enumerate((0.40, 0.50, 0.45)):
+        for beta in ("0.1", "0.3"):
+            d = tmp_path / "grouped" / f"s{seed}-b{beta}"
+            d.mkdir(parents=True)
+            res = {"sweep": {"point": {"seed": str(seed), "beta": beta}}, "m0_math_accuracy": {"rate": v, "n": 200},
+                   "reflection": {"best_is_refinement": {"rate": v / 2, "n": 200}}}
+            (d / "results.json").write_text(json.dumps(res))
+            if beta == "0.1":
+                flat = tmp_path / "seeds" / f"s{seed}"
+                flat.mkdir(parents=True)
+                res["sweep"]["point"] = {"seed": str(seed)}
+                (flat / "results.json").write_text(json.dumps(res))
+    seeds = collate(sorted((tmp_path / "seeds").iterdir()))
+    fig = collate_figure(seeds)
+    means = fig.data[0]
+    assert list(means.y) == list(seeds["metric"]) and len(fig.layout.annotations) == 0  # one panel, one axis
+    assert list(means.x) == pytest.approx([0.45, 0.225])
+    assert list(means.error_x.arrayminus) == pytest.approx(list(seeds["mean"] - seeds["ci_low"]))
+    assert [list(t.x) for t in fig.data[1:]] == [[0.40, 0.50, 0.45], [0.20, 0.25, 0.225]]  # every run shown
+    grouped = collate(sorted((tmp_path / "grouped").iterdir()))
+    fig = collate_figure(grouped)
+    assert [a.text for a in fig.layout.annotations] == list(dict.fromkeys(grouped["metric"]))  # a panel per metric
+    assert set(fig.data[0].y) == {"beta=0.1", "beta=0.3"}
+
+
 def test_collate_bad_results_names_the_file(tmp_path):
     d = tmp_path / "r"
     d.mkdir()
