@@ -10,8 +10,6 @@ verifier's feedback has exactly the shape of an LLM judge's.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit, urlunsplit
-
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
@@ -144,7 +142,7 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     median of k judgements per aspect; with k = 1 it decodes greedily (temperature 0).
     """
     from rlrf_nb.feedback import ConsensusJudge
-    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport
+    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport, redact_url
 
     sample = cfg.consensus_k > 1
     if cfg.judge_url:
@@ -171,19 +169,6 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
         return one(judge_id)
     return ConsensusJudge([one(f"{judge_id}#{i}") for i in range(cfg.consensus_k)],
                           judge_id=f"consensus{cfg.consensus_k}({judge_id})")
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its ``user:password@`` part, so that credentials never reach a judge id (and so every
-    feedback record and table); an unparseable URL is kept as it is."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return url
-    if "@" not in parts.netloc:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc="***@" + host))
 
 
 def make_judge(cfg, rubrics, kb: dict[str, dict]):

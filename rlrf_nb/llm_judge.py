@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
@@ -257,6 +258,20 @@ class TransformersTransport:
                 "do_sample": self.do_sample}
 
 
+def redact_url(url: str | None) -> str | None:
+    """``url`` with its ``user:password@`` part replaced by ``***@``: what ids, logs, errors and the run's
+    ``config.yaml`` show, so credentials in a judge URL reach no record or file. Requests use the real URL."""
+    if not url or "@" not in url:
+        return url
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
 class OpenAITransport:
     """Any OpenAI-compatible chat-completions server as the judge, with retries and exponential backoff.
 
@@ -284,18 +299,19 @@ class OpenAITransport:
                              f"max_retries={max_retries}, timeout={timeout}, backoff={backoff}, "
                              f"backoff_max={backoff_max}")
         self.base_url, self.model, self.api_key_env = base_url, model, api_key_env
+        self.shown_url = redact_url(base_url)  # what ids, logs and errors show; requests use base_url
         self.timeout, self.max_retries, self.backoff, self.backoff_max = timeout, max_retries, backoff, backoff_max
         self.temperature, self.max_tokens = temperature, max_tokens
         self._sleep = sleep
         self.retries = 0  # retries made over this transport's life (a server that came back shows up here)
 
     def __repr__(self) -> str:
-        return (f"OpenAITransport(base_url={self.base_url!r}, model={self.model!r}, "
+        return (f"OpenAITransport(base_url={self.shown_url!r}, model={self.model!r}, "
                 f"api_key_env={self.api_key_env!r})")
 
     def describe(self) -> dict:
         """Where the judge runs; ``api_key_env`` is the variable's name, never its value."""
-        return {"backend": "openai", "base_url": self.base_url, "model": self.model, "api_key_env": self.api_key_env,
+        return {"backend": "openai", "base_url": self.shown_url, "model": self.model, "api_key_env": self.api_key_env,
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def delay(self, retry: int) -> float:
@@ -325,11 +341,11 @@ class OpenAITransport:
             except openai.APIError as e:
                 error = _mask(f"{type(e).__name__}: {e}", key)
                 if not self._retryable(e):
-                    raise JudgeTransportError(f"judge request to {self.base_url} failed (not retried: retrying "
+                    raise JudgeTransportError(f"judge request to {self.shown_url} failed (not retried: retrying "
                                               f"cannot fix it): {error}") from None
                 if attempt == self.max_retries:
                     raise JudgeTransportError(
-                        f"judge server {self.base_url} did not answer after {attempt + 1} attempt(s) over "
+                        f"judge server {self.shown_url} did not answer after {attempt + 1} attempt(s) over "
                         f"{time.monotonic() - t0:.1f} s (feedback.max_retries={self.max_retries}, backoff "
                         f"{self.backoff} s doubling up to {self.backoff_max} s, timeout {self.timeout} s per "
                         f"request); last error: {error}"
@@ -338,7 +354,7 @@ class OpenAITransport:
                 retry_after = _retry_after(e)
                 if retry_after is not None:
                     wait = min(max(wait, retry_after), self.backoff_max)
-                log.warning("judge request to %s failed (%s); retry %d of %d in %.1f s", self.base_url, error,
+                log.warning("judge request to %s failed (%s); retry %d of %d in %.1f s", self.shown_url, error,
                             attempt + 1, self.max_retries, wait)
                 self.retries += 1
                 self._sleep(wait)
@@ -346,9 +362,9 @@ class OpenAITransport:
             finally:
                 client.close()
             if not out.choices or out.choices[0].message is None:
-                raise JudgeTransportError(f"judge server {self.base_url} sent a completion with no message")
+                raise JudgeTransportError(f"judge server {self.shown_url} sent a completion with no message")
             if attempt:
-                log.warning("judge server %s answered again after %d retries (%.1f s)", self.base_url, attempt,
+                log.warning("judge server %s answered again after %d retries (%.1f s)", self.shown_url, attempt,
                             time.monotonic() - t0)
             return out.choices[0].message.content or ""
         raise AssertionError("unreachable")

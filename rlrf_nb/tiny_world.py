@@ -230,10 +230,13 @@ def records_table(records: list[dict], columns: list[str], n: int = 8):
 def load_run(recipe_path: str | Path, run_name: str, overrides: dict | None = None):
     """Load the recipe with ``run.name`` set, open ``runs/<name>/`` and record config, seed, versions, git SHA."""
     from rlrf_nb.config import load_recipe, recipe_to_dict
+    from rlrf_nb.llm_judge import redact_url
 
     recipe = load_recipe(resolve_path(recipe_path), {"run.name": run_name, **(overrides or {})})
     store = RunStore(resolve_path(recipe.run.runs_dir) / recipe.run.name)
-    store.write_metadata(recipe_to_dict(recipe), recipe.run.seed)
+    config = recipe_to_dict(recipe)
+    config["feedback"]["judge_url"] = redact_url(config["feedback"]["judge_url"])  # no credentials in a file
+    store.write_metadata(config, recipe.run.seed)
     return recipe, store
 
 

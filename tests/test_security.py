@@ -238,15 +238,25 @@ def test_fake_api_key_reaches_no_file_of_a_papermill_run(server, tmp_path, recor
     ("https://token@judge.example/v1", "https://***@judge.example/v1"),
     ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1"),
 ])
-def test_judge_url_credentials_never_reach_the_judge_id(url, shown):
+def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.judges import make_llm_judge, redact_url
+    from rlrf_nb.judges import make_llm_judge
+    from rlrf_nb.llm_judge import OpenAITransport, redact_url
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.tiny_world import load_run
 
     assert redact_url(url) == shown
     cfg = FeedbackConfig(judge="llm", judge_url=url, judge_model="tiny")
     judge = make_llm_judge(cfg, load_rubric_set(ROOT / "data" / "rubrics"))
     assert judge.id == f"llm:tiny@{shown}" and "secret" not in judge.id
+    transport = OpenAITransport(url, "tiny")
+    assert transport.base_url == url  # requests still go to the real URL
+    assert "secret" not in repr(transport) and transport.describe()["base_url"] == shown
+    recipe, store = load_run(ROOT / "recipes" / "tiny-smoke.yaml", "creds",
+                             {"run.runs_dir": str(tmp_path), "feedback.judge_url": url})
+    assert recipe.feedback.judge_url == url
+    written = (store.path("config.yaml")).read_text()
+    assert shown in written and "secret" not in written
 
 
 def test_just_eval_huge_digit_score_is_a_parse_failure_not_a_crash():
