@@ -5,19 +5,14 @@ need, since every such reply must be counted as a parse failure and never become
 """
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
+from rlrf_nb.faults import JudgeServer, free_port  # the real `transformers serve` that fault tests kill
 from rlrf_nb.feedback import parse_rate
 from rlrf_nb.llm_judge import AspectSpec, JudgeTransportError, LLMJudge, OpenAITransport
 
@@ -28,55 +23,18 @@ M0 = ROOT / "data" / "tiny_world" / "m0"
 SPECS = {s.name: s for s in [AspectSpec("helpfulness", "Helpfulness", 1, 5, "5: fully answers; 1: does not"),
                              AspectSpec("clarity", "Clarity", 1, 5, "5: crisp; 1: confusing")]}
 
-# The server is a child of this process: if pytest itself is killed (so no teardown runs), the kernel
-# sends the server SIGTERM (prctl PR_SET_PDEATHSIG = 1, kept across exec) instead of leaving it running.
-_LAUNCH = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-           "os.execv(sys.argv[1], sys.argv[1:])")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as r:
-            return r.status == 200
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     if not (M0 / "config.json").exists():
         pytest.skip(f"{M0} has no model yet; build M0 first (the tiny-world pre-training stage)")
-    port = _free_port()
-    log_path = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--device", "cpu", str(M0)]
-    t0 = time.monotonic()
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *cmd], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "HF_HUB_OFFLINE": "1"}, start_new_session=True)
+    srv = JudgeServer(M0, tmp_path_factory.mktemp("serve"))
     try:
-        while not _healthy(f"http://127.0.0.1:{port}/health"):
-            if proc.poll() is not None:
-                pytest.fail(f"transformers serve exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
-            if time.monotonic() - t0 > 60:
-                pytest.fail(f"transformers serve not healthy after 60 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.25)
-        start_s = time.monotonic() - t0
-        print(f"\n[serve] healthy after {start_s:.1f} s on port {port}")
-        yield SimpleNamespace(base_url=f"http://127.0.0.1:{port}/v1", model=str(M0), start_s=start_s)
+        start_s = srv.start(timeout=60)
+        print(f"\n[serve] healthy after {start_s:.1f} s on port {srv.port}")
+        yield SimpleNamespace(base_url=srv.base_url, model=str(M0), start_s=start_s)
     finally:  # runs whether the tests passed, failed or errored
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        srv.kill()
 
 
 def test_round_trip_returns_text(server):
@@ -112,7 +70,7 @@ def test_llm_judge_counts_parse_failures(server):
 
 
 def test_unreachable_server_raises_naming_url_and_attempts():
-    url = f"http://127.0.0.1:{_free_port()}/v1"  # bound then closed: nothing listens there
+    url = f"http://127.0.0.1:{free_port()}/v1"  # bound then closed: nothing listens there
     t = OpenAITransport(url, "m", max_retries=1, timeout=2)
     t0 = time.monotonic()
     with pytest.raises(JudgeTransportError, match=re.escape(url)) as err:
