@@ -221,7 +221,8 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
     ``final`` against M0 (with the bars of :data:`HEADLINE_BARS`), and ``final`` against each ablation's last
     round (``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the
     right side and its difference reaches the bar (if it has one); otherwise it is reported as not shown or
-    reversed. Pairs whose models are missing are skipped."""
+    reversed, and as "no data" when no item has a value for both models (its difference is NaN). Pairs whose
+    models are missing are skipped."""
     ablations = ablations or {}
     todo = [(f"{final} beats M0", "M0")] + [(f"{name} ({final} vs {other})", other) for name, other in
                                                 ablations.items()]
@@ -236,6 +237,8 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
             bar = HEADLINE_BARS.get(m) if other == "M0" else None
             shown = t["ci_low"] > 0 and (bar is None or t["diff"] >= bar)
             verdict = "holds" if shown else ("reversed" if t["ci_high"] < 0 else "not shown")
+            if not t["n"]:  # e.g. FactScore with no scored bio: nothing to compare, said so rather than "not shown"
+                verdict = "no data"
             out.append({"claim": f"{claim}, {m}", "a": final, "b": other, "metric": m, "diff": t["diff"],
                         "ci_low": t["ci_low"], "ci_high": t["ci_high"], "n": t["n"],
                         "p": t.get("p_mcnemar", t["p_bootstrap"]), "bar": bar, "verdict": verdict})

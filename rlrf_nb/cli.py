@@ -54,10 +54,17 @@ def print_results(run_dir: Path, say=_say) -> None:
         say("the paper's claims in miniature (paired difference on the same test items [95% CI]):")
     for c in bm.get("claims", []):
         bar = f" (bar {c['bar']:+.2f})" if c.get("bar") is not None else ""
-        say(f"  {c['claim']:<58} {c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]{bar}  {c['verdict']}")
+        value = "n/a (no paired items)" if c.get("diff") is None else \
+            f"{c['diff']:+.3f} [{_signed(c.get('ci_low'))}, {_signed(c.get('ci_high'))}]"
+        say(f"  {c['claim']:<58} {value}{bar}  {c['verdict']}")
     stages = res.get("run", {}).get("stage_seconds") or {}
     if stages:
         say("wall time per stage: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in stages.items() if v is not None))
+
+
+def _signed(x) -> str:
+    """``+0.012``, or ``n/a`` for a value results.json holds as null (a NaN: nothing to compare)."""
+    return "n/a" if x is None else f"{x:+.3f}"
 
 
 def benchmark_lines(table: list[dict]) -> str:
@@ -76,9 +83,10 @@ def benchmark_lines(table: list[dict]) -> str:
             if r is None or r.get("value") is None:
                 cells.append(f"{'-':<56}")
                 continue
-            cell = f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+            lo, hi = (("n/a" if r.get(k) is None else f"{r[k]:.3f}") for k in ("ci_low", "ci_high"))
+            cell = f"{r['value']:.3f} [{lo}, {hi}]"
             if r.get("diff") is not None and r["diff"] == r["diff"]:
-                cell += f" {r['diff']:+.3f} [{r['diff_low']:+.3f}, {r['diff_high']:+.3f}]"
+                cell += f" {r['diff']:+.3f} [{_signed(r.get('diff_low'))}, {_signed(r.get('diff_high'))}]"
                 if r.get("p") is not None:
                     cell += f" p={r['p']:.3f}"
             cells.append(f"{cell:<56}")

@@ -74,15 +74,41 @@ def tokenize_pair(tokenizer, pair: dict) -> dict:
     return out
 
 
+_SENTINEL = "\u2063rlrf-end-of-turn-probe\u2063"
+
+
+def end_of_turn_ids(tokenizer) -> list[int]:
+    """The token ids the chat template writes after an assistant message's content: what closes a turn.
+
+    Read by rendering a probe conversation, never assumed: ``<|end|>`` (the tiny world's EOS) for M0's template,
+    ``<|im_end|>`` then ``"\\n"`` for ChatML (Qwen2.5-Instruct), so the last token of a templated completion need
+    not be EOS. Raises ValueError when the template drops or rewrites the assistant content."""
+    probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
+    text = tokenizer.apply_chat_template(probe, tokenize=False)
+    if text.count(_SENTINEL) != 1:
+        raise ValueError(f"the chat template of '{tokenizer.name_or_path}' does not render the assistant's content "
+                         "once and unchanged; cannot tell where a completion ends")
+    tail = text.split(_SENTINEL, 1)[1]
+    return list(tokenizer(tail, add_special_tokens=False)["input_ids"]) if tail else []
+
+
 def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) -> dict:
     """Check every pair's tokenization before training; raise :class:`PreflightError` listing the problems.
 
     Problems: the prompt is not a prefix of the rendered conversation (a chat-template mismatch); more than one
-    BOS; a completion without exactly one EOS at its end (a doubled EOS, e.g. an end token typed into the text);
-    a pair longer than ``max_length`` (TRL keeps the start and cuts the end: the final answer is lost), and
-    chosen == rejected after that cut. Returns token-length statistics and ``n_show`` decoded pairs.
+    BOS; a completion that does not end with the template's own end-of-turn tokens (:func:`end_of_turn_ids`:
+    ``<|end|>`` for M0, ``<|im_end|>\\n`` for ChatML), or that holds more EOS or end-of-turn special tokens than
+    that ending (a doubled EOS, e.g. an end token typed into the text, trl#4481); a pair longer than
+    ``max_length`` (TRL keeps the start and cuts the end: the final answer is lost), and chosen == rejected after
+    that cut. Returns token-length statistics, the end-of-turn text and ``n_show`` decoded pairs.
     """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    eot = end_of_turn_ids(tokenizer)
+    specials = set(tokenizer.all_special_ids)
+    # the special tokens that may appear in a completion, and how often: those of the ending (and EOS, once there)
+    allowed = {t: eot.count(t) for t in set(eot) & specials}
+    if eos is not None:
+        allowed.setdefault(eos, eot.count(eos))
     problems, lengths, shown = [], [], []
     for p in pairs:
         pid = p.get("pair_id", "?")
@@ -94,11 +120,15 @@ def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) ->
             problems.append(f"pair {pid}: doubled BOS ({t['prompt_ids'].count(bos)} BOS tokens in the prompt)")
         for side in ("chosen", "rejected"):
             ids = t[f"{side}_ids"]
-            n_eos = ids.count(eos)
-            if n_eos != 1 or ids[-1] != eos:
-                kind = "doubled EOS" if n_eos > 1 else "missing EOS" if n_eos == 0 else "EOS not at the end"
-                problems.append(f"pair {pid}: {kind} in {side} ({n_eos} EOS tokens): "
-                                f"{tokenizer.decode(ids[-12:])!r}")
+            extra = [tok for tok, n in allowed.items() if ids.count(tok) > n]
+            if extra:
+                kind = "doubled EOS" if eos in extra else "doubled end-of-turn token"
+                problems.append(f"pair {pid}: {kind} in {side} ({ids.count(extra[0])} x "
+                                f"{tokenizer.convert_ids_to_tokens(extra[0])!r}, the template's turn end is "
+                                f"{tokenizer.decode(eot)!r}): {tokenizer.decode(ids[-12:])!r}")
+            elif eot and ids[-len(eot):] != eot:
+                problems.append(f"pair {pid}: {side} does not end with the template's end of turn "
+                                f"{tokenizer.decode(eot)!r} (missing EOS): {tokenizer.decode(ids[-12:])!r}")
         total = {s: len(t["prompt_ids"]) + len(t[f"{s}_ids"]) for s in ("chosen", "rejected")}
         lengths.append(max(total.values()))
         if max(total.values()) > max_length:
@@ -124,7 +154,8 @@ def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) ->
                              f"{head}{more}")
     s = sorted(lengths)
     return {"pairs": len(pairs), "max_tokens": s[-1] if s else 0,
-            "p95_tokens": s[int(0.95 * (len(s) - 1))] if s else 0, "max_length": max_length, "decoded": shown}
+            "p95_tokens": s[int(0.95 * (len(s) - 1))] if s else 0, "max_length": max_length,
+            "end_of_turn": tokenizer.decode(eot), "decoded": shown}
 
 
 def _lora_config(cfg):

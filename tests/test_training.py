@@ -114,6 +114,61 @@ def test_preflight_catches_a_planted_doubled_eos_and_a_planted_truncation(pool):
         preflight(same, tok, n - 1)
 
 
+def _chatml_pairs(n=3):
+    q = "Weng earns $12 an hour for babysitting. Yesterday, she did 50 minutes of babysitting. How much did she earn?"
+    good, bad = "That is 12/60*50 = <<12/60*50=10>>10 dollars.\n#### 10", "She earned 12 dollars.\n#### 12"
+    return build_pairs([Candidate(f"c{i}", f"p{i}", q + " " * i, t, "sample", r, {}, correct=r > 0.5)
+                        for i in range(n) for t, r in ((good, 1.0), (bad, 0.0))], "best_vs_worst")
+
+
+def test_preflight_accepts_chatml_pairs_whose_turn_end_is_followed_by_a_newline():
+    """Qwen2.5-Instruct's template closes a turn with <|im_end|> and then a newline, so a templated completion
+    ends with a newline token, not EOS (issue 15, item 1): the check reads the turn end from the template."""
+    from stand_in import chatml_tokenizer, gsm8k_rows
+
+    from rlrf_nb.training import end_of_turn_ids, tokenize_pair
+
+    tok = chatml_tokenizer([r["question"] + "\n" + r["answer"] for r in gsm8k_rows(40, seed=0)])
+    eot = end_of_turn_ids(tok)
+    assert tok.convert_ids_to_tokens(eot)[0] == "<|im_end|>" and tok.decode(eot) == "<|im_end|>\n"
+    pairs = _chatml_pairs()
+    assert tok.convert_ids_to_tokens(tokenize_pair(tok, pairs[0])["chosen_ids"][-1]) == "Ċ"  # not EOS
+    report = preflight(pairs, tok, 512)
+    assert report["pairs"] == 3 and report["end_of_turn"] == "<|im_end|>\n"
+    doubled = [dict(pairs[0], chosen=[{"role": "assistant", "content": pairs[0]["chosen"][0]["content"]
+                                       + "<|im_end|>"}])]
+    with pytest.raises(PreflightError, match=r"doubled EOS in chosen \(2 x '<\|im_end\|>'"):
+        preflight(doubled, tok, 512)
+    # and M0's template still ends a turn with its EOS alone
+    _, m0_tok = load_policy(ROOT / "data/tiny_world/m0")
+    assert end_of_turn_ids(m0_tok) == [m0_tok.eos_token_id]
+
+
+def test_preflight_tokenizes_chatml_pairs_exactly_as_trl_does(tmp_path):
+    """The pre-flight's tokenization of a ChatML pair is TRL's own (DPOTrainer._prepare_dataset) token for token,
+    so what it checks is what DPO trains on."""
+    import copy
+
+    from stand_in import chatml_tokenizer, gsm8k_rows
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+    from trl import DPOConfig, DPOTrainer
+
+    from rlrf_nb.pairs import to_dataset
+    from rlrf_nb.training import tokenize_pair
+
+    tok = chatml_tokenizer([r["question"] + "\n" + r["answer"] for r in gsm8k_rows(40, seed=0)])
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1))
+    pairs = _chatml_pairs()
+    args = DPOConfig(output_dir=str(tmp_path), use_cpu=True, bf16=False, report_to="none", max_length=512)
+    trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=args, train_dataset=to_dataset(pairs),
+                         processing_class=tok)
+    for row, pair in zip(trainer._prepare_dataset(to_dataset(pairs), tok, args, "check"), pairs):
+        ours = tokenize_pair(tok, pair)
+        assert [row[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")] == \
+            [ours[k] for k in ("prompt_ids", "chosen_ids", "rejected_ids")]
+
+
 def test_diagnostics_explain_a_falling_chosen_log_prob():
     def row(step, margin, acc, chosen, rejected):
         return {"loss": 0.7, "rewards/margins": margin, "rewards/accuracies": acc, "logps/chosen": chosen,

@@ -1,0 +1,26 @@
+"""The command line's results table: it prints whatever a finished run measured, including what it could not."""
+
+import json
+
+from rlrf_nb.analysis import headline_claims
+from rlrf_nb.cli import print_results
+from rlrf_nb.store import RunStore
+
+
+def test_results_table_prints_a_claim_without_a_value(tmp_path):
+    """A headline claim on FactScore with no scored bio has a NaN difference (null in results.json): the table
+    says n/a instead of raising a TypeError after every stage has finished (issue 15, item 3)."""
+    per_item = {"M0": {"gsm8k_strict": [1.0, 0.0, 1.0], "factscore": [None, None, None]},
+                "M2": {"gsm8k_strict": [1.0, 1.0, 0.0], "factscore": [None, None, None]}}
+    claims = headline_claims(per_item)
+    assert {c["metric"]: c["verdict"] for c in claims} == {"gsm8k_strict": "not shown", "factscore": "no data"}
+    table = [{"model": "M0", "metric": "factscore", "value": None, "ci_low": None, "ci_high": None},
+             {"model": "M2", "metric": "gsm8k_strict", "value": 0.667, "ci_low": None, "ci_high": None,
+              "diff": 0.0, "diff_low": None, "diff_high": None, "p": None}]
+    RunStore(tmp_path).update_results({"benchmarks": {"table": table, "claims": claims}})
+    assert json.loads((tmp_path / "results.json").read_text())["benchmarks"]["claims"][1]["diff"] is None
+    lines = []
+    print_results(tmp_path, say=lines.append)
+    text = "\n".join(lines)
+    assert "M2 beats M0, factscore" in text and "n/a (no paired items)" in text and "no data" in text
+    assert "0.667 [n/a, n/a] +0.000 [n/a, n/a]" in text
