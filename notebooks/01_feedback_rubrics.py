@@ -20,11 +20,13 @@
 # critique and a score against a detailed rubric — on the aspects that apply to the prompt. Here we
 #
 # 1. look at the rubrics (versioned data in `data/rubrics/`);
-# 2. sample M0's responses to tiny-world prompts and judge them with the **verifier judge** (exact by
-#    construction: it recomputes every calculator step and checks every bio claim against the KB);
+# 2. sample M0's responses to held-out dev prompts and judge them with the **verifier judge** (exact by
+#    construction: it recomputes every calculator step and checks every bio claim against the KB; on a real
+#    task such as GSM8K, which has no step data, it checks the final answer against the gold one);
 # 3. judge some of them with an **LLM judge** (local `transformers`, or any OpenAI-compatible server) and
 #    count its **parse failures** — an unparseable judgement is recorded with its raw text and never scored;
-# 4. measure the LLM judge against the verifier, and its agreement with itself (consensus of k samples);
+# 4. measure the LLM judge against the verifier (never against itself), and its agreement with itself
+#    (consensus of k samples);
 # 5. browse the feedback with a widget.
 
 # %% tags=["parameters"]
@@ -37,15 +39,14 @@ overrides = {}  # dotted recipe overrides, e.g. {"feedback.judge_url": "http://1
 import logging
 
 import pandas as pd
-from rlrf_nb import plots
+from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.feedback import (Feedback, agreement, calibrate, consensus_votes, critique_examples, feedback_frame,
-                              feedback_summary, judge_responses, parse_table)
+                              feedback_summary, judge_responses, parse_table, score_table)
 from rlrf_nb.stats import format_rate
 from rlrf_nb.generation import sample_to_store
-from rlrf_nb.judges import make_judge, make_llm_judge
+from rlrf_nb.judges import VerifierJudge, make_llm_judge
 from rlrf_nb.rubrics import load_rubric_set
-from rlrf_nb.tasks.world import build_world
 from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
 
 logging.basicConfig(level=logging.WARNING)
@@ -72,12 +73,16 @@ print(rubrics["logical_correctness"].render())
 # ## 2 · M0's responses, judged by the verifier
 # Aspects are chosen per prompt from its task tags (math → logical correctness, completeness; bios →
 # factuality, completeness, readability); untagged real prompts ask the judge model to pick. The choice is
-# recorded with each judgement.
+# recorded with each judgement. The prompts are held-out **dev** prompts: the tiny world's dev split, or, in a real
+# recipe (`reflection.prompt_source` / `eval.gsm8k_source` naming GSM8K), the tail of the task's training data
+# (`rlrf_nb.task_data`), and then nothing of the tiny world is read. Whatever `feedback.judge` is, this section's
+# judge is the verifier: the reference the LLM judge is measured against below.
 
 # %%
-world = build_world(recipe.world)
+world = task_data.load_world(recipe)  # None in a real recipe
 model, tok, info = tw.get_m0(recipe, store, world)
-examples = world.math["dev"][: cfg.n_math] + world.bios["dev"][: cfg.n_bios]
+print("M0:", info["path"], "on", info["placement"])
+examples = task_data.dev_math(recipe, world, cfg.n_math) + task_data.dev_bios(recipe, world, cfg.n_bios)
 samples = sample_to_store(store, "samples", model, tok, info["fingerprint"], examples, n=cfg.samples_per_prompt,
                           temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_response_tokens,
                           seed=recipe.run.seed)
@@ -86,13 +91,13 @@ rows = [{"example": by_id[s["example_id"]], "response_id": s["response_id"], "re
 print(f"{len(samples)} samples of {len(examples)} prompts")
 
 # %%
-judge = make_judge(cfg, rubrics, {p["name"]: p for p in world.people})  # feedback.judge: verifier or llm
-ver_records = judge_responses(store, "feedback", judge, rows, rubrics, cfg.weights)
+verifier = VerifierJudge(rubrics, task_data.kb(world))  # the reference: exact steps, or the final answer
+ver_records = judge_responses(store, "feedback", verifier, rows, rubrics, cfg.weights)
 ver_frame = feedback_frame(ver_records)
-ver_frame.groupby(["task", "aspect"])["score"].describe()[["count", "mean", "min", "max"]]
+score_table(ver_frame)
 
 # %%
-fig = plots.score_distribution(ver_frame, f"{judge.id} scores per aspect (M0 samples on dev prompts)")
+fig = plots.score_distribution(ver_frame, f"{verifier.id} scores per aspect (M0 samples on dev prompts)")
 fig.show()
 
 # %% [markdown]
@@ -126,6 +131,7 @@ pd.Series(summary["verifier_vs_answer"])
 # turned into a number (prometheus-eval#58 is what happens otherwise). After a failure the judge is re-asked up
 # to `feedback.max_repairs` times.
 #
+# In a real recipe this is the recipe's own judge (`feedback.judge: llm`, at `feedback.judge_url`).
 # In the tiny world the "LLM judge" is M0 itself (`feedback.judge_model`), which was never taught to judge: it
 # stands in for a real judge so that the whole path — prompt, transport, parsing, accounting — runs offline.
 # Expect its parse rate to be ~0. Point `feedback.judge_url` at a real OpenAI-compatible server (vLLM,
@@ -140,7 +146,8 @@ parse_table(feedback_frame(llm_records + ver_records))
 
 # %%
 summary = feedback_summary(ver_records, llm_records, by_id)
-print(f"LLM judge {summary['llm_judge_id']}: parse rate {format_rate(summary['llm_judge_parse_rate'])}")
+print(f"LLM judge {summary['llm_judge_id']}: parse rate {format_rate(summary['llm_judge_parse_rate'])}; measured "
+      f"against {summary['reference_judge_id']}")
 r = llm_records[0]
 print("raw LLM-judge output (first 600 chars):\n", r["feedback"]["raw"][:600])
 print("\nparse errors:", [a["error"] for a in r["feedback"]["aspects"]])

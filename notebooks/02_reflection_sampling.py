@@ -40,7 +40,7 @@ import logging
 
 import pandas as pd
 
-from rlrf_nb import plots
+from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.generation import load_sampler
 from rlrf_nb.judges import make_judge
@@ -48,7 +48,6 @@ from rlrf_nb.pairs import POLICIES, build_pairs, load_decisions, pair_lengths, p
 from rlrf_nb.reflection import budget_comparison, reflection_search, sample_rewards, search_stats
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tasks.world import build_world
 from rlrf_nb.widgets import (PairReviewer, ReflectionViewer, refinement_frame, refinement_rows, static_pair_table,
                              static_reflection_table)
 
@@ -62,17 +61,18 @@ print(f"budget per prompt: n + k*m = {cfg.n_samples} + {cfg.top_k}*{cfg.m_refine
 
 # %% [markdown]
 # ## 1 · The search
-# M0 explores the tiny world's **rl** prompts (never seen in pre-training, never evaluated on). The judge is
-# `feedback.judge` (the exact verifier in the tiny world; an LLM judge with a real model). Every candidate is
-# also given one **overall** score, the input of the scalar-reward ablation below.
+# M0 explores the tiny world's **rl** prompts (never seen in pre-training, never evaluated on), or in a real
+# recipe the head of the task's training data (`reflection.prompt_source`). The judge is `feedback.judge` (the
+# exact verifier in the tiny world; an LLM judge with a real model). Every candidate is also given one
+# **overall** score, the input of the scalar-reward ablation below.
 
 # %%
-world = build_world(recipe.world)
+world = task_data.load_world(recipe)  # None in a real recipe
 model, tok, info = tw.get_m0(recipe, store, world)
-sampler = load_sampler(cfg.backend, model, info["path"])  # reflection.backend: transformers or vllm (GPU)
+sampler = load_sampler(cfg.backend, model, info["path"], model.dtype)  # reflection.backend: transformers or vllm
 rubrics = load_rubric_set()
-judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
-examples = tw.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
+judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
+examples = task_data.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
 res = reflection_search(store, sampler, tok, info["fingerprint"], examples, judge, rubrics, cfg,
                         seed=recipe.run.seed, weights=recipe.feedback.weights)
 pool = res["pool"]

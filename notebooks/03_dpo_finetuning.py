@@ -42,16 +42,16 @@ import logging
 
 import pandas as pd
 
-from rlrf_nb import plots
+from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.judges import make_judge
+from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import before_after, evaluate_policy
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tasks.world import build_world
-from rlrf_nb.training import preflight, rs_sft_rows, train_cached
+from rlrf_nb.training import describe_preflight, has_training_data, preflight, train_cached
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 70)
@@ -67,11 +67,12 @@ print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta
 # same recipe and run name), and pairs are built with the recipe's pair policy and any review decisions.
 
 # %%
-world = build_world(recipe.world)
+world = task_data.load_world(recipe)  # None in a real recipe
 m0, tok, info = tw.get_m0(recipe, store, world)
+place = placement(recipe.run)  # run.device / run.dtype: where every policy trains and is evaluated
 rubrics = load_rubric_set()
-judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
-examples = tw.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
+judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
+examples = task_data.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
 pool = reflection_search(store, m0, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
                          seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
 decisions = load_decisions(store.path(recipe.pairs.decisions))
@@ -81,29 +82,28 @@ print(f"{len(pairs)} {recipe.pairs.policy} pairs from {len(examples)} prompts; "
 
 # %% [markdown]
 # ## 2 · Pre-flight check
-# Before any step, every pair is tokenized as TRL will tokenize it and checked: one BOS, exactly one EOS at the end
-# of each completion (an end token typed into a text would double it), and no pair longer than `dpo.max_length`
-# (TRL would cut the end of the completion, and with it the final answer, and could make chosen and rejected
-# identical). The longest pair sets how small `max_length` may be.
+# Before any step, every pair is tokenized as TRL will tokenize it and checked: one BOS, each completion ending with
+# the chat template's own end of turn (`<|end|>` here; `<|im_end|>` and a newline for ChatML models such as Qwen)
+# and holding no second EOS (an end token typed into a text would double it), and no pair longer than
+# `dpo.max_length` (TRL would cut the end of the completion, and with it the final answer, and could make chosen
+# and rejected identical). The longest pair sets how small `max_length` may be.
 
 # %%
 report = preflight(pairs, tok, cfg.max_length)
-print(f"longest pair {report['max_tokens']} tokens (95th percentile {report['p95_tokens']}); "
-      f"max_length {cfg.max_length}: no pair is truncated")
-print("one tokenized pair, decoded with its special tokens:\n")
-print(report["decoded"][0]["chosen"])
+print(describe_preflight(report))
 
 # %% [markdown]
 # ## 3 · Train M1 with DPO
 # The reference model is explicit: a frozen copy of M0 (`dpo.reference`; with `dpo.lora` the adapter-disabled
-# base, with `dpo.precompute_ref` log-probs computed once). Precision follows the device: fp32 on CPU, bf16 on a GPU
-# that has it. The checkpoint is cached by start weights, config and data: a rerun loads it.
+# base, merged into the saved checkpoint after training, with `dpo.precompute_ref` log-probs computed once).
+# Precision follows the device (`run.device`, `run.dtype`): fp32 on CPU, bf16 on a GPU that has it. The checkpoint
+# is cached by start weights, config and data: a rerun loads it. With no pairs nothing is trained, and M1 is M0.
 
 # %%
-main = train_cached(store, "dpo-M1", info["path"], pool, pairs, cfg)
+main = train_cached(store, "dpo-M1", info["path"], pool, pairs, cfg, place=place)
 hist = main["info"]["history"]
-print(f"{'loaded cached' if main['cached'] else 'trained'} {main['path'].name}: {main['info']['steps']} steps, "
-      f"{main['info']['train_seconds']:.0f} s of training")
+print(f"{'loaded cached' if main['cached'] else 'trained' if main['trained'] else 'not trained, M1 is'} "
+      f"{main['path'].name}: {main['info']['steps']} steps, {main['info']['train_seconds']:.0f} s of training")
 plots.training_curves(hist, f"DPO on {len(pairs)} {recipe.pairs.policy} pairs (loss {cfg.loss_type})").show()
 
 # %% [markdown]
@@ -118,17 +118,18 @@ for note in main["info"]["diagnostics"]["notes"]:
 
 # %% [markdown]
 # ## 4 · Before and after, on held-out prompts
-# The same dev prompts, answered greedily by M0 and M1.
+# The same dev prompts (the recipe's own held-out slice: `rlrf_nb.task_data.dev_math`), answered greedily by M0
+# and M1.
 
 # %%
-demo_examples = world.math["dev"][:6]
+demo_examples = task_data.dev_math(recipe, world, 6)
 pd.DataFrame(before_after({"M0": (m0, tok), "M1": (main["model"], main["tokenizer"])}, demo_examples,
                           recipe.eval.max_new_tokens))[["prompt", "gold", "M0", "M0 right", "M1", "M1 right"]]
 
 # %% [markdown]
 # ## 5 · Did it help? RLRF against its baselines and ablations
-# Held-out dev math exact match and the verifier's bio claim precision (FactScore-style), with 95% intervals.
-# Differences inside the intervals are not evidence either way.
+# Held-out dev math exact match (the recipe's own dev slice) and, in the tiny world, the verifier's bio claim
+# precision (FactScore-style), with 95% intervals. Differences inside the intervals are not evidence either way.
 
 # %%
 variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}, "RLRF (DPO)": main}
@@ -136,13 +137,13 @@ if compare_variants:
     for name, policy, method in (("no reflection", "no_reflection", "dpo"), ("scalar reward", "scalar", "dpo"),
                                  ("RS-SFT", recipe.pairs.policy, "rs_sft")):
         vp = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
-        if not (vp if method == "dpo" else rs_sft_rows(pool)):
+        vcfg = dataclasses.replace(cfg, method=method)
+        if not has_training_data(pool, vp, vcfg):
             print(f"{name}: no training data from this pool, so not trained (reported, not hidden)")
             continue
-        variants[name] = train_cached(store, f"{method}-{policy}-M1", info["path"], pool, vp,
-                                      dataclasses.replace(cfg, method=method))
-evals = {name: evaluate_policy(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), world, store,
-                               name.replace(" ", "_").replace("(", "").replace(")", ""), recipe.rounds, recipe.eval)
+        variants[name] = train_cached(store, f"{method}-{policy}-M1", info["path"], pool, vp, vcfg, place=place)
+evals = {name: evaluate_policy(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world, store,
+                               name.replace(" ", "_").replace("(", "").replace(")", ""))
          for name, v in variants.items()}
 table = pd.DataFrame({name: {"dev math": format_rate(e["math_accuracy"]),
                              "bio claims supported": format_rate(e["bio_claims_supported"])

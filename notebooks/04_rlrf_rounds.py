@@ -38,13 +38,12 @@ import logging
 
 import pandas as pd
 
-from rlrf_nb import plots
+from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.judges import make_judge
 from rlrf_nb.rounds import run_rounds
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tasks.world import build_world
 
 logging.basicConfig(level=logging.WARNING)
 recipe, store = tw.load_run(recipe_path, run_name, overrides)
@@ -56,14 +55,15 @@ print(f"{rc.n_rounds} rounds x {rc.prompts_per_round} fresh math prompts (+{rc.b
 
 # %% [markdown]
 # ## 1 · Run the rounds
-# After each round the new policy is evaluated on held-out **dev** prompts (never searched or trained on): greedy
-# math exact match and the verifier's bio claim precision.
+# After each round the new policy is evaluated on held-out **dev** prompts (never searched or trained on; in a real
+# recipe the tail of the task's training data): greedy math exact match and, in the tiny world, the verifier's bio
+# claim precision. On a GPU each round holds one model at a time; a vLLM searcher sleeps while TRL trains.
 
 # %%
-world = build_world(recipe.world)
+world = task_data.load_world(recipe)  # None in a real recipe
 _, _, info = tw.get_m0(recipe, store, world)
 rubrics = load_rubric_set()
-judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
 rows = run_rounds(recipe, store, world, judge, rubrics, info["path"])
 
 # %%

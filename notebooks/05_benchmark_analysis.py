@@ -30,8 +30,13 @@
 # flexible last number); FactScore decomposes bios into sentences and checks them against the knowledge base;
 # **Just-Eval's GPT-4 judge is replaced by a verifier stand-in** (`just-eval-standin`): deterministic scores for
 # helpfulness, clarity, factuality and depth derived from the verifier's checks; engagement is not judgeable
-# offline and is left out. Its numbers are not comparable to published Just-Eval scores. With a real judge, pass a
-# `JustEvalJudge` over any OpenAI-compatible server (see `rlrf_nb.benchmarks.just_eval`).
+# offline and is left out. Its numbers are not comparable to published Just-Eval scores.
+#
+# In a real recipe (`eval.gsm8k_source` names GSM8K): k-shot GSM8K on the **test** set with the shots from the
+# **train** set (`eval.gsm8k_train_source`, or the Hub dataset's train split), graded by the kit's extractor *and*
+# by lm-eval-harness's own `strict-match` / `flexible-extract` (the numbers to set beside published ones);
+# Just-Eval asks the recipe's LLM judge with Just-Eval's own prompt; FactScore is skipped (its bios are the tiny
+# world's), and nothing of the tiny world is read.
 
 # %% tags=["parameters"]
 recipe_path = "recipes/tiny.yaml"  # the recipe of the run to evaluate
@@ -50,24 +55,23 @@ import logging
 
 import pandas as pd
 
-from rlrf_nb import plots
+from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.analysis import blind_spot, results_table, token_shift
-from rlrf_nb.benchmarks.just_eval import VerifierJustEvalJudge
-from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, policy_info
+from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
 from rlrf_nb.judges import make_judge
-from rlrf_nb.models import load_policy
+from rlrf_nb.models import load_policy, placement
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tasks.world import build_world
 from rlrf_nb.widgets import CaseBrowser, disagreements, static_case_table
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 60)
 recipe, store = tw.load_run(recipe_path, run_name, overrides)
-world = build_world(recipe.world)
+world = task_data.load_world(recipe)  # None in a real recipe
+place = placement(recipe.run)  # every model is evaluated on the run's device and precision
 _, _, info = tw.get_m0(recipe, store, world)
 figures = {}
 policies = discover_policies(store, info["path"])
@@ -79,22 +83,17 @@ pd.DataFrame([{"model": k, "checkpoint": v, **policy_info(v)} for k, v in polici
 # (`eval/<model>/...`), so rerunning this notebook evaluates only new checkpoints.
 
 # %%
-gsm8k_source = gsm8k_source or recipe.eval.gsm8k_source
 gsm8k_k = recipe.eval.gsm8k_k if gsm8k_k is None else gsm8k_k
-if gsm8k_source is None:
-    math_examples = world.math["test"][: n_math or recipe.eval.n_math]
-    exemplars = world.math["train"]
-else:
-    from rlrf_nb.tasks.loaders import load_gsm8k
-
-    math_examples = load_gsm8k(gsm8k_source, "test")[: n_math or recipe.eval.n_math]
-    exemplars = load_gsm8k(gsm8k_source, "train")
-bio_examples = world.bios["test"][: n_bios or recipe.eval.n_bios]
+math_examples = task_data.gsm8k_test(recipe, world, n_math or recipe.eval.n_math, gsm8k_source)  # test split
+exemplars = task_data.gsm8k_exemplars(recipe, world, gsm8k_source)  # shots: always a train split
+bio_examples = task_data.test_bios(recipe, world, recipe.eval.n_bios if n_bios is None else n_bios)
 rubrics = load_rubric_set()
-je_judge = VerifierJustEvalJudge(world, rubrics)
+je_judge = just_eval_judge(recipe, world, rubrics)  # the recipe's LLM judge, or the tiny world's stand-in
+print(f"GSM8K: {len(math_examples)} test problems ({math_examples[0].id} ...), {gsm8k_k} shots from "
+      f"{exemplars[0].id if exemplars and gsm8k_k else '-'} ...; Just-Eval judge {je_judge.id}; on {place.describe()}")
 suite = evaluate_suite(policies, world, store, math_examples=math_examples, bio_examples=bio_examples,
                        just_eval_judge=je_judge, gsm8k_kwargs={"exemplars": exemplars, "k": gsm8k_k},
-                       max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size)
+                       max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size, place=place)
 
 # %% [markdown]
 # ## 2 · The results table
@@ -127,9 +126,12 @@ pd.DataFrame(claims)[["claim", "diff", "ci_low", "ci_high", "p", "bar", "verdict
 figures["gsm8k"] = plots.rates_with_ci({k: v["gsm8k_strict"] for k, v in suite["summary"].items()},
                                        f"GSM8K-style held-out math, strict `#### N` ({len(math_examples)} problems)")
 figures["gsm8k"].show()
-print("strict vs flexible (flexible also accepts a last number that is not written as #### N):")
+print("strict vs flexible (flexible also accepts a last number that is not written as #### N); the kit's grade, then "
+      "lm-eval-harness's strict-match and flexible-extract exactly (comparable with published numbers):")
 for k, v in suite["summary"].items():
-    print(f"  {k:<16} strict {format_rate(v['gsm8k_strict'])}   flexible {format_rate(v['gsm8k_flexible'])}")
+    print(f"  {k:<16} kit strict {format_rate(v['gsm8k_strict'])}   flexible {format_rate(v['gsm8k_flexible'])}\n"
+          f"  {'':<16} lm-eval strict-match {format_rate(v['gsm8k_lm_eval_strict'])}   flexible-extract "
+          f"{format_rate(v['gsm8k_lm_eval_flexible'])}")
 
 # %%
 if bio_examples:
@@ -152,8 +154,8 @@ figures["just_eval"].show()
 # %%
 last = [k for k in policies if k.startswith("M") and k[1:].isdigit()][-1]
 aligned_name = last if last != "M0" else next((k for k in policies if k != "M0"), "M0")
-base, tok = load_policy(policies["M0"])
-aligned, _ = load_policy(policies[aligned_name])
+base, tok = load_policy(policies["M0"], place=place)
+aligned, _ = load_policy(policies[aligned_name], place=place)
 shift = token_shift(base, aligned, tok, [chat(ex.prompt) for ex in math_examples[:shift_prompts]],
                     max_new_tokens=recipe.eval.max_new_tokens)
 print(f"{aligned_name} vs M0 on {shift['responses']} prompts, {shift['n_positions']} tokens:")
@@ -174,12 +176,11 @@ figures["shift"].show()
 # work, needs a real LLM judge in this table (any `Judge` can be added as a scorer).
 
 # %%
-judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
-m0_model, m0_tok = load_policy(policies["M0"])
-examples = tw.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
-pool = reflection_search(store, m0_model, m0_tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
+judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
+examples = task_data.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
+pool = reflection_search(store, base, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
                          seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
-spot = blind_spot(pool, {"fine-grained reward (verifier)": lambda c: c.reward,
+spot = blind_spot(pool, {f"fine-grained reward ({judge.id})": lambda c: c.reward,
                          "overall score (scalar)": lambda c: c.overall})
 print(f"{spot['pairs']} right/wrong pairs from {spot['prompts']} prompts")
 by_prompt = {}

@@ -68,8 +68,10 @@ def _signed(x) -> str:
 
 
 def benchmark_lines(table: list[dict]) -> str:
-    """GSM8K strict and FactScore per model from notebook 05's long table, as fixed-width lines."""
-    wanted = {"gsm8k_strict": "GSM8K strict", "factscore": "FactScore"}
+    """GSM8K strict (the kit's grade, and lm-eval's strict-match) and FactScore per model from notebook 05's long
+    table, as fixed-width lines."""
+    wanted = {"gsm8k_strict": "GSM8K strict", "gsm8k_lm_eval_strict": "lm-eval strict-match",
+              "factscore": "FactScore"}
     by_model: dict[str, dict] = {}
     for r in table:
         if r["metric"] in wanted:

@@ -50,6 +50,12 @@ def check_at_least(cfg: object, section: str, names: tuple[str, ...], low: int) 
 # ---------------------------------------------------------------------------------------------
 
 
+def _looks_like_hub_id(source: str) -> bool:
+    """``owner/name`` without a data-file suffix: read as a Hub dataset (as :mod:`rlrf_nb.tasks.loaders` does)."""
+    return re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None and not source.endswith((".jsonl", ".json", ".txt")) \
+        and not Path(source).is_file()
+
+
 @dataclass
 class RunConfig:
     """Where a run writes and how it is seeded."""
@@ -57,11 +63,19 @@ class RunConfig:
     name: str = field(default="tiny", metadata={"help": "Run name; the run directory is <runs_dir>/<name>."})
     seed: int = field(default=0, metadata={"help": "Seed for python, numpy and torch RNGs."})
     runs_dir: str = field(default="runs", metadata={"help": "Parent folder of all run directories."})
+    device: str = field(default="auto", metadata={"help": "Where policies sample, are evaluated and train: auto "
+                                                          "(cuda when a GPU is visible, else cpu), cuda or cpu."})
+    dtype: str = field(default="auto", metadata={"help": "Weights' precision there: auto (bfloat16 on a GPU that "
+                                                         "supports it, float16 on an older GPU, float32 on CPU), "
+                                                         "float32, bfloat16 or float16."})
 
     def __post_init__(self):
         check(re.fullmatch(r"[A-Za-z0-9._-]+", self.name) is not None, "run.name",
               f"must match [A-Za-z0-9._-]+ (it names a folder), got {self.name!r}")
         check(self.seed >= 0, "run.seed", f"must be >= 0, got {self.seed}")
+        check(self.device in ("auto", "cuda", "cpu"), "run.device", f"must be auto, cuda or cpu, got {self.device!r}")
+        check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "run.dtype",
+              f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
 
 
 @dataclass
@@ -131,7 +145,9 @@ class M0Config:
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (cosine schedule)."})
     warmup_steps: int = field(default=50, metadata={"help": "Linear warm-up steps."})
     logging_steps: int = field(default=25, metadata={"help": "Loss is logged every this many steps."})
-    max_seconds: float = field(default=480.0, metadata={"help": "Wall-clock cap on pre-training (8 min budget)."})
+    max_seconds: float = field(default=480.0, metadata={"help": "Pre-training past this many seconds logs a warning "
+                                                                "(8 min budget); it never stops early, so a loaded "
+                                                                "machine trains the same M0."})
 
     def __post_init__(self):
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
@@ -158,15 +174,24 @@ class EvalConfig:
     max_new_tokens: int = field(default=160, metadata={"help": "Generation cap per response."})
     batch_size: int = field(default=100, metadata={"help": "Prompts per generate() call."})
     gsm8k_source: str | None = field(default=None, metadata={
-        "help": "Notebook 05's math benchmark: None for the tiny world's held-out split, or a GSM8K JSONL path / "
-                "Hub id (openai/gsm8k) for real runs; exemplars come from its train split."})
+        "help": "Notebook 05's math benchmark: None for the tiny world's held-out split, or GSM8K test for real "
+                "runs: a local JSONL (the test file itself) or a Hub id (openai/gsm8k: its test split)."})
+    gsm8k_train_source: str | None = field(default=None, metadata={
+        "help": "Where the GSM8K few-shot exemplars come from: a local train JSONL, or a Hub id (its train split). "
+                "None: gsm8k_source's train split when that is a Hub id. Shots never come from the test set."})
     gsm8k_k: int = field(default=0, metadata={"help": "Few-shot exemplars for GSM8K (8 for real chat models; the "
                                                       "tiny M0's 384-token context allows 0)."})
 
     def __post_init__(self):
         check(self.split in ("dev", "test"), "eval.split", f"must be 'dev' or 'test', got {self.split!r}")
         check(0 <= self.gsm8k_k <= 16, "eval.gsm8k_k", f"must be in [0, 16], got {self.gsm8k_k}")
-        check_at_least(self, "eval", ("n_math", "n_bios", "max_new_tokens", "batch_size"), 1)
+        check_at_least(self, "eval", ("n_math", "max_new_tokens", "batch_size"), 1)
+        check(self.n_bios >= 0, "eval.n_bios", f"must be >= 0 (0 in a real recipe: the bios are the tiny world's), "
+                                               f"got {self.n_bios}")
+        local_test = self.gsm8k_source is not None and not _looks_like_hub_id(self.gsm8k_source)
+        check(not (local_test and self.gsm8k_k and self.gsm8k_train_source is None), "eval.gsm8k_train_source",
+              f"is needed: eval.gsm8k_source {self.gsm8k_source!r} is a local file, the test set, and the "
+              f"{self.gsm8k_k} few-shot exemplars must come from a train file")
 
 
 @dataclass
@@ -195,7 +220,8 @@ class FeedbackConfig:
     trust_remote_code: bool = field(default=False, metadata={"help": "Local LLM judge: run the Python code a Hub "
                                                                      "model ships (only for a model you trust)."})
     max_repairs: int = field(default=1, metadata={"help": "Re-asks after an unparseable judgement."})
-    max_new_tokens: int = field(default=256, metadata={"help": "Judge output cap (local transport)."})
+    max_new_tokens: int = field(default=256, metadata={"help": "Judge output cap in tokens (max_tokens of an HTTP "
+                                                               "judge's requests, max_new_tokens of a local one)."})
     consensus_k: int = field(default=1, metadata={"help": "Judge samples per response; median score per aspect."})
     weights: dict = field(default_factory=dict,
                           metadata={"help": "Aspect weights for the scalar reward, by aspect name (default 1)."})

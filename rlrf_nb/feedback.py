@@ -136,8 +136,10 @@ def _median_low(values: list[int]) -> int:
 class ConsensusJudge:
     """k judges (or k samples of one sampling judge) per response; the median score per aspect.
 
-    An aspect is a parse failure only if every judge failed on it. The per-judge scores are kept in
-    ``meta["votes"]`` so agreement can be computed afterwards (:func:`agreement`).
+    An aspect is a parse failure only if every judge failed on it; its error then names each judge's own reason
+    (``"all 3 judges failed to parse: #0: invalid JSON ...; #1: ..."``). The per-judge scores are kept in
+    ``meta["votes"]`` so agreement can be computed afterwards (:func:`agreement`), and each judge's parse errors
+    in ``meta["member_errors"]`` (None where it parsed).
     """
 
     def __init__(self, judges: list, judge_id: str | None = None):
@@ -148,20 +150,22 @@ class ConsensusJudge:
 
     def judge(self, prompt: str, response: str, aspects: list[str], example=None) -> Feedback:
         fbs = [j.judge(prompt, response, aspects, example=example) for j in self.judges]
-        out, votes = [], {}
+        out, votes, errors = [], {}, {}
         for i, asp in enumerate(fbs[0].aspects):
             per = [fb.aspects[i] for fb in fbs]
             votes[asp.aspect] = [a.score for a in per]
+            errors[asp.aspect] = [a.error for a in per]
             ok = [a for a in per if a.parse_ok]
             if not ok:
+                reasons = "; ".join(f"#{j}: {a.error}" for j, a in enumerate(per))
                 out.append(AspectFeedback(asp.aspect, None, asp.min_score, asp.max_score, "", False,
-                                          f"all {len(per)} judges failed to parse"))
+                                          f"all {len(per)} judges failed to parse: {reasons}"))
                 continue
             med = _median_low([a.score for a in ok])
             critique = next(a.critique for a in ok if a.score == med)
             out.append(AspectFeedback(asp.aspect, med, asp.min_score, asp.max_score, critique))
         return Feedback(self.id, fbs[0].rubric_version, out, raw="\n---\n".join(fb.raw for fb in fbs),
-                        attempts=sum(fb.attempts for fb in fbs), meta={"votes": votes})
+                        attempts=sum(fb.attempts for fb in fbs), meta={"votes": votes, "member_errors": errors})
 
 
 def agreement(ratings: list[list[int | None]]) -> dict:
@@ -300,6 +304,18 @@ def feedback_frame(records: list[dict]):
     return pd.DataFrame(rows)
 
 
+def score_table(frame):
+    """Count, mean, min and max score per task and aspect of :func:`feedback_frame`. Parse failures have no score
+    and are not counted: an aspect whose judgements all failed shows count 0 and NaNs (pandas' ``describe()`` of an
+    all-None column has no mean, and notebook 01 raised a KeyError there)."""
+    import pandas as pd
+
+    if frame.empty:
+        return pd.DataFrame(columns=["count", "mean", "min", "max"])
+    scored = frame.assign(score=pd.to_numeric(frame["score"], errors="coerce"))
+    return scored.groupby(["task", "aspect"])["score"].agg(["count", "mean", "min", "max"])
+
+
 def parse_rate(feedbacks: list[Feedback], round_: int = 0):
     """:func:`parse_table` for Feedback objects (not yet stored as records)."""
     import pandas as pd
@@ -342,6 +358,8 @@ def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_
     mean a right answer (``verifier_precision``); a right answer may still get less than 5 when a step
     is wrong and a later error cancels it (``right_answer_wrong_steps``): the verifier is stricter than
     an outcome check, by design. Plus the LLM judge's parse rate over all its aspect judgements.
+    ``ver_records`` must come from the verifier (``reference_judge_id`` says which judge), never from the LLM judge
+    itself: measured against its own records it would agree 100% with itself.
     """
     from rlrf_nb.stats import rate
     from rlrf_nb.tasks.math import is_correct
@@ -359,7 +377,8 @@ def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_
             "right_answer_wrong_steps": rate(sum(c and not v for v, c in pairs), right),
             "verifier_vs_answer": table,
             "llm_judge_parse_rate": rate(sum(a["parse_ok"] for a in aspects), len(aspects)),
-            "llm_judge_id": llm_records[0]["judge_id"] if llm_records else None}
+            "llm_judge_id": llm_records[0]["judge_id"] if llm_records else None,
+            "reference_judge_id": ver_records[0]["judge_id"] if ver_records else None}
 
 
 def critique_examples(records: list[dict]) -> list[dict]:

@@ -2,7 +2,8 @@
 
 Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU machine, a
 :class:`VLLMPolicy` (``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported
-only when one is loaded.
+only when one is loaded, the process keeps one engine (:class:`VLLMEngine`) and puts it to sleep while TRL
+trains (:func:`release_vllm`).
 
 How :func:`generate` is fast (see docs/performance.md):
 
@@ -15,8 +16,12 @@ How :func:`generate` is fast (see docs/performance.md):
   than the SDPA kernel for one query token); rows that reached EOS leave the batch; only the last position's
   logits are computed. Models whose cache has other layer kinds (sliding windows ...) keep transformers'
   ``DynamicCache`` and 2D mask; a generation config with other logits processors uses ``model.generate``.
-- **Batch size fits memory**: rows per batch are capped by an estimate of the KV cache and activations
-  against the free memory; on an out-of-memory error the batch size is halved and only that batch retried.
+- **Batches come from the recipe, never from the machine's state**: a batch holds ``batch_size`` prompts (times
+  ``num_return_sequences`` rows), whatever memory is free, so a run gives the same outputs idle or loaded (the
+  rows of a batch share its matmuls, whose float rounding depends on the batch's shape, and a greedy argmax tie
+  or a sampled token can flip with it). An estimate of the KV cache and activations against the free memory only
+  warns (:func:`check_batch_memory`); on an out-of-memory error the batch is halved and only that batch retried,
+  the same split on any machine that runs out.
 - **Sampling does not depend on the batch.** Every output row draws its uniforms from its own
   ``torch.Generator`` (seeded from ``seed`` or ``seeds``, the row's input index and its return index) and
   samples by inverse CDF from transformers' own temperature / top-k / top-p warpers. A row's sample is
@@ -193,12 +198,19 @@ def bytes_per_row(model, prompt_len: int, max_new_tokens: int) -> int:
     return kv + acts + 2 * getattr(cfg, "vocab_size", 32000) * 4
 
 
-def fit_batch_rows(model, prompt_len: int, max_new_tokens: int, wanted: int, fraction: float = MEMORY_FRACTION) -> int:
-    """``wanted`` rows, lowered to what fits in ``fraction`` of the free memory (at least 1)."""
+def check_batch_memory(model, prompt_len: int, max_new_tokens: int, rows: int,
+                       fraction: float = MEMORY_FRACTION) -> bool:
+    """Whether ``rows`` sequences are estimated to fit in ``fraction`` of the free memory; a warning when not.
+    It never changes the batch: free memory depends on what else the machine runs, and a batch whose size followed
+    it would make a run's outputs depend on the load (issue 15, E). Lower ``batch_size`` in the recipe instead."""
     free = free_memory(next(model.parameters()).device)
-    if free is None:
-        return wanted
-    return max(1, min(wanted, int(free * fraction) // max(1, bytes_per_row(model, prompt_len, max_new_tokens))))
+    need = rows * bytes_per_row(model, prompt_len, max_new_tokens)
+    if free is None or need <= free * fraction:
+        return True
+    log.warning("generate: a batch of %d sequences (prompts up to %d tokens + %d new) needs about %.1f GiB, more than "
+                "%.0f%% of the %.1f GiB free; lower batch_size if it runs out of memory (an out-of-memory batch is "
+                "halved and retried)", rows, prompt_len, max_new_tokens, need / 2**30, 100 * fraction, free / 2**30)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -513,8 +525,8 @@ def generate_ids(model, tokenizer, conversations: list[list[dict]], *, max_new_t
     decode = _decode_fast if engine == "fast" or (engine == "auto" and fast_engine_ok(model)) else _decode_hf
     eos = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
-    cap = max_batch_rows or fit_batch_rows(model, max(len(p) for p in prompts), max_new_tokens,
-                                           max(1, batch_size) * nrs)
+    cap = max_batch_rows or max(1, batch_size) * nrs  # from the arguments only, never from the free memory
+    check_batch_memory(model, max(len(p) for p in prompts), max_new_tokens, cap)
     todo = _batches([(j, rows_of[j]) for j in order], cap)
     out: dict[int, list[int]] = {}
     bar = tqdm(total=len(texts) * nrs, desc="generate", disable=not progress)
@@ -548,9 +560,9 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
              max_batch_rows: int | None = None) -> list[list[str]]:
     """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
 
-    ``batch_size`` conversations (times ``num_return_sequences`` rows) go into one batch at most, fewer if the
-    free memory says so (``max_batch_rows`` overrides that estimate); an out-of-memory error halves the batch
-    and retries only that batch. ``bucket`` sorts the distinct prompts by length first (less padding).
+    ``batch_size`` conversations (times ``num_return_sequences`` rows, or ``max_batch_rows`` rows) go into one
+    batch, whatever memory is free (so the outputs do not depend on the machine's load); an out-of-memory error
+    halves the batch and retries only that batch. ``bucket`` sorts the distinct prompts by length first (less padding).
     Sampling uses one random stream per output row, from ``seed`` and the conversation's index, or from
     ``seeds`` (one per conversation, e.g. the record's content key): the samples do not depend on batching,
     bucketing or retries. ``engine``: ``fast`` (the lean KV-cache loop), ``hf`` (``model.generate`` with the same
@@ -572,42 +584,162 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
     return [flat[i * nrs:(i + 1) * nrs] for i in range(len(ids))]
 
 
-class VLLMPolicy:
-    """A policy served by vLLM for fast sampling (GPU). Same chat template, same decode parameters."""
+# ---------------------------------------------------------------------------------------------------------------
+# vLLM: one engine per process, asleep while TRL trains
+# ---------------------------------------------------------------------------------------------------------------
+
+#: Share of the GPU's memory the vLLM engine takes while awake (weights + KV cache). It leaves room for a policy
+#: that notebook 02 or a round holds on the same GPU for evaluation; while TRL trains the engine sleeps and holds
+#: (almost) nothing.
+VLLM_GPU_MEMORY_UTILIZATION = 0.5
+
+
+def checkpoint_tensors(path: str):
+    """``(name, tensor)`` of every weight in a checkpoint's ``*.safetensors`` (a local directory, or a Hub id's
+    snapshot in the local cache), the names as ``save_pretrained`` wrote them: what vLLM's ``load_weights`` takes."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from rlrf_nb.models import hub_revision, is_hub_id
+
+    directory = hub_revision(path)[1] if is_hub_id(path) else Path(path)
+    for f in sorted(directory.glob("*.safetensors")):
+        with safe_open(str(f), framework="pt") as fh:
+            for name in fh.keys():
+                yield name, fh.get_tensor(name)
+
+
+class VLLMEngine:
+    """The process's one ``vllm.LLM`` (built with ``enable_sleep_mode=True``), serving one checkpoint at a time.
+
+    A round samples with M_{t-1}, then TRL trains M_t in the same process on the same GPU: a second engine, or an
+    awake one, would hold the GPU's memory while the trainer needs it. vLLM's sleep mode (docs.vllm.ai,
+    features/sleep_mode) is the documented way out, in the pattern of TRL's own colocated vLLM
+    (``trl/generation/vllm_generation.py``):
+
+    - :meth:`sleep`: ``llm.sleep(level=2)`` frees the weights and the KV cache (level 2: the weights are not kept
+      in CPU memory either; the next checkpoint replaces them);
+    - :meth:`serve` another checkpoint (or the same one after a sleep): ``wake_up(tags=["weights"])``, load its
+      safetensors in place with the model's ``load_weights``, then ``wake_up(tags=["kv_cache"])`` and reset the
+      prefix cache. Waking the weights alone first keeps the peak low, as vLLM's docs advise for weight updates.
+    """
 
     def __init__(self, llm, path: str):
-        self.llm, self.path = llm, path
+        self.llm, self.path, self.asleep = llm, str(path), False
+        self.loads = 0  # checkpoints loaded in place after the first (a test reads it)
+
+    def _model(self):
+        # the in-process worker's model (TRL's colocate mode reaches it the same way; distributed_executor_backend
+        # "external_launcher" keeps the worker in this process)
+        return self.llm.llm_engine.model_executor.driver_worker.model_runner.model
+
+    def serve(self, path: str) -> None:
+        """Make the engine serve ``path``, loading its weights in place when they are not the ones it holds."""
+        path = str(path)
+        if path == self.path and not self.asleep:
+            return
+        if not self.asleep:
+            self.llm.sleep(level=2)  # drop the old weights and KV cache first: one model's memory at a time
+        self.llm.wake_up(tags=["weights"])
+        self._model().load_weights(checkpoint_tensors(path))
+        self.llm.wake_up(tags=["kv_cache"])
+        self.llm.reset_prefix_cache()  # cached prefixes were computed with the old weights
+        self.path, self.asleep = path, False
+        self.loads += 1
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights and KV cache) until :meth:`serve` is called again."""
+        if not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = True
+
+
+_ENGINE: VLLMEngine | None = None
+
+
+def vllm_engine(path: str, dtype=None) -> VLLMEngine:
+    """The process's engine, serving ``path``: built on the first call (``vllm.LLM`` with sleep mode on), and on
+    later calls the same engine, switched to ``path`` (:meth:`VLLMEngine.serve`)."""
+    global _ENGINE
+    if _ENGINE is None:
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise ImportError("reflection.backend='vllm' needs vLLM, which is not installed: `pip install vllm` on "
+                              "a CUDA machine, or use backend='transformers'") from None
+        import socket
+
+        with socket.socket() as sock:  # a free port for the one-rank process group
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        # one process, one rank: the in-process executor TRL's colocate mode uses needs these set
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1"),
+                           ("MASTER_PORT", str(port))):
+            os.environ.setdefault(key, value)
+        kw = {"dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}
+        llm = LLM(model=str(path), enable_sleep_mode=True, gpu_memory_utilization=VLLM_GPU_MEMORY_UTILIZATION,
+                  distributed_executor_backend="external_launcher", seed=0, **kw)
+        _ENGINE = VLLMEngine(llm, str(path))
+    else:
+        _ENGINE.serve(path)
+    return _ENGINE
+
+
+def release_vllm() -> None:
+    """Put the process's vLLM engine to sleep, if there is one: call before TRL trains on the same GPU."""
+    if _ENGINE is not None:
+        _ENGINE.sleep()
+
+
+class VLLMPolicy:
+    """A checkpoint served by the process's vLLM engine for fast sampling (GPU). Same chat template, same decode
+    parameters. Each call makes the engine serve this policy's checkpoint first (:meth:`VLLMEngine.serve`)."""
+
+    def __init__(self, engine: VLLMEngine, path: str):
+        self.engine, self.path = engine, str(path)
 
     def generate(self, conversations, *, max_new_tokens, do_sample, temperature, top_p, num_return_sequences,
                  seed) -> list[list[str]]:
         from vllm import SamplingParams
 
+        self.engine.serve(self.path)
         params = SamplingParams(n=num_return_sequences, max_tokens=max_new_tokens,
                                 temperature=temperature if do_sample else 0.0, top_p=top_p if do_sample else 1.0,
                                 seed=seed)
-        outs = self.llm.chat(conversations, params, use_tqdm=False)
+        outs = self.engine.llm.chat(conversations, params, use_tqdm=False)
         return [[o.text for o in out.outputs] for out in outs]
 
 
-def load_vllm(path: str, **llm_kwargs) -> VLLMPolicy:
-    """A :class:`VLLMPolicy` for the checkpoint or Hub id ``path`` (``llm_kwargs`` go to ``vllm.LLM``)."""
-    try:
-        from vllm import LLM
-    except ImportError:
-        raise ImportError("reflection.backend='vllm' needs vLLM, which is not installed: `pip install vllm` on a "
-                          "CUDA machine, or use backend='transformers'") from None
-    return VLLMPolicy(LLM(model=str(path), **llm_kwargs), str(path))
+def load_vllm(path: str, dtype=None) -> VLLMPolicy:
+    """A :class:`VLLMPolicy` for the checkpoint or Hub id ``path``, on the process's one engine."""
+    return VLLMPolicy(vllm_engine(str(path), dtype), str(path))
 
 
-def load_sampler(backend: str, model, path: str | None = None):
+def load_sampler(backend: str, model, path: str | None = None, dtype=None):
     """The sampler for ``backend``: ``model`` itself for transformers, a :class:`VLLMPolicy` of ``path`` for vllm."""
     if backend == "transformers":
         return model
     if backend == "vllm":
         if path is None:
             raise ValueError("backend='vllm' needs the policy's checkpoint path or Hub id")
-        return load_vllm(path)
+        return load_vllm(path, dtype)
     raise ValueError(f"unknown sampling backend {backend!r}; choose transformers or vllm")
+
+
+def load_searcher(backend: str, path: str, place=None):
+    """``(sampler, tokenizer)`` of the checkpoint ``path`` for a round's search: the transformers model on
+    ``place``, or (vllm) the process's vLLM engine serving it and the tokenizer alone (no second copy of the
+    weights on the GPU)."""
+    from rlrf_nb.models import load_policy
+
+    if backend == "vllm":
+        from transformers import AutoTokenizer
+
+        return load_vllm(path, place.dtype if place is not None else None), AutoTokenizer.from_pretrained(path)
+    if backend != "transformers":
+        raise ValueError(f"unknown sampling backend {backend!r}; choose transformers or vllm")
+    return load_policy(path, place=place)
 
 
 def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,

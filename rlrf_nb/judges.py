@@ -2,7 +2,8 @@
 
 Math: every calculator annotation and the final answer are recomputed with the safe
 parser; the critique names the first wrong step and its true value ("Step 2 computes
-7*8=54; 7*8 is 56."). Bios: the text is split into atomic claims, each checked against
+7*8=54; 7*8 is 56."). A real task's problem (GSM8K) has no step data: only its final answer
+is checked against the gold one. Bios: the text is split into atomic claims, each checked against
 the knowledge base; the critique names every unsupported or contradicted claim with
 the true value. Scores follow the rubrics in ``data/rubrics/`` (levels 1-5), so the
 verifier's feedback has exactly the shape of an LLM judge's.
@@ -51,6 +52,8 @@ class VerifierJudge:
 
     # -- math ---------------------------------------------------------------------------------
     def _math(self, text: str, ex: Example):
+        if "steps" not in ex.meta:
+            return self._math_answer_only(text, ex)
         steps = ex.meta["steps"]
         c = math.check_solution(text, steps, ex.answer)
         n = len(steps)
@@ -82,6 +85,23 @@ class VerifierJudge:
             (2, f"The final answer {final} is wrong.") if final is not None else (1, "There is no final answer.")
         return {"logical_correctness": (logic, c.critique), "completeness": (comp, comp_note),
                 "overall_quality": overall}, meta
+
+    def _math_answer_only(self, text: str, ex: Example):
+        """A real task's problem (GSM8K) carries its gold answer but not the tiny world's step data, so only the
+        final answer is checked: logical correctness 5 when it is right, 2 when wrong, 1 when there is none."""
+        final = math.extract_answer(text, "strict")
+        correct = math.is_correct(text, ex.answer)
+        if correct:
+            logic = (5, f"The final answer {final} is right (only the final answer can be checked here).")
+        elif final is not None:
+            logic = (2, f"The final answer {final} is wrong.")
+        else:
+            logic = (1, "There is no final answer '#### N' to check.")
+        comp = (5, "The solution ends with a final answer line '#### N'.") if final is not None else \
+            (3, "The solution does not end with a final answer line '#### N'.")
+        meta = {"correct": correct, "first_error": None, "answer_only": True,
+                "error_kind": None if correct else "wrong_answer" if final is not None else "no_answer"}
+        return {"logical_correctness": logic, "completeness": comp, "overall_quality": logic}, meta
 
     # -- bios ---------------------------------------------------------------------------------
     def _bios(self, text: str, ex: Example):
@@ -148,7 +168,7 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     if cfg.judge_url:
         transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
                                     max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
-                                    temperature=1.0 if sample else 0.0)
+                                    temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
         judge_id = f"llm:{cfg.judge_model}@{redact_url(cfg.judge_url)}"
     else:
         if model is None:

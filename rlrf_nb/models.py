@@ -7,10 +7,12 @@ instruct model. :func:`load_policy` takes a local path or a Hub id alike.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math as pymath
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -93,7 +95,9 @@ def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = Tr
 
 
 def _time_budget(seconds: float):
-    """A ``TrainerCallback`` that stops training after ``seconds`` of wall time (``.hit`` says it did)."""
+    """A ``TrainerCallback`` that notes (``.hit``) when training runs past ``seconds`` of wall time. It never stops
+    training: a wall-clock cap would train fewer steps on a loaded machine than on an idle one, and so another M0
+    from the same recipe and seed (issue 15, E)."""
     from transformers import TrainerCallback
 
     class _TimeBudget(TrainerCallback):
@@ -104,16 +108,18 @@ def _time_budget(seconds: float):
             self.t0 = time.monotonic()
 
         def on_step_end(self, args, state, control, **kw):
-            if time.monotonic() - self.t0 > self.seconds:
+            if not self.hit and time.monotonic() - self.t0 > self.seconds:
                 self.hit = True
-                control.should_training_stop = True
+                log.warning("pre-training has run past m0.max_seconds=%.0f s at step %d; it continues to the end of "
+                            "its schedule (the same M0 on any machine)", self.seconds, state.global_step)
 
     return _TimeBudget()
 
 
 def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -> dict:
     """Train ``model`` on the mix with ``transformers.Trainer`` on CPU (fp32). Returns a summary with the
-    loss history. The schedule is cosine over the whole mix; ``max_seconds`` is a safety cap."""
+    loss history. The schedule is cosine over the whole mix and always runs to its end; ``max_seconds`` only
+    warns when it is exceeded."""
     from datasets import Dataset
     from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
 
@@ -137,12 +143,11 @@ def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -
     t0 = time.monotonic()
     trainer.train()
     seconds = time.monotonic() - t0
-    if budget.hit:
-        log.warning("pre-training stopped by the time budget (%.0f s) before the end of the schedule", cfg.max_seconds)
+
     history = [h for h in trainer.state.log_history if "loss" in h]
     return {"seconds": round(seconds, 1), "tokens": n_tokens, "sequences": len(rows), "skipped": n_skipped,
             "tokens_per_s": round(n_tokens * min(1.0, trainer.state.epoch / cfg.epochs) * cfg.epochs / seconds, 1),
-            "steps": trainer.state.global_step, "stopped_by_time_budget": budget.hit,
+            "steps": trainer.state.global_step, "over_time_budget": budget.hit,
             "final_loss": history[-1]["loss"] if history else pymath.nan, "history": history}
 
 
@@ -156,21 +161,126 @@ def save_policy(model, tokenizer, path: str | Path, train_summary: dict | None =
     return path
 
 
-def load_policy(name_or_path: str | Path, *, trust_remote_code: bool = False, dtype=torch.float32):
+@dataclass(frozen=True)
+class Placement:
+    """Where policies sample, are evaluated and train, and in which precision: one choice per run
+    (:func:`placement`), used by every stage that loads a policy and by the trainers' arguments."""
+
+    device: str  # "cuda" or "cpu"
+    dtype: torch.dtype  # the weights' precision for sampling and evaluation
+
+    @property
+    def train_dtype(self) -> torch.dtype:
+        """Weights for training: bf16 stays bf16 (TRL trains bf16 models as loaded); fp16 trains as fp32 weights
+        under fp16 autocast (fp16 weights cannot be trained with a gradient scaler)."""
+        return torch.float32 if self.dtype == torch.float16 else self.dtype
+
+    def trainer_args(self) -> dict:
+        """``TrainingArguments`` precision for TRL's ``DPOConfig`` / ``SFTConfig``: ``use_cpu`` with fp32 on CPU
+        (TRL's bf16 default fails there, and bf16 on CPU is ~6x slower), bf16 or fp16 mixed precision on a GPU."""
+        if self.device == "cpu":
+            return {"use_cpu": True, "bf16": self.dtype == torch.bfloat16, "fp16": False}
+        return {"bf16": self.dtype == torch.bfloat16, "fp16": self.dtype == torch.float16}
+
+    def describe(self) -> str:
+        return f"{self.device}, {str(self.dtype).removeprefix('torch.')}"
+
+
+def placement(run_cfg=None) -> Placement:
+    """The device and precision of a run, from ``run.device`` and ``run.dtype`` (``auto``: cuda with bf16 on a GPU
+    that supports it, fp16 on an older GPU, fp32 on CPU). The one place this is decided: sampling, evaluation
+    (:func:`load_policy`'s ``place``) and training (:meth:`Placement.trainer_args`) follow it."""
+    device = getattr(run_cfg, "device", "auto")
+    dtype = getattr(run_cfg, "dtype", "auto")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("run.device is 'cuda' but torch sees no GPU (torch.cuda.is_available() is False)")
+    if dtype == "auto":
+        dtype = ("bfloat16" if torch.cuda.is_bf16_supported() else "float16") if device == "cuda" else "float32"
+    if device == "cpu" and dtype != "float32":
+        log.warning("run.dtype %s on CPU: slower than float32 there (about 6x for bf16)", dtype)
+    return Placement(device, getattr(torch, dtype))
+
+
+def load_policy(name_or_path: str | Path, *, trust_remote_code: bool = False, dtype=torch.float32,
+                place: Placement | None = None, train: bool = False):
     """Load a policy and tokenizer from a local path or a Hub id, with safetensors only.
 
-    Anything that is not an existing directory must look like a Hub id (``owner/name``); otherwise a
-    FileNotFoundError names it, instead of a confusing Hub lookup.
+    With ``place`` (a :class:`Placement`) the model is loaded in its precision (``train``: its training
+    precision) and moved to its device; without, it stays on the CPU in ``dtype``. ``from_pretrained`` alone
+    never moves a model to a GPU. Anything that is not an existing directory must look like a Hub id
+    (``owner/name``); otherwise a FileNotFoundError names it, instead of a confusing Hub lookup.
     """
     s = str(name_or_path)
-    is_dir = Path(s).expanduser().is_dir()
-    if not is_dir and (s.startswith((".", "/", "~")) or s.count("/") != 1 or Path(s).exists()):
+    if not Path(s).expanduser().is_dir() and not is_hub_id(s):
         raise FileNotFoundError(f"checkpoint path '{s}' is not a directory, and not a Hub id (owner/name)")
+    if place is not None:
+        dtype = place.train_dtype if train else place.dtype
     tokenizer = AutoTokenizer.from_pretrained(s, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(s, trust_remote_code=trust_remote_code, use_safetensors=True,
                                                  dtype=dtype)
+    if place is not None:
+        model.to(place.device)
     model.eval()
     return model, tokenizer
+
+
+def is_hub_id(name_or_path: str | Path) -> bool:
+    """Whether ``name_or_path`` names a Hub model (``owner/name``) rather than a local directory."""
+    s = str(name_or_path)
+    return not Path(s).expanduser().is_dir() and not s.startswith((".", "/", "~")) and s.count("/") == 1 \
+        and not Path(s).exists()
+
+
+def hub_revision(repo_id: str) -> tuple[str, Path]:
+    """``(commit hash, snapshot directory)`` that ``repo_id`` resolves to in the local Hugging Face cache
+    (``$HF_HUB_CACHE``: ``models--owner--name/refs/main`` -> ``snapshots/<commit>``), read without the network; the
+    model was downloaded there when it was first loaded. Online and not yet cached, its config is downloaded
+    first. Raises FileNotFoundError naming the id and the cache when it cannot be resolved."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(found, str):
+        if constants.HF_HUB_OFFLINE:
+            raise FileNotFoundError(f"model {repo_id!r} is not in the local Hugging Face cache "
+                                    f"({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE is set: load it once online "
+                                    "(or point HF_HUB_CACHE at a cache that has it)")
+        found = hf_hub_download(repo_id, "config.json")
+    snapshot = Path(found).parent
+    return snapshot.name, snapshot
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def model_fingerprint(name_or_path: str | Path) -> str:
+    """16 hex chars that identify a model's weights; every store key that depends on a model holds it.
+
+    - A local directory: sha256 of its ``*.safetensors`` files (a checkpoint the kit saved, the committed M0).
+    - A Hub id (``owner/name``): the id, the commit it resolves to in the local cache (:func:`hub_revision`) and
+      its ``config.json``, so two models, or two revisions of one, never share records, checkpoints or
+      reference log-probs. Hashing a Hub model's weights would read gigabytes for what the commit already pins.
+    """
+    from rlrf_nb.store import content_key
+
+    s = str(name_or_path)
+    if is_hub_id(s):
+        revision, snapshot = hub_revision(s)
+        config = json.loads((snapshot / "config.json").read_text(encoding="utf-8"))
+        return content_key({"hub_id": s, "revision": revision, "config": config})
+    files = sorted(Path(s).expanduser().glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"model '{s}' has no *.safetensors weights to fingerprint (and is not a Hub id)")
+    stamp = tuple((str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    if stamp not in _FINGERPRINTS:  # the same weights are fingerprinted by several stages of one process
+        h = hashlib.sha256()
+        for f in files:
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 24), b""):
+                    h.update(block)
+        _FINGERPRINTS[stamp] = h.hexdigest()[:16]
+    return _FINGERPRINTS[stamp]
 
 
 def training_log(path: str | Path) -> dict | None:

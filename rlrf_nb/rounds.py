@@ -6,8 +6,12 @@ The round policy is configurable and recorded with every checkpoint: which polic
 or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
 ``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
 a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. After each round the new policy is evaluated on the held-out dev split: greedy math exact match
-and the verifier's per-bio factual precision (FactScore-style), each with a 95% interval.
+already has. After each round the new policy is evaluated on the held-out dev split (the tiny world's, or the tail
+of a real task's training data: :mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio
+factual precision (FactScore-style), each with a 95% interval.
+
+On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
+process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
 """
 
 from __future__ import annotations
@@ -17,36 +21,41 @@ import logging
 import time
 from pathlib import Path
 
+from rlrf_nb import task_data
 from rlrf_nb.config import EvalConfig
-from rlrf_nb.generation import load_sampler
+from rlrf_nb.generation import load_searcher, release_vllm
 from rlrf_nb.jsonl import read_jsonl
-from rlrf_nb.models import load_policy
+from rlrf_nb.models import load_policy, model_fingerprint, placement
 from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.reflection import reflection_search, search_stats
 from rlrf_nb.store import COMPLETE_MARKER, is_complete
-from rlrf_nb.tiny_world import evaluate_bios, evaluate_math, model_fingerprint
-from rlrf_nb.training import dpo_diagnostics, save_checkpoint, train_stage
+from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
+from rlrf_nb.training import dpo_diagnostics, release_memory, save_checkpoint, train_stage
 
 log = logging.getLogger(__name__)
 
 
 def round_prompts(recipe, world, t: int) -> list:
     """Round ``t``'s prompts: the t-th disjoint slice of the search prompts (fresh prompts every round), from
-    ``reflection.prompt_source`` (the tiny world's rl split by default)."""
-    from rlrf_nb.tiny_world import search_examples
-
+    ``reflection.prompt_source`` (the tiny world's rl split by default; :func:`rlrf_nb.task_data.search_examples`)."""
     n, b = recipe.rounds.prompts_per_round, recipe.rounds.bios_per_round
-    return search_examples(recipe, world, n_math=n, n_bios=b, offset_math=(t - 1) * n, offset_bios=(t - 1) * b)
+    return task_data.search_examples(recipe, world, n_math=n, n_bios=b, offset_math=(t - 1) * n,
+                                     offset_bios=(t - 1) * b)
 
 
-def evaluate_policy(model, tok, fingerprint: str, world, store, policy_id: str, rcfg, ecfg) -> dict:
-    """Held-out dev checks of one policy (cached in the store by model fingerprint)."""
+def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_id: str) -> dict:
+    """Held-out dev checks of one policy (cached in the store by model fingerprint): greedy math exact match on
+    the recipe's held-out dev slice (:func:`rlrf_nb.task_data.dev_math`: the tiny world's dev split, or the tail of
+    a real task's training data, never the tiny world then), and with ``rounds.eval_n_bios`` the tiny world's bio
+    claim precision."""
+    rcfg, ecfg = recipe.rounds, recipe.eval
     t0 = time.monotonic()
-    cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=max(1, rcfg.eval_n_bios),
+    cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=rcfg.eval_n_bios,
                      max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size)
-    m = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False)
+    m = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False,
+                      examples=task_data.dev_math(recipe, world, rcfg.eval_n_math))
     out = {"math_accuracy": m["accuracy"]}
-    if rcfg.eval_n_bios:
+    if task_data.dev_bios(recipe, world, rcfg.eval_n_bios):
         b = evaluate_bios(model, tok, fingerprint, world, cfg, store, policy_id=policy_id)
         out.update(bio_precision=b["precision_mean"], bio_claims_supported=b["claims"],
                    claims_per_bio=b["claims_per_bio"])
@@ -96,10 +105,13 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print)
     ``rounds.variants`` (RLRF first). Returns RLRF's rows (M0 first) with dev metrics, pair counts and wall
     times; ``results.json`` gets them under ``rounds`` and every variant's rows under ``round_variants``."""
     rcfg = recipe.rounds
+    place = placement(recipe.run)
     decisions = load_decisions(store.path(recipe.pairs.decisions))
-    m0, tok = load_policy(m0_path)
-    m0_row = {"round": 0, "policy": "M0", **evaluate_policy(m0, tok, model_fingerprint(m0_path), world, store, "M0",
-                                                            rcfg, recipe.eval)}
+    m0, tok = load_policy(m0_path, place=place)
+    m0_row = {"round": 0, "policy": "M0", **evaluate_policy(m0, tok, model_fingerprint(m0_path), recipe, world, store,
+                                                            "M0")}
+    del m0
+    release_memory()
     say(f"M0: dev math {m0_row['math_accuracy']['rate']:.3f}")
     variants = ["rlrf"] + [v for v in rcfg.variants if v != "rlrf"]
     all_rows: dict[str, list[dict]] = {}
@@ -115,9 +127,11 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print)
             else:
                 info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, say, variant)
             paths[t] = str(ckpt)
-            model, tok = load_policy(ckpt)
+            model, tok = load_policy(ckpt, place=place)
             pid = f"M{t}" if variant == "rlrf" else f"{variant}/M{t}"
-            ev = evaluate_policy(model, tok, model_fingerprint(ckpt), world, store, pid, rcfg, recipe.eval)
+            ev = evaluate_policy(model, tok, model_fingerprint(ckpt), recipe, world, store, pid)
+            del model
+            release_memory()  # one policy on the GPU at a time: the next round's search and training need it
             rows.append({"round": t, "policy": f"M{t}", "variant": variant, **ev,
                          **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pair_policy",
                                                  "pairs", "pairs_this_round", "search_seconds", "train_seconds",
@@ -140,12 +154,16 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     if t == 1:
         refl = recipe.reflection  # round 1's search (M0) is shared by every variant
     say(f"{label}round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
-    searcher, tok = load_policy(paths[t - 1])  # the current policy explores (vLLM with reflection.backend: vllm)
-    searcher = load_sampler(refl.backend, searcher, paths[t - 1])
+    place = placement(recipe.run)
+    # the current policy explores: transformers on the run's device, or the process's one vLLM engine
+    searcher, tok = load_searcher(refl.backend, paths[t - 1], place)
     examples = round_prompts(recipe, world, t)
     prefix, seed = search_args(recipe, t, variant)
     res = reflection_search(store, searcher, tok, model_fingerprint(paths[t - 1]), examples, judge, rubrics,
                             refl, seed=seed, weights=recipe.feedback.weights, policy_id=f"M{t - 1}", prefix=prefix)
+    del searcher
+    release_vllm()  # the vLLM engine (if any) frees its weights and KV cache while TRL trains on the same GPU
+    release_memory()
     search_seconds = time.monotonic() - t0
     pairs = build_pairs(res["pool"], policy, min_margin=recipe.pairs.min_margin, round_=t, decisions=decisions)
     pair_dir = f"rounds/r{t}/pairs" if variant == "rlrf" else f"rounds/{variant}/r{t}/pairs"
@@ -155,8 +173,9 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
         for s in range(1, t):
             prev = f"rounds/r{s}/pairs.jsonl" if variant == "rlrf" else f"rounds/{variant}/r{s}/pairs.jsonl"
             pairs = list(read_jsonl(store.path(prev))) + pairs
-    model, tok = load_policy(start)
-    ref_model = None if dcfg.lora or dcfg.precompute_ref or dcfg.method != "dpo" else load_policy(ref)[0]
+    model, tok = load_policy(start, place=place, train=True)
+    ref_model = None if dcfg.lora or dcfg.precompute_ref or dcfg.method != "dpo" else \
+        load_policy(ref, place=place, train=True)[0]
     t1 = time.monotonic()
     from rlrf_nb.training import rs_sft_rows
 
@@ -166,7 +185,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
         out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": f"none ({what})"}
     else:
         tmp = f"r{t}" if variant == "rlrf" else f"{variant}-r{t}"
-        out = train_stage(model, tok, res["pool"], pairs, dcfg, store.path("trainer_tmp", tmp), ref_model=ref_model)
+        out = train_stage(model, tok, res["pool"], pairs, dcfg, store.path("trainer_tmp", tmp), ref_model=ref_model,
+                          place=place)
     info = {"round": t, "variant": variant, "pair_policy": policy, "start_from": start,
             "reference": ref if dcfg.method == "dpo" else None, "search_prefix": prefix,
             "carry_over": rcfg.carry_over, "method": out["method"], "pairs": len(pairs),
@@ -178,6 +198,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
     assert (checkpoint_path(store, t, variant) / COMPLETE_MARKER).exists()
+    del model, ref_model, out
+    release_memory()
     return info
 
 

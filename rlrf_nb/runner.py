@@ -2,7 +2,9 @@
 
 A run is ``runs/<name>/``: the executed notebooks, the artifacts the notebooks write through the run store, a
 ``results.json`` and ``stages.json``. ``stages.json`` records each stage (one notebook) with its status, wall time
-and a hash of what it was run with (the recipe file's text, the overrides and the notebook's parameters). A rerun
+and a hash of what it was run with (the recipe file's text, the overrides, the notebook's parameters, and what the
+recipe points at: the judge URL read from the environment, the policy's fingerprint and the data files' contents,
+:func:`stage_inputs`). A rerun
 skips the stages that finished with the same hash; a stage that failed or was killed runs again, and because the
 notebooks write every record through the store, it resumes from its last record instead of starting over.
 
@@ -144,9 +146,52 @@ def validate_params(params: dict, stages: list[str]) -> dict[str, dict]:
     return {nb: {k: v for k, v in {**BATCH_PARAMS, **params}.items() if k in declared[nb]} for nb in stages}
 
 
-def _stage_hash(recipe_text: str, overrides: dict, params: dict) -> str:
-    blob = json.dumps({"recipe": recipe_text, "overrides": overrides, "params": params}, sort_keys=True, default=str)
+def _stage_hash(recipe_text: str, overrides: dict, params: dict, inputs: dict | None = None) -> str:
+    blob = json.dumps({"recipe": recipe_text, "overrides": overrides, "params": params, "inputs": inputs or {}},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _file_or_id(source: str | None) -> str | None:
+    """A data source as it enters the stage hash: a local file by its content (sha256), a Hub dataset by its id."""
+    if source is None:
+        return None
+    path = resolve_path(source)
+    if path.is_file():
+        return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return source
+
+
+def _model_id(name: str) -> str:
+    """A model as it enters the stage hash: :func:`rlrf_nb.models.model_fingerprint` (local weights, or Hub id +
+    resolved revision + config); a model that cannot be resolved yet (not downloaded) by its name."""
+    from rlrf_nb.models import model_fingerprint
+
+    path = resolve_path(name)
+    try:
+        return model_fingerprint(path if path.exists() else name)
+    except (OSError, ValueError) as e:
+        return f"{name} (unresolved: {type(e).__name__})"
+
+
+def stage_inputs(recipe) -> dict:
+    """What a stage's results depend on beyond the recipe text and the parameters, for the stage hash: the judge
+    as resolved when the recipe loaded (``feedback.judge_url_env`` reads the URL from the environment; credentials
+    redacted), the policy's identity (:func:`rlrf_nb.models.model_fingerprint`; not for a retrained M0, which the
+    recipe's ``m0`` section determines), the local judge model's, and the contents of the data files the recipe
+    names. Changing any of them reruns every stage (whose records are keyed by the same inputs)."""
+    from rlrf_nb.llm_judge import redact_url
+
+    fb = recipe.feedback
+    out = {"judge": {"kind": fb.judge, "url": redact_url(fb.judge_url), "model": fb.judge_model},
+           "data": {"reflection.prompt_source": _file_or_id(recipe.reflection.prompt_source),
+                    "eval.gsm8k_source": _file_or_id(recipe.eval.gsm8k_source),
+                    "eval.gsm8k_train_source": _file_or_id(recipe.eval.gsm8k_train_source)}}
+    if not recipe.m0.retrain:
+        out["policy"] = _model_id(recipe.m0.pretrained)
+    if fb.judge_url is None:  # the LLM judge runs locally from judge_model (notebook 01 always builds one)
+        out["judge"]["weights"] = _model_id(fb.judge_model)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,6 +255,7 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     stages_path = run_dir / "stages.json"
     state = _load_stages(stages_path)
     recipe_text = recipe_file.read_text(encoding="utf-8")
+    inputs = stage_inputs(recipe)
     result = RunResult(name, run_dir)
     t_run = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
@@ -218,7 +264,7 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     for i, nb in enumerate(chosen, start=1):
         stage = nb.removesuffix(".ipynb")
         out_nb = run_dir / nb
-        digest = _stage_hash(recipe_text, ovr, per_nb[nb])
+        digest = _stage_hash(recipe_text, ovr, per_nb[nb], inputs)
         prev = state.get(stage, {})
         if not force and prev.get("status") == "done" and prev.get("hash") == digest and out_nb.exists():
             say(f"[{i}/{len(chosen)}] {stage}: done before in {prev.get('seconds', 0):.0f} s, skipped")

@@ -12,16 +12,17 @@ keyed by model fingerprint, prompt and decoding settings, so a rerun recomputes 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import random
 from pathlib import Path
 
 from rlrf_nb import generation, models
+from rlrf_nb.models import model_fingerprint  # one fingerprint for local dirs and Hub ids; also imported from here
 from rlrf_nb.paths import resolve_path
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key, is_complete, mark_complete
+from rlrf_nb.task_data import search_examples  # noqa: F401  (moved there with the other recipe -> examples choices)
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.world import World, bio_notes, build_world, math_notes, training_mix
 
@@ -35,18 +36,11 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
     return content_key({"world": dataclasses.asdict(world_cfg), "m0": m0})
 
 
-def model_fingerprint(path: str | Path) -> str:
-    """sha256 (first 16 hex) of a saved model's weights: records made with other weights never match."""
-    h = hashlib.sha256()
-    for f in sorted(Path(path).glob("*.safetensors")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
-
-
 def get_m0(recipe, store: RunStore, world: World | None = None):
     """``(model, tokenizer, info)``. With ``m0.retrain`` the model is pre-trained from scratch into
     ``<run>/checkpoints/M0-<config hash>`` (a rerun with the same config loads it); otherwise it is
-    loaded from ``m0.pretrained`` (a local path or a Hub id)."""
+    loaded from ``m0.pretrained`` (a local path or a Hub id). It is placed on the run's device and precision
+    (:func:`rlrf_nb.models.placement`); ``info["fingerprint"]`` is :func:`rlrf_nb.models.model_fingerprint`."""
     cfg = recipe.m0
     if cfg.retrain:
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")
@@ -67,9 +61,10 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
         local = resolve_path(cfg.pretrained)
         path = local if local.exists() else cfg.pretrained  # else a Hub id; load_policy says if it is neither
         source = "pretrained"
-    model, tokenizer = models.load_policy(path)
+    place = models.placement(recipe.run)
+    model, tokenizer = models.load_policy(path, place=place)
     info = {"path": str(path), "source": source, "n_params": models.n_params(model),
-            "fingerprint": model_fingerprint(path) if Path(str(path)).is_dir() else str(path),
+            "fingerprint": model_fingerprint(path), "placement": place.describe(),
             "training": models.training_log(path) if Path(str(path)).is_dir() else None}
     return model, tokenizer, info
 
@@ -99,13 +94,18 @@ def it_id(it) -> str:
     return it["id"] if isinstance(it, dict) else it.id
 
 
-def evaluate_math(model, tok, fingerprint, world: World, ecfg, store: RunStore, policy_id: str = "M0",
-                  refine: bool = True) -> dict:
-    """Accuracy on held-out problems, and (``refine``) refinement success on own and injected wrong drafts.
-    Records go to ``eval/<policy_id>/...``."""
-    examples = world.math[ecfg.split][: ecfg.n_math]
+def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: RunStore, policy_id: str = "M0",
+                  refine: bool = True, examples: list | None = None) -> dict:
+    """Accuracy on held-out problems (``examples``, default the first ``ecfg.n_math`` of the world's ``ecfg.split``),
+    and (``refine``, tiny world only) refinement success on own and injected wrong drafts. A problem without the
+    tiny world's step data (real GSM8K) is graded on its final answer alone. Records go to ``eval/<policy_id>/...``."""
+    examples = world.math[ecfg.split][: ecfg.n_math] if examples is None else examples
 
     def grade(ex, text):
+        if "steps" not in ex.meta:  # a real task's problem: the final answer (strict, as everywhere in the kit)
+            return {"gold": ex.answer, "pred": math.extract_answer(text, "strict"),
+                    "correct": math.is_correct(text, ex.answer), "first_error": None, "error_kind": None,
+                    "critique": None}
         c = math.check_solution(text, ex.meta["steps"], ex.answer)
         return {"gold": ex.answer, "pred": math.extract_answer(text, "strict"), "correct": c.correct,
                 "first_error": c.first_error, "error_kind": c.error_kind, "critique": c.critique}
@@ -247,33 +247,3 @@ def write_results(store: RunStore, row: dict, info: dict) -> dict:
         m0["train_seconds"] = info["training"]["seconds"]
     return store.update_results({**row, "m0": m0})
 
-
-_SOURCE_CACHE: dict[str, list] = {}
-
-
-def search_examples(recipe, world: World, *, n_math: int | None = None, n_bios: int | None = None,
-                    offset_math: int = 0, offset_bios: int = 0) -> list:
-    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (the
-    tiny world's rl split when None, else the train split of a GSM8K JSONL path or Hub id) starting at
-    ``offset_math``, then ``n_bios`` bio prompts of the tiny world's rl split. Defaults: ``reflection.n_prompts``
-    and ``reflection.n_bios``. Raises naming the source when it has too few prompts."""
-    cfg = recipe.reflection
-    n_math = cfg.n_prompts if n_math is None else n_math
-    n_bios = cfg.n_bios if n_bios is None else n_bios
-    src = cfg.prompt_source
-    if src is None:
-        pool, where = world.math["rl"], "the tiny world's math rl split (world.math_rl)"
-    else:
-        from rlrf_nb.tasks.loaders import load_gsm8k
-
-        if src not in _SOURCE_CACHE:
-            _SOURCE_CACHE[src] = load_gsm8k(src, "train")
-        pool, where = _SOURCE_CACHE[src], f"reflection.prompt_source {src!r} (train split)"
-    bios_rl = world.bios["rl"]
-    if offset_math + n_math > len(pool):
-        raise ValueError(f"need math prompts {offset_math}..{offset_math + n_math} but {where} has {len(pool)}: "
-                         "lower reflection.n_prompts / rounds.prompts_per_round")
-    if offset_bios + n_bios > len(bios_rl):
-        raise ValueError(f"need bio prompts {offset_bios}..{offset_bios + n_bios} but the tiny world's bio rl split "
-                         f"has {len(bios_rl)}: lower reflection.n_bios / rounds.bios_per_round")
-    return pool[offset_math:offset_math + n_math] + bios_rl[offset_bios:offset_bios + n_bios]

@@ -49,12 +49,13 @@ class PreflightError(ValueError):
     """The tokenized pairs are not what DPO should train on; the message lists each problem with its pair id."""
 
 
-def device_precision() -> dict:
-    """Trainer precision arguments for this machine: bf16 on a GPU that supports it, fp16 on an older GPU,
-    fp32 on CPU (``use_cpu``; TRL's bf16 default fails on CPU, and bf16 there is ~6x slower)."""
-    if torch.cuda.is_available():
-        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"bf16": False, "fp16": True}
-    return {"use_cpu": True, "bf16": False, "fp16": False}
+def device_precision(place=None) -> dict:
+    """Trainer precision arguments of ``place`` (a :class:`rlrf_nb.models.Placement`; default: this machine's
+    automatic choice, :func:`rlrf_nb.models.placement`): bf16 on a GPU that supports it, fp16 on an older GPU, fp32
+    on CPU (``use_cpu``; TRL's bf16 default fails on CPU, and bf16 there is ~6x slower)."""
+    from rlrf_nb.models import placement
+
+    return (place or placement()).trainer_args()
 
 
 def _ids(out) -> list[int]:
@@ -158,6 +159,19 @@ def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) ->
             "end_of_turn": tokenizer.decode(eot), "decoded": shown}
 
 
+def describe_preflight(report: dict) -> str:
+    """Notebook 03's account of a :func:`preflight` report: the longest pair against ``max_length``, the template's
+    turn end, and one decoded pair with its special tokens; or, with no pairs, that there is nothing to check."""
+    if not report["pairs"]:
+        return ("no pairs to check: nothing will be trained (every candidate tied, failed to parse, or was "
+                "rejected; see the judge's parse rate in notebooks 01 and 02)")
+    lines = [f"{report['pairs']} pairs; longest {report['max_tokens']} tokens (95th percentile {report['p95_tokens']});"
+             f" max_length {report['max_length']}: no pair is truncated",
+             f"each completion ends with the template's end of turn {report['end_of_turn']!r}",
+             "one tokenized pair, decoded with its special tokens:", "", report["decoded"][0]["chosen"]]
+    return "\n".join(lines)
+
+
 def _lora_config(cfg):
     from peft import LoraConfig
 
@@ -165,20 +179,21 @@ def _lora_config(cfg):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def _common_args(cfg, out_dir) -> dict:
-    return {"output_dir": str(out_dir), **device_precision(), "report_to": "none",
+def _common_args(cfg, out_dir, place=None) -> dict:
+    return {"output_dir": str(out_dir), **device_precision(place), "report_to": "none",
             "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
             "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "lr_scheduler_type": "linear",
             "warmup_steps": cfg.warmup_ratio, "logging_steps": cfg.logging_steps, "save_strategy": "no",
             "seed": cfg.seed, "max_length": cfg.max_length, "disable_tqdm": True,
-            "activation_checkpointing": gradient_checkpointing(cfg)}
+            "activation_checkpointing": gradient_checkpointing(cfg, place)}
 
 
-def gradient_checkpointing(cfg) -> bool:
+def gradient_checkpointing(cfg, place=None) -> bool:
     """``dpo.gradient_checkpointing``, or by default: on with a GPU (memory is what runs out there; TRL's default),
     off on CPU, where recomputing the forward in the backward pass only costs time."""
     value = getattr(cfg, "gradient_checkpointing", None)
-    return torch.cuda.is_available() if value is None else bool(value)
+    on_gpu = place.device == "cuda" if place is not None else torch.cuda.is_available()
+    return on_gpu if value is None else bool(value)
 
 
 def ref_logps_key(ref_fingerprint: str, row: dict, max_length: int | None, truncation_mode: str,
@@ -310,7 +325,7 @@ def cached_dpo_trainer_class():
 
 def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
                       eval_pairs: list[dict] | None = None, ref_store=None, ref_fingerprint: str | None = None,
-                      ref_loader=None):
+                      ref_loader=None, place=None):
     """The TRL ``DPOTrainer`` (:func:`cached_dpo_trainer_class`) that :func:`train_dpo` runs, built but not yet
     trained; with a ``ref_store`` its datasets already hold the reference log-probs. ``eval_pairs`` default to
     the probe (the first 64 pairs)."""
@@ -320,7 +335,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
 
     cached = ref_store is not None and ref_fingerprint is not None
     precompute = bool(cfg.precompute_ref or cached)
-    args = DPOConfig(**_common_args(cfg, out_dir), beta=cfg.beta, loss_type=list(cfg.loss_type),
+    args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
                      loss_weights=cfg.loss_weights, precompute_ref_log_probs=precompute)
     if cfg.lora:
         ref_model, peft_config = None, _lora_config(cfg)
@@ -343,7 +358,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
 
 def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
               eval_pairs: list[dict] | None = None, ref_store=None, ref_fingerprint: str | None = None,
-              ref_loader=None) -> dict:
+              ref_loader=None, place=None) -> dict:
     """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model,
     TRL's log history, the pre-flight report and the wall time.
 
@@ -362,7 +377,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=No
     report = preflight(pairs, tokenizer, cfg.max_length)
     t0 = time.monotonic()
     trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, out_dir, ref_model=ref_model, eval_pairs=eval_pairs,
-                                ref_store=ref_store, ref_fingerprint=ref_fingerprint, ref_loader=ref_loader)
+                                ref_store=ref_store, ref_fingerprint=ref_fingerprint, ref_loader=ref_loader,
+                                place=place)
     before = trainer.evaluate()
     trainer.train()
     after = trainer.evaluate()
@@ -392,7 +408,8 @@ def rs_sft_rows(pool: list, min_reward: float = 1.0) -> list[dict]:
             for c in best.values() if c.reward >= min_reward and c.correct is not False]
 
 
-def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows: list[dict] | None = None) -> dict:
+def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows: list[dict] | None = None,
+                 place=None) -> dict:
     """The rejection-sampling baseline: TRL's ``SFTTrainer`` on ``rows`` (:func:`rs_sft_rows`), loss on the
     completion only, with the same optimiser settings as DPO (``eval_rows``: loss before and after)."""
     from datasets import Dataset
@@ -403,7 +420,7 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
 
     if not rows:
         raise ValueError("RS-SFT has no rows: no prompt has a candidate good enough to imitate")
-    args = SFTConfig(**_common_args(cfg, out_dir), completion_only_loss=True)
+    args = SFTConfig(**_common_args(cfg, out_dir, place), completion_only_loss=True)
     t0 = time.monotonic()
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=ds(rows),
                          eval_dataset=ds(eval_rows) if eval_rows else None,
@@ -420,13 +437,13 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
 
 
 def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *, ref_model=None, ref_store=None,
-                ref_fingerprint: str | None = None, ref_loader=None) -> dict:
+                ref_fingerprint: str | None = None, ref_loader=None, place=None) -> dict:
     """``dpo.method``: DPO on ``pairs`` (reference log-probs from ``ref_store`` when given, see :func:`train_dpo`),
-    or RS-SFT on the best candidates of ``pool``."""
+    or RS-SFT on the best candidates of ``pool``; precision from ``place`` (:func:`rlrf_nb.models.placement`)."""
     if cfg.method == "rs_sft":
-        return train_rs_sft(model, tokenizer, rs_sft_rows(pool), cfg, out_dir)
+        return train_rs_sft(model, tokenizer, rs_sft_rows(pool), cfg, out_dir, place=place)
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, ref_model=ref_model, ref_store=ref_store,
-                     ref_fingerprint=ref_fingerprint, ref_loader=ref_loader)
+                     ref_fingerprint=ref_fingerprint, ref_loader=ref_loader, place=place)
 
 
 def metric_rows(history: list[dict]) -> list[dict]:
@@ -513,51 +530,87 @@ def stage_config_key(cfg) -> dict:
     return out
 
 
+def release_memory() -> None:
+    """Give a finished trainer's GPU memory back (the model, its optimizer state and activations) before the next
+    stage loads a model or wakes the vLLM engine."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
+    """Whether ``dpo.method`` has anything to learn from: pairs for DPO, a good-enough candidate for RS-SFT. A judge
+    that never parses leaves neither (every reward is None)."""
+    return bool(rs_sft_rows(pool)) if cfg.method == "rs_sft" else bool(pairs)
+
+
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
-                 say=print) -> dict:
+                 say=print, place=None) -> dict:
     """:func:`train_stage` from the policy at ``start_path`` into ``<run>/checkpoints/<name>-<key>``, where the
     key hashes the start weights, the stage config and the training data: a rerun loads the finished
     checkpoint instead of training again. With ``dpo.cache_ref`` the reference log-probs come from the run
     store (computed once per reference weights and pair, see :func:`train_dpo`), and the reference model is
-    loaded only for pairs the store lacks. Returns ``{"path", "model", "tokenizer", "info", "cached"}``."""
+    loaded only for pairs the store lacks. Policies load on ``place``'s device and precision
+    (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's precision.
+
+    With nothing to learn from (:func:`has_training_data`: no pairs, e.g. when the judge never parsed) nothing is
+    trained and the start policy is returned as it is, with ``info["method"]`` saying why and ``trained`` False.
+    Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import json
 
-    from rlrf_nb.models import load_policy
+    from rlrf_nb.models import load_policy, model_fingerprint
     from rlrf_nb.store import content_key, is_complete
-    from rlrf_nb.tiny_world import model_fingerprint
 
+    if not has_training_data(pool, pairs, cfg):
+        what = "no pairs" if cfg.method == "dpo" else "no candidate good enough for RS-SFT"
+        say(f"{name}: {what}, so nothing is trained: the policy stays {start_path}")
+        model, tok = load_policy(start_path, place=place)
+        info = {"name": name, "method": f"none ({what})", "start_from": str(start_path), "pairs": 0, "steps": 0,
+                "train_seconds": 0.0, "history": [], "preflight": {"pairs": 0},
+                "diagnostics": {"notes": [f"{what}: nothing was trained (every candidate tied, failed to parse, or "
+                                          "was rejected), so this policy is its starting point"]}}
+        return {"path": Path(start_path), "model": model, "tokenizer": tok, "info": info, "cached": False,
+                "trained": False}
     data = [p.get("key") or content_key({k: p[k] for k in ("prompt", "chosen", "rejected")}) for p in pairs]
     if cfg.method == "rs_sft":
         data = [content_key(r) for r in rs_sft_rows(pool)]
     start_fp = model_fingerprint(start_path)
     ref_fp = start_fp if cfg.lora or ref_path is None else model_fingerprint(ref_path)
-    key = content_key({"start": start_fp, "ref": model_fingerprint(ref_path or start_path),
-                       "cfg": stage_config_key(cfg), "data": data})
-    path = store.path("checkpoints", f"{name}-{key}")
+    spec = {"start": start_fp, "ref": model_fingerprint(ref_path or start_path), "cfg": stage_config_key(cfg),
+            "data": data}
+    if place is not None and (place.device, place.train_dtype) != ("cpu", torch.float32):
+        spec["place"] = place.describe()  # GPU / bf16 training gives other weights (CPU fp32 keys are unchanged)
+    path = store.path("checkpoints", f"{name}-{content_key(spec)}")
     cached = is_complete(path)
     if not cached:
         say(f"training {name} ({cfg.method}) from {start_path} ...")
-        model, tok = load_policy(start_path)
+        model, tok = load_policy(start_path, place=place, train=True)
         kw = {}
         if cfg.method == "dpo" and cfg.cache_ref:
             # reference log-probs from the run store; the reference is loaded only for pairs it lacks, and only
             # when it is not the starting policy itself (TRL then uses the policy before training)
             separate = not cfg.lora and ref_path is not None and ref_fp != start_fp
             kw = {"ref_store": store, "ref_fingerprint": ref_fp,
-                  "ref_loader": (lambda: load_policy(ref_path)[0]) if separate else None}
+                  "ref_loader": (lambda: load_policy(ref_path, place=place, train=True)[0]) if separate else None}
             ref = None
         else:
             ref = None if cfg.lora or cfg.precompute_ref or cfg.method != "dpo" else \
-                load_policy(ref_path or start_path)[0]
-        out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref, **kw)
+                load_policy(ref_path or start_path, place=place, train=True)[0]
+        out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref, place=place,
+                          **kw)
         info = {"name": name, "method": out["method"], "start_from": str(start_path),
                 "reference": str(ref_path or start_path) if cfg.method == "dpo" else None,
                 "pairs": len(pairs) if cfg.method == "dpo" else len(rs_sft_rows(pool)),
                 "train_seconds": round(out["seconds"], 1), "steps": out["steps"], "history": out["history"],
                 "preflight": {k: v for k, v in out.get("preflight", {}).items() if k != "decoded"},
                 "probe": out.get("eval"), "ref_cache": out.get("ref_cache"),
+                "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora),
                 "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
         save_checkpoint(out["model"], tok, path, info)
-    model, tok = load_policy(path)
+        del model, ref, out
+        release_memory()
+    model, tok = load_policy(path, place=place)
     info = json.loads((path / "training_log.json").read_text())
-    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached}
+    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}

@@ -82,7 +82,7 @@ def main() -> None:
     steps = {ex.id: len(ex.meta["steps"]) for ex in prompts}
     solved, total = collections.Counter(steps[r["prompt_id"]] for r in rows), collections.Counter(steps.values())
     print("prompts with a perfect candidate, by steps:", {k: f"{solved[k]}/{total[k]}" for k in sorted(total)})
-    evaluate_policy(m0, tok, model_fingerprint(m0_path), world, store, "M0", recipe.rounds, recipe.eval)
+    evaluate_policy(m0, tok, model_fingerprint(m0_path), recipe, world, store, "M0")
     base = dev_correct(store, "M0")
     ids = sorted(base)
     print(f"M0: dev math {sum(base.values()) / len(base):.3f}")
@@ -96,7 +96,7 @@ def main() -> None:
         out = train_stage(model, tok, pool, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
         path = save_checkpoint(out["model"], tok, store.path("checkpoints", text), {"config": text})
         model, tok = load_policy(path)
-        evaluate_policy(model, tok, model_fingerprint(path), world, store, text, recipe.rounds, recipe.eval)
+        evaluate_policy(model, tok, model_fingerprint(path), recipe, world, store, text)
         got = dev_correct(store, text)
         t = paired_test([base[i] for i in ids], [got[i] for i in ids])
         print(f"{text}: dev math {sum(got.values()) / len(got):.3f}, diff to M0 {t['diff']:+.3f} "

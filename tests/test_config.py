@@ -155,7 +155,7 @@ def test_round_trip_dict_and_yaml(tmp_path):
     recipe = load_recipe(write(tmp_path, "run: {name: rt, seed: 11}\n"))
     d = recipe_to_dict(recipe)
     assert set(d) == set(SECTIONS)
-    assert d["run"] == {"name": "rt", "seed": 11, "runs_dir": "runs"}
+    assert d["run"] == {"name": "rt", "seed": 11, "runs_dir": "runs", "device": "auto", "dtype": "auto"}
     assert Recipe.from_dict(d) == recipe
     out = tmp_path / "sub" / "dumped.yaml"
     dump_recipe(recipe, out)

@@ -57,6 +57,28 @@ def test_consensus_takes_the_median_and_keeps_votes():
     assert fb.score("a") is None and not fb.parse_ok and "raw x" in fb.raw
 
 
+class Failing(Fixed):
+    """A judge whose aspect 'a' always fails to parse, with its own reason."""
+
+    def __init__(self, jid, error):
+        super().__init__(jid, None)
+        self.error = error
+
+    def judge(self, prompt, response, aspects, example=None):
+        return Feedback(self.id, "v1", [AspectFeedback("a", None, 1, 5, "", False, self.error)], raw=f"raw {self.id}")
+
+
+def test_consensus_keeps_each_judges_reason_when_all_fail():
+    """Issue 15, item 9: consensus_k: 3 recorded only 'all 3 judges failed to parse' and dropped why."""
+    reasons = ["invalid JSON: Expecting value", "a: score 7 outside 1-5", "a: missing field 'critique'"]
+    fb = ConsensusJudge([Failing(f"j{i}", e) for i, e in enumerate(reasons)]).judge("p", "r", ["a"])
+    err = fb.aspects[0].error
+    assert err.startswith("all 3 judges failed to parse: ") and all(f"#{i}: {e}" in err for i, e in enumerate(reasons))
+    assert fb.meta["member_errors"] == {"a": reasons}
+    mixed = ConsensusJudge([Failing("j0", reasons[0]), Fixed("y", 3)]).judge("p", "r", ["a"])
+    assert mixed.score("a") == 3 and mixed.meta["member_errors"] == {"a": [reasons[0], None]}
+
+
 def test_calibrate_against_reference_labels():
     ref = [Fixed("v", s).judge("p", "r", ["a"]) for s in (5, 1, 5, 1)]
     llm = [Fixed("l", s).judge("p", "r", ["a"]) for s in (5, 2, None, 1)]

@@ -132,6 +132,11 @@ CASES = [
     case("whitespace_newline", "####\n42", "42", (None, "42"), (None, "42")),
     case("whitespace_around", "  #### 42  \n", "42", ("42", "42"), ("42", "42")),
     case("crlf_newlines", "7 + 1 = 8\r\n#### 8\r\n", "8", ("8", "8"), ("8", "8")),
+    # issue 15, item 15: a retraction after "The answer is N" is not followed by strict (the first stated answer)
+    case("retracted_answer", "The answer is 7. Wait, actually it's 9.", "9", ("7", "9"), (None, "9"),
+         {"strict": ANS}),
+    case("dollar_after_hash_18", "He pays $18 in all.\n#### $18", "18", ("18", "18"), (None, "18"), {"strict": HASH}),
+    case("answer_is_42", "So the total is 42. The answer is 42.", "42", ("42", "42"), (None, "42"), {"strict": ANS}),
 ]
 
 
@@ -139,9 +144,15 @@ CASES = [
 def test_extraction_against_lm_eval(text, gold, ours, lm, diff):
     assert set(diff) <= {"strict", "flexible"} and set(diff.values()) <= set(G.LM_EVAL_DIFFERENCES)
     target = f"The worked solution.\n#### {gold}"  # what lm-eval's gsm8k doc_to_target gives
+    graded = G.grade_output(text, gold, target=target)
     for i, mode in enumerate(("strict", "flexible")):
         assert extract_answer(text, mode) == ours[i], mode
         assert lm_pred(text, mode) == lm[i], f"reference lm-eval, {mode}"
+        # the kit's report of lm-eval's grade is the reference one, on the output cut at lm-eval's `until`
+        cut = G.truncate_at_stop(text, G.LM_EVAL_UNTIL)[0]
+        filtered = graded[f"lm_eval_{mode}_pred"]
+        assert (None if filtered == G.LM_EVAL_INVALID else G.lm_eval_normalize(filtered)) == lm_pred(cut, mode)
+        assert graded[f"lm_eval_{mode}_correct"] == lm_correct(cut, target, mode), mode
         if mode in diff:  # a listed difference must be real, or the list is lying
             assert ours[i] != lm[i], f"{mode}: {diff[mode]} listed but ours == lm-eval"
         else:
@@ -165,6 +176,85 @@ def test_strict_answer_is_fallback_against_gsm8k_cot(text, ours, cot):
     """answer_is_fallback: with no '####', our strict reads gsm8k-cot's form, more leniently."""
     assert lm_pred(text, "strict") is None
     assert extract_answer(text, "strict") == ours and lm_pred(text, "cot") == cot
+
+
+def test_strict_takes_the_first_stated_answer_not_a_retraction():
+    """Issue 15, item 15, decided: strict grades the first stated answer (lm-eval's strict-match takes the first
+    '#### N' too); a last-answer-wins rule would reward hedging ("The answer is 7. The answer is 9."). Flexible
+    reads the last number, and lm-eval's strict-match finds nothing without '####'."""
+    text = "The answer is 7. Wait, actually it's 9."
+    g = G.grade_output(text, "9", target="#### 9")
+    assert (g["strict_pred"], g["strict_correct"], g["flexible_pred"], g["flexible_correct"]) == ("7", False, "9", True)
+    assert (g["lm_eval_strict_pred"], g["lm_eval_strict_correct"]) == (G.LM_EVAL_INVALID, False)
+    assert (g["lm_eval_flexible_pred"], g["lm_eval_flexible_correct"]) == ("9.", True)
+    assert extract_answer("The answer is 7. The answer is 9.", "strict") == "7"  # no reward for hedging
+    assert "retracted answer" in G.__doc__.lower()
+
+
+def test_lm_eval_grade_is_stricter_than_the_kits_where_the_issue_found_it():
+    """Issue 15, item 14: '#### $18', '####7' and 'The answer is 42.' have a kit strict answer but no lm-eval
+    strict-match; '#### 3.50' against 3.5 is right for the kit and wrong for lm-eval."""
+    for text, gold in (("#### $18", "18"), ("####7", "7"), ("The answer is 42.", "42")):
+        g = G.grade_output(text, gold)
+        assert g["strict_correct"] and g["lm_eval_strict_pred"] == G.LM_EVAL_INVALID and not g["lm_eval_strict_correct"]
+    g = G.grade_output("#### 3.50", "3.5", target="Half of 7 is 3.5.\n#### 3.5")
+    assert g["strict_correct"] and g["lm_eval_strict_pred"] == "3.50" and not g["lm_eval_strict_correct"]
+
+
+def _lm_eval_gsm8k_task():
+    """lm-eval's own gsm8k task config, filters and metric, from the installed package (the test skips without it)."""
+    lm_eval = pytest.importorskip("lm_eval")
+    import yaml
+    from lm_eval.api.metrics import exact_match_hf_evaluate
+    from lm_eval.filters.extraction import RegexFilter
+    from lm_eval.filters.selection import TakeFirstFilter
+
+    cfg = yaml.safe_load((Path(lm_eval.__file__).parent / "tasks/gsm8k/gsm8k.yaml").read_text())
+    metric = next(m for m in cfg["metric_list"] if m["metric"] == "exact_match")
+    kwargs = {k: metric[k] for k in ("ignore_case", "ignore_punctuation", "regexes_to_ignore")}
+
+    def grade(output: str, target: str) -> dict:
+        for term in cfg["generation_kwargs"]["until"]:  # lm-eval's HF model cuts the continuation at each stop
+            output = output.split(term)[0]
+        out = {}
+        for flt in cfg["filter_list"]:
+            resps = [[output]]
+            for step in flt["filter"]:
+                args = {k: v for k, v in step.items() if k != "function"}
+                f = {"regex": RegexFilter, "take_first": TakeFirstFilter}[step["function"]](**args)
+                resps = list(f.apply(resps, [{}]))
+            pred = resps[0]
+            out[flt["name"]] = (pred, exact_match_hf_evaluate([pred], [target], **kwargs)["exact_match"] == 1.0)
+        return out
+
+    return cfg, grade
+
+
+def test_lm_eval_constants_are_lm_evals_own():
+    cfg, _ = _lm_eval_gsm8k_task()
+    filters = {f["name"]: f["filter"] for f in cfg["filter_list"]}
+    assert filters["strict-match"][0]["regex_pattern"] == G.LM_EVAL_STRICT_REGEX
+    assert filters["flexible-extract"][0]["regex_pattern"] == G.LM_EVAL_FLEXIBLE_REGEX
+    assert filters["flexible-extract"][0]["group_select"] == -1 and "group_select" not in filters["strict-match"][0]
+    metric = next(m for m in cfg["metric_list"] if m["metric"] == "exact_match")
+    assert tuple(metric["regexes_to_ignore"]) == G.LM_EVAL_IGNORE and metric["ignore_case"]
+    assert not metric["ignore_punctuation"] and tuple(cfg["generation_kwargs"]["until"]) == G.LM_EVAL_UNTIL
+
+
+@pytest.mark.parametrize("text, gold, ours, lm, diff", CASES + [
+    case("stop_then_more", "#### 4\nQuestion: and 5?", "4", ("4", "4"), ("4", "4")),
+    case("until_im_end", "3 + 3 = 6<|im_end|>#### 7", "6", (None, "6"), (None, "6")),
+    case("triple_newline", "#### 4\n\n\n5", "4", ("4", "4"), ("4", "5")),
+])
+def test_lm_eval_grades_equal_lm_eval_itself(text, gold, ours, lm, diff):
+    """Every case graded by lm-eval's own RegexFilter, TakeFirstFilter and exact_match_hf_evaluate with the
+    settings of its installed gsm8k.yaml: the kit's lm_eval_* fields agree, prediction and verdict."""
+    _, grade = _lm_eval_gsm8k_task()
+    target = f"A worked solution, 1,000 steps.\n#### {gold}"
+    theirs = grade(text, target)
+    ours_ = G.grade_output(text, gold, target=target)
+    assert (ours_["lm_eval_strict_pred"], ours_["lm_eval_strict_correct"]) == theirs["strict-match"]
+    assert (ours_["lm_eval_flexible_pred"], ours_["lm_eval_flexible_correct"]) == theirs["flexible-extract"]
 
 
 def test_numeric_equality_changes_the_verdict():
@@ -292,12 +382,14 @@ def test_evaluate_tiny_world_dev_is_stored_and_resumable(m0, world, tmp_path):
     assert res["n"] == 6 and len(res["records"]) == 6 and len(lines) == 6
     _check_rate(res["strict"], 6)
     _check_rate(res["flexible"], 6)
+    assert res["lm_eval_strict"]["n"] == res["lm_eval_flexible"]["n"] == 6
     assert res["strict_flexible_gap"] == pytest.approx(res["flexible"]["rate"] - res["strict"]["rate"])
     for ex, rec, line in zip(examples, res["records"], lines):
         stored = json.loads(line)
         assert rec["id"] == stored["id"] == ex.id and rec["gold"] == ex.answer and rec["question"] == ex.prompt
         for field in ("key", "output", "response", "truncated", "strict_pred", "flexible_pred", "strict_correct",
-                      "flexible_correct"):
+                      "flexible_correct", "lm_eval_strict_pred", "lm_eval_strict_correct", "lm_eval_flexible_pred",
+                      "lm_eval_flexible_correct"):
             assert field in stored and rec[field] == stored[field], field
         assert rec["strict_pred"] == extract_answer(rec["response"], "strict")
         assert rec["strict_correct"] == is_correct(rec["response"], ex.answer, "strict")

@@ -141,3 +141,16 @@ def test_judging_stage_records_resume_and_summary(tmp_path):
     assert s["verifier_precision"]["rate"] == 1.0 and s["right_answer_wrong_steps"]["rate"] == 0.5
     table = parse_table(feedback_frame(recs))
     assert set(table["aspect"]) == {"logical_correctness", "completeness"} and (table["parse_rate"] == 1.0).all()
+
+
+def test_http_judge_reply_length_is_feedback_max_new_tokens():
+    """Issue 15, item 11: the HTTP judge's max_tokens was fixed at 512 whatever feedback.max_new_tokens said."""
+    from rlrf_nb.config import FeedbackConfig
+    from rlrf_nb.judges import make_llm_judge
+
+    cfg = FeedbackConfig(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m", max_new_tokens=77)
+    judge = make_llm_judge(cfg, load_rubric_set())
+    assert judge.transport.max_tokens == 77 and judge.transport.describe()["max_tokens"] == 77
+    consensus = make_llm_judge(FeedbackConfig(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m",
+                                              max_new_tokens=1024, consensus_k=3), load_rubric_set())
+    assert [j.transport.max_tokens for j in consensus.judges] == [1024] * 3

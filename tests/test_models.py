@@ -103,3 +103,73 @@ def test_refinement_items_never_train_on_their_flawed_draft():
     assert trained == item["messages"][1]["content"] + "<|end|>"
     plain = models.tokenize_item({"messages": item["messages"]}, tok, 1000, prompt_loss=True)
     assert all(t != -100 for t in plain["labels"])  # ordinary chat items do train on the prompt
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """Two stand-in Hub models (tests/stand_in.py) in a Hugging Face cache layout, resolved offline."""
+    from huggingface_hub import constants
+    from stand_in import gsm8k_rows, save_hub_standin
+
+    cache = tmp_path / "hub"
+    corpus = [r["question"] + "\n" + r["answer"] for r in gsm8k_rows(20, seed=0)]
+    save_hub_standin(cache, "Qwen/Qwen2.5-1.5B-Instruct", corpus, seed=0)
+    save_hub_standin(cache, "Qwen/Qwen2.5-0.5B-Instruct", corpus, seed=0)  # same weights, another model id
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache, corpus
+
+
+def test_hub_ids_get_fingerprints_from_id_revision_and_config(hub_cache):
+    """Issue 15, item 5: a Hub id has no weights on disk to hash, and every Hub id got the same fingerprint
+    (sha256 of nothing), so two models shared records, checkpoints and reference log-probs."""
+    from stand_in import save_hub_standin
+
+    from rlrf_nb.store import content_key
+
+    cache, corpus = hub_cache
+    big, small = models.model_fingerprint("Qwen/Qwen2.5-1.5B-Instruct"), models.model_fingerprint(
+        "Qwen/Qwen2.5-0.5B-Instruct")
+    assert big != small and len(big) == 16
+    assert models.model_fingerprint("Qwen/Qwen2.5-1.5B-Instruct") == big  # stable
+    # a store key built on each (as every sampling and evaluation record is) differs
+    assert content_key({"model": big, "prompt": "p"}) != content_key({"model": small, "prompt": "p"})
+    # a new revision of the same id (refs/main moves to another commit) is another model
+    commit, snapshot = models.hub_revision("Qwen/Qwen2.5-1.5B-Instruct")
+    assert snapshot.name == commit and len(commit) == 40
+    save_hub_standin(cache, "Qwen/Qwen2.5-1.5B-Instruct", corpus, seed=1)
+    assert models.hub_revision("Qwen/Qwen2.5-1.5B-Instruct")[0] != commit
+    assert models.model_fingerprint("Qwen/Qwen2.5-1.5B-Instruct") != big
+    with pytest.raises(FileNotFoundError, match="'Qwen/Qwen2.5-7B-Instruct' is not in the local Hugging Face cache"):
+        models.model_fingerprint("Qwen/Qwen2.5-7B-Instruct")
+
+
+def test_local_models_are_fingerprinted_by_their_weights(tmp_path):
+    import hashlib
+    import shutil
+
+    from rlrf_nb.paths import PROJECT_ROOT
+    from rlrf_nb.tiny_world import model_fingerprint
+
+    m0 = PROJECT_ROOT / "data/tiny_world/m0"
+    assert model_fingerprint is models.model_fingerprint
+    assert models.model_fingerprint(m0) == hashlib.sha256((m0 / "model.safetensors").read_bytes()).hexdigest()[:16]
+    copy = tmp_path / "copy"
+    shutil.copytree(m0, copy)
+    assert models.model_fingerprint(copy) == models.model_fingerprint(m0)  # same weights, same records
+    with pytest.raises(FileNotFoundError, match="no \\*.safetensors"):
+        models.model_fingerprint(tmp_path)
+
+
+def test_get_m0_by_hub_id_has_the_fingerprint_the_rounds_use(hub_cache, tmp_path):
+    """Notebook 02 keys its search by get_m0's fingerprint and round 1 by model_fingerprint(M0's path): for a Hub
+    id they were the id itself and sha256 of nothing, so round 1 redid notebook 02's search instead of sharing it."""
+    from rlrf_nb.config import Recipe
+    from rlrf_nb.store import RunStore
+    from rlrf_nb.tiny_world import get_m0
+
+    recipe = Recipe.from_dict({"m0": {"pretrained": "Qwen/Qwen2.5-0.5B-Instruct"}})
+    model, tok, info = get_m0(recipe, RunStore(tmp_path / "run"))
+    assert type(model).__name__ == "Qwen2ForCausalLM" and tok.eos_token == "<|im_end|>"
+    assert info["fingerprint"] == models.model_fingerprint(info["path"]) == models.model_fingerprint(
+        "Qwen/Qwen2.5-0.5B-Instruct")

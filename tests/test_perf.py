@@ -155,6 +155,35 @@ def test_out_of_memory_halves_the_batch_and_retries_only_that_batch(m0, convs, e
         assert seen == [8, 4, 4, 4]
 
 
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_batches_and_outputs_do_not_depend_on_the_free_memory(m0, convs, do_sample, monkeypatch, caplog):
+    """Issue 15, E: batch sizes followed the free memory, so a loaded machine cut other batches (other matmul
+    shapes, other float rounding) than an idle one. Now the recipe alone sets them; scarce memory only warns."""
+    model, tok = m0
+    kw = {**SAMPLE, "do_sample": do_sample, "seed": 7, "batch_size": 3}
+    original = model.forward
+    runs = {}
+    for free in (64 * 2**30, 2**20, 1):  # an idle machine, a loaded one, an exhausted one
+        shapes = []
+
+        @functools.wraps(original)
+        def spy(*args, _shapes=shapes, **kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            _shapes.append(tuple(ids.shape))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(generation, "free_memory", lambda device, _free=free: _free)
+        monkeypatch.setattr(model, "forward", spy)
+        with caplog.at_level(logging.WARNING, logger="rlrf_nb.generation"):
+            runs[free] = (generate(model, tok, convs, **kw), [s for s in shapes if s[1] > 1])  # outputs, prefills
+        monkeypatch.setattr(model, "forward", original)
+    (idle, idle_batches), *loaded = runs.values()
+    assert [p[0] for p in idle_batches] == [3, 3]  # two batches of 3 prompts (their rows share the prefill)
+    for outs, batches in loaded:
+        assert batches == idle_batches and outs == idle
+    assert "lower batch_size if it runs out of memory" in caplog.text
+
+
 def test_a_real_error_is_not_retried(m0, convs, monkeypatch):
     model, tok = m0
 

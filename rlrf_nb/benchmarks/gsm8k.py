@@ -11,6 +11,24 @@ first stop sequence (:func:`truncate_at_stop`), then two extractions reported si
 *strict* (the first ``#### N``) and *flexible* (the last number in the text). Their gap
 (``strict_flexible_gap``) measures answers that are right but not written in the required format.
 
+Two grades of each output, side by side (issue 15):
+
+- **the kit's grade** (``strict``, ``flexible``): :func:`~rlrf_nb.tasks.math.extract_answer` and numeric
+  equality. It is the training-time grader (pairs, the verifier, refinement success), and it is looser than
+  lm-eval where :data:`LM_EVAL_DIFFERENCES` says.
+- **lm-eval's grade** (``lm_eval_strict``, ``lm_eval_flexible``): :func:`lm_eval_filter` and
+  :func:`lm_eval_exact_match`, lm-eval-harness's ``strict-match`` and ``flexible-extract`` filters and its
+  ``exact_match`` metric of ``gsm8k.yaml`` (version 3.0) exactly, on the output cut at lm-eval's own ``until``
+  (:data:`LM_EVAL_UNTIL`), against lm-eval's target (the full reference solution). These are the numbers to set
+  beside published strict-match / flexible-extract results; ``tests/test_gsm8k.py`` checks them against
+  lm-eval's own ``RegexFilter`` and ``exact_match_hf_evaluate`` when lm-eval is installed.
+
+**A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on
+purpose: strict takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``. Reading
+the last one instead would reward a policy that hedges by stating several answers ("The answer is 7. The
+answer is 9."), and telling a retraction from a hedge needs more than a regex. Flexible reads the last number
+(9); lm-eval's strict-match finds nothing there (no ``####``).
+
 What was checked against lm-evaluation-harness (EleutherAI/lm-evaluation-harness, read through the code
 index): ``lm_eval/tasks/gsm8k/gsm8k.yaml`` (version 3.0) and ``gsm8k-cot.yaml``, and ``RegexFilter`` in
 ``lm_eval/filters/extraction.py``:
@@ -43,6 +61,7 @@ one of these names. Where the protocol differs, and why:
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 
 from rlrf_nb import generation
@@ -55,6 +74,53 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STOP: tuple[str, ...] = ("Question:", "</s>", "<|im_end|>", "\n\n\n")
 STYLES = ("multiturn", "single")
+
+# lm-evaluation-harness, lm_eval/tasks/gsm8k/gsm8k.yaml (metadata version 3.0; the same in lm-eval 0.4.13):
+# generation_kwargs.until, the two filter_list regexes, and exact_match's settings, verbatim.
+LM_EVAL_UNTIL: tuple[str, ...] = ("Question:", "</s>", "<|im_end|>")
+LM_EVAL_STRICT_REGEX = r"#### (\-?[0-9\.\,]+)"  # strict-match: regex (group_select 0), take_first
+LM_EVAL_FLEXIBLE_REGEX = r"(-?[$0-9.,]{2,})|(-?[0-9]+)"  # flexible-extract: regex, group_select -1, take_first
+LM_EVAL_IGNORE: tuple[str, ...] = (",", "\\$", "(?s).*#### ", "\\.$")  # regexes_to_ignore, applied in order
+LM_EVAL_INVALID = "[invalid]"  # RegexFilter's fallback when nothing matches
+_LM_EVAL = {"strict": (re.compile(LM_EVAL_STRICT_REGEX), 0), "flexible": (re.compile(LM_EVAL_FLEXIBLE_REGEX), -1)}
+
+
+def lm_eval_filter(text: str, mode: str) -> str:
+    """lm-eval's ``RegexFilter`` on one response: ``findall``, the match at ``group_select`` (the first for
+    strict-match, the last for flexible-extract), the first non-empty group of a tuple, stripped; ``"[invalid]"``
+    when nothing matches. (``take_first`` then keeps the first of the repeats; there is one.)"""
+    if mode not in _LM_EVAL:
+        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    regex, group_select = _LM_EVAL[mode]
+    matches = regex.findall(text)
+    if not matches:
+        return LM_EVAL_INVALID
+    match = matches[group_select]
+    if isinstance(match, tuple):
+        match = next((g for g in match if g), LM_EVAL_INVALID)
+    return match.strip()
+
+
+def lm_eval_normalize(s: str) -> str:
+    """What lm-eval's ``exact_match`` compares: ``regexes_to_ignore`` removed in order, then lower-cased
+    (``ignore_case: true``; ``ignore_punctuation: false``)."""
+    for pattern in LM_EVAL_IGNORE:
+        s = re.sub(pattern, "", s)
+    return s.lower()
+
+
+def lm_eval_exact_match(prediction: str, target: str) -> bool:
+    """lm-eval's gsm8k ``exact_match`` of a filtered ``prediction`` against ``target`` (lm-eval's
+    ``doc_to_target``: the full reference answer, ``...#### N``): string equality after
+    :func:`lm_eval_normalize` of both. ``3.50`` against a gold of 3.5 is wrong here, as in lm-eval."""
+    return lm_eval_normalize(prediction) == lm_eval_normalize(target)
+
+
+def lm_eval_target(example: Example) -> str:
+    """lm-eval's target for an example: its reference solution when that ends in ``#### N`` (GSM8K's ``answer``
+    field, the tiny world's solutions), else ``#### <gold>``."""
+    ref = example.reference or ""
+    return ref if "#### " in ref else f"#### {example.answer}"
 
 # Name -> what our grading does and what lm-eval's does instead. Each name is exercised by a case in
 # tests/test_gsm8k.py; a case may disagree with lm-eval only under a name listed here.
@@ -136,13 +202,21 @@ def truncate_at_stop(text: str, stop: Sequence[str] = DEFAULT_STOP) -> tuple[str
     return text[:cut], hit
 
 
-def grade_output(output: str, gold: str, stop: Sequence[str] = DEFAULT_STOP) -> dict:
-    """Cut ``output`` at the stop sequences and grade it both ways against ``gold``."""
+def grade_output(output: str, gold: str, stop: Sequence[str] = DEFAULT_STOP, target: str | None = None) -> dict:
+    """Cut ``output`` at the stop sequences and grade it both ways against ``gold`` (the kit's grade), and with
+    lm-eval's filters and exact match against ``target`` (default ``#### <gold>``), on the output cut at
+    lm-eval's own :data:`LM_EVAL_UNTIL`."""
     response, hit = truncate_at_stop(output, stop)
+    lm_response, _ = truncate_at_stop(output, LM_EVAL_UNTIL)
+    target = f"#### {gold}" if target is None else target
+    lm = {mode: lm_eval_filter(lm_response, mode) for mode in ("strict", "flexible")}
     return {"response": response, "truncated": hit is not None, "stop_hit": hit,
             "strict_pred": extract_answer(response, "strict"), "flexible_pred": extract_answer(response, "flexible"),
             "strict_correct": is_correct(response, gold, "strict"),
-            "flexible_correct": is_correct(response, gold, "flexible")}
+            "flexible_correct": is_correct(response, gold, "flexible"),
+            "lm_eval_strict_pred": lm["strict"], "lm_eval_flexible_pred": lm["flexible"],
+            "lm_eval_strict_correct": lm_eval_exact_match(lm["strict"], target),
+            "lm_eval_flexible_correct": lm_eval_exact_match(lm["flexible"], target)}
 
 
 def _check_context(model, tokenizer, examples: list[Example], convs: list[list[dict]], max_new_tokens: int,
@@ -180,7 +254,11 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
     ``stop`` or to the extractor applies to old records too (a warning says how many then grade differently
     from what the file holds).
 
-    Returns ``{"strict", "flexible", "truncated"}`` rates (see :func:`rlrf_nb.stats.rate`), ``n``,
+    Records also hold lm-eval's grades (``lm_eval_strict_pred`` / ``lm_eval_flexible_pred``, the filtered
+    strings, and ``lm_eval_strict_correct`` / ``lm_eval_flexible_correct``; see :func:`grade_output`).
+
+    Returns ``{"strict", "flexible", "lm_eval_strict", "lm_eval_flexible", "truncated"}`` rates (see
+    :func:`rlrf_nb.stats.rate`), ``n``,
     ``strict_flexible_gap`` (flexible rate minus strict rate: right answers not written as ``#### N``) and
     the ``records`` in example order.
     """
@@ -203,14 +281,14 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
         outs = generation.generate(model, tokenizer, convs, batch_size=len(batch), progress=False, **decode)
         return [{"id": ex.id, "question": ex.prompt, "gold": ex.answer, "policy": policy_id, "k": k,
                  "style": style, "shots": shots, "decode": decode, "output": o[0],
-                 **grade_output(o[0], ex.answer, stop)}
+                 **grade_output(o[0], ex.answer, stop, lm_eval_target(ex))}
                 for (ex, _, shots), o in zip(batch, outs)]
 
     name = f"eval/{policy_id}/gsm8k"
     stored = store.map_batches(name, items, key, run, batch_size=batch_size, desc=f"gsm8k ({policy_id})")
     records, regraded = [], 0
     for ex, rec in zip(examples, stored):
-        fresh = grade_output(rec["output"], ex.answer, stop)
+        fresh = grade_output(rec["output"], ex.answer, stop, lm_eval_target(ex))
         regraded += any(rec.get(f) != v for f, v in fresh.items())
         # Identical prompts share one stored record; the example's own id and gold are what it is graded as.
         records.append({**rec, "id": ex.id, "question": ex.prompt, "gold": ex.answer, **fresh})
@@ -221,6 +299,8 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
     strict = rate(sum(r["strict_correct"] for r in records), n)
     flexible = rate(sum(r["flexible_correct"] for r in records), n)
     return {"strict": strict, "flexible": flexible, "n": n,
+            "lm_eval_strict": rate(sum(r["lm_eval_strict_correct"] for r in records), n),
+            "lm_eval_flexible": rate(sum(r["lm_eval_flexible_correct"] for r in records), n),
             "strict_flexible_gap": flexible["rate"] - strict["rate"],
             "truncated": rate(sum(r["truncated"] for r in records), n), "records": records}
 

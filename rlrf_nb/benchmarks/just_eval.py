@@ -488,7 +488,8 @@ class VerifierJustEvalJudge:
     def __init__(self, world, rubrics):
         from rlrf_nb.judges import VerifierJudge
 
-        self.verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
+        # world None (a real recipe): no knowledge base; math is then checked on the final answer alone
+        self.verifier = VerifierJudge(rubrics, {} if world is None else {p["name"]: p for p in world.people})
         self.id = f"just-eval-standin/{self.VERSION}:{self.verifier.id}"
 
     def describe(self) -> dict:

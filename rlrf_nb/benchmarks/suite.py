@@ -2,8 +2,8 @@
 
 :func:`discover_policies` finds the policies a run produced: M0, the RLRF rounds (``checkpoints/rounds/M<t>``)
 and notebook 03's one-round variants (RLRF DPO, no reflection, scalar reward, RS baseline). :func:`evaluate_suite`
-runs GSM8K (strict and flexible), FactScore and Just-Eval on each, through the run store (a rerun generates and
-judges nothing), and returns per-item values on the *same* items for every model, ready for
+runs GSM8K (strict and flexible, the kit's grade and lm-eval's), FactScore and Just-Eval on each, through the run
+store (a rerun generates and judges nothing), and returns per-item values on the *same* items for every model, ready for
 :func:`rlrf_nb.analysis.results_table` and its paired tests against M0.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
 from rlrf_nb.store import is_complete
@@ -67,12 +68,42 @@ def policy_info(path: str) -> dict:
     return {k: log_.get(k) for k in ("method", "pairs", "start_from", "reference", "train_seconds") if k in log_}
 
 
+def just_eval_judge(recipe, world, rubrics):
+    """Notebook 05's Just-Eval judge. With an LLM feedback judge (``feedback.judge: llm``, a real recipe's), Just-Eval's
+    own prompt and parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model``
+    locally), with its reply cap and re-asks. With the verifier, the tiny world's stand-in
+    (:class:`~rlrf_nb.benchmarks.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
+    answer only."""
+    from rlrf_nb.benchmarks.just_eval import JustEvalJudge, VerifierJustEvalJudge
+
+    fb = recipe.feedback
+    if fb.judge != "llm":
+        return VerifierJustEvalJudge(world, rubrics)
+    if fb.judge_url:
+        from rlrf_nb.llm_judge import OpenAITransport
+
+        transport = OpenAITransport(fb.judge_url, fb.judge_model, api_key_env=fb.api_key_env, timeout=fb.timeout,
+                                    max_retries=fb.max_retries, backoff=fb.backoff, backoff_max=fb.backoff_max,
+                                    temperature=0.0, max_tokens=fb.max_new_tokens)
+    else:
+        from rlrf_nb.llm_judge import TransformersTransport
+        from rlrf_nb.models import load_policy
+        from rlrf_nb.paths import resolve_path
+
+        path = resolve_path(fb.judge_model)
+        model, tok = load_policy(path if path.exists() else fb.judge_model, trust_remote_code=fb.trust_remote_code)
+        transport = TransformersTransport(model, tok, max_new_tokens=fb.max_new_tokens)
+    return JustEvalJudge(transport, max_repairs=fb.max_repairs)
+
+
 def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: list, bio_examples: list,
                    just_eval_judge, gsm8k_kwargs: dict | None = None, max_new_tokens: int = 160,
-                   batch_size: int = 100, say=print) -> dict:
-    """GSM8K, FactScore and Just-Eval for each policy. Returns ``{"per_item": {model: {metric: [...]}},
-    "summary": {model: {...}}, "records": {model: {...}}}``; per-item lists are aligned across models (None =
-    not scored: an abstention or a parse failure)."""
+                   batch_size: int = 100, say=print, place=None) -> dict:
+    """GSM8K, FactScore and Just-Eval for each policy, loaded on ``place`` (:func:`rlrf_nb.models.placement`).
+    Returns ``{"per_item": {model: {metric: [...]}}, "summary": {model: {...}}, "records": {model: {...}}}``;
+    per-item lists are aligned across models (None = not scored: an abstention or a parse failure). ``summary``
+    also says where each model ran (``placement``) and its GSM8K ``tokens_per_s`` (generated tokens of the
+    evaluation computed now, over its wall time; None when every record came from the store)."""
     from rlrf_nb.benchmarks.factscore import evaluate_factscore
     from rlrf_nb.benchmarks.gsm8k import evaluate_gsm8k
     from rlrf_nb.benchmarks.just_eval import ASPECTS, evaluate_just_eval
@@ -81,11 +112,18 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
 
     per_item, summary, records = {}, {}, {}
     for name, path in policies.items():
-        model, tok = load_policy(path)
-        fp = model_fingerprint(path) if Path(path).is_dir() else path
+        model, tok = load_policy(path, place=place)
+        fp = model_fingerprint(path)
         pid = name.replace(" ", "_")
+        before = len(store.artifact(f"eval/{pid}/gsm8k"))
+        t0 = time.monotonic()
         g = evaluate_gsm8k(model, tok, fp, math_examples, store, pid, max_new_tokens=max_new_tokens,
                            batch_size=batch_size, **(gsm8k_kwargs or {}))
+        seconds = time.monotonic() - t0
+        new = store.artifact(f"eval/{pid}/gsm8k").records()[before:]  # generated now, not served from the store
+        tokens = sum(len(tok(r["output"], add_special_tokens=False)["input_ids"]) for r in new)
+        speed = {"device": str(next(model.parameters()).device), "dtype": str(next(model.parameters()).dtype),
+                 "tokens_per_s": round(tokens / seconds, 1) if new and seconds > 0 else None}
         f = evaluate_factscore(model, tok, fp, bio_examples, world, store, pid, max_new_tokens=max_new_tokens,
                                batch_size=batch_size) if bio_examples else None
         by_id = {ex.id: ex for ex in math_examples + bio_examples}
@@ -96,7 +134,9 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                            "example": by_id[r["id"]]} for r in f["records"]]
         je_recs, je = evaluate_just_eval(responses, just_eval_judge, store, f"eval/{pid}/just_eval")
         items = {"gsm8k_strict": [float(r["strict_correct"]) for r in g["records"]],
-                 "gsm8k_flexible": [float(r["flexible_correct"]) for r in g["records"]]}
+                 "gsm8k_flexible": [float(r["flexible_correct"]) for r in g["records"]],
+                 "gsm8k_lm_eval_strict": [float(r["lm_eval_strict_correct"]) for r in g["records"]],
+                 "gsm8k_lm_eval_flexible": [float(r["lm_eval_flexible_correct"]) for r in g["records"]]}
         if f is not None:
             items["factscore"] = [row["score"] for row in f["rows"]]
         for a in ASPECTS:
@@ -104,14 +144,16 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                 items[f"just_eval_{a}"] = [_aspect_score(r, a) for r in je_recs]
         per_item[name] = items
         summary[name] = {"gsm8k_strict": g["strict"], "gsm8k_flexible": g["flexible"],
+                         "gsm8k_lm_eval_strict": g["lm_eval_strict"], "gsm8k_lm_eval_flexible": g["lm_eval_flexible"],
                          "gsm8k_truncated": g["truncated"],
                          **({"factscore": {k: f[k] for k in ("score", "ci_low", "ci_high", "init_score",
                                                              "respond_ratio", "facts_per_response", "n",
                                                              "n_scored")}} if f else {}),
                          "just_eval": {a: je["aspects"][a] for a in ASPECTS}, "just_eval_judge": je["judge_id"],
-                         **policy_info(path)}
+                         "placement": speed, **policy_info(path)}
         records[name] = {"gsm8k": g["records"], "factscore": f["rows"] if f else [], "just_eval": je_recs}
-        say(f"{name}: GSM8K strict {g['strict']['rate']:.3f}, flexible {g['flexible']['rate']:.3f}"
+        say(f"{name}: GSM8K strict {g['strict']['rate']:.3f}, flexible {g['flexible']['rate']:.3f} (lm-eval "
+            f"strict-match {g['lm_eval_strict']['rate']:.3f}, flexible-extract {g['lm_eval_flexible']['rate']:.3f})"
             + (f", FactScore {f['score']:.3f}" if f else ""))
     return {"per_item": per_item, "summary": summary, "records": records}
 

@@ -21,6 +21,7 @@ from rlrf_nb.tasks.schema import Example
 
 # normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser.
 __all__ = [
+    "is_hub_dataset",
     "is_safety_row",
     "iter_rows",
     "load_factscore_topics",
@@ -40,6 +41,13 @@ _GSM8K_FINAL = re.compile(r"^####\s*(.*?)\s*$", re.MULTILINE)
 _SAFETY_WORDS = ("safety", "red-team", "red_team", "harmful", "malicious")
 
 
+def is_hub_dataset(source: str) -> bool:
+    """Whether ``source`` names a Hub dataset (``owner/name``) rather than a local file: the rule
+    :func:`iter_rows` reads it by (an existing file, or a data-file suffix, is local)."""
+    return not Path(source).is_file() and bool(_HUB_ID.fullmatch(str(source))) and \
+        not str(source).endswith(_LOCAL_SUFFIXES)
+
+
 def iter_rows(source: str, split: str, config: str | None = None, limit: int | None = None
               ) -> Iterator[tuple[str, dict]]:
     """Yield ``(where, row)`` from a local JSONL file or a Hub dataset split.
@@ -50,7 +58,7 @@ def iter_rows(source: str, split: str, config: str | None = None, limit: int | N
     path = Path(source)
     if path.is_file():
         rows = _jsonl_rows(path)
-    elif _HUB_ID.fullmatch(str(source)) and not str(source).endswith(_LOCAL_SUFFIXES):
+    elif is_hub_dataset(source):
         rows = _hub_rows(str(source), split, config)
     else:
         raise FileNotFoundError(f"{source}: no such file, and not a Hub dataset id (owner/name)")
