@@ -130,7 +130,8 @@ def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | N
 
 def dev_math(recipe, world, n: int) -> list[Example]:
     """The first ``n`` held-out dev math problems: the tiny world's dev split, or the tail of the real task's
-    training pool (an error when that tail would overlap the search prompts or the few-shot exemplars)."""
+    training pool (:func:`dev_size` rows at most; an error when that tail would overlap the search prompts or the
+    few-shot exemplars)."""
     if world is not None:
         return world.math["dev"][:n]
     pool, where = task_pool(recipe)
@@ -139,7 +140,7 @@ def dev_math(recipe, world, n: int) -> list[Example]:
     used = _search_end(recipe) if recipe.reflection.prompt_source is not None else 0  # the search's head rows
     if exemplar_source(recipe) == source:
         used = max(used, recipe.eval.gsm8k_k)  # the few-shot exemplars are the first k rows
-    if n > size or len(pool) - size < used:
+    if len(pool) - size < used:
         raise ValueError(f"{where} has {len(pool)} rows: the held-out dev slice (its last {size}, "
                          f"max(feedback.n_math, rounds.eval_n_math)) would overlap the {used} rows the search and "
                          "the few-shot exemplars use; lower them or use a larger train file")

@@ -8,6 +8,9 @@
   id, as ``huggingface_hub`` resolves a downloaded model.
 - :func:`write_gsm8k` writes train and test JSONL files in the ``openai/gsm8k`` format (``question``, ``answer``
   with ``<<a*b=c>>`` annotations and a final ``#### N``).
+- :class:`RubricJudgeServer` is a judge that always answers well-formed rubric JSON, behind a small
+  OpenAI-compatible server on 127.0.0.1 (the parsed-feedback path; ``transformers serve`` with a random model never
+  parses).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -110,3 +114,83 @@ def save_hub_standin(cache: Path, repo_id: str, corpus: list[str], *, seed: int 
     (repo / "refs").mkdir(parents=True, exist_ok=True)
     (repo / "refs" / "main").write_text(commit)
     return snapshot
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# A judge that answers well-formed rubric JSON: a small OpenAI-compatible server on 127.0.0.1 (stdlib only)
+# ---------------------------------------------------------------------------------------------------------------
+
+_KEYS = re.compile(r"whose keys are exactly (.+?)\. Each value")
+_RESPONSE = re.compile(r"<<<BEGIN RESPONSE>>>\n(.*)\n<<<END RESPONSE>>>", re.DOTALL)
+_JUST_EVAL_OUTPUT = re.compile(r"## Output:\n(.*)\n\n\n## Evaluate", re.DOTALL)
+JUST_EVAL_ASPECTS = ("helpfulness", "clarity", "factuality", "depth", "engagement")
+
+
+def _score(text: str, salt: str) -> int:
+    """A score from 1 to 5 that depends on the judged text only (so candidates get different rewards)."""
+    return 1 + int(hashlib.sha256(f"{salt}:{text}".encode()).hexdigest(), 16) % 5
+
+
+def rubric_reply(messages: list[dict]) -> str:
+    """The JSON a well-behaved judge writes: the kit's rubric object ({aspect: {critique, score}}) for an LLMJudge
+    prompt, Just-Eval's ({aspect: {reason, score}}) for Just-Eval's prompt."""
+    user = messages[-1]["content"]
+    if user.startswith("Please act as an impartial judge"):
+        found = _JUST_EVAL_OUTPUT.search(user)
+        output = found.group(1) if found else user
+        return json.dumps({a: {"reason": f"The output is judged on {a}.", "score": str(_score(output, a))}
+                           for a in JUST_EVAL_ASPECTS})
+    keys = re.findall(r'"([a-z_]+)"', _KEYS.search(user).group(1))
+    found = _RESPONSE.search(user)
+    response = found.group(1) if found else user
+    return json.dumps({k: {"critique": f"Step one of the response is judged for {k}.", "score": _score(response, k)}
+                       for k in keys})
+
+
+class RubricJudgeServer:
+    """``POST /v1/chat/completions`` answered with :func:`rubric_reply`, ``GET /health``; in a thread of this
+    process, on a free loopback port. ``requests`` counts the completions served."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def _send(self, status: int, body: dict) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self):
+                self._send(200 if self.path == "/health" else 404, {"status": "ok"})
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                owner.requests += 1
+                reply = rubric_reply(body["messages"])
+                self._send(200, {"id": f"cmpl-{owner.requests}", "object": "chat.completion", "created": 0,
+                                 "model": body["model"], "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                                                   "total_tokens": 2},
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": reply}}]})
+
+        self.requests = 0
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
