@@ -79,6 +79,18 @@ def test_consensus_keeps_each_judges_reason_when_all_fail():
     assert mixed.score("a") == 3 and mixed.meta["member_errors"] == {"a": [reasons[0], None]}
 
 
+def test_score_table_counts_an_aspect_that_never_parsed():
+    """Issue 15, item 4: notebook 01's describe() of an all-None score column has no 'mean': a KeyError when the
+    judge never parses. The table counts 0 scores instead."""
+    from rlrf_nb.feedback import feedback_frame, score_table
+
+    recs = [{"response_id": f"r{i}", "example_id": "e", "task": "math", "judge_id": "llm:x", "round": 0,
+             "reward": None, "feedback": Failing("j", "invalid JSON").judge("p", "r", ["a"]).to_dict()}
+            for i in range(3)]
+    table = score_table(feedback_frame(recs))
+    assert table.loc[("math", "a"), "count"] == 0 and list(table.columns) == ["count", "mean", "min", "max"]
+
+
 def test_calibrate_against_reference_labels():
     ref = [Fixed("v", s).judge("p", "r", ["a"]) for s in (5, 1, 5, 1)]
     llm = [Fixed("l", s).judge("p", "r", ["a"]) for s in (5, 2, None, 1)]

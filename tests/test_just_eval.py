@@ -316,6 +316,32 @@ def test_standin_bio_contradicted_fact_lowers_factuality(world, standin):
     assert short.score("factuality") == 5 and short.score("depth") < 5 and short.score("helpfulness") < 5
 
 
+def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
+    """Issue 15, item 2: with eval.gsm8k_source set, notebook 05's stand-in sent GSM8K rows (no tiny-world step
+    data) to the verifier, which raised KeyError: 'steps'. A real recipe's Just-Eval judge is its LLM judge, and the
+    stand-in checks a GSM8K answer on its final answer."""
+    from rlrf_nb.benchmarks.just_eval import JustEvalJudge
+    from rlrf_nb.benchmarks.suite import just_eval_judge
+    from rlrf_nb.config import load_recipe
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.tasks.schema import Example
+
+    rubrics = load_rubric_set(ROOT / "data/rubrics")
+    ex = Example("gsm8k-test-00000", "math", "test", "A box holds 12 pens. How many pens are in 3 boxes?",
+                 "3 boxes hold 12*3=<<12*3=36>>36 pens.\n#### 36", "36", ["math"])
+    standin = VerifierJustEvalJudge(None, rubrics)  # a real recipe has no tiny world
+    right = standin.judge(ex.prompt, "12*3=<<12*3=36>>36\n#### 36", ASPECTS, ex)
+    wrong = standin.judge(ex.prompt, "12*3=<<12*3=38>>38\n#### 38", ASPECTS, ex)
+    assert right.score("helpfulness") == 5 and wrong.score("helpfulness") < 5 and wrong.score("factuality") < 5
+    recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"feedback.judge": "llm",
+                                                             "feedback.judge_url": "http://127.0.0.1:9/v1",
+                                                             "feedback.judge_model": "judge", "eval.gsm8k_k": 0,
+                                                             "eval.gsm8k_source": str(tmp_path / "test.jsonl")})
+    judge = just_eval_judge(recipe, None, rubrics)
+    assert isinstance(judge, JustEvalJudge) and judge.id == "just-eval:judge@http://127.0.0.1:9/v1"
+    assert judge.transport.max_tokens == recipe.feedback.max_new_tokens
+
+
 def test_standin_refuses_safety_and_missing_ground_truth(world, standin):
     ex = world.math["dev"][0]
     with pytest.raises(ValueError, match="no safety instructions"):

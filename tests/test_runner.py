@@ -284,3 +284,28 @@ def test_prompt_source_reads_a_local_gsm8k_file_for_search(tmp_path):
     assert exs[4].task == "bios"
     with pytest.raises(ValueError, match="prompt_source.*has 10"):
         search_examples(recipe, world, n_math=8, n_bios=0, offset_math=4)
+
+
+def test_stage_hash_follows_the_judge_url_in_the_environment_the_policy_and_data_contents(tmp_path, monkeypatch):
+    """Issue 15, item 10: the stage hash covered only the recipe's text, so a judge URL read from $RLRF_JUDGE_URL,
+    a policy's new weights or an edited data file left finished stages standing."""
+    from rlrf_nb.runner import _stage_hash, stage_inputs
+
+    train = tmp_path / "train.jsonl"
+    train.write_text(json.dumps({"question": "What is 1 + 1?", "answer": "1 + 1 = 2\n#### 2"}) + "\n")
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text("feedback: {judge: llm, judge_url_env: JUDGE_URL, judge_model: m}\n"
+                           f"reflection: {{prompt_source: {train}}}\n")
+
+    def digest():
+        return _stage_hash(recipe_file.read_text(), {}, {}, stage_inputs(load_recipe(recipe_file)))
+
+    monkeypatch.setenv("JUDGE_URL", "http://u:secret@127.0.0.1:8000/v1")
+    first = digest()
+    assert "secret" not in json.dumps(stage_inputs(load_recipe(recipe_file)))
+    monkeypatch.setenv("JUDGE_URL", "http://127.0.0.1:8001/v1")
+    assert digest() != first
+    monkeypatch.setenv("JUDGE_URL", "http://u:secret@127.0.0.1:8000/v1")
+    assert digest() == first
+    train.write_text(train.read_text().replace("1 + 1", "2 + 0"))
+    assert digest() != first
