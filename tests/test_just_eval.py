@@ -321,7 +321,6 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     data) to the verifier, which raised KeyError: 'steps'. A real recipe's Just-Eval judge is its LLM judge, and the
     stand-in checks a GSM8K answer on its final answer."""
     from rlrf_nb.benchmarks.just_eval import JustEvalJudge
-    from rlrf_nb.benchmarks.suite import just_eval_judge
     from rlrf_nb.config import load_recipe
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks.schema import Example
@@ -333,6 +332,7 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     right = standin.judge(ex.prompt, "12*3=<<12*3=36>>36\n#### 36", ASPECTS, ex)
     wrong = standin.judge(ex.prompt, "12*3=<<12*3=38>>38\n#### 38", ASPECTS, ex)
     assert right.score("helpfulness") == 5 and wrong.score("helpfulness") < 5 and wrong.score("factuality") < 5
+    from rlrf_nb.benchmarks.suite import just_eval_judge
     recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"feedback.judge": "llm",
                                                              "feedback.judge_url": "http://127.0.0.1:9/v1",
                                                              "feedback.judge_model": "judge", "eval.gsm8k_k": 0,

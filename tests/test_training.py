@@ -126,15 +126,17 @@ def test_preflight_accepts_chatml_pairs_whose_turn_end_is_followed_by_a_newline(
     ends with a newline token, not EOS (issue 15, item 1): the check reads the turn end from the template."""
     from stand_in import chatml_tokenizer, gsm8k_rows
 
-    from rlrf_nb.training import end_of_turn_ids, tokenize_pair
+    from rlrf_nb.training import tokenize_pair
 
     tok = chatml_tokenizer([r["question"] + "\n" + r["answer"] for r in gsm8k_rows(40, seed=0)])
-    eot = end_of_turn_ids(tok)
-    assert tok.convert_ids_to_tokens(eot)[0] == "<|im_end|>" and tok.decode(eot) == "<|im_end|>\n"
     pairs = _chatml_pairs()
     assert tok.convert_ids_to_tokens(tokenize_pair(tok, pairs[0])["chosen_ids"][-1]) == "Ċ"  # not EOS
     report = preflight(pairs, tok, 512)
     assert report["pairs"] == 3 and report["end_of_turn"] == "<|im_end|>\n"
+    from rlrf_nb.training import end_of_turn_ids
+
+    eot = end_of_turn_ids(tok)
+    assert tok.convert_ids_to_tokens(eot)[0] == "<|im_end|>" and tok.decode(eot) == "<|im_end|>\n"
     doubled = [dict(pairs[0], chosen=[{"role": "assistant", "content": pairs[0]["chosen"][0]["content"]
                                        + "<|im_end|>"}])]
     with pytest.raises(PreflightError, match=r"doubled EOS in chosen \(2 x '<\|im_end\|>'"):
