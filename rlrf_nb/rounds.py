@@ -192,7 +192,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "carry_over": rcfg.carry_over, "method": out["method"], "pairs": len(pairs),
             "pairs_this_round": this_round, "pair_yield": pair_yield(pairs, len(examples)),
             "search_seconds": round(search_seconds, 1), "train_seconds": round(time.monotonic() - t1, 1),
-            "round_seconds": round(time.monotonic() - t0, 1), "steps": out["steps"],
+            "round_seconds": round(time.monotonic() - t0, 1), "steps": out["steps"], "placement": place.describe(),
+            "lora_merged": bool(dcfg.lora) and not out["method"].startswith("none"),
             "refinement_beats_parent": search_stats(res["pool"])["refinement_beats_parent"],
             "history": out["history"], "probe": out.get("eval"),
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}

@@ -77,7 +77,8 @@ def world(tmp_path_factory):
     (base / "site" / "sitecustomize.py").write_text(AUDIT)
     audit = base / "tiny_world_reads.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HUB_CACHE": str(hub),
-           "PYTHONPATH": str(base / "site"), "RLRF_AUDIT_ROOT": str(ROOT / "data" / "tiny_world"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(base / "site"), os.environ.get("PYTHONPATH")])),
+           "RLRF_AUDIT_ROOT": str(ROOT / "data" / "tiny_world"),
            "RLRF_AUDIT_LOG": str(audit), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
     def run(name: str, url: str) -> subprocess.CompletedProcess:
@@ -149,7 +150,9 @@ def test_chat_template_pairs_pass_the_preflight_and_checkpoints_are_merged(world
         assert json.loads((ckpt / "config.json").read_text())["architectures"] == ["Qwen2ForCausalLM"]
         assert json.loads((ckpt / "training_log.json").read_text())["method"] == "dpo"
     assert keys and not any("lora" in k or "base_layer" in k for k in keys)
-    assert json.loads((m1 / "training_log.json").read_text())["lora_merged"] is True
+    for ckpt in (m1, run / "checkpoints/rounds/M2"):
+        log = json.loads((ckpt / "training_log.json").read_text())
+        assert log["lora_merged"] is True and log["placement"] == "cpu, float32"
 
 
 def test_notebook_05_evaluates_the_test_file_with_shots_from_the_train_file(world):
