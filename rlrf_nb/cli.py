@@ -190,17 +190,18 @@ def _overrides(pairs: list[str]) -> dict:
 
 def cmd_rounds(args) -> int:
     """The RLRF round loop without a notebook (what notebook 04 calls); resumes a killed run."""
+    from rlrf_nb import task_data
     from rlrf_nb import tiny_world as tw
     from rlrf_nb.judges import make_judge
     from rlrf_nb.rounds import run_rounds
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tasks.world import build_world
 
     recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
-    world = build_world(recipe.world)
+    world = task_data.load_world(recipe)  # None in a real recipe
     _model, _tok, info = tw.get_m0(recipe, store, world)
+    del _model
     rubrics = load_rubric_set()
-    judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
+    judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
     rows = run_rounds(recipe, store, world, judge, rubrics, info["path"], say=_say)
     for r in rows:
         _say(f"{r['policy']}: dev math {format_rate(r['math_accuracy'])}")

@@ -172,12 +172,12 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
         judge_id = f"llm:{cfg.judge_model}@{redact_url(cfg.judge_url)}"
     else:
         if model is None:
-            from rlrf_nb.models import load_policy
+            from rlrf_nb.models import load_policy, placement
             from rlrf_nb.paths import resolve_path
 
-            path = resolve_path(cfg.judge_model)
+            path = resolve_path(cfg.judge_model)  # on the GPU in bf16 when there is one, like the policy
             model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
-                                           trust_remote_code=cfg.trust_remote_code)
+                                           trust_remote_code=cfg.trust_remote_code, place=placement())
         transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
         judge_id = f"llm:{cfg.judge_model}"
 

@@ -178,7 +178,7 @@ def test_trust_remote_code_comes_only_from_the_recipe(monkeypatch, record_proper
     monkeypatch.setattr(models, "load_policy", lambda path, **kw: seen.append(kw) or (None, None))
     for flag in (False, True):
         make_llm_judge(FeedbackConfig(judge="llm", judge_model=str(M0), trust_remote_code=flag), load_rubric_set())
-    assert seen == [{"trust_remote_code": False}, {"trust_remote_code": True}]
+    assert [kw["trust_remote_code"] for kw in seen] == [False, True]
 
 
 def test_api_keys_come_only_from_environment_variables():

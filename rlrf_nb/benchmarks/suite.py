@@ -87,11 +87,12 @@ def just_eval_judge(recipe, world, rubrics):
                                     temperature=0.0, max_tokens=fb.max_new_tokens)
     else:
         from rlrf_nb.llm_judge import TransformersTransport
-        from rlrf_nb.models import load_policy
+        from rlrf_nb.models import load_policy, placement
         from rlrf_nb.paths import resolve_path
 
         path = resolve_path(fb.judge_model)
-        model, tok = load_policy(path if path.exists() else fb.judge_model, trust_remote_code=fb.trust_remote_code)
+        model, tok = load_policy(path if path.exists() else fb.judge_model, trust_remote_code=fb.trust_remote_code,
+                                 place=placement(recipe.run))
         transport = TransformersTransport(model, tok, max_new_tokens=fb.max_new_tokens)
     return JustEvalJudge(transport, max_repairs=fb.max_repairs)
 
