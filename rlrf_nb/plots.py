@@ -1,8 +1,25 @@
-"""Plotly figures for the notebooks. Each takes plain data and returns a ``go.Figure``."""
+"""Plotly figures for the notebooks. Each takes plain data and returns a ``go.Figure``.
+
+Every figure is responsive (no fixed width: it fills the notebook's or the report's column, so nothing is cut off
+at any window size) and puts its legend below the plot, where long names wrap instead of being clipped."""
 
 from __future__ import annotations
 
 import plotly.graph_objects as go
+
+# One colour per model or policy: the results table has up to ten models (M0, M1, M2, three ablations' M2 and the
+# four one-round variants), so ten distinct colours, plus two spare (plotly's qualitative "Plotly" set, then grey
+# and olive from D3's category10).
+PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
+           "#fecb52", "#7f7f7f", "#bcbd22"]
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
+
+
+def _layout(fig: go.Figure, title: str, height: int, **kw) -> go.Figure:
+    """The shared layout: the title, a white template, a height, no width (responsive), the legend below."""
+    fig.update_layout(title=title, template="plotly_white", height=height, autosize=True,
+                      legend=kw.pop("legend", LEGEND_BELOW), margin={"t": 60, "r": 20}, **kw)
+    return fig
 
 
 def loss_curve(history: list[dict], title: str = "M0 pre-training loss", smooth: int = 10) -> go.Figure:
@@ -19,25 +36,22 @@ def loss_curve(history: list[dict], title: str = "M0 pre-training loss", smooth:
         go.Scatter(x=steps, y=loss, mode="lines", name="logged loss", line={"width": 1, "color": "#bbb"}),
         go.Scatter(x=steps, y=avg, mode="lines", name=f"moving average ({smooth} logs)", line={"width": 3}),
     ])
-    fig.update_layout(title=title, xaxis_title="optimizer step", yaxis_title="cross-entropy (nats/token, log scale)",
-                      yaxis_type="log", template="plotly_white", height=380, width=760,
-                      legend={"x": 0.6, "y": 0.95})
-    return fig
+    return _layout(fig, title, 400, xaxis_title="optimizer step", yaxis_title="cross-entropy (nats/token, log scale)",
+                   yaxis_type="log")
 
 
-def rates_with_ci(rates: dict[str, dict], title: str) -> go.Figure:
+def rates_with_ci(rates: dict[str, dict], title: str, xaxis_title: str = "model") -> go.Figure:
     """Bars of rates (``stats.rate`` dicts) with their 95% intervals as error bars; values in the labels."""
     names = list(rates)
     vals = [100 * rates[k]["rate"] for k in names]
     labels = [f"{k}<br><b>{v:.1f}%</b> (n={rates[k]['n']})" for k, v in zip(names, vals)]
     fig = go.Figure(go.Bar(
-        x=labels, y=vals,
+        x=labels, y=vals, name="rate", showlegend=False, marker_color=PALETTE[0],
         error_y={"type": "data", "symmetric": False,
                  "array": [100 * rates[k]["ci_high"] - v for k, v in zip(names, vals)],
                  "arrayminus": [v - 100 * rates[k]["ci_low"] for k, v in zip(names, vals)]}))
-    fig.update_layout(title=title, yaxis_title="% (bars: 95% Wilson CI)", yaxis_range=[0, 100],
-                      template="plotly_white", height=400, width=760)
-    return fig
+    return _layout(fig, title, 420, xaxis_title=xaxis_title, yaxis_title="% (bars: 95% Wilson CI)",
+                   yaxis_range=[0, 100])
 
 
 def score_distribution(frame, title: str) -> go.Figure:
@@ -49,8 +63,9 @@ def score_distribution(frame, title: str) -> go.Figure:
     ok = frame[frame["parse_ok"]]
     aspects = sorted(ok["aspect"].unique())
     tasks = sorted(ok["task"].unique())
-    colors = ["#636efa", "#ef553b", "#00cc96", "#ab63fa"]
-    fig = make_subplots(rows=1, cols=max(1, len(aspects)), subplot_titles=aspects, shared_yaxes=True)
+    fig = make_subplots(rows=1, cols=max(1, len(aspects)), subplot_titles=[a.replace("_", " ") for a in aspects],
+                        shared_yaxes=True)
+    shown = set()
     for col, aspect in enumerate(aspects, start=1):
         for i, task in enumerate(tasks):
             sel = ok[(ok["aspect"] == aspect) & (ok["task"] == task)]["score"]
@@ -58,14 +73,11 @@ def score_distribution(frame, title: str) -> go.Figure:
                 continue
             levels = list(range(1, 6))
             fig.add_bar(x=levels, y=[int((sel == k).sum()) for k in levels], name=task, legendgroup=task,
-                        marker_color=colors[i % len(colors)], showlegend=col == 1, row=1, col=col)
+                        marker_color=PALETTE[i % len(PALETTE)], showlegend=task not in shown, row=1, col=col)
+            shown.add(task)  # each task once in the legend, wherever it first appears
     fig.update_xaxes(dtick=1, range=[0.5, 5.5], title_text="score")
     fig.update_yaxes(title_text="count", col=1)
-    fig.update_layout(title=title, barmode="group", height=340, width=1000, template="plotly_white")
-    return fig
-
-
-PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3"]
+    return _layout(fig, title, 380, barmode="group", legend={**LEGEND_BELOW, "title": {"text": "task"}})
 
 
 def reward_distribution(pool: list, title: str = "Reward of samples and refinements") -> go.Figure:
@@ -85,10 +97,8 @@ def reward_distribution(pool: list, title: str = "Reward of samples and refineme
         fig.add_bar(x=levels, y=[100 * vals.count(v) / len(vals) for v in levels], marker_color=PALETTE[i],
                     name=f"{name} (n={len(vals)}, mean {sum(vals) / len(vals):.2f}, "
                          f"{len(cands) - len(vals)} parse failures)")
-    fig.update_layout(title=title, barmode="group", xaxis_title="scalar reward (mean normalised aspect score)",
-                      yaxis_title="% of candidates in the group", template="plotly_white", height=400, width=1000,
-                      legend={"orientation": "h", "y": -0.25})
-    return fig
+    return _layout(fig, title, 440, barmode="group", xaxis_title="scalar reward (mean normalised aspect score)",
+                   yaxis_title="% of candidates in the group")
 
 
 def refinement_success(frame, title: str = "Does a refinement beat its draft? Per aspect") -> go.Figure:
@@ -105,8 +115,8 @@ def refinement_success(frame, title: str = "Does a refinement beat its draft? Pe
         d = [float(x) for x in f["delta"]]
         stats[a] = (rate(sum(x > 0 for x in d), len(d)), sum(x == 0 for x in d), sum(x < 0 for x in d),
                     sum(d) / len(d) if d else float("nan"), int((~frame[frame["aspect"] == a]["parsed"]).sum()))
-    labels = [f"{a}<br>higher {100 * stats[a][0]['rate']:.1f}% [{100 * stats[a][0]['ci_low']:.1f}, "
-              f"{100 * stats[a][0]['ci_high']:.1f}] · mean Δ {stats[a][3]:+.2f} · n={stats[a][0]['n']}"
+    labels = [f"{a.replace('_', ' ')}<br>higher {100 * stats[a][0]['rate']:.1f}% [{100 * stats[a][0]['ci_low']:.1f}, "
+              f"{100 * stats[a][0]['ci_high']:.1f}]<br>mean Δ {stats[a][3]:+.2f} · n={stats[a][0]['n']}"
               + (f" · {stats[a][4]} unparsed" if stats[a][4] else "") for a in aspects]
     n = [max(1, stats[a][0]["n"]) for a in aspects]
     up = [100 * stats[a][0]["rate"] for a in aspects]
@@ -116,9 +126,8 @@ def refinement_success(frame, title: str = "Does a refinement beat its draft? Pe
                          "arrayminus": [u - 100 * stats[a][0]["ci_low"] for a, u in zip(aspects, up)]})
     fig.add_bar(x=labels, y=[100 * stats[a][1] / k for a, k in zip(aspects, n)], name="same", marker_color="#bbb")
     fig.add_bar(x=labels, y=[100 * stats[a][2] / k for a, k in zip(aspects, n)], name="lower", marker_color="#d62728")
-    fig.update_layout(title=title, barmode="stack", yaxis_title="% of refinements (error bar: 95% CI of higher)",
-                      yaxis_range=[0, 100], template="plotly_white", height=400, width=760)
-    return fig
+    return _layout(fig, title, 460, barmode="stack", xaxis_title="aspect",
+                   yaxis_title="% of refinements (error bar: 95% CI of higher)", yaxis_range=[0, 100])
 
 
 def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: int,
@@ -146,7 +155,8 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
             fig.add_histogram(x=margins, name=k, marker_color=PALETTE[i % len(PALETTE)], opacity=0.55,
                               histnorm="percent", xbins={"start": -1.0625, "end": 1.0625, "size": 0.125},
                               row=1, col=2)
-    fig.update_layout(title=title, barmode="overlay", template="plotly_white", height=420, width=1100)
+    _layout(fig, title, 460, barmode="overlay")
+    fig.update_xaxes(title_text="pair policy", tickangle=-30, row=1, col=1)
     fig.update_xaxes(title_text="reward margin (chosen − rejected)", row=1, col=2)
     fig.update_yaxes(title_text="% of the policy's pairs", row=1, col=2)
     fig.update_yaxes(title_text="pairs", row=1, col=1)
@@ -164,12 +174,11 @@ def length_bias(pairs_by_policy: dict[str, list[dict]], title: str = "Length bia
         if not pairs:
             continue
         lb = pair_lengths(pairs)
-        fig.add_box(y=lb["diffs"], name=f"{k}<br>chosen longer {format_rate(lb['chosen_longer']).split(' (')[0]}",
+        fig.add_box(y=lb["diffs"], name=f"{k}<br>chosen longer<br>{format_rate(lb['chosen_longer']).split(' (')[0]}",
                     marker_color=PALETTE[i % len(PALETTE)], boxmean=True)
     fig.add_hline(y=0, line_dash="dot", line_color="#888")
-    fig.update_layout(title=title, yaxis_title="words in chosen − words in rejected", showlegend=False,
-                      template="plotly_white", height=420, width=1100)
-    return fig
+    return _layout(fig, title, 460, xaxis_title="pair policy (share of pairs whose chosen is longer, 95% CI)",
+                   yaxis_title="words in chosen − words in rejected", showlegend=False)
 
 
 def budget_curves(cmp: dict, title: str = "What each refinement budget buys") -> go.Figure:
@@ -185,10 +194,8 @@ def budget_curves(cmp: dict, title: str = "What each refinement budget buys") ->
                         line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"})
     fig.add_hline(y=cmp["target"], line_dash="dot", line_color="#888",
                   annotation_text=f"{100 * cmp['fraction']:.0f}% of the full gain", annotation_position="bottom right")
-    fig.update_layout(title=title, xaxis_title="refinement generations spent",
-                      yaxis_title=f"{metric.replace('_', ' ')} pairs ({cmp['policy']})", template="plotly_white",
-                      height=420, width=900, legend={"orientation": "h", "y": -0.25})
-    return fig
+    return _layout(fig, title, 440, xaxis_title="refinement generations spent",
+                   yaxis_title=f"{metric.replace('_', ' ')} pairs ({cmp['policy']})")
 
 
 def training_curves(history: list[dict], title: str = "DPO training") -> go.Figure:
@@ -210,9 +217,10 @@ def training_curves(history: list[dict], title: str = "DPO training") -> go.Figu
             fig.add_scatter(x=steps, y=[h[key] for h in rows], name=f"log p({name})", row=1, col=3,
                             line={"color": color})
     fig.update_xaxes(title_text="step")
-    fig.update_layout(title=title, template="plotly_white", height=380, width=1150,
-                      legend={"orientation": "h", "y": -0.25})
-    return fig
+    fig.update_yaxes(title_text="DPO loss", col=1)
+    fig.update_yaxes(title_text="margin / accuracy", col=2)
+    fig.update_yaxes(title_text="log-prob", col=3)
+    return _layout(fig, title, 420)
 
 
 def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after each RLRF round") -> go.Figure:
@@ -230,9 +238,8 @@ def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after eac
                                  "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
                                  "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
     n = rows[0]["math_accuracy"]["n"] if rows else 0
-    fig.update_layout(title=title, yaxis_title=f"% (95% Wilson CI; {n} dev math prompts)", yaxis_range=[0, 100],
-                      template="plotly_white", height=420, width=800, legend={"orientation": "h", "y": -0.2})
-    return fig
+    return _layout(fig, title, 440, xaxis_title="policy after each round", yaxis_range=[0, 100],
+                   yaxis_title=f"% (95% Wilson CI; {n} dev math prompts)")
 
 
 def variant_rounds(variants: dict[str, list[dict]], key: str = "math_accuracy",
@@ -241,18 +248,18 @@ def variant_rounds(variants: dict[str, list[dict]], key: str = "math_accuracy",
     ``key``'s rate per round with 95% intervals; M0 is the shared start."""
     fig = go.Figure()
     n = 0
-    for variant, rows in variants.items():
+    for i, (variant, rows) in enumerate(variants.items()):
         rows = [r for r in rows if key in r]
         vals = [100 * r[key]["rate"] for r in rows]
         n = rows[0][key]["n"] if rows else n
         fig.add_scatter(x=[r["policy"] for r in rows], y=vals, mode="lines+markers", name=variant,
-                        line={"dash": "solid" if variant == "rlrf" else "dot", "width": 3 if variant == "rlrf" else 2},
+                        line={"color": PALETTE[i % len(PALETTE)], "dash": "solid" if variant == "rlrf" else "dot",
+                              "width": 3 if variant == "rlrf" else 2},
                         error_y={"type": "data", "symmetric": False, "width": 4,
                                  "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
                                  "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
-    fig.update_layout(title=title, yaxis_title=f"% (95% Wilson CI; n = {n})", template="plotly_white", height=420,
-                      width=800, legend={"orientation": "h", "y": -0.2})
-    return fig
+    return _layout(fig, title, 440, xaxis_title="policy after each round", yaxis_title=f"% (95% Wilson CI; n = {n})",
+                   legend={**LEGEND_BELOW, "title": {"text": "variant"}})
 
 
 def export(fig: go.Figure, directory, name: str) -> dict:
@@ -266,7 +273,7 @@ def export(fig: go.Figure, directory, name: str) -> dict:
     fig.write_html(html, include_plotlyjs="cdn")
     out = {"html": str(html), "png": None, "png_skipped": None}
     try:
-        fig.write_image(directory / f"{name}.png")
+        fig.write_image(directory / f"{name}.png", width=1000)  # the figure itself has no width (responsive)
         out["png"] = str(directory / f"{name}.png")
     except Exception as e:  # kaleido or its browser missing: say so, keep the HTML
         out["png_skipped"] = f"{type(e).__name__}: {' '.join(str(e).split())[:200] or 'no message'}"
@@ -285,9 +292,9 @@ def aspect_bars(table: dict[str, dict[str, dict]], title: str = "Just-Eval aspec
                     error_y={"type": "data", "symmetric": False,
                              "array": [row[a]["ci_high"] - y for a, y in zip(xs, ys)],
                              "arrayminus": [y - row[a]["ci_low"] for a, y in zip(xs, ys)]})
-    fig.update_layout(title=title, barmode="group", yaxis_title="mean score (1-5; bars: 95% bootstrap CI)",
-                      yaxis_range=[0, 5.5], template="plotly_white", height=420, width=1000)
-    return fig
+    return _layout(fig, title, 460, barmode="group", xaxis_title="Just-Eval aspect",
+                   yaxis_title="mean score (1-5; bars: 95% bootstrap CI)", yaxis_range=[0, 5.5],
+                   legend={**LEGEND_BELOW, "title": {"text": "model"}})
 
 
 def shift_by_kind(summary: dict, title: str = "Token distribution shift from M0, by token kind") -> go.Figure:
@@ -299,6 +306,5 @@ def shift_by_kind(summary: dict, title: str = "Token distribution shift from M0,
         vals = [100 * summary["by_kind"][k][cls]["rate"] for k in kinds]
         fig.add_bar(x=[f"{k}<br>n={summary['by_kind'][k][cls]['n']}" for k in kinds], y=vals, name=cls,
                     marker_color=colors[cls], text=[f"{v:.1f}%" for v in vals], textposition="inside")
-    fig.update_layout(title=title, barmode="stack", yaxis_title="% of the aligned model's tokens",
-                      yaxis_range=[0, 100], template="plotly_white", height=400, width=800)
-    return fig
+    return _layout(fig, title, 440, barmode="stack", xaxis_title="token kind",
+                   yaxis_title="% of the aligned model's tokens", yaxis_range=[0, 100])

@@ -13,16 +13,30 @@ import re
 import pandas as pd
 
 
-def filter_feedback(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
-                    failures_only: bool = False) -> list[str]:
-    """Response ids whose ``aspect`` score lies in [lo, hi] (any aspect if None); with
-    ``failures_only``, those with a parse failure on it instead. Order of first appearance."""
+def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
+                  failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
+    """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect if None),
+    by ``judge`` (any judge if None); with ``failures_only``, those with a parse failure on it instead (the score
+    range does not apply: a failure has no score). Order of first appearance.
+
+    A response judged by two judges (the verifier and an LLM judge) has two judgements: each is its own key, so
+    one judge's card never stands in for another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
+    if judge is not None:
+        f = f[f["judge_id"] == judge]
     if failures_only:
         f = f[~f["parse_ok"]]
     else:
         f = f[f["parse_ok"] & f["score"].between(lo, hi)]
-    return list(dict.fromkeys(f["response_id"]))
+    return list(dict.fromkeys(zip(f["judge_id"], f["response_id"])))
+
+
+def filter_feedback(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
+                    failures_only: bool = False) -> list[str]:
+    """Response ids whose ``aspect`` score lies in [lo, hi] (any aspect if None); with
+    ``failures_only``, those with a parse failure on it instead. Order of first appearance
+    (:func:`feedback_keys` keeps the judge too)."""
+    return list(dict.fromkeys(rid for _, rid in feedback_keys(frame, aspect, lo, hi, failures_only)))
 
 
 def feedback_html(rec: dict) -> str:
@@ -37,8 +51,8 @@ def feedback_html(rec: dict) -> str:
     raw_html = (f"<details><summary>raw judge output ({len(raw)} chars)</summary><pre>{esc(raw)}</pre></details>"
                 if raw else "")
     reward = "n/a (parse failure)" if rec["reward"] is None else f"{rec['reward']:.2f}"
-    return (f"<div><b>{esc(rec['example_id'])}</b> · judge <code>{esc(rec['judge_id'])}</code> · "
-            f"rubrics <code>{esc(rec['rubric_version'])}</code> · reward {reward}"
+    return (f"<div>response <b>{esc(rec['response_id'])}</b> · judge <b>{esc(rec['judge_id'])}</b> · "
+            f"prompt {esc(rec['example_id'])} · rubrics <code>{esc(rec['rubric_version'])}</code> · reward {reward}"
             f"<pre style='white-space:pre-wrap'>{esc(rec['prompt'])}</pre>"
             f"<pre style='white-space:pre-wrap;background:#f6f6f6'>{esc(rec['response'])}</pre>"
             f"<table><tr><th>aspect</th><th>score</th><th>critique</th></tr>{''.join(rows)}</table>{raw_html}</div>")
@@ -90,39 +104,54 @@ class _Pager:
         display(self.widget)
 
 
+ANY = "any"  # the dropdowns' "no filter" value (a None value would show as a blank dropdown)
+
+
 class FeedbackBrowser(_Pager):
-    """Page through judged responses, filtered by aspect and score range (or parse failures)."""
+    """Page through judgements, filtered by judge, aspect and score range (or parse failures). Each card is one
+    judge's judgement of one response, keyed by (judge, response id)."""
 
     empty = "no response matches"
 
     def __init__(self, records: list[dict], frame: pd.DataFrame):
         import ipywidgets as w
 
-        self.records = {r["response_id"]: r for r in records}
+        self.records = {(r["judge_id"], r["response_id"]): r for r in records}
         self.frame = frame
-        aspects = sorted(frame["aspect"].unique())
-        self.aspect = w.Dropdown(options=[("any", None)] + [(a, a) for a in aspects], description="aspect")
+        judges = list(dict.fromkeys(frame["judge_id"]))
+        self.judge = w.Dropdown(options=[("any judge", ANY)] + [(j, j) for j in judges], value=ANY,
+                                description="judge", layout=w.Layout(width="auto"))
+        self.aspect = w.Dropdown(options=[("any aspect", ANY)] + [(a, a) for a in sorted(frame["aspect"].unique())],
+                                 value=ANY, description="aspect")
         self.scores = w.IntRangeSlider(value=(1, 5), min=1, max=5, description="score")
-        self.failures = w.Checkbox(value=False, description="parse failures only")
+        self.failures = w.Checkbox(value=False, description="parse failures only", indent=False)
         self._pager()
-        for c in (self.aspect, self.scores, self.failures):
+        for c in (self.judge, self.aspect, self.scores, self.failures):
             c.observe(lambda _: self._refilter(), names="value")
-        self.widget = w.VBox([w.HBox([self.aspect, self.scores, self.failures]),
+        self.widget = w.VBox([w.HBox([self.judge, self.aspect]), w.HBox([self.scores, self.failures]),
                               w.HBox([self.prev, self.next, self.status]), self.view])
         self._refilter()
 
     def _refilter(self):
         lo, hi = self.scores.value
-        self.idx, self.pos = filter_feedback(self.frame, self.aspect.value, lo, hi, self.failures.value), 0
+        self.scores.disabled = self.failures.value  # a parse failure has no score: the range does not apply
+        self.keys = feedback_keys(self.frame, None if self.aspect.value == ANY else self.aspect.value, lo, hi,
+                                  self.failures.value, None if self.judge.value == ANY else self.judge.value)
+        self.idx, self.pos = self.keys, 0
         self._show()
 
     @property
     def ids(self) -> list[str]:
-        """The response ids that match the filters, in order."""
-        return self.idx
+        """The response ids that match the filters, in order (a response two judges match appears twice)."""
+        return [rid for _, rid in self.idx]
 
-    def _html(self, response_id: str) -> str:
-        return feedback_html(self.records[response_id])
+    @property
+    def card(self) -> tuple[str, str] | None:
+        """(judge id, response id) of the judgement on show, None when nothing matches."""
+        return self.idx[self.pos] if self.idx else None
+
+    def _html(self, key: tuple[str, str]) -> str:
+        return feedback_html(self.records[key])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,10 +301,49 @@ def _text(side) -> str:
     return side if isinstance(side, str) else next(m["content"] for m in side if m["role"] == "assistant")
 
 
+def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
+    """A pair as its review decisions leave it, and its status: ``(pair after swaps and edits, status)`` with status
+    ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last accept or reject wins, as in
+    :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor rejected).
+    A rejected pair is returned too, so a reviewer can still see it and accept it again."""
+    from rlrf_nb.pairs import apply_decisions
+
+    ds = decisions or []
+    edits = [d for d in ds if d["action"] in ("swap", "edit")]
+    after = apply_decisions([pair], {pair["pair_id"]: edits} if edits else {})[0]
+    verdicts = [d["action"] for d in ds if d["action"] in ("accept", "reject")]
+    status = {"accept": "accepted", "reject": "rejected"}[verdicts[-1]] if verdicts else \
+        "changed" if edits else "not reviewed"
+    return after, status
+
+
+def swap_warning(pair: dict) -> str | None:
+    """Why swapping ``pair`` (as it stands) needs a second look: it would prefer a wrong final answer over a right
+    one, which pair building never does (the verifiable override of :func:`rlrf_nb.pairs.build_pairs`)."""
+    if pair["chosen_correct"] is True and pair["rejected_correct"] is False:
+        return (f"swapping makes {pair['rejected_id']}, a wrong final answer, the chosen response over a right one "
+                f"({pair['chosen_id']}); pair building never does that. Press swap again to record it anyway.")
+    return None
+
+
+def next_unreviewed(keys: list[str], reviewed: set[str], pos: int) -> int:
+    """The position after ``pos`` of the next key not in ``reviewed`` (wrapping around); ``pos + 1`` (wrapping) when
+    every key is reviewed."""
+    n = len(keys)
+    for step in range(1, n + 1):
+        if keys[(pos + step) % n] not in reviewed:
+            return (pos + step) % n
+    return (pos + 1) % n
+
+
+_STATUS_STYLE = {"not reviewed": "#555", "accepted": "#070", "rejected": "#b00", "changed": "#a60"}
+
+
 def pair_html(pair: dict, decisions: list[dict] | None = None) -> str:
-    """A preference pair: prompt, chosen and rejected side by side with their rewards and aspect scores,
-    and any review decisions already recorded for it."""
+    """A preference pair as its review decisions leave it (:func:`review_state`): its status, the prompt, chosen and
+    rejected side by side with their rewards and aspect scores, and the decisions recorded for it."""
     esc = html.escape
+    pair, status = review_state(pair, decisions)
     prompt = pair["prompt"] if isinstance(pair["prompt"], str) else pair["prompt"][-1]["content"]
 
     def side(name):
@@ -285,10 +353,11 @@ def pair_html(pair: dict, decisions: list[dict] | None = None) -> str:
                 f"{_fmt(pair[f'{name}_reward'])} · right: {pair[f'{name}_correct']}<br><i>{esc(scores)}</i>"
                 f"<hr>{esc(_text(pair[name]))}</td>")
 
-    done = "".join(f"<li>{esc(d['action'])} {esc(d.get('candidate_id', ''))} {esc(d.get('note', ''))}</li>"
-                   for d in decisions or [])
-    return (f"<div>pair <code>{esc(pair['pair_id'])}</code> · policy {esc(pair['pair_policy'])} · margin "
-            f"{_fmt(pair['margin'])}<pre style='white-space:pre-wrap'>{esc(prompt)}</pre>"
+    done = "".join(f"<li>{esc(d['action'])} {esc(d.get('candidate_id', ''))} {esc(d.get('note', ''))}"
+                   f"{' · by ' + esc(d['reviewer']) if d.get('reviewer') else ''}</li>" for d in decisions or [])
+    return (f"<div><b style='color:{_STATUS_STYLE[status]}'>{status}</b> · pair <code>{esc(pair['pair_id'])}</code>"
+            f" · policy {esc(pair['pair_policy'])} · margin {_fmt(pair['margin'])}"
+            f"<pre style='white-space:pre-wrap'>{esc(prompt)}</pre>"
             f"<table style='width:100%'><tr>{side('chosen')}{side('rejected')}</tr></table>"
             + (f"recorded decisions:<ul>{done}</ul>" if done else "") + "</div>")
 
@@ -305,50 +374,95 @@ def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
 class PairReviewer(_Pager):
     """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the
     kernel dies). Decisions change no pair here: apply them with ``pairs.apply_decisions`` or by building
-    pairs with ``decisions=load_decisions(path)``, which every later run does."""
+    pairs with ``decisions=load_decisions(path)``, which every later run does.
+
+    Give it the pairs built *without* decisions (``build_pairs(pool, policy)``), so a pair rejected earlier is
+    still here, marked rejected, and can be accepted again. Accept and reject move on to the next pair not yet
+    reviewed; every decision records the name in the ``reviewer`` box, and none is recorded while it is empty."""
 
     def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
         import ipywidgets as w
 
         from rlrf_nb.pairs import load_decisions
 
-        self.pairs, self.path, self.reviewer = pairs, decisions_path, reviewer
+        self.pairs, self.path = pairs, decisions_path
         self.decisions = load_decisions(decisions_path)
         self._pager()
-        buttons = {a: w.Button(description=a) for a in ("accept", "reject", "swap")}
-        for action, b in buttons.items():
-            b.on_click(lambda _, a=action: self.decide(a))
+        self.reviewer = w.Text(value=reviewer, description="reviewer", placeholder="your name")
+        self.counter, self.message = w.Label(), w.HTML()
+        self.buttons = {a: w.Button(description=a, button_style=style) for a, style in
+                        (("accept", "success"), ("reject", "danger"), ("swap", "warning"))}
+        for action, b in self.buttons.items():
+            b.on_click(lambda _, a=action: self._click(a))
         self.side = w.Dropdown(options=["chosen", "rejected"], description="edit")
         self.text = w.Textarea(layout=w.Layout(width="100%", height="120px"))
         self.save = w.Button(description="save edit")
         self.side.observe(lambda _: self._load_text(), names="value")
         self.save.on_click(lambda _: self.decide("edit", text=self.text.value))
-        self.widget = w.VBox([w.HBox([self.prev, self.next, self.status]), self.view,
-                              w.HBox(list(buttons.values())), w.HBox([self.side, self.save]), self.text])
+        # the buttons sit above the pair, so a long pair or decision list never moves them
+        self.widget = w.VBox([w.HBox([self.prev, self.next, self.status, self.counter]),
+                              w.HBox([*self.buttons.values(), self.reviewer]), self.message, self.view,
+                              w.HBox([self.side, self.save]), self.text])
         self.idx = list(range(len(pairs)))
+        self._armed: str | None = None  # the pair whose risky swap was warned about once
         self._show()
 
     @property
     def current(self) -> dict:
-        return self.pairs[self.idx[self.pos]]
+        """The pair on show, as its decisions so far leave it (swaps and edits applied)."""
+        p = self.pairs[self.idx[self.pos]]
+        return review_state(p, self.decisions.get(p["pair_id"]))[0]
 
-    def decide(self, action: str, text: str | None = None, note: str = "") -> dict:
-        """Record ``action`` on the current pair (edit: ``text`` replaces the side chosen in the dropdown)."""
+    @property
+    def reviewed(self) -> set[str]:
+        """Pair ids of these pairs with at least one recorded decision."""
+        return {p["pair_id"] for p in self.pairs if self.decisions.get(p["pair_id"])}
+
+    def decide(self, action: str, text: str | None = None, note: str = "") -> dict | None:
+        """Record ``action`` on the current pair (edit: ``text`` replaces the side chosen in the dropdown) and return
+        the decision; None (with a message) when nothing was recorded: no reviewer name, or a swap that would make
+        a wrong final answer chosen, until it is asked for a second time."""
         from rlrf_nb.pairs import record_decision
 
+        who = self.reviewer.value.strip()
+        if not who:
+            self.message.value = "<b style='color:#b00'>Enter your name in <i>reviewer</i> first: every decision " \
+                                 "records who made it.</b>"
+            return None
         p = self.current
+        warning = swap_warning(p) if action == "swap" else None
+        if warning and self._armed != p["pair_id"]:
+            self._armed = p["pair_id"]
+            self.message.value = f"<b style='color:#b00'>⚠ {html.escape(warning)}</b>"
+            return None
+        if warning:
+            note = (note + "; " if note else "") + "swap over a right answer, confirmed after a warning"
         cid = p[f"{self.side.value}_id"] if action == "edit" else None
-        d = record_decision(self.path, p, action, candidate_id=cid, text=text, note=note, reviewer=self.reviewer)
+        d = record_decision(self.path, p, action, candidate_id=cid, text=text, note=note, reviewer=who)
         self.decisions.setdefault(p["pair_id"], []).append(d)
+        self.message.value = f"recorded: {action} on {html.escape(p['pair_id'])}"
         self._show()
         return d
+
+    def _click(self, action: str):
+        """A button: record the decision, then (accept, reject) move on to the next pair not yet reviewed."""
+        if self.decide(action) is not None and action in ("accept", "reject"):
+            self.pos = next_unreviewed([p["pair_id"] for p in self.pairs], self.reviewed, self.pos)
+            self._show()
+
+    def _move(self, step: int):
+        self.message.value = ""
+        super()._move(step)
 
     def _load_text(self):
         if self.idx:
             self.text.value = _text(self.current[self.side.value])
 
     def _show(self):
+        if self.idx and self._armed != self.pairs[self.idx[self.pos]]["pair_id"]:
+            self._armed = None
         super()._show()
+        self.counter.value = f"{len(self.reviewed)} of {len(self.pairs)} reviewed"
         self._load_text()
 
     def _html(self, i: int) -> str:

@@ -112,3 +112,134 @@ def test_disagreements_and_case_browser():
     br.which.value = br.which.options[1]
     assert "b4" in br.view.value
     assert len(static_case_table(cases)) == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 18: what a researcher meets in JupyterLab
+# ---------------------------------------------------------------------------------------------
+
+
+def _judged(rid, judge, scores):
+    r = _rec(rid, scores)
+    r["judge_id"] = judge
+    r["feedback"]["judge_id"] = judge
+    r["reward"] = None if None in scores.values() else sum(scores.values()) / (5 * len(scores))
+    return r
+
+
+# p1/s0 is a verifier 5/5 and an LLM parse failure: two judgements of one response
+TWO_JUDGES = [_judged("p1/s0", "verifier/v2", {"logic": 5, "comp": 5}),
+              _judged("p1/s1", "verifier/v2", {"logic": 2, "comp": 3}),
+              _judged("p1/s0", "llm:m0", {"logic": None, "comp": None})]
+
+
+def test_browser_keys_cards_by_judge_and_response_so_no_judge_replaces_another():
+    frame = feedback_frame(TWO_JUDGES)
+    b = FeedbackBrowser(TWO_JUDGES, frame)
+    assert len(b.records) == 3  # keyed by (judge, response id): the LLM record does not replace the verifier's
+    assert b.card == ("verifier/v2", "p1/s0")  # the first card under the default filters is the verifier's 5/5
+    assert "response <b>p1/s0</b>" in b.view.value and "judge <b>verifier/v2</b>" in b.view.value
+    assert "parse failure" not in b.view.value and "5/5" in b.view.value
+    b.aspect.value, b.scores.value = "logic", (5, 5)  # logical correctness 5-5 opens on the verifier's card
+    assert b.card == ("verifier/v2", "p1/s0") and "parse failure" not in b.view.value and b.status.value == "1 / 1"
+    b.failures.value = True  # the failure is the LLM judge's, and its card says so
+    assert b.card == ("llm:m0", "p1/s0") and "judge <b>llm:m0</b>" in b.view.value and "parse failure" in b.view.value
+    b.judge.value = "verifier/v2"
+    assert b.card is None and b.status.value == "no response matches"
+
+
+def test_browser_cards_differ_page_by_page_and_name_the_response():
+    b = FeedbackBrowser(TWO_JUDGES, feedback_frame(TWO_JUDGES))
+    seen = []
+    for _ in range(2):  # scored judgements (parse failures are behind their own checkbox)
+        seen.append((b.card, b.view.value))
+        b.next.click()
+    assert [k for k, _ in seen] == [("verifier/v2", "p1/s0"), ("verifier/v2", "p1/s1")]
+    assert len({v.split("<pre")[0] for _, v in seen}) == 2  # the card headers differ: they name the response
+    b.failures.value = True
+    assert b.ids == ["p1/s0"] and b.card == ("llm:m0", "p1/s0")
+
+
+def test_browser_dropdowns_start_on_a_visible_any_and_failures_disable_the_score_range():
+    b = FeedbackBrowser(TWO_JUDGES, feedback_frame(TWO_JUDGES))
+    assert b.aspect.value == "any" and b.aspect.label == "any aspect"  # a None value showed as a blank dropdown
+    assert b.judge.value == "any" and b.judge.label == "any judge"
+    assert not b.scores.disabled
+    b.failures.value = True
+    assert b.scores.disabled  # a parse failure has no score: the slider does not silently do nothing
+    b.failures.value = False
+    assert not b.scores.disabled
+
+
+def _pairs():
+    from rlrf_nb.pairs import Candidate, build_pairs
+
+    def c(cid, pid, reward, correct):
+        return Candidate(cid, pid, "Q?", f"answer {cid}\n#### {5 if correct else 4}", "sample", reward,
+                         {"logical_correctness": 3}, correct=correct)
+
+    pool = [c("a", "p1", 0.9, True), c("b", "p1", 0.1, False), c("x", "p2", 0.8, True), c("y", "p2", 0.2, True),
+            c("u", "p3", 0.7, None), c("v", "p3", 0.3, None)]
+    return pool, build_pairs(pool, "best_vs_worst")
+
+
+def test_pair_reviewer_advances_counts_and_records_the_reviewer(tmp_path):
+    from rlrf_nb.pairs import load_decisions
+    from rlrf_nb.widgets import PairReviewer
+
+    _, pairs = _pairs()
+    rv = PairReviewer(pairs, tmp_path / "d.jsonl")
+    assert rv.counter.value == "0 of 3 reviewed"
+    rv.buttons["accept"].click()  # no reviewer name: nothing recorded, and the reviewer is told why
+    assert not (tmp_path / "d.jsonl").exists() and "reviewer" in rv.message.value and rv.status.value == "1 / 3"
+    rv.reviewer.value = "ana"
+    rv.buttons["accept"].click()
+    assert rv.status.value == "2 / 3" and rv.counter.value == "1 of 3 reviewed"  # one click per pair
+    rv.buttons["reject"].click()
+    assert rv.status.value == "3 / 3" and rv.counter.value == "2 of 3 reviewed"
+    rv.buttons["accept"].click()  # the last one: every pair reviewed, it wraps to the first
+    assert rv.counter.value == "3 of 3 reviewed" and rv.status.value == "1 / 3"
+    saved = [d for ds in load_decisions(tmp_path / "d.jsonl").values() for d in ds]
+    assert [d["action"] for d in saved] == ["accept", "reject", "accept"] and {d["reviewer"] for d in saved} == {"ana"}
+
+
+def test_pair_reviewer_buttons_sit_above_the_pair():
+    from rlrf_nb.widgets import PairReviewer
+
+    _, pairs = _pairs()
+    rv = PairReviewer(pairs, "/nonexistent/d.jsonl", reviewer="ana")
+    rows = list(rv.widget.children)
+    buttons_row = next(i for i, r in enumerate(rows) if rv.buttons["accept"] in getattr(r, "children", ()))
+    assert buttons_row < rows.index(rv.view)  # the view's height (long pair, decision list) never moves them
+
+
+def test_a_swap_that_makes_a_wrong_answer_chosen_warns_first(tmp_path):
+    from rlrf_nb.pairs import load_decisions
+    from rlrf_nb.widgets import PairReviewer, swap_warning
+
+    _, pairs = _pairs()
+    rv = PairReviewer(pairs, tmp_path / "d.jsonl", reviewer="ana")
+    assert rv.current["chosen_id"] == "a" and swap_warning(rv.current)
+    rv.buttons["swap"].click()
+    assert "wrong final answer" in rv.message.value and not (tmp_path / "d.jsonl").exists()
+    rv.buttons["swap"].click()  # asked again: recorded, with the warning in its note
+    (d,) = load_decisions(tmp_path / "d.jsonl")[pairs[0]["pair_id"]]
+    assert d["action"] == "swap" and "confirmed after a warning" in d["note"]
+    assert rv.current["chosen_id"] == "b" and "changed" in rv.view.value  # the card shows the pair as swapped
+    assert swap_warning(rv.current) is None  # swapping back to right-over-wrong needs no warning
+    rv.next.click()  # both right: no warning, recorded at once
+    assert swap_warning(rv.current) is None and rv.decide("swap")["candidate_id"] == "y"
+
+
+def test_a_rejected_pair_can_be_accepted_again_after_a_rebuild(tmp_path):
+    from rlrf_nb.pairs import build_pairs, load_decisions
+    from rlrf_nb.widgets import PairReviewer
+
+    pool, pairs = _pairs()
+    path = tmp_path / "d.jsonl"
+    PairReviewer(pairs, path, reviewer="ana").buttons["reject"].click()
+    assert len(build_pairs(pool, "best_vs_worst", decisions=load_decisions(path))) == 2  # the rebuild drops it
+    rv = PairReviewer(build_pairs(pool, "best_vs_worst"), path, reviewer="ana")  # a new session: built without
+    assert rv.status.value == "1 / 3" and "rejected" in rv.view.value and rv.counter.value == "1 of 3 reviewed"
+    rv.buttons["accept"].click()
+    assert len(build_pairs(pool, "best_vs_worst", decisions=load_decisions(path))) == 3  # back in the pairs
