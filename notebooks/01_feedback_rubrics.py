@@ -39,7 +39,9 @@ overrides = {}  # dotted recipe overrides, e.g. {"feedback.judge_url": "http://1
 import logging
 
 import pandas as pd
-from rlrf_nb import plots, task_data
+from IPython.display import Markdown, display
+
+from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.feedback import (Feedback, agreement, calibrate, consensus_votes, critique_examples, feedback_frame,
                               feedback_summary, judge_responses, parse_table, score_table)
@@ -123,6 +125,9 @@ print("right answers reached with a wrong step:", format_rate(summary["right_ans
 print("overall agreement with the final answer:", format_rate(summary["verifier_math_agreement"]))
 pd.Series(summary["verifier_vs_answer"])
 
+# %%
+display(Markdown(readings.verifier(summary)))
+
 # %% [markdown]
 # ## 3 · An LLM judge, and its parse failures
 # The LLM judge renders the rubrics into a prompt and must answer with one JSON object
@@ -152,6 +157,10 @@ r = llm_records[0]
 print("raw LLM-judge output (first 600 chars):\n", r["feedback"]["raw"][:600])
 print("\nparse errors:", [a["error"] for a in r["feedback"]["aspects"]])
 
+# %%
+fit = readings.judge_prompt_fit(cfg, rubrics, llm_records)  # judge prompt length vs a local judge's context
+display(Markdown(readings.llm_judge(summary, fit)))
+
 # %% [markdown]
 # ## 4 · Calibration and consensus
 # `calibrate` measures a judge against reference labels on the same responses (here: the verifier): parse
@@ -166,6 +175,9 @@ cal = calibrate([Feedback.from_dict(r["feedback"]) for r in llm_records],
 cal
 
 # %%
+display(Markdown(readings.calibration(cal, summary)))
+
+# %%
 votes = [[Feedback.from_dict(ver_by_resp[r["response_id"]]["feedback"]).score(a["aspect"]), a["score"]]
          for r in llm_records for a in r["feedback"]["aspects"]]
 print("verifier vs LLM judge, all aspects:", agreement(votes))
@@ -175,7 +187,8 @@ print("verifier vs LLM judge, all aspects:", agreement(votes))
 # aspect; the k votes are stored, and their agreement says how subjective each aspect is for this judge.
 
 # %%
-{aspect: agreement(v) for aspect, v in consensus_votes(llm_records).items()} or "consensus_k = 1: no votes"
+agreements = {aspect: agreement(v) for aspect, v in consensus_votes(llm_records).items()}
+display(Markdown(readings.consensus(agreements, cfg.consensus_k)))
 
 # %% [markdown]
 # ## 5 · Browse the feedback
@@ -189,7 +202,8 @@ print("verifier vs LLM judge, all aspects:", agreement(votes))
 _ = store.update_results({"feedback": summary})
 
 # %%
-records = ver_records + llm_records
+records = ver_records + llm_records  # one card per (judge, response): a response both judges scored has two
 if interactive:
     display(FeedbackBrowser(records, feedback_frame(records)))
-static_feedback_table(records, n=8)
+else:
+    display(static_feedback_table(records, n=8))

@@ -34,13 +34,15 @@ recipe_path = "recipes/tiny.yaml"  # recipe file; the `reflection` and `pairs` s
 run_name = "demo"  # everything is written to runs/<run_name>/
 interactive = True  # False in batch runs: widgets are replaced by static tables
 overrides = {}  # dotted recipe overrides, e.g. {"reflection.n_prompts": 50, "reflection.priority": "low_best"}
+reviewer = ""  # your name: the pair reviewer records it with every decision (or type it into the widget)
 
 # %%
 import logging
 
 import pandas as pd
+from IPython.display import Markdown, display
 
-from rlrf_nb import plots, task_data
+from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.generation import load_sampler
 from rlrf_nb.judges import make_judge
@@ -78,7 +80,7 @@ res = reflection_search(store, sampler, tok, info["fingerprint"], examples, judg
 pool = res["pool"]
 print(f"{len(examples)} prompts -> {len(pool)} judged candidates in {res['seconds']:.0f} s "
       "(a rerun is served from the store)")
-pd.DataFrame(res["rounds"])
+pd.DataFrame(res["rounds"]).convert_dtypes()  # counts stay integers (a round without refinements shows <NA>)
 
 # %% [markdown]
 # The stop rule skips prompts that already have a perfect sample (no aspect below `reflection.threshold`):
@@ -107,6 +109,9 @@ print("  ... among the prompts refined:     ", format_rate(stats["best_is_refine
 print("judge parse failures (never scored): ", stats["parse_failures"])
 
 # %%
+display(Markdown(readings.search(stats)))
+
+# %%
 plots.reward_distribution(pool, f"Reward of M0's samples and refinements ({judge.id})").show()
 
 # %% [markdown]
@@ -118,6 +123,9 @@ rows = refinement_rows(res["records"], pool)
 frame = refinement_frame(rows)
 plots.refinement_success(frame).show()
 
+# %%
+display(Markdown(readings.refinement_aspects(frame)))
+
 # %% [markdown]
 # ### Reflection viewer
 # A draft and its refinement side by side, with a word-level diff, the score change per aspect and the critique
@@ -127,7 +135,8 @@ plots.refinement_success(frame).show()
 improved = sorted(rows, key=lambda r: -(r["delta"] if r["delta"] is not None else -9))
 if interactive:
     display(ReflectionViewer(improved))
-static_reflection_table(improved, n=8)
+else:
+    display(static_reflection_table(improved, n=8))
 
 # %% [markdown]
 # ## 3 · Preference pairs
@@ -159,6 +168,9 @@ plots.pair_counts_and_margins(by_policy, n_prompts).show()
 # %%
 plots.length_bias(by_policy).show()
 
+# %%
+display(Markdown(readings.pairs(by_policy, n_prompts, recipe.pairs.policy)))
+
 # %% [markdown]
 # ## 4 · Prioritised prompts: where should the refinement budget go?
 # Refinement is the expensive part (here k·m = 20 generations per prompt, each with a long prompt). Which prompts
@@ -170,27 +182,26 @@ plots.length_bias(by_policy).show()
 # %%
 cmp = budget_comparison(pool, sample_rewards(pool), policy="best_vs_worst", metric="right_over_wrong",
                         fraction=0.9, seed=recipe.run.seed)
-print(f"right-over-wrong pairs: samples only {cmp['samples_only']}, full search {cmp['full']} "
-      f"(full refinement budget {cmp['full_budget']} generations)")
-for how in ("low_best", "variance"):
-    if cmp["full"] == cmp["samples_only"]:
-        print("refinement added no right-over-wrong pair here: no order can save anything")
-        break
-    print(f"{how:>9}: {cmp[how + '_budget']:.0f} generations to reach 90% of the gain vs {cmp['random_budget']:.0f} "
-          f"in random order (mean of 20 shuffles): saves {100 * cmp[how + '_saving']:.0f}% of the budget")
 plots.budget_curves(cmp).show()
+
+# %%
+display(Markdown(readings.budget(cmp)))
 
 # %% [markdown]
 # ## 5 · Review the pairs
-# Accept, reject, swap or edit a pair. Each click appends one line to `decisions.jsonl` at once; nothing changes
-# until the decisions are applied, which the pair-building cell above does on every run. In batch runs a static
-# table stands in.
+# Accept, reject, swap or edit a pair. Each click appends one line to `decisions.jsonl` at once, with your name
+# (`reviewer`); accept and reject move on to the next pair not yet reviewed. A swap that would make a wrong final
+# answer the chosen one asks for a second press. Nothing changes until the decisions are applied, which the
+# pair-building cell above does on every run. The reviewer shows the pairs as built *before* any decision, so a pair
+# you rejected is still there, marked rejected, and can be accepted again. In batch runs a static table stands in.
 
 # %%
 chosen_pairs = by_policy[recipe.pairs.policy]
 if interactive:
-    display(PairReviewer(chosen_pairs, store.path(recipe.pairs.decisions)))
-static_pair_table(chosen_pairs, n=8)
+    unreviewed_build = build_pairs(pool, recipe.pairs.policy, min_margin=recipe.pairs.min_margin)  # no decisions
+    display(PairReviewer(unreviewed_build, store.path(recipe.pairs.decisions), reviewer=reviewer))
+else:
+    display(static_pair_table(chosen_pairs, n=8))
 
 # %% [markdown]
 # The pairs of every policy go to `runs/<run_name>/pairs/<policy>.jsonl`, and those of `pairs.policy` (what DPO

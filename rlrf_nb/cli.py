@@ -97,27 +97,11 @@ def benchmark_lines(table: list[dict]) -> str:
 
 
 def write_report(run_dir: Path) -> Path | None:
-    """``report.html``: the executed notebook 05 (tables, figures, analysis) rendered by nbconvert."""
-    nb = run_dir / "05_benchmark_analysis.ipynb"
-    if not nb.exists():
-        return None
-    import nbformat
-    import plotly.io as pio
-    from nbconvert import HTMLExporter
+    """``report.html``: a header (run, recipe, date, git SHA, M0, the organism, the claims), then every executed
+    notebook without its code (:func:`rlrf_nb.report.write_report`)."""
+    from rlrf_nb.report import write_report as write
 
-    book = nbformat.read(nb, as_version=4)
-    first = True
-    for cell in book.cells:  # plotly's JSON output has no HTML form for nbconvert; give it one (plotly.js once)
-        for output in cell.get("outputs", []):
-            data = output.get("data", {})
-            fig = data.get("application/vnd.plotly.v1+json")
-            if fig and "text/html" not in data:
-                data["text/html"] = pio.to_html(fig, include_plotlyjs=first, full_html=False)
-                first = False
-    body, _ = HTMLExporter().from_notebook_node(book)
-    out = run_dir / "report.html"
-    out.write_text(body, encoding="utf-8")
-    return out
+    return write(run_dir)
 
 
 def cmd_run(args) -> int:
