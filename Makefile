@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
-.PHONY: demo test install lint clean-runs fault bench
+.PHONY: demo test install lint clean-runs fault bench nbstrip
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,12 +25,19 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	@$(BIN)/python -m ipykernel install --sys-prefix --name rlrf_nb --display-name "rlrf_nb (.venv)" > /dev/null
 	@touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) nbstrip
 
-demo: $(STAMP)
+# Committed notebooks stay output-free without anyone stripping them: .gitattributes sends notebooks/*.ipynb through
+# this git clean filter (rlrf_nb/nbstrip.py, standard library only), so git stores and diffs them without outputs
+# while the working copy keeps what JupyterLab saved. Outside a git checkout there is nothing to do.
+nbstrip:
+	@if git rev-parse --git-dir > /dev/null 2>&1; then \
+		git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py" && git config filter.nbstrip.smudge cat; fi
+
+demo: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)
 
-test: $(STAMP)
+test: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
 # The fault suite: 20 SIGKILLs across sampling, judging, pairs, DPO and the papermill runner, a judge server killed

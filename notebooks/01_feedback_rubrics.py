@@ -96,7 +96,7 @@ print(f"{len(samples)} samples of {len(examples)} prompts")
 verifier = VerifierJudge(rubrics, task_data.kb(world))  # the reference: exact steps, or the final answer
 ver_records = judge_responses(store, "feedback", verifier, rows, rubrics, cfg.weights)
 ver_frame = feedback_frame(ver_records)
-score_table(ver_frame)
+score_table(ver_frame).round(2)
 
 # %%
 fig = plots.score_distribution(ver_frame, f"{verifier.id} scores per aspect (M0 samples on dev prompts)")

@@ -12,13 +12,16 @@ import plotly.graph_objects as go
 # and olive from D3's category10).
 PALETTE = ["#636efa", "#ef553b", "#00cc96", "#ab63fa", "#ffa15a", "#19d3f3", "#ff6692", "#b6e880", "#ff97ff",
            "#fecb52", "#7f7f7f", "#bcbd22"]
-LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.22, "xanchor": "left", "x": 0}
+# at the bottom edge of the figure (not of the plot area), so it never sits between the tick labels and the x title
+LEGEND_BELOW = {"orientation": "h", "yref": "container", "yanchor": "bottom", "y": 0.01, "xanchor": "left", "x": 0}
 
 
-def _layout(fig: go.Figure, title: str, height: int, **kw) -> go.Figure:
-    """The shared layout: the title, a white template, a height, no width (responsive), the legend below."""
+def _layout(fig: go.Figure, title: str, height: int, top: int = 70, bottom: int = 120, **kw) -> go.Figure:
+    """The shared layout: the title, a white template, a height, no width (responsive), the legend at the bottom
+    edge; margins: ``top`` 100 for figures with panel titles (the title does not run into them), ``bottom`` for
+    tick labels, the x title and up to two rows of legend."""
     fig.update_layout(title=title, template="plotly_white", height=height, autosize=True,
-                      legend=kw.pop("legend", LEGEND_BELOW), margin={"t": 60, "r": 20}, **kw)
+                      legend=kw.pop("legend", LEGEND_BELOW), margin={"t": top, "r": 20, "b": bottom}, **kw)
     return fig
 
 
@@ -77,7 +80,8 @@ def score_distribution(frame, title: str) -> go.Figure:
             shown.add(task)  # each task once in the legend, wherever it first appears
     fig.update_xaxes(dtick=1, range=[0.5, 5.5], title_text="score")
     fig.update_yaxes(title_text="count", col=1)
-    return _layout(fig, title, 380, barmode="group", legend={**LEGEND_BELOW, "title": {"text": "task"}})
+    return _layout(fig, title, 460, top=100, bottom=110, barmode="group",
+                   legend={**LEGEND_BELOW, "title": {"text": "task"}})
 
 
 def reward_distribution(pool: list, title: str = "Reward of samples and refinements") -> go.Figure:
@@ -126,7 +130,7 @@ def refinement_success(frame, title: str = "Does a refinement beat its draft? Pe
                          "arrayminus": [u - 100 * stats[a][0]["ci_low"] for a, u in zip(aspects, up)]})
     fig.add_bar(x=labels, y=[100 * stats[a][1] / k for a, k in zip(aspects, n)], name="same", marker_color="#bbb")
     fig.add_bar(x=labels, y=[100 * stats[a][2] / k for a, k in zip(aspects, n)], name="lower", marker_color="#d62728")
-    return _layout(fig, title, 460, barmode="stack", xaxis_title="aspect",
+    return _layout(fig, title, 480, bottom=150, barmode="stack", xaxis_title="aspect",
                    yaxis_title="% of refinements (error bar: 95% CI of higher)", yaxis_range=[0, 100])
 
 
@@ -137,7 +141,7 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
     wrong one by the verifiable override."""
     from plotly.subplots import make_subplots
 
-    fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6],
+    fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
                         subplot_titles=(f"pairs from {n_prompts} prompts", "reward margin of the pairs"))
     names = list(pairs_by_policy)
     row = [sum(p["chosen_correct"] is True and p["rejected_correct"] is False for p in pairs_by_policy[k])
@@ -145,9 +149,10 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
     total = [len(pairs_by_policy[k]) for k in names]
     # overlaid, not stacked (the margin histograms share the layout's overlay mode): right-over-wrong pairs are
     # a subset of all pairs, drawn on top of them
-    fig.add_bar(x=names, y=total, name="all pairs", marker_color="#9aa", text=[str(t) for t in total],
-                textposition="outside", row=1, col=1)
-    fig.add_bar(x=names, y=row, name="right over wrong (math)", marker_color="#2ca02c", width=0.5,
+    # horizontal bars: the policy names are long and stay readable at any width
+    fig.add_bar(y=names, x=total, orientation="h", name="all pairs", marker_color="#9aa",
+                text=[str(t) for t in total], textposition="outside", cliponaxis=False, row=1, col=1)
+    fig.add_bar(y=names, x=row, orientation="h", name="right over wrong (math)", marker_color="#2ca02c", width=0.5,
                 text=[str(r) for r in row], textposition="inside", row=1, col=1)
     for i, k in enumerate(names):
         margins = [round(p["margin"], 3) for p in pairs_by_policy[k]]
@@ -155,11 +160,11 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
             fig.add_histogram(x=margins, name=k, marker_color=PALETTE[i % len(PALETTE)], opacity=0.55,
                               histnorm="percent", xbins={"start": -1.0625, "end": 1.0625, "size": 0.125},
                               row=1, col=2)
-    _layout(fig, title, 460, barmode="overlay")
-    fig.update_xaxes(title_text="pair policy", tickangle=-30, row=1, col=1)
+    _layout(fig, title, 500, top=100, bottom=140, barmode="overlay")
+    fig.update_xaxes(title_text="pairs", row=1, col=1)
     fig.update_xaxes(title_text="reward margin (chosen − rejected)", row=1, col=2)
     fig.update_yaxes(title_text="% of the policy's pairs", row=1, col=2)
-    fig.update_yaxes(title_text="pairs", row=1, col=1)
+    fig.update_yaxes(title_text="pair policy", autorange="reversed", row=1, col=1)
     return fig
 
 
@@ -220,7 +225,7 @@ def training_curves(history: list[dict], title: str = "DPO training") -> go.Figu
     fig.update_yaxes(title_text="DPO loss", col=1)
     fig.update_yaxes(title_text="margin / accuracy", col=2)
     fig.update_yaxes(title_text="log-prob", col=3)
-    return _layout(fig, title, 420)
+    return _layout(fig, title, 440, top=100)
 
 
 def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after each RLRF round") -> go.Figure:
@@ -292,7 +297,7 @@ def aspect_bars(table: dict[str, dict[str, dict]], title: str = "Just-Eval aspec
                     error_y={"type": "data", "symmetric": False,
                              "array": [row[a]["ci_high"] - y for a, y in zip(xs, ys)],
                              "arrayminus": [y - row[a]["ci_low"] for a, y in zip(xs, ys)]})
-    return _layout(fig, title, 460, barmode="group", xaxis_title="Just-Eval aspect",
+    return _layout(fig, title, 520, bottom=170, barmode="group", xaxis_title="Just-Eval aspect",
                    yaxis_title="mean score (1-5; bars: 95% bootstrap CI)", yaxis_range=[0, 5.5],
                    legend={**LEGEND_BELOW, "title": {"text": "model"}})
 

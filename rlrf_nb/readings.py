@@ -128,7 +128,8 @@ def llm_judge(summary: dict, fit: dict | None = None) -> str:
         fit_text = (f" Its judge prompts (rubrics, question and response) are {fit['min_tokens']:,}–"
                     f"{fit['max_tokens']:,} tokens long and {fit['over']} of {fit['n']} exceed the judge model's "
                     f"context of {fit['context']:,} positions: it cannot read what it is asked to judge (that is "
-                    "the tokenizer's \"sequence length\" warning above).")
+                    "the tokenizer's \"sequence length\" warning above, and prompts this long are why generation "
+                    "warns about memory).")
     if r["k"] == 0:
         return (f"**The LLM judge `{jid}` parsed none of its {r['n']} aspect judgements** (95% interval of the parse "
                 f"rate: {100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%).{fit_text} "
@@ -233,7 +234,9 @@ def refinement_aspects(frame) -> str:
     worst = max(rows, key=lambda r: r[2]["rate"])
     out = [f"**{best[0].replace('_', ' ')} improves most often**: {pct(best[1])} of refinements score higher on it "
            f"(mean change {best[3]:+.2f})."]
-    if worst[2]["k"]:
+    if worst[2]["k"] and worst[0] == best[0]:
+        out.append(f"It also gets worse most often: {pct(worst[2])} lower.")
+    elif worst[2]["k"]:
         out.append(f"{worst[0].replace('_', ' ')} gets worse most often: {pct(worst[2])} lower (mean change "
                    f"{worst[3]:+.2f}).")
     if all(r[3] < 0 for r in rows):

@@ -462,7 +462,7 @@ class PairReviewer(_Pager):
         if self.idx and self._armed != self.pairs[self.idx[self.pos]]["pair_id"]:
             self._armed = None
         super()._show()
-        self.counter.value = f"{len(self.reviewed)} of {len(self.pairs)} reviewed"
+        self.counter.value = f"· {len(self.reviewed)} of {len(self.pairs)} reviewed"
         self._load_text()
 
     def _html(self, i: int) -> str:

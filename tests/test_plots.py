@@ -71,7 +71,7 @@ FIGURES = {
                            "Does a refinement beat its draft? Per aspect", "aspect",
                            "% of refinements (error bar: 95% CI of higher)", ["higher", "same", "lower"]),
     "pair_counts_and_margins": (lambda: plots.pair_counts_and_margins(BY_POLICY, 3), "Preference pairs per pair policy",
-                                "pair policy", "pairs",
+                                "pairs", "pair policy",
                                 ["all pairs", "right over wrong (math)", *[k for k, v in BY_POLICY.items() if v]]),
     "length_bias": (lambda: plots.length_bias(BY_POLICY), "Length bias of the pairs",
                     "pair policy (share of pairs whose chosen is longer, 95% CI)",
@@ -116,6 +116,7 @@ def test_figure_titles_legend_and_width(name):
         assert _legend(fig) == legend
     assert fig.layout.width is None or fig.layout.width <= 900  # responsive: no horizontal scrollbar, no cut legend
     assert fig.layout.legend.orientation == "h"  # below the plot, where long names wrap instead of being cut
+    assert fig.layout.legend.yref == "container"  # at the figure's bottom edge, below the x title, not across it
 
 
 def test_budget_curve_legend_names_each_order():

@@ -115,6 +115,8 @@ def test_refinement_aspects_reading_names_the_aspects_from_the_data():
     text = R.refinement_aspects(frame)
     assert text.startswith("**logical correctness improves most often**: 50.0%") and "completeness gets worse" in text
     assert "No scored refinement" in R.refinement_aspects(frame[~frame["parsed"]])
+    one = R.refinement_aspects(frame[frame["aspect"] == "completeness"])  # the same aspect both ways: said once
+    assert "It also gets worse most often: 50.0%" in one and one.count("completeness") == 1
 
 
 def test_one_round_variants_reading():

@@ -189,16 +189,16 @@ def test_pair_reviewer_advances_counts_and_records_the_reviewer(tmp_path):
 
     _, pairs = _pairs()
     rv = PairReviewer(pairs, tmp_path / "d.jsonl")
-    assert rv.counter.value == "0 of 3 reviewed"
+    assert rv.counter.value == "· 0 of 3 reviewed"
     rv.buttons["accept"].click()  # no reviewer name: nothing recorded, and the reviewer is told why
     assert not (tmp_path / "d.jsonl").exists() and "reviewer" in rv.message.value and rv.status.value == "1 / 3"
     rv.reviewer.value = "ana"
     rv.buttons["accept"].click()
-    assert rv.status.value == "2 / 3" and rv.counter.value == "1 of 3 reviewed"  # one click per pair
+    assert rv.status.value == "2 / 3" and rv.counter.value == "· 1 of 3 reviewed"  # one click per pair
     rv.buttons["reject"].click()
-    assert rv.status.value == "3 / 3" and rv.counter.value == "2 of 3 reviewed"
+    assert rv.status.value == "3 / 3" and rv.counter.value == "· 2 of 3 reviewed"
     rv.buttons["accept"].click()  # the last one: every pair reviewed, it wraps to the first
-    assert rv.counter.value == "3 of 3 reviewed" and rv.status.value == "1 / 3"
+    assert rv.counter.value == "· 3 of 3 reviewed" and rv.status.value == "1 / 3"
     saved = [d for ds in load_decisions(tmp_path / "d.jsonl").values() for d in ds]
     assert [d["action"] for d in saved] == ["accept", "reject", "accept"] and {d["reviewer"] for d in saved} == {"ana"}
 
@@ -240,6 +240,6 @@ def test_a_rejected_pair_can_be_accepted_again_after_a_rebuild(tmp_path):
     PairReviewer(pairs, path, reviewer="ana").buttons["reject"].click()
     assert len(build_pairs(pool, "best_vs_worst", decisions=load_decisions(path))) == 2  # the rebuild drops it
     rv = PairReviewer(build_pairs(pool, "best_vs_worst"), path, reviewer="ana")  # a new session: built without
-    assert rv.status.value == "1 / 3" and "rejected" in rv.view.value and rv.counter.value == "1 of 3 reviewed"
+    assert rv.status.value == "1 / 3" and "rejected" in rv.view.value and rv.counter.value == "· 1 of 3 reviewed"
     rv.buttons["accept"].click()
     assert len(build_pairs(pool, "best_vs_worst", decisions=load_decisions(path))) == 3  # back in the pairs
