@@ -192,13 +192,15 @@ def budget_curves(cmp: dict, title: str = "What each refinement budget buys") ->
     fig = go.Figure()
     metric = cmp["metric"]
     names = {"low_best": "lowest best sample first", "variance": "most varied rewards first",
-             "random": "random order (one of the shuffles)"}
+             "random": "random order (one shuffle drawn)"}
     for i, (k, curve) in enumerate(cmp["curves"].items()):
+        to_target = (f"{cmp[k + '_budget']:.0f} to target" if k != "random" else
+                     f"{cmp['random_budget']:.0f} to target, mean of the shuffles")
         fig.add_scatter(x=[p["budget"] for p in curve], y=[p[metric] for p in curve], mode="lines",
-                        name=f"{names.get(k, k)}: {cmp.get(k + '_budget', cmp['random_budget']):.0f} to target",
+                        name=f"{names.get(k, k)}: {to_target}",
                         line={"color": PALETTE[i % len(PALETTE)], "shape": "hv"})
     fig.add_hline(y=cmp["target"], line_dash="dot", line_color="#888",
-                  annotation_text=f"{100 * cmp['fraction']:.0f}% of the full gain", annotation_position="bottom right")
+                  annotation_text=f"{100 * cmp['fraction']:.0f}% of the full gain", annotation_position="top left")
     return _layout(fig, title, 440, xaxis_title="refinement generations spent",
                    yaxis_title=f"{metric.replace('_', ' ')} pairs ({cmp['policy']})")
 

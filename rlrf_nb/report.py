@@ -50,6 +50,16 @@ def untrained_warning(m0s: list[dict]) -> str | None:
             "or a real model.")
 
 
+def _span(stages: dict) -> str:
+    """``"2026-11-28 12:56 to 12:58 UTC"`` from ``stages.json``'s start and finish times (epoch seconds)."""
+    starts = [v["started"] for v in stages.values() if v.get("started")]
+    ends = [v["finished"] for v in stages.values() if v.get("finished")]
+    if not starts or not ends:
+        return ""
+    a, b = (datetime.fromtimestamp(t, UTC) for t in (min(starts), max(ends)))
+    return f"{a:%Y-%m-%d %H:%M} to {b:%Y-%m-%d %H:%M} UTC"
+
+
 def _md_table(header: list[str], rows: list[list]) -> str:
     cell = lambda x: str(x).replace("|", "\\|").replace("\n", " ")  # noqa: E731
     return "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -105,8 +115,9 @@ def header_markdown(run_dir: Path, now: datetime | None = None) -> tuple[str, st
     now = now or datetime.now(UTC)
     rows = [["run", f"`{name}` ({run_dir})"], ["recipe", f"`{recipe}`"],
             ["overrides / parameters", f"`{info.get('overrides') or {}}` / `{info.get('params') or {}}`"],
-            ["started", run.get("created_utc", "?")], ["report written", now.isoformat(timespec="seconds")],
-            ["git commit", f"`{sha}`" + (" (with uncommitted changes)" if run.get("git_dirty") else "")],
+            ["stages ran", _span(stages) or f"last at {run.get('created_utc', '?')}"],
+            ["report written", now.isoformat(timespec="seconds")],
+            ["git commit (last stage)", f"`{sha}`" + (" (with uncommitted changes)" if run.get("git_dirty") else "")],
             ["seed", run.get("seed", "?")],
             ["stages", ", ".join(f"{k[:2]} {v.get('status')} ({v.get('seconds', 0):.0f} s)"
                                  for k, v in stages.items()) or "none recorded"]]

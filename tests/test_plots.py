@@ -123,8 +123,8 @@ def test_budget_curve_legend_names_each_order():
     fig = FIGURES["budget_curves"][0]()
     names = _legend(fig)
     assert [n.split(":")[0] for n in names] == ["most varied rewards first", "lowest best sample first",
-                                                 "random order (one of the shuffles)"]
-    assert all("to target" in n for n in names)
+                                                 "random order (one shuffle drawn)"]
+    assert all("to target" in n for n in names) and names[-1].endswith("mean of the shuffles")
 
 
 def test_palette_has_one_colour_per_model():

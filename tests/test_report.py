@@ -44,8 +44,10 @@ def run_dir(tmp_path):
     _stage(d / "05_benchmark_analysis.ipynb", "05 · Benchmarks", [_figure_output("SECOND_FIGURE")])
     (d / "run.json").write_text(json.dumps({"created_utc": "2026-11-28T11:00:00+00:00", "git_sha": SHA,
                                             "git_dirty": False, "seed": 0}))
-    (d / "stages.json").write_text(json.dumps({"00_tiny_world": {"status": "done", "seconds": 12.1},
-                                               "05_benchmark_analysis": {"status": "done", "seconds": 3.0}}))
+    t0 = datetime(2026, 11, 28, 11, 0, tzinfo=UTC).timestamp()
+    (d / "stages.json").write_text(json.dumps({
+        "00_tiny_world": {"status": "done", "seconds": 12.1, "started": t0, "finished": t0 + 12.1},
+        "05_benchmark_analysis": {"status": "done", "seconds": 3.0, "started": t0 + 600, "finished": t0 + 603}}))
     claims = [{"claim": "M2 beats M0, gsm8k_strict", "diff": -0.016, "ci_low": -0.042, "ci_high": 0.01, "bar": 0.1,
                "verdict": "not shown"}]
     results = {"run": {"name": "smoke", "recipe": "recipes/tiny-smoke.yaml", "overrides": {}, "params": {}},
@@ -61,8 +63,9 @@ def run_dir(tmp_path):
 def test_report_header_title_claims_first_and_every_figure(run_dir):
     page = write_report(run_dir, now=NOW).read_text()
     assert "<title>rlrf_nb report: smoke (tiny-smoke.yaml)</title>" in page  # not "Notebook"
-    for fact in ("recipes/tiny-smoke.yaml", SHA, "2026-11-28T11:00:00+00:00", "2026-11-28T12:00:00+00:00",
-                 "data/tiny_world/m0", "smoke/checkpoints/M0-2e38b5c708ea4639", "00 done (12 s)"):
+    for fact in ("recipes/tiny-smoke.yaml", SHA, "2026-11-28 11:00 to 2026-11-28 11:10 UTC",
+                 "2026-11-28T12:00:00+00:00", "data/tiny_world/m0", "smoke/checkpoints/M0-2e38b5c708ea4639",
+                 "00 done (12 s)"):
         assert fact in page, fact
     claims_at = page.index("M2 beats M0, gsm8k_strict")
     assert claims_at < page.index("00 · The tiny world") < page.index("05 · Benchmarks")  # the claims come first
