@@ -192,6 +192,34 @@ def cmd_rounds(args) -> int:
     return 0
 
 
+def cmd_diagnose(args) -> int:
+    """The organism's properties for a policy and world (M0 of the recipe unless ``--policy``)."""
+    from rlrf_nb import tiny_world as tw
+    from rlrf_nb.diagnose import diagnose, report_lines
+    from rlrf_nb.judges import VerifierJudge
+    from rlrf_nb.models import load_policy
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.tasks.world import build_world
+
+    recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
+    world = build_world(recipe.world)
+    if args.policy:
+        model, tok = load_policy(resolve_path(args.policy))
+        fp = tw.model_fingerprint(resolve_path(args.policy))
+    else:
+        model, tok, info = tw.get_m0(recipe, store, world)
+        fp = info["fingerprint"]
+    rubrics = load_rubric_set()
+    judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})  # diagnose measures against exact critiques
+    d = diagnose(model, tok, fp, world, store, recipe.diagnose, judge=judge, rubrics=rubrics, seed=recipe.run.seed)
+    out = store.path("diagnose.json")
+    out.write_text(json.dumps(d, indent=1, default=str))
+    for line in report_lines(d):
+        _say(line)
+    _say(f"written: {out}")
+    return 0
+
+
 def cmd_world(args) -> int:
     from rlrf_nb.config import load_recipe
     from rlrf_nb.tasks.world import build_world, save_world
@@ -240,6 +268,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--name", default="rounds", help="run name: outputs go to runs/<name>/")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
     r.set_defaults(fn=cmd_rounds)
+    dg = sub.add_parser("diagnose", help="measure the organism: ability, chance, reflection vs resampling, facts, "
+                                         "context (recipe section 'diagnose')")
+    dg.add_argument("--recipe", default="recipes/tiny.yaml")
+    dg.add_argument("--name", default="diagnose", help="run name: records go to runs/<name>/diagnose/")
+    dg.add_argument("--policy", help="a checkpoint directory to diagnose instead of the recipe's M0")
+    dg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
+    dg.set_defaults(fn=cmd_diagnose)
     w = sub.add_parser("world", help="write the tiny world's fixed splits and KB")
     w.add_argument("--recipe", default="recipes/tiny.yaml")
     w.add_argument("--out", default="data/tiny_world")

@@ -257,171 +257,207 @@ def _left_pad(prompts: list[list[int]], pad_id: int, device):
     return ids.to(device), mask.to(device)
 
 
-#: The KV cache grows in blocks of this many positions (one copy per block instead of one per token).
+#: Model families whose attention :class:`_BlockKV` computes as their own does: they call transformers' attention
+#: interface with (query, key, value) after RoPE and pass ``**kwargs`` through, and their full-attention layers
+#: have no soft-capping, sinks or sliding window. Other models keep transformers' cache and attention.
+BLOCK_KV_MODELS = ("llama", "qwen2", "qwen3", "mistral")
+
+#: The keys/values of a decode batch grow in blocks of this many positions (one copy per block, not per token).
 KV_BLOCK = 32
-
-_BLOCK_LAYER = None
-
-
-def _block_layer_class():
-    """A ``DynamicLayer`` whose keys/values live in a zero-initialised buffer grown by :data:`KV_BLOCK` positions
-    and written in place: ``update`` returns the whole buffer, contiguous (the attention kernels copy strided
-    views), and the 4D mask the loop passes hides the unfilled tail. Built on first use (lazy import)."""
-    global _BLOCK_LAYER
-    if _BLOCK_LAYER is not None:
-        return _BLOCK_LAYER
-    from transformers.cache_utils import DynamicLayer
-
-    class BlockLayer(DynamicLayer):
-        def __init__(self):
-            super().__init__()
-            self.length = 0
-
-        def update(self, key_states, value_states, *args, **kwargs):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.keys = self.values = None
-            end = self.length + key_states.shape[-2]
-            width = -(-end // KV_BLOCK) * KV_BLOCK
-            if self.keys is None or width > self.keys.shape[-2]:
-                k = key_states.new_zeros((*key_states.shape[:2], width, key_states.shape[-1]))
-                v = value_states.new_zeros((*value_states.shape[:2], width, value_states.shape[-1]))
-                if self.keys is not None:
-                    k[..., :self.length, :] = self.keys[..., :self.length, :]
-                    v[..., :self.length, :] = self.values[..., :self.length, :]
-                self.keys, self.values = k, v
-            self.keys[..., self.length:end, :] = key_states
-            self.values[..., self.length:end, :] = value_states
-            self.length = end
-            return self.keys, self.values
-
-        def get_seq_length(self) -> int:
-            return self.length
-
-        def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
-            return -(-(self.length + query_length) // KV_BLOCK) * KV_BLOCK, 0
-
-        def batch_select_indices(self, indices):
-            if self.keys is not None:
-                self.keys, self.values = self.keys[indices], self.values[indices]
-
-        def batch_repeat_interleave(self, repeats: int):
-            if self.keys is not None:
-                self.keys = self.keys.repeat_interleave(repeats, dim=0)
-                self.values = self.values.repeat_interleave(repeats, dim=0)
-
-    _BLOCK_LAYER = BlockLayer
-    return _BLOCK_LAYER
-
-
-def _block_cache(model):
-    """A ``DynamicCache`` of :func:`_block_layer_class` layers, or None where the model's cache has other layer
-    kinds (sliding windows, linear attention ...): those keep transformers' own cache and mask."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    if not type(model).__module__.startswith("transformers.models."):
-        return None  # remote code may build its own mask: keep transformers' 2D padding mask
-    cache = DynamicCache(config=model.config)
-    layers = getattr(cache, "layers", None)
-    if not isinstance(layers, list) or not layers or any(type(x) is not DynamicLayer for x in layers):
-        return None
-    cache.layers = [_block_layer_class()() for _ in layers]
-    return cache
-
 
 #: Finished rows are dropped from the batch once they are at least this share of it (a compaction copies the
 #: cache, so doing it at every EOS costs more than computing a few finished rows).
 COMPACT_FRACTION = 0.125
 
 
-class _Masks:
-    """The attention masks of the lean loop. With the block cache: additive 4D masks over the whole buffer
-    (padding, causality and the unfilled tail hidden), kept up to date in place; else the usual 2D padding
-    mask that transformers turns into its own."""
+def _block_kv_ok(model) -> bool:
+    """The decode steps can use :class:`_BlockKV`: a transformers model of a family in :data:`BLOCK_KV_MODELS`
+    whose cache is plain full-attention layers (no sliding window)."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
 
-    def __init__(self, pad_mask: torch.Tensor, blocks: bool, dtype):
-        self.blocks, self.dtype, self.n = blocks, dtype, pad_mask.shape[1]
-        if not blocks:
-            self.valid = pad_mask.long()
-            return
-        self.neg = torch.finfo(dtype).min
-        width = -(-self.n // KV_BLOCK) * KV_BLOCK
-        self.add = torch.full((pad_mask.shape[0], width), self.neg, dtype=dtype, device=pad_mask.device)
-        self.add[:, :self.n].masked_fill_(pad_mask.bool(), 0.0)
-
-    def prefill(self):
-        if not self.blocks:
-            return self.valid
-        causal = torch.full((self.n, self.add.shape[1]), self.neg, dtype=self.dtype, device=self.add.device).triu(1)
-        return self.add[:, None, None, :] + causal[None, None]  # min + min saturates at -inf: still masked
-
-    def step(self):
-        """After appending one token per row: the mask for that decode step."""
-        self.n += 1
-        if not self.blocks:
-            self.valid = torch.cat([self.valid, self.valid.new_ones((self.valid.shape[0], 1))], dim=1)
-            return self.valid
-        if self.n > self.add.shape[1]:
-            self.add = torch.cat([self.add, self.add.new_full((self.add.shape[0], KV_BLOCK), self.neg)], dim=1)
-        self.add[:, self.n - 1] = 0.0
-        return self.add[:, None, None, :]
-
-    def select(self, idx):
-        if self.blocks:
-            self.add = self.add[idx]
-        else:
-            self.valid = self.valid[idx]
+    if not type(model).__module__.startswith("transformers.models."):
+        return False  # remote code may attend in its own way
+    if getattr(model.config, "model_type", None) not in BLOCK_KV_MODELS:
+        return False
+    layers = getattr(DynamicCache(config=model.config), "layers", None)
+    return isinstance(layers, list) and bool(layers) and all(type(x) is DynamicLayer for x in layers)
 
 
-@contextlib.contextmanager
-def _decode_attention(model, blocks: bool):
-    """On CPU, the decode loop runs transformers' eager attention: for one query token against a cache it is
-    about 20% faster per generated token than the SDPA flash kernel (measured on the tiny M0; see
-    docs/performance.md). The model's own setting is restored after; GPUs keep theirs."""
-    current = getattr(model.config, "_attn_implementation", None)
-    switch = (blocks and current == "sdpa" and next(model.parameters()).device.type == "cpu"
-              and hasattr(model, "set_attn_implementation"))
-    if switch:
-        model.set_attn_implementation("eager")
-    try:
-        yield
-    finally:
-        if switch:
+def _blocks(n: int) -> int:
+    return -(-n // KV_BLOCK) * KV_BLOCK
+
+
+class _BlockKV:
+    """Keys and values of the decode loop, and its attention.
+
+    Per layer, the rows' keys (values alike) are one contiguous ``[rows, kv_heads, width, head_dim]`` tensor: the
+    prompt's prefill, copied to each of its rows, then one column per generated token, written in place. The width
+    grows by :data:`KV_BLOCK` positions and attention reads the whole tensor under an additive mask (left padding
+    and the unfilled tail hidden): a strided view of a wider buffer would make the matmul copy it, which costs as
+    much as the attention.
+
+    Growing and dropping finished rows copy into a second buffer; both buffers (per layer, keys and values) are
+    allocated once per batch for the widest case. On the machines measured, each fresh allocation of tens of MB
+    page-faults (a VM pays much more per fault than bare metal), and the earlier version, which allocated at every
+    growth and compaction, lost about a third of its time to that (docs/performance.md).
+
+    Attention runs as one function registered with transformers (:meth:`attention`): the query is scaled before the
+    matmul, the mask added in place, and grouped-query heads share their key rows (no ``repeat_kv`` copy)."""
+
+    NAME = "rlrf_block_kv"
+
+    def __init__(self, cache, pad_mask: torch.Tensor, prompt_of_row: torch.Tensor, max_new_tokens: int):
+        keys, values = [x.keys for x in cache.layers], [x.values for x in cache.layers]
+        _, self.hkv, prompt_len, self.d = keys[0].shape
+        self.rows, self.length = len(prompt_of_row), prompt_len
+        self.width = _blocks(prompt_len + 1)
+        wmax = _blocks(prompt_len + max_new_tokens)
+        size = self.rows * self.hkv * wmax * self.d
+        # [current, spare] flat buffers per layer, for keys and for values
+        self.k = [[k.new_empty(size), k.new_empty(size)] for k in keys]
+        self.v = [[v.new_empty(size), v.new_empty(size)] for v in values]
+        for bufs, prefill in ((self.k, keys), (self.v, values)):
+            for pair, x in zip(bufs, prefill):
+                cur = self._view(pair[0], self.rows, self.width)
+                torch.index_select(x, 0, prompt_of_row, out=cur[:, :, :prompt_len])
+                cur[:, :, prompt_len:].zero_()  # unfilled columns must be finite: masked scores still multiply V
+        self.mask = [torch.full((self.rows, wmax), -float("inf"), dtype=torch.float32, device=pad_mask.device)
+                     for _ in range(2)]
+        self.mask[0][:, :prompt_len].masked_fill_(pad_mask[prompt_of_row].bool(), 0.0)
+        self.calls = 0  # attention calls in the current step: one per layer, else the model bypassed us
+
+    def _view(self, flat: torch.Tensor, rows: int, width: int) -> torch.Tensor:
+        return flat[:rows * self.hkv * width * self.d].view(rows, self.hkv, width, self.d)
+
+    def _rewrite(self, fill):
+        """Write every buffer's next contents into its spare (``fill(current view, spare flat)``) and swap."""
+        for bufs in (self.k, self.v):
+            for pair in bufs:
+                fill(self._view(pair[0], self.rows, self.width), pair[1])
+                pair.reverse()
+
+    def select(self, keep: torch.Tensor):
+        """Keep only rows ``keep`` (the decode loop drops finished rows)."""
+        n = len(keep)
+        self._rewrite(lambda cur, spare: torch.index_select(cur, 0, keep, out=self._view(spare, n, self.width)))
+        torch.index_select(self.mask[0], 0, keep, out=self.mask[1][:n])
+        self.mask.reverse()
+        self.rows = n
+
+    def _grow(self):
+        width = self.width + KV_BLOCK
+
+        def fill(cur, spare):
+            new = self._view(spare, self.rows, width)
+            new[:, :, :self.width].copy_(cur)
+            new[:, :, self.width:].zero_()
+
+        self._rewrite(fill)
+        self.width = width
+
+    @contextlib.contextmanager
+    def attention(self, model):
+        """Route the model's attention through :meth:`attend` for the decode steps; its own setting is restored."""
+        from transformers import AttentionInterface
+
+        AttentionInterface.register(self.NAME, _block_kv_attention)
+        current = model.config._attn_implementation
+        model.set_attn_implementation(self.NAME)
+        try:
+            yield
+        finally:
             model.set_attn_implementation(current)
+
+    def step(self, model, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Logits of every row's next token after feeding ``tok`` at positions ``pos``."""
+        if self.length == self.width:
+            self._grow()
+        self.mask[0][:self.rows, self.length] = 0.0
+        self.calls = 0
+        logits = model(input_ids=tok.unsqueeze(-1), position_ids=pos.unsqueeze(-1), use_cache=False,
+                       block_kv=self).logits[:, -1]
+        if self.calls != len(self.k):
+            raise RuntimeError(f"{type(model).__name__} ran the block-KV attention {self.calls} times for "
+                               f"{len(self.k)} layers; use engine='hf' for this model")
+        self.length += 1
+        return logits
+
+    def attend(self, layer: int, query, key, value, scaling: float):
+        """One layer's attention for one new token per row: query ``[R, H, 1, D]``, key/value ``[R, Hkv, 1, D]``
+        (RoPE applied) are written at column ``length``; returns ``[R, 1, H, D]``."""
+        self.calls += 1
+        r, h, _, d = query.shape
+        keys = self._view(self.k[layer][0], r, self.width)
+        values = self._view(self.v[layer][0], r, self.width)
+        keys[:, :, self.length] = key[:, :, 0]
+        values[:, :, self.length] = value[:, :, 0]
+        q = (query * scaling).view(r, self.hkv, h // self.hkv, d)
+        scores = torch.matmul(q, keys.transpose(-1, -2))  # [R, Hkv, rep, width]
+        scores += self.mask[0][:r, None, None, :self.width]
+        probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(values.dtype)
+        return torch.matmul(probs, values).view(r, 1, h, d), None
+
+
+def _block_kv_attention(module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs):
+    """The attention function registered with transformers for the decode steps (:meth:`_BlockKV.attend`)."""
+    for name in ("sliding_window", "softcap", "s_aux"):
+        if kwargs.get(name) is not None:
+            raise NotImplementedError(f"the lean decode loop does not support {name}; use engine='hf'")
+    return kwargs["block_kv"].attend(module.layer_idx, query, key, value,
+                                     module.scaling if scaling is None else scaling)
+
+
+class _TransformersKV:
+    """The decode loop's state for other models: transformers' ``DynamicCache`` (each prompt's rows copied to its
+    output rows) and a 2D padding mask, with the model's own attention."""
+
+    def __init__(self, cache, pad_mask: torch.Tensor, prompt_of_row: torch.Tensor):
+        cache.batch_select_indices(prompt_of_row)
+        self.cache, self.valid = cache, pad_mask[prompt_of_row].long()
+
+    def select(self, keep: torch.Tensor):
+        self.cache.batch_select_indices(keep)
+        self.valid = self.valid[keep]
+
+    @contextlib.contextmanager
+    def attention(self, model):
+        yield
+
+    def step(self, model, tok: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        self.valid = torch.cat([self.valid, self.valid.new_ones((self.valid.shape[0], 1))], dim=1)
+        return model(input_ids=tok.unsqueeze(-1), attention_mask=self.valid, position_ids=pos.unsqueeze(-1),
+                     past_key_values=self.cache, use_cache=True).logits[:, -1]
 
 
 def _decode_fast(model, prompts: list[list[int]], rows: list[list[int]], sampler: RowSampler, max_new_tokens: int,
                  eos: list[int], pad_id: int) -> dict[int, list[int]]:
-    """One batch with the lean loop: ``prompts[j]`` is prefilled once and continued by its ``rows[j]`` (global
-    row ids). Returns each row's generated token ids (EOS included if reached)."""
+    """One batch with the lean loop: ``prompts[j]`` is prefilled once (the model's own forward and attention) and
+    continued by its ``rows[j]`` (global row ids). Returns each row's generated token ids (EOS included if
+    reached)."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
     ids, pad_mask = _left_pad(prompts, pad_id, device)
     pos = (pad_mask.cumsum(-1) - 1).clamp_(min=0)
-    cache = _block_cache(model)
-    masks = _Masks(pad_mask, cache is not None, next(model.parameters()).dtype)
-    if cache is None:
-        cache = DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)
     kw = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    logits = model(input_ids=ids, attention_mask=masks.prefill(), position_ids=pos, past_key_values=cache,
-                   use_cache=True, **kw).logits[:, -1]
-    with _decode_attention(model, masks.blocks):
-        return _decode_steps(model, prompts, rows, sampler, max_new_tokens, eos, pad_id, cache, masks, logits,
-                             pad_mask.sum(-1))
+    logits = model(input_ids=ids, attention_mask=pad_mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                   **kw).logits[:, -1]
+    src = torch.repeat_interleave(torch.arange(len(prompts), device=device),
+                                  torch.tensor([len(r) for r in rows], device=device))
+    kv = (_BlockKV(cache, pad_mask, src, max_new_tokens) if _block_kv_ok(model)
+          else _TransformersKV(cache, pad_mask, src))
+    del cache
+    with kv.attention(model):
+        return _decode_steps(model, rows, sampler, max_new_tokens, eos, pad_id, kv, logits[src],
+                             pad_mask.sum(-1)[src])
 
 
-def _decode_steps(model, prompts, rows, sampler, max_new_tokens, eos, pad_id, cache, masks, logits, next_pos):
-    """The decode loop after the prefill: copy each prompt's cache rows to its output rows, then sample a token
-    per row and step; rows that reached EOS leave the batch once they are :data:`COMPACT_FRACTION` of it."""
+def _decode_steps(model, rows, sampler, max_new_tokens, eos, pad_id, kv, logits, next_pos):
+    """The decode loop after the prefill: sample a token per row and step; rows that reached EOS leave the batch
+    once they are :data:`COMPACT_FRACTION` of it."""
     device = logits.device
-    copies = torch.tensor([len(r) for r in rows], device=device)
-    if bool((copies != 1).any()):  # num_return_sequences / repeated prompts: copy the prefilled cache rows
-        src = torch.repeat_interleave(torch.arange(len(prompts), device=device), copies)
-        cache.batch_select_indices(src)
-        masks.select(src)
-        logits, next_pos = logits[src], next_pos[src]
     flat = [r for rs in rows for r in rs]
     n_rows = len(flat)
     active = torch.tensor(flat, device=device)  # batch row -> sampler row
@@ -447,12 +483,10 @@ def _decode_steps(model, prompts, rows, sampler, max_new_tokens, eos, pad_id, ca
                 gone = (~alive).nonzero().squeeze(-1)
                 out[where[gone]] = buf[gone]
                 keep = alive.nonzero().squeeze(-1)
-                cache.batch_select_indices(keep)
-                masks.select(keep)
+                kv.select(keep)
                 tok, next_pos, active, where, alive = tok[keep], next_pos[keep], active[keep], where[keep], alive[keep]
                 buf = buf[keep]
-        logits = model(input_ids=tok.unsqueeze(-1), attention_mask=masks.step(), position_ids=next_pos.unsqueeze(-1),
-                       past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = kv.step(model, tok, next_pos)
         next_pos = next_pos + 1
     out[where] = buf
     out, length = out.tolist(), length.tolist()

@@ -25,8 +25,14 @@ def render_feedback(notes: list[AspectNote]) -> str:
     lines = []
     for n in notes:
         score = "?" if n.score is None else str(n.score)
-        lines.append(f"- {n.aspect} ({score}/{n.max_score}): {n.critique}")
+        # an empty critique is a scalar-only message: the score without words
+        lines.append(f"- {n.aspect} ({score}/{n.max_score})" + (f": {n.critique}" if n.critique else ""))
     return "\n".join(lines)
+
+
+def scalar_notes(score: int | None, max_score: int = 5) -> list[AspectNote]:
+    """The scalar-only message: one overall score and no critique (what the scalar-reward ablation knows)."""
+    return [AspectNote("overall quality", score, max_score, "")]
 
 
 REFINE_INSTRUCTION = "Revise the draft so that it fixes every problem the feedback names."

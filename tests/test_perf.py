@@ -79,7 +79,7 @@ def test_transformers_cache_fallback_gives_the_same_samples(m0, convs, monkeypat
     """Models whose cache is not plain full-attention layers keep transformers' DynamicCache and 2D mask."""
     model, tok = m0
     fast = generate(model, tok, convs, seed=3, **SAMPLE)
-    monkeypatch.setattr(generation, "_block_cache", lambda model: None)
+    monkeypatch.setattr(generation, "_block_kv_ok", lambda model: False)
     assert generate(model, tok, convs, seed=3, **SAMPLE) == fast
 
 
@@ -350,8 +350,14 @@ def test_bench_quick_writes_its_json(tmp_path):
         assert r["ref_cache"]["warm"]["computed"] == 0 and not r["ref_cache"]["warm"]["reference_loaded"]
     for r in data["stage"]:
         assert r["rerun_seconds"] < r["first_seconds"]
-    assert len(data["acceptance"]) == 4 and data["meta"]["quick"] is True
+    assert len(data["acceptance"]) == 5 and data["meta"]["quick"] is True
     assert "sampling tokens/s" in data["table"] and res["meta"]["reps"] == 1
+    machine = data["meta"]["machine"]  # the facts the fast path's speed depends on, printed with the table
+    assert {"cpu", "cpu_flags", "cores", "torch_threads", "torch_cpu_capability", "load_average"} <= set(machine)
+    assert "machine: " in data["table"] and "decode rows" in data["table"]
+    if not torch.cuda.is_available():
+        assert data["vllm"] == [] and data["meta"]["vllm_skipped"] == "no CUDA device"
+        assert "vLLM row not run: no CUDA device" in data["table"]
 
 
 def test_decoding_restores_the_models_attention_setting(m0, convs):
