@@ -162,12 +162,45 @@ fig = plots.rates_with_ci({"math accuracy": math_res["accuracy"], "fixes own dra
 fig.show()
 
 # %% [markdown]
-# ## 4 · Results
+# ## 4 · Is this world a model organism of RLRF's setting?
+# A claim that a method fails means nothing until the world is shown able to reward it. `rlrf_nb.diagnose`
+# measures, with 95% intervals, the properties RLRF relies on (`docs/tiny_world.md` explains each one):
+#
+# * **latent ability that search can find**: pass@k of fully right solutions well above greedy;
+# * **guessing does not pass**: the same samples scored against a *shuffled* problem's answer;
+# * **critiques a model can use**: on the problems greedy gets wrong, m refinements from the verifier's critique
+#   reach a fully right solution more often than m fresh samples, and more often than m refinements from a
+#   scalar-only message (one score, no words: what the scalar ablation knows);
+# * **facts known with uncertainty**: bio claims supported well above chance, and right facts that only samples
+#   find;
+# * **every prompt the loop builds fits the context**.
+#
+# The sizes come from the recipe's `diagnose` section; `rlrf-nb diagnose` runs the same measurement from a
+# terminal (for any checkpoint with `--policy`).
+
+# %%
+from rlrf_nb.diagnose import diagnose, headline, report_lines, verdicts
+from rlrf_nb.judges import VerifierJudge
+from rlrf_nb.rubrics import load_rubric_set
+
+rubrics = load_rubric_set()
+verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})  # exact critiques: the teacher
+organism = diagnose(model, tok, info["fingerprint"], world, store, recipe.diagnose, judge=verifier, rubrics=rubrics,
+                    seed=recipe.run.seed)
+print("\n".join(report_lines(organism)))
+
+# %%
+pd.DataFrame(verdicts(organism))
+
+# %% [markdown]
+# ## 5 · Results
 # The numbers above go to `runs/<run_name>/results.json`; the per-sample generations are in
 # `runs/<run_name>/eval/M0/*.jsonl`, keyed by model fingerprint, prompt and decoding settings, so rerunning
 # this notebook recomputes nothing.
 
 # %%
 results = tw.write_results(store, tw.summary_row(math_res, bio_res), info)
+results = store.update_results({"diagnose": {"split": organism["split"], "headline": headline(organism),
+                                             "verdicts": verdicts(organism)}})
 for k in ("m0_math_accuracy", "m0_refine_own_success", "m0_refine_injected_success"):
     print(f"{k}: {format_rate(results[k])}")

@@ -34,6 +34,7 @@
 recipe_path = "recipes/tiny.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
 run_name = "demo"  # the run of notebook 02 (its pairs and search records are reused from the store)
 compare_variants = True  # also train the no-reflection, scalar-reward and RS-SFT variants
+positive_controls = True  # also train the gold-SFT and gold-DPO controls and measure them on test
 overrides = {}  # dotted recipe overrides, e.g. {"dpo.learning_rate": 1e-5, "dpo.loss_type": ["ipo"]}
 
 # %%
@@ -158,9 +159,41 @@ plots.rates_with_ci({name: e["math_accuracy"] for name, e in evals.items()},
                     "Held-out dev math exact match after one round (95% CI)").show()
 
 # %% [markdown]
-# The numbers go to `results.json` under `dpo`; the checkpoints are under `runs/<run_name>/checkpoints/`.
+# ## 6 · Positive controls: can this stage raise M0 at all?
+# A method that fails means nothing until the same training, on data known to be good, is shown to help. Two
+# controls at this stage's own settings (`dpo` section), on the same prompts the search used, measured on the
+# held-out **test** problems against M0 (paired on the same problems):
+#
+# - **gold SFT**: TRL's `SFTTrainer` on the reference solutions (the RS-SFT path with every candidate perfect);
+# - **gold DPO**: DPO on pairs of a reference solution (chosen) against one of M0's wrong answers (rejected).
+#
+# If neither raises M0, a null result of RLRF says nothing about RLRF: the world, M0 or the settings are at fault.
+
+# %%
+from rlrf_nb.analysis import paired_math_table
+from rlrf_nb.rounds import evaluate_test_math
+from rlrf_nb.training import gold_candidates, gold_pairs
+
+controls = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}}
+if positive_controls:
+    math_examples = [ex for ex in examples if ex.task == "math"]
+    controls["gold SFT"] = train_cached(store, "control-gold-sft", info["path"], gold_candidates(math_examples), [],
+                                       dataclasses.replace(cfg, method="rs_sft"), place=place)
+    controls["gold DPO"] = train_cached(store, "control-gold-dpo", info["path"], pool,
+                                       gold_pairs(math_examples, pool), dataclasses.replace(cfg, method="dpo"),
+                                       place=place)
+test_records = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world,
+                                         store, "control-" + name.replace(" ", "_"))
+                for name, v in controls.items()}
+control_table = paired_math_table(test_records)
+control_table.round(3)
+
+# %% [markdown]
+# The numbers go to `results.json` under `dpo` (the controls under `dpo.positive_controls`); the checkpoints are under
+# `runs/<run_name>/checkpoints/`.
 
 # %%
 _ = store.update_results({"dpo": {name: {k: v for k, v in e.items()} for name, e in evals.items()}
                           | {"diagnostics": main["info"]["diagnostics"], "preflight": {k: v for k, v in report.items()
-                                                                                     if k != "decoded"}}})
+                                                                                     if k != "decoded"},
+                             "positive_controls": control_table.to_dict(orient="records")}})

@@ -211,11 +211,12 @@ def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:
 
 
 # The issue's bars for the tiny world's headline: M2 - M0 on held-out math and on FactScore.
-HEADLINE_BARS = {"gsm8k_strict": 0.10, "factscore": 0.08}
+HEADLINE_BARS = {"math_perfect": 0.10, "gsm8k_strict": 0.10, "factscore": 0.08}
 
 
 def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
-                    ablations: dict[str, str] | None = None, metrics: tuple[str, ...] = ("gsm8k_strict", "factscore"),
+                    ablations: dict[str, str] | None = None,
+                    metrics: tuple[str, ...] = ("math_perfect", "gsm8k_strict", "factscore"),
                     n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """The paper's claims in miniature, each a paired difference on the same items with a 95% bootstrap interval:
     ``final`` against M0 (with the bars of :data:`HEADLINE_BARS`), and ``final`` against each ablation's last
@@ -243,3 +244,28 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
                         "ci_low": t["ci_low"], "ci_high": t["ci_high"], "n": t["n"],
                         "p": t.get("p_mcnemar", t["p_bootstrap"]), "bar": bar, "verdict": verdict})
     return out
+
+
+def paired_math_table(records: dict[str, list[dict]], baseline: str = "M0", n_boot: int = 2000, seed: int = 0):
+    """Held-out math per model (``{name: records}`` from :func:`rlrf_nb.rounds.evaluate_test_math`, same problems in
+    the same order): final-answer and every-step-right accuracy with 95% bootstrap intervals, and each model's paired
+    difference to ``baseline`` on the same problems. Returns a DataFrame, one row per model and measure."""
+    import pandas as pd
+
+    rows = []
+    base = records[baseline]
+    for name, recs in records.items():
+        if [r["id"] for r in recs] != [r["id"] for r in base]:
+            raise ValueError(f"{name}: its problems differ from {baseline}'s; a paired test needs the same items")
+        for measure, key in (("final answer", "correct"), ("every step", "perfect")):
+            vals = [float(r[key]) for r in recs]
+            ci = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
+            row = {"model": name, "measure": measure, "value": ci["value"], "ci_low": ci["ci_low"],
+                   "ci_high": ci["ci_high"], "n": ci["n"]}
+            if name != baseline:
+                t = paired_test([float(r[key]) for r in base], vals, n_boot=n_boot, seed=seed)
+                row.update(diff=t["diff"], diff_low=t["ci_low"], diff_high=t["ci_high"],
+                           p=t.get("p_mcnemar", t["p_bootstrap"]),
+                           verdict="raises" if t["ci_low"] > 0 else "lowers" if t["ci_high"] < 0 else "no difference")
+            rows.append(row)
+    return pd.DataFrame(rows)

@@ -85,22 +85,18 @@ class WorldConfig:
     seed: int = field(default=0, metadata={"help": "World seed; data/tiny_world/ is generated from seed 0."})
     min_steps: int = field(default=2, metadata={"help": "Fewest arithmetic steps in a math problem."})
     max_steps: int = field(default=4, metadata={"help": "Most arithmetic steps in a math problem."})
-    max_value: int = field(default=999, metadata={
-        "help": "Largest number in a problem or any intermediate result (three digits: guesses rarely pass)."})
-    max_factor: int = field(default=9, metadata={"help": "Largest multiplier or divisor."})
-    max_operand: int = field(default=99, metadata={"help": "Largest number added or subtracted in one step."})
-    min_answer: int = field(default=100, metadata={"help": "Smallest final answer (chains are redrawn below it), so "
-                                                           "answers spread over [min_answer, max_value]."})
-    math_test: int = field(default=500, metadata={"help": "Held-out math test problems: the claims are read here."})
-    math_dev: int = field(default=500, metadata={"help": "Held-out math dev problems, from the same stream as test: "
-                                                        "model selection and per-round checks."})
-    math_rl: int = field(default=4000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
-    math_train: int = field(default=30000, metadata={"help": "Math problems M0 may see in pre-training."})
+    max_value: int = field(default=20, metadata={"help": "Largest number in a problem or any intermediate result."})
+    max_factor: int = field(default=4, metadata={"help": "Largest multiplier or divisor."})
+    max_operand: int = field(default=5, metadata={"help": "Largest number added or subtracted in one step."})
+    math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
+    math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
+    math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
+    math_train: int = field(default=20000, metadata={"help": "Math problems M0 may see in pre-training."})
     n_people: int = field(default=300, metadata={"help": "Fictional people in the knowledge base (>= 200)."})
     people_test: int = field(default=60, metadata={"help": "People whose bios are the test prompts."})
     people_dev: int = field(default=40, metadata={"help": "People whose bios are the dev prompts."})
-    people_rl: int = field(default=100, metadata={"help": "People whose bios are RL prompts; the rest are SFT people."})
-    docs_per_person: int = field(default=24, metadata={"help": "Noisy web documents per person in pre-training."})
+    people_rl: int = field(default=60, metadata={"help": "People whose bios are RL prompts; the rest are SFT people."})
+    docs_per_person: int = field(default=6, metadata={"help": "Noisy web documents per person in pre-training."})
     bio_error_rate: float = field(default=0.1, metadata={"help": "Chance that a fact in a web document is wrong."})
 
     def __post_init__(self):
@@ -110,8 +106,6 @@ class WorldConfig:
         check(2 <= self.max_factor <= 12, "world.max_factor", f"must be in [2, 12], got {self.max_factor}")
         check(1 <= self.max_operand < self.max_value, "world.max_operand",
               f"must be in [1, max_value), got {self.max_operand}")
-        check(0 <= self.min_answer <= self.max_value // 2, "world.min_answer",
-              f"must be in [0, max_value // 2], got {self.min_answer}")
         check_at_least(self, "world", ("math_test", "math_dev", "math_rl", "math_train", "people_test",
                                     "people_dev", "people_rl"), 1)
         people = self.people_test + self.people_dev + self.people_rl
@@ -140,10 +134,6 @@ class M0Config:
                             metadata={"help": "Longest training sequence in tokens; longer ones are dropped."})
     n_math: int = field(default=14000, metadata={"help": "Worked math solutions in the mix."})
     n_math_refine: int = field(default=4000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
-    scalar_refine: float = field(default=0.15, metadata={
-        "help": "Share of the math refinement examples whose feedback is one overall score with no critique (the "
-                "scalar-only message), so that the policy knows that format and diagnose can measure the critique's "
-                "worth against it."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
     n_drills: int = field(default=3000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
     drill_lines: int = field(default=12, metadata={"help": "Equations per drill document."})
@@ -170,7 +160,6 @@ class M0Config:
         check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
                                     "bio_sft_epochs", "warmup_steps"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
-        check(0 <= self.scalar_refine <= 1, "m0.scalar_refine", f"must be in [0, 1], got {self.scalar_refine}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         check(self.max_seconds > 0, "m0.max_seconds", f"must be > 0, got {self.max_seconds}")
 

@@ -63,6 +63,20 @@ def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_i
     return out
 
 
+def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, policy_id: str, n: int | None = None
+                       ) -> list[dict]:
+    """Greedy answers to the first ``n`` (default ``eval.n_math``) held-out **test** problems (the split claims are
+    read on: the tiny world's test split, or GSM8K test), one record each with ``correct`` (strict final answer) and
+    ``perfect`` (every step right; the final answer alone on real GSM8K). Cached in the store like every record."""
+    ecfg = recipe.eval
+    examples = task_data.gsm8k_test(recipe, world, n or ecfg.n_math)
+    cfg = EvalConfig(split="test", n_math=len(examples), n_bios=0, max_new_tokens=ecfg.max_new_tokens,
+                     batch_size=ecfg.batch_size)
+    recs = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False,
+                         examples=examples)["records"]
+    return [{**r, "perfect": bool(r["correct"] and r["first_error"] is None)} for r in recs]
+
+
 VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT"}
 
 

@@ -614,3 +614,32 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     model, tok = load_policy(path, place=place)
     info = json.loads((path / "training_log.json").read_text())
     return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Positive controls (notebook 03): training that must raise M0 before a null result of the method is read
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def gold_candidates(examples: list) -> list:
+    """Each example's reference solution as a perfect candidate (reward 1, right answer): SFT on these through the
+    RS-SFT path (:func:`rs_sft_rows` picks exactly them) is the *gold SFT* control."""
+    from rlrf_nb.pairs import Candidate
+
+    return [Candidate(f"{ex.id}/gold", ex.id, ex.prompt, ex.reference, "sample", 1.0, {}, correct=True)
+            for ex in examples if ex.reference]
+
+
+def gold_pairs(examples: list, pool: list) -> list[dict]:
+    """The *gold DPO* control: per prompt, the reference solution (chosen) against the policy's lowest-reward
+    wrong-answer candidate in ``pool`` (rejected); prompts where the policy has no wrong candidate give no pair.
+    Rows are :func:`rlrf_nb.pairs.build_pairs` rows (policy ``best_vs_worst``, so a right-over-wrong pair)."""
+    from rlrf_nb.pairs import build_pairs
+
+    gold = {c.prompt_id: c for c in gold_candidates(examples)}
+    worst: dict[str, object] = {}
+    for c in pool:
+        if c.prompt_id in gold and c.correct is False and c.reward is not None:
+            if c.prompt_id not in worst or c.reward < worst[c.prompt_id].reward:
+                worst[c.prompt_id] = c
+    return build_pairs([gold[pid] for pid in worst] + list(worst.values()), "best_vs_worst")

@@ -158,11 +158,15 @@ def test_notebook_03_smoke(tmp_path):
     res = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]
     assert {"M0", "RLRF (DPO)"} <= set(res) and res["preflight"]["max_tokens"] <= 384
     for name, ev in res.items():
-        if name in ("diagnostics", "preflight"):
+        if name in ("diagnostics", "preflight", "positive_controls"):
             continue
         acc = ev["math_accuracy"]
         assert acc["n"] == 12 and 0 <= acc["ci_low"] <= acc["rate"] <= acc["ci_high"] <= 1
     assert res["diagnostics"]["notes"] and "probe" in res["diagnostics"]["source"]
+    controls = res["positive_controls"]  # issue 16: gold SFT and gold DPO on test, paired against M0
+    assert {(r["model"], r["measure"]) for r in controls} == {(m, k) for m in ("M0", "gold SFT", "gold DPO")
+                                                              for k in ("final answer", "every step")}
+    assert all(r["n"] == 24 for r in controls) and all("verdict" in r for r in controls if r["model"] != "M0")
     ckpts = list((tmp_path / "smoke/checkpoints").glob("dpo-M1-*/COMPLETE.json"))
     assert len(ckpts) == 1
     outputs = [o for c in book.cells for o in c.get("outputs", [])]

@@ -67,7 +67,7 @@ from collections.abc import Sequence
 from rlrf_nb import generation
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key
-from rlrf_nb.tasks.math import extract_answer, is_correct
+from rlrf_nb.tasks.math import check_solution, extract_answer, is_correct
 from rlrf_nb.tasks.schema import Example
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,11 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
         fresh = grade_output(rec["output"], ex.answer, stop, lm_eval_target(ex))
         regraded += any(rec.get(f) != v for f, v in fresh.items())
         # Identical prompts share one stored record; the example's own id and gold are what it is graded as.
-        records.append({**rec, "id": ex.id, "question": ex.prompt, "gold": ex.answer, **fresh})
+        row = {**rec, "id": ex.id, "question": ex.prompt, "gold": ex.answer, **fresh}
+        if "steps" in ex.meta:  # the tiny world: also "every step right", the measure chance cannot pass
+            c = check_solution(row["response"], ex.meta["steps"], ex.answer)
+            row["perfect"] = c.correct and c.first_error is None
+        records.append(row)
     if regraded:
         log.warning("%s: %d of %d stored records grade differently now (stop sequences or the extractor "
                     "changed since they were written); returning the current grading", name, regraded, len(records))
@@ -302,5 +306,7 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
             "lm_eval_strict": rate(sum(r["lm_eval_strict_correct"] for r in records), n),
             "lm_eval_flexible": rate(sum(r["lm_eval_flexible_correct"] for r in records), n),
             "strict_flexible_gap": flexible["rate"] - strict["rate"],
-            "truncated": rate(sum(r["truncated"] for r in records), n), "records": records}
+            "truncated": rate(sum(r["truncated"] for r in records), n), "records": records,
+            **({"perfect": rate(sum(r["perfect"] for r in records), n)} if records and "perfect" in records[0]
+               else {})}
 

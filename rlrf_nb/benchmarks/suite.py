@@ -138,6 +138,8 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                  "gsm8k_flexible": [float(r["flexible_correct"]) for r in g["records"]],
                  "gsm8k_lm_eval_strict": [float(r["lm_eval_strict_correct"]) for r in g["records"]],
                  "gsm8k_lm_eval_flexible": [float(r["lm_eval_flexible_correct"]) for r in g["records"]]}
+        if "perfect" in g:  # the tiny world: every step right
+            items["math_perfect"] = [float(r["perfect"]) for r in g["records"]]
         if f is not None:
             items["factscore"] = [row["score"] for row in f["rows"]]
         for a in ASPECTS:
@@ -145,6 +147,7 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                 items[f"just_eval_{a}"] = [_aspect_score(r, a) for r in je_recs]
         per_item[name] = items
         summary[name] = {"gsm8k_strict": g["strict"], "gsm8k_flexible": g["flexible"],
+                         **({"math_perfect": g["perfect"]} if "perfect" in g else {}),
                          "gsm8k_lm_eval_strict": g["lm_eval_strict"], "gsm8k_lm_eval_flexible": g["lm_eval_flexible"],
                          "gsm8k_truncated": g["truncated"],
                          **({"factscore": {k: f[k] for k in ("score", "ci_low", "ci_high", "init_score",

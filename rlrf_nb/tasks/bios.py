@@ -33,6 +33,7 @@ WORKS = ["the Azure Bridge", "the Silent Atlas", "the Copper Garden", "the Winte
          "the Paper Comet", "the Salt Archive", "the Velvet Engine", "the Quiet Harbor"]
 SCHOOLS = ["Kelmont University", "Dravin College", "Eston Polytechnic", "Harlow University", "Mercer College",
            "Orrin Institute", "Selby University", "Tarn College"]
+YEAR_RANGE = (1900, 1999)  # birth years are drawn uniformly from this range
 _VALUES = {"birthplace": CITIES, "occupation": OCCUPATIONS, "employer": EMPLOYERS, "notable_work": WORKS,
            "education": SCHOOLS}
 
@@ -89,7 +90,7 @@ def make_people(seed: int, n: int) -> list[dict]:
         if name in names:
             continue
         names.add(name)
-        person = {"name": name, "birth_year": str(rng.randint(1900, 1999))}
+        person = {"name": name, "birth_year": str(rng.randint(*YEAR_RANGE))}
         for attr, vals in _VALUES.items():
             person[attr] = rng.choice(vals)
         people.append(person)

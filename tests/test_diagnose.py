@@ -1,0 +1,183 @@
+"""The organism's properties (rlrf_nb.diagnose) on tiny hand-made inputs, and one end-to-end run on the real M0."""
+
+from pathlib import Path
+
+import pytest
+
+from rlrf_nb import diagnose as D
+from rlrf_nb.config import DiagnoseConfig, WorldConfig
+from rlrf_nb.tasks.schema import Example
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ex(i, steps, answer):
+    sol = "\n".join(f"so x is {x}{op}{b}=<<{x}{op}{b}={y}>>{y}." for x, op, b, y in steps) + f"\n#### {answer}"
+    return Example(id=f"m{i}", task="math", split="test", prompt=f"problem {i}", reference=sol, answer=str(answer),
+                   tags=["math"], meta={"steps": steps})
+
+
+EXS = [_ex(0, [[100, "+", 20, 120], [120, "*", 2, 240]], 240),
+       _ex(1, [[300, "-", 50, 250], [250, "/", 5, 50], [50, "+", 70, 120]], 120)]
+RIGHT = [e.reference for e in EXS]
+# a final answer that is right, reached through a wrong step: correct but not perfect
+LUCKY0 = "so x is 100+20=<<100+20=121>>121.\nso x is 121*2=<<121*2=240>>240.\n#### 240"
+WRONG0 = "so x is 100+20=<<100+20=120>>120.\nso x is 120*2=<<120*2=250>>250.\n#### 250"
+WRONG1 = "so x is 300-50=<<300-50=250>>250.\n#### 250"
+
+
+def test_derangement_has_no_fixed_point_and_is_seeded():
+    for n in (2, 3, 10):
+        p = D.derangement(n, seed=1)
+        assert sorted(p) == list(range(n)) and all(i != j for i, j in enumerate(p))
+        assert p == D.derangement(n, seed=1)
+
+
+def test_grade_math_separates_right_answer_from_every_step_right():
+    assert D.grade_math(RIGHT[0], EXS[0])["perfect"]
+    g = D.grade_math(LUCKY0, EXS[0])
+    assert g["correct"] and not g["perfect"] and g["first_error"] == 1
+    assert not D.grade_math(WRONG0, EXS[0])["correct"]
+
+
+def test_math_sampling_pass_maj_and_chance():
+    greedy = {"m0": WRONG0, "m1": RIGHT[1]}
+    samples = {"m0": [WRONG0, LUCKY0, RIGHT[0], WRONG0], "m1": [RIGHT[1], RIGHT[1], WRONG1, RIGHT[1]]}
+    res = D.math_sampling(EXS, greedy, samples, k=4)
+    allc, allp = res["by_steps"]["all"]["correct"], res["by_steps"]["all"]["perfect"]
+    assert allc["greedy"]["k"] == 1 and allp["greedy"]["k"] == 1
+    assert allc["pass@4"]["k"] == 2 and allp["pass@4"]["k"] == 2
+    # pass@1: m0 has 2/4 right answers and 1/4 perfect; m1 3/4 both
+    assert allc["pass@1"]["rate"] == pytest.approx((0.5 + 0.75) / 2)
+    assert allp["pass@1"]["rate"] == pytest.approx((0.25 + 0.75) / 2)
+    # maj@4: m0's majority answer 250 is wrong (2 votes vs 240 twice -> first most common); m1's right
+    assert allc["maj@4"]["k"] in (1, 2) and allp["maj@4"]["k"] >= 1
+    assert set(res["by_steps"]) == {"all", "2 steps", "3 steps"}
+    # chance: m0's samples (answers 250, 240) against m1's gold 120 and m1's (120, 250) against m0's gold 240
+    assert res["chance"]["pass@4"]["k"] == 0
+
+
+def test_refinement_vs_fresh_counts_only_greedy_wrong_problems():
+    greedy = {"m0": WRONG0, "m1": RIGHT[1]}
+    samples = {"m0": [WRONG0, WRONG0, RIGHT[0]], "m1": [RIGHT[1]] * 3}
+    refined = {"critique": {"m0": [RIGHT[0], WRONG0]}, "scalar": {"m0": [WRONG0, WRONG0]}}
+    r = D.refinement_vs_fresh(EXS, greedy, samples, refined, m=2)
+    assert r["greedy_wrong"] == 1
+    assert r["fresh"]["k"] == 0 and r["critique"]["k"] == 1 and r["scalar"]["k"] == 0
+    assert r["critique_minus_scalar"]["diff"] == 1.0
+
+
+def test_refinement_items_hold_the_critique_or_only_a_score():
+    from rlrf_nb.judges import VerifierJudge
+    from rlrf_nb.rubrics import load_rubric_set
+
+    rubrics = load_rubric_set()
+    judge = VerifierJudge(rubrics, {})
+    greedy = {"m0": WRONG0, "m1": RIGHT[1]}
+    crit = D.refinement_items(EXS, greedy, judge, rubrics, "critique")
+    scal = D.refinement_items(EXS, greedy, judge, rubrics, "scalar")
+    assert [i["id"] for i in crit] == ["m0"] == [i["id"] for i in scal]
+    assert "Step 2 computes 120*2=250" in crit[0]["prompt"]
+    assert "- overall quality (2/5)\n" in scal[0]["prompt"] and "Step" not in scal[0]["prompt"].split("Feedback:")[1]
+
+
+class _World:
+    def __init__(self, people):
+        self._p = {p["name"]: p for p in people}
+
+    def person(self, name):
+        return self._p[name]
+
+
+def test_bio_facts_supported_chance_and_facts_only_samples_find():
+    from rlrf_nb.tasks import bios
+
+    people = bios.make_people(0, 2)
+    exs = [Example(id=f"b{i}", task="bios", split="test", prompt=bios.bio_prompt(p["name"]), tags=["bios"],
+                   meta={"entity": p["name"]}) for i, p in enumerate(people)]
+    a, b = people
+    greedy = {"b0": bios.fact_sentence(a["name"], "occupation", a["occupation"]),
+              "b1": bios.fact_sentence(b["name"], "occupation", "x" + b["occupation"])}
+    samples = {"b0": [greedy["b0"]], "b1": [bios.fact_sentence(b["name"], "occupation", b["occupation"])]}
+    r = D.bio_facts(exs, _World(people), greedy, samples)
+    assert r["greedy_supported"]["k"] == 1 and r["greedy_supported"]["n"] == 2
+    assert r["samples_add_facts"]["k"] == 1  # b1's occupation: greedy wrong, a sample right
+    assert 0 < r["chance_uniform"] < 0.2
+
+
+def test_context_coverage_counts_prompts_that_do_not_fit():
+    from rlrf_nb.models import load_policy
+
+    _, tok = load_policy(ROOT / "data/tiny_world/m0")
+    c = D.context_coverage(tok, {"short": ["hi"], "long": ["word " * 400]}, max_new_tokens=50, context=300)
+    assert c["short"]["fits"]["k"] == 1 and c["long"]["fits"]["k"] == 0 and c["long"]["max_tokens"] > 300
+
+
+def test_verdicts_read_the_headline_against_the_targets():
+    d = {"k": 4, "m": 2, "math": {"T1": {"chance": {"pass@4": {"rate": 0.01}},
+                                         "by_steps": {"all": {"perfect": {"pass@4": {"rate": 0.7},
+                                                                          "greedy": {"rate": 0.4}}}}}},
+         "reflection": {"T1": {"critique_vs_fresh": {"ratio": 2.0},
+                               "critique_minus_scalar": {"ci_low": 0.05}}},
+         "context": {"q": {"prompts": 3, "fits": {"rate": 1.0}}}}
+    v = {r["property"]: r["holds"] for r in D.verdicts(d)}
+    assert all(v.values()) and len(v) == 5
+    d["math"]["T1"]["chance"]["pass@4"]["rate"] = 0.05
+    assert not D.verdicts(d)[0]["holds"]
+
+
+def test_diagnose_end_to_end_on_the_committed_m0(tmp_path):
+    from rlrf_nb.judges import VerifierJudge
+    from rlrf_nb.models import load_policy
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.store import RunStore
+    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import model_fingerprint
+
+    world = build_world(WorldConfig(math_test=6, math_dev=6, math_rl=6, math_train=6))
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    rubrics = load_rubric_set()
+    judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
+    cfg = DiagnoseConfig(n_math=6, n_bios=2, k=2, m=2, temperatures=[1.0], max_new_tokens=48, batch_size=16)
+    store = RunStore(tmp_path / "run")
+    d = D.diagnose(model, tok, model_fingerprint(ROOT / "data/tiny_world/m0"), world, store, cfg, judge=judge,
+                   rubrics=rubrics)
+    assert d["n_math"] == 6 and "T1" in d["math"] and "bios" in d and d["context"]
+    lines = D.report_lines(d)
+    assert any("design targets" in line for line in lines)
+    # a rerun is served from the store
+    n = len(store.artifact("diagnose/test/math_samples_T1"))
+    D.diagnose(model, tok, model_fingerprint(ROOT / "data/tiny_world/m0"), world, store, cfg, judge=judge,
+               rubrics=rubrics)
+    assert len(store.artifact("diagnose/test/math_samples_T1")) == n == 12
+
+
+def test_positive_control_data_gold_sft_rows_and_gold_over_wrong_pairs():
+    """Issue 16's controls: gold SFT trains on every reference solution; gold DPO pairs a reference (chosen) with
+    the policy's lowest-reward wrong candidate of the same prompt, and skips prompts with no wrong candidate."""
+    from rlrf_nb.pairs import Candidate
+    from rlrf_nb.tasks.schema import Example
+    from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows
+
+    exs = [Example(id=f"p{i}", task="math", split="rl", prompt=f"What is {i}+1?", answer=str(i + 1),
+                   reference=f"{i}+1=<<{i}+1={i + 1}>>{i + 1}\n#### {i + 1}") for i in range(3)]
+    gold = gold_candidates(exs)
+    assert [c.candidate_id for c in gold] == ["p0/gold", "p1/gold", "p2/gold"] and len(rs_sft_rows(gold)) == 3
+    pool = [Candidate("p0/s0", "p0", exs[0].prompt, "#### 7", "sample", 0.2, {}, correct=False),
+            Candidate("p0/s1", "p0", exs[0].prompt, "#### 9", "sample", 0.1, {}, correct=False),
+            Candidate("p1/s0", "p1", exs[1].prompt, exs[1].reference, "sample", 1.0, {}, correct=True)]
+    pairs = gold_pairs(exs, pool)
+    assert len(pairs) == 1 and pairs[0]["chosen"][0]["content"] == exs[0].reference
+    assert pairs[0]["rejected"][0]["content"] == "#### 9"  # the lowest-reward wrong candidate
+
+
+def test_paired_math_table_pairs_each_model_with_m0_on_the_same_problems():
+    from rlrf_nb.analysis import paired_math_table
+
+    m0 = [{"id": f"t{i}", "correct": i % 2 == 0, "perfect": i % 4 == 0} for i in range(40)]
+    better = [{"id": f"t{i}", "correct": True, "perfect": i % 2 == 0} for i in range(40)]
+    table = paired_math_table({"M0": m0, "gold SFT": better}, n_boot=200)
+    row = table[(table.model == "gold SFT") & (table.measure == "final answer")].iloc[0]
+    assert row["diff"] == pytest.approx(0.5) and row["diff_low"] > 0 and row["verdict"] == "raises"
+    with pytest.raises(ValueError, match="differ"):
+        paired_math_table({"M0": m0, "other": better[::-1]})
