@@ -6,7 +6,10 @@ training per config from M0, each scored on the 200 dev problems with a paired t
         "method=rs_sft,learning_rate=3e-4,epochs=3,batch_size=32" "learning_rate=3e-5,epochs=2"
 
 A config is comma-separated ``dpo`` fields (``loss_type`` and ``loss_weights`` take ``+``-separated lists);
-``pairs=right_over_wrong`` keeps only pairs whose chosen answer is right and rejected answer wrong. The search
+``pairs=right_over_wrong`` keeps only pairs whose chosen answer is right and rejected answer wrong; ``pairs=<policy>``
+builds the pairs under another pair policy (``no_reflection``: samples only; ``scalar``: ranked by the overall
+score), the round-1 data of notebook 04's variants. ``--split test`` scores the 500 test problems (where claims are
+read) instead of the 200 dev problems. The search
 is stored in ``--out`` and reused by a rerun. About 8 min for the search of 3,000 prompts on 2 CPU cores, and
 1-4 min per config.
 """
@@ -26,7 +29,7 @@ from rlrf_nb.judges import make_judge
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import reflection_search
-from rlrf_nb.rounds import evaluate_policy
+from rlrf_nb.rounds import evaluate_policy, evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks.world import build_world
@@ -55,12 +58,22 @@ def dev_correct(store, policy_id: str) -> dict[str, float]:
     return {r["id"]: float(bool(r["correct"])) for r in rows}
 
 
+def scored(split, model, tok, path, recipe, world, store, policy_id) -> dict[str, dict]:
+    """{problem id: {"correct", "perfect"}} on ``split`` (dev: the rounds' 200 problems; test: eval.n_math)."""
+    if split == "dev":
+        evaluate_policy(model, tok, model_fingerprint(path), recipe, world, store, policy_id)
+        return {i: {"correct": v, "perfect": float("nan")} for i, v in dev_correct(store, policy_id).items()}
+    recs = evaluate_test_math(model, tok, model_fingerprint(path), recipe, world, store, policy_id)
+    return {r["id"]: {"correct": float(r["correct"]), "perfect": float(r["perfect"])} for r in recs}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("configs", nargs="*")
     ap.add_argument("--n", type=int, default=3000)
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "big_search"))
+    ap.add_argument("--split", choices=("dev", "test"), default="dev", help="where each model is scored")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
@@ -82,26 +95,29 @@ def main() -> None:
     steps = {ex.id: len(ex.meta["steps"]) for ex in prompts}
     solved, total = collections.Counter(steps[r["prompt_id"]] for r in rows), collections.Counter(steps.values())
     print("prompts with a perfect candidate, by steps:", {k: f"{solved[k]}/{total[k]}" for k in sorted(total)})
-    evaluate_policy(m0, tok, model_fingerprint(m0_path), recipe, world, store, "M0")
-    base = dev_correct(store, "M0")
+    base = scored(args.split, m0, tok, m0_path, recipe, world, store, "M0")
     ids = sorted(base)
-    print(f"M0: dev math {sum(base.values()) / len(base):.3f}")
+    print(f"M0: {args.split} math {sum(base[i]['correct'] for i in ids) / len(ids):.3f}")
     for text in args.configs:
         cfg, which = parse_config(text, recipe.dpo)
-        use = pairs if which == "all" else [p for p in pairs if p.get("chosen_correct") is True
-                                              and p.get("rejected_correct") is False]
+        if which in ("all", "right_over_wrong"):
+            use = pairs if which == "all" else [p for p in pairs if p.get("chosen_correct") is True
+                                                  and p.get("rejected_correct") is False]
+        else:
+            use = build_pairs(pool, which, round_=1)
         t1 = time.monotonic()
         model, tok = load_policy(m0_path)
         ref = load_policy(m0_path)[0] if cfg.method == "dpo" else None
         out = train_stage(model, tok, pool, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
         path = save_checkpoint(out["model"], tok, store.path("checkpoints", text), {"config": text})
         model, tok = load_policy(path)
-        evaluate_policy(model, tok, model_fingerprint(path), recipe, world, store, text)
-        got = dev_correct(store, text)
-        t = paired_test([base[i] for i in ids], [got[i] for i in ids])
-        print(f"{text}: dev math {sum(got.values()) / len(got):.3f}, diff to M0 {t['diff']:+.3f} "
-              f"[{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] p={t['p_mcnemar']:.3f}; {out['steps']} steps on "
-              f"{len(use) if cfg.method == 'dpo' else len(rows)} rows, {time.monotonic() - t1:.0f} s", flush=True)
+        got = scored(args.split, model, tok, path, recipe, world, store, text)
+        for measure in ("correct", "perfect") if args.split == "test" else ("correct",):
+            t = paired_test([base[i][measure] for i in ids], [got[i][measure] for i in ids])
+            print(f"{text} [{measure}]: {args.split} math {sum(got[i][measure] for i in ids) / len(ids):.3f}, "
+                  f"diff to M0 {t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] "
+                  f"p={t.get('p_mcnemar', t['p_bootstrap']):.3f}; {out['steps']} steps on "
+                  f"{len(use) if cfg.method == 'dpo' else len(rows)} rows, {time.monotonic() - t1:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

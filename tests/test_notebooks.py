@@ -200,10 +200,12 @@ def test_notebook_05_smoke(tmp_path):
     _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
     res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]
     assert set(res["summary"]) == {"M0", "M1", "M2", "no reflection M2"}
-    assert [c["claim"] for c in res["claims"]] == [
-        "M2 beats M0, gsm8k_strict", "M2 beats M0, factscore",
+    assert [c["claim"] for c in res["claims"]] == [  # "every step right" first: the measure chance cannot pass
+        "M2 beats M0, math_perfect", "M2 beats M0, gsm8k_strict", "M2 beats M0, factscore",
+        "reflection helps (M2 vs no reflection M2), math_perfect",
         "reflection helps (M2 vs no reflection M2), gsm8k_strict",
         "reflection helps (M2 vs no reflection M2), factscore"]
+    assert [c["bar"] for c in res["claims"][:3]] == [0.10, 0.10, 0.08]
     for row in res["summary"].values():
         assert row["gsm8k_strict"]["n"] == 24 and row["gsm8k_flexible"]["k"] >= row["gsm8k_strict"]["k"]
         assert row["just_eval_judge"].startswith("just-eval-standin/") and 0 <= row["factscore"]["score"] <= 1

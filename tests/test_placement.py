@@ -113,6 +113,12 @@ def fake_vllm(monkeypatch):
     module.LLM, module.SamplingParams = FakeLLM, lambda **kw: kw
     monkeypatch.setitem(sys.modules, "vllm", module)
     monkeypatch.setattr(generation, "_ENGINE", None)
+    # vllm_engine sets the one-rank process-group variables in os.environ (vLLM's in-process executor needs them);
+    # undo them after the test, or every later DPOConfig of this pytest process starts a process group on that
+    # port and holds it, and subprocesses (rlrf-nb rounds, accelerate launch) inherit the variables and collide
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(key, "")  # recorded as unset, so teardown removes whatever the engine sets
+        monkeypatch.delenv(key)
     return FakeLLM
 
 
