@@ -42,8 +42,9 @@ import dataclasses
 import logging
 
 import pandas as pd
+from IPython.display import Markdown, display
 
-from rlrf_nb import plots, task_data
+from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.judges import make_judge
 from rlrf_nb.models import placement
@@ -186,7 +187,8 @@ test_records = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fi
                                          store, "control-" + name.replace(" ", "_"))
                 for name, v in controls.items()}
 control_table = paired_math_table(test_records)
-control_table.round(3)
+display(control_table.round(3))
+display(Markdown(readings.positive_controls(control_table.to_dict(orient="records"))))
 
 # %% [markdown]
 # The numbers go to `results.json` under `dpo` (the controls under `dpo.positive_controls`); the checkpoints are under

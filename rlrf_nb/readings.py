@@ -427,3 +427,27 @@ def blind_spot(spot: dict, flipped: int, lucky: int) -> str:
                    f"({100 * lucky / flipped:.0f}%) are right answers reached through a wrong step: the verifier "
                    "penalises the step, by design, not a judge fooled by fluent wrong work.")
     return " ".join(out)
+
+
+def positive_controls(rows: list[dict], baseline: str = "M0") -> str:
+    """Notebook 03's positive controls (:func:`rlrf_nb.analysis.paired_math_table` rows): does training on data
+    known to be good raise the baseline on test? If not, a null result of the method is uninformative."""
+    trained = [r for r in rows if r["model"] != baseline and r["measure"] == "every step"]
+    if not trained:
+        return ("**No positive control was trained** (`positive_controls = False`): without one, a method that "
+                "fails here could fail because nothing at these settings can move this policy.")
+    parts, raised = [], []
+    for r in trained:
+        parts.append(f"{r['model']} {_pts(r['diff'])} [{_pts(r['diff_low'])}, {_pts(r['diff_high'])}] points")
+        if r["diff_low"] > 0:
+            raised.append(r["model"])
+    head = f"On {trained[0]['n']:,} test problems, every step right, paired against {baseline}: " + "; ".join(parts)
+    if len(raised) == len(trained):
+        return head + (". **Both controls raise the policy**: the stage can move it, so a method's null result "
+                       "here is a result about the method.")
+    if not raised:
+        return head + (". **Neither control raises the policy**: at these settings (prompts, learning rate, "
+                       "epochs) training on known-good data does not move it, so a null result of RLRF below says "
+                       "nothing about RLRF. Raise the budget or the learning rate until a control holds "
+                       "(`docs/experiments.md`, 'Positive controls').")
+    return head + f". Only {', '.join(raised)} raises the policy: read the method's null result with care."

@@ -190,3 +190,17 @@ def test_judge_prompt_fit_measures_the_committed_m0_as_a_judge():
     fit = R.judge_prompt_fit(cfg, load_rubric_set(), [rec])
     assert fit["context"] == 384 and fit["max_tokens"] > fit["context"] and fit["over"] == 1
     assert R.judge_prompt_fit(SimpleNamespace(judge_url="http://127.0.0.1:1/v1"), None, [rec]) is None
+
+
+def test_positive_controls_reading_follows_the_intervals():
+    from rlrf_nb.readings import positive_controls
+
+    def row(model, lo, hi):
+        return {"model": model, "measure": "every step", "diff": (lo + hi) / 2, "diff_low": lo, "diff_high": hi,
+                "n": 500}
+
+    m0 = {"model": "M0", "measure": "every step", "n": 500}
+    flat = positive_controls([m0, row("gold SFT", -0.032, 0.014), row("gold DPO", -0.044, 0.002)])
+    assert "Neither control raises" in flat and "-3.2" in flat and "says nothing about RLRF" in flat
+    assert "Both controls raise" in positive_controls([m0, row("gold SFT", 0.42, 0.50), row("gold DPO", 0.06, 0.13)])
+    assert "No positive control" in positive_controls([m0])
