@@ -74,11 +74,16 @@ def main() -> None:
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny.yaml"))
     ap.add_argument("--out", default=str(ROOT / "runs" / "big_search"))
     ap.add_argument("--split", choices=("dev", "test"), default="dev", help="where each model is scored")
+    ap.add_argument("--policy", default=None, help="a later round: the checkpoint that searches, starts training "
+                                                   "and is DPO's reference (default M0); scores are still paired "
+                                                   "against M0")
+    ap.add_argument("--skip", type=int, default=0, help="skip this many fresh prompts (a later round's own prompts)")
     args = ap.parse_args()
 
     recipe = load_recipe(args.recipe)
     world = build_world(recipe.world)
-    prompts = world.math["train"][recipe.m0.n_math:recipe.m0.n_math + args.n]
+    first = recipe.m0.n_math + args.skip
+    prompts = world.math["train"][first:first + args.n]
     if len(prompts) < args.n:
         raise SystemExit(f"only {len(prompts)} train problems lie outside M0's mix; lower --n")
     store = RunStore(args.out)
@@ -86,9 +91,12 @@ def main() -> None:
     judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
     m0_path = str(ROOT / recipe.m0.pretrained)
     m0, tok = load_policy(m0_path)
+    start_path = str(args.policy or m0_path)
+    searcher = m0 if start_path == m0_path else load_policy(start_path)[0]
     t0 = time.monotonic()
-    pool = reflection_search(store, m0, tok, model_fingerprint(m0_path), prompts, judge, rubrics, recipe.reflection,
-                             seed=recipe.run.seed, weights=recipe.feedback.weights, policy_id="M0")["pool"]
+    pool = reflection_search(store, searcher, tok, model_fingerprint(start_path), prompts, judge, rubrics,
+                             recipe.reflection, seed=recipe.run.seed + args.skip // args.n,
+                             weights=recipe.feedback.weights, policy_id="M0" if args.policy is None else "start")["pool"]
     rows, pairs = rs_sft_rows(pool), build_pairs(pool, recipe.pairs.policy, round_=1)
     print(f"search: {len(prompts)} prompts, {len(pool)} candidates, {len(pairs)} pairs, {len(rows)} RS-SFT rows, "
           f"{time.monotonic() - t0:.0f} s")
@@ -106,8 +114,8 @@ def main() -> None:
         else:
             use = build_pairs(pool, which, round_=1)
         t1 = time.monotonic()
-        model, tok = load_policy(m0_path)
-        ref = load_policy(m0_path)[0] if cfg.method == "dpo" else None
+        model, tok = load_policy(start_path)
+        ref = load_policy(start_path)[0] if cfg.method == "dpo" else None
         out = train_stage(model, tok, pool, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
         path = save_checkpoint(out["model"], tok, store.path("checkpoints", text), {"config": text})
         model, tok = load_policy(path)
