@@ -59,7 +59,7 @@ def _signature(text: str) -> tuple:
 
 def grade_math(text: str, ex) -> dict:
     c = math.check_solution(text, ex.meta["steps"], ex.answer)
-    return {"correct": c.correct, "perfect": c.correct and c.first_error is None, "first_error": c.first_error,
+    return {"correct": c.correct, "perfect": c.perfect, "first_error": c.first_error,
             "answer": math.extract_answer(text, "strict")}
 
 

@@ -59,7 +59,7 @@ class VerifierJudge:
         n = len(steps)
         # logical correctness (rubric levels): 5 all right; 3 steps right but the final line wrong or
         # missing; otherwise the earlier the first wrong step, the lower (1 at step 1, up to 3 at the last).
-        if c.correct and c.first_error is None:
+        if c.perfect:
             logic = 5
         elif c.first_error is None:
             logic = 3

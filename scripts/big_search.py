@@ -8,7 +8,9 @@ training per config from M0, each scored on the 200 dev problems with a paired t
 A config is comma-separated ``dpo`` fields (``loss_type`` and ``loss_weights`` take ``+``-separated lists);
 ``pairs=right_over_wrong`` keeps only pairs whose chosen answer is right and rejected answer wrong; ``pairs=<policy>``
 builds the pairs under another pair policy (``no_reflection``: samples only; ``scalar``: ranked by the overall
-score), the round-1 data of notebook 04's variants. ``--split test`` scores the 500 test problems (where claims are
+score), the round-1 data of notebook 04's variants. ``pairs=gold`` is issue 16's positive controls: DPO on a
+reference solution against M0's lowest-reward wrong candidate per prompt (``training.gold_pairs``), or with
+``method=rs_sft`` SFT on the reference solutions (``training.gold_candidates``). ``--split test`` scores the 500 test problems (where claims are
 read) instead of the 200 dev problems. The search
 is stored in ``--out`` and reused by a rerun. About 8 min for the search of 3,000 prompts on 2 CPU cores, and
 1-4 min per config.
@@ -34,7 +36,7 @@ from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks.world import build_world
 from rlrf_nb.tiny_world import model_fingerprint
-from rlrf_nb.training import rs_sft_rows, save_checkpoint, train_stage
+from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows, save_checkpoint, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -108,7 +110,10 @@ def main() -> None:
     print(f"M0: {args.split} math {sum(base[i]['correct'] for i in ids) / len(ids):.3f}")
     for text in args.configs:
         cfg, which = parse_config(text, recipe.dpo)
-        if which in ("all", "right_over_wrong"):
+        data = pool
+        if which == "gold":  # the positive controls: data known to be good
+            use, data = gold_pairs(prompts, pool), gold_candidates(prompts) if cfg.method == "rs_sft" else pool
+        elif which in ("all", "right_over_wrong"):
             use = pairs if which == "all" else [p for p in pairs if p.get("chosen_correct") is True
                                                   and p.get("rejected_correct") is False]
         else:
@@ -116,7 +121,7 @@ def main() -> None:
         t1 = time.monotonic()
         model, tok = load_policy(start_path)
         ref = load_policy(start_path)[0] if cfg.method == "dpo" else None
-        out = train_stage(model, tok, pool, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
+        out = train_stage(model, tok, data, use, cfg, store.path("trainer_tmp", text), ref_model=ref)
         path = save_checkpoint(out["model"], tok, store.path("checkpoints", text), {"config": text})
         model, tok = load_policy(path)
         got = scored(args.split, model, tok, path, recipe, world, store, text)
@@ -125,7 +130,8 @@ def main() -> None:
             print(f"{text} [{measure}]: {args.split} math {sum(got[i][measure] for i in ids) / len(ids):.3f}, "
                   f"diff to M0 {t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}] "
                   f"p={t.get('p_mcnemar', t['p_bootstrap']):.3f}; {out['steps']} steps on "
-                  f"{len(use) if cfg.method == 'dpo' else len(rows)} rows, {time.monotonic() - t1:.0f} s", flush=True)
+                  f"{len(use) if cfg.method == 'dpo' else len(rs_sft_rows(data))} rows, {time.monotonic() - t1:.0f} s",
+                  flush=True)
 
 
 if __name__ == "__main__":

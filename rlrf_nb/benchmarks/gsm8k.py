@@ -293,8 +293,7 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
         # Identical prompts share one stored record; the example's own id and gold are what it is graded as.
         row = {**rec, "id": ex.id, "question": ex.prompt, "gold": ex.answer, **fresh}
         if "steps" in ex.meta:  # the tiny world: also "every step right", the measure chance cannot pass
-            c = check_solution(row["response"], ex.meta["steps"], ex.answer)
-            row["perfect"] = c.correct and c.first_error is None
+            row["perfect"] = check_solution(row["response"], ex.meta["steps"], ex.answer).perfect
         records.append(row)
     if regraded:
         log.warning("%s: %d of %d stored records grade differently now (stop sequences or the extractor "

@@ -295,6 +295,11 @@ class MathCheck:
     error_kind: str | None
     critique: str
 
+    @property
+    def perfect(self) -> bool:
+        """Every step right and the final answer right: the measure a guessed answer cannot pass."""
+        return self.correct and self.first_error is None
+
 
 def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
     """Check every calculator annotation and the final answer of ``text`` against ``steps``."""

@@ -116,7 +116,7 @@ def math_refinement_example(rng: random.Random, ex: Example) -> dict:
 
 def math_notes(check: math.MathCheck, rng: random.Random | None = None) -> list[AspectNote]:
     """Feedback notes in the verifier's words; scores vary a little so M0 keys on the critique, not the number."""
-    if check.first_error is None and check.correct:
+    if check.perfect:
         return [AspectNote("logical correctness", 5, 5, check.critique),
                 AspectNote("completeness", 5, 5, "Every step is shown and the solution ends with '#### N'.")]
     low = rng.randint(1, 3) if rng else 2
