@@ -2,7 +2,10 @@
 
 ``run`` executes the numbered notebooks with papermill into ``runs/<name>/`` (resumable), ``demo`` is ``run`` on
 the tiny world followed by its results table, ``sweep`` runs a grid of runs and ``collate`` merges their results;
-``rounds`` runs the round loop without a notebook and ``world`` regenerates ``data/tiny_world/``."""
+``rounds`` runs the round loop without a notebook and ``world`` regenerates ``data/tiny_world/``.
+
+What the kit says goes through :mod:`logging`; :func:`main` sends the ``rlrf_nb`` loggers to stdout as plain lines
+(the results table, the runner's stage lines) and other libraries' records to stderr with their level and name."""
 
 from __future__ import annotations
 
@@ -15,29 +18,26 @@ from pathlib import Path
 from rlrf_nb.paths import resolve_path
 from rlrf_nb.stats import format_rate
 
-
-def _say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+log = logging.getLogger(__name__)
 
 
-def print_results(run_dir: Path, say=_say) -> None:
+def print_results(run_dir: Path) -> None:
     """The results table of a finished run (``make demo`` ends with it): what each stage measured, then the
     benchmarks with paired differences to M0 and the headline comparisons, each with its 95% interval."""
     res = json.loads((run_dir / "results.json").read_text())
     if "m0_math_accuracy" in res:
-        say(f"M0 held-out math accuracy:                      {format_rate(res['m0_math_accuracy'])}")
+        log.info(f"M0 held-out math accuracy:                      {format_rate(res['m0_math_accuracy'])}")
     if "feedback" in res:
         fb = res["feedback"]
-        say(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
-        say(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
+        log.info(f"verifier 5 => right final answer:               {format_rate(fb['verifier_precision'])}")
+        log.info(f"LLM judge parse rate ({fb['llm_judge_id']}):  {format_rate(fb['llm_judge_parse_rate'])}")
     if "reflection" in res:
         rf = res["reflection"]
-        say(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
-        say(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
+        log.info(f"reflection: refinement beats its draft:         {format_rate(rf['refinement_beats_parent'])}")
+        log.info(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
     variants = res.get("round_variants") or ({"rlrf": res["rounds"]} if "rounds" in res else {})
     if variants:
-        say("rounds, dev math exact match (bio claims supported) and wall time of each round:")
+        log.info("rounds, dev math exact match (bio claims supported) and wall time of each round:")
         for variant in sorted(variants, key=lambda v: v != "rlrf"):  # RLRF first, then its ablations
             rows = variants[variant]
             for r in rows:
@@ -45,21 +45,21 @@ def print_results(run_dir: Path, say=_say) -> None:
                     continue
                 bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
                 secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
-                say(f"  {variant:<14} {r['policy']:<3} {format_rate(r['math_accuracy'])}  ({bio})  {secs}")
+                log.info(f"  {variant:<14} {r['policy']:<3} {format_rate(r['math_accuracy'])}  ({bio})  {secs}")
     bm = res.get("benchmarks", {})
     if bm.get("table"):
-        say("benchmarks, held-out test split: value [95% CI]; paired difference to M0 [95% CI], p")
-        say(benchmark_lines(bm["table"]))
+        log.info("benchmarks, held-out test split: value [95% CI]; paired difference to M0 [95% CI], p")
+        log.info(benchmark_lines(bm["table"]))
     if bm.get("claims"):
-        say("the paper's claims in miniature (paired difference on the same test items [95% CI]):")
+        log.info("the paper's claims in miniature (paired difference on the same test items [95% CI]):")
     for c in bm.get("claims", []):
         bar = f" (bar {c['bar']:+.2f})" if c.get("bar") is not None else ""
         value = "n/a (no paired items)" if c.get("diff") is None else \
             f"{c['diff']:+.3f} [{_signed(c.get('ci_low'))}, {_signed(c.get('ci_high'))}]"
-        say(f"  {c['claim']:<58} {value}{bar}  {c['verdict']}")
+        log.info(f"  {c['claim']:<58} {value}{bar}  {c['verdict']}")
     stages = res.get("run", {}).get("stage_seconds") or {}
     if stages:
-        say("wall time per stage: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in stages.items() if v is not None))
+        log.info("wall time per stage: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in stages.items() if v is not None))
 
 
 def _signed(x) -> str:
@@ -110,15 +110,15 @@ def cmd_run(args) -> int:
     try:
         res = run(args.recipe, args.name, params=args.param, stages=args.stages, force=args.force)
     except RunError as e:
-        _say(f"error: {e}")
+        log.error(f"error: {e}")
         return 1
     report = write_report(res.run_dir)
     if (res.run_dir / "results.json").exists():
-        _say("")
+        log.info("")
         print_results(res.run_dir)
     if report:
-        _say(f"\nHTML report: {report}")
-    _say(f"results: {res.run_dir / 'results.json'}")
+        log.info(f"\nHTML report: {report}")
+    log.info(f"results: {res.run_dir / 'results.json'}")
     return 0
 
 
@@ -136,13 +136,13 @@ def cmd_sweep(args) -> int:
     try:
         results, index = sweep(args.recipe, args.grid, args.name, params=args.param, stages=args.stages)
     except RunError as e:
-        _say(f"error: {e}")
+        log.error(f"error: {e}")
         return 1
     dirs = runs_of_sweep(index)
     if dirs:
         table = collate(dirs)
         paths = write_collation(table, index.parent / f"{args.name}.collated")
-        _say(f"collated {len(dirs)} runs: {paths['csv']}")
+        log.info(f"collated {len(dirs)} runs: {paths['csv']}")
     return 0 if len(results) == len(json.loads(index.read_text())["runs"]) else 1
 
 
@@ -156,13 +156,13 @@ def cmd_collate(args) -> int:
         p = Path(item)
         dirs.extend(runs_of_sweep(p) if p.suffix == ".json" else [p])
     if not dirs:
-        _say("error: no runs to collate")
+        log.error("error: no runs to collate")
         return 1
     table = collate(dirs, args.metric or None)
     with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_colwidth", 40):
-        _say(table.drop(columns=["values", "runs"]).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+        log.info(table.drop(columns=["values", "runs"]).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     paths = write_collation(table, args.out)
-    _say(f"written: {', '.join(str(p) for p in paths.values())}")
+    log.info(f"written: {', '.join(str(p) for p in paths.values())}")
     return 0
 
 
@@ -186,9 +186,9 @@ def cmd_rounds(args) -> int:
     del _model
     rubrics = load_rubric_set()
     judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
-    rows = run_rounds(recipe, store, world, judge, rubrics, info["path"], say=_say)
+    rows = run_rounds(recipe, store, world, judge, rubrics, info["path"])
     for r in rows:
-        _say(f"{r['policy']}: dev math {format_rate(r['math_accuracy'])}")
+        log.info(f"{r['policy']}: dev math {format_rate(r['math_accuracy'])}")
     return 0
 
 
@@ -215,8 +215,8 @@ def cmd_diagnose(args) -> int:
     out = store.path("diagnose.json")
     out.write_text(json.dumps(d, indent=1, default=str))
     for line in report_lines(d):
-        _say(line)
-    _say(f"written: {out}")
+        log.info(line)
+    log.info(f"written: {out}")
     return 0
 
 
@@ -226,13 +226,24 @@ def cmd_world(args) -> int:
 
     recipe = load_recipe(resolve_path(args.recipe))
     for p in save_world(build_world(recipe.world), resolve_path(args.out)):
-        _say(str(p))
+        log.info(str(p))
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def console_logging() -> None:
+    """The kit's messages as plain lines on stdout (what the user reads); other libraries' on stderr."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("papermill").setLevel(logging.WARNING)  # the runner says which stage runs
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    kit = logging.getLogger("rlrf_nb")
+    kit.addHandler(handler)
+    kit.setLevel(logging.INFO)
+    kit.propagate = False  # not a second time through the root handler
+
+
+def main(argv: list[str] | None = None) -> int:
+    console_logging()
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     def run_args(p, default_name):

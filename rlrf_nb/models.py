@@ -19,6 +19,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from rlrf_nb.config import RunConfig
+
 # Trainer and its friends are imported inside pretrain(): they pull in accelerate and datasets (about 4 s), which
 # every process that only loads and samples a policy (the stages, the judge, a killed-and-rerun step) would pay.
 
@@ -186,12 +188,12 @@ class Placement:
         return f"{self.device}, {str(self.dtype).removeprefix('torch.')}"
 
 
-def placement(run_cfg=None) -> Placement:
+def placement(run_cfg: RunConfig | None = None) -> Placement:
     """The device and precision of a run, from ``run.device`` and ``run.dtype`` (``auto``: cuda with bf16 on a GPU
     that supports it, fp16 on an older GPU, fp32 on CPU). The one place this is decided: sampling, evaluation
     (:func:`load_policy`'s ``place``) and training (:meth:`Placement.trainer_args`) follow it."""
-    device = getattr(run_cfg, "device", "auto")
-    dtype = getattr(run_cfg, "dtype", "auto")
+    run_cfg = run_cfg or RunConfig()
+    device, dtype = run_cfg.device, run_cfg.dtype
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():

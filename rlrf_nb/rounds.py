@@ -21,6 +21,8 @@ import logging
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from rlrf_nb import task_data
 from rlrf_nb.config import EvalConfig
 from rlrf_nb.generation import load_searcher, release_vllm
@@ -114,7 +116,7 @@ def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
     return (f"rounds/r{t}/" if variant == "rlrf" else f"rounds/{variant}/r{t}/"), recipe.run.seed + t
 
 
-def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print) -> list[dict]:
+def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]:
     """Run (or resume) ``rounds.n_rounds`` rounds from the policy at ``m0_path`` for every variant in
     ``rounds.variants`` (RLRF first). Returns RLRF's rows (M0 first) with dev metrics, pair counts and wall
     times; ``results.json`` gets them under ``rounds`` and every variant's rows under ``round_variants``."""
@@ -126,20 +128,22 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print)
                                                             "M0")}
     del m0
     release_memory()
-    say(f"M0: dev math {m0_row['math_accuracy']['rate']:.3f}")
+    log.info(f"M0: dev math {m0_row['math_accuracy']['rate']:.3f}")
     variants = ["rlrf"] + [v for v in rcfg.variants if v != "rlrf"]
     all_rows: dict[str, list[dict]] = {}
+    bar = tqdm(total=len(variants) * rcfg.n_rounds, desc="RLRF rounds", unit="round")
     for variant in variants:
         label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
         paths = {0: str(m0_path)}
         rows = [{**m0_row, "variant": variant}]
         for t in range(1, rcfg.n_rounds + 1):
+            bar.set_postfix_str(f"{VARIANT_LABELS[variant]} M{t}")
             ckpt = checkpoint_path(store, t, variant)
             if is_complete(ckpt):
                 info = json.loads((ckpt / "training_log.json").read_text())
-                say(f"{label}round {t}: M{t} already trained, loading {ckpt}")
+                log.info(f"{label}round {t}: M{t} already trained, loading {ckpt}")
             else:
-                info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, say, variant)
+                info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, variant)
             paths[t] = str(ckpt)
             model, tok = load_policy(ckpt, place=place)
             pid = f"M{t}" if variant == "rlrf" else f"{variant}/M{t}"
@@ -150,14 +154,16 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str, *, say=print)
                          **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pair_policy",
                                                  "pairs", "pairs_this_round", "search_seconds", "train_seconds",
                                                  "round_seconds", "refinement_beats_parent", "steps") if k in info}})
-            say(f"{label}round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
+            log.info(f"{label}round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
                 f"{info.get('round_seconds', 0):.0f} s)")
             all_rows[variant] = rows
             store.update_results({"rounds": all_rows["rlrf"], "round_variants": all_rows})
+            bar.update(1)
+    bar.close()
     return all_rows["rlrf"]
 
 
-def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict, say,
+def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict,
                  variant: str = "rlrf") -> dict:
     rcfg = recipe.rounds
     policy, dcfg, refl = variant_setup(recipe, variant)
@@ -167,7 +173,7 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     ref = paths[t - 1] if dcfg.reference == "previous" else paths[0]
     if t == 1:
         refl = recipe.reflection  # round 1's search (M0) is shared by every variant
-    say(f"{label}round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
+    log.info(f"{label}round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
     place = placement(recipe.run)
     # the current policy explores: transformers on the run's device, or the process's one vLLM engine
     searcher, tok = load_searcher(refl.backend, paths[t - 1], place)
@@ -195,7 +201,7 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
 
     if (not pairs and dcfg.method == "dpo") or (dcfg.method == "rs_sft" and not rs_sft_rows(res["pool"])):
         what = "no pairs" if dcfg.method == "dpo" else "no candidate good enough for RS-SFT"
-        say(f"{label}round {t}: {what}, so M{t} = its starting policy (nothing to learn from)")
+        log.info(f"{label}round {t}: {what}, so M{t} = its starting policy (nothing to learn from)")
         out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": f"none ({what})"}
     else:
         tmp = f"r{t}" if variant == "rlrf" else f"{variant}-r{t}"

@@ -11,6 +11,10 @@ notebooks write every record through the store, it resumes from its last record 
 Parameters are validated before anything is injected: ``-p section.key=value`` is a recipe override, checked
 against the recipe's dataclasses (an unknown key or a bad type names the key), and ``-p name=value`` must be a
 parameter of at least one notebook's ``parameters`` cell, with a value of the same kind as its default.
+
+While a stage runs, papermill's progress bar (``tqdm.auto``) shows the cells done of the total, the elapsed time
+and the first line of the running cell (:class:`StageEngine`); the kernel gets CurveZMQ keys from jupyter_client
+(``KernelManager.transport_encryption = "auto"``), so it does not warn that it runs over TCP without encryption.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import ast
 import hashlib
 import itertools
 import json
+import logging
 import re
 import sys
 import time
@@ -26,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+import zmq
+from papermill.engines import NBClientEngine, papermill_engines
+from traitlets.config import Config
 
 from rlrf_nb.config import ConfigError, load_recipe
 from rlrf_nb.paths import PROJECT_ROOT, resolve_path
@@ -37,6 +45,11 @@ STAGES = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sam
 BATCH_PARAMS = {"interactive": False}
 # Short names a sweep grid may use; ``seed`` moves every seed of a run that is not M0's or the world's.
 GRID_ALIASES = {"seed": ["run.seed", "dpo.seed"]}
+# The kernel's channels get CurveZMQ keys when its kernelspec declares support (ipykernel's does), instead of
+# plain TCP and the kernel's warning about it; "auto" needs a libzmq built with curve, else jupyter_client refuses.
+KERNEL_CONFIG = Config({"KernelManager": {"transport_encryption": "auto"}}) if zmq.has("curve") else Config()
+
+log = logging.getLogger(__name__)
 
 
 class RunError(RuntimeError):
@@ -65,9 +78,26 @@ class RunResult:
         return json.loads(p.read_text()) if p.exists() else {}
 
 
-def _say(text: str = "") -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+class StageEngine(NBClientEngine):
+    """papermill's nbclient engine, with the first line of the running cell after the progress bar."""
+
+    @classmethod
+    def execute_managed_notebook(cls, nb_man, kernel_name, **kwargs):
+        start = nb_man.cell_start
+
+        def cell_start(cell, cell_index=None, **kw):
+            start(cell, cell_index, **kw)
+            if nb_man.pbar is not None:
+                nb_man.pbar.set_postfix_str(first_line(cell.source), refresh=True)
+
+        nb_man.cell_start = cell_start
+        return super().execute_managed_notebook(nb_man, kernel_name, **kwargs)
+
+
+def first_line(source: str, width: int = 60) -> str:
+    """The first non-blank line of a cell's source, cut to ``width`` characters: what the progress bar shows."""
+    line = next((ln.strip() for ln in source.splitlines() if ln.strip()), "")
+    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -228,11 +258,12 @@ def _select(stages: list[str] | None) -> list[str]:
 
 
 def run(recipe_path: str, name: str | None = None, *, params: list[str] | None = None,
-        overrides: dict | None = None, stages: list[str] | None = None, force: bool = False, say=_say,
+        overrides: dict | None = None, stages: list[str] | None = None, force: bool = False,
         progress: bool | None = None) -> RunResult:
     """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/`` (``run.name`` of the recipe when
     ``name`` is None). ``params`` are ``-p`` strings; ``overrides`` extra recipe overrides. Finished stages with the
-    same inputs are skipped unless ``force``. Raises :class:`RunError` naming the failing stage and cell."""
+    same inputs are skipped unless ``force``. ``progress`` shows a live bar per stage (default: when stderr is a
+    terminal). Raises :class:`RunError` naming the failing stage and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -259,7 +290,8 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     result = RunResult(name, run_dir)
     t_run = time.monotonic()
     show = sys.stderr.isatty() if progress is None else progress
-    say(f">> run '{name}' -> {run_dir}  ({len(chosen)} stages; recipe {recipe_path}"
+    papermill_engines.register("rlrf_nb", StageEngine)  # papermill looks engines up by name
+    log.info(f">> run '{name}' -> {run_dir}  ({len(chosen)} stages; recipe {recipe_path}"
         + (f"; overrides {ovr}" if ovr else "") + ")")
     for i, nb in enumerate(chosen, start=1):
         stage = nb.removesuffix(".ipynb")
@@ -267,11 +299,11 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
         digest = _stage_hash(recipe_text, ovr, per_nb[nb], inputs)
         prev = state.get(stage, {})
         if not force and prev.get("status") == "done" and prev.get("hash") == digest and out_nb.exists():
-            say(f"[{i}/{len(chosen)}] {stage}: done before in {prev.get('seconds', 0):.0f} s, skipped")
+            log.info(f"[{i}/{len(chosen)}] {stage}: done before in {prev.get('seconds', 0):.0f} s, skipped")
             result.stages.append(StageResult(nb, "skipped", 0.0, str(out_nb)))
             continue
         resumed = prev.get("status") in ("running", "failed")
-        say(f"[{i}/{len(chosen)}] {stage}: running" + (" (resuming from its stored records)" if resumed else "")
+        log.info(f"[{i}/{len(chosen)}] {stage}: running" + (" (resuming from its stored records)" if resumed else "")
             + f"; cell outputs stream to {run_dir / 'logs' / (stage + '.log')}")
         state[stage] = {"status": "running", "hash": digest, "started": time.time(), "output": str(out_nb)}
         _write_json(stages_path, state)
@@ -280,8 +312,10 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
         try:
             with open(run_dir / "logs" / f"{stage}.log", "w", encoding="utf-8") as log_fh:
                 papermill.execute_notebook(str(NOTEBOOKS / nb), str(out_nb), parameters=parameters,
-                                           kernel_name="python3", cwd=str(PROJECT_ROOT), progress_bar=show,
-                                           log_output=False, stdout_file=log_fh, stderr_file=log_fh)
+                                           engine_name="rlrf_nb", kernel_name="python3", cwd=str(PROJECT_ROOT),
+                                           progress_bar={"desc": f"[{i}/{len(chosen)}] {stage}"} if show else False,
+                                           log_output=False, stdout_file=log_fh, stderr_file=log_fh,
+                                           config=KERNEL_CONFIG)
         except PapermillExecutionError as e:
             secs = time.monotonic() - t0
             where = f"cell {e.cell_index}" + (f" (In [{e.exec_count}])" if e.exec_count else "")
@@ -295,10 +329,10 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
         state[stage].update(status="done", seconds=round(secs, 1), finished=time.time())
         _write_json(stages_path, state)
         result.stages.append(StageResult(nb, "done", secs, str(out_nb)))
-        say(f"[{i}/{len(chosen)}] {stage}: done in {secs:.0f} s")
+        log.info(f"[{i}/{len(chosen)}] {stage}: done in {secs:.0f} s")
     result.seconds = time.monotonic() - t_run
     _record_run(run_dir, recipe_path, ovr, nb_params, state, result)
-    say(f">> run '{name}' finished in {result.seconds:.0f} s; results: {run_dir / 'results.json'}")
+    log.info(f">> run '{name}' finished in {result.seconds:.0f} s; results: {run_dir / 'results.json'}")
     return result
 
 
@@ -369,7 +403,7 @@ def point_name(prefix: str, point: dict[str, str]) -> str:
 
 
 def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: list[str] | None = None,
-          stages: list[str] | None = None, say=_say, progress: bool | None = None) -> tuple[list[RunResult], Path]:
+          stages: list[str] | None = None, progress: bool | None = None) -> tuple[list[RunResult], Path]:
     """Run every point of ``grid`` in turn (``runs/<prefix>-key=value-.../``) and write the sweep's index
     (``runs/<prefix>.sweep.json``) for :func:`rlrf_nb.collate.collate`. A point that fails is reported and the
     sweep goes on; the index records it. Returns the finished runs and the index path."""
@@ -385,21 +419,21 @@ def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: l
     for j, point in enumerate(points, start=1):
         name = point_name(prefix, point)
         ovr = {field_: value for key, value in point.items() for field_ in resolve_grid_key(key)}
-        say(f"== sweep point {j}/{len(points)}: {point}")
+        log.info(f"== sweep point {j}/{len(points)}: {point}")
         entry = {"name": name, "point": point, "overrides": ovr}
         try:
-            res = run(recipe_path, name, params=params, overrides=ovr, stages=stages, say=say, progress=progress)
+            res = run(recipe_path, name, params=params, overrides=ovr, stages=stages, progress=progress)
             entry.update(status="done", run_dir=str(res.run_dir), seconds=round(res.seconds, 1))
             results.append(res)
             from rlrf_nb.store import RunStore
 
             RunStore(res.run_dir).update_results({"sweep": {"prefix": prefix, "point": point}})
         except RunError as e:
-            say(f"   point {point} failed: {e}")
+            log.info(f"   point {point} failed: {e}")
             entry.update(status="failed", error=str(e),
                          run_dir=str(resolve_path(recipe.run.runs_dir) / name))
         index["runs"].append(entry)
         _write_json(index_path, index)
-    say(f">> sweep '{prefix}': {sum(e['status'] == 'done' for e in index['runs'])}/{len(points)} runs done; "
+    log.info(f">> sweep '{prefix}': {sum(e['status'] == 'done' for e in index['runs'])}/{len(points)} runs done; "
         f"index {index_path}")
     return results, index_path

@@ -26,6 +26,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def device_precision(place=None) -> dict:
 
 
 def _ids(out) -> list[int]:
-    ids = out["input_ids"] if isinstance(out, dict) or hasattr(out, "keys") else out
+    ids = out["input_ids"] if isinstance(out, Mapping) else out  # a BatchEncoding, or the ids
     return list(ids)
 
 
@@ -191,7 +192,7 @@ def _common_args(cfg, out_dir, place=None) -> dict:
 def gradient_checkpointing(cfg, place=None) -> bool:
     """``dpo.gradient_checkpointing``, or by default: on with a GPU (memory is what runs out there; TRL's default),
     off on CPU, where recomputing the forward in the backward pass only costs time."""
-    value = getattr(cfg, "gradient_checkpointing", None)
+    value = cfg.gradient_checkpointing
     on_gpu = place.device == "cuda" if place is not None else torch.cuda.is_available()
     return on_gpu if value is None else bool(value)
 
@@ -348,7 +349,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
         model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs), eval_dataset=to_dataset(probe),
         processing_class=tokenizer, peft_config=peft_config, ref_store=ref_store if cached else None,
         ref_fingerprint=ref_fingerprint, ref_loader=None if cfg.lora else ref_loader,
-        group_by_length=getattr(cfg, "group_by_length", False))
+        group_by_length=cfg.group_by_length)
     if precompute:
         trainer.ref_model = None  # every reference log-prob is in the datasets now: hold no reference model
     trainer.probe_pairs = len(probe)
@@ -547,7 +548,7 @@ def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
 
 
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
-                 say=print, place=None) -> dict:
+                 place=None) -> dict:
     """:func:`train_stage` from the policy at ``start_path`` into ``<run>/checkpoints/<name>-<key>``, where the
     key hashes the start weights, the stage config and the training data: a rerun loads the finished
     checkpoint instead of training again. With ``dpo.cache_ref`` the reference log-probs come from the run
@@ -565,7 +566,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
 
     if not has_training_data(pool, pairs, cfg):
         what = "no pairs" if cfg.method == "dpo" else "no candidate good enough for RS-SFT"
-        say(f"{name}: {what}, so nothing is trained: the policy stays {start_path}")
+        log.info(f"{name}: {what}, so nothing is trained: the policy stays {start_path}")
         model, tok = load_policy(start_path, place=place)
         info = {"name": name, "method": f"none ({what})", "start_from": str(start_path), "pairs": 0, "steps": 0,
                 "train_seconds": 0.0, "history": [], "preflight": {"pairs": 0},
@@ -585,7 +586,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     path = store.path("checkpoints", f"{name}-{content_key(spec)}")
     cached = is_complete(path)
     if not cached:
-        say(f"training {name} ({cfg.method}) from {start_path} ...")
+        log.info(f"training {name} ({cfg.method}) from {start_path} ...")
         model, tok = load_policy(start_path, place=place, train=True)
         kw = {}
         if cfg.method == "dpo" and cfg.cache_ref:

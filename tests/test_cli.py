@@ -7,7 +7,7 @@ from rlrf_nb.cli import print_results
 from rlrf_nb.store import RunStore
 
 
-def test_results_table_prints_a_claim_without_a_value(tmp_path):
+def test_results_table_prints_a_claim_without_a_value(tmp_path, caplog):
     """A headline claim on FactScore with no scored bio has a NaN difference (null in results.json): the table
     says n/a instead of raising a TypeError after every stage has finished (issue 15, item 3)."""
     per_item = {"M0": {"gsm8k_strict": [1.0, 0.0, 1.0], "factscore": [None, None, None]},
@@ -19,8 +19,8 @@ def test_results_table_prints_a_claim_without_a_value(tmp_path):
               "diff": 0.0, "diff_low": None, "diff_high": None, "p": None}]
     RunStore(tmp_path).update_results({"benchmarks": {"table": table, "claims": claims}})
     assert json.loads((tmp_path / "results.json").read_text())["benchmarks"]["claims"][1]["diff"] is None
-    lines = []
-    print_results(tmp_path, say=lines.append)
-    text = "\n".join(lines)
+    caplog.set_level("INFO", logger="rlrf_nb.cli")
+    print_results(tmp_path)
+    text = caplog.text
     assert "M2 beats M0, factscore" in text and "n/a (no paired items)" in text and "no data" in text
     assert "0.667 [n/a, n/a] +0.000 [n/a, n/a]" in text

@@ -301,17 +301,16 @@ def test_train_cached_reuses_reference_log_probs_and_loads_no_reference_on_a_hit
     real = models.load_policy
     monkeypatch.setattr(models, "load_policy", lambda path, **kw: loads.append(Path(path)) or real(path, **kw))
     store = RunStore(tmp_path / "run")
-    say = [].append
-    first = train_cached(store, "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path, say=say)
+    first = train_cached(store, "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path)
     assert not first["cached"] and loads.count(ref_path) == 1  # loaded once, for the missing log-probs
     assert first["info"]["ref_cache"]["computed"] == 4 and len(store.artifact(REF_LOGPS_ARTIFACT)) == 4
     loads.clear()
     other = train_cached(RunStore(tmp_path / "run"), "dpo", M0, [], pairs[:4], dataclasses.replace(CFG, beta=0.2),
-                         ref_path=ref_path, say=say)  # another stage config on the same pairs and reference
+                         ref_path=ref_path)  # another stage config on the same pairs and reference
     assert not other["cached"] and ref_path not in loads
     assert other["info"]["ref_cache"] == {"reused": 8, "computed": 0, "reference_loaded": False}
     loads.clear()
-    again = train_cached(RunStore(tmp_path / "run"), "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path, say=say)
+    again = train_cached(RunStore(tmp_path / "run"), "dpo", M0, [], pairs[:4], CFG, ref_path=ref_path)
     assert again["cached"] and loads == [again["path"]]  # a rerun of the stage: only the checkpoint is loaded
 
 

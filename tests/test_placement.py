@@ -181,7 +181,7 @@ def test_rounds_with_the_vllm_backend_train_while_the_engine_sleeps(fake_vllm, t
     rubrics = load_rubric_set()
     judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
     store = RunStore(tmp_path / "run")
-    rows = rounds.run_rounds(recipe, store, world, judge, rubrics, str(M0), say=lambda s: None)
+    rows = rounds.run_rounds(recipe, store, world, judge, rubrics, str(M0))
     assert [r["policy"] for r in rows] == ["M0", "M1", "M2"]
     (llm,) = fake_vllm.instances
     assert trained_while_asleep == [True, True] and generation._ENGINE.loads == 1

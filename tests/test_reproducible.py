@@ -43,7 +43,7 @@ def _loop_once(run_dir: Path, free_bytes: int, monkeypatch) -> dict:
     res = reflection_search(store, model, tok, model_fingerprint(M0), world.math["rl"][: SEARCH.n_prompts], judge,
                             rubrics, SEARCH, seed=0)
     pairs = build_pairs(res["pool"], "best_vs_worst")
-    out = train_cached(store, "M1", M0, res["pool"], pairs, DPO, say=lambda s: None)
+    out = train_cached(store, "M1", M0, res["pool"], pairs, DPO)
     cfg = EvalConfig(split="dev", n_math=20, n_bios=0, max_new_tokens=96, batch_size=8)
     ev = evaluate_math(out["model"], out["tokenizer"], model_fingerprint(out["path"]), world, cfg, store,
                        policy_id="M1", refine=False)

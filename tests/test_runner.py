@@ -12,6 +12,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from rlrf_nb import runner
 from rlrf_nb.collate import collate, flatten_metrics, per_run_table, runs_of_sweep, t975
 from rlrf_nb.config import ConfigError, load_recipe
 from rlrf_nb.runner import STAGES, RunError, parse_grid, resolve_grid_key, run, split_params, sweep, validate_params
@@ -96,13 +97,12 @@ def test_runner_rerun_skips_every_finished_stage_and_changed_params_rerun(smoke_
     run_dir, _, _ = smoke_run
     base = run_dir.parent
     t0 = time.monotonic()
-    res = run("recipes/tiny-smoke.yaml", "smoke", params=[f"run.runs_dir={base}"], say=lambda s: None,
+    res = run("recipes/tiny-smoke.yaml", "smoke", params=[f"run.runs_dir={base}"],
               progress=False)
     assert [s.status for s in res.stages] == ["skipped"] * 6 and time.monotonic() - t0 < 30
     # a changed notebook parameter reruns only the notebooks that take it ... and only them
-    lines = []
     res = run("recipes/tiny-smoke.yaml", "smoke", params=[f"run.runs_dir={base}", "shift_prompts=3"],
-              stages=["05"], say=lines.append, progress=False)
+              stages=["05"], progress=False)
     assert [s.status for s in res.stages] == ["done"]
     assert json.loads((run_dir / "stages.json").read_text())["05_benchmark_analysis"]["status"] == "done"
 
@@ -114,12 +114,37 @@ def test_failing_notebook_stops_the_run_with_the_cell_error_and_keeps_the_output
                       + "\n")
     with pytest.raises(RunError) as err:
         run(str(recipe), "broken", params=[f"run.runs_dir={tmp_path}", "m0.pretrained=/nonexistent/m0"],
-            stages=["00"], say=lambda s: None, progress=False)
+            stages=["00"], progress=False)
     msg = str(err.value)
     assert "stage 00_tiny_world failed in cell" in msg and "/nonexistent/m0" in msg
     assert "kept for inspection" in msg and (tmp_path / "broken/00_tiny_world.ipynb").exists()
     stages = json.loads((tmp_path / "broken/stages.json").read_text())
     assert stages["00_tiny_world"]["status"] == "failed" and "/nonexistent/m0" in stages["00_tiny_world"]["error"]
+
+
+def test_a_stage_shows_a_live_bar_with_the_running_cell_and_no_transport_warning(tmp_path, monkeypatch, capfd,
+                                                                                caplog):
+    """Issue 17, point 8: while a stage runs, papermill's bar counts its cells (done of total, elapsed) and shows
+    the running cell's first line; the kernel gets CurveZMQ keys, so it does not warn about plain TCP."""
+    nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "language": "python",
+                                                           "display_name": "Python 3"}})
+    params = nbformat.v4.new_code_cell("recipe_path = None\nrun_name = None\noverrides = {}")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# A tiny stage"), params,
+                nbformat.v4.new_code_cell("\n\ntotal = 1 + 1  # the cell the bar names\nprint(total)")]
+    (tmp_path / "nb").mkdir()
+    nbformat.write(nb, tmp_path / "nb" / "00_tiny.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS", tmp_path / "nb")
+    monkeypatch.setattr(runner, "STAGES", ["00_tiny.ipynb"])
+    caplog.set_level("INFO", logger="rlrf_nb.runner")
+    res = run("recipes/tiny-smoke.yaml", "bar", params=[f"run.runs_dir={tmp_path}"], progress=True)
+    assert [s.status for s in res.stages] == ["done"]
+    err = capfd.readouterr().err
+    assert "[1/1] 00_tiny: 100%" in err and "4/4 [00:0" in err  # 3 cells + papermill's injected parameters
+    assert "total = 1 + 1  # the cell the bar names" in err
+    assert "without encryption" not in err
+    assert "[1/1] 00_tiny: done in" in caplog.text
+    assert runner.first_line("\n  x = 1\ny = 2") == "x = 1" and runner.first_line("a" * 80, 10) == "aaaaaaa..."
 
 
 @pytest.mark.parametrize("params, match", [
@@ -134,7 +159,7 @@ def test_failing_notebook_stops_the_run_with_the_cell_error_and_keeps_the_output
 ])
 def test_parameters_are_validated_before_anything_runs(tmp_path, params, match):
     with pytest.raises((RunError, ConfigError), match=match):
-        run("recipes/tiny-smoke.yaml", "x", params=[f"run.runs_dir={tmp_path}", *params], say=lambda s: None)
+        run("recipes/tiny-smoke.yaml", "x", params=[f"run.runs_dir={tmp_path}", *params])
     assert not (tmp_path / "x" / "stages.json").exists()  # nothing was started
 
 
@@ -161,9 +186,8 @@ def test_grid_keys_resolve_to_recipe_fields():
 
 @pytest.mark.timeout(600)
 def test_sweep_and_collate_two_smoke_runs(tmp_path):
-    lines = []
-    results, index = sweep("recipes/tiny-smoke.yaml", ["seed=0,1"], "sw", stages=["00"], say=lines.append,
-                           progress=False, params=[f"run.runs_dir={tmp_path}", "m0.retrain=false",
+    results, index = sweep("recipes/tiny-smoke.yaml", ["seed=0,1"], "sw", stages=["00"], progress=False,
+                           params=[f"run.runs_dir={tmp_path}", "m0.retrain=false",
                                                    "m0.pretrained=data/tiny_world/m0"])
     assert len(results) == 2
     assert index == tmp_path / "sw.sweep.json"

@@ -179,7 +179,7 @@ def test_no_pairs_trains_nothing_and_reports_it(tmp_path):
 
     _, tok = load_policy(ROOT / "data/tiny_world/m0")
     assert "no pairs to check: nothing will be trained" in describe_preflight(preflight([], tok, 384))
-    out = train_cached(RunStore(tmp_path), "dpo-M1", ROOT / "data/tiny_world/m0", [], [], CFG, say=lambda s: None)
+    out = train_cached(RunStore(tmp_path), "dpo-M1", ROOT / "data/tiny_world/m0", [], [], CFG)
     assert not out["trained"] and out["path"] == ROOT / "data/tiny_world/m0"
     assert out["info"]["method"] == "none (no pairs)"
     assert out["info"]["diagnostics"]["notes"] and not (tmp_path / "checkpoints").exists()
