@@ -51,7 +51,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m rlrf_nb.benchmarks.bench --out runs/bench.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlrf_nb tests
+	$(BIN)/ruff check rlrf_nb tests notebooks
 
 clean-runs:
 	rm -rf runs/

@@ -42,10 +42,10 @@ import pandas as pd
 import yaml
 
 from rlrf_nb import plots
+from rlrf_nb import tiny_world as tw
 from rlrf_nb.config import recipe_to_dict
 from rlrf_nb.stats import format_rate
 from rlrf_nb.tasks.world import build_world, math_refinement_example
-from rlrf_nb import tiny_world as tw
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 120)

@@ -46,12 +46,18 @@ from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.generation import load_sampler
 from rlrf_nb.judges import make_judge
-from rlrf_nb.pairs import POLICIES, build_pairs, load_decisions, pair_lengths, pair_yield, save_pairs
+from rlrf_nb.pairs import POLICIES, build_pairs, load_decisions, pair_lengths, pair_yield, save_pairs, save_pool
 from rlrf_nb.reflection import budget_comparison, reflection_search, sample_rewards, search_stats
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.widgets import (PairReviewer, ReflectionViewer, refinement_frame, refinement_rows, static_pair_table,
-                             static_reflection_table)
+from rlrf_nb.widgets import (
+    PairReviewer,
+    ReflectionViewer,
+    refinement_frame,
+    refinement_rows,
+    static_pair_table,
+    static_reflection_table,
+)
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 80)
@@ -78,6 +84,7 @@ examples = task_data.search_examples(recipe, world)  # reflection.prompt_source:
 res = reflection_search(store, sampler, tok, info["fingerprint"], examples, judge, rubrics, cfg,
                         seed=recipe.run.seed, weights=recipe.feedback.weights)
 pool = res["pool"]
+save_pool(store, pool)  # notebook 05 reads it back (load_pool) instead of searching again
 print(f"{len(examples)} prompts -> {len(pool)} judged candidates in {res['seconds']:.0f} s "
       "(a rerun is served from the store)")
 pd.DataFrame(res["rounds"]).convert_dtypes()  # counts stay integers (a round without refinements shows <NA>)

@@ -50,10 +50,10 @@ from rlrf_nb.judges import make_judge
 from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
 from rlrf_nb.reflection import reflection_search
-from rlrf_nb.rounds import before_after, evaluate_policy
+from rlrf_nb.rounds import before_after, evaluate_policy, train_variants
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.training import describe_preflight, has_training_data, preflight, train_cached
+from rlrf_nb.training import describe_preflight, preflight, train_cached
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 70)
@@ -135,15 +135,11 @@ pd.DataFrame(before_after({"M0": (m0, tok), "M1": (main["model"], main["tokenize
 
 # %%
 variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}, "RLRF (DPO)": main}
-if compare_variants:
-    for name, policy, method in (("no reflection", "no_reflection", "dpo"), ("scalar reward", "scalar", "dpo"),
-                                 ("RS-SFT", recipe.pairs.policy, "rs_sft")):
-        vp = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
-        vcfg = dataclasses.replace(cfg, method=method)
-        if not has_training_data(pool, vp, vcfg):
-            print(f"{name}: no training data from this pool, so not trained (reported, not hidden)")
-            continue
-        variants[name] = train_cached(store, f"{method}-{policy}-M1", info["path"], pool, vp, vcfg, place=place)
+if compare_variants:  # the variants of rounds.variant_setup, as notebook 04 runs them round after round
+    trained, empty = train_variants(store, info["path"], pool, recipe, decisions=decisions, place=place)
+    variants |= trained
+    for name in empty:
+        print(f"{name}: no training data from this pool, so not trained (reported, not hidden)")
 evals = {name: evaluate_policy(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world, store,
                                name.replace(" ", "_").replace("(", "").replace(")", ""))
          for name, v in variants.items()}

@@ -54,6 +54,7 @@ gsm8k_k = None  # few-shot exemplars for GSM8K (None: eval.gsm8k_k of the recipe
 import logging
 
 import pandas as pd
+from IPython.display import display
 
 from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
@@ -61,8 +62,8 @@ from rlrf_nb.analysis import blind_spot, results_table, token_shift
 from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
 from rlrf_nb.judges import make_judge
 from rlrf_nb.models import load_policy, placement
+from rlrf_nb.pairs import load_pool, wrong_above_right
 from rlrf_nb.prompts import chat
-from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
 from rlrf_nb.widgets import CaseBrowser, disagreements, static_case_table
@@ -177,21 +178,13 @@ figures["shift"].show()
 
 # %%
 judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
-examples = task_data.search_examples(recipe, world)  # reflection.prompt_source: tiny world rl split or GSM8K
-pool = reflection_search(store, base, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
-                         seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
+pool = load_pool(store)  # notebook 02's search, as it saved it
 spot = blind_spot(pool, {f"fine-grained reward ({judge.id})": lambda c: c.reward,
                          "overall score (scalar)": lambda c: c.overall})
 print(f"{spot['pairs']} right/wrong pairs from {spot['prompts']} prompts")
-by_prompt = {}
-for c in pool:
-    if c.correct is not None and c.reward is not None:
-        by_prompt.setdefault(c.prompt_id, []).append(c)
-flipped = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs
-           if w.correct is False and w.reward > r.reward]
-lucky = sum(r.scores.get("logical_correctness", 5) < 5 for r, _ in flipped)
-print(f"fine-grained 'wrong above right': {len(flipped)} pairs; in {lucky} of them the right answer was reached "
-      "through a wrong step (verifier logical correctness < 5)")
+flips = wrong_above_right(pool)
+print(f"fine-grained 'wrong above right': {flips['flipped']} pairs; in {flips['lucky']} of them the right answer was "
+      "reached through a wrong step (verifier logical correctness < 5)")
 pd.DataFrame({k: {"wrong ranked above right": format_rate(v["wrong_above"]), "tie": format_rate(v["tie"]),
                   "unscored": v["unscored"]} for k, v in spot.items() if isinstance(v, dict)}).T
 

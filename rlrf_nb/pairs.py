@@ -18,10 +18,14 @@ accept, reject, swap (prefer the other candidate) or edit (replace a candidate's
 by an explicit :func:`apply_decisions` call, and :func:`build_pairs` honours them whenever it is given
 them, so every later run, batch included, builds the reviewed pairs. A pair is identified by its prompt
 and its two candidates, whatever the order or the pair policy: a decision holds across policies.
+
+Notebook 02 writes its pool with :func:`save_pool`; the notebooks after it read it back with :func:`load_pool`
+instead of repeating the search.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass
@@ -289,6 +293,40 @@ def save_pairs(store, pairs: list[dict], name: str = "pairs") -> Path:
     path = store.path(f"{name}.jsonl")
     write_jsonl(path, ({**p, "key": content_key(p)} for p in pairs))
     return path
+
+
+def save_pool(store, pool: list[Candidate], name: str = "pool") -> Path:
+    """Write notebook 02's candidate pool to ``<run_dir>/<name>.jsonl`` (atomically, replacing the last search's),
+    one :class:`Candidate` per line, for :func:`load_pool`."""
+    from rlrf_nb.jsonl import write_jsonl
+
+    path = store.path(f"{name}.jsonl")
+    write_jsonl(path, (dataclasses.asdict(c) for c in pool))
+    return path
+
+
+def load_pool(store, name: str = "pool") -> list[Candidate]:
+    """The candidate pool :func:`save_pool` wrote, in the same order (notebooks 05 on, without a new search)."""
+    path = store.path(f"{name}.jsonl")
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no candidate pool in this run; notebook 02 writes it "
+                                "(rlrf-nb run --stages 02 with the same recipe and run name)")
+    return [Candidate(**row) for row in read_jsonl(path)]
+
+
+def wrong_above_right(pool: list[Candidate]) -> dict:
+    """The fine-grained reward's side of the blind spot (notebook 05 §4): among each prompt's (right, wrong)
+    candidate pairs by final answer, how many the reward ranks wrong above right (``flipped``), and in how many of
+    those the right answer was reached through a wrong step (``lucky``: the verifier's logical correctness below
+    5, two errors cancelling), which the reward penalises by design. Candidates without a grade or a reward (a
+    judge parse failure) are left out."""
+    by_prompt: dict[str, list[Candidate]] = {}
+    for c in pool:
+        if c.correct is not None and c.reward is not None:
+            by_prompt.setdefault(c.prompt_id, []).append(c)
+    flipped = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs
+               if w.correct is False and w.reward > r.reward]
+    return {"flipped": len(flipped), "lucky": sum(r.scores.get("logical_correctness", 5) < 5 for r, _ in flipped)}
 
 
 def pair_yield(pairs: list[dict], n_prompts: int) -> dict:

@@ -32,7 +32,14 @@ from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.reflection import reflection_search, search_stats
 from rlrf_nb.store import COMPLETE_MARKER, is_complete
 from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
-from rlrf_nb.training import dpo_diagnostics, release_memory, save_checkpoint, train_stage
+from rlrf_nb.training import (
+    dpo_diagnostics,
+    has_training_data,
+    release_memory,
+    save_checkpoint,
+    train_cached,
+    train_stage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +113,24 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
     if variant != "rlrf":
         raise ValueError(f"unknown round variant {variant!r}; choose from {list(VARIANT_LABELS)}")
     return policy, dcfg, refl
+
+
+def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None
+                   ) -> tuple[dict[str, dict], list[str]]:
+    """Notebook 03's one-round ablations: every variant of :func:`variant_setup` but RLRF, trained once from
+    ``start_path`` on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``,
+    or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`. Returns ``{label: trained}``
+    for the variants that have training data, and the labels of those that have none (to report, not hide)."""
+    trained, empty = {}, []
+    for variant in (v for v in VARIANT_LABELS if v != "rlrf"):
+        policy, dcfg, _ = variant_setup(recipe, variant)
+        pairs = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
+        if not has_training_data(pool, pairs, dcfg):
+            empty.append(VARIANT_LABELS[variant])
+            continue
+        trained[VARIANT_LABELS[variant]] = train_cached(store, f"{dcfg.method}-{policy}-M1", start_path, pool, pairs,
+                                                        dcfg, place=place)
+    return trained, empty
 
 
 def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
@@ -197,9 +222,7 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     ref_model = None if dcfg.lora or dcfg.precompute_ref or dcfg.method != "dpo" else \
         load_policy(ref, place=place, train=True)[0]
     t1 = time.monotonic()
-    from rlrf_nb.training import rs_sft_rows
-
-    if (not pairs and dcfg.method == "dpo") or (dcfg.method == "rs_sft" and not rs_sft_rows(res["pool"])):
+    if not has_training_data(res["pool"], pairs, dcfg):
         what = "no pairs" if dcfg.method == "dpo" else "no candidate good enough for RS-SFT"
         log.info(f"{label}round {t}: {what}, so M{t} = its starting policy (nothing to learn from)")
         out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": f"none ({what})"}

@@ -197,8 +197,10 @@ def test_notebook_05_smoke(tmp_path):
     """Notebook 05 on a run with rounds: every checkpoint on GSM8K (strict and flexible), FactScore and the Just-Eval
     stand-in, the paired results table, token shift, blind spot, drill-down, and exported figures."""
     _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    _run_nb("02_reflection_sampling.ipynb", tmp_path, interactive=False)  # its pool: the blind spot's data
     _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
-    res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]
+    results = json.loads((tmp_path / "smoke/results.json").read_text())
+    res = results["benchmarks"]
     assert set(res["summary"]) == {"M0", "M1", "M2", "no reflection M2"}
     assert [c["claim"] for c in res["claims"]] == [  # "every step right" first: the measure chance cannot pass
         "M2 beats M0, math_perfect", "M2 beats M0, gsm8k_strict", "M2 beats M0, factscore",
@@ -214,6 +216,13 @@ def test_notebook_05_smoke(tmp_path):
     assert all("p" in r for r in res["table"] if r["model"] != "M0")
     assert res["token_shift"]["n_positions"] > 0 and res["token_shift"]["aligned"] == "M2"
     assert (tmp_path / "smoke/figures/05/gsm8k.html").exists()
+    from rlrf_nb.analysis import blind_spot
+    from rlrf_nb.pairs import load_pool
+    from rlrf_nb.store import RunStore
+
+    pool = load_pool(RunStore(tmp_path / "smoke"))  # notebook 02's pool, read back instead of searched again
+    assert len(pool) == results["reflection"]["candidates"]
+    assert res["blind_spot"]["pairs"] == blind_spot(pool, {})["pairs"]
 
 
 def test_notebook_06_smoke(tmp_path):

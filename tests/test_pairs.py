@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.pairs import POLICIES, Candidate, build_pairs, pair_yield, to_dataset
+from rlrf_nb.pairs import POLICIES, Candidate, build_pairs, pair_yield, to_dataset, wrong_above_right
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
@@ -124,3 +124,29 @@ def test_per_prompt_pairs_take_best_and_worst_inward_without_repeats(trl_tokeniz
                                                                     ("p/s2", "p/s3")]
     assert len(build_pairs(pool, "best_vs_worst", per_prompt=10)) == 3  # never reuses a candidate
     trl_tokenize(three)
+
+
+def test_a_saved_pool_loads_back_equal_and_a_missing_one_names_notebook_02(tmp_path):
+    from rlrf_nb.pairs import load_pool, save_pool
+    from rlrf_nb.store import RunStore
+
+    store = RunStore(tmp_path)
+    pool = POOL + [c("w", 0.3, correct=False, overall=0.25), c("r", 0.7, "refinement", "w", correct=True)]
+    save_pool(store, pool)
+    assert load_pool(store) == pool  # same candidates, fields and order
+    with pytest.raises(FileNotFoundError, match=r"other\.jsonl: no candidate pool.*notebook 02"):
+        load_pool(store, "other")
+
+
+def test_wrong_above_right_counts_flips_and_right_answers_reached_through_a_wrong_step():
+    """Notebook 05 §4: a wrong answer with a higher fine-grained reward than a right one is a flip; it is *lucky*
+    when the right answer's steps were wrong (logical correctness < 5). Ungraded or unscored candidates stay out."""
+    def m(cid, reward, correct, logic, pid):
+        return Candidate(cid, pid, Q, cid, "sample", reward, {"logical_correctness": logic}, correct=correct)
+
+    pool = [m("right-lucky", 0.6, True, 4, "a"), m("right", 0.9, True, 5, "a"), m("wrong", 0.7, False, 2, "a"),
+            m("wrong-low", 0.2, False, 1, "a"), m("unscored", None, False, 1, "a"), m("bio", 0.95, None, 5, "a"),
+            m("right-b", 0.5, True, 5, "b"), m("wrong-b", 0.8, False, 3, "b"),
+            m("right-c", 0.5, True, 5, "c")]  # no wrong candidate: no pair
+    assert wrong_above_right(pool) == {"flipped": 2, "lucky": 1}
+    assert wrong_above_right([]) == {"flipped": 0, "lucky": 0}

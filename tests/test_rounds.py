@@ -92,3 +92,31 @@ def test_dpo_entry_point_runs_under_accelerate_launch_on_cpu(tmp_path):
     from rlrf_nb.tiny_world import model_fingerprint
 
     assert model_fingerprint(out) != model_fingerprint(ROOT / "data/tiny_world/m0")
+
+
+def test_notebook_03s_one_round_variants_are_the_round_loops_variants(monkeypatch):
+    """Issue 17: notebook 03 trains the ablations that rounds.variant_setup defines (the loop of notebook 04),
+    under the checkpoint names it used before; a variant without training data is reported, not trained."""
+    import dataclasses
+
+    from rlrf_nb import rounds
+    from rlrf_nb.config import Recipe
+    from rlrf_nb.pairs import Candidate
+
+    calls = []
+
+    def fake_train(store, name, start, pool, pairs, cfg, place=None):
+        calls.append((name, cfg.method, sorted({p["pair_policy"] for p in pairs})))
+        return {"name": name}
+
+    monkeypatch.setattr(rounds, "train_cached", fake_train)
+    q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
+    pool = [Candidate("a", "p", q, "3+2=5\n#### 5", "sample", 0.9, {}, correct=True, overall=1.0),
+            Candidate("b", "p", q, "3+2=6\n#### 6", "sample", 0.2, {}, correct=False, overall=0.0)]
+    trained, empty = rounds.train_variants("store", "m0", pool, Recipe())
+    assert list(trained) == ["no reflection", "scalar reward"] and empty == ["RS-SFT"]  # no candidate reaches 1.0
+    assert calls == [("dpo-no_reflection-M1", "dpo", ["no_reflection"]), ("dpo-scalar-M1", "dpo", ["scalar"])]
+    calls.clear()
+    trained, empty = rounds.train_variants("store", "m0", [dataclasses.replace(pool[0], reward=1.0), pool[1]],
+                                           Recipe())
+    assert empty == [] and calls[-1] == ("rs_sft-best_vs_worst-M1", "rs_sft", ["best_vs_worst"])
