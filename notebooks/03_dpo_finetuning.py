@@ -49,11 +49,12 @@ from rlrf_nb import tiny_world as tw
 from rlrf_nb.judges import make_judge
 from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
+from rlrf_nb.preflight import describe_preflight, preflight
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import before_after, evaluate_policy, train_variants
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate
-from rlrf_nb.training import describe_preflight, preflight, train_cached
+from rlrf_nb.training import train_cached
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 70)

@@ -12,17 +12,10 @@ import torch
 from rlrf_nb.config import DPOStageConfig, load_recipe
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs
+from rlrf_nb.preflight import PreflightError, preflight
 from rlrf_nb.tasks import math
 from rlrf_nb.tasks.world import build_world
-from rlrf_nb.training import (
-    PreflightError,
-    device_precision,
-    dpo_diagnostics,
-    preflight,
-    rs_sft_rows,
-    train_dpo,
-    train_rs_sft,
-)
+from rlrf_nb.training import device_precision, dpo_diagnostics, rs_sft_rows, train_dpo, train_rs_sft
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = DPOStageConfig(learning_rate=1e-3, epochs=3, batch_size=4, logging_steps=1, loss_type=["sigmoid"],
@@ -126,14 +119,14 @@ def test_preflight_accepts_chatml_pairs_whose_turn_end_is_followed_by_a_newline(
     ends with a newline token, not EOS (issue 15, item 1): the check reads the turn end from the template."""
     from stand_in import chatml_tokenizer, gsm8k_rows
 
-    from rlrf_nb.training import tokenize_pair
+    from rlrf_nb.preflight import tokenize_pair
 
     tok = chatml_tokenizer([r["question"] + "\n" + r["answer"] for r in gsm8k_rows(40, seed=0)])
     pairs = _chatml_pairs()
     assert tok.convert_ids_to_tokens(tokenize_pair(tok, pairs[0])["chosen_ids"][-1]) == "Ċ"  # not EOS
     report = preflight(pairs, tok, 512)
     assert report["pairs"] == 3 and report["end_of_turn"] == "<|im_end|>\n"
-    from rlrf_nb.training import end_of_turn_ids
+    from rlrf_nb.preflight import end_of_turn_ids
 
     eot = end_of_turn_ids(tok)
     assert tok.convert_ids_to_tokens(eot)[0] == "<|im_end|>" and tok.decode(eot) == "<|im_end|>\n"
@@ -156,7 +149,7 @@ def test_preflight_tokenizes_chatml_pairs_exactly_as_trl_does(tmp_path):
     from trl import DPOConfig, DPOTrainer
 
     from rlrf_nb.pairs import to_dataset
-    from rlrf_nb.training import tokenize_pair
+    from rlrf_nb.preflight import tokenize_pair
 
     tok = chatml_tokenizer([r["question"] + "\n" + r["answer"] for r in gsm8k_rows(40, seed=0)])
     model = Qwen2ForCausalLM(Qwen2Config(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
@@ -174,8 +167,9 @@ def test_preflight_tokenizes_chatml_pairs_exactly_as_trl_does(tmp_path):
 def test_no_pairs_trains_nothing_and_reports_it(tmp_path):
     """Issue 15, item 4: with a judge that never parses there are no pairs; notebook 03 then hit an IndexError on
     the pre-flight report. Now the report says so and train_cached keeps the start policy."""
+    from rlrf_nb.preflight import describe_preflight
     from rlrf_nb.store import RunStore
-    from rlrf_nb.training import describe_preflight, train_cached
+    from rlrf_nb.training import train_cached
 
     _, tok = load_policy(ROOT / "data/tiny_world/m0")
     assert "no pairs to check: nothing will be trained" in describe_preflight(preflight([], tok, 384))
