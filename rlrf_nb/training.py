@@ -198,7 +198,7 @@ def cached_dpo_trainer_class():
 
         def _get_train_sampler(self, train_dataset=None):
             ds = train_dataset if train_dataset is not None else self.train_dataset
-            if not self._group_by_length or ds is None or "prompt_ids" not in getattr(ds, "column_names", ()):
+            if not self._group_by_length or ds is None or "prompt_ids" not in ds.column_names:
                 return super()._get_train_sampler(train_dataset)
             return LengthBatchSampler(_pair_lengths(ds), self.args.train_batch_size, seed=self.args.seed)
 
