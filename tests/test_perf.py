@@ -14,7 +14,8 @@ import torch
 
 from rlrf_nb import generation
 from rlrf_nb.config import DPOStageConfig, load_recipe
-from rlrf_nb.generation import RowSampler, generate, generate_to_store, render_prompts
+from rlrf_nb.generation import RowSampler, generate, generate_to_store, render_prompts, sampling_processes
+from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
 from rlrf_nb.prompts import chat, refinement_prompt
@@ -122,6 +123,28 @@ def test_generate_to_store_records_do_not_depend_on_the_batch(m0, world, tmp_pat
     three = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, batch_size=3, **kw)
     assert [r["text"] for r in one] == [r["text"] for r in three]
     assert [r["key"] for r in one] == [r["key"] for r in three]
+
+
+def test_sampling_processes_store_the_same_records_and_start_only_when_there_is_work(m0, world, tmp_path):
+    """Two worker processes (issue 21) compute the same batches as the caller would: identical records, in order;
+    a rerun that finds every record starts no process."""
+    model, tok = m0
+    items = [{"id": ex.id, "prompt": ex.prompt} for ex in world.math["rl"][:5]]
+    kw = {"n": 3, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16, "seed": 0, "batch_size": 2}
+    alone = generate_to_store(RunStore(tmp_path / "a"), "samples", model, tok, "fp", items, **kw)
+    with sampling_processes(model, tok, 2) as workers:
+        pooled = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, workers=workers,
+                                   **kw)
+        assert workers.pool is not None
+    assert pooled == alone
+    assert [r["key"] for r in read_jsonl(tmp_path / "b/samples.jsonl")] == [r["key"] for r in alone]
+    with sampling_processes(model, tok, 2) as workers:
+        again = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, workers=workers,
+                                  **kw)
+        assert workers.pool is None
+    assert again == alone
+    with sampling_processes(model, tok, 1) as none:
+        assert none is None
 
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])

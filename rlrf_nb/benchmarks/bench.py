@@ -365,8 +365,8 @@ def table(res: dict) -> str:
         lines.append(f"| DPO final loss (all pairs) | {r['scale']}x | {size} | {r['base_final_loss']:.5f} | "
                      f"{r['warm_final_loss']:.5f} | {100 * r['loss_rel_diff']:.2f}% diff |")
     for r in res.get("vllm", []):
-        lines.append(f"| vLLM sampling tokens/s (GPU) | {r['scale']}x | {r['prompts']} prompts x {r['samples_per_prompt']}"
-                     f" | - | {r['tokens_per_s']:.0f} ({r['seconds']:.2f} s) | - |")
+        lines.append(f"| vLLM sampling tokens/s (GPU) | {r['scale']}x | {r['prompts']} prompts x "
+                     f"{r['samples_per_prompt']} | - | {r['tokens_per_s']:.0f} ({r['seconds']:.2f} s) | - |")
     for r in res["stage"]:
         lines.append(f"| reflection stage rerun | {r['scale']}x | {r['prompts']} prompts, {r['candidates']} cand. | "
                      f"first run {r['first_seconds']:.2f} s | rerun {r['rerun_seconds']:.3f} s | {r['ratio']:.0f}x |")
