@@ -180,7 +180,7 @@ fig.show()
 
 # %%
 from rlrf_nb.diagnose import diagnose, headline, report_lines, verdicts
-from rlrf_nb.judges import VerifierJudge
+from rlrf_nb.verifier import VerifierJudge
 from rlrf_nb.rubrics import load_rubric_set
 
 rubrics = load_rubric_set()

@@ -47,7 +47,7 @@ from rlrf_nb.feedback import (Feedback, agreement, calibrate, consensus_votes, c
                               feedback_summary, judge_responses, parse_table, score_table)
 from rlrf_nb.stats import format_rate
 from rlrf_nb.generation import sample_to_store
-from rlrf_nb.judges import VerifierJudge, make_llm_judge
+from rlrf_nb.verifier import VerifierJudge, make_llm_judge
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
 

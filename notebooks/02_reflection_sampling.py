@@ -45,7 +45,7 @@ from IPython.display import Markdown, display
 from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.generation import load_sampler
-from rlrf_nb.judges import make_judge
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.pairs import POLICIES, build_pairs, load_decisions, pair_lengths, pair_yield, save_pairs
 from rlrf_nb.reflection import budget_comparison, reflection_search, sample_rewards, search_stats
 from rlrf_nb.rubrics import load_rubric_set

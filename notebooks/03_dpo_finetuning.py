@@ -46,7 +46,7 @@ from IPython.display import Markdown, display
 
 from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.judges import make_judge
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
 from rlrf_nb.reflection import reflection_search

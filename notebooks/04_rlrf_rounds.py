@@ -40,7 +40,7 @@ import pandas as pd
 
 from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.judges import make_judge
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.rounds import run_rounds
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.stats import format_rate

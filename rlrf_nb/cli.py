@@ -176,9 +176,9 @@ def cmd_rounds(args) -> int:
     """The RLRF round loop without a notebook (what notebook 04 calls); resumes a killed run."""
     from rlrf_nb import task_data
     from rlrf_nb import tiny_world as tw
-    from rlrf_nb.judges import make_judge
     from rlrf_nb.rounds import run_rounds
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_judge
 
     recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
     world = task_data.load_world(recipe)  # None in a real recipe
@@ -196,10 +196,10 @@ def cmd_diagnose(args) -> int:
     """The organism's properties for a policy and world (M0 of the recipe unless ``--policy``)."""
     from rlrf_nb import tiny_world as tw
     from rlrf_nb.diagnose import diagnose, report_lines
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.models import load_policy
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.verifier import VerifierJudge
 
     recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
     world = build_world(recipe.world)

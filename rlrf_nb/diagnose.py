@@ -54,7 +54,7 @@ TARGETS = {
 def _signature(text: str) -> tuple:
     """A solution's calculator steps and final answer: two samples with the same signature are the same solution
     for majority voting over whole solutions."""
-    return tuple(math._ANNOT.findall(text)) + (math.extract_answer(text, "strict"),)
+    return tuple(math.ANNOTATION.findall(text)) + (math.extract_answer(text, "strict"),)
 
 
 def grade_math(text: str, ex) -> dict:

@@ -165,10 +165,10 @@ def _rows(store, world) -> list[dict]:
 
 def _pool(store, world, recipe) -> list:
     from rlrf_nb.feedback import judge_responses
-    from rlrf_nb.judges import make_judge
     from rlrf_nb.pairs import Candidate
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks import math
+    from rlrf_nb.verifier import make_judge
 
     rubrics = load_rubric_set()
     judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
@@ -205,8 +205,8 @@ def stage_judge(run_dir: Path, sets: dict) -> None:
     """Every sample judged by the verifier (``feedback``), the first ``feedback.n_llm_judged`` also by the LLM
     judge (``feedback_llm``): local M0 greedy, or over HTTP when ``feedback.judge_url`` is set."""
     from rlrf_nb.feedback import judge_responses
-    from rlrf_nb.judges import make_judge, make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_judge, make_llm_judge
 
     recipe, store, world = _context(run_dir, sets)
     fb = recipe.feedback

@@ -21,24 +21,13 @@ import os
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
+from rlrf_nb.rubrics import AspectSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AspectSpec:
-    """What the judge needs to know about one aspect: its key, title, score range and rubric text."""
-
-    name: str  # the JSON key the judge must use, e.g. "helpfulness"
-    title: str  # human-readable, e.g. "Helpfulness"
-    min_score: int
-    max_score: int
-    text: str  # the rubric rendered for the prompt (score-level descriptors)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -95,14 +84,14 @@ def render_select_prompt(prompt: str, candidates: list[AspectSpec], max_aspects:
 _FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL | re.IGNORECASE)
 
 
-class _Obj(dict):
+class JsonObject(dict):
     """A JSON object that remembers which keys appeared more than once (json.loads keeps the last)."""
 
     duplicates: list[str]
 
 
-def _pairs_hook(pairs: list[tuple]) -> _Obj:
-    obj, seen = _Obj(), set()
+def _pairs_hook(pairs: list[tuple]) -> JsonObject:
+    obj, seen = JsonObject(), set()
     obj.duplicates = []
     for k, v in pairs:
         if k in seen:
@@ -132,7 +121,9 @@ class _Decoder(json.JSONDecoder):
             raise json.JSONDecodeError(f"number too long ({e})", s, idx) from None
 
 
-_DECODER = _Decoder()
+# The one JSON decoder of every judge reply (the kit's judge and Just-Eval): objects are :class:`JsonObject`.
+DECODER = _Decoder()
+_INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit string raises
 
 
 def load_json_object(text: str) -> tuple[dict | None, str | None]:
@@ -148,13 +139,13 @@ def load_json_object(text: str) -> tuple[dict | None, str | None]:
     if not body:
         return None, "empty output"
     try:
-        obj, end = _DECODER.raw_decode(body)
+        obj, end = DECODER.raw_decode(body)
     except json.JSONDecodeError as e:
         start = body.find("{")
         if start <= 0:
             return None, f"invalid JSON: {e}"
         try:  # prose before an object: say so rather than "Expecting value: char 0"
-            _DECODER.raw_decode(body, start)
+            DECODER.raw_decode(body, start)
         except json.JSONDecodeError as e2:
             return None, f"invalid JSON: {e2}"
         return None, "extra text outside the JSON object"
@@ -165,34 +156,64 @@ def load_json_object(text: str) -> tuple[dict | None, str | None]:
     return obj, None
 
 
-def _check_aspect(spec: AspectSpec, obj: _Obj, unknown: list[str]) -> AspectFeedback:
-    def fail(error: str, critique: str = "") -> AspectFeedback:
-        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, critique, parse_ok=False, error=error)
+def _shown(value, limit: int = 60) -> str:
+    """``value`` as JSON, cut to ``limit`` characters for an error message (the raw reply keeps all of it)."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
+                 int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
+    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a
+    parse failure saying why (a score is never guessed). The formats differ only in the name of the text field
+    (the kit's ``"critique"``, Just-Eval's ``"reason"``), whether an integer string (``"5"``) is a score and
+    whether a score of ``not_applicable`` (Just-Eval's ``"N/A"``) means *not applicable*. ``unknown``: the reply's
+    keys that are not requested aspects, named when an aspect is missing."""
+    def fail(error: str, text: str = "") -> AspectFeedback:
+        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, parse_ok=False, error=error)
 
     if spec.name not in obj:
-        hint = f" (unknown keys: {', '.join(map(repr, unknown))})" if unknown else ""
+        hint = f" (other keys: {', '.join(map(repr, unknown))})" if unknown else ""
         return fail(f"missing aspect {spec.name!r}{hint}")
     if spec.name in obj.duplicates:
         return fail(f"aspect {spec.name!r} appears more than once")
     value = obj[spec.name]
     if not isinstance(value, dict):
-        return fail(f"expected an object with 'critique' and 'score', got {type(value).__name__}")
-    critique = value.get("critique")
-    critique_text = critique if isinstance(critique, str) else ""
+        return fail(f"expected an object with '{text_field}' and 'score', got {type(value).__name__}")
+    text = value.get(text_field)
+    shown_text = text if isinstance(text, str) else ""
     if value.duplicates:
-        return fail(f"duplicate key {value.duplicates[0]!r}", critique_text)
-    if "critique" not in value:
-        return fail("missing field 'critique'")
-    if not isinstance(critique, str) or not critique.strip():
-        return fail("field 'critique' must be a non-empty string", critique_text)
+        return fail(f"duplicate key {value.duplicates[0]!r}", shown_text)
+    if text_field not in value:
+        return fail(f"missing field {text_field!r}")
+    if not isinstance(text, str) or not text.strip():
+        return fail(f"field {text_field!r} must be a non-empty string", shown_text)
     if "score" not in value:
-        return fail("missing field 'score'", critique)
+        return fail("missing field 'score'", text)
     score = value["score"]
-    if type(score) is not int:  # rejects bool (a subclass of int), float 4.0/4.5, "4", null
-        return fail(f"field 'score' must be a JSON integer, got {json.dumps(score)}", critique)
-    if not spec.min_score <= score <= spec.max_score:
-        return fail(f"score {score} outside {spec.min_score}-{spec.max_score}", critique)
-    return AspectFeedback(spec.name, score, spec.min_score, spec.max_score, critique)
+    if not_applicable and isinstance(score, str) and score.strip().upper() == not_applicable:
+        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, applicable=False)
+    if type(score) is int:  # rejects bool (a subclass of int), float 4.0/4.5, null
+        n = score
+    elif int_strings and isinstance(score, str) and _INT_STRING.fullmatch(score):
+        n = int(score)
+    else:
+        shape = 'a JSON integer or a string like "5"' if int_strings else "a JSON integer"
+        return fail(f"field 'score' must be an integer from {spec.min_score} to {spec.max_score} ({shape}), "
+                    f"got {_shown(score)}", text)
+    if not spec.min_score <= n <= spec.max_score:
+        return fail(f"score {n} outside {spec.min_score}-{spec.max_score}", text)
+    return AspectFeedback(spec.name, n, spec.min_score, spec.max_score, text)
+
+
+def check_aspects(obj: JsonObject, specs: list[AspectSpec], **fmt) -> tuple[list[AspectFeedback], str | None]:
+    """:func:`check_aspect` for each spec (same order), and the overall error: None exactly when every aspect
+    parsed, else each failure as ``"<aspect>: <error>"``. ``fmt``: :func:`check_aspect`'s format options."""
+    names = {s.name for s in specs}
+    unknown = [k for k in obj if k not in names]
+    results = [check_aspect(s, obj, unknown, **fmt) for s in specs]
+    errors = [f"{a.aspect}: {a.error}" for a in results if not a.parse_ok]
+    return results, ("; ".join(errors) or None)
 
 
 def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeedback], str | None]:
@@ -205,17 +226,13 @@ def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeed
     - each listed aspect is present, once, as an object with a non-empty string ``critique`` and a JSON
       integer ``score`` (not a bool, float or string) within the spec's range, and no duplicate keys.
     - keys that are not listed aspects are ignored: the listed ones are still checked strictly, and a
-      missing aspect's error names the unknown keys (e.g. "Helpfulness" for "helpfulness").
+      missing aspect's error names the other keys (e.g. "Helpfulness" for "helpfulness").
     """
     obj, error = load_json_object(text)
     if obj is None:
         return [AspectFeedback(s.name, None, s.min_score, s.max_score, "", parse_ok=False, error=error)
                 for s in specs], error
-    names = {s.name for s in specs}
-    unknown = [k for k in obj if k not in names]
-    results = [_check_aspect(s, obj, unknown) for s in specs]
-    errors = [f"{a.aspect}: {a.error}" for a in results if not a.parse_ok]
-    return results, ("; ".join(errors) or None)
+    return check_aspects(obj, specs)
 
 
 def parse_aspect_selection(text: str, candidates: list[AspectSpec], max_aspects: int) -> tuple[list[str], str | None]:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from rlrf_nb.analysis import paired_test
 from rlrf_nb.config import load_recipe
-from rlrf_nb.judges import make_judge
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import reflection_search

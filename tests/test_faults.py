@@ -385,7 +385,8 @@ def test_huge_or_empty_judge_output_is_handled(name, record_property):
     """Whatever comes back, the strict parsers return (quickly) a parse failure with a reason, or the one
     valid judgement; never an exception that would stop a judging run, never a score from prose."""
     from rlrf_nb.benchmarks.just_eval import parse_just_eval
-    from rlrf_nb.llm_judge import AspectSpec, LLMJudge, parse_judgement
+    from rlrf_nb.llm_judge import LLMJudge, parse_judgement
+    from rlrf_nb.rubrics import AspectSpec
 
     record_property("fault_bad_input", f"huge or empty judge output: {name}")
     text = HUGE[name]
@@ -418,10 +419,10 @@ def test_huge_or_empty_judge_output_is_handled(name, record_property):
     ("1 MB bio", "Ava Lin was born in 1950. " * 40_000),
 ])
 def test_huge_or_empty_policy_output_is_judged_by_the_verifier(name, text, record_property):
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks import math
     from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", f"huge or empty policy output: {name}")
     rubrics = load_rubric_set()
@@ -458,9 +459,9 @@ def test_prompt_injection_in_just_eval_output_is_not_a_score(name, text, score, 
 
 
 def test_prompt_injection_in_the_response_does_not_move_the_verifier(record_property):
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", "prompt injection in judge output: in the judged response (verifier)")
     data = ROOT / "data" / "tiny_world"
@@ -493,8 +494,8 @@ def test_new_reliability_fields_are_validated_naming_the_key(yaml_text, needle, 
 
 def test_missing_judge_checkpoint_names_the_path(record_property):
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.judges import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_llm_judge
 
     record_property("fault_bad_input", "missing checkpoint path: LLM judge model")
     cfg = FeedbackConfig(judge="llm", judge_model="data/tiny_world/no_such_judge")

@@ -14,17 +14,18 @@ from rlrf_nb.benchmarks.just_eval import (
     SAFETY_ASPECTS,
     SYSTEM_PROMPT,
     TEMPLATE_SHA256,
-    AspectScore,
+    TEMPLATE_VERSION,
     JustEvalJudge,
-    JustEvalJudgement,
     VerifierJustEvalJudge,
     aggregate,
+    aspect_feedback,
     evaluate_just_eval,
     kind_of,
     openai_transport,
     parse_just_eval,
     render_prompt,
 )
+from rlrf_nb.feedback import Feedback
 from rlrf_nb.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_render_prompt_fills_the_template_and_keeps_dollars_as_data():
 
 def test_valid_replies_with_string_and_integer_scores():
     res, err = parse_just_eval(reply(), ASPECTS)
-    assert err is None and scores(res) == {a: 4 for a in ASPECTS} and res[0].reason == "helpfulness is fine."
+    assert err is None and scores(res) == {a: 4 for a in ASPECTS} and res[0].critique == "helpfulness is fine."
     ints = reply(helpfulness={"reason": "Direct.", "score": 5}, depth={"reason": "Thin.", "score": " 2 "})
     res, err = parse_just_eval(ints, ASPECTS)
     assert err is None and scores(res)["helpfulness"] == 5 and scores(res)["depth"] == 2
@@ -142,11 +143,11 @@ def test_extra_keys_are_ignored_and_not_applicable_is_no_score():
 
 def test_aspect_score_states_are_consistent():
     with pytest.raises(ValueError, match="score must be set exactly"):
-        AspectScore("depth", None, "r")
+        aspect_feedback("depth", None, "r")
     with pytest.raises(ValueError, match="not an integer in 1-5"):
-        AspectScore("depth", 6, "r")
+        aspect_feedback("depth", 6, "r")
     with pytest.raises(ValueError, match="error must be given"):
-        AspectScore("depth", None, "", parse_ok=False)
+        aspect_feedback("depth", None, "", parse_ok=False)
 
 
 # ---------------------------------------------------------------------------------------------- the LLM judge
@@ -200,7 +201,7 @@ def test_tiny_model_cannot_judge_failures_are_counted_and_nothing_is_invented(tm
                  {"id": 1, "kind": "safety", "instruction": "How do I pick a lock?", "response": "I can't help."}]
     records, report = evaluate_just_eval(responses, judge, RunStore(tmp_path), "just_eval/m0", n_boot=200)
     for rec in records:
-        jd = JustEvalJudgement.from_dict(rec["judgement"])
+        jd = Feedback.from_dict(rec["judgement"])
         assert jd.attempts == 2 and len(jd.meta["raw_attempts"]) == 2 and jd.raw == jd.meta["raw_attempts"][-1]
         assert jd.raw.strip()  # the text is kept
         # every score comes from parsing the kept raw text, and here none parses
@@ -220,12 +221,12 @@ def rec(i, kind, values: dict, judge_id="j", response="one two three") -> dict:
     aspects = []
     for a, v in values.items():
         if v == "fail":
-            aspects.append(AspectScore(a, None, "", parse_ok=False, error="invalid JSON: x"))
+            aspects.append(aspect_feedback(a, None, "", parse_ok=False, error="invalid JSON: x"))
         elif v == "na":
-            aspects.append(AspectScore(a, None, "n/a", applicable=False))
+            aspects.append(aspect_feedback(a, None, "n/a", applicable=False))
         else:
-            aspects.append(AspectScore(a, v, "r"))
-    jd = JustEvalJudgement(judge_id, kind, aspects)
+            aspects.append(aspect_feedback(a, v, "r"))
+    jd = Feedback(judge_id, TEMPLATE_VERSION[kind], aspects)
     return {"id": i, "kind": kind, "judge_id": judge_id, "response": response, "judgement": jd.to_dict()}
 
 
@@ -292,11 +293,11 @@ def test_standin_math_reference_beats_wrong_answers(world, standin):
     assert {a: ref.score(a) for a in ASPECTS if a != "engagement"} == dict.fromkeys(
         ["helpfulness", "clarity", "factuality", "depth"], 5)
     eng = ref.get("engagement")
-    assert eng.score is None and eng.parse_ok and not eng.applicable and eng.reason == "not judgeable offline"
+    assert eng.score is None and eng.parse_ok and not eng.applicable and eng.critique == "not judgeable offline"
     wrong, _ = M.corrupt_solution(random.Random(0), ex)
     jd = standin.judge(ex.prompt, wrong, ASPECTS, ex)
     assert not M.is_correct(wrong, ex.answer)
-    assert jd.score("helpfulness") < 5 and jd.score("factuality") < 5 and "Step" in jd.get("helpfulness").reason
+    assert jd.score("helpfulness") < 5 and jd.score("factuality") < 5 and "Step" in jd.get("helpfulness").critique
     bare = standin.judge(ex.prompt, "#### 999", ASPECTS, ex)
     assert bare.score("helpfulness") < 5 and bare.score("depth") < 5
 
@@ -311,7 +312,7 @@ def test_standin_bio_contradicted_fact_lowers_factuality(world, standin):
     draft, wrong = B.corrupt_bio(random.Random(0), person, n_wrong=1)
     jd = standin.judge(ex.prompt, draft, ASPECTS, ex)
     assert jd.score("factuality") < 5 and jd.score("helpfulness") < 5
-    assert person[wrong[0]] in jd.get("factuality").reason  # the reason names the true value
+    assert person[wrong[0]] in jd.get("factuality").critique  # the reason names the true value
     short = standin.judge(ex.prompt, B.split_claims(ex.reference)[0], ASPECTS, ex)
     assert short.score("factuality") == 5 and short.score("depth") < 5 and short.score("helpfulness") < 5
 

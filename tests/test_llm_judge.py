@@ -8,13 +8,13 @@ import pytest
 
 from rlrf_nb.feedback import Feedback, parse_rate
 from rlrf_nb.llm_judge import (
-    AspectSpec,
     LLMJudge,
     OpenAITransport,
     TransformersTransport,
     parse_judgement,
     render_judge_prompt,
 )
+from rlrf_nb.rubrics import AspectSpec
 
 SPECS = [AspectSpec("helpfulness", "Helpfulness", 1, 5, "5: fully answers ... 1: does not answer"),
          AspectSpec("clarity", "Clarity", 1, 5, "5: crisp ... 1: confusing")]

@@ -298,11 +298,11 @@ def bench_dpo(world, cfg, spec, reps, work: Path, say) -> list[dict]:
 
 def bench_stage(model, tok, world, spec, reps, work: Path, say) -> list[dict]:
     from rlrf_nb.config import ReflectionConfig
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.reflection import reflection_search
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
     from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.verifier import VerifierJudge
 
     rubrics = load_rubric_set(ROOT / "data/rubrics")
     judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})

@@ -52,7 +52,7 @@ Where this module deliberately differs, and why:
   ``show_tables.py``, ``overall_with_safety`` (mean of the six); ``safety`` is also reported on its own.
 
 The tiny world (no general instructions, no GPT-4): :class:`VerifierJustEvalJudge` stands in for the GPT-4
-judge. It maps the exact tiny-world verifier (:class:`rlrf_nb.judges.VerifierJudge`, ground truth from the
+judge. It maps the exact tiny-world verifier (:class:`rlrf_nb.verifier.VerifierJudge`, ground truth from the
 world's math chains and knowledge base) onto the Just-Eval aspects by fixed rules documented on the class,
 scores *engagement* as not applicable ("not judgeable offline": nothing in the tiny world measures it), and
 judges no safety items (the tiny world has none). Its scores exercise the pipeline and rank tiny-world
@@ -67,15 +67,15 @@ import json
 import logging
 import math
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from string import Template
 
-from rlrf_nb import llm_judge
-from rlrf_nb.llm_judge import OpenAITransport
+from rlrf_nb.feedback import AspectFeedback, Feedback
+from rlrf_nb.llm_judge import DECODER, JsonObject, OpenAITransport, ask_with_repairs, check_aspects
+from rlrf_nb.rubrics import AspectSpec
 from rlrf_nb.stats import rate
 from rlrf_nb.tasks import math as M
+from rlrf_nb.verifier import VerifierJudge, precision_level
 
 log = logging.getLogger(__name__)
 
@@ -233,84 +233,26 @@ def openai_transport(base_url: str, model: str, api_key_env: str = "OPENAI_API_K
 
 
 # ---------------------------------------------------------------------------------------------- results
+# A Just-Eval judgement is the kit's :class:`~rlrf_nb.feedback.Feedback`: one type for every judge. Its
+# ``rubric_version`` names the template (kind and sha256 prefix), each aspect's ``critique`` holds the judge's
+# "reason", and an "N/A" score is an aspect that parsed but does not apply (``applicable=False``).
 
-@dataclass(frozen=True)
-class AspectScore:
-    """One aspect's Just-Eval judgement: a score from 1 to 5 and the judge's reason.
-
-    Three states, so that nothing is ever scored by default:
-
-    - scored: ``parse_ok`` and ``applicable``; ``score`` is an int in 1-5, ``error`` None.
-    - not applicable: ``parse_ok`` but not ``applicable`` (the judge said "N/A", or the stand-in cannot judge
-      the aspect offline); ``score`` and ``error`` None; left out of means and counted apart.
-    - parse failure: not ``parse_ok``; ``score`` None and ``error`` says why; the raw reply is on the
-      enclosing :class:`JustEvalJudgement`.
-    """
-
-    aspect: str
-    score: int | None
-    reason: str
-    parse_ok: bool = True
-    error: str | None = None
-    applicable: bool = True
-
-    def __post_init__(self):
-        scored = self.parse_ok and self.applicable
-        if scored != (self.score is not None):
-            raise ValueError(f"aspect {self.aspect!r}: score must be set exactly when it parsed and applies "
-                             f"(parse_ok={self.parse_ok}, applicable={self.applicable}, score={self.score!r})")
-        if self.score is not None and (type(self.score) is not int or not MIN_SCORE <= self.score <= MAX_SCORE):
-            raise ValueError(f"aspect {self.aspect!r}: score {self.score!r} is not an integer in "
-                             f"{MIN_SCORE}-{MAX_SCORE}")
-        if self.parse_ok == bool(self.error):
-            raise ValueError(f"aspect {self.aspect!r}: error must be given exactly on a parse failure")
-        if not self.parse_ok and not self.applicable:
-            raise ValueError(f"aspect {self.aspect!r}: a parse failure cannot also be 'not applicable'")
+TEMPLATE_VERSION = {kind: f"just-eval-{kind}:{sha[:12]}" for kind, sha in TEMPLATE_SHA256.items()}
 
 
-@dataclass
-class JustEvalJudgement:
-    """All aspects' judgements of one response by one judge, the raw reply and how it was obtained."""
-
-    judge_id: str
-    kind: str  # "general" | "safety"
-    aspects: list[AspectScore]
-    raw: str = ""  # the judge's last raw reply, kept whatever the parse outcome ("" for the stand-in)
-    attempts: int = 1  # 1 + repair requests used
-    meta: dict = field(default_factory=dict)
-
-    @property
-    def parse_ok(self) -> bool:
-        return all(a.parse_ok for a in self.aspects)
-
-    def score(self, aspect: str) -> int | None:
-        return next((a.score for a in self.aspects if a.aspect == aspect), None)
-
-    def get(self, aspect: str) -> AspectScore:
-        for a in self.aspects:
-            if a.aspect == aspect:
-                return a
-        raise KeyError(f"judgement by {self.judge_id} has no aspect {aspect!r}; it has "
-                       f"{[a.aspect for a in self.aspects]}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> JustEvalJudgement:
-        return cls(**{**d, "aspects": [AspectScore(**a) for a in d["aspects"]]})
+def aspect_feedback(aspect: str, score: int | None, reason: str, parse_ok: bool = True, error: str | None = None,
+                    applicable: bool = True) -> AspectFeedback:
+    """One Just-Eval aspect's judgement: an :class:`AspectFeedback` on Just-Eval's 1-5 scale, the reason as its
+    critique."""
+    return AspectFeedback(aspect, score, MIN_SCORE, MAX_SCORE, reason, parse_ok, error, applicable)
 
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-# The duplicate-key-aware decoder of the kit's judge parser (json.loads silently keeps the last repeated key).
-_DECODER, _Obj = llm_judge._DECODER, llm_judge._Obj
-_INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit string raises
-
-
-def _load_object(raw: str) -> tuple[_Obj | None, str | None]:
+def _load_object(raw: str) -> tuple[JsonObject | None, str | None]:
     """The JSON object in ``raw`` the way upstream finds it (first ``{`` to last ``}``, newlines deleted on a
-    second try), or (None, why not)."""
+    second try), or (None, why not). Decoded by the kit's duplicate-key-aware :data:`rlrf_nb.llm_judge.DECODER`
+    (json.loads silently keeps the last repeated key)."""
     text = raw.strip()
     if not text:
         return None, "empty output"
@@ -319,62 +261,19 @@ def _load_object(raw: str) -> tuple[_Obj | None, str | None]:
         return None, "invalid JSON: no JSON object in the output"
     body = text[start:end + 1]
     try:
-        return _DECODER.decode(body), None
+        return DECODER.decode(body), None
     except json.JSONDecodeError as e:
         first = e
     if "\n" in body:  # upstream better_json_loads deletes every newline (raw newlines inside strings)
         try:
-            return _DECODER.decode(body.replace("\n", "")), None
+            return DECODER.decode(body.replace("\n", "")), None
         except json.JSONDecodeError:
             pass
     return None, f"invalid JSON: {first}"
 
 
-def _check_aspect(name: str, obj: _Obj, unknown: list[str]) -> AspectScore:
-    def fail(error: str, reason: str = "") -> AspectScore:
-        return AspectScore(name, None, reason, parse_ok=False, error=error)
-
-    if name not in obj:
-        hint = f" (other keys: {', '.join(map(repr, unknown))})" if unknown else ""
-        return fail(f"missing aspect {name!r}{hint}")
-    if name in obj.duplicates:
-        return fail(f"aspect {name!r} appears more than once")
-    value = obj[name]
-    if not isinstance(value, dict):
-        return fail(f"aspect {name!r}: expected an object with 'reason' and 'score', got {type(value).__name__}")
-    reason = value.get("reason")
-    reason_text = reason if isinstance(reason, str) else ""
-    if value.duplicates:
-        return fail(f"aspect {name!r}: duplicate key {value.duplicates[0]!r}", reason_text)
-    if "reason" not in value:
-        return fail(f"aspect {name!r}: missing field 'reason'")
-    if not isinstance(reason, str) or not reason.strip():
-        return fail(f"aspect {name!r}: field 'reason' must be a non-empty string", reason_text)
-    if "score" not in value:
-        return fail(f"aspect {name!r}: missing field 'score'", reason)
-    score = value["score"]
-    if isinstance(score, str) and score.strip().upper() == NOT_APPLICABLE:
-        return AspectScore(name, None, reason, applicable=False)
-    if type(score) is int:  # not bool (a subclass), not 4.0
-        n = score
-    elif isinstance(score, str) and _INT_STRING.fullmatch(score):
-        n = int(score)
-    else:
-        return fail(f"aspect {name!r}: score must be an integer from {MIN_SCORE} to {MAX_SCORE} (a JSON integer "
-                    f'or a string like "5"), got {_shown(score)}', reason)
-    if not MIN_SCORE <= n <= MAX_SCORE:
-        return fail(f"aspect {name!r}: score {n} outside {MIN_SCORE}-{MAX_SCORE}", reason)
-    return AspectScore(name, n, reason)
-
-
-def _shown(value, limit: int = 60) -> str:
-    """``value`` as JSON, cut to ``limit`` characters for an error message (the raw reply keeps all of it)."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
-def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectScore], str | None]:
-    """One :class:`AspectScore` per name in ``aspects`` (same order) from a judge reply, and an overall error.
+def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedback], str | None]:
+    """One :class:`AspectFeedback` per name in ``aspects`` (same order) from a judge reply, and an overall error.
 
     The overall error is None exactly when every aspect parsed ("N/A" parses: not applicable). The envelope
     rules are upstream's (see the module docstring): the object spans the first ``{`` to the last ``}`` of
@@ -382,16 +281,15 @@ def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectScore]
     make every aspect fail with "invalid JSON: ..." or "empty output". Each aspect is then checked strictly:
     present once; an object with a non-empty string ``reason`` and a ``score`` that is a JSON integer or an
     integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``"4.5"``, ``true`` or ``"[score from 1 to
-    5]"``), or ``"N/A"``. Keys that are not in ``aspects`` are ignored.
+    5]"``), or ``"N/A"``. Keys that are not in ``aspects`` are ignored. The checks are the kit judge's
+    (:func:`rlrf_nb.llm_judge.check_aspect`) with Just-Eval's field name ("reason"), integer strings and "N/A".
     """
     names = list(aspects)
     obj, error = _load_object(raw)
     if obj is None:
-        return [AspectScore(n, None, "", parse_ok=False, error=error) for n in names], error
-    unknown = [k for k in obj if k not in names]
-    results = [_check_aspect(n, obj, unknown) for n in names]
-    errors = [a.error for a in results if not a.parse_ok]
-    return results, ("; ".join(errors) or None)
+        return [aspect_feedback(n, None, "", parse_ok=False, error=error) for n in names], error
+    return check_aspects(obj, [AspectSpec(n, n, MIN_SCORE, MAX_SCORE, "") for n in names], text_field="reason",
+                         int_strings=True, not_applicable=NOT_APPLICABLE)
 
 
 # ---------------------------------------------------------------------------------------------- the LLM judge
@@ -429,27 +327,21 @@ class JustEvalJudge:
         d = self.transport.describe() if hasattr(self.transport, "describe") else {}
         return {**d, "judge_id": self.id, "max_repairs": self.max_repairs}
 
-    def judge(self, instruction: str, response: str, aspects: Sequence[str], example=None) -> JustEvalJudgement:
+    def judge(self, instruction: str, response: str, aspects: Sequence[str], example=None) -> Feedback:
         """Scores of ``response`` on ``aspects`` (all five general ones, or safety); ``example`` is ignored (an
         LLM judge has no ground truth). ``meta`` holds every attempt's raw text and parse error."""
         kind = kind_of(aspects)
         names = list(KINDS[kind])
-        results, raw, raws, errors = llm_judge.ask_with_repairs(
+        results, raw, raws, errors = ask_with_repairs(
             self.transport, render_prompt(instruction, response, names), lambda text: parse_just_eval(text, names),
             self.max_repairs, self.id)
-        return JustEvalJudgement(self.id, kind, results, raw=raw, attempts=len(raws),
+        return Feedback(self.id, TEMPLATE_VERSION[kind], results, raw=raw, attempts=len(raws),
                                  meta={"raw_attempts": raws, "parse_errors": errors, "judge": self.describe()})
 
 
 # ---------------------------------------------------------------------------------------------- tiny-world stand-in
 
-_CALC = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator annotation, as in rlrf_nb.tasks.math
 ENGAGEMENT_NA = "not judgeable offline"
-
-
-def _precision_level(precision: float) -> int:
-    """The verifier's bio-factuality levels for a fraction of correct statements (5 only when all are)."""
-    return 5 if precision >= 1 else 4 if precision >= 0.8 else 3 if precision >= 0.6 else 2 if precision >= 0.4 else 1
 
 
 class VerifierJustEvalJudge:
@@ -457,7 +349,7 @@ class VerifierJustEvalJudge:
 
     Deterministic and exact with respect to the tiny world's ground truth, but it is *not* a GPT-4 judgement
     and its numbers are not comparable to published Just-Eval scores. The rules (rubric wording from
-    ``data/rubrics/*.yaml``, scores from :class:`rlrf_nb.judges.VerifierJudge`):
+    ``data/rubrics/*.yaml``, scores from :class:`rlrf_nb.verifier.VerifierJudge`):
 
     ============  ===================================================  ==============================================
     aspect        math word problem                                    bio ("Tell me a bio of X")
@@ -486,8 +378,6 @@ class VerifierJustEvalJudge:
     VERSION = "v1"  # bump when a rule above changes: the id is part of every stored judgement's key
 
     def __init__(self, world, rubrics):
-        from rlrf_nb.judges import VerifierJudge
-
         # world None (a real recipe): no knowledge base; math is then checked on the final answer alone
         self.verifier = VerifierJudge(rubrics, {} if world is None else {p["name"]: p for p in world.people})
         self.id = f"just-eval-standin/{self.VERSION}:{self.verifier.id}"
@@ -495,7 +385,7 @@ class VerifierJustEvalJudge:
     def describe(self) -> dict:
         return {"backend": "tiny-world verifier stand-in (not GPT-4)", "judge_id": self.id}
 
-    def judge(self, instruction: str, response: str, aspects: Sequence[str], example=None) -> JustEvalJudgement:
+    def judge(self, instruction: str, response: str, aspects: Sequence[str], example=None) -> Feedback:
         kind = kind_of(aspects)
         if kind != "general":
             raise ValueError(f"{self.id}: the tiny world has no safety instructions; the stand-in judges only "
@@ -511,15 +401,15 @@ class VerifierJustEvalJudge:
             scores, meta = self._bios(response, example)
         else:
             raise ValueError(f"{self.id} judges tiny-world math and bios, not task {example.task!r} ({example.id})")
-        out = [AspectScore(a, *scores[a]) for a in ASPECTS if a != "engagement"]
-        out.insert(ASPECTS.index("engagement"), AspectScore("engagement", None, ENGAGEMENT_NA, applicable=False))
-        return JustEvalJudgement(self.id, kind, out, meta=meta)
+        out = [aspect_feedback(a, *scores[a]) for a in ASPECTS if a != "engagement"]
+        out.insert(ASPECTS.index("engagement"), aspect_feedback("engagement", None, ENGAGEMENT_NA, applicable=False))
+        return Feedback(self.id, TEMPLATE_VERSION[kind], out, meta=meta)
 
     def _math(self, text: str, ex):
         fb = self.verifier.judge(ex.prompt, text, ["logical_correctness", "completeness"], ex)
         logic, comp = fb.aspects
         calcs = []
-        for expr, claimed in _CALC.findall(text):
+        for expr, claimed in M.ANNOTATION.findall(text):
             try:
                 ok = M.safe_eval(expr) == M.safe_eval(claimed)
             except M.ArithmeticError_:
@@ -532,9 +422,9 @@ class VerifierJustEvalJudge:
             wrong = [c for c, ok in calcs if ok is not True]
             note = (f"All {len(calcs)} calculations are arithmetically right." if not wrong else
                     f"{right} of {len(calcs)} calculations are right; wrong or unreadable: {', '.join(wrong)}.")
-            fact = (_precision_level(right / len(calcs)), note)
+            fact = (precision_level(right / len(calcs)), note)
         lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-        stray = [ln for ln in lines if not _CALC.search(ln) and not ln.startswith("####")]
+        stray = [ln for ln in lines if not M.ANNOTATION.search(ln) and not ln.startswith("####")]
         has_final = M.extract_answer(text, "strict") is not None
         unreadable = any(ok is None for _, ok in calcs)
         if not lines:
@@ -691,7 +581,7 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
         names = KINDS[kind]
         rows = []
         for r in by_kind[kind]:
-            jd = JustEvalJudgement.from_dict(r["judgement"])
+            jd = Feedback.from_dict(r["judgement"])
             rows.append([jd.get(a) for a in names])
         return names, rows
 

@@ -276,7 +276,7 @@ def generate_splits(seed: int, sizes: dict[str, int], **kw) -> dict[str, list[Ex
 # Checking a solution step by step against the ground-truth chain
 # ---------------------------------------------------------------------------
 
-_ANNOT = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator annotation <<expr=value>>
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ class MathCheck:
 
 def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
     """Check every calculator annotation and the final answer of ``text`` against ``steps``."""
-    found = _ANNOT.findall(text)
+    found = ANNOTATION.findall(text)
     pred = extract_answer(text, "strict")
     correct = pred is not None and pred == normalize_number(gold)
     for i, (expr, claimed) in enumerate(found, start=1):
