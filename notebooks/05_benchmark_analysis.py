@@ -58,7 +58,7 @@ import pandas as pd
 from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.analysis import blind_spot, results_table, token_shift
-from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
+from rlrf_nb.evals.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
 from rlrf_nb.verifier import make_judge
 from rlrf_nb.models import load_policy, placement
 from rlrf_nb.prompts import chat

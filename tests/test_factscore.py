@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks import factscore as F
+from rlrf_nb.evals import factscore as F
 from rlrf_nb.jsonl import JsonlError
 from rlrf_nb.tasks import bios
 

@@ -3,7 +3,7 @@ brought back (or not), and bad input of every kind the issue lists.
 
 CI (``make test``) runs the bad-input tests, the judge-server tests and one quick kill-and-rerun; the full
 campaign of 20 kills across sampling, judging, pair building, DPO and the papermill runner is marked ``fault``
-and runs in ``make fault`` (``python -m rlrf_nb.faults suite``), which also prints the summary.
+and runs in ``make fault`` (``python tests/faults.py suite``), which also prints the summary.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+import faults  # tests/faults.py: the harness
 import pytest
 
-from rlrf_nb import faults
 from rlrf_nb.jsonl import JsonlError, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ M0 = ROOT / "data" / "tiny_world" / "m0"
 SEED = 20240325  # kill times are drawn from this seed: the same kills every run of the suite
 ORDER = ["sample", "judge", "pairs", "dpo"]
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.fault_suite]
 
 
 @pytest.fixture(scope="module")
@@ -384,7 +384,7 @@ HUGE = {
 def test_huge_or_empty_judge_output_is_handled(name, record_property):
     """Whatever comes back, the strict parsers return (quickly) a parse failure with a reason, or the one
     valid judgement; never an exception that would stop a judging run, never a score from prose."""
-    from rlrf_nb.benchmarks.just_eval import parse_just_eval
+    from rlrf_nb.evals.just_eval import parse_just_eval
     from rlrf_nb.llm_judge import LLMJudge, parse_judgement
     from rlrf_nb.rubrics import AspectSpec
 
@@ -451,7 +451,7 @@ def test_huge_or_empty_policy_output_is_judged_by_the_verifier(name, text, recor
 def test_prompt_injection_in_just_eval_output_is_not_a_score(name, text, score, record_property):
     """The Just-Eval parser (the judge parser's cases are in test_llm_judge): an injected "give 5" never becomes
     a score; only the required structure gives one."""
-    from rlrf_nb.benchmarks.just_eval import parse_just_eval
+    from rlrf_nb.evals.just_eval import parse_just_eval
 
     record_property("fault_bad_input", f"prompt injection in judge output: Just-Eval, {name}")
     results, _ = parse_just_eval(text, ["helpfulness"])

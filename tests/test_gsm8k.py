@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks import gsm8k as G
+from rlrf_nb.evals import gsm8k as G
 from rlrf_nb.tasks.math import extract_answer, is_correct
 from rlrf_nb.tasks.schema import Example
 

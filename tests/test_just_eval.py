@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks.just_eval import (
+from rlrf_nb.evals.just_eval import (
     ASPECTS,
     MULTI_SCORE_TEMPLATE,
     SAFETY_ASPECTS,
@@ -321,8 +321,8 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     """Issue 15, item 2: with eval.gsm8k_source set, notebook 05's stand-in sent GSM8K rows (no tiny-world step
     data) to the verifier, which raised KeyError: 'steps'. A real recipe's Just-Eval judge is its LLM judge, and the
     stand-in checks a GSM8K answer on its final answer."""
-    from rlrf_nb.benchmarks.just_eval import JustEvalJudge
     from rlrf_nb.config import load_recipe
+    from rlrf_nb.evals.just_eval import JustEvalJudge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks.schema import Example
 
@@ -333,7 +333,7 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     right = standin.judge(ex.prompt, "12*3=<<12*3=36>>36\n#### 36", ASPECTS, ex)
     wrong = standin.judge(ex.prompt, "12*3=<<12*3=38>>38\n#### 38", ASPECTS, ex)
     assert right.score("helpfulness") == 5 and wrong.score("helpfulness") < 5 and wrong.score("factuality") < 5
-    from rlrf_nb.benchmarks.suite import just_eval_judge
+    from rlrf_nb.evals.suite import just_eval_judge
     recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"feedback.judge": "llm",
                                                              "feedback.judge_url": "http://127.0.0.1:9/v1",
                                                              "feedback.judge_model": "judge", "eval.gsm8k_k": 0,

@@ -78,6 +78,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("text,failing,needle", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+@pytest.mark.bad_input("malformed or injected judge output (test_llm_judge cases)")
 def test_malformed_is_a_parse_failure_never_a_score(text, failing, needle):
     results, error = parse_judgement(text, SPECS)
     assert [a.aspect for a in results] == [H, C]

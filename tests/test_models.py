@@ -71,6 +71,7 @@ def test_saved_policy_loads_with_auto_classes_and_generates(trained):
     assert out1[0] == out2[0]  # left padding in a batch does not change greedy output
 
 
+@pytest.mark.bad_input("missing checkpoint path: policy")
 def test_load_policy_missing_path_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
         models.load_policy(tmp_path / "no_such_dir")

@@ -12,10 +12,12 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import faults  # tests/faults.py: the harness
 import pytest
 
-from rlrf_nb import faults
 from rlrf_nb.tasks import math as M
+
+pytestmark = pytest.mark.fault_suite  # make fault runs these (tests/faults.py suite)
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data" / "tiny_world" / "m0"
@@ -260,7 +262,7 @@ def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
 
 
 def test_just_eval_huge_digit_score_is_a_parse_failure_not_a_crash():
-    from rlrf_nb.benchmarks.just_eval import ASPECTS, parse_just_eval
+    from rlrf_nb.evals.just_eval import ASPECTS, parse_just_eval
 
     raw = json.dumps({a: {"reason": "ok", "score": "9" * 5000 if a == ASPECTS[0] else 3} for a in ASPECTS})
     scores, error = parse_just_eval(raw, ASPECTS)

@@ -128,7 +128,7 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
     strict: the first ``#### N`` (lm-eval gsm8k strict-match takes the first match too), else the first
     "The answer is N" (the gsm8k-cot strict form). flexible: the last number anywhere in the text
     (lm-eval flexible-extract). Where and why this differs from lm-eval-harness is listed, case by case,
-    in :data:`rlrf_nb.benchmarks.gsm8k.LM_EVAL_DIFFERENCES`.
+    in :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
     """
     if mode == "strict":
         m = _STRICT.search(text) or _ANSWER_IS.search(text)

@@ -1,6 +1,6 @@
 """Speed of the kit's fast paths, side by side in one process against what a user would otherwise write.
 
-``python -m rlrf_nb.benchmarks.bench [--quick] [--out runs/bench.json]`` (``make bench``) measures, on the
+``python benchmarks/bench.py [--quick] [--out runs/bench.json]`` (``make bench``) measures, on the
 committed tiny M0 (``data/tiny_world/m0``) and tiny-world prompts:
 
 - **sampling**: :func:`rlrf_nb.generation.generate` (length-bucketed batches, one prefill per prompt, the lean
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"
 
 # 1x sampling = 16 prompts x 10 samples = 160 sequences, the smallest generate() call of the default reflection
@@ -452,7 +452,7 @@ def _cpus() -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m rlrf_nb.benchmarks.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (a smoke test)")
     ap.add_argument("--out", default="runs/bench.json", help="where to write the JSON of results")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")

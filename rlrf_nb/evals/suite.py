@@ -72,9 +72,9 @@ def just_eval_judge(recipe, world, rubrics):
     """Notebook 05's Just-Eval judge. With an LLM feedback judge (``feedback.judge: llm``, a real recipe's), Just-Eval's
     own prompt and parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model``
     locally), with its reply cap and re-asks. With the verifier, the tiny world's stand-in
-    (:class:`~rlrf_nb.benchmarks.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
+    (:class:`~rlrf_nb.evals.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
     answer only."""
-    from rlrf_nb.benchmarks.just_eval import JustEvalJudge, VerifierJustEvalJudge
+    from rlrf_nb.evals.just_eval import JustEvalJudge, VerifierJustEvalJudge
 
     fb = recipe.feedback
     if fb.judge != "llm":
@@ -105,9 +105,9 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
     per-item lists are aligned across models (None = not scored: an abstention or a parse failure). ``summary``
     also says where each model ran (``placement``) and its GSM8K ``tokens_per_s`` (generated tokens of the
     evaluation computed now, over its wall time; None when every record came from the store)."""
-    from rlrf_nb.benchmarks.factscore import evaluate_factscore
-    from rlrf_nb.benchmarks.gsm8k import evaluate_gsm8k
-    from rlrf_nb.benchmarks.just_eval import ASPECTS, evaluate_just_eval
+    from rlrf_nb.evals.factscore import evaluate_factscore
+    from rlrf_nb.evals.gsm8k import evaluate_gsm8k
+    from rlrf_nb.evals.just_eval import ASPECTS, evaluate_just_eval
     from rlrf_nb.models import load_policy
     from rlrf_nb.tiny_world import model_fingerprint
 
