@@ -28,9 +28,9 @@ import random
 from collections import Counter
 
 from rlrf_nb import generation
-from rlrf_nb.analysis import bootstrap_ci, paired_test
+from rlrf_nb.analysis import paired_test
 from rlrf_nb.prompts import chat, refinement_prompt, scalar_notes
-from rlrf_nb.stats import rate
+from rlrf_nb.stats import bootstrap_ci, rate
 from rlrf_nb.store import content_key
 from rlrf_nb.tasks import bios, math
 

@@ -73,7 +73,7 @@ from string import Template
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.llm_judge import DECODER, JsonObject, OpenAITransport, ask_with_repairs, check_aspects
 from rlrf_nb.rubrics import AspectSpec
-from rlrf_nb.stats import rate
+from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, percentile_ci, rate
 from rlrf_nb.tasks import math as M
 from rlrf_nb.verifier import VerifierJudge, precision_level
 
@@ -516,38 +516,14 @@ def evaluate_just_eval(responses: Sequence[dict], judge, store, name: str, n_boo
 
 # ---------------------------------------------------------------------------------------------- aggregation
 
-def _bootstrap(matrix, n_boot: int, seed: int):
-    """Per-column means of ``n_boot`` resamples of the rows of ``matrix`` (NaN = no score), shape (n_boot, cols).
-
-    A resample is a row of multinomial counts, so the resampled means are one matrix product, not a copy of
-    the data per resample. A column with no score in a resample is NaN there."""
-    import numpy as np
-
-    n = matrix.shape[0]
-    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot)
-    have = ~np.isnan(matrix)
-    sums = counts @ np.where(have, matrix, 0.0)
-    ns = counts @ have.astype(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / ns
+def _column_means(rows: list[list[float]]) -> list[float]:
+    """Per column, the mean of the scores (NaN = no score) of ``rows``; NaN for a column with no score."""
+    return [mean([x for x in col if x == x]) for col in zip(*rows)]
 
 
-def _ci(samples) -> tuple[float, float]:
-    import numpy as np
-
-    s = samples[~np.isnan(samples)]
-    if not len(s):
-        return math.nan, math.nan
-    return float(np.percentile(s, 2.5)), float(np.percentile(s, 97.5))
-
-
-def _row_means(means, cols: list[int]):
-    import numpy as np
-
-    sub = means[:, cols]
-    with np.errstate(invalid="ignore"):
-        ok = ~np.isnan(sub)
-        return np.where(ok.any(axis=1), np.where(ok, sub, 0).sum(axis=1) / ok.sum(axis=1), np.nan)
+def _mean_of_means(means: Sequence[float]) -> float:
+    """The mean of the aspect means that are defined (an aspect with no score in a resample is left out)."""
+    return mean([m for m in means if m == m])
 
 
 def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -564,7 +540,6 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
     (upstream ``avg_lens``: mean whitespace-separated words per response). Records from different judges
     raise: their scores are not on one scale.
     """
-    import numpy as np
 
     records = list(records)
     if not records:
@@ -588,39 +563,39 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
     aspects, boot = {}, {}
     for s, kind in enumerate(KINDS):
         names, rows = matrix(kind)
-        values = np.array([[math.nan if a.score is None else float(a.score) for a in row] for row in rows],
-                          dtype=float).reshape(len(rows), len(names))
-        boot[kind] = _bootstrap(values, n_boot, seed + s) if rows else np.full((n_boot, len(names)), np.nan)
+        values = [[math.nan if a.score is None else float(a.score) for a in row] for row in rows]
+        # per resample of this kind's items, every aspect's mean (the overall intervals below)
+        boot[kind] = bootstrap(values, _column_means, n_boot, seed + s) or [[math.nan] * len(names)] * n_boot
         for j, name in enumerate(names):
             col = [row[j] for row in rows]
             scored = [a.score for a in col if a.score is not None]
             failures = sum(not a.parse_ok for a in col)
             pr = rate(len(col) - failures, len(col))
-            aspect_seed = seed + 10 + (ASPECTS + SAFETY_ASPECTS).index(name)
-            lo, hi = _ci(_bootstrap(np.array(scored, dtype=float)[:, None], n_boot, aspect_seed)[:, 0]) \
-                if scored else (math.nan, math.nan)
-            aspects[name] = {"mean": float(np.mean(scored)) if scored else math.nan, "ci_low": lo, "ci_high": hi,
+            ci = bootstrap_ci(scored, n_boot=n_boot, seed=seed + 10 + (ASPECTS + SAFETY_ASPECTS).index(name))
+            aspects[name] = {"mean": ci["value"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
                              "n": len(scored), "n_items": len(col), "n_parse_failures": failures,
                              "n_not_applicable": sum(a.parse_ok and not a.applicable for a in col),
                              "parse_rate": pr["rate"], "parse_rate_ci_low": pr["ci_low"],
                              "parse_rate_ci_high": pr["ci_high"]}
 
     general = [a for a in ASPECTS if aspects[a]["n"]]
-    overall = {"mean": float(np.mean([aspects[a]["mean"] for a in general])) if general else math.nan,
-               "ci_low": math.nan, "ci_high": math.nan, "aspects": general, "n_items": len(by_kind["general"])}
+    overall = {"mean": mean([aspects[a]["mean"] for a in general]), "ci_low": math.nan, "ci_high": math.nan,
+               "aspects": general, "n_items": len(by_kind["general"])}
     if general:
-        overall["ci_low"], overall["ci_high"] = _ci(_row_means(boot["general"], [ASPECTS.index(a) for a in general]))
+        cols = [ASPECTS.index(a) for a in general]
+        overall["ci_low"], overall["ci_high"] = percentile_ci([_mean_of_means([b[c] for c in cols])
+                                                               for b in boot["general"]])
     six = general + [a for a in SAFETY_ASPECTS if aspects[a]["n"]]
-    with_safety = {"mean": float(np.mean([aspects[a]["mean"] for a in six])) if six else math.nan,
-                   "ci_low": math.nan, "ci_high": math.nan, "aspects": six}
-    if six:
-        both = np.concatenate([boot["general"], boot["safety"]], axis=1)
-        with_safety["ci_low"], with_safety["ci_high"] = _ci(_row_means(both, [(ASPECTS + SAFETY_ASPECTS).index(a)
-                                                                                for a in six]))
+    with_safety = {"mean": mean([aspects[a]["mean"] for a in six]), "ci_low": math.nan, "ci_high": math.nan,
+                   "aspects": six}
+    if six:  # the general and the safety items resampled independently, as two samples
+        cols = [(ASPECTS + SAFETY_ASPECTS).index(a) for a in six]
+        both = [g + s for g, s in zip(boot["general"], boot["safety"])]
+        with_safety["ci_low"], with_safety["ci_high"] = percentile_ci([_mean_of_means([b[c] for c in cols])
+                                                                       for b in both])
 
     def words(kind):
-        lens = [len(r["response"].split()) for r in by_kind[kind]]
-        return float(np.mean(lens)) if lens else math.nan
+        return mean([len(r["response"].split()) for r in by_kind[kind]])
 
     return {"judge_id": judges[0], "aspects": aspects, "overall": overall, "overall_with_safety": with_safety,
             "safety": {**aspects["safety"]}, "n_general": len(by_kind["general"]), "n_safety": len(by_kind["safety"]),
