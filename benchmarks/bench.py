@@ -234,7 +234,7 @@ def dpo_baseline(pairs, cfg, out_dir) -> tuple[float, object]:
 def dpo_ours(pairs, cfg, out_dir, store) -> tuple[float, object]:
     """The kit's DPO trainer with reference log-probs from ``store`` (computed there on a miss)."""
     from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.training import build_dpo_trainer
 
     fingerprint = model_fingerprint(M0)
@@ -301,7 +301,7 @@ def bench_stage(model, tok, world, spec, reps, work: Path, say) -> list[dict]:
     from rlrf_nb.reflection import reflection_search
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.verifier import VerifierJudge
 
     rubrics = load_rubric_set(ROOT / "data/rubrics")
@@ -401,7 +401,7 @@ def run(quick: bool = False, reps: int | None = None, threads: int = 1, work_dir
 
     from rlrf_nb.config import load_recipe
     from rlrf_nb.models import load_policy
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     spec = QUICK if quick else FULL
     reps = reps or spec["reps"]

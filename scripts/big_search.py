@@ -34,8 +34,8 @@ from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import evaluate_policy, evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
-from rlrf_nb.tasks.world import build_world
-from rlrf_nb.tiny_world import model_fingerprint
+from rlrf_nb.tiny_world import build_world
+from rlrf_nb.models import model_fingerprint
 from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows, save_checkpoint, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -144,11 +144,11 @@ def _say(text: str) -> None:
 
 
 def _context(run_dir: Path, sets: dict):
-    from rlrf_nb import tiny_world as tw
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.tiny_world import build_world
 
     run_dir = Path(run_dir).resolve()
-    recipe, store = tw.load_run(RECIPE, run_dir.name, {**STAGE_OVERRIDES, **sets,
+    recipe, store = open_run(RECIPE, run_dir.name, {**STAGE_OVERRIDES, **sets,
                                                        "run.runs_dir": str(run_dir.parent)})
     return recipe, store, build_world(recipe.world)
 
@@ -187,8 +187,7 @@ def _pool(store, world, recipe) -> list:
 def stage_sample(run_dir: Path, sets: dict) -> None:
     """Policy samples for the first prompts of the rl split (what the reflection search starts with)."""
     from rlrf_nb.generation import generate_to_store
-    from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import load_policy, model_fingerprint
 
     recipe, store, world = _context(run_dir, sets)
     path = resolve_path(recipe.m0.pretrained)
@@ -441,8 +440,8 @@ def compare_jsonl(baseline: Path, final: Path) -> dict:
 
 def checkpoint_state(run_dir: Path, pattern: str) -> dict:
     """The checkpoint directories matching ``pattern``: complete ones (marker written) with their fingerprint."""
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.store import is_complete
-    from rlrf_nb.tiny_world import model_fingerprint
 
     dirs = sorted(p for p in run_dir.glob(pattern) if p.is_dir())
     return {p.name: {"complete": is_complete(p),

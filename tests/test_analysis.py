@@ -74,7 +74,7 @@ def m0():
 def _convs():
     from rlrf_nb.config import load_recipe
     from rlrf_nb.prompts import chat
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     world = build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
     return [chat(ex.prompt) for ex in world.math["dev"][:4]]

@@ -127,11 +127,10 @@ def test_verdicts_read_the_headline_against_the_targets():
 
 
 def test_diagnose_end_to_end_on_the_committed_m0(tmp_path):
-    from rlrf_nb.models import load_policy
+    from rlrf_nb.models import load_policy, model_fingerprint
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tasks.world import build_world
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.tiny_world import build_world
     from rlrf_nb.verifier import VerifierJudge
 
     world = build_world(WorldConfig(math_test=6, math_dev=6, math_rl=6, math_train=6))

@@ -324,7 +324,7 @@ def test_non_utf8_byte_is_an_error_naming_the_file(where, tmp_path, record_prope
     from rlrf_nb.rubrics import RubricError, load_rubric
     from rlrf_nb.store import JsonlArtifact
     from rlrf_nb.tasks.loaders import load_gsm8k
-    from rlrf_nb.tasks.world import load_split
+    from rlrf_nb.tiny_world import load_split
 
     record_property("fault_bad_input", f"non-UTF-8 byte in a file: {where}")
     bad = b'{"key": "b", "question": "caf\xe9?", "answer": "#### 1"}\n'
@@ -351,7 +351,7 @@ def test_non_utf8_byte_is_an_error_naming_the_file(where, tmp_path, record_prope
 
 
 def test_world_split_errors_name_the_file_line_even_after_blank_lines(tmp_path, record_property):
-    from rlrf_nb.tasks.world import load_split
+    from rlrf_nb.tiny_world import load_split
 
     record_property("fault_bad_input", "missing field: in a world split after blank lines (file:line)")
     path = tmp_path / "math_test.jsonl"
@@ -421,7 +421,7 @@ def test_huge_or_empty_judge_output_is_handled(name, record_property):
 def test_huge_or_empty_policy_output_is_judged_by_the_verifier(name, text, record_property):
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks import math
-    from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.tiny_world import load_kb, load_split
     from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", f"huge or empty policy output: {name}")
@@ -460,7 +460,7 @@ def test_prompt_injection_in_just_eval_output_is_not_a_score(name, text, score, 
 
 def test_prompt_injection_in_the_response_does_not_move_the_verifier(record_property):
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.tiny_world import load_kb, load_split
     from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", "prompt injection in judge output: in the judged response (verifier)")

@@ -272,7 +272,7 @@ def test_aggregate_refuses_mixed_judges_and_nothing():
 @pytest.fixture(scope="module")
 def world():
     from rlrf_nb.config import load_recipe
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
 

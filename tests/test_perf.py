@@ -20,7 +20,7 @@ from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks import math
-from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"

@@ -162,7 +162,7 @@ def test_rounds_with_the_vllm_backend_train_while_the_engine_sleeps(fake_vllm, t
     from rlrf_nb import rounds
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
     from rlrf_nb.verifier import make_judge
 
     recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {

@@ -244,7 +244,7 @@ def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     from rlrf_nb.config import FeedbackConfig
     from rlrf_nb.llm_judge import OpenAITransport, redact_url
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tiny_world import load_run
+    from rlrf_nb.runs import open_run
     from rlrf_nb.verifier import make_llm_judge
 
     assert redact_url(url) == shown
@@ -254,7 +254,7 @@ def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     transport = OpenAITransport(url, "tiny")
     assert transport.base_url == url  # requests still go to the real URL
     assert "secret" not in repr(transport) and transport.describe()["base_url"] == shown
-    recipe, store = load_run(ROOT / "recipes" / "tiny-smoke.yaml", "creds",
+    recipe, store = open_run(ROOT / "recipes" / "tiny-smoke.yaml", "creds",
                              {"run.runs_dir": str(tmp_path), "feedback.judge_url": url})
     assert recipe.feedback.judge_url == url
     written = (store.path("config.yaml")).read_text()

@@ -108,8 +108,7 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
     from rlrf_nb.evals.factscore import evaluate_factscore
     from rlrf_nb.evals.gsm8k import evaluate_gsm8k
     from rlrf_nb.evals.just_eval import ASPECTS, evaluate_just_eval
-    from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import load_policy, model_fingerprint
 
     per_item, summary, records = {}, {}, {}
     for name, path in policies.items():
