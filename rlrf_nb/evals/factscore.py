@@ -64,6 +64,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rlrf_nb.jsonl import JsonlError, read_jsonl
+from rlrf_nb.llm_judge import TransformersTransport
 from rlrf_nb.stats import bootstrap_ci, mean, rate
 from rlrf_nb.tasks import bios
 
@@ -166,10 +167,11 @@ class Verifier(Protocol):
 
 
 def _complete_all(transport, conversations: list[list[dict]]) -> list[str]:
-    """One reply per conversation; one batched call when the transport can (TransformersTransport)."""
+    """One reply per conversation; one batched call to the in-process :class:`TransformersTransport` (it batches
+    generation), one call per conversation to any other transport (an HTTP server takes one request at a time)."""
     if not conversations:
         return []
-    if hasattr(transport, "complete_batch"):
+    if isinstance(transport, TransformersTransport):
         outs = transport.complete_batch(conversations)
         if len(outs) != len(conversations):
             raise RuntimeError(f"{type(transport).__name__}.complete_batch returned {len(outs)} replies for "
@@ -252,8 +254,7 @@ class LLMDecomposer:
         return Decomposition(facts, failures)
 
     def describe(self) -> dict:
-        d = self.transport.describe() if hasattr(self.transport, "describe") else {}
-        return {"decomposer": "llm", **d}
+        return {"decomposer": "llm", **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- knowledge
@@ -420,8 +421,7 @@ class LLMVerifier:
         return out
 
     def describe(self) -> dict:
-        d = self.transport.describe() if hasattr(self.transport, "describe") else {}
-        return {"verifier": "llm", "k": self.k, **d}
+        return {"verifier": "llm", "k": self.k, **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- the score
