@@ -10,7 +10,6 @@ import torch
 
 from rlrf_nb.analysis import (
     blind_spot,
-    bootstrap_ci,
     mcnemar_exact,
     paired_test,
     results_table,
@@ -19,6 +18,7 @@ from rlrf_nb.analysis import (
     token_shift,
 )
 from rlrf_nb.pairs import Candidate
+from rlrf_nb.stats import bootstrap_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Just-Eval's judge replies parsed strictly into the kit's judgement type (:class:`rlrf_nb.feedback.Feedback`).
 
 The envelope is upstream's (first ``{`` to last ``}``, newlines deleted on a second try); each aspect is then
-checked by the kit judge's own checker (:func:`rlrf_nb.llm_judge.check_aspect`) with Just-Eval's field name.
+checked by the kit judge's own checker (:func:`rlrf_nb.judge_json.check_aspect`) with Just-Eval's field name.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from rlrf_nb.evals.just_eval.prompts import MAX_SCORE, MIN_SCORE, NOT_APPLICABLE
 from rlrf_nb.feedback import AspectFeedback
-from rlrf_nb.llm_judge import DECODER, JsonObject, check_aspects
+from rlrf_nb.judge_json import DECODER, JsonObject, check_aspects
 from rlrf_nb.rubrics import AspectSpec
 
 # A Just-Eval judgement is the kit's :class:`~rlrf_nb.feedback.Feedback`: one type for every judge. Its
@@ -29,7 +29,7 @@ def aspect_feedback(aspect: str, score: int | None, reason: str, parse_ok: bool 
 
 def _load_object(raw: str) -> tuple[JsonObject | None, str | None]:
     """The JSON object in ``raw`` the way upstream finds it (first ``{`` to last ``}``, newlines deleted on a
-    second try), or (None, why not). Decoded by the kit's duplicate-key-aware :data:`rlrf_nb.llm_judge.DECODER`
+    second try), or (None, why not). Decoded by the kit's duplicate-key-aware :data:`rlrf_nb.judge_json.DECODER`
     (json.loads silently keeps the last repeated key)."""
     text = raw.strip()
     if not text:
@@ -60,7 +60,7 @@ def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedba
     present once; an object with a non-empty string ``reason`` and a ``score`` that is a JSON integer or an
     integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``"4.5"``, ``true`` or ``"[score from 1 to
     5]"``), or ``"N/A"``. Keys that are not in ``aspects`` are ignored. The checks are the kit judge's
-    (:func:`rlrf_nb.llm_judge.check_aspect`) with Just-Eval's field name ("reason"), integer strings and "N/A".
+    (:func:`rlrf_nb.judge_json.check_aspect`) with Just-Eval's field name ("reason"), integer strings and "N/A".
     """
     names = list(aspects)
     obj, error = _load_object(raw)
