@@ -57,7 +57,10 @@ def evaluate_just_eval(responses: Sequence[dict], judge, store, name: str, n_boo
         # and one that asks no model (the stand-in, a test's) has no max_repairs: None in the key
         return content_key({"benchmark": "just-eval", "judge": judge.id, "template": TEMPLATE_SHA256[r["kind"]],
                             "max_repairs": getattr(judge, "max_repairs", None), "instruction": r["instruction"],
-                            "response": r["response"], "aspects": KINDS[r["kind"]]})
+                            "response": r["response"], "aspects": KINDS[r["kind"]],
+                            # the stored judgement's shape: 2 = the kit's Feedback (issue 17; 1 had "reason" and
+                            # "kind"), so a store written before is re-judged, never misread
+                            "record": 2})
 
     def run(r):
         ex = r.get("example")
