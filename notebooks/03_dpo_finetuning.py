@@ -46,7 +46,8 @@ from IPython.display import Markdown, display
 
 from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.judges import make_judge
+from rlrf_nb.runs import open_run
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
 from rlrf_nb.reflection import reflection_search
@@ -57,7 +58,7 @@ from rlrf_nb.training import describe_preflight, has_training_data, preflight, t
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 70)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 cfg = recipe.dpo
 print("run directory:", store.run_dir)
 print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta", "learning_rate", "epochs",

@@ -7,6 +7,7 @@ that object is a *parse failure*, recorded with its reason and the raw text, and
 (prometheus-eval#58 returned 5 for unparseable output; see docs ANCHORS, pain point 2). No digit is
 ever pulled out of prose.
 
+Replies are read by :mod:`rlrf_nb.judge_json` (one decoder and one aspect checker, shared with Just-Eval).
 Two thin transports send chat messages to a model and return its text: :class:`TransformersTransport`
 (in-process, through :func:`rlrf_nb.generation.generate`) and :class:`OpenAITransport` (any
 OpenAI-compatible server: ``transformers serve``, vLLM, a hosted API). :class:`LLMJudge` ties a
@@ -15,30 +16,18 @@ transport to the parser and implements the :class:`rlrf_nb.feedback.Judge` proto
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
+from rlrf_nb.judge_json import check_aspects, load_json_object
+from rlrf_nb.rubrics import AspectSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AspectSpec:
-    """What the judge needs to know about one aspect: its key, title, score range and rubric text."""
-
-    name: str  # the JSON key the judge must use, e.g. "helpfulness"
-    title: str  # human-readable, e.g. "Helpfulness"
-    min_score: int
-    max_score: int
-    text: str  # the rubric rendered for the prompt (score-level descriptors)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -92,109 +81,6 @@ def render_select_prompt(prompt: str, candidates: list[AspectSpec], max_aspects:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL | re.IGNORECASE)
-
-
-class _Obj(dict):
-    """A JSON object that remembers which keys appeared more than once (json.loads keeps the last)."""
-
-    duplicates: list[str]
-
-
-def _pairs_hook(pairs: list[tuple]) -> _Obj:
-    obj, seen = _Obj(), set()
-    obj.duplicates = []
-    for k, v in pairs:
-        if k in seen:
-            obj.duplicates.append(k)
-        seen.add(k)
-        obj[k] = v
-    return obj
-
-
-class _Decoder(json.JSONDecoder):
-    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
-    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
-    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
-    ``ValueError`` that would stop a judging run."""
-
-    def __init__(self):
-        super().__init__(object_pairs_hook=_pairs_hook)
-
-    def raw_decode(self, s: str, idx: int = 0):
-        try:
-            return super().raw_decode(s, idx)
-        except json.JSONDecodeError:
-            raise
-        except RecursionError:
-            raise json.JSONDecodeError("nested too deeply", s, idx) from None
-        except ValueError as e:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
-            raise json.JSONDecodeError(f"number too long ({e})", s, idx) from None
-
-
-_DECODER = _Decoder()
-
-
-def load_json_object(text: str) -> tuple[dict | None, str | None]:
-    """The single JSON object that ``text`` consists of, or (None, why not).
-
-    Allowed around the object: whitespace, and one ```` ```json ```` fence. Anything else (prose before or
-    after, a second object) is an error, as are invalid or truncated JSON and a top-level non-object.
-    """
-    body = text.strip()
-    m = _FENCE.match(body)
-    if m:
-        body = m.group(1).strip()
-    if not body:
-        return None, "empty output"
-    try:
-        obj, end = _DECODER.raw_decode(body)
-    except json.JSONDecodeError as e:
-        start = body.find("{")
-        if start <= 0:
-            return None, f"invalid JSON: {e}"
-        try:  # prose before an object: say so rather than "Expecting value: char 0"
-            _DECODER.raw_decode(body, start)
-        except json.JSONDecodeError as e2:
-            return None, f"invalid JSON: {e2}"
-        return None, "extra text outside the JSON object"
-    if body[end:].strip():
-        return None, "extra text outside the JSON object"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
-    return obj, None
-
-
-def _check_aspect(spec: AspectSpec, obj: _Obj, unknown: list[str]) -> AspectFeedback:
-    def fail(error: str, critique: str = "") -> AspectFeedback:
-        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, critique, parse_ok=False, error=error)
-
-    if spec.name not in obj:
-        hint = f" (unknown keys: {', '.join(map(repr, unknown))})" if unknown else ""
-        return fail(f"missing aspect {spec.name!r}{hint}")
-    if spec.name in obj.duplicates:
-        return fail(f"aspect {spec.name!r} appears more than once")
-    value = obj[spec.name]
-    if not isinstance(value, dict):
-        return fail(f"expected an object with 'critique' and 'score', got {type(value).__name__}")
-    critique = value.get("critique")
-    critique_text = critique if isinstance(critique, str) else ""
-    if value.duplicates:
-        return fail(f"duplicate key {value.duplicates[0]!r}", critique_text)
-    if "critique" not in value:
-        return fail("missing field 'critique'")
-    if not isinstance(critique, str) or not critique.strip():
-        return fail("field 'critique' must be a non-empty string", critique_text)
-    if "score" not in value:
-        return fail("missing field 'score'", critique)
-    score = value["score"]
-    if type(score) is not int:  # rejects bool (a subclass of int), float 4.0/4.5, "4", null
-        return fail(f"field 'score' must be a JSON integer, got {json.dumps(score)}", critique)
-    if not spec.min_score <= score <= spec.max_score:
-        return fail(f"score {score} outside {spec.min_score}-{spec.max_score}", critique)
-    return AspectFeedback(spec.name, score, spec.min_score, spec.max_score, critique)
-
-
 def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeedback], str | None]:
     """One :class:`AspectFeedback` per spec (same order) from the judge's ``text``, and an overall error.
 
@@ -205,17 +91,13 @@ def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeed
     - each listed aspect is present, once, as an object with a non-empty string ``critique`` and a JSON
       integer ``score`` (not a bool, float or string) within the spec's range, and no duplicate keys.
     - keys that are not listed aspects are ignored: the listed ones are still checked strictly, and a
-      missing aspect's error names the unknown keys (e.g. "Helpfulness" for "helpfulness").
+      missing aspect's error names the other keys (e.g. "Helpfulness" for "helpfulness").
     """
     obj, error = load_json_object(text)
     if obj is None:
         return [AspectFeedback(s.name, None, s.min_score, s.max_score, "", parse_ok=False, error=error)
                 for s in specs], error
-    names = {s.name for s in specs}
-    unknown = [k for k in obj if k not in names]
-    results = [_check_aspect(s, obj, unknown) for s in specs]
-    errors = [f"{a.aspect}: {a.error}" for a in results if not a.parse_ok]
-    return results, ("; ".join(errors) or None)
+    return check_aspects(obj, specs)
 
 
 def parse_aspect_selection(text: str, candidates: list[AspectSpec], max_aspects: int) -> tuple[list[str], str | None]:

@@ -21,7 +21,7 @@ from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks import math
-from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"
@@ -356,7 +356,12 @@ def test_length_batch_sampler_groups_lengths_and_shuffles_batches():
 
 
 def test_bench_quick_writes_its_json(tmp_path):
-    from rlrf_nb.benchmarks import bench
+    import importlib.util
+
+    # benchmarks/bench.py is a script beside the package (make bench), not part of rlrf_nb: load it from its file
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
 
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()

@@ -135,6 +135,7 @@ def test_duplicate_keys_in_existing_file_keep_first_with_warning(tmp_path, caplo
     assert any("duplicate key 'a'" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.bad_input("malformed JSONL line: run artifact")
 def test_malformed_middle_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"key": "a"}\n{"key": oops}\n{"key": "c"}\n', encoding="utf-8")
@@ -142,6 +143,7 @@ def test_malformed_middle_line_names_file_and_line(tmp_path):
         JsonlArtifact(path)
 
 
+@pytest.mark.bad_input("missing field: artifact record key")
 def test_record_without_key_in_file_is_an_error(tmp_path):
     path = tmp_path / "nokey.jsonl"
     path.write_text('{"key": "a"}\n{"v": 1}\n', encoding="utf-8")

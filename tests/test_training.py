@@ -13,7 +13,7 @@ from rlrf_nb.config import DPOStageConfig, load_recipe
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.tasks import math
-from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import build_world
 from rlrf_nb.training import (
     PreflightError,
     device_precision,

@@ -1,6 +1,6 @@
 """Speed of the kit's fast paths, side by side in one process against what a user would otherwise write.
 
-``python -m rlrf_nb.benchmarks.bench [--quick] [--out runs/bench.json]`` (``make bench``) measures, on the
+``python benchmarks/bench.py [--quick] [--out runs/bench.json]`` (``make bench``) measures, on the
 committed tiny M0 (``data/tiny_world/m0``) and tiny-world prompts:
 
 - **sampling**: :func:`rlrf_nb.generation.generate` (length-bucketed batches, one prefill per prompt, the lean
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"
 
 # 1x sampling = 16 prompts x 10 samples = 160 sequences, the smallest generate() call of the default reflection
@@ -234,7 +234,7 @@ def dpo_baseline(pairs, cfg, out_dir) -> tuple[float, object]:
 def dpo_ours(pairs, cfg, out_dir, store) -> tuple[float, object]:
     """The kit's DPO trainer with reference log-probs from ``store`` (computed there on a miss)."""
     from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.training import build_dpo_trainer
 
     fingerprint = model_fingerprint(M0)
@@ -298,11 +298,11 @@ def bench_dpo(world, cfg, spec, reps, work: Path, say) -> list[dict]:
 
 def bench_stage(model, tok, world, spec, reps, work: Path, say) -> list[dict]:
     from rlrf_nb.config import ReflectionConfig
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.reflection import reflection_search
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import model_fingerprint
+    from rlrf_nb.verifier import VerifierJudge
 
     rubrics = load_rubric_set(ROOT / "data/rubrics")
     judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
@@ -401,7 +401,7 @@ def run(quick: bool = False, reps: int | None = None, threads: int = 1, work_dir
 
     from rlrf_nb.config import load_recipe
     from rlrf_nb.models import load_policy
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     spec = QUICK if quick else FULL
     reps = reps or spec["reps"]
@@ -452,7 +452,7 @@ def _cpus() -> int:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(prog="python -m rlrf_nb.benchmarks.bench", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python benchmarks/bench.py", description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, one repetition (a smoke test)")
     ap.add_argument("--out", default="runs/bench.json", help="where to write the JSON of results")
     ap.add_argument("--reps", type=int, default=None, help="repetitions per measurement (default 3, quick 1)")
