@@ -32,6 +32,7 @@ How :func:`generate` is fast (see docs/performance.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -782,10 +783,10 @@ def _init_worker(model, tokenizer) -> None:
     _WORKER_POLICY = (model, tokenizer)
 
 
-def _worker_generate(job: tuple[list, dict]) -> list[list[str]]:
+def _worker_run(fn, job: tuple[list, dict]):
     conversations, kwargs = job
     model, tokenizer = _WORKER_POLICY
-    return generate(model, tokenizer, conversations, **kwargs)
+    return fn(model, tokenizer, conversations, **kwargs)
 
 
 class SamplingProcesses:
@@ -801,7 +802,9 @@ class SamplingProcesses:
         self.model, self.tokenizer, self.processes = model, tokenizer, processes
         self.pool = None  # started by the first batch to compute: a rerun that finds every record starts none
 
-    def imap(self, jobs: list[tuple[list, dict]]):
+    def imap(self, jobs: list[tuple[list, dict]], fn=None):
+        """``fn(model, tokenizer, conversations, **kwargs)`` (:func:`generate` by default, or another module-level
+        function such as :func:`generate_ids`) for each ``(conversations, kwargs)`` job, in order."""
         if not jobs:
             return iter(())
         if self.pool is None:
@@ -812,7 +815,7 @@ class SamplingProcesses:
             # the worker sets one thread before its first op, so the parent's OpenMP pool is never used there
             self.pool = multiprocessing.get_context("fork").Pool(self.processes, initializer=_init_worker,
                                                                  initargs=(self.model, self.tokenizer))
-        return self.pool.imap(_worker_generate, jobs)
+        return self.pool.imap(functools.partial(_worker_run, fn or generate), jobs)
 
     def __enter__(self) -> SamplingProcesses:
         return self
