@@ -467,7 +467,7 @@ def run(quick: bool = False, reps: int | None = None, threads: int = 1, work_dir
         say(describe_machine(machine))
         say(f"bench ({'quick' if quick else 'full'}, {reps} reps, torch threads {threads}) in {work}")
         res = {"sampling": bench_sampling(model, tok, world, spec["sampling"], reps, say,
-                                          cores=1 if quick else min(2, _cpus())),
+                                          cores=min(2, _cpus())),
                "dpo": bench_dpo(world, dcfg, spec["dpo"], reps, work, say),
                "stage": bench_stage(model, tok, world, spec["stage"], reps, work, say)}
         res["vllm"], vllm_skipped = bench_vllm(world, spec["sampling"], reps, say)

@@ -372,13 +372,15 @@ def test_bench_quick_writes_its_json(tmp_path):
     assert [r["scale"] for r in data["sampling"]] == [r["scale"] for r in data["dpo"]] == [1, 2, 4]
     for r in data["sampling"]:
         assert r["base_tokens_per_s"] > 0 and r["ours_tokens_per_s"] > 0 and r["ratio"] > 0
+        if data["meta"]["machine"]["cores"] > 1:  # the whole-machine row: as many threads vs as many processes
+            assert r["ours_machine_tokens_per_s"] > 0 and r["ratio_machine"] > 0 and r["cores"] == 2
     for r in data["dpo"]:
         assert {"base_pairs_per_s", "warm_pairs_per_s", "cold_pairs_per_s", "base_final_loss", "warm_final_loss",
                 "ratio_warm", "loss_rel_diff"} <= set(r)
         assert r["ref_cache"]["warm"]["computed"] == 0 and not r["ref_cache"]["warm"]["reference_loaded"]
     for r in data["stage"]:
         assert r["rerun_seconds"] < r["first_seconds"]
-    assert len(data["acceptance"]) == 5 and data["meta"]["quick"] is True
+    assert len(data["acceptance"]) == 6 and data["meta"]["quick"] is True
     assert "sampling tokens/s" in data["table"] and res["meta"]["reps"] == 1
     machine = data["meta"]["machine"]  # the facts the fast path's speed depends on, printed with the table
     assert {"cpu", "cpu_flags", "cores", "torch_threads", "torch_cpu_capability", "load_average"} <= set(machine)
