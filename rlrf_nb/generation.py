@@ -27,6 +27,13 @@ How :func:`generate` is fast (see docs/performance.md):
   samples by inverse CDF from transformers' own temperature / top-k / top-p warpers. A row's sample is
   therefore the same whatever the batch size, the bucketing, an OOM retry, or the engine
   (``engine="hf"`` runs ``model.generate`` with the same sampler as a logits processor).
+- **Both cores.** :class:`SamplingProcesses` runs whole batches in worker processes, one thread each (the search's
+  ``reflection.processes``); a batch's outputs are the same in any process.
+
+Why one module of this size (issue 17): the sampler, the batch cutting, the KV layout and the decode loop share one
+invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that
+invariant in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which
+fields exist depends on the family), never the kit's own types.
 """
 
 from __future__ import annotations
@@ -835,7 +842,8 @@ def sampling_processes(model, tokenizer, processes: int):
 
 def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,
                       temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
-                      policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None) -> list[dict]:
+                      policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None,
+                      on_batch=None) -> list[dict]:
     """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
     (``response_id`` = ``<id>/<tag><i>``, ``source_id``, policy id, decode params, text). Records are keyed by
     model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice.
@@ -843,7 +851,8 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
     One ``generate`` call takes ``batch_size`` prompts (``n`` rows each, one prefill per prompt). Each record's
     random stream is seeded by its own key, so a record's text does not depend on which batch computed it: a
     resumed run recomputes exactly the records an uninterrupted one has. With ``workers``
-    (:func:`sampling_processes`) the batches run in those processes, later ones while earlier ones are stored."""
+    (:func:`sampling_processes`) the batches run in those processes, later ones while earlier ones are stored;
+    ``on_batch(records)`` is called with each newly computed batch's records meanwhile (the search judges them)."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 
@@ -860,8 +869,11 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
             "max_new_tokens": max_new_tokens, "seeds": [int(key(pair), 16) for pair in batch], "progress": False}
 
     def records(batch, outs):
-        return [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
+        recs = [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
                  "decode": decode, "text": o[0]} for (it, i), o in zip(batch, outs)]
+        if on_batch is not None:
+            on_batch(recs)
+        return recs
 
     def imap(fn, batches):
         jobs = [job(b) for b in batches]

@@ -70,6 +70,22 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
     :func:`rlrf_nb.pairs.build_pairs`), every judged record, and per-round statistics with timings.
     Artifacts are ``<prefix>samples``, ``<prefix>refinements``, ``<prefix>feedback`` and
     ``<prefix>feedback_overall`` (a prefix such as ``rounds/r1/`` keeps RLRF rounds apart)."""
+    overall = {}
+
+    def judge_rows(rows: list[dict], rnd: int) -> list[dict]:
+        judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights, round_=rnd)
+        if cfg.overall_score:
+            overall.update(_overall(store, judge, rows, rubrics, rnd, prefix=prefix))
+        return judged
+
+    def judge_batch(rnd: int, example_of: dict[str, str]):
+        """With sampling processes, the parent judges each batch while they generate the next ones (the records
+        are stored by key, so judging them all afterwards only reads them back)."""
+        if workers is None:
+            return None
+        return lambda recs: judge_rows([{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"],
+                                         "response": r["text"]} for r in recs], rnd)
+
     with sampling_processes(model, tokenizer, cfg.processes) as workers:
         t0 = time.monotonic()
         by_id = {ex.id: ex for ex in examples}
@@ -77,13 +93,10 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
                                     [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
                                     temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                     seed=seed, batch_size=cfg.batch_size, policy_id=policy_id,
-                                    workers=workers)
+                                    workers=workers, on_batch=judge_batch(0, {ex.id: ex.id for ex in examples}))
         rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
                 for s in samples]
-        judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights)
-        overall = {}
-        if cfg.overall_score:
-            overall.update(_overall(store, judge, rows, rubrics, prefix=prefix))
+        judged = judge_rows(rows, 0)
         parents = {r["response_id"]: None for r in judged}  # response id -> parent id
         rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
         frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
@@ -116,16 +129,15 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
                     todo.append({"id": r["response_id"], "prompt": prompt, "example_id": pid})
             if not todo:
                 break
+            ex_of = {t["id"]: t["example_id"] for t in todo}
             refs = generate_to_store(store, f"{prefix}refinements", model, tokenizer, fingerprint, todo,
                                      n=cfg.m_refinements, temperature=cfg.temperature, top_p=cfg.top_p,
                                      max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
-                                     policy_id=policy_id, tag=f"r{rnd}.", workers=workers)
-            ex_of = {t["id"]: t["example_id"] for t in todo}
+                                     policy_id=policy_id, tag=f"r{rnd}.", workers=workers,
+                                     on_batch=judge_batch(rnd, ex_of))
             ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"],
                          "response": r["text"]} for r in refs]
-            ref_judged = judge_responses(store, f"{prefix}feedback", judge, ref_rows, rubrics, weights, round_=rnd)
-            if cfg.overall_score:
-                overall.update(_overall(store, judge, ref_rows, rubrics, rnd, prefix=prefix))
+            ref_judged = judge_rows(ref_rows, rnd)
             parents.update({r["response_id"]: r["source_id"] for r in refs})
             judged += ref_judged
             frontier = {}
