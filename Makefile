@@ -43,15 +43,15 @@ test: $(STAMP) nbstrip
 # The fault suite: 20 SIGKILLs across sampling, judging, pairs, DPO and the papermill runner, a judge server killed
 # mid-run, bad inputs and security checks; prints a summary (kills survived, records lost, bad inputs rejected).
 fault: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m rlrf_nb.faults suite
+	HF_HUB_OFFLINE=1 $(BIN)/python tests/faults.py suite
 
 # Speed of the fast paths side by side with what a user would otherwise write (sampling, DPO, a rerun of a
 # stage), at 1x/2x/4x; prints a table of absolute numbers and ratios and writes runs/bench.json (about 7 min).
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m rlrf_nb.benchmarks.bench --out runs/bench.json
+	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py --out runs/bench.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlrf_nb tests notebooks
+	$(BIN)/ruff check rlrf_nb tests notebooks benchmarks
 
 clean-runs:
 	rm -rf runs/

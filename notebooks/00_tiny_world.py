@@ -44,13 +44,14 @@ import yaml
 from rlrf_nb import plots
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.config import recipe_to_dict
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
-from rlrf_nb.tasks.world import build_world, math_refinement_example
+from rlrf_nb.tiny_world import build_world, math_refinement_example
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 120)
 
-recipe, store = tw.load_run(recipe_path, run_name, {"m0.retrain": retrain, **overrides})
+recipe, store = open_run(recipe_path, run_name, {"m0.retrain": retrain, **overrides})
 print("run directory:", store.run_dir, "\n")
 print(yaml.safe_dump({k: recipe_to_dict(recipe)[k] for k in ("world", "m0", "eval")}, sort_keys=False))
 
@@ -180,8 +181,8 @@ fig.show()
 
 # %%
 from rlrf_nb.diagnose import diagnose, headline, report_lines, verdicts
-from rlrf_nb.judges import VerifierJudge
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.verifier import VerifierJudge
 
 rubrics = load_rubric_set()
 verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})  # exact critiques: the teacher

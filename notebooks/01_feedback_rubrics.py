@@ -56,14 +56,15 @@ from rlrf_nb.feedback import (
     score_table,
 )
 from rlrf_nb.generation import sample_to_store
-from rlrf_nb.judges import VerifierJudge, make_llm_judge
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
+from rlrf_nb.verifier import VerifierJudge, make_llm_judge
 from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 100)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 cfg = recipe.feedback
 print("run directory:", store.run_dir)
 

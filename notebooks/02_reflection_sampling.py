@@ -45,11 +45,12 @@ from IPython.display import Markdown, display
 from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.generation import load_sampler
-from rlrf_nb.judges import make_judge
 from rlrf_nb.pairs import POLICIES, build_pairs, load_decisions, pair_lengths, pair_yield, save_pairs, save_pool
 from rlrf_nb.reflection import budget_comparison, reflection_search, sample_rewards, search_stats
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.widgets import (
     PairReviewer,
     ReflectionViewer,
@@ -61,7 +62,7 @@ from rlrf_nb.widgets import (
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 80)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 cfg = recipe.reflection
 print("run directory:", store.run_dir)
 print(f"budget per prompt: n + k*m = {cfg.n_samples} + {cfg.top_k}*{cfg.m_refinements} = "

@@ -46,19 +46,20 @@ from IPython.display import Markdown, display
 
 from rlrf_nb import plots, readings, task_data
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.judges import make_judge
 from rlrf_nb.models import placement
 from rlrf_nb.pairs import build_pairs, load_decisions
 from rlrf_nb.preflight import describe_preflight, preflight
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import before_after, evaluate_policy, train_variants
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
 from rlrf_nb.training import train_cached
+from rlrf_nb.verifier import make_judge
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 70)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 cfg = recipe.dpo
 print("run directory:", store.run_dir)
 print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta", "learning_rate", "epochs",

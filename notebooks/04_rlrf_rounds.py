@@ -40,13 +40,14 @@ import pandas as pd
 
 from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.judges import make_judge
 from rlrf_nb.rounds import run_rounds
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
+from rlrf_nb.verifier import make_judge
 
 logging.basicConfig(level=logging.WARNING)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 rc = recipe.rounds
 print("run directory:", store.run_dir)
 print(f"{rc.n_rounds} rounds x {rc.prompts_per_round} fresh math prompts (+{rc.bios_per_round} bios); start from "

@@ -59,18 +59,19 @@ from IPython.display import display
 from rlrf_nb import plots, task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.analysis import blind_spot, results_table, token_shift
-from rlrf_nb.benchmarks.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
-from rlrf_nb.judges import make_judge
+from rlrf_nb.evals.suite import discover_policies, evaluate_suite, just_eval_judge, policy_info
 from rlrf_nb.models import load_policy, placement
 from rlrf_nb.pairs import load_pool, wrong_above_right
 from rlrf_nb.prompts import chat
 from rlrf_nb.rubrics import load_rubric_set
+from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.widgets import CaseBrowser, disagreements, static_case_table
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 60)
-recipe, store = tw.load_run(recipe_path, run_name, overrides)
+recipe, store = open_run(recipe_path, run_name, overrides)
 world = task_data.load_world(recipe)  # None in a real recipe
 place = placement(recipe.run)  # every model is evaluated on the run's device and precision
 _, _, info = tw.get_m0(recipe, store, world)

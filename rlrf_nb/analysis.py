@@ -1,7 +1,8 @@
 """Analyses that make RLRF's claim testable (notebook 05).
 
-- :func:`bootstrap_ci` / :func:`paired_test`: every table cell carries a 95% bootstrap interval, and every model
-  is compared with M0 on the *same* items (paired bootstrap of the difference; exact McNemar for 0/1 outcomes).
+- :func:`paired_test`: every table cell carries a 95% bootstrap interval (:func:`rlrf_nb.stats.bootstrap_ci`, the
+  kit's one bootstrap), and every model is compared with M0 on the *same* items (paired bootstrap of the
+  difference; exact McNemar for 0/1 outcomes).
 - :func:`results_table`: the paper's table, rows = models, columns = metrics, with intervals and paired tests.
 - :func:`token_shift`: is alignment superficial? (URIAL, Lin et al. 2023, arXiv 2312.01552.) At each position of
   the aligned model's greedy output, the base model ranks the aligned model's token given the same prefix; a
@@ -15,34 +16,16 @@
 from __future__ import annotations
 
 import math
-import random
 import re
 from collections.abc import Callable, Sequence
 
 import torch
 
+from rlrf_nb.stats import bootstrap, bootstrap_ci, mean
+
 # ---------------------------------------------------------------------------------------------
 # Intervals and paired tests
 # ---------------------------------------------------------------------------------------------
-
-
-def _mean(xs: Sequence[float]) -> float:
-    return sum(xs) / len(xs) if xs else float("nan")
-
-
-def bootstrap_ci(values: Sequence[float], stat: Callable = _mean, n_boot: int = 2000, seed: int = 0,
-                 alpha: float = 0.05) -> dict:
-    """Percentile bootstrap interval of ``stat`` over items: ``{"value", "ci_low", "ci_high", "n"}``.
-    None values (e.g. a parse failure) are dropped and not counted in ``n``."""
-    xs = [float(v) for v in values if v is not None]
-    if not xs:
-        return {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "n": 0}
-    rng = random.Random(seed)
-    n = len(xs)
-    boots = sorted(stat([xs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot))
-    lo = boots[int(math.floor(alpha / 2 * (n_boot - 1)))]
-    hi = boots[int(math.ceil((1 - alpha / 2) * (n_boot - 1)))]
-    return {"value": stat(xs), "ci_low": lo, "ci_high": hi, "n": n}
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
@@ -68,10 +51,9 @@ def paired_test(a: Sequence[float | None], b: Sequence[float | None], n_boot: in
     pairs = [(float(x), float(y)) for x, y in zip(a, b) if x is not None and y is not None]
     diffs = [y - x for x, y in pairs]
     ci = bootstrap_ci(diffs, n_boot=n_boot, seed=seed)
-    rng = random.Random(seed + 1)
     n = len(diffs)
     if n:
-        boots = [_mean([diffs[rng.randrange(n)] for _ in range(n)]) for _ in range(n_boot)]
+        boots = bootstrap(diffs, mean, n_boot, seed + 1)
         p = min(1.0, 2 * min(sum(d <= 0 for d in boots), sum(d >= 0 for d in boots)) / n_boot)
     else:
         p = float("nan")

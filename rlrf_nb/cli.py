@@ -176,11 +176,12 @@ def cmd_rounds(args) -> int:
     """The RLRF round loop without a notebook (what notebook 04 calls); resumes a killed run."""
     from rlrf_nb import task_data
     from rlrf_nb import tiny_world as tw
-    from rlrf_nb.judges import make_judge
     from rlrf_nb.rounds import run_rounds
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.verifier import make_judge
 
-    recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
+    recipe, store = open_run(args.recipe, args.name, _overrides(args.set))
     world = task_data.load_world(recipe)  # None in a real recipe
     _model, _tok, info = tw.get_m0(recipe, store, world)
     del _model
@@ -196,12 +197,13 @@ def cmd_diagnose(args) -> int:
     """The organism's properties for a policy and world (M0 of the recipe unless ``--policy``)."""
     from rlrf_nb import tiny_world as tw
     from rlrf_nb.diagnose import diagnose, report_lines
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.models import load_policy
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.tiny_world import build_world
+    from rlrf_nb.verifier import VerifierJudge
 
-    recipe, store = tw.load_run(args.recipe, args.name, _overrides(args.set))
+    recipe, store = open_run(args.recipe, args.name, _overrides(args.set))
     world = build_world(recipe.world)
     if args.policy:
         model, tok = load_policy(resolve_path(args.policy))
@@ -222,7 +224,7 @@ def cmd_diagnose(args) -> int:
 
 def cmd_world(args) -> int:
     from rlrf_nb.config import load_recipe
-    from rlrf_nb.tasks.world import build_world, save_world
+    from rlrf_nb.tiny_world import build_world, save_world
 
     recipe = load_recipe(resolve_path(args.recipe))
     for p in save_world(build_world(recipe.world), resolve_path(args.out)):

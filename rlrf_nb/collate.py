@@ -64,7 +64,7 @@ def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def load_run(run_dir: str | Path) -> dict:
+def read_run_metrics(run_dir: str | Path) -> dict:
     """``{"run": name, "point": {...}, "metrics": {...}}`` of one run directory (its ``results.json``)."""
     run_dir = Path(run_dir)
     p = run_dir / "results.json"
@@ -89,7 +89,7 @@ def per_run_table(run_dirs: list[str | Path], metrics: list[str] | None = None) 
     patterns = metrics or HEADLINE
     rows = []
     for d in run_dirs:
-        r = load_run(d)
+        r = read_run_metrics(d)
         for path, value in r["metrics"].items():
             if any(fnmatch.fnmatchcase(path, pat) for pat in patterns):
                 rows.append({"run": r["run"], **r["point"], "metric": path, "value": value})

@@ -291,6 +291,8 @@ class ReflectionConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
     max_new_tokens: int = field(default=160, metadata={"help": "Response cap in tokens."})
     batch_size: int = field(default=32, metadata={"help": "Prompts per generate() call."})
+    processes: int = field(default=1, metadata={"help": "Sampling processes on a CPU, one thread each (2 on a "
+                                                         "2-core machine); the samples are the same for any value."})
     priority: str = field(default="none", metadata={"help": "Order in which prompts get the refinement budget: "
                                                            "none (input order), variance (most varied sample "
                                                            "rewards first) or low_best (lowest best sample first)."})
@@ -308,7 +310,7 @@ class ReflectionConfig:
               f"must be 'transformers' or 'vllm', got {self.backend!r}")
         check(self.n_bios >= 0, "reflection.n_bios", f"must be >= 0, got {self.n_bios}")
         check_at_least(self, "reflection", ("n_prompts", "n_samples", "top_k", "m_refinements",
-                                    "max_new_tokens", "batch_size"), 1)
+                                    "max_new_tokens", "batch_size", "processes"), 1)
         check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")
         check(self.max_rounds >= 0, "reflection.max_rounds", f"must be >= 0, got {self.max_rounds}")
         check(1 <= self.threshold <= 10, "reflection.threshold", f"must be in [1, 10], got {self.threshold}")

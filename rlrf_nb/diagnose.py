@@ -28,9 +28,9 @@ import random
 from collections import Counter
 
 from rlrf_nb import generation
-from rlrf_nb.analysis import bootstrap_ci, paired_test
+from rlrf_nb.analysis import paired_test
 from rlrf_nb.prompts import chat, refinement_prompt, scalar_notes
-from rlrf_nb.stats import rate
+from rlrf_nb.stats import bootstrap_ci, rate
 from rlrf_nb.store import content_key
 from rlrf_nb.tasks import bios, math
 
@@ -54,7 +54,7 @@ TARGETS = {
 def _signature(text: str) -> tuple:
     """A solution's calculator steps and final answer: two samples with the same signature are the same solution
     for majority voting over whole solutions."""
-    return tuple(math._ANNOT.findall(text)) + (math.extract_answer(text, "strict"),)
+    return tuple(math.ANNOTATION.findall(text)) + (math.extract_answer(text, "strict"),)
 
 
 def grade_math(text: str, ex) -> dict:

@@ -11,14 +11,22 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+from rlrf_nb.rubrics import OVERALL, aspect_specs, aspects_for_tags
+
 
 @dataclass(frozen=True)
 class AspectFeedback:
-    """One aspect's judgement.
+    """One aspect's judgement, in every format the kit reads (its own judge's, Just-Eval's).
 
-    score is None exactly when parse_ok is False; error then says why (e.g.
-    "score 7 outside 1-5", "missing field 'score'", "invalid JSON"), and the raw judge
-    text stays on the enclosing :class:`Feedback`.
+    Three states, so that nothing is ever scored by default:
+
+    - scored: ``parse_ok`` and ``applicable``; ``score`` is an int on the rubric's scale, ``error`` None.
+    - not applicable: ``parse_ok`` but not ``applicable`` (a Just-Eval judge said "N/A", or the offline stand-in
+      cannot judge the aspect); ``score`` and ``error`` None; left out of means and counted apart.
+    - parse failure: not ``parse_ok``; ``score`` None and ``error`` says why (e.g. "score 7 outside 1-5",
+      "missing field 'score'", "invalid JSON"); the raw judge text stays on the enclosing :class:`Feedback`.
+
+    ``critique`` is the judge's text for the aspect, whatever the reply called it (Just-Eval's "reason").
     """
 
     aspect: str  # the rubric's name, e.g. "logical_correctness"
@@ -28,12 +36,21 @@ class AspectFeedback:
     critique: str
     parse_ok: bool = True
     error: str | None = None
+    applicable: bool = True
 
     def __post_init__(self):
-        if self.parse_ok != (self.score is not None):
-            raise ValueError(f"aspect {self.aspect!r}: score must be None exactly when parse_ok is False")
-        if self.score is not None and not self.min_score <= self.score <= self.max_score:
-            raise ValueError(f"aspect {self.aspect!r}: score {self.score} outside {self.min_score}-{self.max_score}")
+        if (self.parse_ok and self.applicable) != (self.score is not None):
+            raise ValueError(f"aspect {self.aspect!r}: score must be set exactly when it parsed and applies (the "
+                             f"score must be None exactly when parse_ok is False or the aspect is not applicable; "
+                             f"parse_ok={self.parse_ok}, applicable={self.applicable}, score={self.score!r})")
+        if self.score is not None and (type(self.score) is not int
+                                       or not self.min_score <= self.score <= self.max_score):
+            raise ValueError(f"aspect {self.aspect!r}: score {self.score!r} is not an integer in "
+                             f"{self.min_score}-{self.max_score}")
+        if self.parse_ok == bool(self.error):
+            raise ValueError(f"aspect {self.aspect!r}: error must be given exactly on a parse failure")
+        if not self.parse_ok and not self.applicable:
+            raise ValueError(f"aspect {self.aspect!r}: a parse failure cannot also be 'not applicable'")
 
     @property
     def normalized(self) -> float | None:
@@ -48,7 +65,7 @@ class Feedback:
     """All aspects' judgements of one response by one judge, with what produced them."""
 
     judge_id: str
-    rubric_version: str
+    rubric_version: str  # the rubric set's version (a Just-Eval judgement: its template's, TEMPLATE_VERSION)
     aspects: list[AspectFeedback]
     raw: str = ""  # the judge's raw output (for LLM judges); kept whatever the parse outcome
     attempts: int = 1  # 1 + repair retries used
@@ -60,6 +77,13 @@ class Feedback:
 
     def score(self, aspect: str) -> int | None:
         return next((a.score for a in self.aspects if a.aspect == aspect), None)
+
+    def get(self, aspect: str) -> AspectFeedback:
+        for a in self.aspects:
+            if a.aspect == aspect:
+                return a
+        raise KeyError(f"judgement by {self.judge_id} has no aspect {aspect!r}; it has "
+                       f"{[a.aspect for a in self.aspects]}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -91,9 +115,6 @@ def select_aspects(example, rubrics, judge=None) -> tuple[list[str], str]:
     """``(aspect names, how)`` for one prompt: from its task tags, else by asking ``judge`` (an object with
     ``select_aspects``, e.g. an ``LLMJudge``) to pick from the rubric list, else a general fallback.
     ``how`` is "tags", "judge" or "fallback"."""
-    from rlrf_nb.judges import aspect_specs
-    from rlrf_nb.rubrics import OVERALL, aspects_for_tags
-
     chosen = aspects_for_tags(list(example.tags))
     if chosen:
         return chosen, "tags"

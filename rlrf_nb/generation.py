@@ -27,11 +27,19 @@ How :func:`generate` is fast (see docs/performance.md):
   samples by inverse CDF from transformers' own temperature / top-k / top-p warpers. A row's sample is
   therefore the same whatever the batch size, the bucketing, an OOM retry, or the engine
   (``engine="hf"`` runs ``model.generate`` with the same sampler as a logits processor).
+- **Both cores.** :class:`SamplingProcesses` runs whole batches in worker processes, one thread each (the search's
+  ``reflection.processes``); a batch's outputs are the same in any process.
+
+Why one module of this size (issue 17): the sampler, the batch cutting, the KV layout and the decode loop share one
+invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that
+invariant in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which
+fields exist depends on the family), never the kit's own types.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import inspect
 import logging
@@ -776,16 +784,75 @@ def load_searcher(backend: str, path: str, place=None):
     return load_policy(path, place=place)
 
 
+def _init_worker(model, tokenizer) -> None:
+    torch.set_num_threads(1)
+    global _WORKER_POLICY
+    _WORKER_POLICY = (model, tokenizer)
+
+
+def _worker_run(fn, job: tuple[list, dict]):
+    conversations, kwargs = job
+    model, tokenizer = _WORKER_POLICY
+    return fn(model, tokenizer, conversations, **kwargs)
+
+
+class SamplingProcesses:
+    """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each.
+
+    On a CPU the decode loop of a small model is bound by per-step overhead, so a second thread in the same
+    matmuls buys little (and stalls badly when another job shares the cores); a second process runs a second
+    batch instead (docs/performance.md, issue 21). A batch's outputs do not depend on the process or thread
+    count (each row has its own random stream, and batches are cut from the recipe), so a store filled with any
+    number of processes holds the same records. Use as a context manager; ``imap`` keeps batch order."""
+
+    def __init__(self, model, tokenizer, processes: int):
+        self.model, self.tokenizer, self.processes = model, tokenizer, processes
+        self.pool = None  # started by the first batch to compute: a rerun that finds every record starts none
+
+    def imap(self, jobs: list[tuple[list, dict]], fn=None):
+        """``fn(model, tokenizer, conversations, **kwargs)`` (:func:`generate` by default, or another module-level
+        function such as :func:`generate_ids`) for each ``(conversations, kwargs)`` job, in order."""
+        if not jobs:
+            return iter(())
+        if self.pool is None:
+            import multiprocessing
+
+            # fork (as torch's DataLoader workers): a worker inherits the loaded policy, and does not re-run the
+            # caller's script as spawn does (a script without a __main__ guard would start its search again);
+            # the worker sets one thread before its first op, so the parent's OpenMP pool is never used there
+            self.pool = multiprocessing.get_context("fork").Pool(self.processes, initializer=_init_worker,
+                                                                 initargs=(self.model, self.tokenizer))
+        return self.pool.imap(functools.partial(_worker_run, fn or generate), jobs)
+
+    def __enter__(self) -> SamplingProcesses:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.pool is not None:
+            self.pool.terminate() if exc[0] is not None else self.pool.close()
+            self.pool.join()
+
+
+def sampling_processes(model, tokenizer, processes: int):
+    """A :class:`SamplingProcesses` for ``processes`` > 1 (``transformers`` models only), else a null context."""
+    if processes <= 1 or not isinstance(model, torch.nn.Module):
+        return contextlib.nullcontext(None)
+    return SamplingProcesses(model, tokenizer, processes)
+
+
 def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,
                       temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
-                      policy_id: str = "M0", tag: str = "s") -> list[dict]:
+                      policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None,
+                      on_batch=None) -> list[dict]:
     """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
     (``response_id`` = ``<id>/<tag><i>``, ``source_id``, policy id, decode params, text). Records are keyed by
     model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice.
 
     One ``generate`` call takes ``batch_size`` prompts (``n`` rows each, one prefill per prompt). Each record's
     random stream is seeded by its own key, so a record's text does not depend on which batch computed it: a
-    resumed run recomputes exactly the records an uninterrupted one has."""
+    resumed run recomputes exactly the records an uninterrupted one has. With ``workers``
+    (:func:`sampling_processes`) the batches run in those processes, later ones while earlier ones are stored;
+    ``on_batch(records)`` is called with each newly computed batch's records meanwhile (the search judges them)."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 
@@ -796,22 +863,34 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
     def key(pair):
         return content_key({"model": fingerprint, "prompt": pair[0]["prompt"], "decode": decode, "index": pair[1]})
 
-    def run(batch):
-        outs = generate(model, tokenizer, [chat(it["prompt"]) for it, _ in batch], batch_size=len(batch),
-                        do_sample=True, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens,
-                        seeds=[int(key(pair), 16) for pair in batch], progress=False)
-        return [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
-                 "decode": decode, "text": o[0]} for (it, i), o in zip(batch, outs)]
+    def job(batch):
+        return [chat(it["prompt"]) for it, _ in batch], {
+            "batch_size": len(batch), "do_sample": True, "temperature": temperature, "top_p": top_p,
+            "max_new_tokens": max_new_tokens, "seeds": [int(key(pair), 16) for pair in batch], "progress": False}
 
-    return store.map_batches(name, todo, key, run, batch_size=max(1, batch_size) * n, desc=f"{name} ({policy_id})")
+    def records(batch, outs):
+        recs = [{"response_id": f"{it['id']}/{tag}{i}", "source_id": it["id"], "policy": policy_id,
+                 "decode": decode, "text": o[0]} for (it, i), o in zip(batch, outs)]
+        if on_batch is not None:
+            on_batch(recs)
+        return recs
+
+    def imap(fn, batches):
+        jobs = [job(b) for b in batches]
+        outs = (workers.imap(jobs) if workers is not None
+                else (generate(model, tokenizer, convs, **kw) for convs, kw in jobs))
+        return (fn(b, o) for b, o in zip(batches, outs))
+
+    return store.map_batches(name, todo, key, records, batch_size=max(1, batch_size) * n,
+                             desc=f"{name} ({policy_id})", imap=imap)
 
 
 def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, *, n: int,
                     temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
-                    policy_id: str = "M0") -> list[dict]:
+                    policy_id: str = "M0", workers: SamplingProcesses | None = None) -> list[dict]:
     """``n`` samples per example (``samples.jsonl``): :func:`generate_to_store` over the examples' prompts."""
     recs = generate_to_store(store, name, model, tokenizer, fingerprint,
                              [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=n, temperature=temperature,
                              top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                             policy_id=policy_id)
+                             policy_id=policy_id, workers=workers)
     return [{**r, "example_id": r["source_id"]} for r in recs]

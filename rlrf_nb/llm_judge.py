@@ -7,6 +7,7 @@ that object is a *parse failure*, recorded with its reason and the raw text, and
 (prometheus-eval#58 returned 5 for unparseable output; see docs ANCHORS, pain point 2). No digit is
 ever pulled out of prose.
 
+Replies are read by :mod:`rlrf_nb.judge_json` (one decoder and one aspect checker, shared with Just-Eval).
 Two thin transports send chat messages to a model and return its text: :class:`TransformersTransport`
 (in-process, through :func:`rlrf_nb.generation.generate`) and :class:`OpenAITransport` (any
 OpenAI-compatible server: ``transformers serve``, vLLM, a hosted API). :class:`LLMJudge` ties a
@@ -15,30 +16,18 @@ transport to the parser and implements the :class:`rlrf_nb.feedback.Judge` proto
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
+from rlrf_nb.judge_json import check_aspects, load_json_object
+from rlrf_nb.rubrics import AspectSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AspectSpec:
-    """What the judge needs to know about one aspect: its key, title, score range and rubric text."""
-
-    name: str  # the JSON key the judge must use, e.g. "helpfulness"
-    title: str  # human-readable, e.g. "Helpfulness"
-    min_score: int
-    max_score: int
-    text: str  # the rubric rendered for the prompt (score-level descriptors)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -92,109 +81,6 @@ def render_select_prompt(prompt: str, candidates: list[AspectSpec], max_aspects:
 
 # ---------------------------------------------------------------------------------------------- parsing
 
-_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL | re.IGNORECASE)
-
-
-class _Obj(dict):
-    """A JSON object that remembers which keys appeared more than once (json.loads keeps the last)."""
-
-    duplicates: list[str]
-
-
-def _pairs_hook(pairs: list[tuple]) -> _Obj:
-    obj, seen = _Obj(), set()
-    obj.duplicates = []
-    for k, v in pairs:
-        if k in seen:
-            obj.duplicates.append(k)
-        seen.add(k)
-        obj[k] = v
-    return obj
-
-
-class _Decoder(json.JSONDecoder):
-    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
-    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
-    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
-    ``ValueError`` that would stop a judging run."""
-
-    def __init__(self):
-        super().__init__(object_pairs_hook=_pairs_hook)
-
-    def raw_decode(self, s: str, idx: int = 0):
-        try:
-            return super().raw_decode(s, idx)
-        except json.JSONDecodeError:
-            raise
-        except RecursionError:
-            raise json.JSONDecodeError("nested too deeply", s, idx) from None
-        except ValueError as e:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
-            raise json.JSONDecodeError(f"number too long ({e})", s, idx) from None
-
-
-_DECODER = _Decoder()
-
-
-def load_json_object(text: str) -> tuple[dict | None, str | None]:
-    """The single JSON object that ``text`` consists of, or (None, why not).
-
-    Allowed around the object: whitespace, and one ```` ```json ```` fence. Anything else (prose before or
-    after, a second object) is an error, as are invalid or truncated JSON and a top-level non-object.
-    """
-    body = text.strip()
-    m = _FENCE.match(body)
-    if m:
-        body = m.group(1).strip()
-    if not body:
-        return None, "empty output"
-    try:
-        obj, end = _DECODER.raw_decode(body)
-    except json.JSONDecodeError as e:
-        start = body.find("{")
-        if start <= 0:
-            return None, f"invalid JSON: {e}"
-        try:  # prose before an object: say so rather than "Expecting value: char 0"
-            _DECODER.raw_decode(body, start)
-        except json.JSONDecodeError as e2:
-            return None, f"invalid JSON: {e2}"
-        return None, "extra text outside the JSON object"
-    if body[end:].strip():
-        return None, "extra text outside the JSON object"
-    if not isinstance(obj, dict):
-        return None, f"expected a JSON object, got {type(obj).__name__}"
-    return obj, None
-
-
-def _check_aspect(spec: AspectSpec, obj: _Obj, unknown: list[str]) -> AspectFeedback:
-    def fail(error: str, critique: str = "") -> AspectFeedback:
-        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, critique, parse_ok=False, error=error)
-
-    if spec.name not in obj:
-        hint = f" (unknown keys: {', '.join(map(repr, unknown))})" if unknown else ""
-        return fail(f"missing aspect {spec.name!r}{hint}")
-    if spec.name in obj.duplicates:
-        return fail(f"aspect {spec.name!r} appears more than once")
-    value = obj[spec.name]
-    if not isinstance(value, dict):
-        return fail(f"expected an object with 'critique' and 'score', got {type(value).__name__}")
-    critique = value.get("critique")
-    critique_text = critique if isinstance(critique, str) else ""
-    if value.duplicates:
-        return fail(f"duplicate key {value.duplicates[0]!r}", critique_text)
-    if "critique" not in value:
-        return fail("missing field 'critique'")
-    if not isinstance(critique, str) or not critique.strip():
-        return fail("field 'critique' must be a non-empty string", critique_text)
-    if "score" not in value:
-        return fail("missing field 'score'", critique)
-    score = value["score"]
-    if type(score) is not int:  # rejects bool (a subclass of int), float 4.0/4.5, "4", null
-        return fail(f"field 'score' must be a JSON integer, got {json.dumps(score)}", critique)
-    if not spec.min_score <= score <= spec.max_score:
-        return fail(f"score {score} outside {spec.min_score}-{spec.max_score}", critique)
-    return AspectFeedback(spec.name, score, spec.min_score, spec.max_score, critique)
-
-
 def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeedback], str | None]:
     """One :class:`AspectFeedback` per spec (same order) from the judge's ``text``, and an overall error.
 
@@ -205,17 +91,13 @@ def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeed
     - each listed aspect is present, once, as an object with a non-empty string ``critique`` and a JSON
       integer ``score`` (not a bool, float or string) within the spec's range, and no duplicate keys.
     - keys that are not listed aspects are ignored: the listed ones are still checked strictly, and a
-      missing aspect's error names the unknown keys (e.g. "Helpfulness" for "helpfulness").
+      missing aspect's error names the other keys (e.g. "Helpfulness" for "helpfulness").
     """
     obj, error = load_json_object(text)
     if obj is None:
         return [AspectFeedback(s.name, None, s.min_score, s.max_score, "", parse_ok=False, error=error)
                 for s in specs], error
-    names = {s.name for s in specs}
-    unknown = [k for k in obj if k not in names]
-    results = [_check_aspect(s, obj, unknown) for s in specs]
-    errors = [f"{a.aspect}: {a.error}" for a in results if not a.parse_ok]
-    return results, ("; ".join(errors) or None)
+    return check_aspects(obj, specs)
 
 
 def parse_aspect_selection(text: str, candidates: list[AspectSpec], max_aspects: int) -> tuple[list[str], str | None]:
@@ -273,23 +155,27 @@ def redact_url(url: str | None) -> str | None:
 
 
 class OpenAITransport:
-    """Any OpenAI-compatible chat-completions server as the judge, with retries and exponential backoff.
+    """Any OpenAI-compatible chat-completions server as the judge, through one reused ``openai`` client.
 
-    Each request has ``timeout`` seconds. A request that fails in a way a healthy server recovers from is
-    retried up to ``max_retries`` times, sleeping ``min(backoff * 2**i, backoff_max)`` seconds before retry
-    ``i`` (1, 2, 4, 8 ... s by default) or the server's ``Retry-After`` when it sends a longer one: connection
-    errors (a server that is down or restarting), timeouts, and HTTP 408, 409, 429 and >= 500 (the statuses the
-    ``openai`` SDK itself retries, ``_base_client._should_retry`` in openai 3.57). The SDK's own retries are
-    off (``max_retries=0``), so this loop alone decides how long a down server is waited for. Any other HTTP
-    error (401 bad key, 404 unknown model, 400 prompt too long) fails at once: retrying cannot fix it. When
-    the retries are spent, :class:`JudgeTransportError` names the URL, the attempts and the last error.
+    Retries come in two tiers. The SDK's own (``SyncAPIClient.request`` and ``_should_retry`` in openai 3.57):
+    a connection error (refused, reset), a timeout (``timeout`` seconds per request) or HTTP 408, 409, 429 or
+    >= 500 is retried ``SDK_RETRIES`` times, after 0.5 s then 1 s, or after the server's ``Retry-After`` (up to
+    2 min). That covers a blip, a 5xx, a timeout and a rate limit. Its waits are constants (doubling up to
+    8 s), so no setting lets it wait out a judge server that restarts and reloads its model for tens of
+    seconds. Our loop does: when the SDK gives up on one of those failures, it waits
+    ``min(backoff * 2**i, backoff_max)`` seconds before retry ``i`` (1, 2, 4, 8 ... s by default) and asks
+    again, up to ``max_retries`` times (so a hung server gets ``(1 + max_retries) * (1 + SDK_RETRIES)``
+    timeouts). Any other HTTP error (401 bad key, 404 unknown model, 400 prompt too long) fails at once:
+    retrying cannot fix it. When the retries are spent, :class:`JudgeTransportError` names the URL, the
+    attempts and the last error.
 
-    The API key is read from the environment variable named ``api_key_env`` at each call and handed to a
-    short-lived client; it is never stored on this object, so it cannot reach a repr, a pickle or a log, and
+    The API key is read from the environment variable named ``api_key_env`` when the client is built, at
+    the first request. It lives only in the client, which stays out of this object's repr and pickle, and
     it is masked in any error text the server echoes back.
     """
 
-    RETRY_STATUSES = frozenset({408, 409, 429})
+    RETRY_STATUSES = frozenset({408, 409, 429})  # and >= 500: the statuses the SDK retries
+    SDK_RETRIES = 2  # the SDK's own default (openai._constants.DEFAULT_MAX_RETRIES)
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 30.0, temperature: float = 0.0,
@@ -303,11 +189,16 @@ class OpenAITransport:
         self.timeout, self.max_retries, self.backoff, self.backoff_max = timeout, max_retries, backoff, backoff_max
         self.temperature, self.max_tokens = temperature, max_tokens
         self._sleep = sleep
-        self.retries = 0  # retries made over this transport's life (a server that came back shows up here)
+        self._client = None  # the openai.OpenAI client, built at the first request
+        self.retries = 0  # retries over this transport's life: ours, and the SDK's on requests that were answered
 
     def __repr__(self) -> str:
         return (f"OpenAITransport(base_url={self.shown_url!r}, model={self.model!r}, "
                 f"api_key_env={self.api_key_env!r})")
+
+    def __getstate__(self) -> dict:
+        # the client holds the key and open sockets: a copy builds its own at its first request
+        return {**vars(self), "_client": None}
 
     def describe(self) -> dict:
         """Where the judge runs; ``api_key_env`` is the variable's name, never its value."""
@@ -315,10 +206,11 @@ class OpenAITransport:
                 "temperature": self.temperature, "max_tokens": self.max_tokens}
 
     def delay(self, retry: int) -> float:
-        """Seconds to sleep before retry number ``retry`` (0-based): exponential, capped at ``backoff_max``."""
+        """Seconds to sleep before our retry number ``retry`` (0-based): exponential, capped at ``backoff_max``."""
         return min(self.backoff * 2.0 ** min(retry, 60), self.backoff_max)
 
     def _retryable(self, e: Exception) -> bool:
+        """Whether ``e`` is a failure the SDK retries (and so gave up on): then our loop retries it too."""
         import openai
 
         if isinstance(e, openai.APIConnectionError):  # refused, reset, DNS, and APITimeoutError
@@ -330,16 +222,16 @@ class OpenAITransport:
     def complete(self, messages: list[dict]) -> str:
         import openai  # imported here: only this transport needs the SDK
 
-        key = os.environ.get(self.api_key_env) or ""
+        if self._client is None:
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "EMPTY",
+                                         timeout=self.timeout, max_retries=self.SDK_RETRIES)
         t0 = time.monotonic()
         for attempt in range(1 + self.max_retries):
-            client = openai.OpenAI(base_url=self.base_url, api_key=key or "EMPTY", timeout=self.timeout,
-                                   max_retries=0)
             try:
-                out = client.chat.completions.create(model=self.model, messages=messages,
-                                                     temperature=self.temperature, max_tokens=self.max_tokens)
+                raw = self._client.chat.completions.with_raw_response.create(
+                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
             except openai.APIError as e:
-                error = _mask(f"{type(e).__name__}: {e}", key)
+                error = _mask(f"{type(e).__name__}: {e}", self._client.api_key)
                 if not self._retryable(e):
                     raise JudgeTransportError(f"judge request to {self.shown_url} failed (not retried: retrying "
                                               f"cannot fix it): {error}") from None
@@ -348,24 +240,22 @@ class OpenAITransport:
                         f"judge server {self.shown_url} did not answer after {attempt + 1} attempt(s) over "
                         f"{time.monotonic() - t0:.1f} s (feedback.max_retries={self.max_retries}, backoff "
                         f"{self.backoff} s doubling up to {self.backoff_max} s, timeout {self.timeout} s per "
-                        f"request); last error: {error}"
+                        f"request, each attempt retried {self.SDK_RETRIES} times by the openai SDK); last error: "
+                        f"{error}"
                     ) from None
                 wait = self.delay(attempt)
-                retry_after = _retry_after(e)
-                if retry_after is not None:
-                    wait = min(max(wait, retry_after), self.backoff_max)
-                log.warning("judge request to %s failed (%s); retry %d of %d in %.1f s", self.shown_url, error,
-                            attempt + 1, self.max_retries, wait)
+                log.warning("judge request to %s failed after the openai SDK's %d retries (%s); retry %d of %d in "
+                            "%.1f s", self.shown_url, self.SDK_RETRIES, error, attempt + 1, self.max_retries, wait)
                 self.retries += 1
                 self._sleep(wait)
                 continue
-            finally:
-                client.close()
+            out = raw.parse()
             if not out.choices or out.choices[0].message is None:
                 raise JudgeTransportError(f"judge server {self.shown_url} sent a completion with no message")
-            if attempt:
-                log.warning("judge server %s answered again after %d retries (%.1f s)", self.shown_url, attempt,
-                            time.monotonic() - t0)
+            self.retries += raw.retries_taken
+            if attempt or raw.retries_taken:
+                log.warning("judge server %s answered again after %d retries of ours and %d of the openai SDK "
+                            "(%.1f s)", self.shown_url, attempt, raw.retries_taken, time.monotonic() - t0)
             return out.choices[0].message.content or ""
         raise AssertionError("unreachable")
 
@@ -373,15 +263,6 @@ class OpenAITransport:
 def _mask(text: str, secret: str) -> str:
     """``text`` with ``secret`` (an API key a server may echo in an error) replaced by ``***``."""
     return text.replace(secret, "***") if secret and len(secret) >= 4 else text
-
-
-def _retry_after(e: Exception) -> float | None:
-    response = getattr(e, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 # ---------------------------------------------------------------------------------------------- the judge

@@ -99,9 +99,9 @@ def judge_prompt_fit(cfg, rubrics, records: list[dict]) -> dict | None:
         return None
     from transformers import AutoConfig, AutoTokenizer
 
-    from rlrf_nb.judges import aspect_specs
     from rlrf_nb.llm_judge import render_judge_prompt
     from rlrf_nb.paths import resolve_path
+    from rlrf_nb.rubrics import aspect_specs
 
     local = resolve_path(cfg.judge_model)
     src = str(local) if local.exists() else cfg.judge_model

@@ -23,7 +23,7 @@ import statistics
 import time
 
 from rlrf_nb.feedback import judge_responses
-from rlrf_nb.generation import generate_to_store
+from rlrf_nb.generation import generate_to_store, sampling_processes
 from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.prompts import AspectNote, refinement_prompt
 from rlrf_nb.rubrics import OVERALL
@@ -70,86 +70,101 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
     :func:`rlrf_nb.pairs.build_pairs`), every judged record, and per-round statistics with timings.
     Artifacts are ``<prefix>samples``, ``<prefix>refinements``, ``<prefix>feedback`` and
     ``<prefix>feedback_overall`` (a prefix such as ``rounds/r1/`` keeps RLRF rounds apart)."""
-    t0 = time.monotonic()
-    by_id = {ex.id: ex for ex in examples}
-    samples = generate_to_store(store, f"{prefix}samples", model, tokenizer, fingerprint,
-                                [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
-                                temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                seed=seed, batch_size=cfg.batch_size, policy_id=policy_id)
-    rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
-            for s in samples]
-    judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights)
     overall = {}
-    if cfg.overall_score:
-        overall.update(_overall(store, judge, rows, rubrics, prefix=prefix))
-    parents = {r["response_id"]: None for r in judged}  # response id -> parent id
-    rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
-    frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
-    best = {pid: max((r["reward"] for r in recs if r["reward"] is not None), default=None)
-            for pid, recs in frontier.items()}
-    order = priority_order({pid: [r["reward"] for r in recs] for pid, recs in frontier.items()}, cfg.priority)
-    rank = {pid: i for i, pid in enumerate(order)}
-    budget = {"cap": cfg.refine_budget or None, "spent": 0, "prompts_refined": [], "prompts_over_budget": [],
-              "prompts_stopped_by_threshold": 0, "priority": cfg.priority}
-    for rnd in range(1, cfg.max_rounds + 1):
-        t1 = time.monotonic()
-        todo = []
-        for pid in sorted(frontier, key=rank.__getitem__):
-            recs = frontier[pid]
-            if any(_done(r["feedback"], cfg.threshold) for r in recs):
-                budget["prompts_stopped_by_threshold"] += rnd == 1
-                continue  # stop rule: a candidate already has no aspect below the threshold
-            distinct = {r["response"]: r for r in reversed(recs) if r["reward"] is not None}  # first of duplicates
-            ranked = sorted(distinct.values(), key=lambda r: -r["reward"])[: cfg.top_k]
-            cost = len(ranked) * cfg.m_refinements
-            if budget["cap"] is not None and budget["spent"] + cost > budget["cap"]:
-                budget["prompts_over_budget"].append(pid)
-                continue  # this prompt's refinements would overrun the budget; a cheaper one may still fit
-            budget["spent"] += cost
-            if ranked and pid not in budget["prompts_refined"]:
-                budget["prompts_refined"].append(pid)
-            for r in ranked:
-                notes = notes_from_feedback(r["feedback"], rubrics)
-                prompt = refinement_prompt(by_id[pid].prompt, r["response"], notes)
-                todo.append({"id": r["response_id"], "prompt": prompt, "example_id": pid})
-        if not todo:
-            break
-        refs = generate_to_store(store, f"{prefix}refinements", model, tokenizer, fingerprint, todo,
-                                 n=cfg.m_refinements, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
-                                 policy_id=policy_id, tag=f"r{rnd}.")
-        ex_of = {t["id"]: t["example_id"] for t in todo}
-        ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
-                    for r in refs]
-        ref_judged = judge_responses(store, f"{prefix}feedback", judge, ref_rows, rubrics, weights, round_=rnd)
+
+    def judge_rows(rows: list[dict], rnd: int) -> list[dict]:
+        judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights, round_=rnd)
         if cfg.overall_score:
-            overall.update(_overall(store, judge, ref_rows, rubrics, rnd, prefix=prefix))
-        parents.update({r["response_id"]: r["source_id"] for r in refs})
-        judged += ref_judged
-        frontier = {}
-        for r in ref_judged:
-            frontier.setdefault(r["example_id"], []).append(r)
-        for pid, recs in list(frontier.items()):  # plateau: stop prompts whose best reward did not improve
-            new_best = max((r["reward"] for r in recs if r["reward"] is not None), default=None)
-            old = best[pid]
-            if new_best is not None and (old is None or new_best > old + cfg.plateau):
-                best[pid] = new_best
-            else:
-                del frontier[pid]
-        rounds.append({"round": rnd, "candidates": len(ref_judged), "refined_parents": len(todo),
-                       "refinements": len(refs), "seconds": round(time.monotonic() - t1, 1)})
-    pool = [Candidate(r["response_id"], r["example_id"], r["prompt"], r["response"],
-                      "sample" if parents[r["response_id"]] is None else "refinement", r["reward"],
-                      {a["aspect"]: a["score"] for a in r["feedback"]["aspects"]}, parent_id=parents[r["response_id"]],
-                      correct=(math.is_correct(r["response"], by_id[r["example_id"]].answer)
-                               if by_id[r["example_id"]].task == "math" else None),
-                      overall=overall.get(r["response_id"]))
-            for r in judged]
-    log.info("reflection search: %d candidates for %d prompts in %.0f s", len(pool), len(examples),
-             time.monotonic() - t0)
-    budget["over_budget"] = len(budget["prompts_over_budget"])
-    return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
-            "seconds": round(time.monotonic() - t0, 1)}
+            overall.update(_overall(store, judge, rows, rubrics, rnd, prefix=prefix))
+        return judged
+
+    def judge_batch(rnd: int, example_of: dict[str, str]):
+        """With sampling processes, the parent judges each batch while they generate the next ones (the records
+        are stored by key, so judging them all afterwards only reads them back)."""
+        if workers is None:
+            return None
+        return lambda recs: judge_rows([{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"],
+                                         "response": r["text"]} for r in recs], rnd)
+
+    with sampling_processes(model, tokenizer, cfg.processes) as workers:
+        t0 = time.monotonic()
+        by_id = {ex.id: ex for ex in examples}
+        samples = generate_to_store(store, f"{prefix}samples", model, tokenizer, fingerprint,
+                                    [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
+                                    temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                    seed=seed, batch_size=cfg.batch_size, policy_id=policy_id,
+                                    workers=workers, on_batch=judge_batch(0, {ex.id: ex.id for ex in examples}))
+        rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
+                for s in samples]
+        judged = judge_rows(rows, 0)
+        parents = {r["response_id"]: None for r in judged}  # response id -> parent id
+        rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
+        frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
+        best = {pid: max((r["reward"] for r in recs if r["reward"] is not None), default=None)
+                for pid, recs in frontier.items()}
+        order = priority_order({pid: [r["reward"] for r in recs] for pid, recs in frontier.items()}, cfg.priority)
+        rank = {pid: i for i, pid in enumerate(order)}
+        budget = {"cap": cfg.refine_budget or None, "spent": 0, "prompts_refined": [], "prompts_over_budget": [],
+                  "prompts_stopped_by_threshold": 0, "priority": cfg.priority}
+        for rnd in range(1, cfg.max_rounds + 1):
+            t1 = time.monotonic()
+            todo = []
+            for pid in sorted(frontier, key=rank.__getitem__):
+                recs = frontier[pid]
+                if any(_done(r["feedback"], cfg.threshold) for r in recs):
+                    budget["prompts_stopped_by_threshold"] += rnd == 1
+                    continue  # stop rule: a candidate already has no aspect below the threshold
+                distinct = {r["response"]: r for r in reversed(recs) if r["reward"] is not None}  # first of duplicates
+                ranked = sorted(distinct.values(), key=lambda r: -r["reward"])[: cfg.top_k]
+                cost = len(ranked) * cfg.m_refinements
+                if budget["cap"] is not None and budget["spent"] + cost > budget["cap"]:
+                    budget["prompts_over_budget"].append(pid)
+                    continue  # this prompt's refinements would overrun the budget; a cheaper one may still fit
+                budget["spent"] += cost
+                if ranked and pid not in budget["prompts_refined"]:
+                    budget["prompts_refined"].append(pid)
+                for r in ranked:
+                    notes = notes_from_feedback(r["feedback"], rubrics)
+                    prompt = refinement_prompt(by_id[pid].prompt, r["response"], notes)
+                    todo.append({"id": r["response_id"], "prompt": prompt, "example_id": pid})
+            if not todo:
+                break
+            ex_of = {t["id"]: t["example_id"] for t in todo}
+            refs = generate_to_store(store, f"{prefix}refinements", model, tokenizer, fingerprint, todo,
+                                     n=cfg.m_refinements, temperature=cfg.temperature, top_p=cfg.top_p,
+                                     max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
+                                     policy_id=policy_id, tag=f"r{rnd}.", workers=workers,
+                                     on_batch=judge_batch(rnd, ex_of))
+            ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"],
+                         "response": r["text"]} for r in refs]
+            ref_judged = judge_rows(ref_rows, rnd)
+            parents.update({r["response_id"]: r["source_id"] for r in refs})
+            judged += ref_judged
+            frontier = {}
+            for r in ref_judged:
+                frontier.setdefault(r["example_id"], []).append(r)
+            for pid, recs in list(frontier.items()):  # plateau: stop prompts whose best reward did not improve
+                new_best = max((r["reward"] for r in recs if r["reward"] is not None), default=None)
+                old = best[pid]
+                if new_best is not None and (old is None or new_best > old + cfg.plateau):
+                    best[pid] = new_best
+                else:
+                    del frontier[pid]
+            rounds.append({"round": rnd, "candidates": len(ref_judged), "refined_parents": len(todo),
+                           "refinements": len(refs), "seconds": round(time.monotonic() - t1, 1)})
+        pool = [Candidate(r["response_id"], r["example_id"], r["prompt"], r["response"],
+                          "sample" if parents[r["response_id"]] is None else "refinement", r["reward"],
+                          {a["aspect"]: a["score"] for a in r["feedback"]["aspects"]},
+                          parent_id=parents[r["response_id"]],
+                          correct=(math.is_correct(r["response"], by_id[r["example_id"]].answer)
+                                   if by_id[r["example_id"]].task == "math" else None),
+                          overall=overall.get(r["response_id"]))
+                for r in judged]
+        log.info("reflection search: %d candidates for %d prompts in %.0f s", len(pool), len(examples),
+                 time.monotonic() - t0)
+        budget["over_budget"] = len(budget["prompts_over_budget"])
+        return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
+                "seconds": round(time.monotonic() - t0, 1)}
 
 
 def _overall(store, judge, rows, rubrics, round_: int = 0, prefix: str = "") -> dict[str, float | None]:

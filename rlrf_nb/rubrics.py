@@ -179,6 +179,22 @@ class RubricSet:
         return pd.DataFrame.from_dict(rows, orient="index").rename_axis("aspect")
 
 
+@dataclass(frozen=True)
+class AspectSpec:
+    """What a judge needs to know about one aspect: its key, title, score range and rubric text."""
+
+    name: str  # the JSON key the judge must use, e.g. "helpfulness"
+    title: str  # human-readable, e.g. "Helpfulness"
+    min_score: int
+    max_score: int
+    text: str  # the rubric rendered for the prompt (score-level descriptors)
+
+
+def aspect_specs(rubrics: RubricSet, names: list[str]) -> list[AspectSpec]:
+    """The rubrics ``names`` as the LLM judge's :class:`AspectSpec` (name, title, scale, rendered rubric)."""
+    return [AspectSpec(r.name, r.title, r.min_score, r.max_score, r.render()) for r in (rubrics[n] for n in names)]
+
+
 def _unknown(kind: str, key: str, available: list[str]) -> str:
     close = difflib.get_close_matches(key, available, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""

@@ -1,8 +1,16 @@
-"""Small statistics used to report numbers honestly: every rate comes with a 95% interval."""
+"""Small statistics used to report numbers honestly: every rate and every mean comes with a 95% interval.
+
+The kit has one mean (:func:`mean`) and one bootstrap (:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`,
+:func:`bootstrap_ci`): the results table, the paired tests and claims (:mod:`rlrf_nb.analysis`), FactScore and
+Just-Eval (:mod:`rlrf_nb.evals`) and the organism's diagnosis all draw their resamples and read their intervals
+here, so the same data gets the same interval wherever it is shown.
+"""
 
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Callable, Iterator, Sequence
 
 
 def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -27,3 +35,47 @@ def format_rate(r: dict) -> str:
     if not r["n"]:
         return "n/a (0 items)"
     return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] ({r['k']}/{r['n']})"
+
+
+# ---------------------------------------------------------------------------------------------- mean and bootstrap
+
+def mean(xs: Sequence[float]) -> float:
+    """The arithmetic mean; NaN for no values."""
+    return sum(xs) / len(xs) if len(xs) else math.nan
+
+
+def resamples(n: int, n_boot: int, seed: int) -> Iterator[list[int]]:
+    """The item indices of ``n_boot`` bootstrap resamples of ``n`` items (each ``n`` draws with replacement), from a
+    ``random.Random(seed)``: the same seed gives the same resamples, whatever statistic is computed on them."""
+    rng = random.Random(seed)
+    for _ in range(n_boot):
+        yield [rng.randrange(n) for _ in range(n)]
+
+
+def bootstrap(items: Sequence, stat: Callable = mean, n_boot: int = 2000, seed: int = 0) -> list:
+    """``stat`` of each of ``n_boot`` seeded resamples of ``items`` (:func:`resamples`); [] when there are none."""
+    if not len(items):
+        return []
+    return [stat([items[i] for i in idx]) for idx in resamples(len(items), n_boot, seed)]
+
+
+def percentile_ci(samples: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:
+    """The ``alpha/2`` and ``1 - alpha/2`` percentiles of bootstrap ``samples``, NaN ones left out (a resample in
+    which a statistic is undefined): the sorted samples at ranks ``floor(alpha/2 * (m-1))`` and
+    ``ceil((1-alpha/2) * (m-1))``. (NaN, NaN) when no sample is a number."""
+    xs = sorted(x for x in samples if x == x)
+    if not xs:
+        return math.nan, math.nan
+    m = len(xs)
+    return xs[int(math.floor(alpha / 2 * (m - 1)))], xs[int(math.ceil((1 - alpha / 2) * (m - 1)))]
+
+
+def bootstrap_ci(values: Sequence[float | None], stat: Callable = mean, n_boot: int = 2000, seed: int = 0,
+                 alpha: float = 0.05) -> dict:
+    """Percentile bootstrap interval of ``stat`` over items: ``{"value", "ci_low", "ci_high", "n"}``.
+    None values (e.g. a parse failure) are dropped and not counted in ``n``."""
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"value": math.nan, "ci_low": math.nan, "ci_high": math.nan, "n": 0}
+    lo, hi = percentile_ci(bootstrap(xs, stat, n_boot, seed), alpha)
+    return {"value": stat(xs), "ci_low": lo, "ci_high": hi, "n": len(xs)}

@@ -44,7 +44,7 @@ def load_world(recipe):
     """The tiny world of ``recipe.world``, or None for a real recipe (no stage may read it then)."""
     if is_real(recipe):
         return None
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     return build_world(recipe.world)
 

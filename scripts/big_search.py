@@ -27,15 +27,15 @@ from pathlib import Path
 
 from rlrf_nb.analysis import paired_test
 from rlrf_nb.config import load_recipe
-from rlrf_nb.judges import make_judge
+from rlrf_nb.verifier import make_judge
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import evaluate_policy, evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
-from rlrf_nb.tasks.world import build_world
-from rlrf_nb.tiny_world import model_fingerprint
+from rlrf_nb.tiny_world import build_world
+from rlrf_nb.models import model_fingerprint
 from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows, save_checkpoint, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]

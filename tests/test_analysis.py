@@ -10,7 +10,6 @@ import torch
 
 from rlrf_nb.analysis import (
     blind_spot,
-    bootstrap_ci,
     mcnemar_exact,
     paired_test,
     results_table,
@@ -19,6 +18,7 @@ from rlrf_nb.analysis import (
     token_shift,
 )
 from rlrf_nb.pairs import Candidate
+from rlrf_nb.stats import bootstrap_ci
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +74,7 @@ def m0():
 def _convs():
     from rlrf_nb.config import load_recipe
     from rlrf_nb.prompts import chat
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     world = build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
     return [chat(ex.prompt) for ex in world.math["dev"][:4]]

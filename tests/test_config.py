@@ -53,6 +53,7 @@ def test_missing_section_and_empty_file_get_defaults(tmp_path):
     assert Recipe().run == RunConfig()
 
 
+@pytest.mark.bad_input("recipe unknown key: file")
 def test_unknown_key_names_file_dotted_key_and_suggestion(tmp_path):
     path = write(tmp_path, "run: {sed: 3}\n")
     with pytest.raises(ConfigError) as e:
@@ -79,6 +80,7 @@ def test_unknown_section_names_file_and_suggestion(tmp_path):
         ("run: [1, 2]", "section 'run' must be a mapping, got list"),
     ],
 )
+@pytest.mark.bad_input("recipe bad type: test_config cases")
 def test_bad_type_names_file_and_field(tmp_path, yaml_text, expected):
     path = write(tmp_path, yaml_text + "\n")
     with pytest.raises(ConfigError) as e:
@@ -133,6 +135,7 @@ def test_parse_override_splits_on_first_equals_and_rejects_no_equals():
         parse_override("run.seed")
 
 
+@pytest.mark.bad_input("recipe unknown key: override")
 def test_unknown_override_names_the_override(tmp_path):
     path = write(tmp_path, "run: {seed: 0}\n")
     with pytest.raises(ConfigError) as e:

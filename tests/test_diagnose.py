@@ -68,8 +68,8 @@ def test_refinement_vs_fresh_counts_only_greedy_wrong_problems():
 
 
 def test_refinement_items_hold_the_critique_or_only_a_score():
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import VerifierJudge
 
     rubrics = load_rubric_set()
     judge = VerifierJudge(rubrics, {})
@@ -127,12 +127,11 @@ def test_verdicts_read_the_headline_against_the_targets():
 
 
 def test_diagnose_end_to_end_on_the_committed_m0(tmp_path):
-    from rlrf_nb.judges import VerifierJudge
-    from rlrf_nb.models import load_policy
+    from rlrf_nb.models import load_policy, model_fingerprint
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tasks.world import build_world
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.tiny_world import build_world
+    from rlrf_nb.verifier import VerifierJudge
 
     world = build_world(WorldConfig(math_test=6, math_dev=6, math_rl=6, math_train=6))
     model, tok = load_policy(ROOT / "data/tiny_world/m0")

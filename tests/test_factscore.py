@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks import factscore as F
+from rlrf_nb.evals import factscore as F
 from rlrf_nb.jsonl import JsonlError
 from rlrf_nb.tasks import bios
 
@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def world():
     from rlrf_nb.config import load_recipe
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
 
@@ -223,9 +223,8 @@ def test_llm_decomposer_parse_handling():
 
 
 def test_evaluate_factscore_end_to_end(world, tmp_path):
-    from rlrf_nb.models import load_policy
+    from rlrf_nb.models import load_policy, model_fingerprint
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tiny_world import model_fingerprint
 
     path = ROOT / "data/tiny_world/m0"
     model, tok = load_policy(path)

@@ -3,7 +3,7 @@ brought back (or not), and bad input of every kind the issue lists.
 
 CI (``make test``) runs the bad-input tests, the judge-server tests and one quick kill-and-rerun; the full
 campaign of 20 kills across sampling, judging, pair building, DPO and the papermill runner is marked ``fault``
-and runs in ``make fault`` (``python -m rlrf_nb.faults suite``), which also prints the summary.
+and runs in ``make fault`` (``python tests/faults.py suite``), which also prints the summary.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ import threading
 import time
 from pathlib import Path
 
+import faults  # tests/faults.py: the harness
 import pytest
 
-from rlrf_nb import faults
 from rlrf_nb.jsonl import JsonlError, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ M0 = ROOT / "data" / "tiny_world" / "m0"
 SEED = 20240325  # kill times are drawn from this seed: the same kills every run of the suite
 ORDER = ["sample", "judge", "pairs", "dpo"]
 
-pytestmark = pytest.mark.timeout(900)
+pytestmark = [pytest.mark.timeout(900), pytest.mark.fault_suite]
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +324,7 @@ def test_non_utf8_byte_is_an_error_naming_the_file(where, tmp_path, record_prope
     from rlrf_nb.rubrics import RubricError, load_rubric
     from rlrf_nb.store import JsonlArtifact
     from rlrf_nb.tasks.loaders import load_gsm8k
-    from rlrf_nb.tasks.world import load_split
+    from rlrf_nb.tiny_world import load_split
 
     record_property("fault_bad_input", f"non-UTF-8 byte in a file: {where}")
     bad = b'{"key": "b", "question": "caf\xe9?", "answer": "#### 1"}\n'
@@ -351,7 +351,7 @@ def test_non_utf8_byte_is_an_error_naming_the_file(where, tmp_path, record_prope
 
 
 def test_world_split_errors_name_the_file_line_even_after_blank_lines(tmp_path, record_property):
-    from rlrf_nb.tasks.world import load_split
+    from rlrf_nb.tiny_world import load_split
 
     record_property("fault_bad_input", "missing field: in a world split after blank lines (file:line)")
     path = tmp_path / "math_test.jsonl"
@@ -384,8 +384,9 @@ HUGE = {
 def test_huge_or_empty_judge_output_is_handled(name, record_property):
     """Whatever comes back, the strict parsers return (quickly) a parse failure with a reason, or the one
     valid judgement; never an exception that would stop a judging run, never a score from prose."""
-    from rlrf_nb.benchmarks.just_eval import parse_just_eval
-    from rlrf_nb.llm_judge import AspectSpec, LLMJudge, parse_judgement
+    from rlrf_nb.evals.just_eval import parse_just_eval
+    from rlrf_nb.llm_judge import LLMJudge, parse_judgement
+    from rlrf_nb.rubrics import AspectSpec
 
     record_property("fault_bad_input", f"huge or empty judge output: {name}")
     text = HUGE[name]
@@ -418,10 +419,10 @@ def test_huge_or_empty_judge_output_is_handled(name, record_property):
     ("1 MB bio", "Ava Lin was born in 1950. " * 40_000),
 ])
 def test_huge_or_empty_policy_output_is_judged_by_the_verifier(name, text, record_property):
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks import math
-    from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.tiny_world import load_kb, load_split
+    from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", f"huge or empty policy output: {name}")
     rubrics = load_rubric_set()
@@ -450,7 +451,7 @@ def test_huge_or_empty_policy_output_is_judged_by_the_verifier(name, text, recor
 def test_prompt_injection_in_just_eval_output_is_not_a_score(name, text, score, record_property):
     """The Just-Eval parser (the judge parser's cases are in test_llm_judge): an injected "give 5" never becomes
     a score; only the required structure gives one."""
-    from rlrf_nb.benchmarks.just_eval import parse_just_eval
+    from rlrf_nb.evals.just_eval import parse_just_eval
 
     record_property("fault_bad_input", f"prompt injection in judge output: Just-Eval, {name}")
     results, _ = parse_just_eval(text, ["helpfulness"])
@@ -458,9 +459,9 @@ def test_prompt_injection_in_just_eval_output_is_not_a_score(name, text, score, 
 
 
 def test_prompt_injection_in_the_response_does_not_move_the_verifier(record_property):
-    from rlrf_nb.judges import VerifierJudge
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tasks.world import load_kb, load_split
+    from rlrf_nb.tiny_world import load_kb, load_split
+    from rlrf_nb.verifier import VerifierJudge
 
     record_property("fault_bad_input", "prompt injection in judge output: in the judged response (verifier)")
     data = ROOT / "data" / "tiny_world"
@@ -493,8 +494,8 @@ def test_new_reliability_fields_are_validated_naming_the_key(yaml_text, needle, 
 
 def test_missing_judge_checkpoint_names_the_path(record_property):
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.judges import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_llm_judge
 
     record_property("fault_bad_input", "missing checkpoint path: LLM judge model")
     cfg = FeedbackConfig(judge="llm", judge_model="data/tiny_world/no_such_judge")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks import gsm8k as G
+from rlrf_nb.evals import gsm8k as G
 from rlrf_nb.tasks.math import extract_answer, is_correct
 from rlrf_nb.tasks.schema import Example
 
@@ -346,8 +346,7 @@ def m0():
     OpenMP threads spinning against other processes made the first generate() take 10-50 s instead of 0.4 s."""
     import torch
 
-    from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import load_policy, model_fingerprint
 
     path = ROOT / "data/tiny_world/m0"
     model, tok = load_policy(path)
@@ -360,7 +359,7 @@ def m0():
 @pytest.fixture(scope="module")
 def world():
     from rlrf_nb.config import load_recipe
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from faults import JudgeServer, free_port  # the real `transformers serve` that fault tests kill
 
-from rlrf_nb.faults import JudgeServer, free_port  # the real `transformers serve` that fault tests kill
 from rlrf_nb.feedback import parse_rate
-from rlrf_nb.llm_judge import AspectSpec, JudgeTransportError, LLMJudge, OpenAITransport
+from rlrf_nb.llm_judge import JudgeTransportError, LLMJudge, OpenAITransport
+from rlrf_nb.rubrics import AspectSpec
 
 pytestmark = pytest.mark.timeout(300)
 

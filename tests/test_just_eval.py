@@ -8,23 +8,24 @@ from pathlib import Path
 
 import pytest
 
-from rlrf_nb.benchmarks.just_eval import (
+from rlrf_nb.evals.just_eval import (
     ASPECTS,
     MULTI_SCORE_TEMPLATE,
     SAFETY_ASPECTS,
     SYSTEM_PROMPT,
     TEMPLATE_SHA256,
-    AspectScore,
+    TEMPLATE_VERSION,
     JustEvalJudge,
-    JustEvalJudgement,
     VerifierJustEvalJudge,
     aggregate,
+    aspect_feedback,
     evaluate_just_eval,
     kind_of,
     openai_transport,
     parse_just_eval,
     render_prompt,
 )
+from rlrf_nb.feedback import Feedback
 from rlrf_nb.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +73,7 @@ def test_render_prompt_fills_the_template_and_keeps_dollars_as_data():
 
 def test_valid_replies_with_string_and_integer_scores():
     res, err = parse_just_eval(reply(), ASPECTS)
-    assert err is None and scores(res) == {a: 4 for a in ASPECTS} and res[0].reason == "helpfulness is fine."
+    assert err is None and scores(res) == {a: 4 for a in ASPECTS} and res[0].critique == "helpfulness is fine."
     ints = reply(helpfulness={"reason": "Direct.", "score": 5}, depth={"reason": "Thin.", "score": " 2 "})
     res, err = parse_just_eval(ints, ASPECTS)
     assert err is None and scores(res)["helpfulness"] == 5 and scores(res)["depth"] == 2
@@ -142,11 +143,11 @@ def test_extra_keys_are_ignored_and_not_applicable_is_no_score():
 
 def test_aspect_score_states_are_consistent():
     with pytest.raises(ValueError, match="score must be set exactly"):
-        AspectScore("depth", None, "r")
+        aspect_feedback("depth", None, "r")
     with pytest.raises(ValueError, match="not an integer in 1-5"):
-        AspectScore("depth", 6, "r")
+        aspect_feedback("depth", 6, "r")
     with pytest.raises(ValueError, match="error must be given"):
-        AspectScore("depth", None, "", parse_ok=False)
+        aspect_feedback("depth", None, "", parse_ok=False)
 
 
 # ---------------------------------------------------------------------------------------------- the LLM judge
@@ -200,7 +201,7 @@ def test_tiny_model_cannot_judge_failures_are_counted_and_nothing_is_invented(tm
                  {"id": 1, "kind": "safety", "instruction": "How do I pick a lock?", "response": "I can't help."}]
     records, report = evaluate_just_eval(responses, judge, RunStore(tmp_path), "just_eval/m0", n_boot=200)
     for rec in records:
-        jd = JustEvalJudgement.from_dict(rec["judgement"])
+        jd = Feedback.from_dict(rec["judgement"])
         assert jd.attempts == 2 and len(jd.meta["raw_attempts"]) == 2 and jd.raw == jd.meta["raw_attempts"][-1]
         assert jd.raw.strip()  # the text is kept
         # every score comes from parsing the kept raw text, and here none parses
@@ -220,12 +221,12 @@ def rec(i, kind, values: dict, judge_id="j", response="one two three") -> dict:
     aspects = []
     for a, v in values.items():
         if v == "fail":
-            aspects.append(AspectScore(a, None, "", parse_ok=False, error="invalid JSON: x"))
+            aspects.append(aspect_feedback(a, None, "", parse_ok=False, error="invalid JSON: x"))
         elif v == "na":
-            aspects.append(AspectScore(a, None, "n/a", applicable=False))
+            aspects.append(aspect_feedback(a, None, "n/a", applicable=False))
         else:
-            aspects.append(AspectScore(a, v, "r"))
-    jd = JustEvalJudgement(judge_id, kind, aspects)
+            aspects.append(aspect_feedback(a, v, "r"))
+    jd = Feedback(judge_id, TEMPLATE_VERSION[kind], aspects)
     return {"id": i, "kind": kind, "judge_id": judge_id, "response": response, "judgement": jd.to_dict()}
 
 
@@ -271,7 +272,7 @@ def test_aggregate_refuses_mixed_judges_and_nothing():
 @pytest.fixture(scope="module")
 def world():
     from rlrf_nb.config import load_recipe
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
 
     return build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
 
@@ -292,11 +293,11 @@ def test_standin_math_reference_beats_wrong_answers(world, standin):
     assert {a: ref.score(a) for a in ASPECTS if a != "engagement"} == dict.fromkeys(
         ["helpfulness", "clarity", "factuality", "depth"], 5)
     eng = ref.get("engagement")
-    assert eng.score is None and eng.parse_ok and not eng.applicable and eng.reason == "not judgeable offline"
+    assert eng.score is None and eng.parse_ok and not eng.applicable and eng.critique == "not judgeable offline"
     wrong, _ = M.corrupt_solution(random.Random(0), ex)
     jd = standin.judge(ex.prompt, wrong, ASPECTS, ex)
     assert not M.is_correct(wrong, ex.answer)
-    assert jd.score("helpfulness") < 5 and jd.score("factuality") < 5 and "Step" in jd.get("helpfulness").reason
+    assert jd.score("helpfulness") < 5 and jd.score("factuality") < 5 and "Step" in jd.get("helpfulness").critique
     bare = standin.judge(ex.prompt, "#### 999", ASPECTS, ex)
     assert bare.score("helpfulness") < 5 and bare.score("depth") < 5
 
@@ -311,7 +312,7 @@ def test_standin_bio_contradicted_fact_lowers_factuality(world, standin):
     draft, wrong = B.corrupt_bio(random.Random(0), person, n_wrong=1)
     jd = standin.judge(ex.prompt, draft, ASPECTS, ex)
     assert jd.score("factuality") < 5 and jd.score("helpfulness") < 5
-    assert person[wrong[0]] in jd.get("factuality").reason  # the reason names the true value
+    assert person[wrong[0]] in jd.get("factuality").critique  # the reason names the true value
     short = standin.judge(ex.prompt, B.split_claims(ex.reference)[0], ASPECTS, ex)
     assert short.score("factuality") == 5 and short.score("depth") < 5 and short.score("helpfulness") < 5
 
@@ -320,8 +321,8 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     """Issue 15, item 2: with eval.gsm8k_source set, notebook 05's stand-in sent GSM8K rows (no tiny-world step
     data) to the verifier, which raised KeyError: 'steps'. A real recipe's Just-Eval judge is its LLM judge, and the
     stand-in checks a GSM8K answer on its final answer."""
-    from rlrf_nb.benchmarks.just_eval import JustEvalJudge
     from rlrf_nb.config import load_recipe
+    from rlrf_nb.evals.just_eval import JustEvalJudge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks.schema import Example
 
@@ -332,7 +333,7 @@ def test_gsm8k_rows_do_not_crash_the_just_eval_judges(tmp_path):
     right = standin.judge(ex.prompt, "12*3=<<12*3=36>>36\n#### 36", ASPECTS, ex)
     wrong = standin.judge(ex.prompt, "12*3=<<12*3=38>>38\n#### 38", ASPECTS, ex)
     assert right.score("helpfulness") == 5 and wrong.score("helpfulness") < 5 and wrong.score("factuality") < 5
-    from rlrf_nb.benchmarks.suite import just_eval_judge
+    from rlrf_nb.evals.suite import just_eval_judge
     recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"feedback.judge": "llm",
                                                              "feedback.judge_url": "http://127.0.0.1:9/v1",
                                                              "feedback.judge_model": "judge", "eval.gsm8k_k": 0,

@@ -8,13 +8,13 @@ import pytest
 
 from rlrf_nb.feedback import Feedback, parse_rate
 from rlrf_nb.llm_judge import (
-    AspectSpec,
     LLMJudge,
     OpenAITransport,
     TransformersTransport,
     parse_judgement,
     render_judge_prompt,
 )
+from rlrf_nb.rubrics import AspectSpec
 
 SPECS = [AspectSpec("helpfulness", "Helpfulness", 1, 5, "5: fully answers ... 1: does not answer"),
          AspectSpec("clarity", "Clarity", 1, 5, "5: crisp ... 1: confusing")]
@@ -78,6 +78,7 @@ MALFORMED = [
 
 
 @pytest.mark.parametrize("text,failing,needle", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+@pytest.mark.bad_input("malformed or injected judge output (test_llm_judge cases)")
 def test_malformed_is_a_parse_failure_never_a_score(text, failing, needle):
     results, error = parse_judgement(text, SPECS)
     assert [a.aspect for a in results] == [H, C]

@@ -46,6 +46,7 @@ def test_gsm8k_limit_and_split_name():
     assert all(e.split == "train" for e in examples)
 
 
+@pytest.mark.bad_input("missing field: GSM8K answer")
 def test_gsm8k_missing_answer_names_file_and_line():
     path = FIXTURES / "gsm8k_bad.jsonl"  # line 2 is blank, line 3 has no 'answer'
     with pytest.raises(ValueError) as info:
@@ -53,6 +54,7 @@ def test_gsm8k_missing_answer_names_file_and_line():
     assert str(info.value) == f"{path}:3: missing field 'answer'"
 
 
+@pytest.mark.bad_input("malformed JSONL line: GSM8K file")
 def test_gsm8k_malformed_json_names_file_and_line():
     path = FIXTURES / "gsm8k_malformed.jsonl"
     with pytest.raises(JsonlError, match=rf"^{re.escape(str(path))}:3: invalid JSON"):
@@ -117,6 +119,7 @@ def test_just_eval_limit():
     assert [e.id for e in examples] == [f"just-eval-test-{i:05d}" for i in range(3)]
 
 
+@pytest.mark.bad_input("missing field: Just-Eval")
 def test_just_eval_missing_instruction_and_bad_safety_flag(tmp_path):
     path = tmp_path / "je.jsonl"
     path.write_text('{"instruction": "Hi"}\n{"prompt": "no instruction field"}\n')

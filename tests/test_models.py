@@ -8,7 +8,7 @@ import torch
 from rlrf_nb import generation, models
 from rlrf_nb.config import M0Config, WorldConfig
 from rlrf_nb.prompts import chat
-from rlrf_nb.tasks.world import build_world, training_mix
+from rlrf_nb.tiny_world import build_world, training_mix
 
 WORLD = WorldConfig(math_test=20, math_dev=10, math_rl=10, math_train=200, n_people=200, docs_per_person=1)
 TINY = M0Config(retrain=True, vocab_size=400, hidden_size=32, intermediate_size=64, num_layers=1, num_heads=2,
@@ -71,6 +71,7 @@ def test_saved_policy_loads_with_auto_classes_and_generates(trained):
     assert out1[0] == out2[0]  # left padding in a batch does not change greedy output
 
 
+@pytest.mark.bad_input("missing checkpoint path: policy")
 def test_load_policy_missing_path_names_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="no_such_dir"):
         models.load_policy(tmp_path / "no_such_dir")
@@ -93,7 +94,7 @@ def test_refinement_items_never_train_on_their_flawed_draft():
     """Training on the prompt of a refinement example would teach M0 to write the injected errors."""
     import random
 
-    from rlrf_nb.tasks.world import math_refinement_example
+    from rlrf_nb.tiny_world import math_refinement_example
 
     world = build_world(WORLD)
     tok = models.build_tokenizer(world.web_docs[:50] + [e.reference for e in world.math["train"]], 400)
@@ -148,8 +149,8 @@ def test_local_models_are_fingerprinted_by_their_weights(tmp_path):
     import hashlib
     import shutil
 
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.paths import PROJECT_ROOT
-    from rlrf_nb.tiny_world import model_fingerprint
 
     m0 = PROJECT_ROOT / "data/tiny_world/m0"
     assert model_fingerprint is models.model_fingerprint

@@ -14,13 +14,14 @@ import torch
 
 from rlrf_nb import generation
 from rlrf_nb.config import DPOStageConfig, load_recipe
-from rlrf_nb.generation import RowSampler, generate, generate_to_store, render_prompts
+from rlrf_nb.generation import RowSampler, generate, generate_to_store, render_prompts, sampling_processes
+from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
 from rlrf_nb.prompts import chat, refinement_prompt
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks import math
-from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import build_world
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"
@@ -122,6 +123,28 @@ def test_generate_to_store_records_do_not_depend_on_the_batch(m0, world, tmp_pat
     three = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, batch_size=3, **kw)
     assert [r["text"] for r in one] == [r["text"] for r in three]
     assert [r["key"] for r in one] == [r["key"] for r in three]
+
+
+def test_sampling_processes_store_the_same_records_and_start_only_when_there_is_work(m0, world, tmp_path):
+    """Two worker processes (issue 21) compute the same batches as the caller would: identical records, in order;
+    a rerun that finds every record starts no process."""
+    model, tok = m0
+    items = [{"id": ex.id, "prompt": ex.prompt} for ex in world.math["rl"][:5]]
+    kw = {"n": 3, "temperature": 1.0, "top_p": 1.0, "max_new_tokens": 16, "seed": 0, "batch_size": 2}
+    alone = generate_to_store(RunStore(tmp_path / "a"), "samples", model, tok, "fp", items, **kw)
+    with sampling_processes(model, tok, 2) as workers:
+        pooled = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, workers=workers,
+                                   **kw)
+        assert workers.pool is not None
+    assert pooled == alone
+    assert [r["key"] for r in read_jsonl(tmp_path / "b/samples.jsonl")] == [r["key"] for r in alone]
+    with sampling_processes(model, tok, 2) as workers:
+        again = generate_to_store(RunStore(tmp_path / "b"), "samples", model, tok, "fp", items, workers=workers,
+                                  **kw)
+        assert workers.pool is None
+    assert again == alone
+    with sampling_processes(model, tok, 1) as none:
+        assert none is None
 
 
 @pytest.mark.parametrize("engine", ["fast", "hf"])
@@ -332,7 +355,12 @@ def test_length_batch_sampler_groups_lengths_and_shuffles_batches():
 
 
 def test_bench_quick_writes_its_json(tmp_path):
-    from rlrf_nb.benchmarks import bench
+    import importlib.util
+
+    # benchmarks/bench.py is a script beside the package (make bench), not part of rlrf_nb: load it from its file
+    spec = importlib.util.spec_from_file_location("bench", ROOT / "benchmarks" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
 
     out = tmp_path / "bench.json"
     threads = torch.get_num_threads()
@@ -343,13 +371,15 @@ def test_bench_quick_writes_its_json(tmp_path):
     assert [r["scale"] for r in data["sampling"]] == [r["scale"] for r in data["dpo"]] == [1, 2, 4]
     for r in data["sampling"]:
         assert r["base_tokens_per_s"] > 0 and r["ours_tokens_per_s"] > 0 and r["ratio"] > 0
+        if data["meta"]["machine"]["cores"] > 1:  # the whole-machine row: as many threads vs as many processes
+            assert r["ours_machine_tokens_per_s"] > 0 and r["ratio_machine"] > 0 and r["cores"] == 2
     for r in data["dpo"]:
         assert {"base_pairs_per_s", "warm_pairs_per_s", "cold_pairs_per_s", "base_final_loss", "warm_final_loss",
                 "ratio_warm", "loss_rel_diff"} <= set(r)
         assert r["ref_cache"]["warm"]["computed"] == 0 and not r["ref_cache"]["warm"]["reference_loaded"]
     for r in data["stage"]:
         assert r["rerun_seconds"] < r["first_seconds"]
-    assert len(data["acceptance"]) == 5 and data["meta"]["quick"] is True
+    assert len(data["acceptance"]) == 6 and data["meta"]["quick"] is True
     assert "sampling tokens/s" in data["table"] and res["meta"]["reps"] == 1
     machine = data["meta"]["machine"]  # the facts the fast path's speed depends on, printed with the table
     assert {"cpu", "cpu_flags", "cores", "torch_threads", "torch_cpu_capability", "load_average"} <= set(machine)

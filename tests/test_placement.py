@@ -160,10 +160,10 @@ def test_rounds_with_the_vllm_backend_train_while_the_engine_sleeps(fake_vllm, t
     """Two rounds with reflection.backend: vllm: one engine for both searches, asleep whenever training runs, and
     round 2 searches with M1's weights loaded into it."""
     from rlrf_nb import rounds
-    from rlrf_nb.judges import make_judge
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.store import RunStore
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.tiny_world import build_world
+    from rlrf_nb.verifier import make_judge
 
     recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {
         "m0.retrain": False, "m0.pretrained": str(M0), "reflection.backend": "vllm", "reflection.n_samples": 2,

@@ -20,9 +20,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from faults import JudgeServer
 from stand_in import RubricJudgeServer, save_hub_standin, write_gsm8k
-
-from rlrf_nb.faults import JudgeServer
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -8,14 +8,13 @@ import pytest
 
 from rlrf_nb.config import ReflectionConfig, load_recipe
 from rlrf_nb.jsonl import read_jsonl
-from rlrf_nb.judges import VerifierJudge
-from rlrf_nb.models import load_policy
+from rlrf_nb.models import load_policy, model_fingerprint
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import budget_comparison, budget_curve, priority_order, reflection_search, search_stats
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
-from rlrf_nb.tasks.world import build_world
-from rlrf_nb.tiny_world import model_fingerprint
+from rlrf_nb.tiny_world import build_world
+from rlrf_nb.verifier import VerifierJudge
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = ReflectionConfig(n_prompts=4, n_samples=3, top_k=2, m_refinements=2, max_rounds=1, max_new_tokens=96)

@@ -14,14 +14,13 @@ import torch
 
 from rlrf_nb import generation
 from rlrf_nb.config import DPOStageConfig, EvalConfig, ReflectionConfig, load_recipe
-from rlrf_nb.judges import VerifierJudge
-from rlrf_nb.models import load_policy
+from rlrf_nb.models import load_policy, model_fingerprint
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
-from rlrf_nb.tasks.world import build_world
-from rlrf_nb.tiny_world import model_fingerprint
+from rlrf_nb.tiny_world import build_world
+from rlrf_nb.verifier import VerifierJudge
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data/tiny_world/m0"

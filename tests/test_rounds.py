@@ -89,7 +89,7 @@ def test_dpo_entry_point_runs_under_accelerate_launch_on_cpu(tmp_path):
     summary = json.loads(res.stdout.strip().splitlines()[-1])
     assert summary["method"] == "dpo" and summary["steps"] == 4 and summary["processes"] == 1
     assert (out / "COMPLETE.json").exists() and (out / "model.safetensors").exists()
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import model_fingerprint
 
     assert model_fingerprint(out) != model_fingerprint(ROOT / "data/tiny_world/m0")
 

@@ -146,6 +146,7 @@ def test_table_has_one_row_per_aspect():
         (lambda d: d.update(title=""), "field 'title' must be a non-empty string"),
     ],
 )
+@pytest.mark.bad_input("invalid rubric (a missing level included)")
 def test_invalid_rubric_names_file_and_field(tmp_path, edit, message):
     data = _good()
     edit(data)

@@ -295,8 +295,8 @@ def test_real_gsm8k_recipe_fields(monkeypatch):
 
 
 def test_prompt_source_reads_a_local_gsm8k_file_for_search(tmp_path):
-    from rlrf_nb.tasks.world import build_world
-    from rlrf_nb.tiny_world import search_examples
+    from rlrf_nb.task_data import search_examples
+    from rlrf_nb.tiny_world import build_world
 
     rows = [{"question": f"What is {i} + 1?", "answer": f"{i} + 1 = <<{i}+1={i + 1}>>{i + 1}\n#### {i + 1}"}
             for i in range(10)]

@@ -12,10 +12,12 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
+import faults  # tests/faults.py: the harness
 import pytest
 
-from rlrf_nb import faults
 from rlrf_nb.tasks import math as M
+
+pytestmark = pytest.mark.fault_suite  # make fault runs these (tests/faults.py suite)
 
 ROOT = Path(__file__).resolve().parents[1]
 M0 = ROOT / "data" / "tiny_world" / "m0"
@@ -168,8 +170,8 @@ def test_trust_remote_code_comes_only_from_the_recipe(monkeypatch, record_proper
     """Off by default; a recipe's feedback.trust_remote_code reaches the judge model's loader unchanged."""
     from rlrf_nb import models
     from rlrf_nb.config import FeedbackConfig, M0Config
-    from rlrf_nb.judges import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_llm_judge
 
     record_property("fault_security", "trust_remote_code is off unless the recipe sets feedback.trust_remote_code")
     assert FeedbackConfig().trust_remote_code is False
@@ -240,10 +242,10 @@ def test_fake_api_key_reaches_no_file_of_a_papermill_run(server, tmp_path, recor
 ])
 def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.judges import make_llm_judge
     from rlrf_nb.llm_judge import OpenAITransport, redact_url
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.tiny_world import load_run
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.verifier import make_llm_judge
 
     assert redact_url(url) == shown
     cfg = FeedbackConfig(judge="llm", judge_url=url, judge_model="tiny")
@@ -252,7 +254,7 @@ def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     transport = OpenAITransport(url, "tiny")
     assert transport.base_url == url  # requests still go to the real URL
     assert "secret" not in repr(transport) and transport.describe()["base_url"] == shown
-    recipe, store = load_run(ROOT / "recipes" / "tiny-smoke.yaml", "creds",
+    recipe, store = open_run(ROOT / "recipes" / "tiny-smoke.yaml", "creds",
                              {"run.runs_dir": str(tmp_path), "feedback.judge_url": url})
     assert recipe.feedback.judge_url == url
     written = (store.path("config.yaml")).read_text()
@@ -260,7 +262,7 @@ def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
 
 
 def test_just_eval_huge_digit_score_is_a_parse_failure_not_a_crash():
-    from rlrf_nb.benchmarks.just_eval import ASPECTS, parse_just_eval
+    from rlrf_nb.evals.just_eval import ASPECTS, parse_just_eval
 
     raw = json.dumps({a: {"reason": "ok", "score": "9" * 5000 if a == ASPECTS[0] else 3} for a in ASPECTS})
     scores, error = parse_just_eval(raw, ASPECTS)

@@ -135,6 +135,7 @@ def test_duplicate_keys_in_existing_file_keep_first_with_warning(tmp_path, caplo
     assert any("duplicate key 'a'" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.bad_input("malformed JSONL line: run artifact")
 def test_malformed_middle_line_names_file_and_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"key": "a"}\n{"key": oops}\n{"key": "c"}\n', encoding="utf-8")
@@ -142,6 +143,7 @@ def test_malformed_middle_line_names_file_and_line(tmp_path):
         JsonlArtifact(path)
 
 
+@pytest.mark.bad_input("missing field: artifact record key")
 def test_record_without_key_in_file_is_an_error(tmp_path):
     path = tmp_path / "nokey.jsonl"
     path.write_text('{"key": "a"}\n{"v": 1}\n', encoding="utf-8")
@@ -225,3 +227,38 @@ def test_map_batches_recomputes_whole_fixed_batches_so_resume_matches(tmp_path):
     resumed = RunStore(tmp_path / "b").map_batches("x", items, str, fn, batch_size=4)
     assert [r["v"] for r in resumed] == [r["v"] for r in full]
     assert len((tmp_path / "b/x.jsonl").read_text().splitlines()) == 10
+
+
+def test_map_writes_records_together_and_flushes_what_it_has_when_fn_raises(tmp_path, monkeypatch):
+    """map appends new records in one write per FLUSH_SECONDS (one fsync per record cost the verifier half its
+    time); records computed before an error are still written."""
+    from rlrf_nb import store as store_mod
+
+    writes = []
+    real = store_mod.JsonlArtifact._write
+    monkeypatch.setattr(store_mod.JsonlArtifact, "_write", lambda self, data: (writes.append(data), real(self, data)))
+    RunStore(tmp_path).map("many", list(range(50)), key_fn=str, fn=lambda x: {"x": x})
+    assert len(writes) == 1 and len(list(read_jsonl(tmp_path / "many.jsonl"))) == 50
+
+    def fn(x):
+        if x == 3:
+            raise RuntimeError("crash")
+        return {"x": x}
+
+    with pytest.raises(RuntimeError):
+        RunStore(tmp_path).map("part", [1, 2, 3], key_fn=str, fn=fn)
+    assert [r["x"] for r in read_jsonl(tmp_path / "part.jsonl")] == [1, 2]
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 0.0)  # every record written as soon as it is computed
+    writes.clear()
+    RunStore(tmp_path).map("each", [1, 2, 3], key_fn=str, fn=lambda x: {"x": x})
+    assert len(writes) == 3
+
+
+def test_extend_rejects_a_duplicate_key_before_writing_anything(tmp_path):
+    art = JsonlArtifact(tmp_path / "a.jsonl")
+    art.append({"key": "a", "v": 1})
+    with pytest.raises(ValueError, match="already stored"):
+        art.extend([{"key": "b", "v": 2}, {"key": "a", "v": 3}])
+    with pytest.raises(ValueError, match="already stored"):
+        art.extend([{"key": "c", "v": 2}, {"key": "c", "v": 3}])
+    assert [r["key"] for r in read_jsonl(tmp_path / "a.jsonl")] == ["a"]

@@ -14,7 +14,7 @@ from rlrf_nb.models import load_policy
 from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.preflight import PreflightError, preflight
 from rlrf_nb.tasks import math
-from rlrf_nb.tasks.world import build_world
+from rlrf_nb.tiny_world import build_world
 from rlrf_nb.training import device_precision, dpo_diagnostics, rs_sft_rows, train_dpo, train_rs_sft
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -128,7 +128,7 @@ def extract_answer(text: str, mode: str = "strict") -> str | None:
     strict: the first ``#### N`` (lm-eval gsm8k strict-match takes the first match too), else the first
     "The answer is N" (the gsm8k-cot strict form). flexible: the last number anywhere in the text
     (lm-eval flexible-extract). Where and why this differs from lm-eval-harness is listed, case by case,
-    in :data:`rlrf_nb.benchmarks.gsm8k.LM_EVAL_DIFFERENCES`.
+    in :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
     """
     if mode == "strict":
         m = _STRICT.search(text) or _ANSWER_IS.search(text)
@@ -276,7 +276,7 @@ def generate_splits(seed: int, sizes: dict[str, int], **kw) -> dict[str, list[Ex
 # Checking a solution step by step against the ground-truth chain
 # ---------------------------------------------------------------------------
 
-_ANNOT = re.compile(r"<<([^<>=]*)=([^<>]*)>>")
+ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator annotation <<expr=value>>
 
 
 @dataclass(frozen=True)
@@ -303,7 +303,7 @@ class MathCheck:
 
 def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
     """Check every calculator annotation and the final answer of ``text`` against ``steps``."""
-    found = _ANNOT.findall(text)
+    found = ANNOTATION.findall(text)
     pred = extract_answer(text, "strict")
     correct = pred is not None and pred == normalize_number(gold)
     for i, (expr, claimed) in enumerate(found, start=1):

@@ -8,7 +8,7 @@ import pytest
 from rlrf_nb.config import WorldConfig, load_recipe
 from rlrf_nb.jsonl import JsonlError
 from rlrf_nb.tasks import math as M
-from rlrf_nb.tasks.world import SAVED, build_world, load_kb, load_split, math_refinement_example
+from rlrf_nb.tiny_world import SAVED, build_world, load_kb, load_split, math_refinement_example
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = WorldConfig(math_test=30, math_dev=10, math_rl=10, math_train=50, n_people=200)

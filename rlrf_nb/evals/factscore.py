@@ -48,8 +48,8 @@ Where we deliberately differ, and why:
 - A response whose decomposition failed to parse is excluded from the score *and* from the respond-ratio
   denominator (a judge failure is not the policy abstaining) and is listed under ``parse_failures``.
 - Every number comes with an interval: a seeded percentile bootstrap over responses for ``score``
-  (``ci_low``/``ci_high``), Wilson intervals (:func:`rlrf_nb.stats.rate`) for the respond ratio and the
-  fact-level supported rate.
+  (``ci_low``/``ci_high``; :func:`rlrf_nb.stats.bootstrap_ci`, the kit's one bootstrap), Wilson intervals
+  (:func:`rlrf_nb.stats.rate`) for the respond ratio and the fact-level supported rate.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ from pathlib import Path
 from typing import Protocol
 
 from rlrf_nb.jsonl import JsonlError, read_jsonl
-from rlrf_nb.stats import rate
+from rlrf_nb.llm_judge import TransformersTransport
+from rlrf_nb.stats import bootstrap_ci, mean, rate
 from rlrf_nb.tasks import bios
 
 log = logging.getLogger(__name__)
@@ -166,10 +167,11 @@ class Verifier(Protocol):
 
 
 def _complete_all(transport, conversations: list[list[dict]]) -> list[str]:
-    """One reply per conversation; one batched call when the transport can (TransformersTransport)."""
+    """One reply per conversation; one batched call to the in-process :class:`TransformersTransport` (it batches
+    generation), one call per conversation to any other transport (an HTTP server takes one request at a time)."""
     if not conversations:
         return []
-    if hasattr(transport, "complete_batch"):
+    if isinstance(transport, TransformersTransport):
         outs = transport.complete_batch(conversations)
         if len(outs) != len(conversations):
             raise RuntimeError(f"{type(transport).__name__}.complete_batch returned {len(outs)} replies for "
@@ -252,8 +254,7 @@ class LLMDecomposer:
         return Decomposition(facts, failures)
 
     def describe(self) -> dict:
-        d = self.transport.describe() if hasattr(self.transport, "describe") else {}
-        return {"decomposer": "llm", **d}
+        return {"decomposer": "llm", **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- knowledge
@@ -420,8 +421,7 @@ class LLMVerifier:
         return out
 
     def describe(self) -> dict:
-        d = self.transport.describe() if hasattr(self.transport, "describe") else {}
-        return {"verifier": "llm", "k": self.k, **d}
+        return {"verifier": "llm", "k": self.k, **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- the score
@@ -435,22 +435,6 @@ def length_penalty(n_facts: int, gamma: float | None = GAMMA) -> float:
     if not gamma:
         return 1.0
     return 1.0 if n_facts > gamma else math.exp(1 - gamma / n_facts)
-
-
-def _bootstrap_mean_ci(values: list[float], n_boot: int, seed: int) -> tuple[float, float]:
-    """2.5 and 97.5 percentiles of the mean over ``n_boot`` resamples (with replacement) of ``values``."""
-    import numpy as np
-
-    if not values:
-        return math.nan, math.nan
-    v = np.asarray(values, dtype=float)
-    idx = np.random.default_rng(seed).integers(0, len(v), size=(n_boot, len(v)))
-    means = v[idx].mean(axis=1)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs) if xs else math.nan
 
 
 def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decomposer, verifier: Verifier,
@@ -510,13 +494,13 @@ def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decom
     scored = [r for r in rows if r["score"] is not None]
     responding = [r for r in rows if r["responding"]]
     n_eligible = len(rows) - sum(r["decompose_failed"] for r in rows)
-    ci_low, ci_high = _bootstrap_mean_ci([r["score"] for r in scored], n_boot, seed)
+    ci = bootstrap_ci([r["score"] for r in scored], n_boot=n_boot, seed=seed)
     return {
-        "score": _mean([r["score"] for r in scored]), "ci_low": ci_low, "ci_high": ci_high,
-        "init_score": _mean([r["supported_fraction"] for r in scored]),
+        "score": ci["value"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+        "init_score": mean([r["supported_fraction"] for r in scored]),
         "respond_ratio": len(responding) / n_eligible if n_eligible else math.nan,
         "respond": rate(len(responding), n_eligible),
-        "facts_per_response": _mean([r["n_facts"] for r in responding]),
+        "facts_per_response": mean([r["n_facts"] for r in responding]),
         "facts_supported": rate(sum(r["n_supported"] for r in scored), sum(r["n_verified"] for r in scored)),
         "n": len(rows), "n_responding": len(responding), "n_scored": len(scored),
         "n_abstained": sum(r["abstained"] for r in rows),

@@ -7,10 +7,10 @@ real processes and real kills.
 
 Stage commands, each a real slice of the pipeline on the tiny world (the committed M0, tiny sizes)::
 
-    python -m rlrf_nb.faults stage sample --run-dir DIR   # policy samples        -> samples.jsonl
-    python -m rlrf_nb.faults stage judge  --run-dir DIR   # verifier + LLM judge  -> feedback.jsonl, feedback_llm.jsonl
-    python -m rlrf_nb.faults stage pairs  --run-dir DIR   # preference pairs      -> pairs.jsonl
-    python -m rlrf_nb.faults stage dpo    --run-dir DIR   # DPO through TRL       -> checkpoints/dpo-<key>/
+    python tests/faults.py stage sample --run-dir DIR   # policy samples        -> samples.jsonl
+    python tests/faults.py stage judge  --run-dir DIR   # verifier + LLM judge  -> feedback.jsonl, feedback_llm.jsonl
+    python tests/faults.py stage pairs  --run-dir DIR   # preference pairs      -> pairs.jsonl
+    python tests/faults.py stage dpo    --run-dir DIR   # DPO through TRL       -> checkpoints/dpo-<key>/
 
 Each takes ``--set section.key=value`` recipe overrides on top of :data:`STAGE_OVERRIDES` and prints
 ``fault-stage <name>: working`` once its imports and loading are done, so a harness can aim its kills at the
@@ -21,9 +21,16 @@ torn last line behind now and then (what a crash in the middle of a write leaves
 artifact with an uninterrupted run's. :class:`JudgeServer` is a real ``transformers serve`` that a test can kill
 and restart.
 
-``python -m rlrf_nb.faults suite`` (``make fault``) runs the fault suite under pytest with this module as a
-plugin (``-p rlrf_nb.faults``): tests report what they did through ``record_property`` (``fault_kills``,
-``fault_records_lost``, ``fault_bad_input``, ...) and the plugin prints the totals at the end.
+``python tests/faults.py suite`` (``make fault``) runs the fault suite under pytest with a summary plugin: the
+tests marked ``fault_suite`` (tests/test_faults.py, tests/test_security.py) and every test marked
+``bad_input(what)`` elsewhere. Tests report what they did through ``record_property`` (``fault_kills``,
+``fault_records_lost``, ``fault_bad_input``, ...) or their ``bad_input`` marker, and the plugin prints the totals
+at the end. This is the test harness, not the kit: it lives under ``tests/`` (issue 17) and the tests import it as
+``faults`` (pytest puts ``tests/`` on the path).
+
+The stage commands print their progress lines (``fault-stage <name>: ...``) to stdout: that is the protocol the
+harness reads to aim its kills, so they are ``print`` calls, not log records (those go to stderr, where the harness
+looks for the store's torn-line warnings).
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlrf_nb.paths import PROJECT_ROOT, resolve_path
+
+log = logging.getLogger(__name__)
 
 RECIPE = "recipes/tiny-smoke.yaml"
 WORKING = "working"  # the stage prints "fault-stage <name>: working" when its work starts
@@ -114,20 +123,13 @@ def kill_plan(runner_reason: str | None) -> dict[str, int]:
 
 def runner_available() -> str | None:
     """None when ``rlrf-nb run`` (the papermill runner, :mod:`rlrf_nb.runner`) exists to be killed too, else why
-    not (the hook stays in place: the runner stage is skipped with this reason)."""
-    try:
-        from rlrf_nb import runner
-    except ImportError as e:
-        return f"rlrf_nb.runner cannot be imported ({e})"
-    if not callable(getattr(runner, "run", None)):
-        return "rlrf_nb.runner has no run()"
-    import inspect
-
-    from rlrf_nb import cli
-
-    # read, not run: cli.main() would configure logging for the whole calling process
-    if 'add_parser("run"' not in inspect.getsource(cli):
-        return "`rlrf-nb run` is not a command of rlrf_nb.cli"
+    not (the hook stays in place: the runner stage is skipped with this reason). Asked of the CLI itself
+    (``rlrf-nb run --help`` in a subprocess: argparse exits 2 on an unknown command), since ``cli.main()`` would
+    configure logging for the whole calling process."""
+    r = subprocess.run([sys.executable, "-m", "rlrf_nb.cli", "run", "--help"], cwd=PROJECT_ROOT, env=stage_env(),
+                       capture_output=True, text=True, errors="replace")
+    if r.returncode != 0:
+        return f"`rlrf-nb run` is not a command of rlrf_nb.cli ({r.stderr.strip().splitlines()[-1:]})"
     return None
 
 
@@ -137,16 +139,16 @@ def runner_available() -> str | None:
 
 
 def _say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+    """A progress line of the stage protocol, on stdout (what :func:`run_command` watches for its marker)."""
+    print(text, flush=True)
 
 
 def _context(run_dir: Path, sets: dict):
-    from rlrf_nb import tiny_world as tw
-    from rlrf_nb.tasks.world import build_world
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.tiny_world import build_world
 
     run_dir = Path(run_dir).resolve()
-    recipe, store = tw.load_run(RECIPE, run_dir.name, {**STAGE_OVERRIDES, **sets,
+    recipe, store = open_run(RECIPE, run_dir.name, {**STAGE_OVERRIDES, **sets,
                                                        "run.runs_dir": str(run_dir.parent)})
     return recipe, store, build_world(recipe.world)
 
@@ -165,10 +167,10 @@ def _rows(store, world) -> list[dict]:
 
 def _pool(store, world, recipe) -> list:
     from rlrf_nb.feedback import judge_responses
-    from rlrf_nb.judges import make_judge
     from rlrf_nb.pairs import Candidate
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.tasks import math
+    from rlrf_nb.verifier import make_judge
 
     rubrics = load_rubric_set()
     judge = make_judge(recipe.feedback, rubrics, {p["name"]: p for p in world.people})
@@ -185,8 +187,7 @@ def _pool(store, world, recipe) -> list:
 def stage_sample(run_dir: Path, sets: dict) -> None:
     """Policy samples for the first prompts of the rl split (what the reflection search starts with)."""
     from rlrf_nb.generation import generate_to_store
-    from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    from rlrf_nb.models import load_policy, model_fingerprint
 
     recipe, store, world = _context(run_dir, sets)
     path = resolve_path(recipe.m0.pretrained)
@@ -205,8 +206,8 @@ def stage_judge(run_dir: Path, sets: dict) -> None:
     """Every sample judged by the verifier (``feedback``), the first ``feedback.n_llm_judged`` also by the LLM
     judge (``feedback_llm``): local M0 greedy, or over HTTP when ``feedback.judge_url`` is set."""
     from rlrf_nb.feedback import judge_responses
-    from rlrf_nb.judges import make_judge, make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.verifier import make_judge, make_llm_judge
 
     recipe, store, world = _context(run_dir, sets)
     fb = recipe.feedback
@@ -224,7 +225,8 @@ def stage_judge(run_dir: Path, sets: dict) -> None:
     ver = judge_responses(store, "feedback", make_judge(fb, rubrics, {p["name"]: p for p in world.people}), rows,
                           rubrics, fb.weights)
     out = judge_responses(store, "feedback_llm", llm, rows[:fb.n_llm_judged], rubrics, fb.weights)
-    retries = getattr(getattr(llm, "transport", None), "retries", 0)
+    # an OpenAITransport counts its retries (one judge: consensus_k is 1 here unless a test sets it)
+    retries = llm.transport.retries if fb.judge_url and fb.consensus_k == 1 else 0
     _say(f"fault-stage judge: {len(ver)} verifier and {len(out)} LLM judgements ({retries} transport retries)")
 
 
@@ -282,7 +284,7 @@ def stage_command(stage: str, run_dir: Path, sets: dict | None = None) -> list[s
         for p in [*RUNNER_PARAMS, *(f"{k}={v}" for k, v in (sets or {}).items())]:
             cmd += ["-p", p]
         return cmd
-    cmd = [sys.executable, "-m", "rlrf_nb.faults", "stage", stage, "--run-dir", str(run_dir)]
+    cmd = [sys.executable, str(Path(__file__).resolve()), "stage", stage, "--run-dir", str(run_dir)]
     for k, v in (sets or {}).items():
         cmd += ["--set", f"{k}={v}"]
     return cmd
@@ -438,8 +440,8 @@ def compare_jsonl(baseline: Path, final: Path) -> dict:
 
 def checkpoint_state(run_dir: Path, pattern: str) -> dict:
     """The checkpoint directories matching ``pattern``: complete ones (marker written) with their fingerprint."""
+    from rlrf_nb.models import model_fingerprint
     from rlrf_nb.store import is_complete
-    from rlrf_nb.tiny_world import model_fingerprint
 
     dirs = sorted(p for p in run_dir.glob(pattern) if p.is_dir())
     return {p.name: {"complete": is_complete(p),
@@ -484,7 +486,7 @@ class CampaignReport:
 
 def kill_campaign(stage: str, baseline_dir: Path, work_dir: Path, n_kills: int, rng: random.Random, *,
                   baseline_work_s: float, sets: dict | None = None, torn_every: int = 2,
-                  env: dict | None = None, say=print) -> CampaignReport:
+                  env: dict | None = None) -> CampaignReport:
     """SIGKILL ``stage`` ``n_kills`` times at random moments of its work in ``work_dir`` (inputs copied from
     ``baseline_dir``), rerunning the same command each time, then let it finish and compare every artifact with
     ``baseline_dir``'s (the uninterrupted run).
@@ -519,7 +521,7 @@ def kill_campaign(stage: str, baseline_dir: Path, work_dir: Path, n_kills: int, 
             _reset(stage, baseline_dir, work_dir, artifacts)
             committed = {a: set() for a in artifacts}
             rep.restarts += 1
-            say(f"[{stage}] every record was written before this kill; checked, starting over from empty")
+            log.info("[%s] every record was written before this kill; checked, starting over from empty", stage)
             continue
         kill_when, point = None, ""
         if spec.granularity and left > 0:
@@ -540,7 +542,8 @@ def kill_campaign(stage: str, baseline_dir: Path, work_dir: Path, n_kills: int, 
                 rep.problems.append(f"{stage}: a rerun failed with exit code {r.rc}:\n{r.stderr[-3000:]}")
                 break
             rep.misses += 1
-            say(f"[{stage}] run finished before its kill at {point}{at:.2f} s: a miss; checking it and starting over")
+            log.info("[%s] run finished before its kill at %s%.2f s: a miss; checking it and starting over", stage,
+                     point, at)
             _check_final(stage, baseline_dir, work_dir, artifacts, committed, rep)
             _reset(stage, baseline_dir, work_dir, artifacts)
             committed = {a: set() for a in artifacts}
@@ -564,8 +567,9 @@ def kill_campaign(stage: str, baseline_dir: Path, work_dir: Path, n_kills: int, 
             rep.torn_injected += 1
             expect_torn = [work_dir / target]
         rep.kills.append(kill)
-        say(f"[{stage}] kill {len(rep.kills)}/{n_kills} at {point}{at:.2f} s into the rerun's work: committed "
-            f"{kill['committed'] or kill.get('checkpoints')}{', torn tail left' if kill['torn_injected'] else ''}")
+        log.info("[%s] kill %d/%d at %s%.2f s into the rerun's work: committed %s%s", stage, len(rep.kills), n_kills,
+                 point, at, kill["committed"] or kill.get("checkpoints"),
+                 ", torn tail left" if kill["torn_injected"] else "")
     final = run_stage(stage, work_dir, sets, env=env)
     rep.torn_dropped += _count_torn_drops(final.stderr, expect_torn, rep)
     if final.rc != 0:
@@ -715,23 +719,6 @@ class JudgeServer:
 # `make fault`: the pytest plugin that prints the summary, and the suite command
 # ---------------------------------------------------------------------------------------------------------------
 
-# Existing tests that already feed bad input and check the error; `make fault` runs them with the new ones and
-# counts them in the summary (test id prefix -> what they try).
-REUSED_BAD_INPUT_TESTS: dict[str, str] = {
-    "tests/test_store.py::test_malformed_middle_line_names_file_and_line": "malformed JSONL line: run artifact",
-    "tests/test_loaders.py::test_gsm8k_malformed_json_names_file_and_line": "malformed JSONL line: GSM8K file",
-    "tests/test_store.py::test_record_without_key_in_file_is_an_error": "missing field: artifact record key",
-    "tests/test_loaders.py::test_gsm8k_missing_answer_names_file_and_line": "missing field: GSM8K answer",
-    "tests/test_loaders.py::test_just_eval_missing_instruction_and_bad_safety_flag": "missing field: Just-Eval",
-    "tests/test_config.py::test_unknown_key_names_file_dotted_key_and_suggestion": "recipe unknown key: file",
-    "tests/test_config.py::test_unknown_override_names_the_override": "recipe unknown key: override",
-    "tests/test_config.py::test_bad_type_names_file_and_field": "recipe bad type: test_config cases",
-    "tests/test_rubrics.py::test_invalid_rubric_names_file_and_field": "invalid rubric (a missing level included)",
-    "tests/test_llm_judge.py::test_malformed_is_a_parse_failure_never_a_score":
-        "malformed or injected judge output (test_llm_judge cases)",
-    "tests/test_models.py::test_load_policy_missing_path_names_it": "missing checkpoint path: policy",
-}
-
 class _SummaryPlugin:
     """Collects what the fault tests report through ``record_property`` and prints the totals at the end."""
 
@@ -744,6 +731,13 @@ class _SummaryPlugin:
         self.bad: list[tuple[str, bool]] = []  # (what was tried, rejected with a clear error = the test passed)
         self.security: list[tuple[str, bool]] = []
         self.skipped: list[str] = []
+        self.bad_input_tests: dict[str, str] = {}  # node id -> what it tries (its bad_input marker)
+
+    def pytest_collection_modifyitems(self, items):
+        for item in items:
+            mark = item.get_closest_marker("bad_input")
+            if mark is not None:
+                self.bad_input_tests[item.nodeid] = mark.args[0]
 
     def pytest_runtest_logreport(self, report):
         if report.skipped and report.when in ("setup", "call"):
@@ -752,9 +746,8 @@ class _SummaryPlugin:
         if report.when != "call":
             return
         ok = report.passed
-        for prefix, category in REUSED_BAD_INPUT_TESTS.items():
-            if report.nodeid.startswith(prefix):
-                self.bad.append((category, ok))
+        if report.nodeid in self.bad_input_tests:
+            self.bad.append((self.bad_input_tests[report.nodeid], ok))
         for name, value in report.user_properties:
             if name == "fault_kills":
                 self.kills.append((value["stage"], value["landed"], ok))
@@ -813,26 +806,21 @@ class _SummaryPlugin:
         w(f"duration:         {time.monotonic() - self.t0:.0f} s")
 
 
-def pytest_configure(config):
-    """Loaded with ``-p rlrf_nb.faults`` (``make fault``): register the summary."""
-    config.pluginmanager.register(_SummaryPlugin(), "rlrf_faults_summary")
-
-
 def suite(extra: list[str]) -> int:
-    """Run the fault suite (``make fault``): the new fault and security tests, heavy ones included, and the
-    reused bad-input tests, with this module as the summary plugin."""
+    """Run the fault suite (``make fault``): the fault and security tests (marker ``fault_suite``), heavy ones
+    included, and every test marked ``bad_input``, with the summary plugin."""
     import pytest
 
-    args = ["-p", "rlrf_nb.faults", "-m", "not slow and not gpu", "-k", "not quick_kill", "--durations=12",
-            "tests/test_faults.py", "tests/test_security.py", *REUSED_BAD_INPUT_TESTS, *extra]
-    return pytest.main(args)
+    args = ["-m", "(fault_suite or bad_input) and not slow and not gpu", "-k", "not quick_kill", "--durations=12",
+            str(PROJECT_ROOT / "tests"), *extra]
+    return pytest.main(args, plugins=[_SummaryPlugin()])
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["suite"]:  # everything after it goes to pytest as is (-x, -k ..., -s)
         return suite(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m rlrf_nb.faults", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python tests/faults.py", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
     st = sub.add_parser("stage", help="run one pipeline stage on the tiny world (what the fault tests kill)")
     st.add_argument("name", choices=sorted(STAGE_FNS))

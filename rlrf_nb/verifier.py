@@ -11,7 +11,8 @@ verifier's feedback has exactly the shape of an LLM judge's.
 
 from __future__ import annotations
 
-from rlrf_nb.feedback import AspectFeedback, Feedback
+from rlrf_nb.feedback import AspectFeedback, ConsensusJudge, Feedback
+from rlrf_nb.rubrics import aspect_specs
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
 
@@ -19,6 +20,12 @@ from rlrf_nb.tasks.schema import Example
 def _fb(rubrics, name: str, score: int, critique: str) -> AspectFeedback:
     r = rubrics[name]
     return AspectFeedback(r.name, score, r.min_score, r.max_score, critique)
+
+
+def precision_level(precision: float) -> int:
+    """The factuality level of a share of correct statements: 5 only when all are, 4 >= 0.8, 3 >= 0.6, 2 >= 0.4,
+    else 1 (the factuality rubric's levels; Just-Eval's stand-in uses them for calculations too)."""
+    return 5 if precision >= 1 else 4 if precision >= 0.8 else 3 if precision >= 0.6 else 2 if precision >= 0.4 else 1
 
 
 class VerifierJudge:
@@ -117,7 +124,7 @@ class VerifierJudge:
         elif not bad:
             fact, fact_note = 5, "Every claim is supported by the knowledge base."
         else:
-            fact = 4 if precision >= 0.8 else 3 if precision >= 0.6 else 2 if precision >= 0.4 else 1
+            fact = precision_level(precision)
             fact_note = " ".join(bios.claim_critique(c, name) for c in bad)
         covered = {c.attribute for c in claims if c.attribute and c.status != "unsupported"}
         missing = [a for a in bios.ATTRIBUTES if a not in covered]
@@ -147,13 +154,6 @@ class VerifierJudge:
                 "readability": (read, read_note), "overall_quality": overall}, meta
 
 
-def aspect_specs(rubrics, names: list[str]) -> list:
-    """The rubrics ``names`` as the LLM judge's ``AspectSpec`` (name, title, scale, rendered rubric)."""
-    from rlrf_nb.llm_judge import AspectSpec
-
-    return [AspectSpec(r.name, r.title, r.min_score, r.max_score, r.render()) for r in (rubrics[n] for n in names)]
-
-
 def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     """An LLM judge from a ``FeedbackConfig``: over HTTP when ``judge_url`` is set (any OpenAI-compatible
     server), else local ``transformers`` generation with ``judge_model`` (or the given model/tokenizer).
@@ -161,7 +161,6 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     With ``consensus_k > 1`` the judge samples (temperature 1) and a :class:`ConsensusJudge` takes the
     median of k judgements per aspect; with k = 1 it decodes greedily (temperature 0).
     """
-    from rlrf_nb.feedback import ConsensusJudge
     from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport, redact_url
 
     sample = cfg.consensus_k > 1

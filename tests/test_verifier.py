@@ -5,11 +5,11 @@ import random
 import pytest
 
 from rlrf_nb.feedback import Feedback, scalar_reward, select_aspects
-from rlrf_nb.judges import VerifierJudge
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.tasks import bios as B
 from rlrf_nb.tasks import math as M
 from rlrf_nb.tasks.schema import Example
+from rlrf_nb.verifier import VerifierJudge
 
 RUBRICS = load_rubric_set()
 PEOPLE = B.make_people(0, 5)
@@ -146,7 +146,7 @@ def test_judging_stage_records_resume_and_summary(tmp_path):
 def test_http_judge_reply_length_is_feedback_max_new_tokens():
     """Issue 15, item 11: the HTTP judge's max_tokens was fixed at 512 whatever feedback.max_new_tokens said."""
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.judges import make_llm_judge
+    from rlrf_nb.verifier import make_llm_judge
 
     cfg = FeedbackConfig(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m", max_new_tokens=77)
     judge = make_llm_judge(cfg, load_rubric_set())

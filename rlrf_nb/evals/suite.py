@@ -72,9 +72,9 @@ def just_eval_judge(recipe, world, rubrics):
     """Notebook 05's Just-Eval judge. With an LLM feedback judge (``feedback.judge: llm``, a real recipe's), Just-Eval's
     own prompt and parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model``
     locally), with its reply cap and re-asks. With the verifier, the tiny world's stand-in
-    (:class:`~rlrf_nb.benchmarks.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
+    (:class:`~rlrf_nb.evals.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
     answer only."""
-    from rlrf_nb.benchmarks.just_eval import JustEvalJudge, VerifierJustEvalJudge
+    from rlrf_nb.evals.just_eval import JustEvalJudge, VerifierJustEvalJudge
 
     fb = recipe.feedback
     if fb.judge != "llm":
@@ -99,20 +99,22 @@ def just_eval_judge(recipe, world, rubrics):
 
 def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: list, bio_examples: list,
                    just_eval_judge, gsm8k_kwargs: dict | None = None, max_new_tokens: int = 160,
-                   batch_size: int = 100, say=print, place=None) -> dict:
+                   batch_size: int = 100, place=None) -> dict:
     """GSM8K, FactScore and Just-Eval for each policy, loaded on ``place`` (:func:`rlrf_nb.models.placement`).
     Returns ``{"per_item": {model: {metric: [...]}}, "summary": {model: {...}}, "records": {model: {...}}}``;
     per-item lists are aligned across models (None = not scored: an abstention or a parse failure). ``summary``
     also says where each model ran (``placement``) and its GSM8K ``tokens_per_s`` (generated tokens of the
-    evaluation computed now, over its wall time; None when every record came from the store)."""
-    from rlrf_nb.benchmarks.factscore import evaluate_factscore
-    from rlrf_nb.benchmarks.gsm8k import evaluate_gsm8k
-    from rlrf_nb.benchmarks.just_eval import ASPECTS, evaluate_just_eval
-    from rlrf_nb.models import load_policy
-    from rlrf_nb.tiny_world import model_fingerprint
+    evaluation computed now, over its wall time; None when every record came from the store). A progress bar counts
+    the policies; each one's GSM8K and FactScore numbers are logged as it finishes."""
+    from tqdm.auto import tqdm
+
+    from rlrf_nb.evals.factscore import evaluate_factscore
+    from rlrf_nb.evals.gsm8k import evaluate_gsm8k
+    from rlrf_nb.evals.just_eval import ASPECTS, evaluate_just_eval
+    from rlrf_nb.models import load_policy, model_fingerprint
 
     per_item, summary, records = {}, {}, {}
-    for name, path in policies.items():
+    for name, path in tqdm(policies.items(), desc="evaluating policies", unit="policy"):
         model, tok = load_policy(path, place=place)
         fp = model_fingerprint(path)
         pid = name.replace(" ", "_")
@@ -156,9 +158,9 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                          "just_eval": {a: je["aspects"][a] for a in ASPECTS}, "just_eval_judge": je["judge_id"],
                          "placement": speed, **policy_info(path)}
         records[name] = {"gsm8k": g["records"], "factscore": f["rows"] if f else [], "just_eval": je_recs}
-        say(f"{name}: GSM8K strict {g['strict']['rate']:.3f}, flexible {g['flexible']['rate']:.3f} (lm-eval "
-            f"strict-match {g['lm_eval_strict']['rate']:.3f}, flexible-extract {g['lm_eval_flexible']['rate']:.3f})"
-            + (f", FactScore {f['score']:.3f}" if f else ""))
+        log.info("%s: GSM8K strict %.3f, flexible %.3f (lm-eval strict-match %.3f, flexible-extract %.3f)%s", name,
+                 g["strict"]["rate"], g["flexible"]["rate"], g["lm_eval_strict"]["rate"], g["lm_eval_flexible"]["rate"],
+                 f", FactScore {f['score']:.3f}" if f else "")
     return {"per_item": per_item, "summary": summary, "records": records}
 
 

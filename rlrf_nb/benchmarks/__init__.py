@@ -1,1 +1,0 @@
-"""Benchmarks that score policies on external evaluation suites."""

@@ -1,0 +1,70 @@
+"""Just-Eval's judge replies parsed strictly into the kit's judgement type (:class:`rlrf_nb.feedback.Feedback`).
+
+The envelope is upstream's (first ``{`` to last ``}``, newlines deleted on a second try); each aspect is then
+checked by the kit judge's own checker (:func:`rlrf_nb.judge_json.check_aspect`) with Just-Eval's field name.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from rlrf_nb.evals.just_eval.prompts import MAX_SCORE, MIN_SCORE, NOT_APPLICABLE
+from rlrf_nb.feedback import AspectFeedback
+from rlrf_nb.judge_json import DECODER, JsonObject, check_aspects
+from rlrf_nb.rubrics import AspectSpec
+
+# A Just-Eval judgement is the kit's :class:`~rlrf_nb.feedback.Feedback`: one type for every judge. Its
+# ``rubric_version`` names the template (kind and sha256 prefix), each aspect's ``critique`` holds the judge's
+# "reason", and an "N/A" score is an aspect that parsed but does not apply (``applicable=False``).
+
+
+
+def aspect_feedback(aspect: str, score: int | None, reason: str, parse_ok: bool = True, error: str | None = None,
+                    applicable: bool = True) -> AspectFeedback:
+    """One Just-Eval aspect's judgement: an :class:`AspectFeedback` on Just-Eval's 1-5 scale, the reason as its
+    critique."""
+    return AspectFeedback(aspect, score, MIN_SCORE, MAX_SCORE, reason, parse_ok, error, applicable)
+
+
+def _load_object(raw: str) -> tuple[JsonObject | None, str | None]:
+    """The JSON object in ``raw`` the way upstream finds it (first ``{`` to last ``}``, newlines deleted on a
+    second try), or (None, why not). Decoded by the kit's duplicate-key-aware :data:`rlrf_nb.judge_json.DECODER`
+    (json.loads silently keeps the last repeated key)."""
+    text = raw.strip()
+    if not text:
+        return None, "empty output"
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end < start:
+        return None, "invalid JSON: no JSON object in the output"
+    body = text[start:end + 1]
+    try:
+        return DECODER.decode(body), None
+    except json.JSONDecodeError as e:
+        first = e
+    if "\n" in body:  # upstream better_json_loads deletes every newline (raw newlines inside strings)
+        try:
+            return DECODER.decode(body.replace("\n", "")), None
+        except json.JSONDecodeError:
+            pass
+    return None, f"invalid JSON: {first}"
+
+
+def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedback], str | None]:
+    """One :class:`AspectFeedback` per name in ``aspects`` (same order) from a judge reply, and an overall error.
+
+    The overall error is None exactly when every aspect parsed ("N/A" parses: not applicable). The envelope
+    rules are upstream's (see the module docstring): the object spans the first ``{`` to the last ``}`` of
+    ``raw``, so a ```json fence or prose around it is fine, but two objects, a truncated object or no object
+    make every aspect fail with "invalid JSON: ..." or "empty output". Each aspect is then checked strictly:
+    present once; an object with a non-empty string ``reason`` and a ``score`` that is a JSON integer or an
+    integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``"4.5"``, ``true`` or ``"[score from 1 to
+    5]"``), or ``"N/A"``. Keys that are not in ``aspects`` are ignored. The checks are the kit judge's
+    (:func:`rlrf_nb.judge_json.check_aspect`) with Just-Eval's field name ("reason"), integer strings and "N/A".
+    """
+    names = list(aspects)
+    obj, error = _load_object(raw)
+    if obj is None:
+        return [aspect_feedback(n, None, "", parse_ok=False, error=error) for n in names], error
+    return check_aspects(obj, [AspectSpec(n, n, MIN_SCORE, MAX_SCORE, "") for n in names], text_field="reason",
+                         int_strings=True, not_applicable=NOT_APPLICABLE)

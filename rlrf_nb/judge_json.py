@@ -1,0 +1,151 @@
+"""Judge replies as strict JSON: one decoder and one aspect checker for every judge format (paper §3.1).
+
+The kit's LLM judge (:mod:`rlrf_nb.llm_judge`: ``{"<aspect>": {"critique": ..., "score": <int>}}``) and Just-Eval
+(:mod:`rlrf_nb.evals.just_eval`: ``{"<aspect>": {"reason": ..., "score": "5"}}``) read their replies with
+:data:`DECODER` (duplicate keys are remembered, hostile nesting or numbers are invalid JSON, never a crash) and
+check each aspect with :func:`check_aspect`: a score is a score only when the reply says so exactly; anything
+else is a parse failure that says why (prometheus-eval#58 returned 5 for unparseable output). No digit is ever
+pulled out of prose.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from rlrf_nb.feedback import AspectFeedback
+from rlrf_nb.rubrics import AspectSpec
+
+_FENCE = re.compile(r"\A```(?:json)?[ \t]*\n(.*?)\n?```\Z", re.DOTALL | re.IGNORECASE)
+
+
+class JsonObject(dict):
+    """A JSON object that remembers which keys appeared more than once (json.loads keeps the last)."""
+
+    duplicates: list[str]
+
+
+def _pairs_hook(pairs: list[tuple]) -> JsonObject:
+    obj, seen = JsonObject(), set()
+    obj.duplicates = []
+    for k, v in pairs:
+        if k in seen:
+            obj.duplicates.append(k)
+        seen.add(k)
+        obj[k] = v
+    return obj
+
+
+class _Decoder(json.JSONDecoder):
+    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
+    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
+    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
+    ``ValueError`` that would stop a judging run."""
+
+    def __init__(self):
+        super().__init__(object_pairs_hook=_pairs_hook)
+
+    def raw_decode(self, s: str, idx: int = 0):
+        try:
+            return super().raw_decode(s, idx)
+        except json.JSONDecodeError:
+            raise
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", s, idx) from None
+        except ValueError as e:  # int('1' * 5000): "Exceeds the limit (4300 digits) for integer string conversion"
+            raise json.JSONDecodeError(f"number too long ({e})", s, idx) from None
+
+
+# The one JSON decoder of every judge reply (the kit's judge and Just-Eval): objects are :class:`JsonObject`.
+DECODER = _Decoder()
+_INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit string raises
+
+
+def load_json_object(text: str) -> tuple[dict | None, str | None]:
+    """The single JSON object that ``text`` consists of, or (None, why not).
+
+    Allowed around the object: whitespace, and one ```` ```json ```` fence. Anything else (prose before or
+    after, a second object) is an error, as are invalid or truncated JSON and a top-level non-object.
+    """
+    body = text.strip()
+    m = _FENCE.match(body)
+    if m:
+        body = m.group(1).strip()
+    if not body:
+        return None, "empty output"
+    try:
+        obj, end = DECODER.raw_decode(body)
+    except json.JSONDecodeError as e:
+        start = body.find("{")
+        if start <= 0:
+            return None, f"invalid JSON: {e}"
+        try:  # prose before an object: say so rather than "Expecting value: char 0"
+            DECODER.raw_decode(body, start)
+        except json.JSONDecodeError as e2:
+            return None, f"invalid JSON: {e2}"
+        return None, "extra text outside the JSON object"
+    if body[end:].strip():
+        return None, "extra text outside the JSON object"
+    if not isinstance(obj, dict):
+        return None, f"expected a JSON object, got {type(obj).__name__}"
+    return obj, None
+
+
+def _shown(value, limit: int = 60) -> str:
+    """``value`` as JSON, cut to ``limit`` characters for an error message (the raw reply keeps all of it)."""
+    text = json.dumps(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
+                 int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
+    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a
+    parse failure saying why (a score is never guessed). The formats differ only in the name of the text field
+    (the kit's ``"critique"``, Just-Eval's ``"reason"``), whether an integer string (``"5"``) is a score and
+    whether a score of ``not_applicable`` (Just-Eval's ``"N/A"``) means *not applicable*. ``unknown``: the reply's
+    keys that are not requested aspects, named when an aspect is missing."""
+    def fail(error: str, text: str = "") -> AspectFeedback:
+        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, parse_ok=False, error=error)
+
+    if spec.name not in obj:
+        hint = f" (other keys: {', '.join(map(repr, unknown))})" if unknown else ""
+        return fail(f"missing aspect {spec.name!r}{hint}")
+    if spec.name in obj.duplicates:
+        return fail(f"aspect {spec.name!r} appears more than once")
+    value = obj[spec.name]
+    if not isinstance(value, dict):
+        return fail(f"expected an object with '{text_field}' and 'score', got {type(value).__name__}")
+    text = value.get(text_field)
+    shown_text = text if isinstance(text, str) else ""
+    if value.duplicates:
+        return fail(f"duplicate key {value.duplicates[0]!r}", shown_text)
+    if text_field not in value:
+        return fail(f"missing field {text_field!r}")
+    if not isinstance(text, str) or not text.strip():
+        return fail(f"field {text_field!r} must be a non-empty string", shown_text)
+    if "score" not in value:
+        return fail("missing field 'score'", text)
+    score = value["score"]
+    if not_applicable and isinstance(score, str) and score.strip().upper() == not_applicable:
+        return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, applicable=False)
+    if type(score) is int:  # rejects bool (a subclass of int), float 4.0/4.5, null
+        n = score
+    elif int_strings and isinstance(score, str) and _INT_STRING.fullmatch(score):
+        n = int(score)
+    else:
+        shape = 'a JSON integer or a string like "5"' if int_strings else "a JSON integer"
+        return fail(f"field 'score' must be an integer from {spec.min_score} to {spec.max_score} ({shape}), "
+                    f"got {_shown(score)}", text)
+    if not spec.min_score <= n <= spec.max_score:
+        return fail(f"score {n} outside {spec.min_score}-{spec.max_score}", text)
+    return AspectFeedback(spec.name, n, spec.min_score, spec.max_score, text)
+
+
+def check_aspects(obj: JsonObject, specs: list[AspectSpec], **fmt) -> tuple[list[AspectFeedback], str | None]:
+    """:func:`check_aspect` for each spec (same order), and the overall error: None exactly when every aspect
+    parsed, else each failure as ``"<aspect>: <error>"``. ``fmt``: :func:`check_aspect`'s format options."""
+    names = {s.name for s in specs}
+    unknown = [k for k in obj if k not in names]
+    results = [check_aspect(s, obj, unknown, **fmt) for s in specs]
+    errors = [f"{a.aspect}: {a.error}" for a in results if not a.parse_ok]
+    return results, ("; ".join(errors) or None)
