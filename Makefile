@@ -51,7 +51,7 @@ bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python benchmarks/bench.py --out runs/bench.json
 
 lint: $(STAMP)
-	$(BIN)/ruff check rlrf_nb tests notebooks benchmarks
+	$(BIN)/ruff check rlrf_nb tests notebooks benchmarks scripts
 
 clean-runs:
 	rm -rf runs/

@@ -10,8 +10,8 @@ A config is comma-separated ``dpo`` fields (``loss_type`` and ``loss_weights`` t
 builds the pairs under another pair policy (``no_reflection``: samples only; ``scalar``: ranked by the overall
 score), the round-1 data of notebook 04's variants. ``pairs=gold`` is issue 16's positive controls: DPO on a
 reference solution against M0's lowest-reward wrong candidate per prompt (``training.gold_pairs``), or with
-``method=rs_sft`` SFT on the reference solutions (``training.gold_candidates``). ``--split test`` scores the 500 test problems (where claims are
-read) instead of the 200 dev problems. The search
+``method=rs_sft`` SFT on the reference solutions (``training.gold_candidates``). ``--split test`` scores the 500
+test problems (where claims are read) instead of the 200 dev problems. The search
 is stored in ``--out`` and reused by a rerun. About 8 min for the search of 3,000 prompts on 2 CPU cores, and
 1-4 min per config.
 """
@@ -27,16 +27,15 @@ from pathlib import Path
 
 from rlrf_nb.analysis import paired_test
 from rlrf_nb.config import load_recipe
-from rlrf_nb.verifier import make_judge
-from rlrf_nb.models import load_policy
+from rlrf_nb.models import load_policy, model_fingerprint
 from rlrf_nb.pairs import build_pairs
 from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import evaluate_policy, evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
 from rlrf_nb.tiny_world import build_world
-from rlrf_nb.models import model_fingerprint
 from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows, save_checkpoint, train_stage
+from rlrf_nb.verifier import make_judge
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -98,7 +97,8 @@ def main() -> None:
     t0 = time.monotonic()
     pool = reflection_search(store, searcher, tok, model_fingerprint(start_path), prompts, judge, rubrics,
                              recipe.reflection, seed=recipe.run.seed + args.skip // args.n,
-                             weights=recipe.feedback.weights, policy_id="M0" if args.policy is None else "start")["pool"]
+                             weights=recipe.feedback.weights,
+                             policy_id="M0" if args.policy is None else "start")["pool"]
     rows, pairs = rs_sft_rows(pool), build_pairs(pool, recipe.pairs.policy, round_=1)
     print(f"search: {len(prompts)} prompts, {len(pool)} candidates, {len(pairs)} pairs, {len(rows)} RS-SFT rows, "
           f"{time.monotonic() - t0:.0f} s")

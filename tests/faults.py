@@ -251,7 +251,7 @@ def stage_dpo(run_dir: Path, sets: dict) -> None:
     pool = _pool(store, world, recipe)
     pairs = list(read_jsonl(store.path("pairs.jsonl")))
     _say(f"fault-stage dpo: {WORKING}")
-    out = train_cached(store, "dpo", resolve_path(recipe.m0.pretrained), pool, pairs, recipe.dpo, say=_say)
+    out = train_cached(store, "dpo", resolve_path(recipe.m0.pretrained), pool, pairs, recipe.dpo)
     _say(f"fault-stage dpo: {out['path']} ({'cached' if out['cached'] else 'trained'}, "
          f"{out['info'].get('steps')} steps)")
 
