@@ -40,7 +40,23 @@ VERSIONED_PACKAGES = ("rlrf_nb", "torch", "transformers", "trl", "peft", "accele
 COMPLETE_MARKER = "COMPLETE.json"
 
 #: :meth:`RunStore.map` writes its new records together at most this many seconds after computing them.
+#: The environment variable ``RLRF_NB_FLUSH_SECONDS`` overrides it (``0`` writes every record at once).
 FLUSH_SECONDS = 1.0
+FLUSH_ENV = "RLRF_NB_FLUSH_SECONDS"
+
+
+def flush_seconds() -> float:
+    """:data:`FLUSH_SECONDS`, or the value of ``RLRF_NB_FLUSH_SECONDS`` when it is set."""
+    raw = os.environ.get(FLUSH_ENV, "").strip()
+    if not raw:
+        return FLUSH_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{FLUSH_ENV}={raw!r}: expected a number of seconds (0 writes every record at once)") from None
+    if value < 0 or value != value:
+        raise ValueError(f"{FLUSH_ENV}={raw!r}: expected a number of seconds >= 0")
+    return value
 
 
 def content_key(obj: object) -> str:
@@ -248,6 +264,7 @@ class RunStore:
         keys = [key_fn(it) for it in items]
         todo = [i for i, k in enumerate(keys) if k not in art]
         pending: dict[str, dict] = {}
+        every = flush_seconds()
         last = time.monotonic()
         try:
             for i in tqdm(todo, desc=desc or name, disable=not todo):
@@ -257,7 +274,7 @@ class RunStore:
                 if not isinstance(rec, dict):
                     raise TypeError(f"{name}: fn must return dicts, got {type(rec).__name__}")
                 pending[keys[i]] = {**rec, "key": keys[i]}
-                if time.monotonic() - last >= FLUSH_SECONDS:
+                if time.monotonic() - last >= every:
                     art.extend(list(pending.values()))
                     pending, last = {}, time.monotonic()
         finally:

@@ -20,6 +20,7 @@ from pathlib import Path
 import faults  # tests/faults.py: the harness
 import pytest
 
+from rlrf_nb import store as store_mod
 from rlrf_nb.jsonl import JsonlError, read_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +174,9 @@ HTTP_RUNS: list[Path] = []  # run directories of the judge-server tests: the key
 
 
 def _env():
-    return faults.stage_env({SECRET_ENV: SECRET})
+    # every judgement is written as soon as it is made, as a slow real judge's would be (the store otherwise
+    # buffers up to a second, and the tiny judge can finish in that second, before the server is killed)
+    return faults.stage_env({SECRET_ENV: SECRET, store_mod.FLUSH_ENV: "0"})
 
 
 @pytest.fixture(scope="module")

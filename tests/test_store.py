@@ -252,6 +252,14 @@ def test_map_writes_records_together_and_flushes_what_it_has_when_fn_raises(tmp_
     writes.clear()
     RunStore(tmp_path).map("each", [1, 2, 3], key_fn=str, fn=lambda x: {"x": x})
     assert len(writes) == 3
+    monkeypatch.setattr(store_mod, "FLUSH_SECONDS", 60.0)
+    monkeypatch.setenv(store_mod.FLUSH_ENV, "0")  # the environment overrides the default (the fault suite's way)
+    writes.clear()
+    RunStore(tmp_path).map("env", [1, 2, 3], key_fn=str, fn=lambda x: {"x": x})
+    assert len(writes) == 3
+    monkeypatch.setenv(store_mod.FLUSH_ENV, "soon")
+    with pytest.raises(ValueError, match="RLRF_NB_FLUSH_SECONDS='soon'"):
+        RunStore(tmp_path).map("bad", [1], key_fn=str, fn=lambda x: {"x": x})
 
 
 def test_extend_rejects_a_duplicate_key_before_writing_anything(tmp_path):
