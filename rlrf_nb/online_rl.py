@@ -85,7 +85,8 @@ class JudgeReward:
 def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
     the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
-    default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``, TRL's bf16 default fails there)."""
+    default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``; TRL's
+    bf16 default fails there)."""
     from rlrf_nb.training import device_precision, gradient_checkpointing
 
     if method not in ONLINE_METHODS:
@@ -142,3 +143,68 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
              f"({stats['parse_failures']} parse failures, no reward), {stats['generated_tokens']} tokens generated")
     return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
             "steps": trainer.state.global_step, "method": method, "reward": stats}
+
+
+def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, out_dir, *, seed: int,
+               place=None) -> dict:
+    """:func:`train_online` from the policy at ``start_path`` with the recipe's ``online_rl`` section and
+    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
+    start, reference, prompts, steps, wall time, generated tokens, judge calls and parse failures (with the first
+    failures' raw text), and TRL's log history."""
+    from rlrf_nb.models import load_policy
+
+    cfg = recipe.online_rl
+    model, tok = load_policy(start_path, place=place, train=True)
+    out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
+                       weights=recipe.feedback.weights, place=place, seed=seed)
+    kl = cfg.kl_coef if cfg.kl_coef is not None else _trl_default_beta(method)
+    r = out["reward"]
+    info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
+            "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
+            "generated_tokens": r["generated_tokens"], "judged": r["judged"], "parse_failures": r["parse_failures"],
+            "parse_failure_rate": r["parse_failure_rate"], "judge_id": r["judge_id"],
+            "failure_examples": r["failure_examples"], "seed": seed, "history": out["history"],
+            "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}
+    return {"model": out["model"], "tokenizer": tok, "info": info}
+
+
+def _trl_default_beta(method: str) -> float:
+    """TRL's own default KL coefficient of ``method`` (read from its config class, not copied)."""
+    import dataclasses
+
+    from trl import GRPOConfig, RLOOConfig
+
+    cls = GRPOConfig if method == "grpo" else RLOOConfig
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "beta")
+
+
+def train_online_cached(store, name: str, start_path, examples: list, judge, rubrics, recipe, method: str, *,
+                        seed: int, place=None) -> dict:
+    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>``, where the key hashes the start weights, the method,
+    the ``online_rl`` section, the prompts, the judge, the rubrics, the aspect weights and the seed: a rerun loads the
+    finished checkpoint instead of training again (notebook 03's one-round variants, like
+    :func:`rlrf_nb.training.train_cached`). Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    import dataclasses
+    import json
+
+    from rlrf_nb.models import load_policy, model_fingerprint
+    from rlrf_nb.store import content_key, is_complete
+    from rlrf_nb.training import release_memory, save_checkpoint
+
+    spec = {"start": model_fingerprint(start_path), "method": method, "cfg": dataclasses.asdict(recipe.online_rl),
+            "prompts": [[ex.id, ex.prompt] for ex in examples], "judge": judge.id, "rubrics": rubrics.version,
+            "weights": recipe.feedback.weights, "seed": seed}
+    if place is not None and place.device != "cpu":
+        spec["place"] = place.describe()
+    path = store.path("checkpoints", f"{name}-{content_key(spec)}")
+    cached = is_complete(path)
+    if not cached:
+        log.info(f"training {name} ({method}) from {start_path} on {len(examples)} prompts ...")
+        out = run_online(start_path, examples, judge, rubrics, recipe, method, store.path("trainer_tmp", name),
+                         seed=seed, place=place)
+        save_checkpoint(out["model"], out["tokenizer"], path, {"name": name, **out["info"]})
+        del out
+        release_memory()
+    model, tok = load_policy(path, place=place)
+    info = json.loads((path / "training_log.json").read_text())
+    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
