@@ -6,9 +6,11 @@ The round policy is configurable and recorded with every checkpoint: which polic
 or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
 ``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
 a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. After each round the new policy is evaluated on the held-out dev split (the tiny world's, or the tail
-of a real task's training data: :mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio
-factual precision (FactScore-style), each with a 95% interval.
+already has. The online variants (``rounds.variants`` grpo, rloo: :mod:`rlrf_nb.online_rl`) replace search, pairs
+and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every round's row records its
+compute (wall times, generated tokens, judge calls, parse failures). After each round the new policy is evaluated on
+the held-out dev split (the tiny world's, or the tail of a real task's training data: :mod:`rlrf_nb.task_data`):
+greedy math exact match and the verifier's per-bio factual precision (FactScore-style), each with a 95% interval.
 
 On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
 process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
@@ -126,14 +128,14 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
     or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`; then the online variants that
     ``rounds.variants`` lists (grpo, rloo), which need no pool: TRL's trainer samples from the policy on the search's
     prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the pool) and ``judge``
-    (with ``rubrics``; ``world`` gives the prompts) rewards it (:func:`rlrf_nb.online_rl.train_online_cached`).
-    Returns ``{label: trained}`` for the variants that have training data, and the labels of those that have none
-    (to report, not hide)."""
+    (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
+    (:func:`rlrf_nb.online_rl.train_online_cached`). Returns ``{label: trained}`` for the variants that have
+    training data, and the labels of those that have none (to report, not hide)."""
     trained, empty = {}, []
     online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
-    if online and (judge is None or rubrics is None or world is None):
-        raise ValueError(f"rounds.variants lists {online}: train_variants needs judge=, rubrics= and world= to "
-                         "train them (their reward is the judge's, on the search prompts)")
+    if online and (judge is None or rubrics is None):
+        raise ValueError(f"rounds.variants lists {online}: train_variants needs judge= and rubrics= (and world= in "
+                         "the tiny world) to train them: their reward is the judge's, on the search prompts")
     for variant in (v for v in VARIANT_LABELS if v != "rlrf" and v not in ONLINE_VARIANTS):
         policy, dcfg, _ = variant_setup(recipe, variant)
         pairs = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)

@@ -182,3 +182,25 @@ def test_the_real_recipe_can_select_grpo_with_the_llm_judges_reward(monkeypatch,
     args.update(use_cpu=True, bf16=False)  # this machine has no GPU; the recipe's precision is chosen at run time
     g = GRPOConfig(**args)
     assert g.num_generations == 8 and g.generation_batch_size == 32 and g.max_completion_length == 512
+
+
+@pytest.mark.timeout(120)
+def test_notebook_03s_variants_train_grpo_once_when_the_recipe_lists_it(world, rubrics, tmp_path, monkeypatch):
+    """train_variants trains the online variants that rounds.variants lists (on the search's prompts, no pool
+    needed), into a content-keyed checkpoint that a rerun loads; without a judge it says what it needs."""
+    from rlrf_nb import rounds
+    from rlrf_nb.store import RunStore
+
+    monkeypatch.setattr(rounds, "train_cached", lambda *a, **k: {"name": "offline"})  # the pair-based ones
+    recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {**SMALL, "rounds.variants": ["rlrf", "grpo"],
+                                                           "reflection.n_prompts": 2})
+    store = RunStore(tmp_path / "run")
+    judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
+    with pytest.raises(ValueError, match=r"lists \['grpo'\]: train_variants needs judge= and rubrics="):
+        rounds.train_variants(store, str(M0), [], recipe)
+    trained, _ = rounds.train_variants(store, str(M0), [], recipe, judge=judge, rubrics=rubrics, world=world)
+    g = trained["GRPO"]
+    assert not g["cached"] and g["path"].name.startswith("grpo-M1-") and g["info"]["method"] == "grpo"
+    assert g["info"]["prompts"] == 2 and g["info"]["judged"] == 8 and g["info"]["generated_tokens"] > 0
+    again, _ = rounds.train_variants(store, str(M0), [], recipe, judge=judge, rubrics=rubrics, world=world)
+    assert again["GRPO"]["cached"] and again["GRPO"]["path"] == g["path"]
