@@ -40,10 +40,12 @@ class JudgeReward:
     ``None`` when the judgement did not parse. ``examples``: the training prompts, looked up by the dataset's
     ``example_id`` column (the verifier judges against their ground truth).
 
-    Counts: ``judged`` completions, ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (each parse
-    failure's example id, response, error and raw judge text; the first :data:`FAILURES_KEPT`) and
-    ``n_failures`` (all of them). With TRL's ``log_metric`` the share of failures per batch is logged as
-    ``judge/parse_failure_rate`` beside TRL's own reward metrics."""
+    Counts: ``completions`` rewarded, ``judged`` (judge calls: identical completions of one batch share one
+    judgement, as identical responses share one stored judgement in :func:`rlrf_nb.feedback.judge_responses`),
+    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (each parse failure's example id, response,
+    error and raw judge text; the first :data:`FAILURES_KEPT`) and ``n_failures`` (all of them). With TRL's
+    ``log_metric`` the share of failures per batch is logged as ``judge/parse_failure_rate`` beside TRL's own reward
+    metrics; with a ``kind`` column (a reflective rollout's draft / refinement) the rewards are kept per kind."""
 
     __name__ = "judge_reward"  # TRL names reward functions by __name__ in its logs (reward/judge_reward/mean)
 
@@ -51,15 +53,27 @@ class JudgeReward:
         self.judge, self.rubrics, self.weights = judge, rubrics, weights
         self.examples = {ex.id: ex for ex in examples}
         self.aspects = {ex.id: select_aspects(ex, rubrics)[0] for ex in examples}
-        self.judged, self.n_failures, self.generated_tokens = 0, 0, 0
+        self.completions, self.judged, self.n_failures, self.generated_tokens = 0, 0, 0, 0
         self.failures: list[dict] = []
+        self.by_kind: dict[str, list] = {}  # reflective groups: rewards of drafts and of refinements
+        self._memo: dict[tuple[str, str], object] = {}  # this batch's drafts, judged by the rollout already
 
-    def __call__(self, prompts, completions, example_id, completion_ids=None, log_metric=None, **kwargs):
+    def feedback(self, example_id: str, text: str):
+        """The judge's :class:`~rlrf_nb.feedback.Feedback` on ``text`` (one call per distinct draft of a batch: a
+        reflective rollout judges its drafts to critique them, and their reward reuses that judgement)."""
+        key = (example_id, text)
+        if key not in self._memo:
+            ex = self.examples[example_id]
+            self._memo[key] = self.judge.judge(ex.prompt, text, self.aspects[example_id], example=ex)
+            self.judged += 1
+        return self._memo[key]
+
+    def __call__(self, prompts, completions, example_id, completion_ids=None, log_metric=None, kind=None,
+                 **kwargs):
         rewards, failed = [], 0
-        for completion, eid in zip(completions, example_id):
+        for i, (completion, eid) in enumerate(zip(completions, example_id)):
             text = completion[-1]["content"] if isinstance(completion, list) else completion
-            ex = self.examples[eid]
-            fb = self.judge.judge(ex.prompt, text, self.aspects[eid], example=ex)
+            fb = self.feedback(eid, text)
             reward = scalar_reward(fb, self.weights)
             if reward is None:  # a parse failure: no reward, never a score
                 failed += 1
@@ -68,7 +82,10 @@ class JudgeReward:
                                           "error": "; ".join(a.error for a in fb.aspects if a.error) or "no aspects",
                                           "raw": fb.raw})
             rewards.append(reward)
-        self.judged += len(rewards)
+            if kind is not None:
+                self.by_kind.setdefault(kind[i], []).append(reward)
+        self._memo.clear()
+        self.completions += len(rewards)
         self.n_failures += failed
         self.generated_tokens += sum(len(ids) for ids in completion_ids or [])
         if log_metric is not None and rewards:
@@ -77,9 +94,14 @@ class JudgeReward:
 
     def stats(self) -> dict:
         """What the reward cost and how often it failed (recorded with the checkpoint)."""
-        return {"judge_id": self.judge.id, "judged": self.judged, "parse_failures": self.n_failures,
-                "parse_failure_rate": self.n_failures / self.judged if self.judged else None,
-                "generated_tokens": self.generated_tokens, "failure_examples": self.failures}
+        out = {"judge_id": self.judge.id, "completions": self.completions, "judged": self.judged,
+               "parse_failures": self.n_failures,
+               "parse_failure_rate": self.n_failures / self.completions if self.completions else None,
+               "generated_tokens": self.generated_tokens, "failure_examples": self.failures}
+        for k, rs in self.by_kind.items():
+            scored = [r for r in rs if r is not None]
+            out[f"{k}_reward_mean"] = sum(scored) / len(scored) if scored else None
+        return out
 
 
 def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
@@ -161,7 +183,8 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
     r = out["reward"]
     info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
             "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
-            "generated_tokens": r["generated_tokens"], "judged": r["judged"], "parse_failures": r["parse_failures"],
+            "generated_tokens": r["generated_tokens"], "completions": r["completions"], "judged": r["judged"],
+            "parse_failures": r["parse_failures"],
             "parse_failure_rate": r["parse_failure_rate"], "judge_id": r["judge_id"],
             "failure_examples": r["failure_examples"], "seed": seed, "history": out["history"],
             "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}

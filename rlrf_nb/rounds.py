@@ -198,7 +198,8 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
                          **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pair_policy",
                                                  "pairs", "pairs_this_round", "search_seconds", "train_seconds",
                                                  "round_seconds", "refinement_beats_parent", "steps", "prompts",
-                                                 "generated_tokens", "judged", "parse_failures", "kl_coef")
+                                                 "generated_tokens", "completions", "judged", "parse_failures",
+                                                 "kl_coef")
                             if k in info}})
             log.info(f"{label}round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
                 f"{info.get('round_seconds', 0):.0f} s)")
@@ -266,7 +267,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "round_seconds": round(time.monotonic() - t0, 1), "steps": out["steps"], "placement": place.describe(),
             "lora_merged": bool(dcfg.lora) and not out["method"].startswith("none"),
             "refinement_beats_parent": search_stats(res["pool"])["refinement_beats_parent"],
-            "prompts": len(examples), "generated_tokens": generated_tokens, "judged": judged,
+            "prompts": len(examples), "generated_tokens": generated_tokens, "completions": len(res["pool"]),
+            "judged": judged,
             "parse_failures": parse_failures,
             "history": out["history"], "probe": out.get("eval"),
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}

@@ -67,7 +67,8 @@ def test_a_parse_failure_gives_no_reward_and_is_counted_with_its_raw_text(world,
     exs = world.math["rl"][:2]
     weights = {"logical_correctness": 2.0}
     reward = JudgeReward(judge, rubrics, exs, weights)
-    completions = [[{"role": "assistant", "content": ex.reference}] for ex in exs for _ in range(2)]
+    completions = [[{"role": "assistant", "content": text}] for ex in exs
+                   for text in (ex.reference, ex.reference.replace("####", "The answer is"))]
     ids = [ex.id for ex in exs for _ in range(2)]
     logged = []
     out = reward(prompts=[None] * 4, completions=completions, example_id=ids, completion_ids=[[1, 2, 3]] * 4,
@@ -77,7 +78,7 @@ def test_a_parse_failure_gives_no_reward_and_is_counted_with_its_raw_text(world,
     expected = scalar_reward(verifier.judge(ex.prompt, ex.reference, select_aspects(ex, rubrics)[0], example=ex),
                              weights)
     assert out[0] == expected == 1.0 and out[2] == 1.0  # the reference solution is perfect on every aspect
-    assert reward.judged == 4 and reward.n_failures == 2 and reward.generated_tokens == 12
+    assert reward.completions == reward.judged == 4 and reward.n_failures == 2 and reward.generated_tokens == 12
     assert logged == [("judge/parse_failure_rate", 0.5)]
     fail = reward.stats()["failure_examples"][0]
     assert fail["raw"] == GARBAGE and fail["judge_id"] == "llm:garbage" and fail["example_id"] == exs[0].id
@@ -103,7 +104,8 @@ def test_a_grpo_round_on_the_smoke_recipe_moves_the_parameters_and_counts_parse_
     info = json.loads((ckpt / "training_log.json").read_text())
     cfg = recipe.online_rl
     assert info["method"] == "grpo" and info["steps"] == cfg.max_steps and info["kl_coef"] == 0.0
-    assert info["judged"] == cfg.max_steps * cfg.batch_size and info["parse_failures"] >= 1
+    assert info["completions"] == cfg.max_steps * cfg.batch_size and 1 <= info["judged"] <= info["completions"]
+    assert info["parse_failures"] >= 1
     assert info["failure_examples"][0]["raw"] == GARBAGE and info["generated_tokens"] > 0
     metrics = [h for h in info["history"] if "judge/parse_failure_rate" in h]
     assert metrics and all(0 < h["judge/parse_failure_rate"] < 1 for h in metrics)
@@ -129,7 +131,7 @@ def test_rloo_trains_through_trls_rloo_trainer_with_a_reference(world, rubrics, 
     assert out["method"] == "rloo" and out["steps"] == 2
     after = dict(out["model"].named_parameters())
     assert sum(not torch.equal(v, after[k].detach()) for k, v in before.items()) == len(before)
-    assert out["reward"]["judged"] == 8 and out["reward"]["parse_failures"] == 0
+    assert out["reward"]["completions"] == 8 and out["reward"]["parse_failures"] == 0
 
 
 def test_online_rl_section_is_validated_naming_the_field(tmp_path):
@@ -201,6 +203,6 @@ def test_notebook_03s_variants_train_grpo_once_when_the_recipe_lists_it(world, r
     trained, _ = rounds.train_variants(store, str(M0), [], recipe, judge=judge, rubrics=rubrics, world=world)
     g = trained["GRPO"]
     assert not g["cached"] and g["path"].name.startswith("grpo-M1-") and g["info"]["method"] == "grpo"
-    assert g["info"]["prompts"] == 2 and g["info"]["judged"] == 8 and g["info"]["generated_tokens"] > 0
+    assert g["info"]["prompts"] == 2 and g["info"]["completions"] == 8 and g["info"]["generated_tokens"] > 0
     again, _ = rounds.train_variants(store, str(M0), [], recipe, judge=judge, rubrics=rubrics, world=world)
     assert again["GRPO"]["cached"] and again["GRPO"]["path"] == g["path"]
