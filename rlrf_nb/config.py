@@ -266,7 +266,7 @@ class FeedbackConfig:
 
 
 PRIORITIES = ("none", "variance", "low_best")
-ONLINE_VARIANTS = ("grpo", "rloo")
+ONLINE_VARIANTS = ("grpo", "rloo", "grpo_reflect")
 ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft", *ONLINE_VARIANTS)
 PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
 
@@ -406,8 +406,8 @@ class DPOStageConfig:
 
 @dataclass
 class OnlineRLConfig:
-    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo): TRL's ``GRPOTrainer`` / ``RLOOTrainer``
-    rewarded by the judge's weighted per-aspect score (:mod:`rlrf_nb.online_rl`). Fields map onto TRL's
+    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect): TRL's ``GRPOTrainer`` /
+    ``RLOOTrainer`` rewarded by the judge's weighted per-aspect score (:mod:`rlrf_nb.online_rl`). Fields map onto TRL's
     ``GRPOConfig`` / ``RLOOConfig``; defaults are TRL's except where the help says why not. Round t's seed is
     ``run.seed + t``, like its search's."""
 
@@ -472,7 +472,8 @@ class RoundsConfig:
         "help": "Round loops to run side by side from the same M0: rlrf (the recipe's pair policy and method), "
                 "no_reflection (samples only, no refinement), scalar (pairs by one overall score), rs_sft "
                 "(SFT on the best candidates), grpo / rloo (online RL on the judge's reward through TRL, no search; "
-                "section online_rl). Round 1's search is shared where the searcher is the same."})
+                "section online_rl), grpo_reflect (GRPO whose groups are half drafts, half refinements of the drafts "
+                "from their critiques). Round 1's search is shared where the searcher is the same."})
 
     def __post_init__(self):
         check_at_least(self, "rounds", ("n_rounds", "prompts_per_round", "eval_n_math"), 1)

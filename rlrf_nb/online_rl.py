@@ -12,6 +12,8 @@ normalised scores.
   returns ``None`` for it, which TRL turns into NaN, leaves out of the group baseline and gives zero advantage
   (``GRPOTrainer._generate_and_score_completions``, ``RLOOTrainer`` likewise, TRL 1.16). It is never turned into a
   score; it is counted, with the judge's raw text and error, in :attr:`JudgeReward.failures`.
+- :func:`reflective_rollout` (method ``grpo_reflect``) makes each GRPO group half drafts and half the policy's
+  refinements of those drafts from their critiques, through TRL's ``rollout_func``.
 - :func:`train_online` builds TRL's ``GRPOConfig`` / ``RLOOConfig`` from the recipe's ``online_rl`` section and runs
   ``GRPOTrainer`` / ``RLOOTrainer``; it returns the trained model with the compute it spent (wall time, generated
   tokens, judge calls) so that variants can be compared per unit of compute.
@@ -29,7 +31,7 @@ from rlrf_nb.prompts import chat
 
 log = logging.getLogger(__name__)
 
-ONLINE_METHODS = ("grpo", "rloo")
+ONLINE_METHODS = ("grpo", "rloo", "grpo_reflect")
 FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are counted)
 
 
@@ -104,6 +106,60 @@ class JudgeReward:
         return out
 
 
+def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
+    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``, TRL 1.16: called with the generation batch's prompts,
+    ``num_generations`` consecutive copies of each, and the trainer) whose groups are *reflective*: the first
+    ``G - G // 2`` members of each prompt's group are the policy's drafts, the other ``G // 2`` are the policy's
+    refinements of the first drafts, each conditioned on that draft's per-aspect critique (the kit's refinement
+    prompt, :func:`rlrf_nb.prompts.refinement_prompt`, as in the reflection search of paper §3.2). Every member is
+    trained as a completion of the *original* prompt and rewarded by ``reward`` like any other: a refinement that
+    fixes its draft raises the group baseline and pulls the policy towards answering that way in the first place
+    (in the spirit of Critique-GRPO, arXiv 2506.03106). The refinements are off-policy for the original prompt; TRL's
+    one-iteration GRPO loss treats them as sampled (no importance correction), which is the variant's assumption.
+
+    The drafts are judged here (to critique them) through ``reward.feedback``, so their reward reuses that
+    judgement. The group's members carry a ``kind`` column (draft / refinement) that :class:`JudgeReward` keeps the
+    rewards by."""
+    from rlrf_nb.generation import generate_ids, render_prompts
+    from rlrf_nb.prompts import refinement_prompt
+    from rlrf_nb.reflection import notes_from_feedback
+
+    by_prompt = {ex.prompt: ex for ex in reward.examples.values()}
+    gen = {"max_new_tokens": cfg.max_completion_length, "do_sample": True, "temperature": cfg.temperature}
+
+    def rollout(prompts: list, trainer) -> dict:
+        g = trainer.num_generations
+        groups = prompts[::g]
+        if [p for p in groups for _ in range(g)] != prompts:
+            raise ValueError(f"reflective rollout: expected {g} consecutive copies of each prompt from TRL's sampler")
+        n_drafts, n_refine = g - g // 2, g // 2
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        training = model.training
+        model.eval()
+        drafts = generate_ids(model, tokenizer, groups, num_return_sequences=n_drafts, batch_size=len(groups), **gen)
+        refine = []
+        for conv, ds in zip(groups, drafts):
+            ex = by_prompt[conv[-1]["content"]]
+            for ids in ds[:n_refine]:
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                notes = notes_from_feedback(reward.feedback(ex.id, text).to_dict(), rubrics)
+                refine.append(chat(refinement_prompt(ex.prompt, text, notes)))
+        refined = generate_ids(model, tokenizer, refine, batch_size=max(1, len(refine)), **gen) if refine else []
+        model.train(training)
+        prompt_ids = tokenizer(render_prompts(tokenizer, groups), add_special_tokens=False)["input_ids"]
+        out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "kind": []}
+        for j, (p_ids, ds) in enumerate(zip(prompt_ids, drafts)):
+            members = [(ids, "draft") for ids in ds] + [(r[0], "refinement")
+                                                        for r in refined[j * n_refine:(j + 1) * n_refine]]
+            for ids, kind in members:
+                out["prompt_ids"].append(list(p_ids))
+                out["completion_ids"].append(list(ids))
+                out["kind"].append(kind)
+        return out
+
+    return rollout
+
+
 def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
     the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
@@ -134,7 +190,8 @@ def prompt_dataset(examples: list):
 
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
-    """GRPO or RLOO (``method``) of ``model`` on the prompts of ``examples``, rewarded by :class:`JudgeReward`
+    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect with :func:`reflective_rollout`) of
+    ``model`` on the prompts of ``examples``, rewarded by :class:`JudgeReward`
     (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by
     ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds the reference from the
     model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with ``cfg.lora`` disables the
@@ -150,19 +207,21 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     if not examples:
         raise ValueError(f"{method}: no prompts to train on")
     reward = JudgeReward(judge, rubrics, examples, weights)
-    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if method == "grpo" else (RLOOConfig, RLOOTrainer)
+    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if method == "rloo" else (GRPOConfig, GRPOTrainer)
     args = config_cls(**online_args(cfg, method, out_dir, place, seed))
+    extra = {"rollout_func": reflective_rollout(reward, tokenizer, rubrics, cfg)} if method == "grpo_reflect" else {}
     t0 = time.monotonic()
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
-                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None)
+                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None, **extra)
     _quiet(trainer)
     trainer.train()
     seconds = time.monotonic() - t0
     trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
     trained.eval()
     stats = reward.stats()
-    log.info(f"{method}: {trainer.state.global_step} steps in {seconds:.0f} s, {stats['judged']} completions judged "
-             f"({stats['parse_failures']} parse failures, no reward), {stats['generated_tokens']} tokens generated")
+    log.info(f"{method}: {trainer.state.global_step} steps in {seconds:.0f} s, {stats['completions']} completions "
+             f"rewarded ({stats['judged']} judge calls, {stats['parse_failures']} parse failures: no reward), "
+             f"{stats['generated_tokens']} tokens generated")
     return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
             "steps": trainer.state.global_step, "method": method, "reward": stats}
 
@@ -197,7 +256,7 @@ def _trl_default_beta(method: str) -> float:
 
     from trl import GRPOConfig, RLOOConfig
 
-    cls = GRPOConfig if method == "grpo" else RLOOConfig
+    cls = RLOOConfig if method == "rloo" else GRPOConfig
     return next(f.default for f in dataclasses.fields(cls) if f.name == "beta")
 
 

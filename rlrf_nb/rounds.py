@@ -6,11 +6,12 @@ The round policy is configurable and recorded with every checkpoint: which polic
 or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
 ``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
 a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. The online variants (``rounds.variants`` grpo, rloo: :mod:`rlrf_nb.online_rl`) replace search, pairs
-and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every round's row records its
-compute (wall times, generated tokens, judge calls, parse failures). After each round the new policy is evaluated on
-the held-out dev split (the tiny world's, or the tail of a real task's training data: :mod:`rlrf_nb.task_data`):
-greedy math exact match and the verifier's per-bio factual precision (FactScore-style), each with a 95% interval.
+already has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
+replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every
+round's row records its compute (wall times, generated tokens, judge calls, parse failures). After each round the
+new policy is evaluated on the held-out dev split (the tiny world's, or the tail of a real task's training data:
+:mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio factual precision (FactScore-style),
+each with a 95% interval.
 
 On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
 process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
@@ -90,7 +91,7 @@ def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, polic
 
 
 VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT",
-                  "grpo": "GRPO", "rloo": "RLOO"}
+                  "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
 
 
 def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:

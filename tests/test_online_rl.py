@@ -206,3 +206,40 @@ def test_notebook_03s_variants_train_grpo_once_when_the_recipe_lists_it(world, r
     assert g["info"]["prompts"] == 2 and g["info"]["completions"] == 8 and g["info"]["generated_tokens"] > 0
     again, _ = rounds.train_variants(store, str(M0), [], recipe, judge=judge, rubrics=rubrics, world=world)
     assert again["GRPO"]["cached"] and again["GRPO"]["path"] == g["path"]
+
+
+@pytest.mark.timeout(120)
+def test_reflective_grpo_groups_are_drafts_and_their_critique_driven_refinements(world, rubrics, tmp_path,
+                                                                                  monkeypatch):
+    """grpo_reflect: half of each group are drafts, half the policy's refinements of those drafts written from the
+    judge's critiques (the kit's refinement prompt); all are rewarded as completions of the original prompt, the
+    drafts' judgements are reused (one judge call each), and the parameters move."""
+    from rlrf_nb import prompts as P
+    from rlrf_nb.models import load_policy
+    from rlrf_nb.online_rl import train_online
+
+    seen = []
+
+    def spy(question, draft, notes):
+        seen.append((question, draft, notes))
+        return real(question, draft, notes)
+
+    real = P.refinement_prompt
+    monkeypatch.setattr(P, "refinement_prompt", spy)
+    cfg = OnlineRLConfig(num_generations=4, batch_size=4, max_completion_length=96, learning_rate=1e-4, max_steps=2)
+    model, tok = load_policy(M0, train=True)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    verifier = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
+    exs = world.math["rl"][:4]
+    out = train_online(model, tok, exs, verifier, rubrics, cfg, tmp_path, method="grpo_reflect")
+    assert out["method"] == "grpo_reflect" and out["steps"] == 2
+    after = dict(out["model"].named_parameters())
+    assert sum(not torch.equal(v, after[k].detach()) for k, v in before.items()) == len(before)
+    r = out["reward"]
+    assert len(seen) == 4 and r["completions"] == 8  # 2 steps x 1 group x (2 drafts + 2 refinements)
+    assert r["judged"] <= 8 and r["draft_reward_mean"] is not None and r["refinement_reward_mean"] is not None
+    by_prompt = {ex.prompt: ex for ex in exs}
+    for question, draft, notes in seen:  # each refinement saw its draft's own critique, from the verifier
+        ex = by_prompt[question]
+        fb = verifier.judge(ex.prompt, draft, select_aspects(ex, rubrics)[0], example=ex)
+        assert [n.critique for n in notes] == [a.critique for a in fb.aspects]
