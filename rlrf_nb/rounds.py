@@ -127,9 +127,9 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
     """Notebook 03's one-round ablations: every variant of :func:`variant_setup` but RLRF, trained once from
     ``start_path`` on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``,
     or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`; then the online variants that
-    ``rounds.variants`` lists (grpo, rloo), which need no pool: TRL's trainer samples from the policy on the search's
-    prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the pool) and ``judge``
-    (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
+    ``rounds.variants`` lists (grpo, rloo, grpo_reflect), which need no pool: TRL's trainer samples from the policy
+    on the search's prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the
+    pool) and ``judge`` (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
     (:func:`rlrf_nb.online_rl.train_online_cached`). Returns ``{label: trained}`` for the variants that have
     training data, and the labels of those that have none (to report, not hide)."""
     trained, empty = {}, []

@@ -119,18 +119,24 @@ def test_a_grpo_round_on_the_smoke_recipe_moves_the_parameters_and_counts_parse_
 
 
 @pytest.mark.timeout(120)
-def test_rloo_trains_through_trls_rloo_trainer_with_a_reference(world, rubrics, tmp_path):
+@pytest.mark.parametrize("method,lora", [("rloo", False), ("grpo", True)])
+def test_rloo_and_lora_grpo_train_with_a_kl_reference(world, rubrics, tmp_path, method, lora):
+    """RLOO through TRL's RLOOTrainer (TRL's default KL 0.05: a reference built from the checkpoint's path), and
+    GRPO with a LoRA adapter and a KL term (the reference is the adapter-disabled base), merged after training."""
     from rlrf_nb.models import load_policy
     from rlrf_nb.online_rl import train_online
 
-    cfg = OnlineRLConfig(num_generations=4, batch_size=4, max_completion_length=96, learning_rate=1e-4, max_steps=2)
+    cfg = OnlineRLConfig(num_generations=4, batch_size=4, max_completion_length=96, max_steps=2, lora=lora,
+                         learning_rate=1e-3 if lora else 1e-4, kl_coef=0.04 if lora else None)
     model, tok = load_policy(M0, train=True)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     judge = VerifierJudge(rubrics, {p["name"]: p for p in world.people})
-    out = train_online(model, tok, world.math["rl"][:4], judge, rubrics, cfg, tmp_path, method="rloo")
-    assert out["method"] == "rloo" and out["steps"] == 2
+    out = train_online(model, tok, world.math["rl"][:4], judge, rubrics, cfg, tmp_path, method=method)
+    assert out["method"] == method and out["steps"] == 2
     after = dict(out["model"].named_parameters())
-    assert sum(not torch.equal(v, after[k].detach()) for k, v in before.items()) == len(before)
+    moved = {k for k, v in before.items() if not torch.equal(v, after[k].detach())}
+    linear = {k for k in before if k.endswith("proj.weight")}
+    assert moved == set(before) if not lora else moved == linear  # LoRA: all-linear adapters, merged
     assert out["reward"]["completions"] == 8 and out["reward"]["parse_failures"] == 0
 
 
