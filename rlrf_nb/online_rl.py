@@ -18,7 +18,8 @@ normalised scores.
   ``GRPOTrainer`` / ``RLOOTrainer``; it returns the trained model with the compute it spent (wall time, generated
   tokens, judge calls) so that variants can be compared per unit of compute.
 
-No loss, sampler or advantage is written here: TRL does the training.
+No loss or advantage is written here: TRL does the training (the reflective rollout samples with the kit's
+:func:`rlrf_nb.generation.generate_ids`, as the reflection search does).
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from __future__ import annotations
 import logging
 import time
 
+from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.feedback import scalar_reward, select_aspects
 from rlrf_nb.prompts import chat
 
 log = logging.getLogger(__name__)
 
-ONLINE_METHODS = ("grpo", "rloo", "grpo_reflect")
+ONLINE_METHODS = ONLINE_VARIANTS  # grpo, rloo, grpo_reflect: the round variants are the methods
 FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are counted)
 
 
