@@ -138,7 +138,8 @@ pd.DataFrame(before_after({"M0": (m0, tok), "M1": (main["model"], main["tokenize
 # %%
 variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}, "RLRF (DPO)": main}
 if compare_variants:  # the variants of rounds.variant_setup, as notebook 04 runs them round after round
-    trained, empty = train_variants(store, info["path"], pool, recipe, decisions=decisions, place=place)
+    trained, empty = train_variants(store, info["path"], pool, recipe, decisions=decisions, place=place, judge=judge,
+                                    rubrics=rubrics, world=world)
     variants |= trained
     for name in empty:
         print(f"{name}: no training data from this pool, so not trained (reported, not hidden)")

@@ -37,7 +37,7 @@ def print_results(run_dir: Path) -> None:
         log.info(f"reflection: best candidate is a refinement:     {format_rate(rf['best_is_refinement'])}")
     variants = res.get("round_variants") or ({"rlrf": res["rounds"]} if "rounds" in res else {})
     if variants:
-        log.info("rounds, dev math exact match (bio claims supported) and wall time of each round:")
+        log.info("rounds, dev math exact match (bio claims supported), wall time and generated tokens of each round:")
         for variant in sorted(variants, key=lambda v: v != "rlrf"):  # RLRF first, then its ablations
             rows = variants[variant]
             for r in rows:
@@ -45,7 +45,8 @@ def print_results(run_dir: Path) -> None:
                     continue
                 bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
                 secs = f"{r['round_seconds']:.0f} s" if "round_seconds" in r else "-"
-                log.info(f"  {variant:<14} {r['policy']:<3} {format_rate(r['math_accuracy'])}  ({bio})  {secs}")
+                toks = f"  {r['generated_tokens']} tokens" if "generated_tokens" in r else ""
+                log.info(f"  {variant:<14} {r['policy']:<3} {format_rate(r['math_accuracy'])}  ({bio})  {secs}{toks}")
     bm = res.get("benchmarks", {})
     if bm.get("table"):
         log.info("benchmarks, held-out test split: value [95% CI]; paired difference to M0 [95% CI], p")

@@ -266,7 +266,8 @@ class FeedbackConfig:
 
 
 PRIORITIES = ("none", "variance", "low_best")
-ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft")
+ONLINE_VARIANTS = ("grpo", "rloo", "grpo_reflect")
+ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft", *ONLINE_VARIANTS)
 PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
 
 
@@ -404,6 +405,56 @@ class DPOStageConfig:
 
 
 @dataclass
+class OnlineRLConfig:
+    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect): TRL's ``GRPOTrainer`` /
+    ``RLOOTrainer`` rewarded by the judge's weighted per-aspect score (:mod:`rlrf_nb.online_rl`). Fields map onto TRL's
+    ``GRPOConfig`` / ``RLOOConfig``; defaults are TRL's except where the help says why not. Round t's seed is
+    ``run.seed + t``, like its search's."""
+
+    num_generations: int = field(default=8, metadata={"help": "G: completions sampled per prompt, the group whose "
+                                                               "mean (GRPO) or leave-one-out mean (RLOO) is the "
+                                                               "baseline (TRL's default)."})
+    batch_size: int = field(default=8, metadata={"help": "Completions per device per step (TRL's "
+                                                         "per_device_train_batch_size); batch_size * grad_accum must "
+                                                         "be a multiple of num_generations (whole groups)."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps (TRL: also the steps per "
+                                                         "generation batch)."})
+    max_completion_length: int = field(default=160, metadata={"help": "Completion cap in tokens (the tiny world's "
+                                                                       "response cap; TRL's default is 512)."})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the groups."})
+    learning_rate: float = field(default=1e-6, metadata={"help": "Constant learning rate (TRL's default)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the round's prompts (unless max_steps)."})
+    max_steps: int = field(default=-1, metadata={"help": "Optimiser steps per round; -1: epochs decide."})
+    kl_coef: float | None = field(default=None, metadata={
+        "help": "TRL's beta: KL coefficient towards the round's starting policy; None: TRL's default (GRPO 0.0, no "
+                "reference model; RLOO 0.05). Not called beta, so that a sweep's `beta` stays dpo.beta."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft), merged after the round."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    gradient_checkpointing: bool | None = field(default=None, metadata={
+        "help": "Recompute activations in the backward pass; default: on with a GPU, off on CPU."})
+    logging_steps: int = field(default=1, metadata={"help": "Metrics are logged every this many steps."})
+
+    def __post_init__(self):
+        check(self.num_generations >= 2, "online_rl.num_generations",
+              f"must be >= 2 (a group needs a baseline), got {self.num_generations}")
+        check_at_least(self, "online_rl", ("batch_size", "grad_accum", "max_completion_length", "lora_r",
+                                           "lora_alpha", "logging_steps"), 1)
+        check(self.batch_size * self.grad_accum % self.num_generations == 0, "online_rl.batch_size",
+              f"* online_rl.grad_accum ({self.batch_size} * {self.grad_accum}) must be a multiple of "
+              f"online_rl.num_generations ({self.num_generations}): TRL samples whole groups")
+        check(0 < self.temperature <= 5, "online_rl.temperature", f"must be in (0, 5], got {self.temperature}")
+        check(0 < self.learning_rate < 1, "online_rl.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        check(self.epochs > 0, "online_rl.epochs", f"must be > 0, got {self.epochs}")
+        check(self.max_steps == -1 or self.max_steps >= 1, "online_rl.max_steps",
+              f"must be -1 (epochs decide) or >= 1, got {self.max_steps}")
+        check(self.kl_coef is None or self.kl_coef >= 0, "online_rl.kl_coef",
+              f"must be >= 0 or None, got {self.kl_coef}")
+        check(0 <= self.lora_dropout < 1, "online_rl.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+
+
+@dataclass
 class RoundsConfig:
     """Iterated RLRF (notebook 04): M0 -> M1 -> M2, each round searching fresh prompts with the current policy."""
 
@@ -420,7 +471,9 @@ class RoundsConfig:
     variants: list[str] = field(default_factory=lambda: ["rlrf"], metadata={
         "help": "Round loops to run side by side from the same M0: rlrf (the recipe's pair policy and method), "
                 "no_reflection (samples only, no refinement), scalar (pairs by one overall score), rs_sft "
-                "(SFT on the best candidates). Round 1's search is shared where the searcher is the same."})
+                "(SFT on the best candidates), grpo / rloo (online RL on the judge's reward through TRL, no search; "
+                "section online_rl), grpo_reflect (GRPO whose groups are half drafts, half refinements of the drafts "
+                "from their critiques). Round 1's search is shared where the searcher is the same."})
 
     def __post_init__(self):
         check_at_least(self, "rounds", ("n_rounds", "prompts_per_round", "eval_n_math"), 1)
@@ -464,6 +517,7 @@ SECTIONS: dict[str, type] = {
     "pairs": PairsConfig,
     "dpo": DPOStageConfig,
     "rounds": RoundsConfig,
+    "online_rl": OnlineRLConfig,
     "diagnose": DiagnoseConfig,
 }
 

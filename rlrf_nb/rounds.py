@@ -6,9 +6,12 @@ The round policy is configurable and recorded with every checkpoint: which polic
 or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
 ``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
 a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. After each round the new policy is evaluated on the held-out dev split (the tiny world's, or the tail
-of a real task's training data: :mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio
-factual precision (FactScore-style), each with a 95% interval.
+already has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
+replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every
+round's row records its compute (wall times, generated tokens, judge calls, parse failures). After each round the
+new policy is evaluated on the held-out dev split (the tiny world's, or the tail of a real task's training data:
+:mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio factual precision (FactScore-style),
+each with a 95% interval.
 
 On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
 process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
@@ -24,10 +27,11 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rlrf_nb import task_data
-from rlrf_nb.config import EvalConfig
+from rlrf_nb.config import ONLINE_VARIANTS, EvalConfig
 from rlrf_nb.generation import load_searcher, release_vllm
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy, model_fingerprint, placement
+from rlrf_nb.online_rl import run_online, train_online_cached
 from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.reflection import reflection_search, search_stats
 from rlrf_nb.store import COMPLETE_MARKER, is_complete
@@ -86,7 +90,8 @@ def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, polic
     return [{**r, "perfect": bool(r["correct"] and r["first_error"] is None)} for r in recs]
 
 
-VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT"}
+VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT",
+                  "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
 
 
 def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
@@ -100,7 +105,8 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
 
     ``rlrf`` is the recipe as written; ``no_reflection`` pairs samples only and does not refine (so its later
     rounds cost only the samples); ``scalar`` pairs by the single overall score; ``rs_sft`` trains on the best
-    candidates with SFT instead of DPO."""
+    candidates with SFT instead of DPO. The online variants (grpo, rloo: :mod:`rlrf_nb.online_rl`) search nothing
+    and build no pairs, so they have no setup here."""
     import dataclasses
 
     policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
@@ -111,18 +117,27 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
     if variant == "rs_sft":
         return policy, dataclasses.replace(dcfg, method="rs_sft"), refl
     if variant != "rlrf":
-        raise ValueError(f"unknown round variant {variant!r}; choose from {list(VARIANT_LABELS)}")
+        raise ValueError(f"unknown pair-based round variant {variant!r}; choose from "
+                         f"{[v for v in VARIANT_LABELS if v not in ONLINE_VARIANTS]}")
     return policy, dcfg, refl
 
 
-def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None
-                   ) -> tuple[dict[str, dict], list[str]]:
+def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None, judge=None,
+                   rubrics=None, world=None) -> tuple[dict[str, dict], list[str]]:
     """Notebook 03's one-round ablations: every variant of :func:`variant_setup` but RLRF, trained once from
     ``start_path`` on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``,
-    or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`. Returns ``{label: trained}``
-    for the variants that have training data, and the labels of those that have none (to report, not hide)."""
+    or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`; then the online variants that
+    ``rounds.variants`` lists (grpo, rloo, grpo_reflect), which need no pool: TRL's trainer samples from the policy
+    on the search's prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the
+    pool) and ``judge`` (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
+    (:func:`rlrf_nb.online_rl.train_online_cached`). Returns ``{label: trained}`` for the variants that have
+    training data, and the labels of those that have none (to report, not hide)."""
     trained, empty = {}, []
-    for variant in (v for v in VARIANT_LABELS if v != "rlrf"):
+    online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
+    if online and (judge is None or rubrics is None):
+        raise ValueError(f"rounds.variants lists {online}: train_variants needs judge= and rubrics= (and world= in "
+                         "the tiny world) to train them: their reward is the judge's, on the search prompts")
+    for variant in (v for v in VARIANT_LABELS if v != "rlrf" and v not in ONLINE_VARIANTS):
         policy, dcfg, _ = variant_setup(recipe, variant)
         pairs = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions)
         if not has_training_data(pool, pairs, dcfg):
@@ -130,6 +145,11 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
             continue
         trained[VARIANT_LABELS[variant]] = train_cached(store, f"{dcfg.method}-{policy}-M1", start_path, pool, pairs,
                                                         dcfg, place=place)
+    for variant in online:  # the pool's prompts: reflection.n_prompts (+ n_bios) of the search prompts
+        trained[VARIANT_LABELS[variant]] = train_online_cached(store, f"{variant}-M1", start_path,
+                                                               task_data.search_examples(recipe, world), judge,
+                                                               rubrics, recipe, variant, seed=recipe.run.seed,
+                                                               place=place)
     return trained, empty
 
 
@@ -178,7 +198,10 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
             rows.append({"round": t, "policy": f"M{t}", "variant": variant, **ev,
                          **{k: info[k] for k in ("start_from", "reference", "carry_over", "method", "pair_policy",
                                                  "pairs", "pairs_this_round", "search_seconds", "train_seconds",
-                                                 "round_seconds", "refinement_beats_parent", "steps") if k in info}})
+                                                 "round_seconds", "refinement_beats_parent", "steps", "prompts",
+                                                 "generated_tokens", "completions", "judged", "parse_failures",
+                                                 "kl_coef")
+                            if k in info}})
             log.info(f"{label}round {t}: dev math {ev['math_accuracy']['rate']:.3f} ({info.get('pairs', 0)} pairs, "
                 f"{info.get('round_seconds', 0):.0f} s)")
             all_rows[variant] = rows
@@ -190,6 +213,8 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
 
 def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict,
                  variant: str = "rlrf") -> dict:
+    if variant in ONLINE_VARIANTS:
+        return _train_online_round(recipe, store, world, judge, rubrics, t, paths, variant)
     rcfg = recipe.rounds
     policy, dcfg, refl = variant_setup(recipe, variant)
     label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
@@ -206,6 +231,11 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     prefix, seed = search_args(recipe, t, variant)
     res = reflection_search(store, searcher, tok, model_fingerprint(paths[t - 1]), examples, judge, rubrics,
                             refl, seed=seed, weights=recipe.feedback.weights, policy_id=f"M{t - 1}", prefix=prefix)
+    # compute, comparable with the online variants': every candidate was generated once and judged once (the scalar
+    # ablation's overall score is one more judge call per candidate)
+    generated_tokens = sum(len(tok(c.text, add_special_tokens=False)["input_ids"]) for c in res["pool"])
+    judged = len(res["pool"]) * (2 if refl.overall_score else 1)
+    parse_failures = sum(c.reward is None for c in res["pool"])
     del searcher
     release_vllm()  # the vLLM engine (if any) frees its weights and KV cache while TRL trains on the same GPU
     release_memory()
@@ -238,11 +268,34 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "round_seconds": round(time.monotonic() - t0, 1), "steps": out["steps"], "placement": place.describe(),
             "lora_merged": bool(dcfg.lora) and not out["method"].startswith("none"),
             "refinement_beats_parent": search_stats(res["pool"])["refinement_beats_parent"],
+            "prompts": len(examples), "generated_tokens": generated_tokens, "completions": len(res["pool"]),
+            "judged": judged,
+            "parse_failures": parse_failures,
             "history": out["history"], "probe": out.get("eval"),
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
     assert (checkpoint_path(store, t, variant) / COMPLETE_MARKER).exists()
     del model, ref_model, out
+    release_memory()
+    return info
+
+
+def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dict, variant: str) -> dict:
+    """Round ``t`` of an online variant: GRPO or RLOO (:func:`rlrf_nb.online_rl.run_online`) on the round's fresh
+    prompts (:func:`round_prompts`, the ones RLRF searches), from ``rounds.start_from``'s policy, rewarded by the
+    judge; no search and no pairs. Its compute is what TRL generated and the judge scored during training."""
+    label = f"[{VARIANT_LABELS[variant]}] "
+    t0 = time.monotonic()
+    start = paths[t - 1] if recipe.rounds.start_from == "previous" else paths[0]
+    examples = round_prompts(recipe, world, t)
+    log.info(f"{label}round {t}: {variant} from {Path(start).name} on {len(examples)} fresh prompts")
+    tmp = f"{variant}-r{t}"
+    out = run_online(start, examples, judge, rubrics, recipe, variant, store.path("trainer_tmp", tmp),
+                     seed=recipe.run.seed + t, place=placement(recipe.run))
+    info = {"round": t, "variant": variant, **out["info"], "carry_over": False, "pairs": 0, "pairs_this_round": 0,
+            "search_seconds": 0.0, "round_seconds": round(time.monotonic() - t0, 1)}
+    save_checkpoint(out["model"], out["tokenizer"], checkpoint_path(store, t, variant), info)
+    del out
     release_memory()
     return info
 

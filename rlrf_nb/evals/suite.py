@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 # notebook 03's checkpoint name prefixes -> the names the paper's table uses
 VARIANTS = {"dpo-M1-": "RLRF 1 round", "dpo-no_reflection-M1-": "no reflection", "dpo-scalar-M1-": "scalar reward",
-            "rs_sft-": "RS baseline"}
+            "rs_sft-": "RS baseline", "grpo-M1-": "GRPO 1 round", "rloo-M1-": "RLOO 1 round",
+            "grpo_reflect-M1-": "GRPO + reflection 1 round"}
 
 
 def _round_dirs(directory: Path) -> list[Path]:

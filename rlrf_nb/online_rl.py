@@ -1,0 +1,294 @@
+"""Online RL on the fine-grained reward (issue 20): GRPO and RLOO through TRL's own trainers, as round variants.
+
+Where RLRF searches offline (sample, judge, refine, pair, then DPO), GRPO (Shao et al. 2024, arXiv 2402.03300) and
+RLOO (Ahmadian et al. 2024, arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions per prompt
+with the policy being trained, score each one and move the policy towards the completions that beat their group's
+baseline. Here the score is the paper's fine-grained feedback reduced to one number, exactly as the search pools
+rank candidates: the kit's judge (the tiny world's verifier, or the LLM judge of ``feedback.judge``) scores each aspect
+on its rubric, and :func:`rlrf_nb.feedback.scalar_reward` takes the ``feedback.weights``-weighted mean of the
+normalised scores.
+
+- :class:`JudgeReward` is the TRL reward function. A judgement that does not parse gives **no reward**: the function
+  returns ``None`` for it, which TRL turns into NaN, leaves out of the group baseline and gives zero advantage
+  (``GRPOTrainer._generate_and_score_completions``, ``RLOOTrainer`` likewise, TRL 1.16). It is never turned into a
+  score; it is counted, with the judge's raw text and error, in :attr:`JudgeReward.failures`.
+- :func:`reflective_rollout` (method ``grpo_reflect``) makes each GRPO group half drafts and half the policy's
+  refinements of those drafts from their critiques, through TRL's ``rollout_func``.
+- :func:`train_online` builds TRL's ``GRPOConfig`` / ``RLOOConfig`` from the recipe's ``online_rl`` section and runs
+  ``GRPOTrainer`` / ``RLOOTrainer``; it returns the trained model with the compute it spent (wall time, generated
+  tokens, judge calls) so that variants can be compared per unit of compute.
+
+No loss or advantage is written here: TRL does the training (the reflective rollout samples with the kit's
+:func:`rlrf_nb.generation.generate_ids`, as the reflection search does).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from rlrf_nb.config import ONLINE_VARIANTS
+from rlrf_nb.feedback import scalar_reward, select_aspects
+from rlrf_nb.prompts import chat
+
+log = logging.getLogger(__name__)
+
+ONLINE_METHODS = ONLINE_VARIANTS  # grpo, rloo, grpo_reflect: the round variants are the methods
+FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are counted)
+
+
+class JudgeReward:
+    """A TRL reward function (called as ``f(prompts=..., completions=..., example_id=[...], **kwargs)``, one reward
+    per completion) that judges each completion with ``judge`` on its prompt's aspects
+    (:func:`rlrf_nb.feedback.select_aspects`) and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or
+    ``None`` when the judgement did not parse. ``examples``: the training prompts, looked up by the dataset's
+    ``example_id`` column (the verifier judges against their ground truth).
+
+    Counts: ``completions`` rewarded, ``judged`` (judge calls: identical completions of one batch share one
+    judgement, as identical responses share one stored judgement in :func:`rlrf_nb.feedback.judge_responses`),
+    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (each parse failure's example id, response,
+    error and raw judge text; the first :data:`FAILURES_KEPT`) and ``n_failures`` (all of them). With TRL's
+    ``log_metric`` the share of failures per batch is logged as ``judge/parse_failure_rate`` beside TRL's own reward
+    metrics; with a ``kind`` column (a reflective rollout's draft / refinement) the rewards are kept per kind."""
+
+    __name__ = "judge_reward"  # TRL names reward functions by __name__ in its logs (reward/judge_reward/mean)
+
+    def __init__(self, judge, rubrics, examples: list, weights: dict | None = None):
+        self.judge, self.rubrics, self.weights = judge, rubrics, weights
+        self.examples = {ex.id: ex for ex in examples}
+        self.aspects = {ex.id: select_aspects(ex, rubrics)[0] for ex in examples}
+        self.completions, self.judged, self.n_failures, self.generated_tokens = 0, 0, 0, 0
+        self.failures: list[dict] = []
+        self.by_kind: dict[str, list] = {}  # reflective groups: rewards of drafts and of refinements
+        self._memo: dict[tuple[str, str], object] = {}  # this batch's drafts, judged by the rollout already
+
+    def feedback(self, example_id: str, text: str):
+        """The judge's :class:`~rlrf_nb.feedback.Feedback` on ``text`` (one call per distinct draft of a batch: a
+        reflective rollout judges its drafts to critique them, and their reward reuses that judgement)."""
+        key = (example_id, text)
+        if key not in self._memo:
+            ex = self.examples[example_id]
+            self._memo[key] = self.judge.judge(ex.prompt, text, self.aspects[example_id], example=ex)
+            self.judged += 1
+        return self._memo[key]
+
+    def __call__(self, prompts, completions, example_id, completion_ids=None, log_metric=None, kind=None,
+                 **kwargs):
+        rewards, failed = [], 0
+        for i, (completion, eid) in enumerate(zip(completions, example_id)):
+            text = completion[-1]["content"] if isinstance(completion, list) else completion
+            fb = self.feedback(eid, text)
+            reward = scalar_reward(fb, self.weights)
+            if reward is None:  # a parse failure: no reward, never a score
+                failed += 1
+                if len(self.failures) < FAILURES_KEPT:
+                    self.failures.append({"example_id": eid, "response": text, "judge_id": fb.judge_id,
+                                          "error": "; ".join(a.error for a in fb.aspects if a.error) or "no aspects",
+                                          "raw": fb.raw})
+            rewards.append(reward)
+            if kind is not None:
+                self.by_kind.setdefault(kind[i], []).append(reward)
+        self._memo.clear()
+        self.completions += len(rewards)
+        self.n_failures += failed
+        self.generated_tokens += sum(len(ids) for ids in completion_ids or [])
+        if log_metric is not None and rewards:
+            log_metric("judge/parse_failure_rate", failed / len(rewards))
+        return rewards
+
+    def stats(self) -> dict:
+        """What the reward cost and how often it failed (recorded with the checkpoint)."""
+        out = {"judge_id": self.judge.id, "completions": self.completions, "judged": self.judged,
+               "parse_failures": self.n_failures,
+               "parse_failure_rate": self.n_failures / self.completions if self.completions else None,
+               "generated_tokens": self.generated_tokens, "failure_examples": self.failures}
+        for k, rs in self.by_kind.items():
+            scored = [r for r in rs if r is not None]
+            out[f"{k}_reward_mean"] = sum(scored) / len(scored) if scored else None
+        return out
+
+
+def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
+    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``, TRL 1.16: called with the generation batch's prompts,
+    ``num_generations`` consecutive copies of each, and the trainer) whose groups are *reflective*: the first
+    ``G - G // 2`` members of each prompt's group are the policy's drafts, the other ``G // 2`` are the policy's
+    refinements of the first drafts, each conditioned on that draft's per-aspect critique (the kit's refinement
+    prompt, :func:`rlrf_nb.prompts.refinement_prompt`, as in the reflection search of paper §3.2). Every member is
+    trained as a completion of the *original* prompt and rewarded by ``reward`` like any other: a refinement that
+    fixes its draft raises the group baseline and pulls the policy towards answering that way in the first place
+    (in the spirit of Critique-GRPO, arXiv 2506.03106). The refinements are off-policy for the original prompt; TRL's
+    one-iteration GRPO loss treats them as sampled (no importance correction), which is the variant's assumption.
+
+    The drafts are judged here (to critique them) through ``reward.feedback``, so their reward reuses that
+    judgement. The group's members carry a ``kind`` column (draft / refinement) that :class:`JudgeReward` keeps the
+    rewards by."""
+    from rlrf_nb.generation import generate_ids, render_prompts
+    from rlrf_nb.prompts import refinement_prompt
+    from rlrf_nb.reflection import notes_from_feedback
+
+    by_prompt = {ex.prompt: ex for ex in reward.examples.values()}
+    gen = {"max_new_tokens": cfg.max_completion_length, "do_sample": True, "temperature": cfg.temperature}
+
+    def rollout(prompts: list, trainer) -> dict:
+        g = trainer.num_generations
+        groups = prompts[::g]
+        if [p for p in groups for _ in range(g)] != prompts:
+            raise ValueError(f"reflective rollout: expected {g} consecutive copies of each prompt from TRL's sampler")
+        n_drafts, n_refine = g - g // 2, g // 2
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        training = model.training
+        model.eval()
+        drafts = generate_ids(model, tokenizer, groups, num_return_sequences=n_drafts, batch_size=len(groups), **gen)
+        refine = []
+        for conv, ds in zip(groups, drafts):
+            ex = by_prompt[conv[-1]["content"]]
+            for ids in ds[:n_refine]:
+                text = tokenizer.decode(ids, skip_special_tokens=True)
+                notes = notes_from_feedback(reward.feedback(ex.id, text).to_dict(), rubrics)
+                refine.append(chat(refinement_prompt(ex.prompt, text, notes)))
+        refined = generate_ids(model, tokenizer, refine, batch_size=max(1, len(refine)), **gen) if refine else []
+        model.train(training)
+        prompt_ids = tokenizer(render_prompts(tokenizer, groups), add_special_tokens=False)["input_ids"]
+        out = {"prompt_ids": [], "completion_ids": [], "logprobs": None, "kind": []}
+        for j, (p_ids, ds) in enumerate(zip(prompt_ids, drafts)):
+            members = [(ids, "draft") for ids in ds] + [(r[0], "refinement")
+                                                        for r in refined[j * n_refine:(j + 1) * n_refine]]
+            for ids, kind in members:
+                out["prompt_ids"].append(list(p_ids))
+                out["completion_ids"].append(list(ids))
+                out["kind"].append(kind)
+        return out
+
+    return rollout
+
+
+def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
+    """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
+    the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
+    default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``; TRL's
+    bf16 default fails there)."""
+    from rlrf_nb.training import device_precision, gradient_checkpointing
+
+    if method not in ONLINE_METHODS:
+        raise ValueError(f"online RL method must be one of {ONLINE_METHODS}, got {method!r}")
+    args = {"output_dir": str(out_dir), **device_precision(place), "report_to": "none",
+            "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
+            "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
+            "temperature": cfg.temperature, "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs,
+            "max_steps": cfg.max_steps, "lr_scheduler_type": "constant", "logging_steps": cfg.logging_steps,
+            "save_strategy": "no", "seed": seed, "disable_tqdm": True,
+            "activation_checkpointing": gradient_checkpointing(cfg, place)}
+    if cfg.kl_coef is not None:
+        args["beta"] = cfg.kl_coef
+    return args
+
+
+def prompt_dataset(examples: list):
+    """The prompts as TRL's conversational prompt-only dataset, with each example's id for :class:`JudgeReward`."""
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": chat(ex.prompt), "example_id": ex.id} for ex in examples])
+
+
+def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
+                 weights: dict | None = None, place=None, seed: int = 0) -> dict:
+    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect with :func:`reflective_rollout`) of
+    ``model`` on the prompts of ``examples``, rewarded by :class:`JudgeReward`
+    (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by
+    ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds the reference from the
+    model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with ``cfg.lora`` disables the
+    adapter.
+
+    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter
+    merged), TRL's log history, wall time, optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures
+    with their raw text, generated tokens)."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    from rlrf_nb.training import _lora_config, _quiet
+
+    if not examples:
+        raise ValueError(f"{method}: no prompts to train on")
+    reward = JudgeReward(judge, rubrics, examples, weights)
+    config_cls, trainer_cls = (RLOOConfig, RLOOTrainer) if method == "rloo" else (GRPOConfig, GRPOTrainer)
+    args = config_cls(**online_args(cfg, method, out_dir, place, seed))
+    extra = {"rollout_func": reflective_rollout(reward, tokenizer, rubrics, cfg)} if method == "grpo_reflect" else {}
+    t0 = time.monotonic()
+    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
+                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None, **extra)
+    _quiet(trainer)
+    trainer.train()
+    seconds = time.monotonic() - t0
+    trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
+    trained.eval()
+    stats = reward.stats()
+    log.info(f"{method}: {trainer.state.global_step} steps in {seconds:.0f} s, {stats['completions']} completions "
+             f"rewarded ({stats['judged']} judge calls, {stats['parse_failures']} parse failures: no reward), "
+             f"{stats['generated_tokens']} tokens generated")
+    return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
+            "steps": trainer.state.global_step, "method": method, "reward": stats}
+
+
+def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, out_dir, *, seed: int,
+               place=None) -> dict:
+    """:func:`train_online` from the policy at ``start_path`` with the recipe's ``online_rl`` section and
+    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
+    start, reference, prompts, steps, wall time, generated tokens, judge calls and parse failures (with the first
+    failures' raw text), and TRL's log history."""
+    from rlrf_nb.models import load_policy
+
+    cfg = recipe.online_rl
+    model, tok = load_policy(start_path, place=place, train=True)
+    out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
+                       weights=recipe.feedback.weights, place=place, seed=seed)
+    kl = cfg.kl_coef if cfg.kl_coef is not None else _trl_default_beta(method)
+    r = out["reward"]
+    info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
+            "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
+            "generated_tokens": r["generated_tokens"], "completions": r["completions"], "judged": r["judged"],
+            "parse_failures": r["parse_failures"],
+            "parse_failure_rate": r["parse_failure_rate"], "judge_id": r["judge_id"],
+            "failure_examples": r["failure_examples"], "seed": seed, "history": out["history"],
+            "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}
+    return {"model": out["model"], "tokenizer": tok, "info": info}
+
+
+def _trl_default_beta(method: str) -> float:
+    """TRL's own default KL coefficient of ``method`` (read from its config class, not copied)."""
+    import dataclasses
+
+    from trl import GRPOConfig, RLOOConfig
+
+    cls = RLOOConfig if method == "rloo" else GRPOConfig
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "beta")
+
+
+def train_online_cached(store, name: str, start_path, examples: list, judge, rubrics, recipe, method: str, *,
+                        seed: int, place=None) -> dict:
+    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>``, where the key hashes the start weights, the method,
+    the ``online_rl`` section, the prompts, the judge, the rubrics, the aspect weights and the seed: a rerun loads the
+    finished checkpoint instead of training again (notebook 03's one-round variants, like
+    :func:`rlrf_nb.training.train_cached`). Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    import dataclasses
+    import json
+
+    from rlrf_nb.models import load_policy, model_fingerprint
+    from rlrf_nb.store import content_key, is_complete
+    from rlrf_nb.training import release_memory, save_checkpoint
+
+    spec = {"start": model_fingerprint(start_path), "method": method, "cfg": dataclasses.asdict(recipe.online_rl),
+            "prompts": [[ex.id, ex.prompt] for ex in examples], "judge": judge.id, "rubrics": rubrics.version,
+            "weights": recipe.feedback.weights, "seed": seed}
+    if place is not None and place.device != "cpu":
+        spec["place"] = place.describe()
+    path = store.path("checkpoints", f"{name}-{content_key(spec)}")
+    cached = is_complete(path)
+    if not cached:
+        log.info(f"training {name} ({method}) from {start_path} on {len(examples)} prompts ...")
+        out = run_online(start_path, examples, judge, rubrics, recipe, method, store.path("trainer_tmp", name),
+                         seed=seed, place=place)
+        save_checkpoint(out["model"], out["tokenizer"], path, {"name": name, **out["info"]})
+        del out
+        release_memory()
+    model, tok = load_policy(path, place=place)
+    info = json.loads((path / "training_log.json").read_text())
+    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
