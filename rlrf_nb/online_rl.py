@@ -204,7 +204,7 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     with their raw text, generated tokens)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from rlrf_nb.training import _lora_config, _quiet
+    from rlrf_nb.training import lora_config, quiet_trainer
 
     if not examples:
         raise ValueError(f"{method}: no prompts to train on")
@@ -214,8 +214,8 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     extra = {"rollout_func": reflective_rollout(reward, tokenizer, rubrics, cfg)} if method == "grpo_reflect" else {}
     t0 = time.monotonic()
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
-                          processing_class=tokenizer, peft_config=_lora_config(cfg) if cfg.lora else None, **extra)
-    _quiet(trainer)
+                          processing_class=tokenizer, peft_config=lora_config(cfg) if cfg.lora else None, **extra)
+    quiet_trainer(trainer)
     trainer.train()
     seconds = time.monotonic() - t0
     trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model

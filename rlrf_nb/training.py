@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 PROBE_PAIRS = 64
 
 
-def _quiet(trainer) -> None:
+def quiet_trainer(trainer) -> None:
     """No per-step log printing (the notebooks plot the log history instead)."""
     from transformers.trainer_callback import PrinterCallback
 
@@ -55,7 +55,8 @@ def device_precision(place=None) -> dict:
     return (place or placement()).trainer_args()
 
 
-def _lora_config(cfg):
+def lora_config(cfg):
+    """peft's LoRA config of a section with lora_r, lora_alpha and lora_dropout (dpo, online_rl): every linear layer."""
     from peft import LoraConfig
 
     return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -221,7 +222,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
                      loss_weights=cfg.loss_weights, precompute_ref_log_probs=precompute)
     if cfg.lora:
-        ref_model, peft_config = None, _lora_config(cfg)
+        ref_model, peft_config = None, lora_config(cfg)
     else:
         peft_config = None
         if ref_model is None and not precompute:
@@ -235,7 +236,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     if precompute:
         trainer.ref_model = None  # every reference log-prob is in the datasets now: hold no reference model
     trainer.probe_pairs = len(probe)
-    _quiet(trainer)
+    quiet_trainer(trainer)
     return trainer
 
 
@@ -307,8 +308,8 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
     t0 = time.monotonic()
     trainer = SFTTrainer(model=model, args=args, processing_class=tokenizer, train_dataset=ds(rows),
                          eval_dataset=ds(eval_rows) if eval_rows else None,
-                         peft_config=_lora_config(cfg) if cfg.lora else None)
-    _quiet(trainer)
+                         peft_config=lora_config(cfg) if cfg.lora else None)
+    quiet_trainer(trainer)
     before = trainer.evaluate() if eval_rows else None
     trainer.train()
     after = trainer.evaluate() if eval_rows else None
