@@ -85,15 +85,17 @@ plots.round_metrics(rows).show()
 # `rounds.variants` runs the same loop from the same M0 with one thing changed: `no_reflection` pairs the
 # policy's samples only (no refinement), `scalar` picks pairs by one overall score instead of the fine-grained
 # reward, `rs_sft` fine-tunes on the best candidates instead of DPO. Round 1 searches with M0 for all of them,
-# so its search is run once and shared; from round 2 each variant explores with its own policy.
+# so its search is run once and shared; from round 2 each variant explores with its own policy. The online
+# variants (`grpo`, `rloo`, `grpo_reflect`: section `online_rl`) search nothing: TRL's trainer samples from the
+# policy on the round's prompts and the same judge rewards it. Each row says what the round spent (wall time,
+# generated tokens, judge calls), so that notebook 05 can set each variant's test gain beside its compute.
 
 # %%
-import json as _json
-
-variants = _json.loads(store.path("results.json").read_text()).get("round_variants", {"rlrf": rows})
+variants = store.results().get("round_variants", {"rlrf": rows})
 pd.DataFrame([{"variant": v, "policy": r["policy"], "dev math": format_rate(r["math_accuracy"]),
                "bio claims supported": format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r
-               else "n/a", "pairs": r.get("pairs", ""), "round s": r.get("round_seconds", "")}
+               else "n/a", "pairs": r.get("pairs", ""), "round s": r.get("round_seconds", ""),
+               "generated tokens": r.get("generated_tokens", ""), "judge calls": r.get("judged", "")}
               for v, vrows in variants.items() for r in vrows if r["round"] > 0 or v == "rlrf"])
 
 # %%

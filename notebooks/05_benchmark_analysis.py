@@ -124,6 +124,20 @@ claims = headline_claims(suite["per_item"], final=final, ablations={
 pd.DataFrame(claims)[["claim", "diff", "ci_low", "ci_high", "p", "bar", "verdict"]].round(3) if claims else \
     "no trained rounds in this run"
 
+# %% [markdown]
+# ### Per unit of compute: RLRF against RS-SFT and online RL
+# Each round-loop variant's last round (`rounds.variants`: RLRF's DPO, RS-SFT, and the online variants GRPO,
+# RLOO and GRPO with reflection) against M0 on the same test items, beside what it spent over its rounds: wall
+# time, tokens the policy generated (search, refinements, or TRL's rollouts) and judge calls. `Δ / Mtok` is the
+# strict-math gain per million generated tokens. One run is one seed: notebook 06 collates these rows over seeds.
+
+# %%
+from rlrf_nb.analysis import variant_comparison
+
+comparison = variant_comparison(suite["per_item"], store.results().get("round_variants", {}))
+pd.DataFrame.from_dict(comparison, orient="index").round(3) if len(comparison) > 1 else \
+    "no round-loop variant in this run (notebook 04 with rounds.variants)"
+
 # %%
 figures["gsm8k"] = plots.rates_with_ci({k: v["gsm8k_strict"] for k, v in suite["summary"].items()},
                                        f"GSM8K-style held-out math, strict `#### N` ({len(math_examples)} problems)")
@@ -213,5 +227,6 @@ if export_figures:
         print(out["html"], "| PNG:", out["png"] or f"skipped ({out['png_skipped']})")
 _ = store.update_results({"benchmarks": {
     "table": long_table.to_dict(orient="records"), "summary": suite["summary"], "claims": claims,
+    "comparison": comparison,
     "token_shift": {k: v for k, v in shift.items() if k != "positions"} | {"aligned": aligned_name},
     "blind_spot": spot}})

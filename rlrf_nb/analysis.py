@@ -251,3 +251,47 @@ def paired_math_table(records: dict[str, list[dict]], baseline: str = "M0", n_bo
                            verdict="raises" if t["ci_low"] > 0 else "lowers" if t["ci_high"] < 0 else "no difference")
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dict[str, list[dict]],
+                       final: int | None = None,
+                       metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect", "factscore"),
+                       n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
+    """Every round-loop variant's last round against M0 on the same test items, with the compute it spent
+    (issue 20: "better per unit of compute"). ``round_variants``: ``results.json``'s rows per variant (wall times,
+    generated tokens, judge calls of each round, :func:`rlrf_nb.rounds.run_rounds`); ``per_item``: notebook 05's
+    :func:`rlrf_nb.evals.suite.evaluate_suite` values, where RLRF's rounds are ``M<t>`` and a variant's are
+    ``<label> M<t>``. Returns ``{policy: row}``; a row has, per metric, the test value, the paired difference to M0
+    with its 95% interval (``<m>_diff``, ``<m>_low``, ``<m>_high``), and the compute summed over the variant's
+    rounds (``wall_seconds``, ``generated_tokens``, ``judge_calls``, ``parse_failures``) with the math gain per
+    million generated tokens (``gsm8k_strict_diff_per_mtok``). M0's row has the values and no compute."""
+    from rlrf_nb.rounds import VARIANT_LABELS
+
+    out = {}
+    if "M0" in per_item:
+        out["M0"] = {"variant": "M0", "rounds": 0,
+                     **{m: mean([v for v in per_item["M0"][m] if v is not None]) for m in metrics
+                        if m in per_item["M0"]}}
+    for variant, rows in round_variants.items():
+        trained = [r for r in rows if r.get("round", 0) > 0 and (final is None or r["round"] <= final)]
+        if not trained:
+            continue
+        t = max(r["round"] for r in trained)
+        name = f"M{t}" if variant == "rlrf" else f"{VARIANT_LABELS.get(variant, variant)} M{t}"
+        if name not in per_item:
+            continue
+        row = {"variant": variant, "rounds": t,
+               "wall_seconds": round(sum(r.get("round_seconds") or 0.0 for r in trained), 1),
+               "generated_tokens": sum(r.get("generated_tokens") or 0 for r in trained),
+               "judge_calls": sum(r.get("judged") or 0 for r in trained),
+               "parse_failures": sum(r.get("parse_failures") or 0 for r in trained)}
+        for m in metrics:
+            if m not in per_item[name] or "M0" not in per_item or m not in per_item["M0"]:
+                continue
+            test = paired_test(per_item["M0"][m], per_item[name][m], n_boot=n_boot, seed=seed)
+            row |= {m: mean([v for v in per_item[name][m] if v is not None]), f"{m}_diff": test["diff"],
+                    f"{m}_low": test["ci_low"], f"{m}_high": test["ci_high"]}
+        if "gsm8k_strict_diff" in row and row["generated_tokens"]:
+            row["gsm8k_strict_diff_per_mtok"] = row["gsm8k_strict_diff"] / (row["generated_tokens"] / 1e6)
+        out[name] = row
+    return out

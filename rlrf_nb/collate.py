@@ -22,7 +22,10 @@ import pandas as pd
 HEADLINE = ["m0_math_accuracy", "rounds.M*.math_accuracy", "rounds.M*.bio_claims_supported",
             "round_variants.*.M*.math_accuracy", "benchmarks.summary.*.gsm8k_strict",
             "benchmarks.summary.*.factscore.score", "benchmarks.summary.*.just_eval.*.mean",
-            "reflection.refinement_beats_parent", "reflection.best_is_refinement"]
+            "reflection.refinement_beats_parent", "reflection.best_is_refinement",
+            # notebook 05's per-variant test gains over M0 and their compute (issue 20's comparison)
+            "benchmarks.comparison.*.*_diff", "benchmarks.comparison.*.generated_tokens",
+            "benchmarks.comparison.*.wall_seconds"]
 SEED_KEYS = ("seed", "run.seed", "dpo.seed")
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}; df > 30 uses the normal 1.96 (within 4%).

@@ -329,10 +329,15 @@ class RunStore:
         _atomic_write_text(self.path("run.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
+    def results(self) -> dict:
+        """``<run_dir>/results.json``: what the stages have written so far ({} before any)."""
+        path = self.path("results.json")
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def update_results(self, row: dict) -> dict:
         """Merge ``row`` into ``<run_dir>/results.json`` (written atomically); returns the merged results."""
+        results = self.results()
         path = self.path("results.json")
-        results = json.loads(path.read_text()) if path.exists() else {}
         results.update(_nan_to_none(row))
         _atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return results

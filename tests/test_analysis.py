@@ -148,3 +148,28 @@ def test_headline_claims_verdicts_bars_and_missing_models():
     assert weak["ci_low"] > 0 and weak["verdict"] == "not shown"
     worse = headline_claims({"M0": {"gsm8k_strict": m2}, "M2": {"gsm8k_strict": m0}})[0]
     assert worse["verdict"] == "reversed"
+
+
+def test_variant_comparison_pairs_each_variant_with_m0_and_sums_its_compute():
+    from rlrf_nb.analysis import paired_test, variant_comparison
+
+    m0 = [1.0] * 80 + [0.0] * 120
+    rlrf = [1.0] * 110 + [0.0] * 90
+    grpo = [1.0] * 70 + [0.0] * 130
+    per_item = {"M0": {"gsm8k_strict": m0}, "M2": {"gsm8k_strict": rlrf}, "GRPO M2": {"gsm8k_strict": grpo}}
+    def rows():
+        return [{"round": 0}, {"round": 1, "round_seconds": 10.0, "generated_tokens": 1000, "judged": 5,
+                               "parse_failures": 1}, {"round": 2, "round_seconds": 20.0, "generated_tokens": 3000,
+                                                      "judged": 7}]
+    out = variant_comparison(per_item, {"rlrf": rows(), "grpo": rows(), "rloo": rows()})  # RLOO: not evaluated
+    assert list(out) == ["M0", "M2", "GRPO M2"]
+    assert out["M0"] == {"variant": "M0", "rounds": 0, "gsm8k_strict": 0.4}
+    g = out["GRPO M2"]
+    assert (g["variant"], g["rounds"], g["wall_seconds"], g["generated_tokens"], g["judge_calls"],
+            g["parse_failures"]) == ("grpo", 2, 30.0, 4000, 12, 1)
+    t = paired_test(m0, grpo)
+    assert (g["gsm8k_strict_diff"], g["gsm8k_strict_low"], g["gsm8k_strict_high"]) == \
+        (t["diff"], t["ci_low"], t["ci_high"])
+    assert abs(out["M2"]["gsm8k_strict_diff_per_mtok"] - 0.15 / 0.004) < 1e-9
+    # final= cuts the rounds: the variant's M1 is then its last round (not evaluated here, so left out)
+    assert list(variant_comparison(per_item, {"grpo": rows()}, final=1)) == ["M0"]
