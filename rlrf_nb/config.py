@@ -435,8 +435,15 @@ class OnlineRLConfig:
     gradient_checkpointing: bool | None = field(default=None, metadata={
         "help": "Recompute activations in the backward pass; default: on with a GPU, off on CPU."})
     logging_steps: int = field(default=1, metadata={"help": "Metrics are logged every this many steps."})
+    vllm: bool = field(default=False, metadata={
+        "help": "On a GPU, TRL samples the groups with vLLM in colocate mode (TRL's use_vllm); needs CUDA and vllm. "
+                "grpo_reflect samples through its own rollout and does not use it."})
+    vllm_gpu_memory_utilization: float = field(default=0.3, metadata={
+        "help": "The share of GPU memory vLLM may take beside the trained policy (TRL's colocate setting)."})
 
     def __post_init__(self):
+        check(0 < self.vllm_gpu_memory_utilization <= 1, "online_rl.vllm_gpu_memory_utilization",
+              f"must be in (0, 1], got {self.vllm_gpu_memory_utilization}")
         check(self.num_generations >= 2, "online_rl.num_generations",
               f"must be >= 2 (a group needs a baseline), got {self.num_generations}")
         check_at_least(self, "online_rl", ("batch_size", "grad_accum", "max_completion_length", "lora_r",

@@ -166,7 +166,7 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
     the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
     default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``; TRL's
-    bf16 default fails there)."""
+    bf16 default fails there); with ``vllm`` on a GPU, TRL's colocated vLLM sampling (an error elsewhere)."""
     from rlrf_nb.training import device_precision, gradient_checkpointing
 
     if method not in ONLINE_METHODS:
@@ -180,6 +180,16 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
             "activation_checkpointing": gradient_checkpointing(cfg, place)}
     if cfg.kl_coef is not None:
         args["beta"] = cfg.kl_coef
+    if cfg.vllm and method != "grpo_reflect":  # the reflective rollout samples with the kit's generate_ids
+        import importlib.util
+
+        device, has_vllm = str(place.device if place is not None else "cpu"), importlib.util.find_spec("vllm")
+        if not device.startswith("cuda") or has_vllm is None:
+            raise ValueError(f"online_rl.vllm: TRL's vLLM generation needs a CUDA device and the vllm package; this "
+                             f"run is on {device} and vllm is {'' if has_vllm else 'not '}installed. Set "
+                             "online_rl.vllm: false to sample with transformers.")
+        args |= {"use_vllm": True, "vllm_mode": "colocate",
+                 "vllm_gpu_memory_utilization": cfg.vllm_gpu_memory_utilization}
     return args
 
 

@@ -174,6 +174,28 @@ def test_trl_configs_built_from_the_section(tmp_path):
         online_args(recipe.online_rl, "ppo", tmp_path)
 
 
+def test_vllm_sampling_is_trls_colocate_mode_on_a_gpu_and_a_named_error_elsewhere(tmp_path, monkeypatch):
+    import dataclasses
+    import importlib.util
+    from types import SimpleNamespace
+
+    from rlrf_nb.online_rl import online_args
+
+    cfg = dataclasses.replace(load_recipe(ROOT / "recipes/tiny-smoke.yaml").online_rl, vllm=True)
+    with pytest.raises(ValueError, match=r"online_rl\.vllm: .* on cpu"):
+        online_args(cfg, "grpo", tmp_path)
+    assert "use_vllm" not in online_args(cfg, "grpo_reflect", tmp_path)  # its rollout samples with the kit
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "vllm" else
+                        real_find_spec(name, *a))
+    gpu = SimpleNamespace(device="cuda", dtype="bfloat16")
+    monkeypatch.setattr("rlrf_nb.training.device_precision", lambda place: {"bf16": True})
+    args = online_args(cfg, "rloo", tmp_path, place=gpu)
+    assert (args["use_vllm"], args["vllm_mode"], args["vllm_gpu_memory_utilization"]) == (True, "colocate", 0.3)
+    with pytest.raises(Exception, match="vllm_gpu_memory_utilization"):
+        load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"online_rl.vllm_gpu_memory_utilization": 0})
+
+
 def test_the_real_recipe_can_select_grpo_with_the_llm_judges_reward(monkeypatch, tmp_path):
     """Validated without downloading: the recipe's judge is the LLM judge (its URL from the environment) and its
     online_rl section, selected by one override, maps onto TRL's GRPOConfig."""
