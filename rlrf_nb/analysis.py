@@ -264,9 +264,15 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
     ``<label> M<t>``. Returns ``{policy: row}``; a row has, per metric, the test value, the paired difference to M0
     with its 95% interval (``<m>_diff``, ``<m>_low``, ``<m>_high``), and the compute summed over the variant's
     rounds (``wall_seconds``, ``generated_tokens``, ``judge_calls``, ``parse_failures``) with the math gain per
-    million generated tokens (``gsm8k_strict_diff_per_mtok``). M0's row has the values and no compute."""
+    million generated tokens (``gsm8k_strict_diff_per_mtok``). Round 1's search with M0 is run once and shared by
+    the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
+    (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
+    values and no compute."""
+    from rlrf_nb.config import ONLINE_VARIANTS
     from rlrf_nb.rounds import VARIANT_LABELS
 
+    shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
+                  for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
     out = {}
     if "M0" in per_item:
         out["M0"] = {"variant": "M0", "rounds": 0,
@@ -280,8 +286,10 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
         name = f"M{t}" if variant == "rlrf" else f"{VARIANT_LABELS.get(variant, variant)} M{t}"
         if name not in per_item:
             continue
-        row = {"variant": variant, "rounds": t,
-               "wall_seconds": round(sum(r.get("round_seconds") or 0.0 for r in trained), 1),
+        wall = sum(r.get("round_seconds") or 0.0 for r in trained)
+        if variant not in ONLINE_VARIANTS:
+            wall += sum(shared - (r.get("search_seconds") or 0.0) for r in trained if r["round"] == 1)
+        row = {"variant": variant, "rounds": t, "wall_seconds": round(wall, 1),
                "generated_tokens": sum(r.get("generated_tokens") or 0 for r in trained),
                "judge_calls": sum(r.get("judged") or 0 for r in trained),
                "parse_failures": sum(r.get("parse_failures") or 0 for r in trained)}

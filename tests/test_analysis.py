@@ -171,5 +171,12 @@ def test_variant_comparison_pairs_each_variant_with_m0_and_sums_its_compute():
     assert (g["gsm8k_strict_diff"], g["gsm8k_strict_low"], g["gsm8k_strict_high"]) == \
         (t["diff"], t["ci_low"], t["ci_high"])
     assert abs(out["M2"]["gsm8k_strict_diff_per_mtok"] - 0.15 / 0.004) < 1e-9
+    # round 1's shared search is charged to every pair-based variant at the wall time of the one that ran it
+    shared = {"rlrf": [{"round": 1, "round_seconds": 50.0, "search_seconds": 30.0}],
+              "rs_sft": [{"round": 1, "round_seconds": 21.0, "search_seconds": 1.0}],
+              "grpo": [{"round": 1, "round_seconds": 90.0, "search_seconds": 0.0}]}
+    per_item1 = {"M0": per_item["M0"], "M1": per_item["M2"], "RS-SFT M1": per_item["M2"], "GRPO M1": per_item["M2"]}
+    walls = {k: v.get("wall_seconds") for k, v in variant_comparison(per_item1, shared).items()}
+    assert walls == {"M0": None, "M1": 50.0, "RS-SFT M1": 50.0, "GRPO M1": 90.0}
     # final= cuts the rounds: the variant's M1 is then its last round (not evaluated here, so left out)
     assert list(variant_comparison(per_item, {"grpo": rows()}, final=1)) == ["M0"]
