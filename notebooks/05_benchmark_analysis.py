@@ -193,15 +193,19 @@ figures["shift"].show()
 
 # %%
 judge = make_judge(recipe.feedback, rubrics, task_data.kb(world))
-pool = load_pool(store)  # notebook 02's search, as it saved it
-spot = blind_spot(pool, {f"fine-grained reward ({judge.id})": lambda c: c.reward,
-                         "overall score (scalar)": lambda c: c.overall})
-print(f"{spot['pairs']} right/wrong pairs from {spot['prompts']} prompts")
-flips = wrong_above_right(pool)
-print(f"fine-grained 'wrong above right': {flips['flipped']} pairs; in {flips['lucky']} of them the right answer was "
-      "reached through a wrong step (verifier logical correctness < 5)")
-pd.DataFrame({k: {"wrong ranked above right": format_rate(v["wrong_above"]), "tie": format_rate(v["tie"]),
-                  "unscored": v["unscored"]} for k, v in spot.items() if isinstance(v, dict)}).T
+spot = None
+if not store.path("pool.jsonl").exists():  # notebook 02 was not run under this name (e.g. --stages 04 05)
+    print(f"{store.path('pool.jsonl')}: no candidate pool in this run (notebook 02 writes it): no blind-spot table")
+else:
+    pool = load_pool(store)  # notebook 02's search, as it saved it
+    spot = blind_spot(pool, {f"fine-grained reward ({judge.id})": lambda c: c.reward,
+                             "overall score (scalar)": lambda c: c.overall})
+    print(f"{spot['pairs']} right/wrong pairs from {spot['prompts']} prompts")
+    flips = wrong_above_right(pool)
+    print(f"fine-grained 'wrong above right': {flips['flipped']} pairs; in {flips['lucky']} of them the right answer "
+          "was reached through a wrong step (verifier logical correctness < 5)")
+    display(pd.DataFrame({k: {"wrong ranked above right": format_rate(v["wrong_above"]), "tie": format_rate(v["tie"]),
+                              "unscored": v["unscored"]} for k, v in spot.items() if isinstance(v, dict)}).T)
 
 # %% [markdown]
 # ## 5 · Drill down: where M0 and the last round disagree
