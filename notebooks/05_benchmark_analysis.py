@@ -132,11 +132,10 @@ pd.DataFrame(claims)[["claim", "diff", "ci_low", "ci_high", "p", "bar", "verdict
 # strict-math gain per million generated tokens. One run is one seed: notebook 06 collates these rows over seeds.
 
 # %%
-from rlrf_nb.analysis import variant_comparison
+from rlrf_nb.analysis import comparison_frame, variant_comparison
 
 comparison = variant_comparison(suite["per_item"], store.results().get("round_variants", {}))
-pd.DataFrame.from_dict(comparison, orient="index").round(3) if len(comparison) > 1 else \
-    "no round-loop variant in this run (notebook 04 with rounds.variants)"
+comparison_frame(comparison) if len(comparison) > 1 else "no round-loop variant in this run (notebook 04)"
 
 # %%
 figures["gsm8k"] = plots.rates_with_ci({k: v["gsm8k_strict"] for k, v in suite["summary"].items()},

@@ -303,3 +303,22 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
             row["gsm8k_strict_diff_per_mtok"] = row["gsm8k_strict_diff"] / (row["generated_tokens"] / 1e6)
         out[name] = row
     return out
+
+
+def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect",
+                                                                               "factscore")):
+    """:func:`variant_comparison` as a readable table: per policy, each metric's test value and its difference to
+    M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
+    import pandas as pd
+
+    rows = []
+    for name, r in comparison.items():
+        row = {"policy": name, "rounds": r["rounds"]}
+        for m in metrics:
+            if m in r:
+                row[m] = round(r[m], 3)
+            if f"{m}_diff" in r:
+                row[f"{m} Δ vs M0"] = f"{r[f'{m}_diff']:+.3f} [{r[f'{m}_low']:+.3f}, {r[f'{m}_high']:+.3f}]"
+        rows.append(row | {k: r.get(k) for k in ("wall_seconds", "generated_tokens", "judge_calls",
+                                                  "parse_failures")})
+    return pd.DataFrame(rows).set_index("policy")

@@ -178,5 +178,11 @@ def test_variant_comparison_pairs_each_variant_with_m0_and_sums_its_compute():
     per_item1 = {"M0": per_item["M0"], "M1": per_item["M2"], "RS-SFT M1": per_item["M2"], "GRPO M1": per_item["M2"]}
     walls = {k: v.get("wall_seconds") for k, v in variant_comparison(per_item1, shared).items()}
     assert walls == {"M0": None, "M1": 50.0, "RS-SFT M1": 50.0, "GRPO M1": 90.0}
+    from rlrf_nb.analysis import comparison_frame
+
+    frame = comparison_frame(out)
+    assert list(frame.index) == ["M0", "M2", "GRPO M2"] and frame.loc["M0", "gsm8k_strict"] == 0.4
+    assert frame.loc["GRPO M2", "gsm8k_strict Δ vs M0"] == f"{t['diff']:+.3f} [{t['ci_low']:+.3f}, {t['ci_high']:+.3f}]"
+    assert frame.loc["GRPO M2", "generated_tokens"] == 4000
     # final= cuts the rounds: the variant's M1 is then its last round (not evaluated here, so left out)
     assert list(variant_comparison(per_item, {"grpo": rows()}, final=1)) == ["M0"]
