@@ -25,7 +25,7 @@ HEADLINE = ["m0_math_accuracy", "rounds.M*.math_accuracy", "rounds.M*.bio_claims
             "reflection.refinement_beats_parent", "reflection.best_is_refinement",
             # notebook 05's per-variant test gains over M0 and their compute (issue 20's comparison)
             "benchmarks.comparison.*.*_diff", "benchmarks.comparison.*.generated_tokens",
-            "benchmarks.comparison.*.wall_seconds"]
+            "benchmarks.comparison.*.wall_seconds", "benchmarks.claims.*.diff"]
 SEED_KEYS = ("seed", "run.seed", "dpo.seed")
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}; df > 30 uses the normal 1.96 (within 4%).
@@ -42,7 +42,8 @@ def _is_rate(obj) -> bool:
 
 
 def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
-    """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy)."""
+    """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy, claim rows
+    by claim)."""
     out: dict[str, float] = {}
 
     def walk(obj, path):
@@ -62,6 +63,9 @@ def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(obj, list) and obj and all(isinstance(r, dict) and "policy" in r for r in obj):
             for r in obj:
                 walk({k: v for k, v in r.items() if k not in ("policy", "variant")}, f"{path}.{r['policy']}")
+        elif isinstance(obj, list) and obj and all(isinstance(r, dict) and "claim" in r for r in obj):
+            for r in obj:  # notebook 05's claims, keyed by the claim
+                walk({k: v for k, v in r.items() if k != "claim"}, f"{path}.{r['claim']}")
 
     walk(results, prefix)
     return out

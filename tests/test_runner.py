@@ -234,6 +234,23 @@ def test_collate_mean_and_t_interval_across_seeds(tmp_path):
     assert len(long) == 12
 
 
+def test_collate_reads_notebook_05s_claims_and_variant_comparison(tmp_path):
+    for seed, diff in ((0, -0.02), (1, 0.0), (2, 0.02)):
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        res = {"sweep": {"point": {"seed": str(seed)}}, "benchmarks": {
+            "claims": [{"claim": "M2 beats M0, gsm8k_strict", "diff": diff, "ci_low": diff - 0.03, "bar": 0.1,
+                        "verdict": "not shown"}],
+            "comparison": {"GRPO M2": {"variant": "grpo", "gsm8k_strict_diff": diff, "generated_tokens": 1000 + seed,
+                                       "wall_seconds": 90.0, "judge_calls": 7}}}}
+        (d / "results.json").write_text(json.dumps(res))
+    table = collate(sorted(tmp_path.iterdir())).set_index("metric")
+    assert table.loc["benchmarks.claims.M2 beats M0, gsm8k_strict.diff", "mean"] == pytest.approx(0.0)
+    assert table.loc["benchmarks.comparison.GRPO M2.gsm8k_strict_diff", "n_runs"] == 3
+    assert table.loc["benchmarks.comparison.GRPO M2.generated_tokens", "mean"] == pytest.approx(1001)
+    assert "benchmarks.comparison.GRPO M2.judge_calls" not in table.index  # not a headline metric
+
+
 def test_collate_figure_shares_one_axis_for_a_seed_sweep_and_splits_panels_by_group(tmp_path):
     from rlrf_nb.collate import collate_figure
 
