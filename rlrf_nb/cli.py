@@ -160,7 +160,7 @@ def cmd_collate(args) -> int:
         log.error("error: no runs to collate")
         return 1
     table = collate(dirs, args.metric or None)
-    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_colwidth", 40):
+    with pd.option_context("display.width", 200, "display.max_rows", 200, "display.max_colwidth", 90):
         log.info(table.drop(columns=["values", "runs"]).to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     paths = write_collation(table, args.out)
     log.info(f"written: {', '.join(str(p) for p in paths.values())}")
