@@ -1,25 +1,12 @@
 """Online RL on the fine-grained reward (issue 20): GRPO and RLOO through TRL's own trainers, as round variants.
 
-Where RLRF searches offline (sample, judge, refine, pair, then DPO), GRPO (Shao et al. 2024, arXiv 2402.03300) and
-RLOO (Ahmadian et al. 2024, arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions per prompt
-with the policy being trained, score each one and move the policy towards the completions that beat their group's
-baseline. Here the score is the paper's fine-grained feedback reduced to one number, exactly as the search pools
-rank candidates: the kit's judge (the tiny world's verifier, or the LLM judge of ``feedback.judge``) scores each aspect
-on its rubric, and :func:`rlrf_nb.feedback.scalar_reward` takes the ``feedback.weights``-weighted mean of the
-normalised scores.
+GRPO (arXiv 2402.03300) and RLOO (arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions
+per prompt with the policy being trained and move it towards those that beat their group's baseline. The score is
+the kit's judge reduced to one number exactly as the search ranks candidates (:func:`rlrf_nb.feedback.scalar_reward`).
+:class:`JudgeReward` is the reward function (an unparsed judgement gives no reward, never a score),
+:func:`reflective_rollout` makes GRPO groups of drafts and refinements, :func:`train_online` runs the trainer.
 
-- :class:`JudgeReward` is the TRL reward function. A judgement that does not parse gives **no reward**: the function
-  returns ``None`` for it, which TRL turns into NaN, leaves out of the group baseline and gives zero advantage
-  (``GRPOTrainer._generate_and_score_completions``, ``RLOOTrainer`` likewise, TRL 1.16). It is never turned into a
-  score; it is counted, with the judge's raw text and error, in :attr:`JudgeReward.failures`.
-- :func:`reflective_rollout` (method ``grpo_reflect``) makes each GRPO group half drafts and half the policy's
-  refinements of those drafts from their critiques, through TRL's ``rollout_func``.
-- :func:`train_online` builds TRL's ``GRPOConfig`` / ``RLOOConfig`` from the recipe's ``online_rl`` section and runs
-  ``GRPOTrainer`` / ``RLOOTrainer``; it returns the trained model with the compute it spent (wall time, generated
-  tokens, judge calls) so that variants can be compared per unit of compute.
-
-No loss or advantage is written here: TRL does the training (the reflective rollout samples with the kit's
-:func:`rlrf_nb.generation.generate_ids`, as the reflection search does).
+No loss or advantage is written here: TRL does the training.
 """
 
 from __future__ import annotations
@@ -38,18 +25,13 @@ FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are c
 
 
 class JudgeReward:
-    """A TRL reward function (called as ``f(prompts=..., completions=..., example_id=[...], **kwargs)``, one reward
-    per completion) that judges each completion with ``judge`` on its prompt's aspects
-    (:func:`rlrf_nb.feedback.select_aspects`) and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or
-    ``None`` when the judgement did not parse. ``examples``: the training prompts, looked up by the dataset's
-    ``example_id`` column (the verifier judges against their ground truth).
+    """A TRL reward function (``f(prompts=..., completions=..., example_id=[...], **kwargs)``) that judges each
+    completion on its prompt's aspects and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or ``None`` when
+    the judgement did not parse (TRL then gives it NaN reward, outside the group baseline, and zero advantage).
 
-    Counts: ``completions`` rewarded, ``judged`` (judge calls: identical completions of one batch share one
-    judgement, as identical responses share one stored judgement in :func:`rlrf_nb.feedback.judge_responses`),
-    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (each parse failure's example id, response,
-    error and raw judge text; the first :data:`FAILURES_KEPT`) and ``n_failures`` (all of them). With TRL's
-    ``log_metric`` the share of failures per batch is logged as ``judge/parse_failure_rate`` beside TRL's own reward
-    metrics; with a ``kind`` column (a reflective rollout's draft / refinement) the rewards are kept per kind."""
+    Counts ``completions``, ``judged`` (identical completions of a batch share one judgement), ``generated_tokens``,
+    ``failures`` (the first :data:`FAILURES_KEPT`, with raw judge text) and ``n_failures``; logs
+    ``judge/parse_failure_rate`` through TRL's ``log_metric``, and keeps rewards per ``kind`` when there is one."""
 
     __name__ = "judge_reward"  # TRL names reward functions by __name__ in its logs (reward/judge_reward/mean)
 
@@ -109,19 +91,12 @@ class JudgeReward:
 
 
 def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
-    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``, TRL 1.16: called with the generation batch's prompts,
-    ``num_generations`` consecutive copies of each, and the trainer) whose groups are *reflective*: the first
-    ``G - G // 2`` members of each prompt's group are the policy's drafts, the other ``G // 2`` are the policy's
-    refinements of the first drafts, each conditioned on that draft's per-aspect critique (the kit's refinement
-    prompt, :func:`rlrf_nb.prompts.refinement_prompt`, as in the reflection search of paper §3.2). Every member is
-    trained as a completion of the *original* prompt and rewarded by ``reward`` like any other: a refinement that
-    fixes its draft raises the group baseline and pulls the policy towards answering that way in the first place
-    (in the spirit of Critique-GRPO, arXiv 2506.03106). The refinements are off-policy for the original prompt; TRL's
-    one-iteration GRPO loss treats them as sampled (no importance correction), which is the variant's assumption.
-
-    The drafts are judged here (to critique them) through ``reward.feedback``, so their reward reuses that
-    judgement. The group's members carry a ``kind`` column (draft / refinement) that :class:`JudgeReward` keeps the
-    rewards by."""
+    """A TRL ``rollout_func`` whose groups are *reflective*: the first ``G - G // 2`` members of a prompt's group are
+    the policy's drafts, the other ``G // 2`` its refinements of the first drafts from their per-aspect critiques
+    (:func:`rlrf_nb.prompts.refinement_prompt`), all trained as completions of the original prompt (in the spirit of
+    Critique-GRPO, arXiv 2506.03106). TRL's one-iteration GRPO loss treats the off-policy refinements as sampled (no
+    importance correction): the variant's assumption. Drafts are judged through ``reward.feedback``; members carry a
+    ``kind`` column (draft / refinement)."""
     from rlrf_nb.generation import generate_ids, render_prompts
     from rlrf_nb.prompts import refinement_prompt
     from rlrf_nb.reflection import notes_from_feedback
@@ -202,16 +177,12 @@ def prompt_dataset(examples: list):
 
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
-    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect with :func:`reflective_rollout`) of
-    ``model`` on the prompts of ``examples``, rewarded by :class:`JudgeReward`
-    (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by
-    ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds the reference from the
-    model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with ``cfg.lora`` disables the
-    adapter.
+    """GRPO, RLOO or reflective GRPO (``method``) of ``model`` on ``examples``' prompts, rewarded by
+    :class:`JudgeReward`, with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by ``cfg`` (an ``online_rl`` section)
+    and ``seed``.
 
-    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter
-    merged), TRL's log history, wall time, optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures
-    with their raw text, generated tokens)."""
+    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter merged),
+    TRL's log history, wall time, optimiser steps and :meth:`JudgeReward.stats`."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from rlrf_nb.training import lora_config, quiet_trainer

@@ -1,23 +1,9 @@
 """Preference fine-tuning through TRL (paper §3.3): DPO on reflection pairs, and the baselines.
 
-- :func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type``, combined with
-  ``dpo.loss_weights``): ``["sigmoid", "sft"]`` adds an NLL term on the chosen response (RPO), ``["ipo"]``,
-  ``["robust"]``, ... are one switch away. The reference model is explicit: a frozen copy of the starting
-  policy (or of pi_0), precomputed reference log-probs, or with LoRA the adapter-disabled base.
-- :func:`train_rs_sft` is the rejection-sampling fine-tuning baseline: TRL's ``SFTTrainer`` on the best
-  candidate per prompt.
-- :func:`rlrf_nb.preflight.preflight` (its own module) decodes the tokenized pairs before any step and fails on
-  doubled BOS/EOS, on pairs that ``max_length`` would truncate (the final answer cut off) and on chosen ==
-  rejected after truncation.
-- :func:`dpo_diagnostics` reads the logged reward margins, accuracies and log-probs and says in plain words
-  what they mean, so a collapse is visible before the benchmark shows it.
-- **Reference log-probs are cached** (``dpo.cache_ref``, through :func:`train_cached`): TRL's own
-  ``precompute_ref_log_probs`` path fills the ``ref_chosen_logps`` / ``ref_rejected_logps`` columns, from the run
-  store's ``ref_logps`` artifact, one record per (reference weights, tokenized pair, ``max_length``); only the
-  missing pairs are computed, by the reference model, which is loaded only then and dropped after. Reruns,
-  later epochs and other stages on the same pairs reuse them, and no reference model is held while training.
-- **Padding-aware batches** (``dpo.group_by_length``): :class:`LengthBatchSampler` batches pairs of similar
-  token length, in random batch order, so a step pads little.
+:func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type`` / ``loss_weights``) and an
+explicit reference; :func:`train_rs_sft` is the rejection-sampling SFT baseline; :func:`dpo_diagnostics` says in
+plain words what the logged margins and log-probs mean. Reference log-probs are cached in the run store
+(:func:`train_cached`), and :class:`LengthBatchSampler` batches pairs of similar length (docs/performance.md).
 
 No loss or training loop is written here: TRL does the training.
 """
@@ -129,15 +115,10 @@ class LengthBatchSampler(torch.utils.data.Sampler):
 
 
 def cached_dpo_trainer_class():
-    """``DPOTrainer`` with two additions, both through TRL's and transformers' own hooks:
-
-    - ``_precompute_ref_logps`` (TRL's precompute step, run when ``precompute_ref_log_probs=True``) reads each
-      pair's reference log-probs from the run store's :data:`REF_LOGPS_ARTIFACT` and computes, with TRL's
-      ``compute_ref_log_probs``, only the missing ones (length-sorted batches), then appends them. The
-      reference is the given ``ref_model``, else ``ref_loader()`` (called only on a miss; dropped after), else
-      the policy before training (TRL's rule; with PEFT, the adapter disabled).
-    - ``_get_train_sampler`` returns a :class:`LengthBatchSampler` over the pair lengths when ``group_by_length``
-      is set (transformers' ``group_by_length`` cannot find lengths in a preference dataset).
+    """``DPOTrainer`` with two additions through TRL's and transformers' own hooks: ``_precompute_ref_logps`` reads
+    reference log-probs from the store's :data:`REF_LOGPS_ARTIFACT` and computes only the missing ones (loading the
+    reference through ``ref_loader()`` only on a miss), and ``_get_train_sampler`` returns a
+    :class:`LengthBatchSampler` when ``group_by_length`` is set.
     """
     global _TRAINER_CLASS
     if _TRAINER_CLASS is not None:
@@ -243,18 +224,13 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
 def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
               eval_pairs: list[dict] | None = None, ref_store=None, ref_fingerprint: str | None = None,
               ref_loader=None, place=None) -> dict:
-    """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model,
-    TRL's log history, the pre-flight report and the wall time.
+    """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model, TRL's log
+    history, the pre-flight report and the wall time.
 
-    The reference is ``ref_model`` if given, else ``model`` as it is now: with ``dpo.precompute_ref`` or a
-    ``ref_store`` its log-probs are computed once (TRL's ``precompute_ref_log_probs``) and no copy is kept,
-    otherwise a frozen copy runs beside the policy at every step; with ``dpo.lora`` the reference is the
-    adapter-disabled base and the adapter is merged into the returned model. With ``ref_store`` (a
-    :class:`~rlrf_nb.store.RunStore`) and ``ref_fingerprint`` (the reference's weights), reference log-probs come
-    from the store and only missing pairs are computed; ``ref_loader()`` loads the reference for those when it is
-    not ``model`` (so a cache hit loads nothing). ``dpo.group_by_length`` batches pairs of similar length. TRL
-    evaluates the DPO loss, reward metrics and log-probs on ``eval_pairs`` (default: the first 64 training pairs,
-    the *probe*) before and after training, which :func:`dpo_diagnostics` reads.
+    The reference is ``ref_model``, else ``model`` as it is now (a frozen copy, precomputed log-probs, or with LoRA the
+    adapter-disabled base). With ``ref_store`` and ``ref_fingerprint`` reference log-probs come from the store and
+    ``ref_loader()`` loads the reference only for missing pairs. TRL evaluates ``eval_pairs`` (default: the first 64
+    pairs, the *probe*) before and after training, which :func:`dpo_diagnostics` reads.
     """
     if not pairs:
         raise ValueError("DPO has no pairs to train on (every candidate tied, failed to parse, or was rejected)")
@@ -336,13 +312,10 @@ def metric_rows(history: list[dict]) -> list[dict]:
 
 
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
-    """What DPO's diagnostics say, in plain words.
+    """What DPO's diagnostics (TRL's ``rewards/margins``, ``rewards/accuracies``, ``logps/*``) say, in plain words.
 
-    TRL reports ``rewards/margins`` (beta x the policy-vs-reference log-ratio of chosen minus rejected),
-    ``rewards/accuracies`` (share of pairs with a positive margin) and ``logps/chosen`` / ``logps/rejected``
-    (summed log-probs of the completions under the policy). With ``probe`` (``{"before", "after"}`` evaluations
-    on one fixed pair set, as :func:`train_dpo` returns) the changes are read on the same pairs; otherwise from
-    the first and last thirds of the training log, whose batches differ (noisier).
+    With ``probe`` (``{"before", "after"}`` evaluations on one pair set, from :func:`train_dpo`) the changes are read
+    on the same pairs; otherwise from the first and last thirds of the training log (noisier).
     """
     keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
     if probe and probe.get("before") and probe.get("after"):
@@ -432,16 +405,11 @@ def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
 
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
                  place=None) -> dict:
-    """:func:`train_stage` from the policy at ``start_path`` into ``<run>/checkpoints/<name>-<key>``, where the
-    key hashes the start weights, the stage config and the training data: a rerun loads the finished
-    checkpoint instead of training again. With ``dpo.cache_ref`` the reference log-probs come from the run
-    store (computed once per reference weights and pair, see :func:`train_dpo`), and the reference model is
-    loaded only for pairs the store lacks. Policies load on ``place``'s device and precision
-    (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's precision.
+    """:func:`train_stage` from ``start_path`` into ``<run>/checkpoints/<name>-<key>`` (the key hashes the start
+    weights, the stage config and the data): a rerun loads the finished checkpoint. Policies load on ``place``.
 
-    With nothing to learn from (:func:`has_training_data`: no pairs, e.g. when the judge never parsed) nothing is
-    trained and the start policy is returned as it is, with ``info["method"]`` saying why and ``trained`` False.
-    Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    With nothing to learn from (:func:`has_training_data`) the start policy is returned untrained, ``info["method"]``
+    saying why. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import json
 
     from rlrf_nb.models import load_policy, model_fingerprint
