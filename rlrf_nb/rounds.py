@@ -1,20 +1,11 @@
-"""Iterated RLRF (paper §3.3): M0 -> M1 -> M2, each round = reflection search on fresh prompts with the current
-policy, preference pairs, then DPO (or the configured baseline) through TRL.
+"""Iterated RLRF (paper §3.3): M0 -> M1 -> M2, each round = reflection search on fresh prompts with the current policy,
+preference pairs, then DPO (or the configured baseline) through TRL.
 
-The round policy is configurable and recorded with every checkpoint: which policy a round starts from
-(``rounds.start_from``: the previous round's or M0), which is the DPO reference (``dpo.reference``: pi_{t-1}
-or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
-``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
-a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
-replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every
-round's row records its compute (wall times, generated tokens, judge calls, parse failures). After each round the
-new policy is evaluated on the held-out dev split (the tiny world's, or the tail of a real task's training data:
-:mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio factual precision (FactScore-style),
-each with a 95% interval.
-
-On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
-process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
+The round policy (``rounds.start_from``, ``dpo.reference``, ``rounds.carry_over``) is recorded with every checkpoint;
+checkpoints under ``<run>/checkpoints/rounds/M<t>`` are marked complete only after saving, so a rerun skips finished
+rounds and a killed run resumes with the records it has. The online variants (grpo, rloo, grpo_reflect:
+:mod:`rlrf_nb.online_rl`) replace search, pairs and DPO. Each round's row records its compute and the new policy's
+dev-split math and bio precision with 95% intervals. On one GPU a round holds one model at a time.
 """
 
 from __future__ import annotations
@@ -101,12 +92,9 @@ def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
 
 
 def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
-    """(pair policy, DPO stage config, reflection config) of a round-loop variant.
-
-    ``rlrf`` is the recipe as written; ``no_reflection`` pairs samples only and does not refine (so its later
-    rounds cost only the samples); ``scalar`` pairs by the single overall score; ``rs_sft`` trains on the best
-    candidates with SFT instead of DPO. The online variants (grpo, rloo: :mod:`rlrf_nb.online_rl`) search nothing
-    and build no pairs, so they have no setup here."""
+    """(pair policy, DPO stage config, reflection config) of a round-loop variant: ``rlrf`` as written,
+    ``no_reflection`` (samples only), ``scalar`` (one overall score), ``rs_sft`` (SFT on the best). The online variants
+    search nothing and have no setup here."""
     import dataclasses
 
     policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
@@ -124,14 +112,10 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
 
 def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None, judge=None,
                    rubrics=None, world=None) -> tuple[dict[str, dict], list[str]]:
-    """Notebook 03's one-round ablations: every variant of :func:`variant_setup` but RLRF, trained once from
-    ``start_path`` on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``,
-    or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`; then the online variants that
-    ``rounds.variants`` lists (grpo, rloo, grpo_reflect), which need no pool: TRL's trainer samples from the policy
-    on the search's prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the
-    pool) and ``judge`` (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
-    (:func:`rlrf_nb.online_rl.train_online_cached`). Returns ``{label: trained}`` for the variants that have
-    training data, and the labels of those that have none (to report, not hide)."""
+    """Notebook 03's one-round ablations: every :func:`variant_setup` variant but RLRF, trained once from ``start_path``
+    on notebook 02's ``pool`` (:func:`rlrf_nb.training.train_cached`), then the online variants ``rounds.variants``
+    lists, on the search's prompts, rewarded by ``judge``. Returns ``{label: trained}`` and the labels of the variants
+    without training data (to report, not hide)."""
     trained, empty = {}, []
     online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
     if online and (judge is None or rubrics is None):

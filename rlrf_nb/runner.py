@@ -1,20 +1,12 @@
 """Batch runs: the numbered notebooks executed in order with papermill (``rlrf-nb run``), and sweeps over them.
 
-A run is ``runs/<name>/``: the executed notebooks, the artifacts the notebooks write through the run store, a
-``results.json`` and ``stages.json``. ``stages.json`` records each stage (one notebook) with its status, wall time
-and a hash of what it was run with (the recipe file's text, the overrides, the notebook's parameters, and what the
-recipe points at: the judge URL read from the environment, the policy's fingerprint and the data files' contents,
-:func:`stage_inputs`). A rerun
-skips the stages that finished with the same hash; a stage that failed or was killed runs again, and because the
-notebooks write every record through the store, it resumes from its last record instead of starting over.
+``runs/<name>/stages.json`` records each stage (one notebook) with its status, wall time and a hash of what it ran with
+(recipe text, overrides, parameters and :func:`stage_inputs`). A rerun skips the stages that finished with the same
+hash; a failed or killed stage runs again and resumes from its last stored record.
 
-Parameters are validated before anything is injected: ``-p section.key=value`` is a recipe override, checked
-against the recipe's dataclasses (an unknown key or a bad type names the key), and ``-p name=value`` must be a
-parameter of at least one notebook's ``parameters`` cell, with a value of the same kind as its default.
-
-While a stage runs, papermill's progress bar (``tqdm.auto``) shows the cells done of the total, the elapsed time
-and the first line of the running cell (:class:`StageEngine`); the kernel gets CurveZMQ keys from jupyter_client
-(``KernelManager.transport_encryption = "auto"``), so it does not warn that it runs over TCP without encryption.
+Parameters are validated before injection: ``-p section.key=value`` is a recipe override, ``-p name=value`` must be a
+parameter of some notebook, of the kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel
+gets CurveZMQ keys (``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
 """
 
 from __future__ import annotations
@@ -205,11 +197,9 @@ def _model_id(name: str) -> str:
 
 
 def stage_inputs(recipe) -> dict:
-    """What a stage's results depend on beyond the recipe text and the parameters, for the stage hash: the judge
-    as resolved when the recipe loaded (``feedback.judge_url_env`` reads the URL from the environment; credentials
-    redacted), the policy's identity (:func:`rlrf_nb.models.model_fingerprint`; not for a retrained M0, which the
-    recipe's ``m0`` section determines), the local judge model's, and the contents of the data files the recipe
-    names. Changing any of them reruns every stage (whose records are keyed by the same inputs)."""
+    """What a stage's results depend on beyond the recipe text and parameters, for the stage hash: the judge as resolved
+    (credentials redacted), the policy's and the local judge's fingerprints (not for a retrained M0) and the contents of
+    the data files the recipe names. Changing any of them reruns every stage."""
     from rlrf_nb.llm_judge import redact_url
 
     fb = recipe.feedback

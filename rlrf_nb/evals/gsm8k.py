@@ -1,61 +1,33 @@
 """GSM8K (Cobbe et al. 2021, arXiv 2110.14168) graded the way lm-evaluation-harness grades it, with our extractor.
 
-The kit grades math at training time (pair building, the verifier judge, refinement success) with
-:func:`rlrf_nb.tasks.math.extract_answer`. This module evaluates with the *same* function, not a copy, so a
-policy is never rewarded for an answer format the benchmark then rejects, or the other way round. It works
-for tiny-world problems and for real GSM8K rows from :func:`rlrf_nb.tasks.loaders.load_gsm8k` alike: both are
-:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``.
+The kit grades math at training time with :func:`rlrf_nb.tasks.math.extract_answer`; this module evaluates with the
+*same* function, so a policy is never rewarded for a format the benchmark rejects. Protocol: a k-shot chain-of-thought
+prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the first stop sequence
+(:func:`truncate_at_stop`), and two grades side by side (issue 15): **the kit's** (``strict``: the first ``#### N``;
+``flexible``: the last number; looser than lm-eval where :data:`LM_EVAL_DIFFERENCES` says) and **lm-eval's**
+(``lm_eval_strict``, ``lm_eval_flexible``: :func:`lm_eval_filter` and :func:`lm_eval_exact_match`, ``gsm8k.yaml``
+version 3.0 exactly, cut at :data:`LM_EVAL_UNTIL`; the numbers to set beside published ones).
 
-Protocol: a k-shot chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the
-first stop sequence (:func:`truncate_at_stop`), then two extractions reported side by side, as lm-eval does:
-*strict* (the first ``#### N``) and *flexible* (the last number in the text). Their gap
-(``strict_flexible_gap``) measures answers that are right but not written in the required format.
+**A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on purpose: strict
+takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``; the last one would reward hedging
+("The answer is 7. The answer is 9."). Flexible reads 9; lm-eval's strict-match finds nothing.
 
-Two grades of each output, side by side (issue 15):
+What was checked against lm-evaluation-harness (``lm_eval/tasks/gsm8k/gsm8k.yaml`` version 3.0, ``gsm8k-cot.yaml``,
+``RegexFilter`` in ``lm_eval/filters/extraction.py``; read through the code index):
 
-- **the kit's grade** (``strict``, ``flexible``): :func:`~rlrf_nb.tasks.math.extract_answer` and numeric
-  equality. It is the training-time grader (pairs, the verifier, refinement success), and it is looser than
-  lm-eval where :data:`LM_EVAL_DIFFERENCES` says.
-- **lm-eval's grade** (``lm_eval_strict``, ``lm_eval_flexible``): :func:`lm_eval_filter` and
-  :func:`lm_eval_exact_match`, lm-eval-harness's ``strict-match`` and ``flexible-extract`` filters and its
-  ``exact_match`` metric of ``gsm8k.yaml`` (version 3.0) exactly, on the output cut at lm-eval's own ``until``
-  (:data:`LM_EVAL_UNTIL`), against lm-eval's target (the full reference solution). These are the numbers to set
-  beside published strict-match / flexible-extract results; ``tests/test_gsm8k.py`` checks them against
-  lm-eval's own ``RegexFilter`` and ``exact_match_hf_evaluate`` when lm-eval is installed.
-
-**A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on
-purpose: strict takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``. Reading
-the last one instead would reward a policy that hedges by stating several answers ("The answer is 7. The
-answer is 9."), and telling a retraction from a hedge needs more than a regex. Flexible reads the last number
-(9); lm-eval's strict-match finds nothing there (no ``####``).
-
-What was checked against lm-evaluation-harness (EleutherAI/lm-evaluation-harness, read through the code
-index): ``lm_eval/tasks/gsm8k/gsm8k.yaml`` (version 3.0) and ``gsm8k-cot.yaml``, and ``RegexFilter`` in
-``lm_eval/filters/extraction.py``:
-
-- strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first`` (the first match); gsm8k-cot's
-  strict-match uses ``The answer is (\\-?[0-9\\.\\,]+).`` instead.
-- flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match;
-  of a match's two groups the non-empty one), stripped. No match gives ``"[invalid]"``.
+- strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first``; gsm8k-cot's uses
+``The answer is (\\-?[0-9\\.\\,]+).`` instead.
+- flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match, its
+non-empty group), stripped; no match gives ``"[invalid]"``.
 - ``exact_match`` with ``ignore_case: true``, ``ignore_punctuation: false`` and ``regexes_to_ignore``
-  ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied, in that order, to both prediction and gold, then compared as
-  strings.
-- ``generation_kwargs``: ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt
-  ``"Question: {question}\\nAnswer:"``, few-shot examples from the train split joined by ``"\\n\\n"``, the
-  target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
+``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order to prediction and gold, compared as strings.
+- ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt ``"Question: {question}\\nAnswer:"``,
+shots joined by ``"\\n\\n"``, the target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
 
-Where grading deliberately differs is :data:`LM_EVAL_DIFFERENCES`; ``tests/test_gsm8k.py`` runs every
-extraction case through a re-implementation of the lm-eval pipeline above and allows a mismatch only under
-one of these names. Where the protocol differs, and why:
-
-- :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"``: a small model that rambles stops there rather than at the token cap.
-- ``style="multiturn"`` puts the bare question in the user turn (what the kit's policies are trained on);
-  lm-eval's ``--fewshot_as_multiturn`` wraps it as ``"Question: ...\\nAnswer:"``. ``style="single"`` is the
-  lm-eval text prompt exactly.
-- Exemplars are the first ``k`` of the list the caller passes (a fixed list gives a fixed prompt, and so a
-  stable store key); lm-eval draws them at random from the train split with a fixed seed.
-- Generation runs to ``max_new_tokens`` or EOS and is cut afterwards (:func:`rlrf_nb.generation.generate` has
-  no stop strings). Greedy decoding makes the kept prefix the same text; it only costs the extra tokens.
+Where the protocol differs: :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"`` (a rambling small model stops there);
+``style="multiturn"`` puts the bare question in the user turn (``style="single"`` is lm-eval's text prompt exactly);
+exemplars are the first ``k`` given (a stable store key; lm-eval draws them at random with a fixed seed); generation
+runs to ``max_new_tokens`` or EOS and is cut afterwards (greedy: the same kept prefix).
 """
 
 from __future__ import annotations
@@ -246,21 +218,11 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
                    max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
     """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
 
-    One record per example goes to artifact ``eval/<policy_id>/gsm8k``: example ``id``, ``question``,
-    ``gold``, the shots' ids, the raw ``output``, the cut ``response`` (``truncated``, ``stop_hit``), the
-    predictions ``strict_pred`` / ``flexible_pred`` and ``strict_correct`` / ``flexible_correct``. Records
-    are keyed by model fingerprint, the full prompt and the decoding settings, so a rerun generates nothing.
-    Cutting and grading are cheap and are redone on every call from the stored raw output, so a change to
-    ``stop`` or to the extractor applies to old records too (a warning says how many then grade differently
-    from what the file holds).
-
-    Records also hold lm-eval's grades (``lm_eval_strict_pred`` / ``lm_eval_flexible_pred``, the filtered
-    strings, and ``lm_eval_strict_correct`` / ``lm_eval_flexible_correct``; see :func:`grade_output`).
-
-    Returns ``{"strict", "flexible", "lm_eval_strict", "lm_eval_flexible", "truncated"}`` rates (see
-    :func:`rlrf_nb.stats.rate`), ``n``,
-    ``strict_flexible_gap`` (flexible rate minus strict rate: right answers not written as ``#### N``) and
-    the ``records`` in example order.
+    One record per example goes to ``eval/<policy_id>/gsm8k`` (raw ``output``, the cut ``response``, the kit's and
+    lm-eval's predictions and grades: :func:`grade_output`), keyed by model fingerprint, full prompt and decoding, so a
+    rerun generates nothing. Cutting and grading are redone from the raw output on every call (a warning counts records
+    that now grade differently). Returns the ``strict``, ``flexible``, ``lm_eval_strict``, ``lm_eval_flexible`` and
+    ``truncated`` rates, ``n``, ``strict_flexible_gap`` and the ``records``.
     """
     truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
     examples = list(examples)
