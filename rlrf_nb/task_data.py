@@ -99,11 +99,9 @@ def _search_end(recipe) -> int:
 
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
                     offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
-    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (the
-    tiny world's rl split when None, else the train split of a GSM8K JSONL path or Hub id) starting at
-    ``offset_math``, then ``n_bios`` bio prompts of the tiny world's rl split. Defaults: ``reflection.n_prompts``
-    and ``reflection.n_bios``. Raises naming the source when it has too few prompts, and when a real recipe asks
-    for bios (they would be tiny-world prompts)."""
+    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
+    rl split, or a GSM8K train split) from ``offset_math``, then ``n_bios`` tiny-world bio prompts. Raises naming the
+    source when it has too few prompts, and when a real recipe asks for bios."""
     cfg = recipe.reflection
     n_math = cfg.n_prompts if n_math is None else n_math
     n_bios = cfg.n_bios if n_bios is None else n_bios
