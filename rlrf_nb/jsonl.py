@@ -1,8 +1,4 @@
-"""JSONL reading and writing with errors that name the file and line.
-
-One reader for every JSONL the kit touches (run artifacts, tiny-world splits,
-real-data files), so a bad line always gets the same clear error.
-"""
+"""JSONL reading and writing with errors that name the file and line: one reader for every JSONL the kit touches."""
 
 from __future__ import annotations
 

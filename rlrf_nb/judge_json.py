@@ -1,11 +1,8 @@
 """Judge replies as strict JSON: one decoder and one aspect checker for every judge format (paper §3.1).
 
-The kit's LLM judge (:mod:`rlrf_nb.llm_judge`: ``{"<aspect>": {"critique": ..., "score": <int>}}``) and Just-Eval
-(:mod:`rlrf_nb.evals.just_eval`: ``{"<aspect>": {"reason": ..., "score": "5"}}``) read their replies with
-:data:`DECODER` (duplicate keys are remembered, hostile nesting or numbers are invalid JSON, never a crash) and
-check each aspect with :func:`check_aspect`: a score is a score only when the reply says so exactly; anything
-else is a parse failure that says why (prometheus-eval#58 returned 5 for unparseable output). No digit is ever
-pulled out of prose.
+The kit's LLM judge and Just-Eval read replies with :data:`DECODER` (duplicate keys remembered; hostile nesting or
+numbers are invalid JSON, never a crash) and check each aspect with :func:`check_aspect`: a score only when the reply
+says so exactly, else a parse failure that says why. No digit is ever pulled out of prose.
 """
 
 from __future__ import annotations
@@ -99,11 +96,9 @@ def _shown(value, limit: int = 60) -> str:
 
 def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
                  int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
-    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a
-    parse failure saying why (a score is never guessed). The formats differ only in the name of the text field
-    (the kit's ``"critique"``, Just-Eval's ``"reason"``), whether an integer string (``"5"``) is a score and
-    whether a score of ``not_applicable`` (Just-Eval's ``"N/A"``) means *not applicable*. ``unknown``: the reply's
-    keys that are not requested aspects, named when an aspect is missing."""
+    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a parse
+    failure saying why. Formats differ only in the text field's name (``"critique"``, ``"reason"``), integer strings,
+    and ``not_applicable`` (Just-Eval's ``"N/A"``); ``unknown`` keys are named when an aspect is missing."""
     def fail(error: str, text: str = "") -> AspectFeedback:
         return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, parse_ok=False, error=error)
 

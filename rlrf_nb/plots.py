@@ -26,11 +26,8 @@ def _layout(fig: go.Figure, title: str, height: int, top: int = 70, bottom: int 
 
 
 def loss_curve(history: list[dict], title: str = "M0 pre-training loss", smooth: int = 10) -> go.Figure:
-    """Training loss against step, from ``Trainer.state.log_history`` rows (``step``, ``loss``).
-
-    The raw curve is saw-toothed because batches are grouped by length (long refinement examples and
-    short drills/web documents alternate, and their losses differ); a moving average of ``smooth`` logs
-    shows the trend.
+    """Training loss against step, from ``Trainer.state.log_history`` rows; a moving average of ``smooth`` logs shows
+    the trend through the saw-tooth that length-grouped batches give.
     """
     steps = [h["step"] for h in history]
     loss = [h["loss"] for h in history]

@@ -15,12 +15,9 @@ import pandas as pd
 
 def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
                   failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
-    """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect if None),
-    by ``judge`` (any judge if None); with ``failures_only``, those with a parse failure on it instead (the score
-    range does not apply: a failure has no score). Order of first appearance.
-
-    A response judged by two judges (the verifier and an LLM judge) has two judgements: each is its own key, so
-    one judge's card never stands in for another's."""
+    """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect or judge if
+    None), or with ``failures_only`` those with a parse failure on it, in order of first appearance. Each judge's
+    judgement is its own key, so one judge's card never stands in for another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
     if judge is not None:
         f = f[f["judge_id"] == judge]
@@ -372,13 +369,9 @@ def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
 
 
 class PairReviewer(_Pager):
-    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the
-    kernel dies). Decisions change no pair here: apply them with ``pairs.apply_decisions`` or by building
-    pairs with ``decisions=load_decisions(path)``, which every later run does.
-
-    Give it the pairs built *without* decisions (``build_pairs(pool, policy)``), so a pair rejected earlier is
-    still here, marked rejected, and can be accepted again. Accept and reject move on to the next pair not yet
-    reviewed; every decision records the name in the ``reviewer`` box, and none is recorded while it is empty."""
+    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the kernel dies);
+    later pair builds apply them. Give it the pairs built *without* decisions, so a rejected pair can be accepted again.
+    Accept and reject move on to the next unreviewed pair; no decision is recorded without a ``reviewer`` name."""
 
     def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
         import ipywidgets as w

@@ -1,10 +1,8 @@
 """Tiny-world biographies: a knowledge base of fictional people, noisy "web text", bios and a claim checker.
 
-Stands in for FactScore's setting (Min et al. 2023). M0 learns the facts in
-pre-training from web-like documents in which a controlled fraction of facts is
-wrong, like noisy web text. Prompts are "Tell me a bio of X."; reference bios are
-atomic-fact sentences, one per KB attribute. People are split into disjoint
-groups (SFT, RL, dev, test), all seen in pre-training, as in FactTune (Tian et al. 2023).
+Stands in for FactScore's setting: M0 learns the facts from web-like documents with a controlled share of wrong facts;
+prompts are "Tell me a bio of X."; reference bios are one atomic-fact sentence per KB attribute. People are split into
+disjoint groups (SFT, RL, dev, test), all seen in pre-training, as in FactTune.
 """
 
 from __future__ import annotations

@@ -1,9 +1,4 @@
-"""The one record schema shared by the tiny world and the real-data loaders.
-
-Every prompt the kit samples, judges or evaluates is an :class:`Example`. The tiny
-world writes them to ``data/tiny_world/*.jsonl``; the GSM8K, FactScore and
-Just-Eval loaders produce the same records from Hub datasets or local JSONL.
-"""
+"""The one record schema (:class:`Example`) shared by the tiny world's splits and the real-data loaders."""
 
 from __future__ import annotations
 
@@ -15,16 +10,9 @@ TASKS = ("math", "bios", "instruct")
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with what is known about its answer.
-
-    id: stable unique id, e.g. ``math-test-00012``.
-    task: ``math`` | ``bios`` | ``instruct``.
-    split: ``train`` | ``rl`` | ``dev`` | ``test`` (or a real dataset's split name).
-    prompt: the user message given to the policy.
-    reference: a reference response (GSM8K solution, reference bio), or None.
-    answer: the gold final answer for math (normalised number string), else None.
-    tags: task tags used to pick feedback aspects (e.g. ``["math"]``, ``["bios"]``, ``["safety"]``).
-    meta: anything task-specific (the bio's entity name, the math steps, a safety flag).
+    """One prompt with what is known about its answer: ``id`` (e.g. ``math-test-00012``), ``task`` (math | bios |
+    instruct), ``split``, ``prompt`` (the user message), ``reference`` response or None, ``answer`` (gold number string
+    for math, else None), ``tags`` (pick feedback aspects) and task-specific ``meta``.
     """
 
     id: str
