@@ -8,18 +8,18 @@ with an LLM (:class:`LLMDecomposer` + :class:`LLMVerifier` over a :class:`Passag
 What was checked against the FActScore code (github.com/shmsw25/FActScore; read through the code index):
 
 - ``factscore/factscorer.py`` ``FactScorer.get_score`` (the ``gamma=10`` version, read from a fork that copies it
-with its changes marked; stored canonical versions such as commit 026faffb predate the penalty): per response
-``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``; ``score``, ``init_score``,
-``respond_ratio`` and ``num_facts_per_response`` are means, and a response whose facts are ``None``
-(abstained, or zero facts) counts as not responding. :func:`length_penalty` and :func:`factscore` follow it.
+  with its changes marked; stored canonical versions such as commit 026faffb predate the penalty): per response
+  ``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``; ``score``, ``init_score``,
+  ``respond_ratio`` and ``num_facts_per_response`` are means, and a response whose facts are ``None``
+  (abstained, or zero facts) counts as not responding. :func:`length_penalty` and :func:`factscore` follow it.
 - The verifier prompt (``_get_score``): the topic line, k = 5 passages *in reversed order* (best last), a final
-"." if needed, then ``"\\n\\nInput: {atom} True or False?\\nOutput:"`` (:func:`render_verify_prompt`).
+  "." if needed, then ``"\\n\\nInput: {atom} True or False?\\nOutput:"`` (:func:`render_verify_prompt`).
 - ``factscore/retrieval.py`` (commit 01f2c062): query ``topic + " " + atom``, BM25 among the passages of the
-topic's own title; :class:`PassageSource` does the same with ``bm25s`` and a ``KeyError`` for an unknown title.
+  topic's own title; :class:`PassageSource` does the same with ``bm25s`` and a ``KeyError`` for an unknown title.
 - ``factscore/atomic_facts.py`` (commit 1cca0010): ``"Please breakdown the following sentence into independent
-facts: {sentence}"`` per sentence, the reply cut at ``"- "``; :data:`DECOMPOSE_DEMO` is our own demo.
+  facts: {sentence}"`` per sentence, the reply cut at ``"- "``; :data:`DECOMPOSE_DEMO` is our own demo.
 - ``factscore/abstain_detection.py`` (a verbatim copy in the index): ``invalid_ppl_mentions`` and
-``generic_abstain_detect``, off by default upstream; :func:`abstained` applies both, see :func:`abstain_reason`.
+  ``generic_abstain_detect``, off by default upstream; :func:`abstained` applies both, see :func:`abstain_reason`.
 
 Where we deliberately differ: verdict parsing is strict (only a reply that begins with True or False is a verdict;
 anything else is a counted parse failure with its raw text, where upstream maps any output to a verdict); a failed

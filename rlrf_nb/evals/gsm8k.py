@@ -16,13 +16,13 @@ What was checked against lm-evaluation-harness (``lm_eval/tasks/gsm8k/gsm8k.yaml
 ``RegexFilter`` in ``lm_eval/filters/extraction.py``; read through the code index):
 
 - strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first``; gsm8k-cot's uses
-``The answer is (\\-?[0-9\\.\\,]+).`` instead.
+  ``The answer is (\\-?[0-9\\.\\,]+).`` instead.
 - flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match, its
-non-empty group), stripped; no match gives ``"[invalid]"``.
+  non-empty group), stripped; no match gives ``"[invalid]"``.
 - ``exact_match`` with ``ignore_case: true``, ``ignore_punctuation: false`` and ``regexes_to_ignore``
-``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order to prediction and gold, compared as strings.
+  ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order to prediction and gold, compared as strings.
 - ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt ``"Question: {question}\\nAnswer:"``,
-shots joined by ``"\\n\\n"``, the target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
+  shots joined by ``"\\n\\n"``, the target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
 
 Where the protocol differs: :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"`` (a rambling small model stops there);
 ``style="multiturn"`` puts the bare question in the user turn (``style="single"`` is lm-eval's text prompt exactly);
@@ -119,15 +119,10 @@ LM_EVAL_DIFFERENCES: dict[str, str] = {
 
 def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int = 8,
                       style: str = "multiturn") -> list[dict]:
-    """The k-shot chain-of-thought conversation for ``question``.
-
-    The shots are the first ``k`` exemplars (train-split Examples; their ``prompt`` and worked ``reference``
-    ending in ``#### N``) whose prompt is not ``question`` itself, so evaluating on the exemplars' own split
-    never shows a problem its answer. ``multiturn``: one user/assistant pair per shot, then the question as
-    the last user turn (for chat models; k=0 is exactly the prompt the kit's policies are trained on).
-    ``single``: one user message of ``Question: ...\\nAnswer: ...`` blocks joined by blank lines and ending in
-    ``Question: {question}\\nAnswer:``, lm-eval's gsm8k prompt (for base models). ``k`` is a parameter
-    because context is: the tiny M0 has 384 positions and is evaluated zero-shot.
+    """The k-shot chain-of-thought conversation for ``question``, from the first ``k`` exemplars whose prompt is not
+    ``question`` itself. ``multiturn``: a user/assistant pair per shot, then the question (k=0 is exactly what the kit's
+    policies train on); ``single``: lm-eval's ``Question: ...\\nAnswer:`` text prompt, for base models. ``k`` is a
+    parameter because context is: the tiny M0 has 384 positions and is evaluated zero-shot.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
@@ -156,11 +151,8 @@ def select_shots(question: str, exemplars: Sequence[Example], k: int) -> list[Ex
 
 
 def truncate_at_stop(text: str, stop: Sequence[str] = DEFAULT_STOP) -> tuple[str, str | None]:
-    """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs).
-
-    Earliest in the text, not first in ``stop``: cutting at each sequence in turn, as lm-eval's ``until``
-    does, keeps the same prefix. Without the cut, flexible extraction would read the number of a next
-    question the model goes on to invent.
+    """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs); as lm-eval's
+    ``until``. Without the cut, flexible extraction would read the number of a question the model goes on to invent.
     """
     if isinstance(stop, str):
         raise TypeError(f"stop must be a sequence of strings, got the single string {stop!r}; wrap it in a list")
@@ -193,10 +185,8 @@ def grade_output(output: str, gold: str, stop: Sequence[str] = DEFAULT_STOP, tar
 
 def _check_context(model, tokenizer, examples: list[Example], convs: list[list[dict]], max_new_tokens: int,
                    k: int) -> None:
-    """Refuse a prompt longer than the model's context; warn when prompt + max_new_tokens does not fit.
-
-    A RoPE model generates past ``max_position_embeddings`` without an error, but the text is garbage: the
-    tiny M0 (384 positions) with 8 real GSM8K shots would score 0% and look like a real result.
+    """Refuse a prompt longer than the model's context; warn when prompt + max_new_tokens does not fit (a RoPE model
+    generates garbage past ``max_position_embeddings`` without an error, which would look like a real 0%).
     """
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not ctx or tokenizer is None:

@@ -10,16 +10,16 @@ What was checked against the Just-Eval code (github.com/Re-Align/just-eval, MIT 
 Team @ AI2 Mosaic; read through the code index):
 
 - The prompts: ``just_eval/_MULTI_SCORE_TEMPLATE.py`` (commit 05d6e58) and ``just_eval/_SAFETY_SCORE_TEMPLATE.py``
-(commit dd1953e) are :data:`MULTI_SCORE_TEMPLATE` and :data:`SAFETY_SCORE_TEMPLATE` byte for byte (sha256 in
-:data:`TEMPLATE_SHA256`, tested), filled with ``string.Template(...).substitute`` (nothing truncated) after
-the system message of ``utils.py::openai_chat_request``; temperature 0, max_tokens 1024, ``gpt-4-1106-preview``
-in ``leaderboard/scripts/run_eval.sh`` (:func:`render_prompt`, :func:`openai_transport`).
+  (commit dd1953e) are :data:`MULTI_SCORE_TEMPLATE` and :data:`SAFETY_SCORE_TEMPLATE` byte for byte (sha256 in
+  :data:`TEMPLATE_SHA256`, tested), filled with ``string.Template(...).substitute`` (nothing truncated) after
+  the system message of ``utils.py::openai_chat_request``; temperature 0, max_tokens 1024, ``gpt-4-1106-preview``
+  in ``leaderboard/scripts/run_eval.sh`` (:func:`render_prompt`, :func:`openai_transport`).
 - The parser: ``evaluate.py::gpt_eval`` deletes ``` fences, rewrites backslashes and keeps the first ``{`` to the
-last ``}``; ``utils.py::better_json_loads`` deletes newlines and calls ``json.loads``. Nothing checks the
-aspects, the range or the type of the scores.
+  last ``}``; ``utils.py::better_json_loads`` deletes newlines and calls ``json.loads``. Nothing checks the
+  aspects, the range or the type of the scores.
 - The report: ``evaluate.py::report`` averages ``float(score)`` per aspect over parsed items, counting ``"N/A"``
-as 5.0, and reports ``avg_lens``; ``leaderboard/scripts/show_tables.py``'s ``avg`` is the mean of the six
-aspect means, safety included.
+  as 5.0, and reports ``avg_lens``; ``leaderboard/scripts/show_tables.py``'s ``avg`` is the mean of the six
+  aspect means, safety included.
 
 Where this module deliberately differs: parsing is strict about content (each aspect present once, integer score 1-5,
 non-empty reason; else a parse failure with its error and raw reply, no score from prose; no backslash rewrite) and
