@@ -1,8 +1,6 @@
-"""Merge the ``results.json`` of many runs into one table, with mean and a 95% interval across seeds.
-
-Every number is addressed by a dotted path (``rounds.M2.math_accuracy``); rate records count as their rate, and lists of
-per-policy rows are keyed by ``policy`` (and ``variant``). :func:`collate` groups runs by sweep point without the seed
-and reports mean, standard deviation and a Student-t 95% interval (none from a single seed).
+"""Merge the ``results.json`` of many runs into one table: numbers addressed by dotted paths
+(``rounds.M2.math_accuracy``), grouped by sweep point without the seed, with mean, standard deviation and a Student-t
+95% interval across seeds (none from a single seed).
 """
 
 from __future__ import annotations

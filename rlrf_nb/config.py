@@ -396,10 +396,8 @@ class DPOStageConfig:
 
 @dataclass
 class OnlineRLConfig:
-    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect): TRL's ``GRPOTrainer`` /
-    ``RLOOTrainer`` rewarded by the judge's weighted per-aspect score (:mod:`rlrf_nb.online_rl`). Fields map onto TRL's
-    ``GRPOConfig`` / ``RLOOConfig``; defaults are TRL's except where the help says why not. Round t's seed is
-    ``run.seed + t``, like its search's."""
+    """Online RL round variants (issue 20: :mod:`rlrf_nb.online_rl`). Fields map onto TRL's ``GRPOConfig`` /
+    ``RLOOConfig``; defaults are TRL's except where the help says why. Round t's seed is ``run.seed + t``."""
 
     num_generations: int = field(default=8, metadata={"help": "G: completions sampled per prompt, the group whose "
                                                                "mean (GRPO) or leave-one-out mean (RLOO) is the "

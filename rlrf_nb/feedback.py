@@ -148,9 +148,8 @@ def _median_low(values: list[int]) -> int:
 
 
 class ConsensusJudge:
-    """k judges (or k samples of one sampling judge) per response; the median score per aspect. An aspect fails only if
-    every judge failed on it (its error names each judge's reason); per-judge scores are kept in ``meta["votes"]`` (for
-    :func:`agreement`) and parse errors in ``meta["member_errors"]``.
+    """k judges (or k samples of one) per response, median score per aspect; an aspect fails only if every judge did
+    (naming each reason). Votes in ``meta["votes"]`` (for :func:`agreement`), errors in ``meta["member_errors"]``.
     """
 
     def __init__(self, judges: list, judge_id: str | None = None):
@@ -263,11 +262,9 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
 
 def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,
                     round_: int = 0, aspect_judge=None, aspects: list[str] | None = None) -> list[dict]:
-    """Judge ``rows`` (dicts with ``example``, ``response_id``, ``response``) into artifact ``name``.
-
-    The aspects are chosen per prompt (:func:`select_aspects`) unless ``aspects`` fixes them (``[rubrics.OVERALL]``: the
-    scalar ablation's overall score). Records hold the aspects, judge id, rubric version, per-aspect feedback, raw text
-    and scalar reward, keyed by (judge, rubric version, prompt, response, aspects): a rerun recomputes nothing.
+    """Judge ``rows`` (``example``, ``response_id``, ``response``) into artifact ``name``, aspects per prompt
+    (:func:`select_aspects`) unless ``aspects`` fixes them; records are keyed by (judge, rubric version, prompt,
+    response, aspects), so a rerun recomputes nothing.
     """
     from rlrf_nb.store import content_key
 

@@ -1,14 +1,13 @@
 """Batched generation with ``transformers``: chat-templated, length-bucketed, with the KV cache.
 
-Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template; on a GPU machine a :class:`VLLMPolicy`
-(``load_vllm``) can stand in for the model anywhere a policy samples. How :func:`generate` is fast (length
-bucketing, one prefill per distinct prompt, a lean block-KV decode loop, batches from the recipe, one random stream
-per output row, sampling processes) is in docs/performance.md, "How the fast paths work".
+Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template; on a GPU a :class:`VLLMPolicy`
+(``load_vllm``) can stand in for the model. How :func:`generate` is fast is in docs/performance.md, "How the fast paths
+work".
 
 Why one module of this size (issue 17): the sampler, the batch cutting, the KV layout and the decode loop share one
-invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that
-invariant in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which
-fields exist depends on the family), never the kit's own types.
+invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that invariant
+in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which fields exist depends
+on the family), never the kit's own types.
 """
 
 from __future__ import annotations
@@ -89,10 +88,9 @@ def _warpers(temperature: float, top_p: float, generation_config=None):
 
 
 class RowSampler:
-    """Samples the next token of every row by inverse CDF of the warped distribution at that row's own uniforms.
-
-    The law is exactly multinomial sampling from ``softmax(warped logits)``, as in ``model.generate``; greedy when
-    ``do_sample`` is False. As a ``LogitsProcessor`` it returns 0 at the chosen token and -inf elsewhere.
+    """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms: exactly
+    multinomial sampling as in ``model.generate`` (greedy without ``do_sample``); as a ``LogitsProcessor`` it returns 0
+    at the chosen token and -inf elsewhere.
     """
 
     def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
@@ -744,10 +742,8 @@ def _worker_run(fn, job: tuple[list, dict]):
 
 
 class SamplingProcesses:
-    """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each.
-
-    On a CPU a second process beats a second thread (docs/performance.md, issue 21); outputs do not depend on the
-    process count. Use as a context manager; ``imap`` keeps batch order."""
+    """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each (on a
+    CPU a second process beats a second thread; outputs do not depend on the count). ``imap`` keeps batch order."""
 
     def __init__(self, model, tokenizer, processes: int):
         self.model, self.tokenizer, self.processes = model, tokenizer, processes
@@ -788,11 +784,9 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
                       temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
                       policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None,
                       on_batch=None) -> list[dict]:
-    """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
-    (``response_id`` = ``<id>/<tag><i>``), keyed by model fingerprint, prompt, decode params and sample index.
-
-    Each record's random stream is seeded by its own key, so a resumed run recomputes exactly what an uninterrupted
-    one has. ``workers`` runs the batches in sampling processes; ``on_batch(records)`` sees each new batch."""
+    """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name`` (``response_id`` =
+    ``<id>/<tag><i>``), each seeded by its own key (fingerprint, prompt, decode params, index), so a resumed run
+    recomputes exactly what an uninterrupted one has. ``workers``: sampling processes; ``on_batch(records)``: a hook."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 

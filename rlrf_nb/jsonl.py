@@ -16,11 +16,9 @@ class JsonlError(ValueError):
 
 
 def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` for each non-empty line of ``path`` (numbers count every line).
-
-    Raises :class:`JsonlError` naming ``path:line`` for invalid JSON (nesting too deep and integers over 4300
-    digits included), a non-UTF-8 byte or a value that is not an object. With ``allow_torn_tail`` a last
-    line that has no newline and does not parse (a write cut off by a crash) is dropped with a warning.
+    """Yield ``(line number, object)`` for each non-empty line of ``path``; a :class:`JsonlError` names ``path:line``
+    for invalid JSON, a non-UTF-8 byte or a non-object. With ``allow_torn_tail`` an unparseable last line without a
+    newline (a write cut off by a crash) is dropped with a warning.
     """
     path = Path(path)
     with open(path, "rb") as fh:

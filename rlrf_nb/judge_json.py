@@ -34,10 +34,8 @@ def _pairs_hook(pairs: list[tuple]) -> JsonObject:
 
 
 class _Decoder(json.JSONDecoder):
-    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
-    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
-    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
-    ``ValueError`` that would stop a judging run."""
+    """``object_pairs_hook=_pairs_hook``, and nesting too deep or an integer over 4300 digits (a broken or hostile
+    reply) is a :class:`json.JSONDecodeError` like any invalid JSON, never an error that would stop a judging run."""
 
     def __init__(self):
         super().__init__(object_pairs_hook=_pairs_hook)
@@ -59,10 +57,8 @@ _INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit
 
 
 def load_json_object(text: str) -> tuple[dict | None, str | None]:
-    """The single JSON object that ``text`` consists of, or (None, why not).
-
-    Allowed around the object: whitespace, and one ```` ```json ```` fence. Anything else (prose before or
-    after, a second object) is an error, as are invalid or truncated JSON and a top-level non-object.
+    """The single JSON object that ``text`` consists of (whitespace and one ```` ```json ```` fence allowed around it),
+    or (None, why not): prose around it, a second object, invalid or truncated JSON, a top-level non-object.
     """
     body = text.strip()
     m = _FENCE.match(body)

@@ -146,13 +146,10 @@ def redact_url(url: str | None) -> str | None:
 class OpenAITransport:
     """Any OpenAI-compatible chat-completions server as the judge, through one reused ``openai`` client.
 
-    Two tiers of retries: the SDK's own (connection errors, timeouts, 408/409/429/5xx; ``SDK_RETRIES`` times, short
-    constant waits), then ours, which waits ``min(backoff * 2**i, backoff_max)`` before retry ``i`` up to
-    ``max_retries`` times, so a judge server that restarts and reloads its model is waited out. Other HTTP errors (401,
-    404, 400) fail at once; spent retries raise :class:`JudgeTransportError` naming the URL and last error.
-
-    The API key is read from ``api_key_env`` at the first request, lives only in the client (out of repr and pickle) and
-    is masked in error text.
+    After the SDK's own retries (``SDK_RETRIES``: connection errors, timeouts, 408/409/429/5xx) our loop waits
+    ``min(backoff * 2**i, backoff_max)`` before retry ``i``, up to ``max_retries``, so a restarting judge server is
+    waited out; other HTTP errors fail at once, and spent retries raise :class:`JudgeTransportError` naming the URL. The
+    API key is read from ``api_key_env`` at the first request, kept out of repr and pickle, masked in errors.
     """
 
     RETRY_STATUSES = frozenset({408, 409, 429})  # and >= 500: the statuses the SDK retries
@@ -267,9 +264,8 @@ def ask_with_repairs(transport, first: list[dict], parse, max_repairs: int, judg
 
 
 class LLMJudge:
-    """A :class:`rlrf_nb.feedback.Judge` backed by a chat model behind a transport. A reply that fails to parse is sent
-    back (``max_repairs`` times at most) with the error; one that survives the repairs stays a failure (``score=None``,
-    ``Feedback.raw`` the last reply). Transport errors propagate.
+    """A :class:`rlrf_nb.feedback.Judge` over a chat transport: an unparsed reply is re-asked up to ``max_repairs``
+    times with the error and otherwise stays a failure (``Feedback.raw`` the last reply); transport errors propagate.
     """
 
     def __init__(self, transport, specs_for: Callable[[list[str]], list[AspectSpec]], rubric_version: str,

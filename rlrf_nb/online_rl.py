@@ -138,10 +138,10 @@ def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
 
 
 def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
-    """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
-    the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
-    default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``; TRL's
-    bf16 default fails there); with ``vllm`` on a GPU, TRL's colocated vLLM sampling (an error elsewhere)."""
+    """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`),
+    with the precision of ``place`` (fp32 on CPU via ``use_cpu``: TRL's bf16 default fails there). ``kl_coef`` is TRL's
+    ``beta`` (None: TRL's default for ``method``); ``vllm`` turns on TRL's colocated vLLM sampling on a GPU (an error
+    elsewhere)."""
     from rlrf_nb.training import device_precision, gradient_checkpointing
 
     if method not in ONLINE_METHODS:
@@ -212,9 +212,7 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
 def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, out_dir, *, seed: int,
                place=None) -> dict:
     """:func:`train_online` from the policy at ``start_path`` with the recipe's ``online_rl`` section and
-    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
-    start, reference, prompts, steps, wall time, generated tokens, judge calls and parse failures (with the first
-    failures' raw text), and TRL's log history."""
+    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``, ``info`` being what the checkpoint records."""
     from rlrf_nb.models import load_policy
 
     cfg = recipe.online_rl
@@ -245,10 +243,9 @@ def _trl_default_beta(method: str) -> float:
 
 def train_online_cached(store, name: str, start_path, examples: list, judge, rubrics, recipe, method: str, *,
                         seed: int, place=None) -> dict:
-    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>``, where the key hashes the start weights, the method,
-    the ``online_rl`` section, the prompts, the judge, the rubrics, the aspect weights and the seed: a rerun loads the
-    finished checkpoint instead of training again (notebook 03's one-round variants, like
-    :func:`rlrf_nb.training.train_cached`). Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>`` (the key hashes start weights, method, section,
+    prompts, judge, rubrics, weights and seed): a rerun loads the finished checkpoint, like
+    :func:`rlrf_nb.training.train_cached`."""
     import dataclasses
     import json
 

@@ -162,10 +162,8 @@ def _check_decision(d: dict, where: str) -> dict:
 
 def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candidate_id: str | None = None,
                     text: str | None = None, note: str = "", reviewer: str = "") -> dict:
-    """Append one decision on ``pair`` to the JSONL file ``path`` (one write, flushed) and return it.
-
-    swap: ``candidate_id`` defaults to the pair's rejected candidate (prefer it); edit: ``candidate_id``
-    defaults to the chosen candidate and ``text`` is its new text.
+    """Append one decision on ``pair`` to the JSONL file ``path`` (one flushed write) and return it; ``candidate_id``
+    defaults to the rejected candidate for swap and to the chosen one for edit (``text`` its new text).
     """
     if action == "swap" and candidate_id is None:
         candidate_id = pair["rejected_id"]
@@ -226,9 +224,8 @@ def _set_text(side, text: str):
 
 
 def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list[dict]:
-    """``pairs`` with the review decisions replayed in file order per pair: reject drops and accept keeps (the last
-    wins), swap makes ``candidate_id`` the chosen one, edit replaces its text (the original kept in
-    ``original_texts``). Every row gets ``review`` and ``original_texts``; decisions on other pairs are only logged.
+    """``pairs`` with review decisions replayed in file order: reject drops, accept keeps (the last wins), swap prefers
+    ``candidate_id``, edit replaces its text (kept in ``original_texts``); each row gets ``review``.
     """
     out, seen = [], set()
     for p in pairs:

@@ -1,7 +1,4 @@
-"""Plotly figures for the notebooks. Each takes plain data and returns a ``go.Figure``.
-
-Every figure is responsive (no fixed width: it fills the notebook's or the report's column, so nothing is cut off
-at any window size) and puts its legend below the plot, where long names wrap instead of being clipped."""
+"""Plotly figures for the notebooks: plain data in, a responsive ``go.Figure`` out, legend below the plot."""
 
 from __future__ import annotations
 

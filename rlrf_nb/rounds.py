@@ -48,10 +48,8 @@ def round_prompts(recipe, world, t: int) -> list:
 
 
 def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_id: str) -> dict:
-    """Held-out dev checks of one policy (cached in the store by model fingerprint): greedy math exact match on
-    the recipe's held-out dev slice (:func:`rlrf_nb.task_data.dev_math`: the tiny world's dev split, or the tail of
-    a real task's training data, never the tiny world then), and with ``rounds.eval_n_bios`` the tiny world's bio
-    claim precision."""
+    """Held-out dev checks of one policy, cached by model fingerprint: greedy math exact match on the dev slice
+    (:func:`rlrf_nb.task_data.dev_math`) and, with ``rounds.eval_n_bios``, the tiny world's bio claim precision."""
     rcfg, ecfg = recipe.rounds, recipe.eval
     t0 = time.monotonic()
     cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=rcfg.eval_n_bios,

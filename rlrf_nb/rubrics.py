@@ -1,8 +1,5 @@
-"""Per-aspect scoring rubrics for the fine-grained feedback model (paper §3.1).
-
-Each aspect is one YAML file under ``data/rubrics/``: a definition, a descriptor for *every* score level (Prometheus /
-FLASK style) and what a critique must point to. :func:`load_rubric_set` loads and validates them; the set's ``version``
-is a content hash that judge records carry. :data:`TASK_ASPECTS` maps task tags to aspects.
+"""Per-aspect scoring rubrics (paper §3.1): one YAML per aspect under ``data/rubrics/`` with a descriptor for every
+score level; the set's ``version`` is a content hash that judge records carry. :data:`TASK_ASPECTS` maps tags.
 """
 
 from __future__ import annotations

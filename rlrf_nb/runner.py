@@ -141,11 +141,9 @@ _KIND = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "
 
 
 def validate_params(params: dict, stages: list[str]) -> dict[str, dict]:
-    """Check notebook parameters before injection; returns ``{notebook: {name: value}}`` for the stages.
-
-    Every name must be a parameter of at least one stage's notebook, its value a JSON scalar, list or dict of the
-    same kind as the default (``None`` defaults accept a scalar). ``recipe_path``, ``run_name`` and ``overrides``
-    are set by the runner and may not be given."""
+    """Check notebook parameters before injection; returns ``{notebook: {name: value}}``. Each name must be a parameter
+    of some stage's notebook, its value JSON of the default's kind; ``recipe_path``, ``run_name`` and ``overrides`` are
+    the runner's."""
     reserved = {"recipe_path", "run_name", "overrides"}
     declared = {nb: notebook_parameters(nb) for nb in stages}
     for name, value in params.items():
@@ -250,10 +248,9 @@ def _select(stages: list[str] | None) -> list[str]:
 def run(recipe_path: str, name: str | None = None, *, params: list[str] | None = None,
         overrides: dict | None = None, stages: list[str] | None = None, force: bool = False,
         progress: bool | None = None) -> RunResult:
-    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/`` (``run.name`` of the recipe when
-    ``name`` is None). ``params`` are ``-p`` strings; ``overrides`` extra recipe overrides. Finished stages with the
-    same inputs are skipped unless ``force``. ``progress`` shows a live bar per stage (default: when stderr is a
-    terminal). Raises :class:`RunError` naming the failing stage and cell."""
+    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/``, skipping finished stages with the
+    same inputs unless ``force``; ``params`` are ``-p`` strings. Raises :class:`RunError` naming the failing stage
+    and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

@@ -1,6 +1,5 @@
-"""Small statistics used to report numbers honestly: every rate and every mean comes with a 95% interval. The kit has
-one mean (:func:`mean`) and one bootstrap (:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`,
-:func:`bootstrap_ci`), so the same data gets the same interval wherever it is shown.
+"""Small statistics: every rate and mean comes with a 95% interval, from one mean (:func:`mean`) and one bootstrap
+(:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`, :func:`bootstrap_ci`) used everywhere.
 """
 
 from __future__ import annotations

@@ -196,10 +196,9 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
 
 
 def get_m0(recipe, store: RunStore, world: World | None = None):
-    """``(model, tokenizer, info)``. With ``m0.retrain`` the model is pre-trained from scratch into
-    ``<run>/checkpoints/M0-<config hash>`` (a rerun with the same config loads it); otherwise it is
-    loaded from ``m0.pretrained`` (a local path or a Hub id). It is placed on the run's device and precision
-    (:func:`rlrf_nb.models.placement`); ``info["fingerprint"]`` is :func:`rlrf_nb.models.model_fingerprint`."""
+    """``(model, tokenizer, info)``: M0 pre-trained into ``<run>/checkpoints/M0-<config hash>`` with ``m0.retrain``
+    (a rerun loads it), else loaded from ``m0.pretrained``, on the run's placement; ``info["fingerprint"]``
+    identifies it."""
     cfg = recipe.m0
     if cfg.retrain:
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")

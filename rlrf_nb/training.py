@@ -86,11 +86,9 @@ def _pair_lengths(ds) -> list[int]:
 
 
 class LengthBatchSampler(torch.utils.data.Sampler):
-    """Padding-aware order: each epoch, shuffle, sort by length within mega-batches of ``mega`` batches (a
-    stable sort, so equal lengths stay shuffled), cut into batches of ``batch_size`` and shuffle the batches'
-    order. Batches then hold similar lengths (little padding) yet come in random order, unlike transformers'
-    ``LengthGroupedSampler``, which runs each mega-batch from longest to shortest and, on small datasets, uses
-    mega-batches of only a few batches (on this kit's pairs: 23% padding against 7% here, 37% random)."""
+    """Padding-aware order: each epoch shuffle, stable-sort by length within mega-batches of ``mega`` batches, cut into
+    batches and shuffle their order; unlike transformers' ``LengthGroupedSampler`` the batches come in random order (on
+    this kit's pairs: 23% padding there, 7% here)."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50):
         self.lengths, self.batch_size, self.seed, self.mega, self.epoch = list(lengths), batch_size, seed, mega, 0
@@ -115,9 +113,8 @@ class LengthBatchSampler(torch.utils.data.Sampler):
 
 
 def cached_dpo_trainer_class():
-    """``DPOTrainer`` with two additions through TRL's and transformers' own hooks: ``_precompute_ref_logps`` reads
-    reference log-probs from the store's :data:`REF_LOGPS_ARTIFACT` and computes only the missing ones (loading the
-    reference through ``ref_loader()`` only on a miss), and ``_get_train_sampler`` returns a
+    """``DPOTrainer`` whose ``_precompute_ref_logps`` reads reference log-probs from :data:`REF_LOGPS_ARTIFACT` and
+    computes only the missing ones (``ref_loader()`` only on a miss), and whose ``_get_train_sampler`` is a
     :class:`LengthBatchSampler` when ``group_by_length`` is set.
     """
     global _TRAINER_CLASS
@@ -312,10 +309,8 @@ def metric_rows(history: list[dict]) -> list[dict]:
 
 
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
-    """What DPO's diagnostics (TRL's ``rewards/margins``, ``rewards/accuracies``, ``logps/*``) say, in plain words.
-
-    With ``probe`` (``{"before", "after"}`` evaluations on one pair set, from :func:`train_dpo`) the changes are read
-    on the same pairs; otherwise from the first and last thirds of the training log (noisier).
+    """What DPO's diagnostics (``rewards/margins``, ``rewards/accuracies``, ``logps/*``) say, in plain words: on the
+    ``probe`` pairs before and after (:func:`train_dpo`), else the first and last thirds of the log (noisier).
     """
     keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
     if probe and probe.get("before") and probe.get("after"):
@@ -405,11 +400,9 @@ def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
 
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
                  place=None) -> dict:
-    """:func:`train_stage` from ``start_path`` into ``<run>/checkpoints/<name>-<key>`` (the key hashes the start
-    weights, the stage config and the data): a rerun loads the finished checkpoint. Policies load on ``place``.
-
-    With nothing to learn from (:func:`has_training_data`) the start policy is returned untrained, ``info["method"]``
-    saying why. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    """:func:`train_stage` from ``start_path`` into ``<run>/checkpoints/<name>-<key>`` (key: start weights, stage
+    config, data), so a rerun loads the checkpoint; with no training data (:func:`has_training_data`) the start policy
+    comes back untrained. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import json
 
     from rlrf_nb.models import load_policy, model_fingerprint

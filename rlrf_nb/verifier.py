@@ -150,9 +150,8 @@ class VerifierJudge:
 
 
 def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
-    """An LLM judge from a ``FeedbackConfig``: over HTTP when ``judge_url`` is set, else local ``transformers`` with
-    ``judge_model``. With ``consensus_k > 1`` it samples (temperature 1) and a :class:`ConsensusJudge` takes the
-    median.
+    """An LLM judge from a ``FeedbackConfig``: HTTP when ``judge_url`` is set, else local ``judge_model``; with
+    ``consensus_k > 1`` it samples and a :class:`ConsensusJudge` takes the median.
     """
     from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport, redact_url
 

@@ -1,7 +1,5 @@
-"""Review widgets: pure data functions, a thin ipywidgets view over them, and a static fallback.
-
-Widgets show records and never change them. In papermill (batch) runs the notebooks call
-the ``static_*`` functions instead, since widgets do not render in saved notebooks.
+"""Review widgets: pure data functions, a thin ipywidgets view over them, and a static fallback (``static_*``) for
+papermill runs, where widgets do not render. Widgets show records and never change them.
 """
 
 from __future__ import annotations
@@ -299,10 +297,8 @@ def _text(side) -> str:
 
 
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
-    """A pair as its review decisions leave it, and its status: ``(pair after swaps and edits, status)`` with status
-    ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last accept or reject wins, as in
-    :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor rejected).
-    A rejected pair is returned too, so a reviewer can still see it and accept it again."""
+    """``(pair after swaps and edits, status)``: ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last verdict
+    wins, as in :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"``; a rejected pair is returned too."""
     from rlrf_nb.pairs import apply_decisions
 
     ds = decisions or []

@@ -200,10 +200,8 @@ def parse_facts(text: str) -> tuple[list[str] | None, str | None]:
 
 
 class LLMDecomposer:
-    """Atomic facts from an LLM, one prompt per sentence (upstream decomposes sentence by sentence).
-
-    A sentence whose reply has no ``- `` line (and is not an explicit "No facts.") is a parse failure:
-    recorded with the raw reply, never guessed at. Transport errors propagate.
+    """Atomic facts from an LLM, one prompt per sentence as upstream; a reply with no ``- `` line (and not "No facts.")
+    is a parse failure with its raw text, never guessed at. Transport errors propagate.
     """
 
     def __init__(self, transport, split: Callable[[str], list[str]] = bios.split_claims):
@@ -253,11 +251,8 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
 
 
 class PassageSource:
-    """A passages JSONL (``{"title", "text"}`` per line; ``text`` a string or a list of strings, one passage
-    each, as upstream's custom knowledge sources allow) with BM25 retrieval (``bm25s``).
-
-    As upstream, :meth:`retrieve` ranks only the passages whose title is the topic (one index per title, built
-    on first use); ``restrict_to_topic=False`` ranks all passages instead, for sources not keyed by topic.
+    """A passages JSONL (``{"title", "text"}``; ``text`` a string or a list of passages) with BM25 retrieval (``bm25s``)
+    among the passages titled as the topic, as upstream (``restrict_to_topic=False``: all passages).
     """
 
     def __init__(self, path: str | Path, restrict_to_topic: bool = True):
@@ -311,10 +306,8 @@ class PassageSource:
 # ---------------------------------------------------------------------------------------------- verifiers
 
 class KBVerifier:
-    """Tiny world: the exact claim checker (:func:`rlrf_nb.tasks.bios.check_bio`) against the topic's KB record.
-
-    A fact that the checker splits into several sentences is supported only if all are, contradicted if any
-    is; a fact about a person the KB lacks, or in no canonical form, is unsupported.
+    """Tiny world: the exact claim checker (:func:`rlrf_nb.tasks.bios.check_bio`) against the topic's KB record; a fact
+    split into several sentences is supported only if all are; an unknown person or form is unsupported.
     """
 
     def __init__(self, source):
@@ -408,13 +401,11 @@ def length_penalty(n_facts: int, gamma: float | None = GAMMA) -> float:
 def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decomposer, verifier: Verifier,
               gamma: float | None = GAMMA, n_boot: int = 1000, seed: int = 0,
               abstain: Callable[[str], str | bool | None] = abstain_reason) -> dict:
-    """FactScore of ``responses`` (one per topic), aggregated as upstream ``get_score``.
-
-    Per row: abstained -> not responding; decomposition parse failure -> only in ``parse_failures``; zero facts -> not
-    responding; else ``supported_fraction`` over parsed verdicts, ``penalty`` (:func:`length_penalty`) and ``score`` (a
-    row whose verdicts all failed has no fraction). Returns ``score`` with a seeded bootstrap ``ci_low``/``ci_high``,
-    ``init_score``, ``respond_ratio`` (responding / (n - decomposition failures); ``respond`` with its Wilson interval),
-    ``facts_per_response``, ``facts_supported``, the counts, ``rows`` and ``parse_failures``.
+    """FactScore of ``responses`` (one per topic), aggregated as upstream ``get_score``: abstained or zero facts -> not
+    responding; a failed decomposition -> only in ``parse_failures``; else ``supported_fraction`` over parsed verdicts
+    times :func:`length_penalty`. Returns ``score`` (seeded bootstrap ``ci_low``/``ci_high``), ``init_score``,
+    ``respond_ratio`` (over n minus decomposition failures), ``respond``, ``facts_per_response``, ``facts_supported``,
+    the counts, ``rows`` and ``parse_failures``.
     """
     responses, topics = list(responses), list(topics)
     if len(responses) != len(topics):

@@ -208,11 +208,9 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
                    max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
     """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
 
-    One record per example goes to ``eval/<policy_id>/gsm8k`` (raw ``output``, the cut ``response``, the kit's and
-    lm-eval's predictions and grades: :func:`grade_output`), keyed by model fingerprint, full prompt and decoding, so a
-    rerun generates nothing. Cutting and grading are redone from the raw output on every call (a warning counts records
-    that now grade differently). Returns the ``strict``, ``flexible``, ``lm_eval_strict``, ``lm_eval_flexible`` and
-    ``truncated`` rates, ``n``, ``strict_flexible_gap`` and the ``records``.
+    Records (``eval/<policy_id>/gsm8k``: raw ``output``, cut ``response``, both grades from :func:`grade_output`) are
+    keyed by fingerprint, prompt and decoding; cutting and grading are redone from the raw output on every call. Returns
+    the ``strict``, ``flexible``, ``lm_eval_*`` and ``truncated`` rates, ``n``, ``strict_flexible_gap``, ``records``.
     """
     truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
     examples = list(examples)

@@ -31,10 +31,9 @@ def _round_dirs(directory: Path) -> list[Path]:
 
 
 def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) -> dict[str, str]:
-    """``{name: checkpoint path}`` for every finished policy of the run, M0 first, then rounds M1, M2, ... in
-    order, then the round-loop ablations' last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``;
-    every round with ``all_variant_rounds``), then notebook 03's one-round variants (the most recent checkpoint
-    of each, if several configs were trained)."""
+    """``{name: checkpoint path}`` of the run's finished policies: M0, rounds M1, M2, ..., the round-loop ablations'
+    last rounds (every round with ``all_variant_rounds``), then notebook 03's one-round variants (the latest of
+    each)."""
     from rlrf_nb.rounds import VARIANT_LABELS
 
     out = {"M0": str(m0_path)}

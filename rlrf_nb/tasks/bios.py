@@ -133,9 +133,8 @@ def bio_prompt(name: str) -> str:
 
 
 def split_people(people: list[dict], sizes: dict[str, int]) -> dict[str, list[Example]]:
-    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}``.
-
-    A size of -1 takes all remaining people (use it for the last group only).
+    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}`` (-1: all the
+    rest).
     """
     out, start = {}, 0
     for split, n in sizes.items():
@@ -161,10 +160,7 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 
 @dataclass(frozen=True)
 class Claim:
-    """One atomic sentence of a bio and its verdict against the KB.
-
-    status: supported | contradicted | unsupported (not a KB fact about this person, or unparseable).
-    """
+    """One atomic sentence of a bio and its ``status`` against the KB: supported | contradicted | unsupported."""
 
     text: str
     attribute: str | None

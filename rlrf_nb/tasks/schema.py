@@ -10,9 +10,8 @@ TASKS = ("math", "bios", "instruct")
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with what is known about its answer: ``id`` (e.g. ``math-test-00012``), ``task`` (math | bios |
-    instruct), ``split``, ``prompt`` (the user message), ``reference`` response or None, ``answer`` (gold number string
-    for math, else None), ``tags`` (pick feedback aspects) and task-specific ``meta``.
+    """One prompt with what is known about its answer: ``id``, ``task`` (math | bios | instruct), ``split``, ``prompt``,
+    ``reference`` (or None), ``answer`` (math's gold number string), ``tags`` (pick aspects) and task ``meta``.
     """
 
     id: str

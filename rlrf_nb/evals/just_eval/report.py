@@ -84,13 +84,10 @@ def _mean_of_means(means: Sequence[float]) -> float:
 
 
 def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """The Just-Eval report of judged records (from :func:`evaluate_just_eval` or its store).
-
-    Per aspect: ``mean`` over the scored items (parse failures and not-applicable left out) with a seeded 95% bootstrap
-    interval, ``n``, ``n_items``, ``n_parse_failures``, ``n_not_applicable`` and ``parse_rate``. ``overall``: mean of
-    the general aspect means; ``overall_with_safety``: upstream ``show_tables.py``'s ``avg`` (general and safety items
-    resampled independently); ``safety`` alone; ``judge_id``, ``n_general``, ``n_safety``, ``avg_words``. Records from
-    different judges raise: their scores are not on one scale.
+    """The Just-Eval report of judged records: per aspect ``mean`` over scored items (failures and N/A left out) with a
+    seeded 95% bootstrap interval, ``n``, ``n_items``, ``n_parse_failures``, ``n_not_applicable``, ``parse_rate``;
+    ``overall`` (general aspects), ``overall_with_safety`` (upstream's ``avg``), ``safety``, ``judge_id``,
+    ``n_general``, ``n_safety``, ``avg_words``. Records from different judges raise: not one scale.
     """
 
     records = list(records)
