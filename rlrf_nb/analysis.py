@@ -1,10 +1,11 @@
 """Analyses that make RLRF's claim testable (notebook 05).
 
 :func:`paired_test` compares every model with M0 on the *same* items (paired bootstrap of the difference through
-:func:`rlrf_nb.stats.bootstrap_ci`; exact McNemar for 0/1 outcomes); :func:`results_table` is the paper's table with
-intervals and paired tests; :func:`token_shift` asks whether alignment is superficial (URIAL, arXiv 2312.01552), broken
-down by token kind (RLRF claims its shifts land on substance, the numbers, not on style); :func:`blind_spot` counts how
-often a scorer ranks a wrong math solution above a right one.
+:func:`rlrf_nb.stats.bootstrap_ci`; exact McNemar for 0/1 outcomes); :func:`results_table` is the paper's table (rows
+models, columns metrics) with intervals and paired tests; :func:`token_shift` asks whether alignment is superficial
+(URIAL, arXiv 2312.01552), broken down by token kind (RLRF claims its shifts land on substance, the numbers, not on
+style); :func:`blind_spot` counts how often a scorer (a single outcome-free or scalar judge, against the fine-grained
+verifier) ranks a wrong math solution above a right one for the same prompt.
 """
 
 from __future__ import annotations
@@ -192,8 +193,10 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
                     metrics: tuple[str, ...] = ("math_perfect", "gsm8k_strict", "factscore"),
                     n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """The paper's claims in miniature, each a paired difference on the same items with a 95% bootstrap interval:
-    ``final`` against M0 (bars: :data:`HEADLINE_BARS`) and against each ablation's last round. A claim *holds* when its
-    interval excludes 0 on the right side and it reaches its bar; else not shown, reversed, or "no data"."""
+    ``final`` against M0 (bars: :data:`HEADLINE_BARS`) and against each ablation's last round (``ablations``:
+    ``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the right side
+    and it reaches its bar (if any); else it is not shown or reversed, and "no data" (difference NaN) when no item has a
+    value for both models. Pairs whose models are missing are skipped."""
     ablations = ablations or {}
     todo = [(f"{final} beats M0", "M0")] + [(f"{name} ({final} vs {other})", other) for name, other in
                                                 ablations.items()]

@@ -1,6 +1,8 @@
 """Merge the ``results.json`` of many runs into one table: numbers addressed by dotted paths
-(``rounds.M2.math_accuracy``), grouped by sweep point without the seed, with mean, standard deviation and a Student-t
-95% interval across seeds (none from a single seed).
+(``rounds.M2.math_accuracy``, ``benchmarks.summary.M2.gsm8k_strict``; a rate record
+``{"rate", "n", "k", "ci_low", "ci_high"}`` counts as its rate, lists of per-policy rows are keyed by ``policy`` and
+``variant``), grouped by sweep point without the seed, with mean, standard deviation and a Student-t 95% interval
+across seeds (none from a single seed: the run's own per-item intervals speak for it).
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Typed stage configs loaded from YAML recipes (one mapping per stage section, e.g. ``run: {name: tiny, seed: 0}``).
 
 Each section maps to a config dataclass through :data:`SECTIONS`: to add a stage, define its dataclass (typed fields
-with ``metadata={"help": ...}``, a ``__post_init__`` that calls :func:`check`) and add it there. Every error is a
-:class:`ConfigError` naming the file and the dotted field (``recipes/tiny.yaml: unknown key 'run.sed' (did you mean
-'seed'?)``).
+with ``metadata={"help": ...}``, a ``__post_init__`` that calls :func:`check`) and add it there; :class:`Recipe`,
+:func:`load_recipe` and :func:`recipe_to_dict` pick it up. Every error is a :class:`ConfigError` naming the file and the
+dotted field (``recipes/tiny.yaml: unknown key 'run.sed' (did you mean 'seed'?)``).
 
 Why not transformers' ``HfArgumentParser`` / TRL's ``TrlParser`` (checked against transformers 5.23, TRL 1.16): they
 pass values to the dataclass unchecked (``seed: abc`` reaches ``__post_init__`` as text), name neither file nor field
@@ -396,8 +396,9 @@ class DPOStageConfig:
 
 @dataclass
 class OnlineRLConfig:
-    """Online RL round variants (issue 20: :mod:`rlrf_nb.online_rl`). Fields map onto TRL's ``GRPOConfig`` /
-    ``RLOOConfig``; defaults are TRL's except where the help says why. Round t's seed is ``run.seed + t``."""
+    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect, :mod:`rlrf_nb.online_rl`),
+    rewarded by the judge's weighted per-aspect score. Fields map onto TRL's ``GRPOConfig`` / ``RLOOConfig``; defaults
+    are TRL's except where the help says why. Round t's seed is ``run.seed + t``, like its search's."""
 
     num_generations: int = field(default=8, metadata={"help": "G: completions sampled per prompt, the group whose "
                                                                "mean (GRPO) or leave-one-out mean (RLOO) is the "
@@ -632,7 +633,8 @@ def _coerce(value: object, tp: object, name: str) -> object:
 
 
 def parse_override(text: str) -> tuple[str, str]:
-    """Split a CLI override ``"run.seed=3"`` into ``("run.seed", "3")``; :func:`load_recipe` parses the text as YAML."""
+    """Split a CLI override ``"run.seed=3"`` into ``("run.seed", "3")`` (:class:`ConfigError` without ``=`` or a key);
+    the value stays text, which :func:`load_recipe` parses as YAML against the field's type."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected section.key=value, e.g. run.seed=3")

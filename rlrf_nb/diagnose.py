@@ -2,11 +2,15 @@
 
 A null result of a method means nothing until the world is shown able to reward it. For any policy and world this
 measures, each with a 95% interval: math ability (greedy, pass@1, pass@k, maj@k; final answer and *every step right*), a
-chance control (samples scored against another problem's gold), reflection against resampling at equal budget (and
-against a scalar-only message), facts known with uncertainty against chance, and context coverage.
+chance control (samples scored against another problem's gold: a small answer space that lets guesses pass shows up
+high), reflection against resampling at equal budget on the problems greedy gets wrong (m refinements from the
+verifier's critique against m fresh samples, and against m refinements from a scalar-only message), facts known with
+uncertainty (KB-supported bio claims, greedy and sampled, against chance), and context coverage (every prompt the loop
+builds plus the response cap, against the policy's context length).
 
-Every generation goes through the run store (``diagnose/...`` artifacts), so a rerun recomputes nothing. :data:`TARGETS`
-are the tiny world's design targets (docs/tiny_world.md); :func:`verdicts` checks against them.
+Every generation goes through the run store (``diagnose/...`` artifacts keyed by model fingerprint, prompt and
+decoding), so a rerun recomputes nothing. :data:`TARGETS` are the tiny world's design targets (docs/tiny_world.md);
+:func:`verdicts` checks against them.
 """
 
 from __future__ import annotations

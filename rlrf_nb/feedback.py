@@ -179,8 +179,9 @@ class ConsensusJudge:
 
 
 def agreement(ratings: list[list[int | None]]) -> dict:
-    """Inter-rater agreement on one aspect, ``ratings[item][rater]`` (None = missing): ``exact`` (items where all raters
-    agree), ``pairwise`` (agreeing rater pairs) and ``alpha`` (Krippendorff's alpha, interval metric).
+    """Inter-rater agreement on one aspect, ``ratings[item][rater]`` (None = missing, a parse failure), over items with
+    >= 2 ratings: ``exact`` (share of items where all raters agree), ``pairwise`` (share of rater pairs that agree) and
+    ``alpha`` (Krippendorff's alpha, interval metric).
     """
     units = [[r for r in item if r is not None] for item in ratings]
     units = [u for u in units if len(u) >= 2]
@@ -263,8 +264,11 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
 def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,
                     round_: int = 0, aspect_judge=None, aspects: list[str] | None = None) -> list[dict]:
     """Judge ``rows`` (``example``, ``response_id``, ``response``) into artifact ``name``, aspects per prompt
-    (:func:`select_aspects`) unless ``aspects`` fixes them; records are keyed by (judge, rubric version, prompt,
-    response, aspects), so a rerun recomputes nothing.
+    (:func:`select_aspects`) unless ``aspects`` fixes them (``[rubrics.OVERALL]``: the scalar ablation's single overall
+    score). Each record holds the aspects and how they were chosen, the judge id, the rubric version, the per-aspect
+    feedback (critique, score, scale, parse status, error), the raw judge text and the scalar reward (``weights`` by
+    aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
+    a crash loses at most the record in flight.
     """
     from rlrf_nb.store import content_key
 
@@ -354,9 +358,10 @@ def consensus_votes(records: list[dict]) -> dict[str, list[list[int | None]]]:
 
 def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_by_id: dict) -> dict:
     """The notebook-01 numbers for ``results.json``, each rate with a 95% interval: the verifier against final-answer
-    correctness as a 2x2 table (``verifier_precision``; ``right_answer_wrong_steps``: the verifier is stricter than an
-    outcome check, by design) and the LLM judge's parse rate. ``ver_records`` must come from the verifier
-    (``reference_judge_id``), never from the LLM judge: it would agree with itself.
+    correctness as a 2x2 table (``verifier_precision``: a verifier 5 must mean a right answer;
+    ``right_answer_wrong_steps``: the verifier is stricter than an outcome check, by design) and the LLM judge's parse
+    rate. ``ver_records`` must come from the verifier (``reference_judge_id``), never from the LLM judge: it would agree
+    with itself.
     """
     from rlrf_nb.stats import rate
     from rlrf_nb.tasks.math import is_correct

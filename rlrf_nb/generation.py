@@ -1,8 +1,10 @@
 """Batched generation with ``transformers``: chat-templated, length-bucketed, with the KV cache.
 
-Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template; on a GPU a :class:`VLLMPolicy`
-(``load_vllm``) can stand in for the model. How :func:`generate` is fast is in docs/performance.md, "How the fast paths
-work".
+Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU a :class:`VLLMPolicy`
+(``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported only when one is loaded, and the
+process keeps one engine (:class:`VLLMEngine`), asleep while TRL trains (:func:`release_vllm`).
+:class:`SamplingProcesses` runs whole batches in worker processes. How :func:`generate` is fast is in
+docs/performance.md, "How the fast paths work".
 
 Why one module of this size (issue 17): the sampler, the batch cutting, the KV layout and the decode loop share one
 invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that invariant
@@ -88,9 +90,10 @@ def _warpers(temperature: float, top_p: float, generation_config=None):
 
 
 class RowSampler:
-    """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms: exactly
-    multinomial sampling as in ``model.generate`` (greedy without ``do_sample``); as a ``LogitsProcessor`` it returns 0
-    at the chosen token and -inf elsewhere.
+    """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms, drawn up
+    front from a ``torch.Generator`` seeded with ``seeds[row]``: exactly multinomial sampling as in ``model.generate``
+    (greedy without ``do_sample``). As a ``LogitsProcessor`` (``sampler(input_ids, scores)``) it returns 0 at the chosen
+    token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
     """
 
     def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
@@ -558,10 +561,16 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
              max_batch_rows: int | None = None) -> list[list[str]]:
     """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
 
-    ``batch_size`` conversations (times ``num_return_sequences``, or ``max_batch_rows`` rows) make a batch whatever
-    memory is free; ``seed`` or ``seeds`` (one per conversation) seed one random stream per output row, so samples do
-    not depend on batching, bucketing or retries. ``engine``: ``fast``, ``hf`` (``model.generate``, same sampler) or
-    ``auto``. ``model`` may be a :class:`VLLMPolicy` (``tokenizer`` unused). See docs/performance.md.
+    ``batch_size`` conversations (times ``num_return_sequences`` rows; ``max_batch_rows`` caps the rows instead) make
+    a batch whatever memory is free, so outputs do not depend on the machine's load; an out-of-memory error halves
+    that batch and retries only it. ``bucket`` sorts the distinct prompts by token length first (less padding); results
+    come back in input order. Sampling uses one random stream per output row, from ``seed`` and the conversation's
+    index, or from ``seeds`` (one per conversation, e.g. the record's content key): samples do not depend on batching,
+    bucketing, retries or the engine. ``engine``: ``fast`` (the lean KV-cache loop), ``hf`` (``model.generate`` with
+    the same sampler) or ``auto`` (fast unless the model's generation config asks for other logits processors).
+    ``model`` may be a :class:`VLLMPolicy`: ``tokenizer`` is unused, vLLM batches by itself, and it seeds a request,
+    not a row (one seed is derived from all ``seeds``), so there a row's sample depends on its whole call. See
+    docs/performance.md.
     """
     if isinstance(model, VLLMPolicy):
         if seed is None and seeds is not None:  # vLLM seeds a request, not a row: derive one from the rows'
@@ -743,7 +752,8 @@ def _worker_run(fn, job: tuple[list, dict]):
 
 class SamplingProcesses:
     """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each (on a
-    CPU a second process beats a second thread; outputs do not depend on the count). ``imap`` keeps batch order."""
+    CPU a second process beats a second thread; a batch's outputs do not depend on the process count). Use as a
+    context manager; ``imap`` keeps batch order."""
 
     def __init__(self, model, tokenizer, processes: int):
         self.model, self.tokenizer, self.processes = model, tokenizer, processes
@@ -784,9 +794,14 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
                       temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
                       policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None,
                       on_batch=None) -> list[dict]:
-    """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name`` (``response_id`` =
-    ``<id>/<tag><i>``), each seeded by its own key (fingerprint, prompt, decode params, index), so a resumed run
-    recomputes exactly what an uninterrupted one has. ``workers``: sampling processes; ``on_batch(records)``: a hook."""
+    """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
+    (``response_id`` = ``<id>/<tag><i>``, ``source_id``, ``policy``, ``decode``, ``text``); returns the records.
+
+    Records are keyed by model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice,
+    and each record's random stream is seeded by its key, so a resumed run recomputes exactly what an uninterrupted one
+    has. One :func:`generate` call takes ``batch_size`` prompts. With ``workers`` (:func:`sampling_processes`) batches
+    run in those processes, later ones while earlier ones are stored; ``on_batch(records)`` is called with each newly
+    computed batch's records (the search judges them meanwhile)."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 

@@ -16,9 +16,10 @@ class JsonlError(ValueError):
 
 
 def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` for each non-empty line of ``path``; a :class:`JsonlError` names ``path:line``
-    for invalid JSON, a non-UTF-8 byte or a non-object. With ``allow_torn_tail`` an unparseable last line without a
-    newline (a write cut off by a crash) is dropped with a warning.
+    """Yield ``(line number, object)`` for each non-empty line of ``path`` (numbers count every line); a
+    :class:`JsonlError` names ``path:line`` for invalid JSON (too-deep nesting and integers over 4300 digits included),
+    a non-UTF-8 byte or a non-object. With ``allow_torn_tail`` an unparseable last line without a newline (a write cut
+    off by a crash) is dropped with a warning.
     """
     path = Path(path)
     with open(path, "rb") as fh:

@@ -93,8 +93,10 @@ def _shown(value, limit: int = 60) -> str:
 def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
                  int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
     """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a parse
-    failure saying why. Formats differ only in the text field's name (``"critique"``, ``"reason"``), integer strings,
-    and ``not_applicable`` (Just-Eval's ``"N/A"``); ``unknown`` keys are named when an aspect is missing."""
+    failure saying why (a score is never guessed). Formats differ only in ``text_field`` (the kit's ``"critique"``,
+    Just-Eval's ``"reason"``), ``int_strings`` (whether ``"5"`` is a score) and ``not_applicable`` (a score value,
+    Just-Eval's ``"N/A"``, meaning *not applicable*); ``unknown``: the reply's other keys, named when an aspect is
+    missing."""
     def fail(error: str, text: str = "") -> AspectFeedback:
         return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, parse_ok=False, error=error)
 

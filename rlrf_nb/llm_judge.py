@@ -78,9 +78,11 @@ def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeed
     """One :class:`AspectFeedback` per spec (same order) from the judge's ``text``, and an overall error (None exactly
     when every aspect parsed).
 
-    ``text`` must be one JSON object (optionally in a ```` ```json ```` fence); each listed aspect present once with a
-    non-empty string ``critique`` and a JSON integer ``score`` in range. Other keys are ignored, and named in a missing
-    aspect's error.
+    ``text`` must be one JSON object (optionally in a ```` ```json ```` fence) with only whitespace around, else every
+    aspect fails with the same error ("invalid JSON: ...", "extra text outside ..."). Each listed aspect must be present
+    once, as an object with a non-empty string ``critique`` and a JSON integer ``score`` (not a bool, float or string)
+    within the spec's range; no duplicate keys. Other keys are ignored, and named in a missing aspect's error (so
+    "Helpfulness" for "helpfulness" shows).
     """
     obj, error = load_json_object(text)
     if obj is None:
@@ -146,10 +148,13 @@ def redact_url(url: str | None) -> str | None:
 class OpenAITransport:
     """Any OpenAI-compatible chat-completions server as the judge, through one reused ``openai`` client.
 
-    After the SDK's own retries (``SDK_RETRIES``: connection errors, timeouts, 408/409/429/5xx) our loop waits
-    ``min(backoff * 2**i, backoff_max)`` before retry ``i``, up to ``max_retries``, so a restarting judge server is
-    waited out; other HTTP errors fail at once, and spent retries raise :class:`JudgeTransportError` naming the URL. The
-    API key is read from ``api_key_env`` at the first request, kept out of repr and pickle, masked in errors.
+    After the SDK's own retries (``SDK_RETRIES``, after 0.5 s, 1 s ... or the server's ``Retry-After``: connection
+    errors, timeouts of ``timeout`` seconds per request, HTTP 408/409/429/5xx) our loop waits
+    ``min(backoff * 2**i, backoff_max)`` seconds before retry ``i`` (1, 2, 4, 8 ... by default), up to ``max_retries``,
+    so a judge server that restarts is waited out (a hung one gets ``(1 + max_retries) * (1 + SDK_RETRIES)`` timeouts).
+    Other HTTP errors (401, 404, 400 prompt too long) fail at once; spent retries raise :class:`JudgeTransportError`
+    naming the URL, the attempts and the last error. The API key is read from the environment variable
+    ``api_key_env`` at the first request, kept out of repr and pickle, and masked in errors.
     """
 
     RETRY_STATUSES = frozenset({408, 409, 429})  # and >= 500: the statuses the SDK retries
@@ -265,7 +270,8 @@ def ask_with_repairs(transport, first: list[dict], parse, max_repairs: int, judg
 
 class LLMJudge:
     """A :class:`rlrf_nb.feedback.Judge` over a chat transport: an unparsed reply is re-asked up to ``max_repairs``
-    times with the error and otherwise stays a failure (``Feedback.raw`` the last reply); transport errors propagate.
+    times with the error (prompt, last reply, repair request) and otherwise stays a failure (its aspects
+    ``score=None``, ``Feedback.raw`` the last reply); transport errors (:class:`JudgeTransportError`) propagate.
     """
 
     def __init__(self, transport, specs_for: Callable[[list[str]], list[AspectSpec]], rubric_version: str,

@@ -74,8 +74,9 @@ def n_params(model) -> int:
 
 def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = True) -> dict | None:
     """Token ids and labels for one mix item, or None when longer than ``max_length``. With ``prompt_loss`` False chat
-    items train only on assistant turns; an item with ``"mask_prompt": True`` (a prompt holding a deliberately flawed
-    draft) never trains on its prompt, which would teach wrong arithmetic."""
+    items train only on assistant turns (the prompt's labels are -100; plain text always trains on every token); an item
+    with ``"mask_prompt": True`` (a prompt holding a deliberately flawed draft) never trains on its prompt, which would
+    teach wrong arithmetic."""
     prompt_loss = prompt_loss and not item.get("mask_prompt", False)
     if "messages" in item:
         enc = tokenizer.apply_chat_template(item["messages"], tokenize=True, return_dict=True,
@@ -251,7 +252,9 @@ _FINGERPRINTS: dict[tuple, str] = {}
 def model_fingerprint(name_or_path: str | Path) -> str:
     """16 hex chars that identify a model's weights, in every store key that depends on a model: for a local directory
     the sha256 of its ``*.safetensors``; for a Hub id the id, its cached commit (:func:`hub_revision`) and its
-    ``config.json`` (the commit pins the weights without reading gigabytes).
+    ``config.json`` (the commit pins the weights without reading gigabytes). Two models, or two revisions of one, never
+    share records, checkpoints or reference log-probs. A directory without ``*.safetensors`` is a FileNotFoundError;
+    its hash is cached per process by file path, size and mtime.
     """
     from rlrf_nb.store import content_key
 

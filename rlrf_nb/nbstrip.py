@@ -1,8 +1,10 @@
 """Keep committed notebooks output-free: a git *clean filter* that strips outputs before git stores a notebook.
 
-``make install`` registers it and ``.gitattributes`` applies it to ``notebooks/*.ipynb``: the working copy keeps its
-outputs while git sees only source changes. Standard library only (git runs it with any ``python3``), and JSON written
-exactly as nbformat and jupytext do, so an unchanged notebook comes out byte for byte as committed.
+``make install`` registers it (``git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py"``) and ``.gitattributes``
+applies it to ``notebooks/*.ipynb``: the working copy keeps its outputs, while git diffs, status and commits see the
+notebook without outputs, execution counts or run metadata, so only source changes show. Standard library only (git runs
+it with any ``python3``), and JSON written exactly as nbformat and jupytext do, so an unchanged notebook comes out byte
+for byte as committed.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Online RL on the fine-grained reward (issue 20): GRPO and RLOO through TRL's own trainers, as round variants.
 
-GRPO (arXiv 2402.03300) and RLOO (arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions
-per prompt with the policy being trained and move it towards those that beat their group's baseline. The score is
-the kit's judge reduced to one number exactly as the search ranks candidates (:func:`rlrf_nb.feedback.scalar_reward`).
-:class:`JudgeReward` is the reward function (an unparsed judgement gives no reward, never a score),
+GRPO (arXiv 2402.03300) and RLOO (arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions per
+prompt with the policy being trained and move it towards those that beat their group's baseline. The score is the kit's
+judge (the tiny world's verifier, or the LLM judge of ``feedback.judge``) reduced to one number exactly as the search
+ranks candidates: :func:`rlrf_nb.feedback.scalar_reward`, the ``feedback.weights``-weighted mean of the normalised
+aspect scores. :class:`JudgeReward` is the reward function (an unparsed judgement gives no reward, never a score),
 :func:`reflective_rollout` makes GRPO groups of drafts and refinements, :func:`train_online` runs the trainer.
 
 No loss or advantage is written here: TRL does the training.
@@ -25,13 +26,17 @@ FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are c
 
 
 class JudgeReward:
-    """A TRL reward function (``f(prompts=..., completions=..., example_id=[...], **kwargs)``) that judges each
-    completion on its prompt's aspects and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or ``None`` when
-    the judgement did not parse (TRL then gives it NaN reward, outside the group baseline, and zero advantage).
+    """A TRL reward function (``f(prompts=..., completions=..., example_id=[...], **kwargs)``, one reward per
+    completion) that judges each completion with ``judge`` on its prompt's aspects
+    (:func:`rlrf_nb.feedback.select_aspects`) and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or ``None``
+    when the judgement did not parse (TRL then gives it NaN reward, outside the group baseline, and zero advantage).
+    ``examples``: the training prompts, looked up by the dataset's ``example_id`` column (the verifier judges against
+    their ground truth).
 
-    Counts ``completions``, ``judged`` (identical completions of a batch share one judgement), ``generated_tokens``,
-    ``failures`` (the first :data:`FAILURES_KEPT`, with raw judge text) and ``n_failures``; logs
-    ``judge/parse_failure_rate`` through TRL's ``log_metric``, and keeps rewards per ``kind`` when there is one."""
+    Counts ``completions``, ``judged`` (judge calls; identical completions of a batch share one judgement),
+    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (example id, response, error and raw judge text
+    of the first :data:`FAILURES_KEPT`) and ``n_failures`` (all); logs ``judge/parse_failure_rate`` per batch through
+    TRL's ``log_metric``, and keeps rewards per ``kind`` column (draft / refinement) when there is one."""
 
     __name__ = "judge_reward"  # TRL names reward functions by __name__ in its logs (reward/judge_reward/mean)
 
@@ -91,11 +96,13 @@ class JudgeReward:
 
 
 def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
-    """A TRL ``rollout_func`` whose groups are *reflective*: the first ``G - G // 2`` members of a prompt's group are
-    the policy's drafts, the other ``G // 2`` its refinements of the first drafts from their per-aspect critiques
-    (:func:`rlrf_nb.prompts.refinement_prompt`), all trained as completions of the original prompt (in the spirit of
-    Critique-GRPO, arXiv 2506.03106). TRL's one-iteration GRPO loss treats the off-policy refinements as sampled (no
-    importance correction): the variant's assumption. Drafts are judged through ``reward.feedback``; members carry a
+    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``; TRL 1.16 calls it with the batch's prompts,
+    ``num_generations`` consecutive copies of each, and the trainer) whose groups are *reflective*: the first
+    ``G - G // 2`` members of a prompt's group are the policy's drafts, the other ``G // 2`` its refinements of the
+    first drafts from their per-aspect critiques (:func:`rlrf_nb.prompts.refinement_prompt`), all trained as
+    completions of the original prompt (in the spirit of Critique-GRPO, arXiv 2506.03106). TRL's one-iteration GRPO
+    loss treats the off-policy refinements as sampled (no importance correction): the variant's assumption. Drafts are
+    judged through ``reward.feedback`` (to critique them), and their reward reuses that judgement; members carry a
     ``kind`` column (draft / refinement)."""
     from rlrf_nb.generation import generate_ids, render_prompts
     from rlrf_nb.prompts import refinement_prompt
@@ -177,12 +184,15 @@ def prompt_dataset(examples: list):
 
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
-    """GRPO, RLOO or reflective GRPO (``method``) of ``model`` on ``examples``' prompts, rewarded by
-    :class:`JudgeReward`, with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by ``cfg`` (an ``online_rl`` section)
-    and ``seed``.
+    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect) of ``model`` on ``examples``' prompts,
+    rewarded by :class:`JudgeReward` (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer``
+    / ``RLOOTrainer`` configured by ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds
+    the reference from the model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with
+    ``cfg.lora`` disables the adapter.
 
     Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter merged),
-    TRL's log history, wall time, optimiser steps and :meth:`JudgeReward.stats`."""
+    TRL's log history, wall time (s), optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures,
+    generated tokens)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from rlrf_nb.training import lora_config, quiet_trainer
@@ -212,7 +222,9 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
 def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, out_dir, *, seed: int,
                place=None) -> dict:
     """:func:`train_online` from the policy at ``start_path`` with the recipe's ``online_rl`` section and
-    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``, ``info`` being what the checkpoint records."""
+    ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
+    start, reference, prompts, steps, wall time, generated tokens, judge calls, parse failures (the first with raw
+    text) and TRL's log history."""
     from rlrf_nb.models import load_policy
 
     cfg = recipe.online_rl
@@ -245,7 +257,7 @@ def train_online_cached(store, name: str, start_path, examples: list, judge, rub
                         seed: int, place=None) -> dict:
     """:func:`run_online` into ``<run>/checkpoints/<name>-<key>`` (the key hashes start weights, method, section,
     prompts, judge, rubrics, weights and seed): a rerun loads the finished checkpoint, like
-    :func:`rlrf_nb.training.train_cached`."""
+    :func:`rlrf_nb.training.train_cached`. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import dataclasses
     import json
 

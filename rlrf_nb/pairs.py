@@ -1,9 +1,11 @@
 """Preference pairs from a pool of judged candidates (paper §3.2 → §3.3), in TRL's preference format.
 
-A *pair policy* (``config.PAIR_POLICIES``: best_vs_worst, refined_vs_original, best_refined_vs_worst_sample, and
-the no_reflection and scalar ablations) picks chosen/rejected from each prompt's samples and refinements. Ties and
-pairs under the margin are dropped, a wrong answer is never chosen over a right one (candidates rank by
-(correct, reward)), and a candidate without a reward (a judge parse failure) never enters a pair.
+A *pair policy* picks chosen/rejected from each prompt's judged samples and refinements: ``best_vs_worst`` (the whole
+pool's best against its worst), ``refined_vs_original`` (each refinement against the draft it refined),
+``best_refined_vs_worst_sample``, ``no_reflection`` (samples only: the reflection ablation) and ``scalar`` (one overall
+score instead of per-aspect feedback: the second ablation). Ties and pairs under the margin are dropped, a wrong answer
+is never chosen over a right one (candidates rank by (correct, reward)), and a candidate without a reward (a judge parse
+failure) never enters a pair.
 
 Human review appends *decisions* (accept, reject, swap, edit) to ``decisions.jsonl``; :func:`build_pairs` honours
 them whenever given them. A pair is identified by its prompt and its two candidates, so a decision holds across
@@ -92,11 +94,13 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
 
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
                 conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1) -> list[dict]:
-    """Preference pairs from ``pool`` under ``policy``: TRL's preference format (message lists when
-    ``conversational``) plus lineage columns (ids, kinds, rewards, margin, scores, correctness, policy, round).
+    """Preference pairs from ``pool`` (any number of prompts) under ``policy``: TRL's preference format (message lists
+    when ``conversational``) plus lineage columns (ids, kinds, rewards, margin, scores, correctness, policy, round).
 
-    ``per_prompt`` > 1 pairs the i-th best distinct candidate with the i-th worst while the best side stays above the
-    worst. ``decisions`` (:func:`load_decisions`) are applied last, with :func:`apply_decisions`.
+    ``min_margin``: the least reward gap kept (a right-over-wrong pair always counts). ``per_prompt`` > 1
+    (best_vs_worst, scalar, no_reflection) pairs the i-th best distinct candidate with the i-th worst, for i <
+    ``per_prompt``, while the best side stays above the worst. An unknown ``policy`` is a ``ValueError``. ``decisions``
+    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
@@ -225,7 +229,9 @@ def _set_text(side, text: str):
 
 def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list[dict]:
     """``pairs`` with review decisions replayed in file order: reject drops, accept keeps (the last wins), swap prefers
-    ``candidate_id``, edit replaces its text (kept in ``original_texts``); each row gets ``review``.
+    ``candidate_id``, edit replaces its text (kept in ``original_texts``); each row gets ``review`` and
+    ``original_texts`` (empty if unreviewed). Decisions on pairs not in ``pairs`` (another pool or policy) are left
+    alone and counted in the log.
     """
     out, seen = [], set()
     for p in pairs:
@@ -284,9 +290,10 @@ def load_pool(store, name: str = "pool") -> list[Candidate]:
 
 
 def wrong_above_right(pool: list[Candidate]) -> dict:
-    """The fine-grained reward's side of the blind spot (notebook 05 §4): among (right, wrong) candidate pairs, how many
-    the reward ranks wrong above right (``flipped``), and of those how many reached the right answer through a wrong
-    step (``lucky``). Candidates without a grade or reward are left out."""
+    """The fine-grained reward's side of the blind spot (notebook 05 §4): among each prompt's (right, wrong) candidate
+    pairs by final answer, how many the reward ranks wrong above right (``flipped``), and of those how many reached the
+    right answer through a wrong step (``lucky``: the verifier's logical correctness below 5, which the reward penalises
+    by design). Candidates without a grade or a reward are left out."""
     by_prompt: dict[str, list[Candidate]] = {}
     for c in pool:
         if c.correct is not None and c.reward is not None:

@@ -35,7 +35,8 @@ _SENTINEL = "\u2063rlrf-end-of-turn-probe\u2063"
 
 def end_of_turn_ids(tokenizer) -> list[int]:
     """The token ids the chat template writes after an assistant message's content, read by rendering a probe, never
-    assumed (``<|end|>`` for M0, ``<|im_end|>`` then ``"\\n"`` for ChatML). Raises ValueError when the template drops or
+    assumed (``<|end|>`` for M0, ``<|im_end|>`` then ``"\\n"`` for ChatML, so a completion's last token need not be
+    EOS). Raises ValueError when the template drops or
     rewrites the assistant content."""
     probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
     text = tokenizer.apply_chat_template(probe, tokenize=False)
@@ -50,7 +51,8 @@ def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) ->
     """Check every pair's tokenization before training; raise :class:`PreflightError` listing the problems by pair id.
 
     Problems: a prompt that is not a prefix of the rendered conversation; more than one BOS; a completion that does not
-    end with the template's own end of turn (:func:`end_of_turn_ids`) or holds extra EOS tokens (trl#4481); a pair
+    end with the template's own end of turn (:func:`end_of_turn_ids`) or holds more EOS or end-of-turn tokens than that
+    ending (a doubled EOS, e.g. an end token typed into the text); a pair
     longer than ``max_length`` (TRL cuts the end: the final answer is lost), and chosen == rejected after that cut.
     Returns token-length statistics, the end-of-turn text and ``n_show`` decoded pairs.
     """

@@ -1,9 +1,10 @@
 """Readings: what a result says, in words generated from its numbers (one function per result).
 
 Under a table or figure, ``display(Markdown(readings.<result>(...)))`` states the numbers with their 95% intervals and
-the verdict they support, so it stays true when the numbers change; an empty section says why. "better" or "worse" only
-when the interval of the difference excludes zero; two separately evaluated models use Newcombe's interval for two
-proportions (Newcombe 1998, method 10), which ignores the pairing and so errs wide.
+the verdict they support, so it stays true when the numbers change; an empty section says why and how to get data there.
+"better" or "worse" only when the interval of the difference excludes zero, else "no difference shown"; two separately
+evaluated models use Newcombe's interval for two proportions (Newcombe 1998, method 10), which ignores the pairing and
+so errs wide.
 """
 
 from __future__ import annotations

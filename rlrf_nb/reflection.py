@@ -1,10 +1,13 @@
 """Fine-grained self-reflection search (paper §3.2): sample, judge, refine the most promising, judge again.
 
-Per prompt the policy samples n responses, judged per aspect; the top-k distinct by reward are refined m times each from
-their critiques (:func:`rlrf_nb.prompts.refinement_prompt`), and rounds continue until a stop rule fires (round cap, no
-aspect below the threshold, or a plateau). Every record goes through the run store, so a killed search resumes. With
-``refine_budget`` the refinements are a budget spent in ``priority`` order (``variance`` or ``low_best``);
-:func:`budget_curve` replays a finished search in any order.
+Per prompt the policy samples n responses, judged per aspect; the top-k distinct by reward are refined m times each by
+the policy itself from the question, the draft and its critiques (:func:`rlrf_nb.prompts.refinement_prompt`),
+refinements are judged too, and further rounds refine the previous round's best until a stop rule fires (the round cap,
+a candidate with no aspect below the threshold, or a plateau of the best reward). Every sample, judgement and refinement
+is a run-store record (``samples``, ``refinements``, ``feedback``) keyed by its inputs, so a rerun recomputes nothing
+and a killed search resumes. With ``refine_budget`` the refinement generations are a capped budget spent on prompts in
+``priority`` order (``variance``: the most varied sample rewards first; ``low_best``: the lowest best sample first);
+:func:`budget_curve` replays a finished search in any prompt order to show the pair yield each budget buys.
 """
 
 from __future__ import annotations
@@ -209,8 +212,9 @@ def sample_rewards(pool: list[Candidate]) -> dict[str, list]:
 def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs_worst",
                  min_margin: float = 0.0) -> list[dict]:
     """Replay a finished search with its refinements spent on prompts in ``order``: after each prompt, the refinement
-    budget used and the pool's pair yield. A counterfactual over the refinements actually generated, so every order is
-    compared on the same data.
+    budget used and the pair yield of the pool at that point (every prompt's samples, the reached prompts' refinements);
+    prompts the search never refined cost nothing. A counterfactual over the refinements actually generated, so every
+    order is compared on the same data. Rows: ``budget``, ``prompts_refined``, ``pairs``, ``right_over_wrong``.
     """
     by_prompt: dict[str, list[Candidate]] = {}
     for c in pool:

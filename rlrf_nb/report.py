@@ -1,8 +1,8 @@
 """``runs/<name>/report.html``: a run as a page to send (what ``rlrf-nb run`` writes after the last stage).
 
-A header (run, recipe, parameters, dates, commit, which M0, diagnosis and claims when present), then the executed
-notebooks' narrative and outputs without code, injected parameters, progress bars or stderr; Plotly is embedded once, so
-the page opens offline.
+A header (run, recipe, parameters, dates, commit, which M0, with a plain warning for a seconds-long smoke model, the
+diagnosis and the paper's claims when present), then the executed notebooks' narrative and outputs without code,
+injected parameters, progress bars or stderr; Plotly is embedded once, so the page opens offline.
 """
 
 from __future__ import annotations

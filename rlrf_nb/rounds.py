@@ -1,11 +1,16 @@
 """Iterated RLRF (paper §3.3): M0 -> M1 -> M2, each round = reflection search on fresh prompts with the current policy,
 preference pairs, then DPO (or the configured baseline) through TRL.
 
-The round policy (``rounds.start_from``, ``dpo.reference``, ``rounds.carry_over``) is recorded with every checkpoint;
-checkpoints under ``<run>/checkpoints/rounds/M<t>`` are marked complete only after saving, so a rerun skips finished
-rounds and a killed run resumes with the records it has. The online variants (grpo, rloo, grpo_reflect:
-:mod:`rlrf_nb.online_rl`) replace search, pairs and DPO. Each round's row records its compute and the new policy's
-dev-split math and bio precision with 95% intervals. On one GPU a round holds one model at a time.
+The round policy is recorded with every checkpoint: the start (``rounds.start_from``: the previous round's policy or
+M0), the DPO reference (``dpo.reference``: pi_{t-1} or pi_0) and whether earlier rounds' pairs are trained on again
+(``rounds.carry_over``). Checkpoints (``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``) are
+marked complete only after saving, so a rerun skips finished rounds and a run killed in round 2 resumes there with the
+search records it has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
+replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge. Each
+round's row records its compute (wall times, generated tokens, judge calls, parse failures) and the new policy's
+held-out dev math exact match and bio precision, with 95% intervals. On one GPU (:func:`rlrf_nb.models.placement`) a
+round holds one model at a time: the searcher (a vLLM engine sleeps after the search), the trainer, then the policy
+being evaluated.
 """
 
 from __future__ import annotations
@@ -49,7 +54,8 @@ def round_prompts(recipe, world, t: int) -> list:
 
 def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_id: str) -> dict:
     """Held-out dev checks of one policy, cached by model fingerprint: greedy math exact match on the dev slice
-    (:func:`rlrf_nb.task_data.dev_math`) and, with ``rounds.eval_n_bios``, the tiny world's bio claim precision."""
+    (:func:`rlrf_nb.task_data.dev_math`: the tiny world's dev split, or the tail of a real task's training data) and,
+    with ``rounds.eval_n_bios``, the tiny world's bio claim precision."""
     rcfg, ecfg = recipe.rounds, recipe.eval
     t0 = time.monotonic()
     cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=rcfg.eval_n_bios,
@@ -91,8 +97,9 @@ def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
 
 def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
     """(pair policy, DPO stage config, reflection config) of a round-loop variant: ``rlrf`` as written,
-    ``no_reflection`` (samples only), ``scalar`` (one overall score), ``rs_sft`` (SFT on the best). The online variants
-    search nothing and have no setup here."""
+    ``no_reflection`` (samples only, no refinement: later rounds cost only the samples), ``scalar`` (one overall score),
+    ``rs_sft`` (SFT on the best candidates). The online variants search nothing and have no setup here; any other name
+    is a ``ValueError``."""
     import dataclasses
 
     policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
@@ -111,9 +118,12 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
 def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None, judge=None,
                    rubrics=None, world=None) -> tuple[dict[str, dict], list[str]]:
     """Notebook 03's one-round ablations: every :func:`variant_setup` variant but RLRF, trained once from ``start_path``
-    on notebook 02's ``pool`` (:func:`rlrf_nb.training.train_cached`), then the online variants ``rounds.variants``
-    lists, on the search's prompts, rewarded by ``judge``. Returns ``{label: trained}`` and the labels of the variants
-    without training data (to report, not hide)."""
+    on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``, or the best
+    candidates for RS-SFT; :func:`rlrf_nb.training.train_cached`), then the online variants ``rounds.variants`` lists,
+    which need no pool: TRL samples from the policy on the search's prompts (those of the pool) and ``judge`` with
+    ``rubrics`` rewards it (:func:`rlrf_nb.online_rl.train_online_cached`; ``world``: the tiny world, None in a real
+    recipe; a ``ValueError`` when online variants are listed without ``judge`` and ``rubrics``). Returns
+    ``{label: trained}`` and the labels of the variants without training data (to report, not hide)."""
     trained, empty = {}, []
     online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
     if online and (judge is None or rubrics is None):

@@ -1,5 +1,7 @@
-"""Per-aspect scoring rubrics (paper §3.1): one YAML per aspect under ``data/rubrics/`` with a descriptor for every
-score level; the set's ``version`` is a content hash that judge records carry. :data:`TASK_ASPECTS` maps tags.
+"""Per-aspect scoring rubrics (paper §3.1): one YAML per aspect under ``data/rubrics/`` with a definition, a descriptor
+for every score level and what a critique must point to. :func:`load_rubric_set` loads and validates them; the set's
+``version`` is a content hash that judge records carry, tracing each judgement to the exact rubric text.
+:data:`TASK_ASPECTS` says which aspects apply to which task tag.
 """
 
 from __future__ import annotations

@@ -1,12 +1,14 @@
 """Batch runs: the numbered notebooks executed in order with papermill (``rlrf-nb run``), and sweeps over them.
 
-``runs/<name>/stages.json`` records each stage (one notebook) with its status, wall time and a hash of what it ran with
+A run is ``runs/<name>/``: the executed notebooks, the artifacts they write through the run store, ``results.json``
+and ``stages.json``, which records each stage (one notebook) with its status, wall time and a hash of what it ran with
 (recipe text, overrides, parameters and :func:`stage_inputs`). A rerun skips the stages that finished with the same
 hash; a failed or killed stage runs again and resumes from its last stored record.
 
-Parameters are validated before injection: ``-p section.key=value`` is a recipe override, ``-p name=value`` must be a
-parameter of some notebook, of the kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel
-gets CurveZMQ keys (``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
+Parameters are validated before injection: ``-p section.key=value`` is a recipe override checked against the recipe's
+dataclasses (an unknown key or bad type names the key), ``-p name=value`` must be a parameter of some notebook, of the
+kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel gets CurveZMQ keys
+(``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
 """
 
 from __future__ import annotations
@@ -142,8 +144,9 @@ _KIND = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "
 
 def validate_params(params: dict, stages: list[str]) -> dict[str, dict]:
     """Check notebook parameters before injection; returns ``{notebook: {name: value}}``. Each name must be a parameter
-    of some stage's notebook, its value JSON of the default's kind; ``recipe_path``, ``run_name`` and ``overrides`` are
-    the runner's."""
+    of some stage's notebook, its value JSON of the default's kind (a ``None`` default accepts a scalar);
+    ``recipe_path``, ``run_name`` and ``overrides`` are set by the runner and may not be given. Any violation is a
+    :class:`RunError`."""
     reserved = {"recipe_path", "run_name", "overrides"}
     declared = {nb: notebook_parameters(nb) for nb in stages}
     for name, value in params.items():
@@ -196,8 +199,9 @@ def _model_id(name: str) -> str:
 
 def stage_inputs(recipe) -> dict:
     """What a stage's results depend on beyond the recipe text and parameters, for the stage hash: the judge as resolved
-    (credentials redacted), the policy's and the local judge's fingerprints (not for a retrained M0) and the contents of
-    the data files the recipe names. Changing any of them reruns every stage."""
+    when the recipe loaded (``feedback.judge_url_env`` reads its URL from the environment; credentials redacted), the
+    policy's and the local judge's fingerprints (not for a retrained M0) and the contents of the data files the recipe
+    names. Changing any of them reruns every stage."""
     from rlrf_nb.llm_judge import redact_url
 
     fb = recipe.feedback
@@ -248,9 +252,10 @@ def _select(stages: list[str] | None) -> list[str]:
 def run(recipe_path: str, name: str | None = None, *, params: list[str] | None = None,
         overrides: dict | None = None, stages: list[str] | None = None, force: bool = False,
         progress: bool | None = None) -> RunResult:
-    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/``, skipping finished stages with the
-    same inputs unless ``force``; ``params`` are ``-p`` strings. Raises :class:`RunError` naming the failing stage
-    and cell."""
+    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/`` (``name`` default: the recipe's
+    ``run.name``), skipping finished stages with the same inputs unless ``force``; ``params`` are ``-p`` strings,
+    ``overrides`` extra recipe overrides, ``progress`` a live bar per stage (default: when stderr is a terminal). Raises
+    :class:`RunError` naming the failing stage and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

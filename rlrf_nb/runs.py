@@ -1,5 +1,6 @@
 """Run plumbing every notebook starts with: :func:`open_run` opens ``runs/<name>/`` for a recipe and writes the resolved
-``config.yaml`` and ``run.json`` (seed, package versions, git SHA).
+``config.yaml`` and ``run.json`` (seed, package versions, git SHA); the stages' artifacts and ``results.json`` are
+:class:`rlrf_nb.store.RunStore`'s.
 """
 
 from __future__ import annotations

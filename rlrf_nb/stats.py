@@ -1,5 +1,6 @@
 """Small statistics: every rate and mean comes with a 95% interval, from one mean (:func:`mean`) and one bootstrap
-(:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`, :func:`bootstrap_ci`) used everywhere.
+(:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`, :func:`bootstrap_ci`) used everywhere (results table,
+paired tests, FactScore, Just-Eval, the diagnosis), so the same data gets the same interval wherever it is shown.
 """
 
 from __future__ import annotations

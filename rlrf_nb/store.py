@@ -242,7 +242,9 @@ class RunStore:
             fn: Callable[[object], dict], desc: str | None = None) -> list[dict]:
         """``fn(item)`` for each item whose ``key_fn(item)`` is not stored yet in artifact ``name``; returns the records
         (stored or new) in item order. New records are appended together at most :data:`FLUSH_SECONDS` after they are
-        computed (and when ``fn`` raises): an fsync per record cost a fast judge half its time.
+        computed (and when ``fn`` raises), so an interrupted map resumes where it stopped, having lost at most that
+        much work (an fsync per record cost a fast judge half its time). ``desc`` labels the progress bar (default:
+        ``name``).
         """
         art = self.artifact(name)
         items = list(items)
@@ -270,11 +272,13 @@ class RunStore:
     def map_batches(self, name: str, items: Iterable, key_fn: Callable[[object], str],
                     fn: Callable[[list], list[dict]], batch_size: int, desc: str | None = None,
                     imap: Callable = builtins.map) -> list[dict]:
-        """Like :meth:`map`, but ``fn`` takes a batch of up to ``batch_size`` items and returns one record per item.
+        """Like :meth:`map`, but ``fn`` takes a batch of up to ``batch_size`` items (e.g. one ``generate`` call) and
+        returns one record per item; each batch is appended (one write) as soon as it is done.
 
         Batches are cut from the whole item list, not the missing items, so a seeded ``fn`` gives a resumed run exactly
-        the records of an uninterrupted one; a batch with any record missing is recomputed whole. ``imap`` applies
-        ``fn`` to the batches in order (``map``, or a process pool's ordered ``imap``).
+        the records of an uninterrupted one; a batch with any record missing is recomputed whole and only the missing
+        records are appended. ``imap`` applies ``fn`` to the batches in order (``map``, or a process pool's ordered
+        ``imap`` that computes later batches while earlier ones are written).
         """
         art = self.artifact(name)
         items = list(items)

@@ -8,8 +8,10 @@ every split comes from the task:
   02's), where the tiny world uses its math ``rl`` split;
 - held-out dev (01, 03, 04): the *last* rows of the train pool (:func:`task_pool`), disjoint from every search
   slice and few-shot exemplar (checked), where the tiny world uses its ``dev`` splits;
-- benchmark test (05): ``eval.gsm8k_source`` (a file is the test set; a Hub id gives its ``test`` split);
-- few-shot exemplars (05): ``eval.gsm8k_train_source``, default gsm8k_source's ``train`` split for a Hub id;
+- benchmark test (05): ``eval.gsm8k_source`` (a file is the test set; a Hub id gives its ``test`` split), where the
+  tiny world uses its math ``test`` split;
+- few-shot exemplars (05): ``eval.gsm8k_train_source`` (a train file, or a Hub id's ``train`` split), default
+  gsm8k_source's ``train`` split for a Hub id, where the tiny world uses its math ``train`` split;
 - bios: none (the tiny world's people are not the task).
 
 GSM8K has no dev split, so selecting on the tail of train keeps "select on dev, claim on test": only notebook 05 reads
@@ -92,8 +94,9 @@ def _search_end(recipe) -> int:
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
                     offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
     """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
-    rl split, or a GSM8K train split) from ``offset_math``, then ``n_bios`` tiny-world bio prompts. Raises naming the
-    source when it has too few prompts, and when a real recipe asks for bios."""
+    rl split, or a GSM8K train split) from ``offset_math``, then ``n_bios`` tiny-world bio prompts from ``offset_bios``
+    (defaults: ``reflection.n_prompts`` and ``reflection.n_bios``). Raises naming the source when it has too few
+    prompts, and when a real recipe asks for bios (they would be tiny-world prompts)."""
     cfg = recipe.reflection
     n_math = cfg.n_prompts if n_math is None else n_math
     n_bios = cfg.n_bios if n_bios is None else n_bios

@@ -3,8 +3,10 @@
 :func:`build_world` generates the world from a ``WorldConfig``, deterministically from its seed (evaluation splits drawn
 first, so a training size never changes them); :func:`save_world` / :func:`load_split` / :func:`load_kb` write and read
 its splits under ``data/tiny_world/``; :func:`training_mix` is M0's pre-training mix. :func:`get_m0` loads or pre-trains
-M0; its checks (greedy math accuracy, refinement success, bio precision) carry 95% Wilson intervals and every generation
-is a run-store record. See docs/tiny_world.md.
+M0; its checks are held-out greedy math accuracy (strict ``#### N``), refinement success (the share of wrong drafts M0
+fixes given the verifier's critique, on its own wrong answers and on drafts with one injected error) and bio precision
+(the share of its bios' atomic claims the KB supports), each with a 95% Wilson interval. Every generation is a run-store
+record keyed by model fingerprint, prompt and decoding, so a rerun recomputes nothing. See docs/tiny_world.md.
 """
 
 from __future__ import annotations
@@ -197,8 +199,9 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
 
 def get_m0(recipe, store: RunStore, world: World | None = None):
     """``(model, tokenizer, info)``: M0 pre-trained into ``<run>/checkpoints/M0-<config hash>`` with ``m0.retrain``
-    (a rerun loads it), else loaded from ``m0.pretrained``, on the run's placement; ``info["fingerprint"]``
-    identifies it."""
+    (a rerun with the same config loads it), else loaded from ``m0.pretrained`` (a local path or a Hub id), on the run's
+    device and precision (:func:`rlrf_nb.models.placement`); ``info["fingerprint"]`` is
+    :func:`rlrf_nb.models.model_fingerprint`."""
     cfg = recipe.m0
     if cfg.retrain:
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")

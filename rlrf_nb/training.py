@@ -1,9 +1,13 @@
 """Preference fine-tuning through TRL (paper §3.3): DPO on reflection pairs, and the baselines.
 
-:func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type`` / ``loss_weights``) and an
-explicit reference; :func:`train_rs_sft` is the rejection-sampling SFT baseline; :func:`dpo_diagnostics` says in
-plain words what the logged margins and log-probs mean. Reference log-probs are cached in the run store
-(:func:`train_cached`), and :class:`LengthBatchSampler` batches pairs of similar length (docs/performance.md).
+:func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type`` combined by ``dpo.loss_weights``:
+``["sigmoid", "sft"]`` is RPO, ``["ipo"]``, ``["robust"]`` ... one switch away) and an explicit reference (a frozen copy
+of the starting policy or of pi_0, precomputed log-probs, or with LoRA the adapter-disabled base); :func:`train_rs_sft`
+is the rejection-sampling SFT baseline (TRL's ``SFTTrainer`` on the best candidate per prompt);
+:func:`rlrf_nb.preflight.preflight` checks the tokenized pairs before any step; :func:`dpo_diagnostics` says in plain
+words what the logged margins and log-probs mean. Reference log-probs are cached in the run store (``dpo.cache_ref``,
+:func:`train_cached`), and :class:`LengthBatchSampler` batches pairs of similar length (``dpo.group_by_length``); see
+docs/performance.md, "DPO".
 
 No loss or training loop is written here: TRL does the training.
 """
@@ -87,8 +91,8 @@ def _pair_lengths(ds) -> list[int]:
 
 class LengthBatchSampler(torch.utils.data.Sampler):
     """Padding-aware order: each epoch shuffle, stable-sort by length within mega-batches of ``mega`` batches, cut into
-    batches and shuffle their order; unlike transformers' ``LengthGroupedSampler`` the batches come in random order (on
-    this kit's pairs: 23% padding there, 7% here)."""
+    batches of ``batch_size`` and shuffle their order (seeded by ``seed`` and the epoch); unlike transformers'
+    ``LengthGroupedSampler`` the batches come in random order (on this kit's pairs: 23% padding there, 7% here)."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50):
         self.lengths, self.batch_size, self.seed, self.mega, self.epoch = list(lengths), batch_size, seed, mega, 0
@@ -113,9 +117,11 @@ class LengthBatchSampler(torch.utils.data.Sampler):
 
 
 def cached_dpo_trainer_class():
-    """``DPOTrainer`` whose ``_precompute_ref_logps`` reads reference log-probs from :data:`REF_LOGPS_ARTIFACT` and
-    computes only the missing ones (``ref_loader()`` only on a miss), and whose ``_get_train_sampler`` is a
-    :class:`LengthBatchSampler` when ``group_by_length`` is set.
+    """``DPOTrainer`` (built once, cached) whose ``_precompute_ref_logps`` (run with ``precompute_ref_log_probs=True``)
+    reads reference log-probs from :data:`REF_LOGPS_ARTIFACT` and computes only the missing ones; the reference is
+    ``ref_model``, else ``ref_loader()`` (called only on a miss, dropped after), else the policy before training (with
+    PEFT, the adapter disabled). Its ``_get_train_sampler`` is a :class:`LengthBatchSampler` when ``group_by_length`` is
+    set (transformers' own cannot find lengths in a preference dataset).
     """
     global _TRAINER_CLASS
     if _TRAINER_CLASS is not None:
@@ -224,10 +230,14 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=No
     """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model, TRL's log
     history, the pre-flight report and the wall time.
 
-    The reference is ``ref_model``, else ``model`` as it is now (a frozen copy, precomputed log-probs, or with LoRA the
-    adapter-disabled base). With ``ref_store`` and ``ref_fingerprint`` reference log-probs come from the store and
-    ``ref_loader()`` loads the reference only for missing pairs. TRL evaluates ``eval_pairs`` (default: the first 64
-    pairs, the *probe*) before and after training, which :func:`dpo_diagnostics` reads.
+    The reference is ``ref_model``, else ``model`` as it is now: with ``dpo.precompute_ref`` or a ``ref_store`` its
+    log-probs are computed once and no copy is kept, otherwise a frozen copy runs beside the policy; with ``dpo.lora``
+    it is the adapter-disabled base and the adapter is merged into the returned model. With ``ref_store`` (a
+    :class:`~rlrf_nb.store.RunStore`) and ``ref_fingerprint`` (the reference's weights) reference log-probs come from
+    the store, and ``ref_loader()`` loads the reference only for missing pairs when it is not ``model`` (a cache hit
+    loads nothing). ``place``: device and precision. TRL evaluates ``eval_pairs`` (default: the first 64 pairs, the
+    *probe*) before and after training, which :func:`dpo_diagnostics` reads. ``ValueError`` without pairs; a
+    :class:`~rlrf_nb.preflight.PreflightError` on malformed pairs.
     """
     if not pairs:
         raise ValueError("DPO has no pairs to train on (every candidate tied, failed to parse, or was rejected)")
@@ -309,8 +319,11 @@ def metric_rows(history: list[dict]) -> list[dict]:
 
 
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
-    """What DPO's diagnostics (``rewards/margins``, ``rewards/accuracies``, ``logps/*``) say, in plain words: on the
-    ``probe`` pairs before and after (:func:`train_dpo`), else the first and last thirds of the log (noisier).
+    """What DPO's diagnostics say, in plain words: ``rewards/margins`` (beta x the policy-vs-reference log-ratio of
+    chosen minus rejected), ``rewards/accuracies`` (share of positive margins), ``logps/chosen`` / ``logps/rejected``
+    (summed completion log-probs under the policy). Changes are read on the ``probe`` (``{"before", "after"}``
+    evaluations on one pair set, as :func:`train_dpo` returns), else on the first and last thirds of the training log
+    (other batches: noisier).
     """
     keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
     if probe and probe.get("before") and probe.get("after"):
@@ -401,8 +414,11 @@ def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
                  place=None) -> dict:
     """:func:`train_stage` from ``start_path`` into ``<run>/checkpoints/<name>-<key>`` (key: start weights, stage
-    config, data), so a rerun loads the checkpoint; with no training data (:func:`has_training_data`) the start policy
-    comes back untrained. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    config, data), so a rerun loads the checkpoint. The DPO reference is ``ref_path`` (default: the start policy); with
+    ``dpo.cache_ref`` it is loaded only for pairs the store lacks. Policies load on ``place``'s device and precision
+    (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's. With no training data
+    (:func:`has_training_data`, e.g. the judge never parsed) the start policy comes back untrained, ``info["method"]``
+    saying why and ``trained`` False. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import json
 
     from rlrf_nb.models import load_policy, model_fingerprint

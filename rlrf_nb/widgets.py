@@ -14,7 +14,8 @@ import pandas as pd
 def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
                   failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
     """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect or judge if
-    None), or with ``failures_only`` those with a parse failure on it, in order of first appearance. Each judge's
+    None), or with ``failures_only`` those with a parse failure on it (no score, so the range does not apply), in order
+    of first appearance. Each judge's
     judgement is its own key, so one judge's card never stands in for another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
     if judge is not None:
@@ -298,7 +299,8 @@ def _text(side) -> str:
 
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
     """``(pair after swaps and edits, status)``: ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last verdict
-    wins, as in :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"``; a rejected pair is returned too."""
+    wins, as in :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor
+    rejected). A rejected pair is returned too, so a reviewer can still see it and accept it again."""
     from rlrf_nb.pairs import apply_decisions
 
     ds = decisions or []
@@ -365,9 +367,11 @@ def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
 
 
 class PairReviewer(_Pager):
-    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the kernel dies);
-    later pair builds apply them. Give it the pairs built *without* decisions, so a rejected pair can be accepted again.
-    Accept and reject move on to the next unreviewed pair; no decision is recorded without a ``reviewer`` name."""
+    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the kernel dies).
+    Decisions change no pair here: ``pairs.apply_decisions``, or ``build_pairs(..., decisions=load_decisions(path))`` as
+    every later run does, applies them. Give it the pairs built *without* decisions (``build_pairs(pool, policy)``), so
+    a pair rejected earlier is still here, marked rejected, and can be accepted again. Accept and reject move on to the
+    next unreviewed pair; each decision records the ``reviewer`` box's name, and none is recorded while it is empty."""
 
     def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
         import ipywidgets as w

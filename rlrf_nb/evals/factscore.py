@@ -11,13 +11,17 @@ What was checked against the FActScore code (github.com/shmsw25/FActScore; read 
   with its changes marked; stored canonical versions such as commit 026faffb predate the penalty): per response
   ``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``; ``score``, ``init_score``,
   ``respond_ratio`` and ``num_facts_per_response`` are means, and a response whose facts are ``None``
-  (abstained, or zero facts) counts as not responding. :func:`length_penalty` and :func:`factscore` follow it.
-- The verifier prompt (``_get_score``): the topic line, k = 5 passages *in reversed order* (best last), a final
-  "." if needed, then ``"\\n\\nInput: {atom} True or False?\\nOutput:"`` (:func:`render_verify_prompt`).
+  (abstained, or zero facts) counts as not responding. :func:`length_penalty` and :func:`factscore` follow it
+  (``n_facts == gamma`` gives 1 either way).
+- The verifier prompt (``_get_score``): ``"Answer the question about {topic} based on the given context.\\n\\n"``,
+  then ``"Title: ...\\nText: ...\\n\\n"`` per passage, k = 5 *in reversed order* (best last), a final "." if needed,
+  then ``"\\n\\nInput: {atom} True or False?\\nOutput:"`` (:func:`render_verify_prompt`).
 - ``factscore/retrieval.py`` (commit 01f2c062): query ``topic + " " + atom``, BM25 among the passages of the
-  topic's own title; :class:`PassageSource` does the same with ``bm25s`` and a ``KeyError`` for an unknown title.
+  topic's own title (``rank_bm25.BM25Okapi``); :class:`PassageSource` does the same with ``bm25s`` (its Lucene BM25
+  variant, English stopwords, lower-cased) and a ``KeyError`` for an unknown title.
 - ``factscore/atomic_facts.py`` (commit 1cca0010): ``"Please breakdown the following sentence into independent
-  facts: {sentence}"`` per sentence, the reply cut at ``"- "``; :data:`DECOMPOSE_DEMO` is our own demo.
+  facts: {sentence}"`` per sentence, the reply cut at ``"- "``; upstream's few-shot demos come with its data download,
+  which we do not ship: :data:`DECOMPOSE_DEMO` is our own.
 - ``factscore/abstain_detection.py`` (a verbatim copy in the index): ``invalid_ppl_mentions`` and
   ``generic_abstain_detect``, off by default upstream; :func:`abstained` applies both, see :func:`abstain_reason`.
 
@@ -78,9 +82,10 @@ _CITATION = re.compile(r"\s*\[\d+\]\s*")
 
 
 def abstain_reason(text: str) -> str | None:
-    """Why ``text`` counts as an abstention, or None: empty, starts with a refusal (:data:`REFUSAL_PREFIXES`) or an
-    invalid mention (:data:`INVALID_PPL_MENTIONS`), or its first paragraph has one (upstream's perplexity rule).
-    Upstream's ``"provide more" in generation`` is left out on purpose: it would flag "... to provide more housing".
+    """Why ``text`` counts as an abstention, or None (case-insensitive): empty, starts with a refusal
+    (:data:`REFUSAL_PREFIXES`) or an invalid mention (:data:`INVALID_PPL_MENTIONS`), or its first paragraph has one
+    (upstream's perplexity rule). Upstream's ``"provide more" in generation`` is left out on purpose: it would flag
+    "... to provide more housing".
     """
     body = _CITATION.sub("", text).strip()  # upstream remove_citation: "[1]" markers out
     if not body:
@@ -252,7 +257,9 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
 
 class PassageSource:
     """A passages JSONL (``{"title", "text"}``; ``text`` a string or a list of passages) with BM25 retrieval (``bm25s``)
-    among the passages titled as the topic, as upstream (``restrict_to_topic=False``: all passages).
+    among the passages titled as the topic, as upstream (one index per title, built on first use;
+    ``restrict_to_topic=False``: all passages). A missing file is a ``FileNotFoundError``, a malformed line a
+    ``JsonlError``, an unknown topic a ``KeyError`` naming the file.
     """
 
     def __init__(self, path: str | Path, restrict_to_topic: bool = True):
@@ -307,7 +314,8 @@ class PassageSource:
 
 class KBVerifier:
     """Tiny world: the exact claim checker (:func:`rlrf_nb.tasks.bios.check_bio`) against the topic's KB record; a fact
-    split into several sentences is supported only if all are; an unknown person or form is unsupported.
+    split into several sentences is supported only if all are, contradicted if any is; a person the KB lacks, or a
+    fact in no canonical form, is unsupported.
     """
 
     def __init__(self, source):
@@ -403,9 +411,13 @@ def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decom
               abstain: Callable[[str], str | bool | None] = abstain_reason) -> dict:
     """FactScore of ``responses`` (one per topic), aggregated as upstream ``get_score``: abstained or zero facts -> not
     responding; a failed decomposition -> only in ``parse_failures``; else ``supported_fraction`` over parsed verdicts
-    times :func:`length_penalty`. Returns ``score`` (seeded bootstrap ``ci_low``/``ci_high``), ``init_score``,
-    ``respond_ratio`` (over n minus decomposition failures), ``respond``, ``facts_per_response``, ``facts_supported``,
-    the counts, ``rows`` and ``parse_failures``.
+    times :func:`length_penalty`; a responding row whose verdicts all failed to parse has no fraction and is left out
+    of the means. Returns ``score`` (mean penalised score; ``ci_low``/``ci_high``: seeded percentile bootstrap over the
+    scored responses, ``n_boot`` resamples), ``init_score`` (unpenalised), ``respond_ratio`` (over n minus
+    decomposition failures; ``respond``: the same as a Wilson :func:`~rlrf_nb.stats.rate`), ``facts_per_response``,
+    ``facts_supported`` (fact-level rate over parsed verdicts), the counts, ``rows`` and ``parse_failures``
+    (``{"decompose", "verify", "n_decompose", "n_verify"}``). ``ValueError`` when responses and topics differ in
+    length or ``gamma`` < 0.
     """
     responses, topics = list(responses), list(topics)
     if len(responses) != len(topics):
@@ -469,8 +481,9 @@ def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decom
 def evaluate_factscore(model, tok, fingerprint: str, examples: list, world, store, policy_id: str,
                        max_new_tokens: int = 160, batch_size: int = 32, gamma: float | None = GAMMA) -> dict:
     """FactScore of ``policy_id``'s greedy bios for tiny-world bio ``examples`` (``meta["entity"]`` = topic).
-    Generations are stored in ``eval/<policy_id>/factscore`` (a rerun generates nothing); the exact scoring is
-    recomputed from them each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``.
+    Generations are stored in ``eval/<policy_id>/factscore``, keyed by fingerprint, prompt and decode settings (a rerun
+    generates nothing); the exact scoring (:class:`SentenceDecomposer` + :class:`KBVerifier`) is recomputed from them
+    each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``.
     """
     from rlrf_nb.generation import generate
     from rlrf_nb.prompts import chat

@@ -1,12 +1,15 @@
 """GSM8K (Cobbe et al. 2021, arXiv 2110.14168) graded the way lm-evaluation-harness grades it, with our extractor.
 
 The kit grades math at training time with :func:`rlrf_nb.tasks.math.extract_answer`; this module evaluates with the
-*same* function, so a policy is never rewarded for a format the benchmark rejects. Protocol: a k-shot chain-of-thought
-prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the first stop sequence
+*same* function, so a policy is never rewarded for a format the benchmark rejects (or the other way round). It grades
+tiny-world problems and real GSM8K rows (:func:`rlrf_nb.tasks.loaders.load_gsm8k`) alike: both are
+:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``. Protocol: a k-shot
+chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the first stop sequence
 (:func:`truncate_at_stop`), and two grades side by side (issue 15): **the kit's** (``strict``: the first ``#### N``;
 ``flexible``: the last number; looser than lm-eval where :data:`LM_EVAL_DIFFERENCES` says) and **lm-eval's**
 (``lm_eval_strict``, ``lm_eval_flexible``: :func:`lm_eval_filter` and :func:`lm_eval_exact_match`, ``gsm8k.yaml``
-version 3.0 exactly, cut at :data:`LM_EVAL_UNTIL`; the numbers to set beside published ones).
+version 3.0 exactly, cut at :data:`LM_EVAL_UNTIL`, against the full reference solution; the numbers to set beside
+published ones). ``strict_flexible_gap`` measures right answers not written in the required format.
 
 **A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on purpose: strict
 takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``; the last one would reward hedging
@@ -23,6 +26,9 @@ What was checked against lm-evaluation-harness (``lm_eval/tasks/gsm8k/gsm8k.yaml
   ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order to prediction and gold, compared as strings.
 - ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt ``"Question: {question}\\nAnswer:"``,
   shots joined by ``"\\n\\n"``, the target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
+
+``tests/test_gsm8k.py`` runs every extraction case through a re-implementation of this pipeline (and lm-eval's own
+``RegexFilter`` when installed) and allows a mismatch only under a name in :data:`LM_EVAL_DIFFERENCES`.
 
 Where the protocol differs: :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"`` (a rambling small model stops there);
 ``style="multiturn"`` puts the bare question in the user turn (``style="single"`` is lm-eval's text prompt exactly);
@@ -120,9 +126,10 @@ LM_EVAL_DIFFERENCES: dict[str, str] = {
 def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int = 8,
                       style: str = "multiturn") -> list[dict]:
     """The k-shot chain-of-thought conversation for ``question``, from the first ``k`` exemplars whose prompt is not
-    ``question`` itself. ``multiturn``: a user/assistant pair per shot, then the question (k=0 is exactly what the kit's
-    policies train on); ``single``: lm-eval's ``Question: ...\\nAnswer:`` text prompt, for base models. ``k`` is a
-    parameter because context is: the tiny M0 has 384 positions and is evaluated zero-shot.
+    ``question`` itself (evaluating on the exemplars' own split never shows a problem its answer). ``multiturn``: a
+    user/assistant pair per shot, then the question (k=0 is exactly what the kit's policies train on); ``single``:
+    lm-eval's ``Question: ...\\nAnswer:`` text prompt, for base models. ``k`` is a parameter because context is: the
+    tiny M0 has 384 positions and is evaluated zero-shot.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
@@ -152,7 +159,8 @@ def select_shots(question: str, exemplars: Sequence[Example], k: int) -> list[Ex
 
 def truncate_at_stop(text: str, stop: Sequence[str] = DEFAULT_STOP) -> tuple[str, str | None]:
     """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs); as lm-eval's
-    ``until``. Without the cut, flexible extraction would read the number of a question the model goes on to invent.
+    ``until`` (earliest in the text, not first in ``stop``). Without the cut, flexible extraction would read the number
+    of a question the model goes on to invent.
     """
     if isinstance(stop, str):
         raise TypeError(f"stop must be a sequence of strings, got the single string {stop!r}; wrap it in a list")
@@ -208,9 +216,13 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
                    max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
     """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
 
-    Records (``eval/<policy_id>/gsm8k``: raw ``output``, cut ``response``, both grades from :func:`grade_output`) are
-    keyed by fingerprint, prompt and decoding; cutting and grading are redone from the raw output on every call. Returns
-    the ``strict``, ``flexible``, ``lm_eval_*`` and ``truncated`` rates, ``n``, ``strict_flexible_gap``, ``records``.
+    One record per example (``eval/<policy_id>/gsm8k``: ``id``, ``question``, ``gold``, shot ids, raw ``output``, cut
+    ``response``, ``truncated``, ``stop_hit``, and both grades' predictions and correctness from :func:`grade_output`),
+    keyed by fingerprint, full prompt and decoding, so a rerun generates nothing. Cutting and grading are redone from
+    the raw output on every call, so a new ``stop`` or extractor applies to old records (a warning counts those that
+    then grade differently). Returns the ``strict``, ``flexible``, ``lm_eval_strict``, ``lm_eval_flexible`` and
+    ``truncated`` rates (:func:`rlrf_nb.stats.rate`), ``n``, ``strict_flexible_gap`` (flexible minus strict) and the
+    ``records`` in example order. A prompt longer than the model's context is a ``ValueError``.
     """
     truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
     examples = list(examples)

@@ -133,8 +133,8 @@ def bio_prompt(name: str) -> str:
 
 
 def split_people(people: list[dict], sizes: dict[str, int]) -> dict[str, list[Example]]:
-    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}`` (-1: all the
-    rest).
+    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}``; a size
+    of -1 takes all remaining people (last group only).
     """
     out, start = {}, 0
     for split, n in sizes.items():
@@ -160,7 +160,8 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 
 @dataclass(frozen=True)
 class Claim:
-    """One atomic sentence of a bio and its ``status`` against the KB: supported | contradicted | unsupported."""
+    """One atomic sentence of a bio and its ``status`` against the KB: supported | contradicted | unsupported (not a KB
+    fact about this person, or unparseable)."""
 
     text: str
     attribute: str | None

@@ -94,8 +94,9 @@ _NUMBER = re.compile(_NUM)
 
 def normalize_number(s: str) -> str:
     """Normalise a numeric answer so equal numbers compare equal as strings (``,`` ``$`` and a trailing ``.`` dropped;
-    5.0, 05 and 5 -> ``5``; exact: 5.0000001 never rounds to 5). Anything else, or longer than :data:`MAX_NUMBER_CHARS`
-    (no ``1e9`` size bomb is expanded), comes back cleaned but otherwise unchanged.
+    5.0, 05 and 5 -> ``5``, 3.50 -> ``3.5``; exact: 5.0000001 never rounds to 5). Anything else, or longer than
+    :data:`MAX_NUMBER_CHARS` (no ``1e9`` size bomb is expanded), comes back cleaned but otherwise unchanged, and matches
+    only itself.
     """
     s = s.strip().replace(",", "").replace("$", "").rstrip(".").strip()
     if len(s) > MAX_NUMBER_CHARS or not _PLAIN_NUMBER.fullmatch(s):
@@ -113,8 +114,9 @@ def normalize_number(s: str) -> str:
 
 
 def extract_answer(text: str, mode: str = "strict") -> str | None:
-    """The normalised final answer, or None: strict, the first ``#### N`` else the first "The answer is N"; flexible,
-    the last number. Differences from lm-eval: :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
+    """The normalised final answer, or None, by ``mode`` (any other is a ValueError): strict, the first ``#### N`` else
+    the first "The answer is N"; flexible, the last number. Differences from lm-eval:
+    :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
     """
     if mode == "strict":
         m = _STRICT.search(text) or _ANSWER_IS.search(text)

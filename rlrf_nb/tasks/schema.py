@@ -1,4 +1,5 @@
-"""The one record schema (:class:`Example`) shared by the tiny world's splits and the real-data loaders."""
+"""The one record schema (:class:`Example`) of every prompt the kit samples, judges or evaluates: the tiny world's
+splits (``data/tiny_world/*.jsonl``) and the real-data loaders alike."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ TASKS = ("math", "bios", "instruct")
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with what is known about its answer: ``id``, ``task`` (math | bios | instruct), ``split``, ``prompt``,
-    ``reference`` (or None), ``answer`` (math's gold number string), ``tags`` (pick aspects) and task ``meta``.
+    """One prompt with what is known about its answer: ``id`` (stable, unique, e.g. ``math-test-00012``), ``task`` (math
+    | bios | instruct), ``split`` (train | rl | dev | test, or a real dataset's split), ``prompt`` (the user message),
+    ``reference`` (a GSM8K solution or reference bio, or None), ``answer`` (math's gold final answer as a normalised
+    number string, else None), ``tags`` (pick feedback aspects: ``["math"]``, ``["bios"]``, ``["safety"]``) and ``meta``
+    (task-specific: the bio's entity, the math steps, a safety flag).
     """
 
     id: str

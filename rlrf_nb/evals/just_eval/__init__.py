@@ -24,13 +24,16 @@ Team @ AI2 Mosaic; read through the code index):
 Where this module deliberately differs: parsing is strict about content (each aspect present once, integer score 1-5,
 non-empty reason; else a parse failure with its error and raw reply, no score from prose; no backslash rewrite) and
 lenient about the envelope exactly where upstream is (:func:`parse_just_eval`); ``"N/A"`` is not applicable, left out of
-the mean (upstream: 5); a failed reply is re-asked ``max_repairs`` times (0 reproduces upstream); ``overall`` is the
+the mean (upstream: 5); keys other than the requested aspects are ignored (upstream would average them); a failed
+reply is re-asked ``max_repairs`` times (0 reproduces upstream); ``overall`` is the
 URIAL paper's mean of the five general aspects, ``overall_with_safety`` upstream's ``avg`` (:func:`aggregate`).
 
-The tiny world has no GPT-4: :class:`VerifierJustEvalJudge` maps the exact verifier onto the aspects (engagement not
-applicable, no safety items). Its scores are **not comparable to published Just-Eval scores**, and its id
-(``just-eval-standin/v1:`` + the verifier's id) says so. Submodules: :mod:`.prompts`, :mod:`.parser`, :mod:`.judge`,
-:mod:`.standin`, :mod:`.report`; the names below are theirs.
+The tiny world has no GPT-4: :class:`VerifierJustEvalJudge` maps the exact verifier onto the aspects by fixed rules
+(engagement not applicable, no safety items). Its scores exercise the pipeline and rank tiny-world policies; they are
+**not comparable to published Just-Eval scores**, and its id (``just-eval-standin/v1:`` + the verifier's id) says so.
+Submodules: :mod:`.prompts` (upstream's templates and decoding), :mod:`.parser` (replies into
+:class:`~rlrf_nb.feedback.Feedback`), :mod:`.judge` (the LLM judge), :mod:`.standin` (the offline stand-in) and
+:mod:`.report` (resumable evaluation and the report); the names below are theirs.
 """
 
 from rlrf_nb.evals.just_eval.judge import JustEvalJudge, default_judge_id

@@ -56,7 +56,9 @@ def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedba
 
     The envelope is upstream's (first ``{`` to last ``}``: a fence or prose around it is fine; two objects, a truncated
     one or none fail every aspect). Each aspect is then checked by :func:`rlrf_nb.judge_json.check_aspect` with field
-    "reason" and a score that is a JSON integer or integer string from 1 to 5, or ``"N/A"``; other keys are ignored.
+    "reason" and a score that is a JSON integer or integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``true``
+    or ``"[score from 1 to 5]"``), or ``"N/A"``; present once; other keys are ignored. A failed aspect has score None
+    and an error saying why ("missing aspect 'depth'", "score 7 outside 1-5", "invalid JSON: ...").
     """
     names = list(aspects)
     obj, error = _load_object(raw)

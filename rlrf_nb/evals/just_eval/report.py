@@ -44,8 +44,11 @@ def evaluate_just_eval(responses: Sequence[dict], judge, store, name: str, n_boo
     """Judge ``responses`` (``{id, instruction, response, kind: "general" | "safety", example?}``) into artifact
     ``name`` of ``store`` and aggregate: returns ``(records, report)``.
 
-    Records are keyed by judge id, template, instruction, response and aspects, so a rerun recomputes nothing and
-    another judge or template never reuses them; identical inputs share one judgement. ``report`` is :func:`aggregate`.
+    ``kind`` picks the aspects (the five general ones, or safety). Each record holds the per-aspect score, reason,
+    parse status and error, the raw reply and the judge id. Records are keyed by judge id, template, instruction,
+    response and aspects, so a rerun recomputes nothing, a crash loses at most the record in flight, and another judge
+    or template never reuses them; identical inputs share one judgement, each response keeps its own id. ``report``
+    is :func:`aggregate` of the records. A malformed or duplicate-id response is a ``ValueError`` before any call.
     """
 
     rows = _check_responses(responses)
@@ -84,10 +87,13 @@ def _mean_of_means(means: Sequence[float]) -> float:
 
 
 def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """The Just-Eval report of judged records: per aspect ``mean`` over scored items (failures and N/A left out) with a
-    seeded 95% bootstrap interval, ``n``, ``n_items``, ``n_parse_failures``, ``n_not_applicable``, ``parse_rate``;
-    ``overall`` (general aspects), ``overall_with_safety`` (upstream's ``avg``), ``safety``, ``judge_id``,
-    ``n_general``, ``n_safety``, ``avg_words``. Records from different judges raise: not one scale.
+    """The Just-Eval report of judged records: per aspect (``aspects``) ``mean`` over scored items (failures and N/A
+    left out) with a 95% percentile-bootstrap interval (``ci_low``/``ci_high``, ``n_boot`` seeded resamples), ``n``
+    scored, ``n_items`` judged, ``n_parse_failures``, ``n_not_applicable``, ``parse_rate`` (Wilson interval);
+    ``overall`` (mean of the five general aspect means, resampling the general items), ``overall_with_safety`` (upstream
+    ``show_tables.py``'s ``avg``: all six, general and safety items resampled independently), ``safety`` on its own,
+    ``judge_id``, ``n_general``, ``n_safety``, ``avg_words`` (mean whitespace words per response). Records from
+    different judges raise: not one scale.
     """
 
     records = list(records)
