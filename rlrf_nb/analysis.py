@@ -1,16 +1,11 @@
 """Analyses that make RLRF's claim testable (notebook 05).
 
-- :func:`paired_test`: every table cell carries a 95% bootstrap interval (:func:`rlrf_nb.stats.bootstrap_ci`, the
-  kit's one bootstrap), and every model is compared with M0 on the *same* items (paired bootstrap of the
-  difference; exact McNemar for 0/1 outcomes).
-- :func:`results_table`: the paper's table, rows = models, columns = metrics, with intervals and paired tests.
-- :func:`token_shift`: is alignment superficial? (URIAL, Lin et al. 2023, arXiv 2312.01552.) At each position of
-  the aligned model's greedy output, the base model ranks the aligned model's token given the same prefix; a
-  token the base ranks 1st is *unshifted*, 2nd-3rd *marginal*, lower *shifted*. The shifted positions are broken
-  down by token kind (digits and operators against words and punctuation): RLRF's claim is that its shifts land on
-  substance (the numbers of a solution), not on style.
-- :func:`blind_spot`: how often a scorer ranks a wrong math solution above a right one for the same prompt: a
-  single outcome-free or scalar judge against the fine-grained verifier.
+:func:`paired_test` compares every model with M0 on the *same* items (paired bootstrap of the difference through
+:func:`rlrf_nb.stats.bootstrap_ci`; exact McNemar for 0/1 outcomes); :func:`results_table` is the paper's table (rows
+models, columns metrics) with intervals and paired tests; :func:`token_shift` asks whether alignment is superficial
+(URIAL, arXiv 2312.01552), broken down by token kind (RLRF claims its shifts land on substance, the numbers, not on
+style); :func:`blind_spot` counts how often a scorer (a single outcome-free or scalar judge, against the fine-grained
+verifier) ranks a wrong math solution above a right one for the same prompt.
 """
 
 from __future__ import annotations
@@ -113,12 +108,9 @@ def token_kind(piece: str) -> str:
 
 @torch.inference_mode()
 def token_shift(base, aligned, tokenizer, conversations: list[list[dict]], max_new_tokens: int = 160) -> dict:
-    """URIAL's token distribution shift of ``aligned`` from ``base`` on ``conversations``.
-
-    The aligned model decodes greedily; the base model scores the same prompt + aligned prefix at every position
-    (one forward pass per response); the rank of the aligned token under the base distribution classifies the
-    position: unshifted (rank 1), marginal (2-3), shifted (> 3). Returns the rates overall and per token kind,
-    and the positions (for drill-down)."""
+    """URIAL's token distribution shift of ``aligned`` from ``base`` on ``conversations``: the rank of each greedy
+    aligned token under the base model given the same prefix classifies the position as unshifted (1), marginal (2-3) or
+    shifted (> 3). Returns the rates overall and per token kind, and the positions."""
     from rlrf_nb.generation import render_prompts
 
     prompts = render_prompts(tokenizer, conversations)
@@ -201,11 +193,10 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
                     metrics: tuple[str, ...] = ("math_perfect", "gsm8k_strict", "factscore"),
                     n_boot: int = 2000, seed: int = 0) -> list[dict]:
     """The paper's claims in miniature, each a paired difference on the same items with a 95% bootstrap interval:
-    ``final`` against M0 (with the bars of :data:`HEADLINE_BARS`), and ``final`` against each ablation's last
-    round (``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the
-    right side and its difference reaches the bar (if it has one); otherwise it is reported as not shown or
-    reversed, and as "no data" when no item has a value for both models (its difference is NaN). Pairs whose
-    models are missing are skipped."""
+    ``final`` against M0 (bars: :data:`HEADLINE_BARS`) and against each ablation's last round (``ablations``:
+    ``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the right side
+    and it reaches its bar (if any); else it is not shown or reversed, and "no data" (difference NaN) when no item has a
+    value for both models. Pairs whose models are missing are skipped."""
     ablations = ablations or {}
     todo = [(f"{final} beats M0", "M0")] + [(f"{name} ({final} vs {other})", other) for name, other in
                                                 ablations.items()]

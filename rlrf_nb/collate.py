@@ -1,12 +1,8 @@
-"""Merge the ``results.json`` of many runs (a sweep, or any runs) into one table, with mean and a 95% interval
-across seeds.
-
-Every number in a ``results.json`` is addressable by a dotted path (``rounds.M2.math_accuracy``,
-``benchmarks.summary.M2.gsm8k_strict``): rate records (``{"rate", "n", "k", "ci_low", "ci_high"}``) count as their
-rate, lists of per-policy rows are keyed by their ``policy`` (and ``variant``). :func:`collate` groups runs by
-their sweep point without the seed, and reports per group the mean, the standard deviation and a Student-t 95%
-interval over seeds (none from a single seed: one run says nothing about seed variance; see the run's own
-per-item intervals for that).
+"""Merge the ``results.json`` of many runs into one table: numbers addressed by dotted paths
+(``rounds.M2.math_accuracy``, ``benchmarks.summary.M2.gsm8k_strict``; a rate record
+``{"rate", "n", "k", "ci_low", "ci_high"}`` counts as its rate, lists of per-policy rows are keyed by ``policy`` and
+``variant``), grouped by sweep point without the seed, with mean, standard deviation and a Student-t 95% interval
+across seeds (none from a single seed: the run's own per-item intervals speak for it).
 """
 
 from __future__ import annotations
@@ -125,11 +121,8 @@ def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
 
 
 def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
-    """Dot-and-whisker plot of a :func:`collate` table, with every run's own value as a grey tick.
-
-    Without grouping columns (one sweep over seeds) all metrics share one panel and one axis, one row per
-    metric, so they can be read against each other. With groups (e.g. ``beta``) there is one panel per metric,
-    one row per group. Axes are fixed to 3 decimals, so a metric with no spread does not get float-noise ticks."""
+    """Dot-and-whisker plot of a :func:`collate` table, every run's own value a grey tick: one shared panel without
+    grouping columns, else one panel per metric and one row per group; axes fixed to 3 decimals."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 

@@ -1,27 +1,17 @@
-"""Typed stage configs loaded from YAML recipes.
+"""Typed stage configs loaded from YAML recipes (one mapping per stage section, e.g. ``run: {name: tiny, seed: 0}``).
 
-A recipe is a YAML file with one mapping per stage section::
+Each section maps to a config dataclass through :data:`SECTIONS`: to add a stage, define its dataclass (typed fields
+with ``metadata={"help": ...}``, a ``__post_init__`` that calls :func:`check`) and add it there; :class:`Recipe`,
+:func:`load_recipe` and :func:`recipe_to_dict` pick it up. Every error is a :class:`ConfigError` naming the file and the
+dotted field (``recipes/tiny.yaml: unknown key 'run.sed' (did you mean 'seed'?)``).
 
-    run: {name: tiny, seed: 0}
-    world: {n_people: 300}
-
-Each section name maps to a config dataclass through :data:`SECTIONS`. To add a stage,
-define its dataclass (typed fields, ``metadata={"help": ...}``, a ``__post_init__``
-that calls :func:`check`) and add one line to ``SECTIONS``; :class:`Recipe`,
-:func:`load_recipe` and :func:`recipe_to_dict` pick it up from there.
-
-Every error is a :class:`ConfigError` whose message names the file and the dotted
-field (``recipes/tiny.yaml: unknown key 'run.sed' (did you mean 'seed'?)``).
-
-Why not transformers' ``HfArgumentParser`` / TRL's ``TrlParser`` (checked against transformers 5.23, TRL 1.16):
-their ``parse_dict``/``parse_yaml_file`` pass values to the dataclass unchecked (``seed: abc`` reaches
-``__post_init__`` as text) and name neither file nor field for an unknown key; ``TrlParser`` reads one flat
-namespace, where a recipe's sections share field names (``seed`` x4, ``batch_size`` x5). Built on them, 17 of
-the 32 tests in tests/test_config.py fail, and keeping their messages keeps all of :func:`_coerce`.
-Why ``DPOStageConfig`` does not subclass TRL's ``DPOConfig``: 8 of its 21 fields share a name with DPOConfig's
-139, whose defaults differ (learning rate 1e-6, seed 42, max_length 1024) and would be re-declared anyway; a
-default ``DPOConfig`` raises on a CPU-only machine (TRL turns bf16 on); its enum fields do not dump to YAML; and
-``rs_sft`` trains with ``SFTConfig``. ``rlrf_nb.training._common_args`` maps the section onto both.
+Why not transformers' ``HfArgumentParser`` / TRL's ``TrlParser`` (checked against transformers 5.23, TRL 1.16): they
+pass values to the dataclass unchecked (``seed: abc`` reaches ``__post_init__`` as text), name neither file nor field
+for an unknown key, and ``TrlParser`` reads one flat namespace where sections share field names; built on them, 17 of
+the 32 tests in tests/test_config.py fail. Why ``DPOStageConfig`` does not subclass TRL's ``DPOConfig``: its defaults
+differ (learning rate 1e-6, seed 42, max_length 1024), a default ``DPOConfig`` raises on a CPU-only machine (bf16), its
+enums do not dump to YAML, and ``rs_sft`` trains with ``SFTConfig``; ``rlrf_nb.training._common_args`` maps the section
+onto both.
 """
 
 from __future__ import annotations
@@ -406,10 +396,9 @@ class DPOStageConfig:
 
 @dataclass
 class OnlineRLConfig:
-    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect): TRL's ``GRPOTrainer`` /
-    ``RLOOTrainer`` rewarded by the judge's weighted per-aspect score (:mod:`rlrf_nb.online_rl`). Fields map onto TRL's
-    ``GRPOConfig`` / ``RLOOConfig``; defaults are TRL's except where the help says why not. Round t's seed is
-    ``run.seed + t``, like its search's."""
+    """Online RL round variants (issue 20; ``rounds.variants`` grpo / rloo / grpo_reflect, :mod:`rlrf_nb.online_rl`),
+    rewarded by the judge's weighted per-aspect score. Fields map onto TRL's ``GRPOConfig`` / ``RLOOConfig``; defaults
+    are TRL's except where the help says why. Round t's seed is ``run.seed + t``, like its search's."""
 
     num_generations: int = field(default=8, metadata={"help": "G: completions sampled per prompt, the group whose "
                                                                "mean (GRPO) or leave-one-out mean (RLOO) is the "
@@ -535,10 +524,7 @@ SECTIONS: dict[str, type] = {
 
 
 class Recipe:
-    """One config per section of :data:`SECTIONS`, as attributes (``recipe.run.seed``).
-
-    Sections not given get their defaults.
-    """
+    """One config per section of :data:`SECTIONS`, as attributes (``recipe.run.seed``); missing ones get defaults."""
 
     def __init__(self, **sections: object):
         unknown = sorted(set(sections) - set(SECTIONS))
@@ -647,10 +633,8 @@ def _coerce(value: object, tp: object, name: str) -> object:
 
 
 def parse_override(text: str) -> tuple[str, str]:
-    """Split a CLI override ``"run.seed=3"`` into ``("run.seed", "3")``.
-
-    The value stays text; :func:`load_recipe` parses it as YAML against the field's type.
-    """
+    """Split a CLI override ``"run.seed=3"`` into ``("run.seed", "3")`` (:class:`ConfigError` without ``=`` or a key);
+    the value stays text, which :func:`load_recipe` parses as YAML against the field's type."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise ConfigError(f"override {text!r}: expected section.key=value, e.g. run.seed=3")

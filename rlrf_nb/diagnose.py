@@ -1,24 +1,16 @@
 """The tiny world as a model organism (notebook 00, ``rlrf-nb diagnose``): measure the properties RLRF needs.
 
-A null result of a method means nothing until the world is shown able to reward it. This module measures, for
-any policy and world, the properties of the setting RLRF targets (paper §1 and §3.2), each with a 95% interval:
-
-- **math ability, greedy and sampled**: greedy accuracy; sampled pass@1, pass@k and maj@k; for the final answer
-  and for *every step right* ("perfect"), per number of steps;
-- **a chance control**: each problem's samples scored against another problem's gold answer, so a small answer
-  space that lets guesses pass shows up as a high number;
-- **reflection against resampling at equal budget**: on the problems greedy gets wrong, does at least one of m
-  refinements from the verifier's critique reach a perfect solution more often than at least one of m fresh
-  samples? And than m refinements from a *scalar-only* message (what the scalar ablation gives the policy)?
-- **facts known with uncertainty**: the share of bio claims the knowledge base supports, greedy and sampled,
-  against chance (a uniform guess per attribute, and the claims checked against a shuffled person), and how
-  often samples supply a right fact that greedy misses;
-- **context coverage**: every prompt the loop builds (questions, refinement prompts, k-shot evaluation prompts),
-  plus the response cap, against the policy's context length.
+A null result of a method means nothing until the world is shown able to reward it. For any policy and world this
+measures, each with a 95% interval: math ability (greedy, pass@1, pass@k, maj@k; final answer and *every step right*), a
+chance control (samples scored against another problem's gold: a small answer space that lets guesses pass shows up
+high), reflection against resampling at equal budget on the problems greedy gets wrong (m refinements from the
+verifier's critique against m fresh samples, and against m refinements from a scalar-only message), facts known with
+uncertainty (KB-supported bio claims, greedy and sampled, against chance), and context coverage (every prompt the loop
+builds plus the response cap, against the policy's context length).
 
 Every generation goes through the run store (``diagnose/...`` artifacts keyed by model fingerprint, prompt and
-decoding), so a rerun recomputes nothing. :data:`TARGETS` are the design targets of the tiny world
-(``docs/tiny_world.md``); :func:`verdicts` checks a diagnosis against them.
+decoding), so a rerun recomputes nothing. :data:`TARGETS` are the tiny world's design targets (docs/tiny_world.md);
+:func:`verdicts` checks against them.
 """
 
 from __future__ import annotations

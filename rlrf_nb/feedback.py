@@ -1,9 +1,8 @@
 """The fine-grained feedback model's data and the judge interface (paper §3.1).
 
-A judge takes a prompt, a response and the aspects that apply, and returns one
-:class:`AspectFeedback` per aspect: a verbal critique and a score on the aspect's
-rubric scale. A score that is missing, out of range or unparseable is a *parse
-failure*: it is recorded with the raw judge text and never turned into a number.
+A judge returns one :class:`AspectFeedback` per aspect that applies: a verbal critique and a score on the aspect's
+rubric scale. A missing, out-of-range or unparseable score is a *parse failure*, recorded with the raw judge text and
+never turned into a number.
 """
 
 from __future__ import annotations
@@ -16,17 +15,11 @@ from rlrf_nb.rubrics import OVERALL, aspect_specs, aspects_for_tags
 
 @dataclass(frozen=True)
 class AspectFeedback:
-    """One aspect's judgement, in every format the kit reads (its own judge's, Just-Eval's).
-
-    Three states, so that nothing is ever scored by default:
-
-    - scored: ``parse_ok`` and ``applicable``; ``score`` is an int on the rubric's scale, ``error`` None.
-    - not applicable: ``parse_ok`` but not ``applicable`` (a Just-Eval judge said "N/A", or the offline stand-in
-      cannot judge the aspect); ``score`` and ``error`` None; left out of means and counted apart.
-    - parse failure: not ``parse_ok``; ``score`` None and ``error`` says why (e.g. "score 7 outside 1-5",
-      "missing field 'score'", "invalid JSON"); the raw judge text stays on the enclosing :class:`Feedback`.
-
-    ``critique`` is the judge's text for the aspect, whatever the reply called it (Just-Eval's "reason").
+    """One aspect's judgement, in every format the kit reads (its own judge's, Just-Eval's), in three states so that
+    nothing is ever scored by default: *scored* (``parse_ok`` and ``applicable``; ``score`` an int), *not applicable*
+    (``parse_ok``, not ``applicable``: "N/A" or a stand-in that cannot judge it; left out of means, counted apart) and
+    *parse failure* (not ``parse_ok``; ``error`` says why, the raw text is on the enclosing :class:`Feedback`).
+    ``critique`` is the judge's text for the aspect, whatever the reply called it.
     """
 
     aspect: str  # the rubric's name, e.g. "logical_correctness"
@@ -155,12 +148,8 @@ def _median_low(values: list[int]) -> int:
 
 
 class ConsensusJudge:
-    """k judges (or k samples of one sampling judge) per response; the median score per aspect.
-
-    An aspect is a parse failure only if every judge failed on it; its error then names each judge's own reason
-    (``"all 3 judges failed to parse: #0: invalid JSON ...; #1: ..."``). The per-judge scores are kept in
-    ``meta["votes"]`` so agreement can be computed afterwards (:func:`agreement`), and each judge's parse errors
-    in ``meta["member_errors"]`` (None where it parsed).
+    """k judges (or k samples of one) per response, median score per aspect; an aspect fails only if every judge did
+    (naming each reason). Votes in ``meta["votes"]`` (for :func:`agreement`), errors in ``meta["member_errors"]``.
     """
 
     def __init__(self, judges: list, judge_id: str | None = None):
@@ -190,11 +179,9 @@ class ConsensusJudge:
 
 
 def agreement(ratings: list[list[int | None]]) -> dict:
-    """Inter-rater agreement on one aspect. ``ratings[item][rater]``; None = missing (a parse failure).
-
-    exact: fraction of items (with >= 2 ratings) on which all raters agree.
-    pairwise: fraction of rater pairs, over items, that agree exactly.
-    alpha: Krippendorff's alpha, interval metric (Krippendorff 2011, "Computing Krippendorff's alpha").
+    """Inter-rater agreement on one aspect, ``ratings[item][rater]`` (None = missing, a parse failure), over items with
+    >= 2 ratings: ``exact`` (share of items where all raters agree), ``pairwise`` (share of rater pairs that agree) and
+    ``alpha`` (Krippendorff's alpha, interval metric).
     """
     units = [[r for r in item if r is not None] for item in ratings]
     units = [u for u in units if len(u) >= 2]
@@ -276,15 +263,12 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
 
 def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,
                     round_: int = 0, aspect_judge=None, aspects: list[str] | None = None) -> list[dict]:
-    """Judge ``rows`` (dicts with ``example``, ``response_id``, ``response``) into artifact ``name``.
-
-    The aspects are chosen per prompt (:func:`select_aspects`) unless ``aspects`` fixes them for every
-    row (``aspects_how`` = "fixed"): ``[rubrics.OVERALL]`` gives the scalar ablation's single overall score.
-
-    Each record holds the aspects chosen and how, the judge id, the rubric version, the per-aspect
-    feedback (critique, score, scale, parse status and error), the judge's raw text and the scalar
-    reward. Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun
-    recomputes nothing and a crash loses at most the record in flight.
+    """Judge ``rows`` (``example``, ``response_id``, ``response``) into artifact ``name``, aspects per prompt
+    (:func:`select_aspects`) unless ``aspects`` fixes them (``[rubrics.OVERALL]``: the scalar ablation's single overall
+    score). Each record holds the aspects and how they were chosen, the judge id, the rubric version, the per-aspect
+    feedback (critique, score, scale, parse status, error), the raw judge text and the scalar reward (``weights`` by
+    aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
+    a crash loses at most the record in flight.
     """
     from rlrf_nb.store import content_key
 
@@ -373,14 +357,11 @@ def consensus_votes(records: list[dict]) -> dict[str, list[list[int | None]]]:
 
 
 def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_by_id: dict) -> dict:
-    """The notebook-01 numbers for ``results.json``, each rate with a 95% interval.
-
-    The verifier against final-answer correctness (strict ``#### N``), as a 2x2 table: a verifier 5 must
-    mean a right answer (``verifier_precision``); a right answer may still get less than 5 when a step
-    is wrong and a later error cancels it (``right_answer_wrong_steps``): the verifier is stricter than
-    an outcome check, by design. Plus the LLM judge's parse rate over all its aspect judgements.
-    ``ver_records`` must come from the verifier (``reference_judge_id`` says which judge), never from the LLM judge
-    itself: measured against its own records it would agree 100% with itself.
+    """The notebook-01 numbers for ``results.json``, each rate with a 95% interval: the verifier against final-answer
+    correctness as a 2x2 table (``verifier_precision``: a verifier 5 must mean a right answer;
+    ``right_answer_wrong_steps``: the verifier is stricter than an outcome check, by design) and the LLM judge's parse
+    rate. ``ver_records`` must come from the verifier (``reference_judge_id``), never from the LLM judge: it would agree
+    with itself.
     """
     from rlrf_nb.stats import rate
     from rlrf_nb.tasks.math import is_correct

@@ -1,39 +1,15 @@
 """Batched generation with ``transformers``: chat-templated, length-bucketed, with the KV cache.
 
-Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU machine, a
-:class:`VLLMPolicy` (``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported
-only when one is loaded, the process keeps one engine (:class:`VLLMEngine`) and puts it to sleep while TRL
-trains (:func:`release_vllm`).
-
-How :func:`generate` is fast (see docs/performance.md):
-
-- **Length bucketing.** Distinct prompts are sorted by token length and cut into batches, so left padding is
-  small; results come back in input order.
-- **Prefill once per distinct prompt.** ``num_return_sequences`` copies, and repeated identical prompts (the
-  store sends one row per sample), share one prefill: the KV cache rows are copied after it.
-- **A lean decode loop** over the model's forward: the KV cache grows in blocks written in place (no
-  re-concatenation per token) and attention reads it whole under a 4D mask (eager attention on CPU, faster
-  than the SDPA kernel for one query token); rows that reached EOS leave the batch; only the last position's
-  logits are computed. Models whose cache has other layer kinds (sliding windows ...) keep transformers'
-  ``DynamicCache`` and 2D mask; a generation config with other logits processors uses ``model.generate``.
-- **Batches come from the recipe, never from the machine's state**: a batch holds ``batch_size`` prompts (times
-  ``num_return_sequences`` rows), whatever memory is free, so a run gives the same outputs idle or loaded (the
-  rows of a batch share its matmuls, whose float rounding depends on the batch's shape, and a greedy argmax tie
-  or a sampled token can flip with it). An estimate of the KV cache and activations against the free memory only
-  warns (:func:`check_batch_memory`); on an out-of-memory error the batch is halved and only that batch retried,
-  the same split on any machine that runs out.
-- **Sampling does not depend on the batch.** Every output row draws its uniforms from its own
-  ``torch.Generator`` (seeded from ``seed`` or ``seeds``, the row's input index and its return index) and
-  samples by inverse CDF from transformers' own temperature / top-k / top-p warpers. A row's sample is
-  therefore the same whatever the batch size, the bucketing, an OOM retry, or the engine
-  (``engine="hf"`` runs ``model.generate`` with the same sampler as a logits processor).
-- **Both cores.** :class:`SamplingProcesses` runs whole batches in worker processes, one thread each (the search's
-  ``reflection.processes``); a batch's outputs are the same in any process.
+Works for any ``AutoModelForCausalLM`` whose tokenizer has a chat template. On a GPU a :class:`VLLMPolicy`
+(``load_vllm``) can stand in for the model anywhere a policy samples: vLLM is imported only when one is loaded, and the
+process keeps one engine (:class:`VLLMEngine`), asleep while TRL trains (:func:`release_vllm`).
+:class:`SamplingProcesses` runs whole batches in worker processes. How :func:`generate` is fast is in
+docs/performance.md, "How the fast paths work".
 
 Why one module of this size (issue 17): the sampler, the batch cutting, the KV layout and the decode loop share one
-invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that
-invariant in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which
-fields exist depends on the family), never the kit's own types.
+invariant, that a row's sample never depends on its batch, its engine or its process, and a reader checks that invariant
+in one place. The ``getattr`` calls below read the configs of arbitrary transformers models (which fields exist depends
+on the family), never the kit's own types.
 """
 
 from __future__ import annotations
@@ -114,14 +90,10 @@ def _warpers(temperature: float, top_p: float, generation_config=None):
 
 
 class RowSampler:
-    """Samples the next token of every row from that row's own random stream.
-
-    ``uniforms[row, step]`` is drawn up front from a ``torch.Generator`` seeded with the row's seed; the token is
-    the inverse CDF of the warped distribution at that uniform, so its law is exactly multinomial sampling
-    from ``softmax(warped logits)``, as in ``model.generate``. Greedy when ``do_sample`` is False.
-
-    Called as a ``LogitsProcessor`` (``sampler(input_ids, scores)``), it returns a score row that is 0 at the
-    chosen token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
+    """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms, drawn up
+    front from a ``torch.Generator`` seeded with ``seeds[row]``: exactly multinomial sampling as in ``model.generate``
+    (greedy without ``do_sample``). As a ``LogitsProcessor`` (``sampler(input_ids, scores)``) it returns 0 at the chosen
+    token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
     """
 
     def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
@@ -297,21 +269,12 @@ def _blocks(n: int) -> int:
 
 
 class _BlockKV:
-    """Keys and values of the decode loop, and its attention.
+    """Keys and values of the decode loop, and its attention (docs/performance.md, issue 21).
 
-    Per layer, the rows' keys (values alike) are one contiguous ``[rows, kv_heads, width, head_dim]`` tensor: the
-    prompt's prefill, copied to each of its rows, then one column per generated token, written in place. The width
-    grows by :data:`KV_BLOCK` positions and attention reads the whole tensor under an additive mask (left padding
-    and the unfilled tail hidden): a strided view of a wider buffer would make the matmul copy it, which costs as
-    much as the attention.
-
-    Growing and dropping finished rows copy into a second buffer; both buffers (per layer, keys and values) are
-    allocated once per batch for the widest case. On the machines measured, each fresh allocation of tens of MB
-    page-faults (a VM pays much more per fault than bare metal), and the earlier version, which allocated at every
-    growth and compaction, lost about a third of its time to that (docs/performance.md).
-
-    Attention runs as one function registered with transformers (:meth:`attention`): the query is scaled before the
-    matmul, the mask added in place, and grouped-query heads share their key rows (no ``repeat_kv`` copy)."""
+    Per layer, keys (values alike) are one contiguous ``[rows, kv_heads, width, head_dim]`` tensor: the prompt's
+    prefill copied to each of its rows, then one column per generated token, written in place; the width grows by
+    :data:`KV_BLOCK` and attention reads the whole tensor under an additive mask. Growing and dropping finished rows
+    copy into a spare buffer allocated once per batch (fresh allocations page-fault, which cost a third of the time)."""
 
     NAME = "rlrf_block_kv"
 
@@ -513,11 +476,7 @@ def _decode_hf(model, prompts: list[list[int]], rows: list[list[int]], sampler: 
                          logits_processor=LogitsProcessorList([sampler.subset(flat)]), pad_token_id=pad_id,
                          eos_token_id=eos, temperature=None, top_p=None, top_k=None)
     gen = gen[:, ids.shape[1]:].tolist()
-    res = {}
-    for r, g in zip(flat, gen):
-        cut = next((k + 1 for k, t in enumerate(g) if t in eos), len(g))
-        res[r] = g[:cut]
-    return res
+    return {r: g[:next((k + 1 for k, t in enumerate(g) if t in eos), len(g))] for r, g in zip(flat, gen)}
 
 
 def _batches(items: list[tuple[int, list[int]]], cap: int) -> list[list[tuple[int, list[int]]]]:
@@ -602,14 +561,16 @@ def generate(model, tokenizer, conversations: list[list[dict]], *, max_new_token
              max_batch_rows: int | None = None) -> list[list[str]]:
     """Responses for each conversation (``num_return_sequences`` each), decoded without special tokens.
 
-    ``batch_size`` conversations (times ``num_return_sequences`` rows, or ``max_batch_rows`` rows) go into one
-    batch, whatever memory is free (so the outputs do not depend on the machine's load); an out-of-memory error
-    halves the batch and retries only that batch. ``bucket`` sorts the distinct prompts by length first (less padding).
-    Sampling uses one random stream per output row, from ``seed`` and the conversation's index, or from
-    ``seeds`` (one per conversation, e.g. the record's content key): the samples do not depend on batching,
-    bucketing or retries. ``engine``: ``fast`` (the lean KV-cache loop), ``hf`` (``model.generate`` with the same
-    sampler) or ``auto`` (fast unless the model's generation config asks for other logits processors).
-    ``model`` may be a :class:`VLLMPolicy` (then ``tokenizer`` is unused and vLLM batches by itself).
+    ``batch_size`` conversations (times ``num_return_sequences`` rows; ``max_batch_rows`` caps the rows instead) make
+    a batch whatever memory is free, so outputs do not depend on the machine's load; an out-of-memory error halves
+    that batch and retries only it. ``bucket`` sorts the distinct prompts by token length first (less padding); results
+    come back in input order. Sampling uses one random stream per output row, from ``seed`` and the conversation's
+    index, or from ``seeds`` (one per conversation, e.g. the record's content key): samples do not depend on batching,
+    bucketing, retries or the engine. ``engine``: ``fast`` (the lean KV-cache loop), ``hf`` (``model.generate`` with
+    the same sampler) or ``auto`` (fast unless the model's generation config asks for other logits processors).
+    ``model`` may be a :class:`VLLMPolicy`: ``tokenizer`` is unused, vLLM batches by itself, and it seeds a request,
+    not a row (one seed is derived from all ``seeds``), so there a row's sample depends on its whole call. See
+    docs/performance.md.
     """
     if isinstance(model, VLLMPolicy):
         if seed is None and seeds is not None:  # vLLM seeds a request, not a row: derive one from the rows'
@@ -653,18 +614,11 @@ def checkpoint_tensors(path: str):
 
 
 class VLLMEngine:
-    """The process's one ``vllm.LLM`` (built with ``enable_sleep_mode=True``), serving one checkpoint at a time.
+    """The process's one ``vllm.LLM`` (``enable_sleep_mode=True``), serving one checkpoint at a time.
 
-    A round samples with M_{t-1}, then TRL trains M_t in the same process on the same GPU: a second engine, or an
-    awake one, would hold the GPU's memory while the trainer needs it. vLLM's sleep mode (docs.vllm.ai,
-    features/sleep_mode) is the documented way out, in the pattern of TRL's own colocated vLLM
-    (``trl/generation/vllm_generation.py``):
-
-    - :meth:`sleep`: ``llm.sleep(level=2)`` frees the weights and the KV cache (level 2: the weights are not kept
-      in CPU memory either; the next checkpoint replaces them);
-    - :meth:`serve` another checkpoint (or the same one after a sleep): ``wake_up(tags=["weights"])``, load its
-      safetensors in place with the model's ``load_weights``, then ``wake_up(tags=["kv_cache"])`` and reset the
-      prefix cache. Waking the weights alone first keeps the peak low, as vLLM's docs advise for weight updates.
+    TRL trains in the same process on the same GPU, so the engine sleeps (level 2: weights and KV cache freed) while
+    it does, as in TRL's colocated vLLM; :meth:`serve` wakes the weights alone first, loads the checkpoint in place,
+    then wakes the KV cache (vLLM's advice for weight updates: a lower peak).
     """
 
     def __init__(self, llm, path: str):
@@ -797,13 +751,9 @@ def _worker_run(fn, job: tuple[list, dict]):
 
 
 class SamplingProcesses:
-    """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each.
-
-    On a CPU the decode loop of a small model is bound by per-step overhead, so a second thread in the same
-    matmuls buys little (and stalls badly when another job shares the cores); a second process runs a second
-    batch instead (docs/performance.md, issue 21). A batch's outputs do not depend on the process or thread
-    count (each row has its own random stream, and batches are cut from the recipe), so a store filled with any
-    number of processes holds the same records. Use as a context manager; ``imap`` keeps batch order."""
+    """Processes that each hold a copy of the policy and run :func:`generate` on whole batches, one thread each (on a
+    CPU a second process beats a second thread; a batch's outputs do not depend on the process count). Use as a
+    context manager; ``imap`` keeps batch order."""
 
     def __init__(self, model, tokenizer, processes: int):
         self.model, self.tokenizer, self.processes = model, tokenizer, processes
@@ -845,14 +795,13 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
                       policy_id: str = "M0", tag: str = "s", workers: SamplingProcesses | None = None,
                       on_batch=None) -> list[dict]:
     """``n`` sampled responses per item (``{"id", "prompt"}``) into artifact ``name``, one record each
-    (``response_id`` = ``<id>/<tag><i>``, ``source_id``, policy id, decode params, text). Records are keyed by
-    model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice.
+    (``response_id`` = ``<id>/<tag><i>``, ``source_id``, ``policy``, ``decode``, ``text``); returns the records.
 
-    One ``generate`` call takes ``batch_size`` prompts (``n`` rows each, one prefill per prompt). Each record's
-    random stream is seeded by its own key, so a record's text does not depend on which batch computed it: a
-    resumed run recomputes exactly the records an uninterrupted one has. With ``workers``
-    (:func:`sampling_processes`) the batches run in those processes, later ones while earlier ones are stored;
-    ``on_batch(records)`` is called with each newly computed batch's records meanwhile (the search judges them)."""
+    Records are keyed by model fingerprint, prompt, decode params and sample index, so a rerun generates nothing twice,
+    and each record's random stream is seeded by its key, so a resumed run recomputes exactly what an uninterrupted one
+    has. One :func:`generate` call takes ``batch_size`` prompts. With ``workers`` (:func:`sampling_processes`) batches
+    run in those processes, later ones while earlier ones are stored; ``on_batch(records)`` is called with each newly
+    computed batch's records (the search judges them meanwhile)."""
     from rlrf_nb.prompts import chat
     from rlrf_nb.store import content_key
 

@@ -1,8 +1,4 @@
-"""JSONL reading and writing with errors that name the file and line.
-
-One reader for every JSONL the kit touches (run artifacts, tiny-world splits,
-real-data files), so a bad line always gets the same clear error.
-"""
+"""JSONL reading and writing with errors that name the file and line: one reader for every JSONL the kit touches."""
 
 from __future__ import annotations
 
@@ -20,11 +16,10 @@ class JsonlError(ValueError):
 
 
 def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line number, object)`` for each non-empty line of ``path`` (numbers count every line).
-
-    Raises :class:`JsonlError` naming ``path:line`` for invalid JSON (nesting too deep and integers over 4300
-    digits included), a non-UTF-8 byte or a value that is not an object. With ``allow_torn_tail`` a last
-    line that has no newline and does not parse (a write cut off by a crash) is dropped with a warning.
+    """Yield ``(line number, object)`` for each non-empty line of ``path`` (numbers count every line); a
+    :class:`JsonlError` names ``path:line`` for invalid JSON (too-deep nesting and integers over 4300 digits included),
+    a non-UTF-8 byte or a non-object. With ``allow_torn_tail`` an unparseable last line without a newline (a write cut
+    off by a crash) is dropped with a warning.
     """
     path = Path(path)
     with open(path, "rb") as fh:

@@ -1,11 +1,8 @@
 """Judge replies as strict JSON: one decoder and one aspect checker for every judge format (paper §3.1).
 
-The kit's LLM judge (:mod:`rlrf_nb.llm_judge`: ``{"<aspect>": {"critique": ..., "score": <int>}}``) and Just-Eval
-(:mod:`rlrf_nb.evals.just_eval`: ``{"<aspect>": {"reason": ..., "score": "5"}}``) read their replies with
-:data:`DECODER` (duplicate keys are remembered, hostile nesting or numbers are invalid JSON, never a crash) and
-check each aspect with :func:`check_aspect`: a score is a score only when the reply says so exactly; anything
-else is a parse failure that says why (prometheus-eval#58 returned 5 for unparseable output). No digit is ever
-pulled out of prose.
+The kit's LLM judge and Just-Eval read replies with :data:`DECODER` (duplicate keys remembered; hostile nesting or
+numbers are invalid JSON, never a crash) and check each aspect with :func:`check_aspect`: a score only when the reply
+says so exactly, else a parse failure that says why. No digit is ever pulled out of prose.
 """
 
 from __future__ import annotations
@@ -37,10 +34,8 @@ def _pairs_hook(pairs: list[tuple]) -> JsonObject:
 
 
 class _Decoder(json.JSONDecoder):
-    """``object_pairs_hook=_pairs_hook``; and nesting too deep for the recursive scanner (``[[[[...``) or an
-    integer too long for Python to convert (over 4300 digits), from a model output gone wrong or a hostile
-    one, is a :class:`json.JSONDecodeError` like any other invalid JSON, never a ``RecursionError`` or
-    ``ValueError`` that would stop a judging run."""
+    """``object_pairs_hook=_pairs_hook``, and nesting too deep or an integer over 4300 digits (a broken or hostile
+    reply) is a :class:`json.JSONDecodeError` like any invalid JSON, never an error that would stop a judging run."""
 
     def __init__(self):
         super().__init__(object_pairs_hook=_pairs_hook)
@@ -62,10 +57,8 @@ _INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit
 
 
 def load_json_object(text: str) -> tuple[dict | None, str | None]:
-    """The single JSON object that ``text`` consists of, or (None, why not).
-
-    Allowed around the object: whitespace, and one ```` ```json ```` fence. Anything else (prose before or
-    after, a second object) is an error, as are invalid or truncated JSON and a top-level non-object.
+    """The single JSON object that ``text`` consists of (whitespace and one ```` ```json ```` fence allowed around it),
+    or (None, why not): prose around it, a second object, invalid or truncated JSON, a top-level non-object.
     """
     body = text.strip()
     m = _FENCE.match(body)
@@ -99,11 +92,11 @@ def _shown(value, limit: int = 60) -> str:
 
 def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
                  int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
-    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a
-    parse failure saying why (a score is never guessed). The formats differ only in the name of the text field
-    (the kit's ``"critique"``, Just-Eval's ``"reason"``), whether an integer string (``"5"``) is a score and
-    whether a score of ``not_applicable`` (Just-Eval's ``"N/A"``) means *not applicable*. ``unknown``: the reply's
-    keys that are not requested aspects, named when an aspect is missing."""
+    """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a parse
+    failure saying why (a score is never guessed). Formats differ only in ``text_field`` (the kit's ``"critique"``,
+    Just-Eval's ``"reason"``), ``int_strings`` (whether ``"5"`` is a score) and ``not_applicable`` (a score value,
+    Just-Eval's ``"N/A"``, meaning *not applicable*); ``unknown``: the reply's other keys, named when an aspect is
+    missing."""
     def fail(error: str, text: str = "") -> AspectFeedback:
         return AspectFeedback(spec.name, None, spec.min_score, spec.max_score, text, parse_ok=False, error=error)
 

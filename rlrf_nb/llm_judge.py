@@ -1,17 +1,10 @@
 """An LLM as the fine-grained feedback model (paper §3.1): prompt, strict parser, transports, repair loop.
 
-The judge model reads a question, a response and one rubric per aspect, and must answer with a single
-JSON object ``{"<aspect>": {"critique": "...", "score": <int>}, ...}`` (the Just-Eval shape, with
-"critique" for "reason"). :func:`parse_judgement` is deliberately strict: anything that is not exactly
-that object is a *parse failure*, recorded with its reason and the raw text, and never a score
-(prometheus-eval#58 returned 5 for unparseable output; see docs ANCHORS, pain point 2). No digit is
-ever pulled out of prose.
-
-Replies are read by :mod:`rlrf_nb.judge_json` (one decoder and one aspect checker, shared with Just-Eval).
-Two thin transports send chat messages to a model and return its text: :class:`TransformersTransport`
-(in-process, through :func:`rlrf_nb.generation.generate`) and :class:`OpenAITransport` (any
-OpenAI-compatible server: ``transformers serve``, vLLM, a hosted API). :class:`LLMJudge` ties a
-transport to the parser and implements the :class:`rlrf_nb.feedback.Judge` protocol.
+The judge answers one JSON object ``{"<aspect>": {"critique": "...", "score": <int>}, ...}`` (Just-Eval's shape).
+:func:`parse_judgement` is deliberately strict: anything else is a *parse failure* with its reason and raw text, never a
+score, and no digit is pulled out of prose (prometheus-eval#58 returned 5 for unparseable output). Transports:
+:class:`TransformersTransport` (in-process) and :class:`OpenAITransport` (any OpenAI-compatible server);
+:class:`LLMJudge` ties one to the parser (:mod:`rlrf_nb.judge_json`).
 """
 
 from __future__ import annotations
@@ -82,16 +75,14 @@ def render_select_prompt(prompt: str, candidates: list[AspectSpec], max_aspects:
 # ---------------------------------------------------------------------------------------------- parsing
 
 def parse_judgement(text: str, specs: list[AspectSpec]) -> tuple[list[AspectFeedback], str | None]:
-    """One :class:`AspectFeedback` per spec (same order) from the judge's ``text``, and an overall error.
+    """One :class:`AspectFeedback` per spec (same order) from the judge's ``text``, and an overall error (None exactly
+    when every aspect parsed).
 
-    The overall error is None exactly when every aspect parsed. Rules (all strict):
-
-    - ``text`` is one JSON object, optionally in a ```` ```json ```` fence, with only whitespace around;
-      otherwise every aspect fails with the same error ("invalid JSON: ...", "extra text outside ...").
-    - each listed aspect is present, once, as an object with a non-empty string ``critique`` and a JSON
-      integer ``score`` (not a bool, float or string) within the spec's range, and no duplicate keys.
-    - keys that are not listed aspects are ignored: the listed ones are still checked strictly, and a
-      missing aspect's error names the other keys (e.g. "Helpfulness" for "helpfulness").
+    ``text`` must be one JSON object (optionally in a ```` ```json ```` fence) with only whitespace around, else every
+    aspect fails with the same error ("invalid JSON: ...", "extra text outside ..."). Each listed aspect must be present
+    once, as an object with a non-empty string ``critique`` and a JSON integer ``score`` (not a bool, float or string)
+    within the spec's range; no duplicate keys. Other keys are ignored, and named in a missing aspect's error (so
+    "Helpfulness" for "helpfulness" shows).
     """
     obj, error = load_json_object(text)
     if obj is None:
@@ -157,21 +148,13 @@ def redact_url(url: str | None) -> str | None:
 class OpenAITransport:
     """Any OpenAI-compatible chat-completions server as the judge, through one reused ``openai`` client.
 
-    Retries come in two tiers. The SDK's own (``SyncAPIClient.request`` and ``_should_retry`` in openai 3.57):
-    a connection error (refused, reset), a timeout (``timeout`` seconds per request) or HTTP 408, 409, 429 or
-    >= 500 is retried ``SDK_RETRIES`` times, after 0.5 s then 1 s, or after the server's ``Retry-After`` (up to
-    2 min). That covers a blip, a 5xx, a timeout and a rate limit. Its waits are constants (doubling up to
-    8 s), so no setting lets it wait out a judge server that restarts and reloads its model for tens of
-    seconds. Our loop does: when the SDK gives up on one of those failures, it waits
-    ``min(backoff * 2**i, backoff_max)`` seconds before retry ``i`` (1, 2, 4, 8 ... s by default) and asks
-    again, up to ``max_retries`` times (so a hung server gets ``(1 + max_retries) * (1 + SDK_RETRIES)``
-    timeouts). Any other HTTP error (401 bad key, 404 unknown model, 400 prompt too long) fails at once:
-    retrying cannot fix it. When the retries are spent, :class:`JudgeTransportError` names the URL, the
-    attempts and the last error.
-
-    The API key is read from the environment variable named ``api_key_env`` when the client is built, at
-    the first request. It lives only in the client, which stays out of this object's repr and pickle, and
-    it is masked in any error text the server echoes back.
+    After the SDK's own retries (``SDK_RETRIES``, after 0.5 s, 1 s ... or the server's ``Retry-After``: connection
+    errors, timeouts of ``timeout`` seconds per request, HTTP 408/409/429/5xx) our loop waits
+    ``min(backoff * 2**i, backoff_max)`` seconds before retry ``i`` (1, 2, 4, 8 ... by default), up to ``max_retries``,
+    so a judge server that restarts is waited out (a hung one gets ``(1 + max_retries) * (1 + SDK_RETRIES)`` timeouts).
+    Other HTTP errors (401, 404, 400 prompt too long) fail at once; spent retries raise :class:`JudgeTransportError`
+    naming the URL, the attempts and the last error. The API key is read from the environment variable
+    ``api_key_env`` at the first request, kept out of repr and pickle, and masked in errors.
     """
 
     RETRY_STATUSES = frozenset({408, 409, 429})  # and >= 500: the statuses the SDK retries
@@ -286,12 +269,9 @@ def ask_with_repairs(transport, first: list[dict], parse, max_repairs: int, judg
 
 
 class LLMJudge:
-    """A :class:`rlrf_nb.feedback.Judge` backed by a chat model behind a transport.
-
-    A reply that fails to parse is sent back once more (``max_repairs`` times at most) with the parse
-    error: the conversation is the original prompt, the last raw reply and a repair request. A failure
-    that survives the repairs stays a failure: its aspects have ``score=None`` and ``Feedback.raw`` holds
-    the last reply. Transport errors (:class:`JudgeTransportError`) propagate; they are not parse failures.
+    """A :class:`rlrf_nb.feedback.Judge` over a chat transport: an unparsed reply is re-asked up to ``max_repairs``
+    times with the error (prompt, last reply, repair request) and otherwise stays a failure (its aspects
+    ``score=None``, ``Feedback.raw`` the last reply); transport errors (:class:`JudgeTransportError`) propagate.
     """
 
     def __init__(self, transport, specs_for: Callable[[list[str]], list[AspectSpec]], rubric_version: str,

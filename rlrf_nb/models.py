@@ -1,8 +1,5 @@
-"""The M0 policy: a BPE tokenizer with a chat template, a small Llama, pre-training on CPU, and loading.
-
-M0 is a real ``transformers`` causal LM trained from scratch by the kit, so every
-later stage (sampling, judging, DPO through TRL) runs the same code path as a Hub
-instruct model. :func:`load_policy` takes a local path or a Hub id alike.
+"""The M0 policy: a BPE tokenizer with a chat template, a small Llama, pre-training on CPU, and loading. M0 is a real
+``transformers`` causal LM, so every later stage runs the same code path as a Hub instruct model.
 """
 
 from __future__ import annotations
@@ -76,11 +73,10 @@ def n_params(model) -> int:
 
 
 def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = True) -> dict | None:
-    """Token ids and labels for one mix item. With ``prompt_loss`` False, chat items train only on
-    assistant turns (the prompt is masked with -100); plain text always trains on every token.
-    An item with ``"mask_prompt": True`` (a refinement prompt holding a deliberately flawed draft)
-    never trains on its prompt: learning to *write* flawed drafts would teach wrong arithmetic.
-    Items longer than ``max_length`` are skipped (returns None)."""
+    """Token ids and labels for one mix item, or None when longer than ``max_length``. With ``prompt_loss`` False chat
+    items train only on assistant turns (the prompt's labels are -100; plain text always trains on every token); an item
+    with ``"mask_prompt": True`` (a prompt holding a deliberately flawed draft) never trains on its prompt, which would
+    teach wrong arithmetic."""
     prompt_loss = prompt_loss and not item.get("mask_prompt", False)
     if "messages" in item:
         enc = tokenizer.apply_chat_template(item["messages"], tokenize=True, return_dict=True,
@@ -207,12 +203,9 @@ def placement(run_cfg: RunConfig | None = None) -> Placement:
 
 def load_policy(name_or_path: str | Path, *, trust_remote_code: bool = False, dtype=torch.float32,
                 place: Placement | None = None, train: bool = False):
-    """Load a policy and tokenizer from a local path or a Hub id, with safetensors only.
-
-    With ``place`` (a :class:`Placement`) the model is loaded in its precision (``train``: its training
-    precision) and moved to its device; without, it stays on the CPU in ``dtype``. ``from_pretrained`` alone
-    never moves a model to a GPU. Anything that is not an existing directory must look like a Hub id
-    (``owner/name``); otherwise a FileNotFoundError names it, instead of a confusing Hub lookup.
+    """Load a policy and tokenizer from a local path or a Hub id, safetensors only, in ``place``'s precision and device
+    (``train``: its training precision) or on the CPU in ``dtype``. A path that is neither a directory nor an
+    ``owner/name`` id raises FileNotFoundError naming it, instead of a confusing Hub lookup.
     """
     s = str(name_or_path)
     if not Path(s).expanduser().is_dir() and not is_hub_id(s):
@@ -257,12 +250,11 @@ _FINGERPRINTS: dict[tuple, str] = {}
 
 
 def model_fingerprint(name_or_path: str | Path) -> str:
-    """16 hex chars that identify a model's weights; every store key that depends on a model holds it.
-
-    - A local directory: sha256 of its ``*.safetensors`` files (a checkpoint the kit saved, the committed M0).
-    - A Hub id (``owner/name``): the id, the commit it resolves to in the local cache (:func:`hub_revision`) and
-      its ``config.json``, so two models, or two revisions of one, never share records, checkpoints or
-      reference log-probs. Hashing a Hub model's weights would read gigabytes for what the commit already pins.
+    """16 hex chars that identify a model's weights, in every store key that depends on a model: for a local directory
+    the sha256 of its ``*.safetensors``; for a Hub id the id, its cached commit (:func:`hub_revision`) and its
+    ``config.json`` (the commit pins the weights without reading gigabytes). Two models, or two revisions of one, never
+    share records, checkpoints or reference log-probs. A directory without ``*.safetensors`` is a FileNotFoundError;
+    its hash is cached per process by file path, size and mtime.
     """
     from rlrf_nb.store import content_key
 

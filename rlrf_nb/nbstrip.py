@@ -1,13 +1,10 @@
 """Keep committed notebooks output-free: a git *clean filter* that strips outputs before git stores a notebook.
 
-``make install`` registers it (``git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py"``) and
-``.gitattributes`` applies it to ``notebooks/*.ipynb``. A researcher runs a notebook in JupyterLab and saves it: the
-working copy keeps its outputs, while ``git diff``, ``git status`` and commits see the notebook as committed, without
-outputs, execution counts or run metadata. Only a change to a cell's source shows up.
-
-The module uses the standard library only, so git can run it with any ``python3`` (no virtual environment needed),
-and writes JSON exactly as nbformat and jupytext do (sorted keys, one-space indent, a final newline), so an
-unchanged notebook comes out byte for byte as committed.
+``make install`` registers it (``git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py"``) and ``.gitattributes``
+applies it to ``notebooks/*.ipynb``: the working copy keeps its outputs, while git diffs, status and commits see the
+notebook without outputs, execution counts or run metadata, so only source changes show. Standard library only (git runs
+it with any ``python3``), and JSON written exactly as nbformat and jupytext do, so an unchanged notebook comes out byte
+for byte as committed.
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
 """Online RL on the fine-grained reward (issue 20): GRPO and RLOO through TRL's own trainers, as round variants.
 
-Where RLRF searches offline (sample, judge, refine, pair, then DPO), GRPO (Shao et al. 2024, arXiv 2402.03300) and
-RLOO (Ahmadian et al. 2024, arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions per prompt
-with the policy being trained, score each one and move the policy towards the completions that beat their group's
-baseline. Here the score is the paper's fine-grained feedback reduced to one number, exactly as the search pools
-rank candidates: the kit's judge (the tiny world's verifier, or the LLM judge of ``feedback.judge``) scores each aspect
-on its rubric, and :func:`rlrf_nb.feedback.scalar_reward` takes the ``feedback.weights``-weighted mean of the
-normalised scores.
+GRPO (arXiv 2402.03300) and RLOO (arXiv 2402.14740) sample a group of ``online_rl.num_generations`` completions per
+prompt with the policy being trained and move it towards those that beat their group's baseline. The score is the kit's
+judge (the tiny world's verifier, or the LLM judge of ``feedback.judge``) reduced to one number exactly as the search
+ranks candidates: :func:`rlrf_nb.feedback.scalar_reward`, the ``feedback.weights``-weighted mean of the normalised
+aspect scores. :class:`JudgeReward` is the reward function (an unparsed judgement gives no reward, never a score),
+:func:`reflective_rollout` makes GRPO groups of drafts and refinements, :func:`train_online` runs the trainer.
 
-- :class:`JudgeReward` is the TRL reward function. A judgement that does not parse gives **no reward**: the function
-  returns ``None`` for it, which TRL turns into NaN, leaves out of the group baseline and gives zero advantage
-  (``GRPOTrainer._generate_and_score_completions``, ``RLOOTrainer`` likewise, TRL 1.16). It is never turned into a
-  score; it is counted, with the judge's raw text and error, in :attr:`JudgeReward.failures`.
-- :func:`reflective_rollout` (method ``grpo_reflect``) makes each GRPO group half drafts and half the policy's
-  refinements of those drafts from their critiques, through TRL's ``rollout_func``.
-- :func:`train_online` builds TRL's ``GRPOConfig`` / ``RLOOConfig`` from the recipe's ``online_rl`` section and runs
-  ``GRPOTrainer`` / ``RLOOTrainer``; it returns the trained model with the compute it spent (wall time, generated
-  tokens, judge calls) so that variants can be compared per unit of compute.
-
-No loss or advantage is written here: TRL does the training (the reflective rollout samples with the kit's
-:func:`rlrf_nb.generation.generate_ids`, as the reflection search does).
+No loss or advantage is written here: TRL does the training.
 """
 
 from __future__ import annotations
@@ -38,18 +26,17 @@ FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are c
 
 
 class JudgeReward:
-    """A TRL reward function (called as ``f(prompts=..., completions=..., example_id=[...], **kwargs)``, one reward
-    per completion) that judges each completion with ``judge`` on its prompt's aspects
-    (:func:`rlrf_nb.feedback.select_aspects`) and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or
-    ``None`` when the judgement did not parse. ``examples``: the training prompts, looked up by the dataset's
-    ``example_id`` column (the verifier judges against their ground truth).
+    """A TRL reward function (``f(prompts=..., completions=..., example_id=[...], **kwargs)``, one reward per
+    completion) that judges each completion with ``judge`` on its prompt's aspects
+    (:func:`rlrf_nb.feedback.select_aspects`) and returns :func:`rlrf_nb.feedback.scalar_reward` in [0, 1], or ``None``
+    when the judgement did not parse (TRL then gives it NaN reward, outside the group baseline, and zero advantage).
+    ``examples``: the training prompts, looked up by the dataset's ``example_id`` column (the verifier judges against
+    their ground truth).
 
-    Counts: ``completions`` rewarded, ``judged`` (judge calls: identical completions of one batch share one
-    judgement, as identical responses share one stored judgement in :func:`rlrf_nb.feedback.judge_responses`),
-    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (each parse failure's example id, response,
-    error and raw judge text; the first :data:`FAILURES_KEPT`) and ``n_failures`` (all of them). With TRL's
-    ``log_metric`` the share of failures per batch is logged as ``judge/parse_failure_rate`` beside TRL's own reward
-    metrics; with a ``kind`` column (a reflective rollout's draft / refinement) the rewards are kept per kind."""
+    Counts ``completions``, ``judged`` (judge calls; identical completions of a batch share one judgement),
+    ``generated_tokens`` (from TRL's ``completion_ids``), ``failures`` (example id, response, error and raw judge text
+    of the first :data:`FAILURES_KEPT`) and ``n_failures`` (all); logs ``judge/parse_failure_rate`` per batch through
+    TRL's ``log_metric``, and keeps rewards per ``kind`` column (draft / refinement) when there is one."""
 
     __name__ = "judge_reward"  # TRL names reward functions by __name__ in its logs (reward/judge_reward/mean)
 
@@ -109,19 +96,14 @@ class JudgeReward:
 
 
 def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
-    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``, TRL 1.16: called with the generation batch's prompts,
+    """A TRL ``rollout_func`` (``GRPOTrainer(rollout_func=...)``; TRL 1.16 calls it with the batch's prompts,
     ``num_generations`` consecutive copies of each, and the trainer) whose groups are *reflective*: the first
-    ``G - G // 2`` members of each prompt's group are the policy's drafts, the other ``G // 2`` are the policy's
-    refinements of the first drafts, each conditioned on that draft's per-aspect critique (the kit's refinement
-    prompt, :func:`rlrf_nb.prompts.refinement_prompt`, as in the reflection search of paper §3.2). Every member is
-    trained as a completion of the *original* prompt and rewarded by ``reward`` like any other: a refinement that
-    fixes its draft raises the group baseline and pulls the policy towards answering that way in the first place
-    (in the spirit of Critique-GRPO, arXiv 2506.03106). The refinements are off-policy for the original prompt; TRL's
-    one-iteration GRPO loss treats them as sampled (no importance correction), which is the variant's assumption.
-
-    The drafts are judged here (to critique them) through ``reward.feedback``, so their reward reuses that
-    judgement. The group's members carry a ``kind`` column (draft / refinement) that :class:`JudgeReward` keeps the
-    rewards by."""
+    ``G - G // 2`` members of a prompt's group are the policy's drafts, the other ``G // 2`` its refinements of the
+    first drafts from their per-aspect critiques (:func:`rlrf_nb.prompts.refinement_prompt`), all trained as
+    completions of the original prompt (in the spirit of Critique-GRPO, arXiv 2506.03106). TRL's one-iteration GRPO
+    loss treats the off-policy refinements as sampled (no importance correction): the variant's assumption. Drafts are
+    judged through ``reward.feedback`` (to critique them), and their reward reuses that judgement; members carry a
+    ``kind`` column (draft / refinement)."""
     from rlrf_nb.generation import generate_ids, render_prompts
     from rlrf_nb.prompts import refinement_prompt
     from rlrf_nb.reflection import notes_from_feedback
@@ -163,10 +145,10 @@ def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
 
 
 def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
-    """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`):
-    the group size, completion cap, sampling temperature, KL coefficient (``kl_coef``, TRL's ``beta``; None: TRL's
-    default for ``method``), steps and optimiser, with the precision of ``place`` (fp32 on CPU: ``use_cpu``; TRL's
-    bf16 default fails there); with ``vllm`` on a GPU, TRL's colocated vLLM sampling (an error elsewhere)."""
+    """TRL ``GRPOConfig`` / ``RLOOConfig`` keyword arguments from an ``online_rl`` section (:class:`OnlineRLConfig`),
+    with the precision of ``place`` (fp32 on CPU via ``use_cpu``: TRL's bf16 default fails there). ``kl_coef`` is TRL's
+    ``beta`` (None: TRL's default for ``method``); ``vllm`` turns on TRL's colocated vLLM sampling on a GPU (an error
+    elsewhere)."""
     from rlrf_nb.training import device_precision, gradient_checkpointing
 
     if method not in ONLINE_METHODS:
@@ -202,16 +184,15 @@ def prompt_dataset(examples: list):
 
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
-    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect with :func:`reflective_rollout`) of
-    ``model`` on the prompts of ``examples``, rewarded by :class:`JudgeReward`
-    (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer`` / ``RLOOTrainer`` configured by
-    ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds the reference from the
-    model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with ``cfg.lora`` disables the
-    adapter.
+    """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect) of ``model`` on ``examples``' prompts,
+    rewarded by :class:`JudgeReward` (``judge``'s per-aspect scores, ``weights`` by aspect), with TRL's ``GRPOTrainer``
+    / ``RLOOTrainer`` configured by ``cfg`` (an ``online_rl`` section) and ``seed``. With ``cfg.kl_coef`` > 0 TRL builds
+    the reference from the model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with
+    ``cfg.lora`` disables the adapter.
 
-    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter
-    merged), TRL's log history, wall time, optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures
-    with their raw text, generated tokens)."""
+    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter merged),
+    TRL's log history, wall time (s), optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures,
+    generated tokens)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from rlrf_nb.training import lora_config, quiet_trainer
@@ -242,8 +223,8 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
                place=None) -> dict:
     """:func:`train_online` from the policy at ``start_path`` with the recipe's ``online_rl`` section and
     ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
-    start, reference, prompts, steps, wall time, generated tokens, judge calls and parse failures (with the first
-    failures' raw text), and TRL's log history."""
+    start, reference, prompts, steps, wall time, generated tokens, judge calls, parse failures (the first with raw
+    text) and TRL's log history."""
     from rlrf_nb.models import load_policy
 
     cfg = recipe.online_rl
@@ -274,10 +255,9 @@ def _trl_default_beta(method: str) -> float:
 
 def train_online_cached(store, name: str, start_path, examples: list, judge, rubrics, recipe, method: str, *,
                         seed: int, place=None) -> dict:
-    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>``, where the key hashes the start weights, the method,
-    the ``online_rl`` section, the prompts, the judge, the rubrics, the aspect weights and the seed: a rerun loads the
-    finished checkpoint instead of training again (notebook 03's one-round variants, like
-    :func:`rlrf_nb.training.train_cached`). Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    """:func:`run_online` into ``<run>/checkpoints/<name>-<key>`` (the key hashes start weights, method, section,
+    prompts, judge, rubrics, weights and seed): a rerun loads the finished checkpoint, like
+    :func:`rlrf_nb.training.train_cached`. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import dataclasses
     import json
 

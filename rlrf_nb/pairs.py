@@ -1,26 +1,15 @@
 """Preference pairs from a pool of judged candidates (paper §3.2 → §3.3), in TRL's preference format.
 
-A pool holds, per prompt, the policy's samples and its refinements, each judged. A *pair policy*
-picks chosen/rejected from it:
+A *pair policy* picks chosen/rejected from each prompt's judged samples and refinements: ``best_vs_worst`` (the whole
+pool's best against its worst), ``refined_vs_original`` (each refinement against the draft it refined),
+``best_refined_vs_worst_sample``, ``no_reflection`` (samples only: the reflection ablation) and ``scalar`` (one overall
+score instead of per-aspect feedback: the second ablation). Ties and pairs under the margin are dropped, a wrong answer
+is never chosen over a right one (candidates rank by (correct, reward)), and a candidate without a reward (a judge parse
+failure) never enters a pair.
 
-- ``best_vs_worst``: the best candidate of the whole pool against the worst;
-- ``refined_vs_original``: each refinement against the draft it refined;
-- ``best_refined_vs_worst_sample``: the best refinement against the worst original sample;
-- ``no_reflection``: samples only, best against worst (the reflection ablation);
-- ``scalar``: best against worst by one overall score instead of per-aspect feedback (the second ablation).
-
-Ties are dropped and a minimum reward margin applies. On verifiable tasks (``correct`` known) a wrong
-answer is never chosen over a right one: candidates rank by (correct, reward). Candidates whose reward is
-None (a judge parse failure) never enter a pair.
-
-Human review (the pair reviewer widget, or any script) appends *decisions* to ``decisions.jsonl``:
-accept, reject, swap (prefer the other candidate) or edit (replace a candidate's text). They are applied
-by an explicit :func:`apply_decisions` call, and :func:`build_pairs` honours them whenever it is given
-them, so every later run, batch included, builds the reviewed pairs. A pair is identified by its prompt
-and its two candidates, whatever the order or the pair policy: a decision holds across policies.
-
-Notebook 02 writes its pool with :func:`save_pool`; the notebooks after it read it back with :func:`load_pool`
-instead of repeating the search.
+Human review appends *decisions* (accept, reject, swap, edit) to ``decisions.jsonl``; :func:`build_pairs` honours
+them whenever given them. A pair is identified by its prompt and its two candidates, so a decision holds across
+policies. Notebook 02 saves its pool (:func:`save_pool`); later notebooks read it back (:func:`load_pool`).
 """
 
 from __future__ import annotations
@@ -42,12 +31,8 @@ ACTIONS = ("accept", "reject", "swap", "edit")
 
 @dataclass(frozen=True)
 class Candidate:
-    """One judged response in a prompt's pool.
-
-    kind: "sample" or "refinement" (then ``parent_id`` names the refined candidate).
-    reward: the scalar reward from per-aspect feedback (``feedback.scalar_reward``), None on a parse failure.
-    overall: a single overall score for the ``scalar`` ablation (None if not judged that way).
-    correct: for verifiable tasks, whether the final answer is right; None otherwise.
+    """One judged response in a prompt's pool: ``kind`` sample or refinement (of ``parent_id``), ``reward`` from
+    per-aspect feedback (None on a parse failure), ``overall`` for the scalar ablation, ``correct`` when verifiable.
     """
 
     candidate_id: str
@@ -109,16 +94,13 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
 
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
                 conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1) -> list[dict]:
-    """Preference pairs from ``pool`` (any number of prompts) under ``policy``.
+    """Preference pairs from ``pool`` (any number of prompts) under ``policy``: TRL's preference format (message lists
+    when ``conversational``) plus lineage columns (ids, kinds, rewards, margin, scores, correctness, policy, round).
 
-    Rows are TRL's preference format (``prompt``/``chosen``/``rejected``, as message lists when
-    ``conversational``) plus lineage columns: the pair id, prompt and candidate ids and kinds, rewards,
-    margin, per-aspect scores, correctness, the pair policy and the round. ``decisions`` (from
-    :func:`load_decisions`) are applied last, with :func:`apply_decisions`.
-
-    ``per_prompt`` > 1 (for ``best_vs_worst``, ``scalar`` and ``no_reflection``) pairs the i-th best distinct
-    candidate with the i-th worst, for i < ``per_prompt``, while the best side stays above the worst: more pairs
-    from the same search, each still a high-versus-low contrast.
+    ``min_margin``: the least reward gap kept (a right-over-wrong pair always counts). ``per_prompt`` > 1
+    (best_vs_worst, scalar, no_reflection) pairs the i-th best distinct candidate with the i-th worst, for i <
+    ``per_prompt``, while the best side stays above the worst. An unknown ``policy`` is a ``ValueError``. ``decisions``
+    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`.
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
@@ -184,10 +166,8 @@ def _check_decision(d: dict, where: str) -> dict:
 
 def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candidate_id: str | None = None,
                     text: str | None = None, note: str = "", reviewer: str = "") -> dict:
-    """Append one decision on ``pair`` to the JSONL file ``path`` (one write, flushed) and return it.
-
-    swap: ``candidate_id`` defaults to the pair's rejected candidate (prefer it); edit: ``candidate_id``
-    defaults to the chosen candidate and ``text`` is its new text.
+    """Append one decision on ``pair`` to the JSONL file ``path`` (one flushed write) and return it; ``candidate_id``
+    defaults to the rejected candidate for swap and to the chosen one for edit (``text`` its new text).
     """
     if action == "swap" and candidate_id is None:
         candidate_id = pair["rejected_id"]
@@ -248,15 +228,10 @@ def _set_text(side, text: str):
 
 
 def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list[dict]:
-    """``pairs`` with the review decisions applied, replayed in file order per pair:
-
-    - reject drops the pair and accept keeps it (the last of the two wins);
-    - swap makes its ``candidate_id`` the chosen one;
-    - edit replaces the text of its ``candidate_id`` (the original is kept in ``original_texts``).
-
-    Every row gets ``review`` (the actions applied) and ``original_texts`` columns, empty if unreviewed.
-
-    Decisions on pairs that are not in ``pairs`` (another pool or policy) are left alone and counted in the log.
+    """``pairs`` with review decisions replayed in file order: reject drops, accept keeps (the last wins), swap prefers
+    ``candidate_id``, edit replaces its text (kept in ``original_texts``); each row gets ``review`` and
+    ``original_texts`` (empty if unreviewed). Decisions on pairs not in ``pairs`` (another pool or policy) are left
+    alone and counted in the log.
     """
     out, seen = [], set()
     for p in pairs:
@@ -315,11 +290,10 @@ def load_pool(store, name: str = "pool") -> list[Candidate]:
 
 
 def wrong_above_right(pool: list[Candidate]) -> dict:
-    """The fine-grained reward's side of the blind spot (notebook 05 §4): among each prompt's (right, wrong)
-    candidate pairs by final answer, how many the reward ranks wrong above right (``flipped``), and in how many of
-    those the right answer was reached through a wrong step (``lucky``: the verifier's logical correctness below
-    5, two errors cancelling), which the reward penalises by design. Candidates without a grade or a reward (a
-    judge parse failure) are left out."""
+    """The fine-grained reward's side of the blind spot (notebook 05 §4): among each prompt's (right, wrong) candidate
+    pairs by final answer, how many the reward ranks wrong above right (``flipped``), and of those how many reached the
+    right answer through a wrong step (``lucky``: the verifier's logical correctness below 5, which the reward penalises
+    by design). Candidates without a grade or a reward are left out."""
     by_prompt: dict[str, list[Candidate]] = {}
     for c in pool:
         if c.correct is not None and c.reward is not None:

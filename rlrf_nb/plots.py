@@ -1,7 +1,4 @@
-"""Plotly figures for the notebooks. Each takes plain data and returns a ``go.Figure``.
-
-Every figure is responsive (no fixed width: it fills the notebook's or the report's column, so nothing is cut off
-at any window size) and puts its legend below the plot, where long names wrap instead of being clipped."""
+"""Plotly figures for the notebooks: plain data in, a responsive ``go.Figure`` out, legend below the plot."""
 
 from __future__ import annotations
 
@@ -26,11 +23,8 @@ def _layout(fig: go.Figure, title: str, height: int, top: int = 70, bottom: int 
 
 
 def loss_curve(history: list[dict], title: str = "M0 pre-training loss", smooth: int = 10) -> go.Figure:
-    """Training loss against step, from ``Trainer.state.log_history`` rows (``step``, ``loss``).
-
-    The raw curve is saw-toothed because batches are grouped by length (long refinement examples and
-    short drills/web documents alternate, and their losses differ); a moving average of ``smooth`` logs
-    shows the trend.
+    """Training loss against step, from ``Trainer.state.log_history`` rows; a moving average of ``smooth`` logs shows
+    the trend through the saw-tooth that length-grouped batches give.
     """
     steps = [h["step"] for h in history]
     loss = [h["loss"] for h in history]

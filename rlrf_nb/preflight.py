@@ -1,11 +1,5 @@
 """The pre-flight check of notebook 03 (and every DPO run): the pairs tokenized exactly as TRL's DPO processing
-tokenizes them, checked before any step.
-
-:func:`preflight` fails, listing each problem with its pair id, on a prompt whose tokens are not a prefix of the
-rendered conversation, a doubled BOS, a completion that does not end with the chat template's own end of turn
-(:func:`end_of_turn_ids`, read from the template, never assumed) or that holds a second EOS, and a pair that
-``dpo.max_length`` would truncate (TRL cuts the end, and with it the final answer). :func:`describe_preflight`
-says what the report means in words.
+tokenizes them, checked before any step (:func:`preflight`); :func:`describe_preflight` says what it means.
 """
 
 from __future__ import annotations
@@ -40,11 +34,10 @@ _SENTINEL = "\u2063rlrf-end-of-turn-probe\u2063"
 
 
 def end_of_turn_ids(tokenizer) -> list[int]:
-    """The token ids the chat template writes after an assistant message's content: what closes a turn.
-
-    Read by rendering a probe conversation, never assumed: ``<|end|>`` (the tiny world's EOS) for M0's template,
-    ``<|im_end|>`` then ``"\\n"`` for ChatML (Qwen2.5-Instruct), so the last token of a templated completion need
-    not be EOS. Raises ValueError when the template drops or rewrites the assistant content."""
+    """The token ids the chat template writes after an assistant message's content, read by rendering a probe, never
+    assumed (``<|end|>`` for M0, ``<|im_end|>`` then ``"\\n"`` for ChatML, so a completion's last token need not be
+    EOS). Raises ValueError when the template drops or
+    rewrites the assistant content."""
     probe = [{"role": "user", "content": "x"}, {"role": "assistant", "content": _SENTINEL}]
     text = tokenizer.apply_chat_template(probe, tokenize=False)
     if text.count(_SENTINEL) != 1:
@@ -55,14 +48,13 @@ def end_of_turn_ids(tokenizer) -> list[int]:
 
 
 def preflight(pairs: list[dict], tokenizer, max_length: int, n_show: int = 2) -> dict:
-    """Check every pair's tokenization before training; raise :class:`PreflightError` listing the problems.
+    """Check every pair's tokenization before training; raise :class:`PreflightError` listing the problems by pair id.
 
-    Problems: the prompt is not a prefix of the rendered conversation (a chat-template mismatch); more than one
-    BOS; a completion that does not end with the template's own end-of-turn tokens (:func:`end_of_turn_ids`:
-    ``<|end|>`` for M0, ``<|im_end|>\\n`` for ChatML), or that holds more EOS or end-of-turn special tokens than
-    that ending (a doubled EOS, e.g. an end token typed into the text, trl#4481); a pair longer than
-    ``max_length`` (TRL keeps the start and cuts the end: the final answer is lost), and chosen == rejected after
-    that cut. Returns token-length statistics, the end-of-turn text and ``n_show`` decoded pairs.
+    Problems: a prompt that is not a prefix of the rendered conversation; more than one BOS; a completion that does not
+    end with the template's own end of turn (:func:`end_of_turn_ids`) or holds more EOS or end-of-turn tokens than that
+    ending (a doubled EOS, e.g. an end token typed into the text); a pair
+    longer than ``max_length`` (TRL cuts the end: the final answer is lost), and chosen == rejected after that cut.
+    Returns token-length statistics, the end-of-turn text and ``n_show`` decoded pairs.
     """
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
     eot = end_of_turn_ids(tokenizer)

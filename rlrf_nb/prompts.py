@@ -1,8 +1,5 @@
-"""The prompt texts the policy sees: the refinement prompt and the rendering of per-aspect feedback.
-
-One definition, used everywhere: M0's refinement training data, the reflection
-search (the paper's fine-grained self-reflection, Sec. 3.2) and the notebooks.
-A policy trained on these words sees the same words at search time.
+"""The prompt texts the policy sees (the refinement prompt, rendered per-aspect feedback), defined once: M0's refinement
+data, the reflection search and the notebooks use the same words.
 """
 
 from __future__ import annotations

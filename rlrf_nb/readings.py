@@ -1,12 +1,10 @@
 """Readings: what a result says, in words generated from its numbers (one function per result).
 
-A notebook shows a table or a figure, then ``display(Markdown(readings.<result>(...)))``: the sentence under it
-states the numbers with their 95% intervals and the verdict they support, so it stays true when the numbers
-change (another seed, recipe or model). A section with nothing to show says why, and how to get data there.
-
-Verdicts follow the intervals: "better" or "worse" only when the interval of the difference excludes zero;
-otherwise "no difference shown". Differences between two models evaluated separately use Newcombe's interval for
-two proportions (Newcombe 1998, method 10), which ignores the pairing and so errs wide.
+Under a table or figure, ``display(Markdown(readings.<result>(...)))`` states the numbers with their 95% intervals and
+the verdict they support, so it stays true when the numbers change; an empty section says why and how to get data there.
+"better" or "worse" only when the interval of the difference excludes zero, else "no difference shown"; two separately
+evaluated models use Newcombe's interval for two proportions (Newcombe 1998, method 10), which ignores the pairing and
+so errs wide.
 """
 
 from __future__ import annotations

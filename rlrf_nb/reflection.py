@@ -1,17 +1,12 @@
 """Fine-grained self-reflection search (paper §3.2): sample, judge, refine the most promising, judge again.
 
-For each prompt the policy samples n responses, which the feedback model judges per aspect. The top-k
-distinct responses by reward are refined m times each by the policy itself, from a prompt holding the
-question, the draft and its per-aspect critiques (:func:`rlrf_nb.prompts.refinement_prompt`). Refinements
-are judged too, and further rounds refine the best of the previous round until a stop rule fires: the round cap, a
-candidate with no aspect below the threshold, or a plateau of the best reward.
-
-Every sample, judgement and refinement is a record in the run store (``samples``, ``refinements``,
-``feedback``), keyed by its inputs: a rerun recomputes nothing, and a killed search resumes where it stopped.
-
-**Prioritised prompts** (the paper's open question on the cost of exploration; the seed's "smart sampling"):
-with ``refine_budget`` set, refinement generations are a capped budget spent on prompts in ``priority``
-order: the most varied sample rewards first (``variance``), or the lowest best sample first (``low_best``).
+Per prompt the policy samples n responses, judged per aspect; the top-k distinct by reward are refined m times each by
+the policy itself from the question, the draft and its critiques (:func:`rlrf_nb.prompts.refinement_prompt`),
+refinements are judged too, and further rounds refine the previous round's best until a stop rule fires (the round cap,
+a candidate with no aspect below the threshold, or a plateau of the best reward). Every sample, judgement and refinement
+is a run-store record (``samples``, ``refinements``, ``feedback``) keyed by its inputs, so a rerun recomputes nothing
+and a killed search resumes. With ``refine_budget`` the refinement generations are a capped budget spent on prompts in
+``priority`` order (``variance``: the most varied sample rewards first; ``low_best``: the lowest best sample first);
 :func:`budget_curve` replays a finished search in any prompt order to show the pair yield each budget buys.
 """
 
@@ -216,12 +211,10 @@ def sample_rewards(pool: list[Candidate]) -> dict[str, list]:
 
 def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs_worst",
                  min_margin: float = 0.0) -> list[dict]:
-    """Replay a finished search with its refinements spent on prompts in ``order``: after each prompt, the
-    refinement budget used so far and the pair yield of the pool at that point (samples of every prompt,
-    refinements of the prompts reached). Prompts the search never refined cost nothing.
-
-    This is a counterfactual over the refinements actually generated (the same texts, spent in another
-    order), so every order is compared on exactly the same data.
+    """Replay a finished search with its refinements spent on prompts in ``order``: after each prompt, the refinement
+    budget used and the pair yield of the pool at that point (every prompt's samples, the reached prompts' refinements);
+    prompts the search never refined cost nothing. A counterfactual over the refinements actually generated, so every
+    order is compared on the same data. Rows: ``budget``, ``prompts_refined``, ``pairs``, ``right_over_wrong``.
     """
     by_prompt: dict[str, list[Candidate]] = {}
     for c in pool:

@@ -1,10 +1,8 @@
 """``runs/<name>/report.html``: a run as a page to send (what ``rlrf-nb run`` writes after the last stage).
 
-The page opens with a header: the run, its recipe and parameters, dates, the git commit, which M0 the notebooks
-used (and a plain warning when it is a seconds-long smoke model), the organism's measured properties when
-``results.json`` holds a ``diagnose`` entry, and the paper's claims when notebook 05 ran. Then come the executed
-notebooks in stage order: their narrative and every output and figure, with the code, papermill's injected
-parameters, progress bars and stderr left out. Plotly is embedded once, so the page opens offline.
+A header (run, recipe, parameters, dates, commit, which M0, with a plain warning for a seconds-long smoke model, the
+diagnosis and the paper's claims when present), then the executed notebooks' narrative and outputs without code,
+injected parameters, progress bars or stderr; Plotly is embedded once, so the page opens offline.
 """
 
 from __future__ import annotations

@@ -1,20 +1,16 @@
-"""Iterated RLRF (paper §3.3): M0 -> M1 -> M2, each round = reflection search on fresh prompts with the current
-policy, preference pairs, then DPO (or the configured baseline) through TRL.
+"""Iterated RLRF (paper §3.3): M0 -> M1 -> M2, each round = reflection search on fresh prompts with the current policy,
+preference pairs, then DPO (or the configured baseline) through TRL.
 
-The round policy is configurable and recorded with every checkpoint: which policy a round starts from
-(``rounds.start_from``: the previous round's or M0), which is the DPO reference (``dpo.reference``: pi_{t-1}
-or pi_0) and whether earlier rounds' pairs are trained on again (``rounds.carry_over``). Checkpoints are
-``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``, marked complete only after saving:
-a rerun skips finished rounds, and a run killed during round 2 resumes at round 2 with the search records it
-already has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
-replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge; every
-round's row records its compute (wall times, generated tokens, judge calls, parse failures). After each round the
-new policy is evaluated on the held-out dev split (the tiny world's, or the tail of a real task's training data:
-:mod:`rlrf_nb.task_data`): greedy math exact match and the verifier's per-bio factual precision (FactScore-style),
-each with a 95% interval.
-
-On one GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (transformers, or the
-process's one vLLM engine, put to sleep after the search), then the trainer, then the policy being evaluated.
+The round policy is recorded with every checkpoint: the start (``rounds.start_from``: the previous round's policy or
+M0), the DPO reference (``dpo.reference``: pi_{t-1} or pi_0) and whether earlier rounds' pairs are trained on again
+(``rounds.carry_over``). Checkpoints (``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``) are
+marked complete only after saving, so a rerun skips finished rounds and a run killed in round 2 resumes there with the
+search records it has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
+replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge. Each
+round's row records its compute (wall times, generated tokens, judge calls, parse failures) and the new policy's
+held-out dev math exact match and bio precision, with 95% intervals. On one GPU (:func:`rlrf_nb.models.placement`) a
+round holds one model at a time: the searcher (a vLLM engine sleeps after the search), the trainer, then the policy
+being evaluated.
 """
 
 from __future__ import annotations
@@ -57,10 +53,9 @@ def round_prompts(recipe, world, t: int) -> list:
 
 
 def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_id: str) -> dict:
-    """Held-out dev checks of one policy (cached in the store by model fingerprint): greedy math exact match on
-    the recipe's held-out dev slice (:func:`rlrf_nb.task_data.dev_math`: the tiny world's dev split, or the tail of
-    a real task's training data, never the tiny world then), and with ``rounds.eval_n_bios`` the tiny world's bio
-    claim precision."""
+    """Held-out dev checks of one policy, cached by model fingerprint: greedy math exact match on the dev slice
+    (:func:`rlrf_nb.task_data.dev_math`: the tiny world's dev split, or the tail of a real task's training data) and,
+    with ``rounds.eval_n_bios``, the tiny world's bio claim precision."""
     rcfg, ecfg = recipe.rounds, recipe.eval
     t0 = time.monotonic()
     cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=rcfg.eval_n_bios,
@@ -101,12 +96,10 @@ def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
 
 
 def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
-    """(pair policy, DPO stage config, reflection config) of a round-loop variant.
-
-    ``rlrf`` is the recipe as written; ``no_reflection`` pairs samples only and does not refine (so its later
-    rounds cost only the samples); ``scalar`` pairs by the single overall score; ``rs_sft`` trains on the best
-    candidates with SFT instead of DPO. The online variants (grpo, rloo: :mod:`rlrf_nb.online_rl`) search nothing
-    and build no pairs, so they have no setup here."""
+    """(pair policy, DPO stage config, reflection config) of a round-loop variant: ``rlrf`` as written,
+    ``no_reflection`` (samples only, no refinement: later rounds cost only the samples), ``scalar`` (one overall score),
+    ``rs_sft`` (SFT on the best candidates). The online variants search nothing and have no setup here; any other name
+    is a ``ValueError``."""
     import dataclasses
 
     policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
@@ -124,14 +117,13 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
 
 def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | None = None, place=None, judge=None,
                    rubrics=None, world=None) -> tuple[dict[str, dict], list[str]]:
-    """Notebook 03's one-round ablations: every variant of :func:`variant_setup` but RLRF, trained once from
-    ``start_path`` on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``,
-    or the best candidates for RS-SFT) with :func:`rlrf_nb.training.train_cached`; then the online variants that
-    ``rounds.variants`` lists (grpo, rloo, grpo_reflect), which need no pool: TRL's trainer samples from the policy
-    on the search's prompts (``reflection.n_prompts`` of :func:`rlrf_nb.task_data.search_examples`, those of the
-    pool) and ``judge`` (with ``rubrics``; ``world``: the tiny world's prompts, None in a real recipe) rewards it
-    (:func:`rlrf_nb.online_rl.train_online_cached`). Returns ``{label: trained}`` for the variants that have
-    training data, and the labels of those that have none (to report, not hide)."""
+    """Notebook 03's one-round ablations: every :func:`variant_setup` variant but RLRF, trained once from ``start_path``
+    on notebook 02's ``pool`` (pairs under the variant's pair policy and the review ``decisions``, or the best
+    candidates for RS-SFT; :func:`rlrf_nb.training.train_cached`), then the online variants ``rounds.variants`` lists,
+    which need no pool: TRL samples from the policy on the search's prompts (those of the pool) and ``judge`` with
+    ``rubrics`` rewards it (:func:`rlrf_nb.online_rl.train_online_cached`; ``world``: the tiny world, None in a real
+    recipe; a ``ValueError`` when online variants are listed without ``judge`` and ``rubrics``). Returns
+    ``{label: trained}`` and the labels of the variants without training data (to report, not hide)."""
     trained, empty = {}, []
     online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
     if online and (judge is None or rubrics is None):

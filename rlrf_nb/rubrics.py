@@ -1,10 +1,6 @@
-"""Per-aspect scoring rubrics for the fine-grained feedback model (paper §3.1).
-
-Each aspect (logical correctness, factuality, ...) is one YAML file under
-``data/rubrics/``: a definition, a descriptor for *every* score level (Prometheus /
-FLASK style) and what a critique must point to. :func:`load_rubric_set` loads and
-validates them all; the set's ``version`` is a content hash that judge records carry,
-so a judgement can be traced to the exact rubric text it was made against.
+"""Per-aspect scoring rubrics (paper §3.1): one YAML per aspect under ``data/rubrics/`` with a definition, a descriptor
+for every score level and what a critique must point to. :func:`load_rubric_set` loads and validates them; the set's
+``version`` is a content hash that judge records carry, tracing each judgement to the exact rubric text.
 :data:`TASK_ASPECTS` says which aspects apply to which task tag.
 """
 
@@ -202,10 +198,8 @@ def _unknown(kind: str, key: str, available: list[str]) -> str:
 
 
 def load_rubric_set(directory: str | Path = "data/rubrics") -> RubricSet:
-    """Load every ``*.yaml`` rubric in ``directory``.
-
-    A relative directory that does not exist under the cwd is taken relative to the
-    project root, so notebooks running from ``notebooks/`` find ``data/rubrics``.
+    """Load every ``*.yaml`` rubric in ``directory`` (a relative one missing under the cwd is taken from the project
+    root, so notebooks running from ``notebooks/`` find ``data/rubrics``).
     """
     directory = resolve_path(directory)
     paths = sorted(directory.glob("*.yaml"))
@@ -221,9 +215,8 @@ def load_rubric_set(directory: str | Path = "data/rubrics") -> RubricSet:
 
 
 def aspects_for_tags(tags: list[str]) -> list[str] | None:
-    """The aspects that apply to an example with ``tags``, in first-seen order.
-
-    None when no tag is in :data:`TASK_ASPECTS`: the judge is then asked which aspects apply.
+    """The aspects that apply to an example with ``tags``, in first-seen order; None when no tag is in
+    :data:`TASK_ASPECTS` (the judge is then asked which apply).
     """
     known = [t for t in tags if t in TASK_ASPECTS]
     if not known:

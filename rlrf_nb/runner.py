@@ -1,20 +1,14 @@
 """Batch runs: the numbered notebooks executed in order with papermill (``rlrf-nb run``), and sweeps over them.
 
-A run is ``runs/<name>/``: the executed notebooks, the artifacts the notebooks write through the run store, a
-``results.json`` and ``stages.json``. ``stages.json`` records each stage (one notebook) with its status, wall time
-and a hash of what it was run with (the recipe file's text, the overrides, the notebook's parameters, and what the
-recipe points at: the judge URL read from the environment, the policy's fingerprint and the data files' contents,
-:func:`stage_inputs`). A rerun
-skips the stages that finished with the same hash; a stage that failed or was killed runs again, and because the
-notebooks write every record through the store, it resumes from its last record instead of starting over.
+A run is ``runs/<name>/``: the executed notebooks, the artifacts they write through the run store, ``results.json``
+and ``stages.json``, which records each stage (one notebook) with its status, wall time and a hash of what it ran with
+(recipe text, overrides, parameters and :func:`stage_inputs`). A rerun skips the stages that finished with the same
+hash; a failed or killed stage runs again and resumes from its last stored record.
 
-Parameters are validated before anything is injected: ``-p section.key=value`` is a recipe override, checked
-against the recipe's dataclasses (an unknown key or a bad type names the key), and ``-p name=value`` must be a
-parameter of at least one notebook's ``parameters`` cell, with a value of the same kind as its default.
-
-While a stage runs, papermill's progress bar (``tqdm.auto``) shows the cells done of the total, the elapsed time
-and the first line of the running cell (:class:`StageEngine`); the kernel gets CurveZMQ keys from jupyter_client
-(``KernelManager.transport_encryption = "auto"``), so it does not warn that it runs over TCP without encryption.
+Parameters are validated before injection: ``-p section.key=value`` is a recipe override checked against the recipe's
+dataclasses (an unknown key or bad type names the key), ``-p name=value`` must be a parameter of some notebook, of the
+kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel gets CurveZMQ keys
+(``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
 """
 
 from __future__ import annotations
@@ -149,11 +143,10 @@ _KIND = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "
 
 
 def validate_params(params: dict, stages: list[str]) -> dict[str, dict]:
-    """Check notebook parameters before injection; returns ``{notebook: {name: value}}`` for the stages.
-
-    Every name must be a parameter of at least one stage's notebook, its value a JSON scalar, list or dict of the
-    same kind as the default (``None`` defaults accept a scalar). ``recipe_path``, ``run_name`` and ``overrides``
-    are set by the runner and may not be given."""
+    """Check notebook parameters before injection; returns ``{notebook: {name: value}}``. Each name must be a parameter
+    of some stage's notebook, its value JSON of the default's kind (a ``None`` default accepts a scalar);
+    ``recipe_path``, ``run_name`` and ``overrides`` are set by the runner and may not be given. Any violation is a
+    :class:`RunError`."""
     reserved = {"recipe_path", "run_name", "overrides"}
     declared = {nb: notebook_parameters(nb) for nb in stages}
     for name, value in params.items():
@@ -205,11 +198,10 @@ def _model_id(name: str) -> str:
 
 
 def stage_inputs(recipe) -> dict:
-    """What a stage's results depend on beyond the recipe text and the parameters, for the stage hash: the judge
-    as resolved when the recipe loaded (``feedback.judge_url_env`` reads the URL from the environment; credentials
-    redacted), the policy's identity (:func:`rlrf_nb.models.model_fingerprint`; not for a retrained M0, which the
-    recipe's ``m0`` section determines), the local judge model's, and the contents of the data files the recipe
-    names. Changing any of them reruns every stage (whose records are keyed by the same inputs)."""
+    """What a stage's results depend on beyond the recipe text and parameters, for the stage hash: the judge as resolved
+    when the recipe loaded (``feedback.judge_url_env`` reads its URL from the environment; credentials redacted), the
+    policy's and the local judge's fingerprints (not for a retrained M0) and the contents of the data files the recipe
+    names. Changing any of them reruns every stage."""
     from rlrf_nb.llm_judge import redact_url
 
     fb = recipe.feedback
@@ -260,10 +252,10 @@ def _select(stages: list[str] | None) -> list[str]:
 def run(recipe_path: str, name: str | None = None, *, params: list[str] | None = None,
         overrides: dict | None = None, stages: list[str] | None = None, force: bool = False,
         progress: bool | None = None) -> RunResult:
-    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/`` (``run.name`` of the recipe when
-    ``name`` is None). ``params`` are ``-p`` strings; ``overrides`` extra recipe overrides. Finished stages with the
-    same inputs are skipped unless ``force``. ``progress`` shows a live bar per stage (default: when stderr is a
-    terminal). Raises :class:`RunError` naming the failing stage and cell."""
+    """Execute the numbered notebooks for ``recipe_path`` into ``runs/<name>/`` (``name`` default: the recipe's
+    ``run.name``), skipping finished stages with the same inputs unless ``force``; ``params`` are ``-p`` strings,
+    ``overrides`` extra recipe overrides, ``progress`` a live bar per stage (default: when stderr is a terminal). Raises
+    :class:`RunError` naming the failing stage and cell."""
     import papermill
     from papermill.exceptions import PapermillExecutionError
 

@@ -1,8 +1,6 @@
-"""Run plumbing every notebook starts with: open ``runs/<name>/`` for a recipe and record what the run is.
-
-A run directory holds the resolved ``config.yaml`` and ``run.json`` (seed, package versions, git SHA), written by
-:func:`open_run`; the stages' artifacts and ``results.json`` are :class:`rlrf_nb.store.RunStore`'s. A model's
-fingerprint, which keys every generation, is :func:`rlrf_nb.models.model_fingerprint`.
+"""Run plumbing every notebook starts with: :func:`open_run` opens ``runs/<name>/`` for a recipe and writes the resolved
+``config.yaml`` and ``run.json`` (seed, package versions, git SHA); the stages' artifacts and ``results.json`` are
+:class:`rlrf_nb.store.RunStore`'s.
 """
 
 from __future__ import annotations

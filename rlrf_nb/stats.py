@@ -1,9 +1,6 @@
-"""Small statistics used to report numbers honestly: every rate and every mean comes with a 95% interval.
-
-The kit has one mean (:func:`mean`) and one bootstrap (:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`,
-:func:`bootstrap_ci`): the results table, the paired tests and claims (:mod:`rlrf_nb.analysis`), FactScore and
-Just-Eval (:mod:`rlrf_nb.evals`) and the organism's diagnosis all draw their resamples and read their intervals
-here, so the same data gets the same interval wherever it is shown.
+"""Small statistics: every rate and mean comes with a 95% interval, from one mean (:func:`mean`) and one bootstrap
+(:func:`resamples`, :func:`bootstrap`, :func:`percentile_ci`, :func:`bootstrap_ci`) used everywhere (results table,
+paired tests, FactScore, Just-Eval, the diagnosis), so the same data gets the same interval wherever it is shown.
 """
 
 from __future__ import annotations

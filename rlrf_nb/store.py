@@ -1,15 +1,10 @@
 """The run directory and its append-only, resumable JSONL artifacts.
 
-Every expensive step (sampling, judging, evaluating) writes one JSONL record per
-item to ``<run_dir>/<name>.jsonl`` as soon as the item is done. Each record carries
-a ``key`` computed by :func:`content_key` from the step's *inputs* — model
-fingerprint, prompt, decode params, rubric version, judge id and so on — so a rerun
-(after a crash, or with more items) finds the finished records and computes only
-what is missing. :meth:`RunStore.map` is that loop.
-
-A run also saves what it was run with (:meth:`RunStore.write_metadata`: resolved
-config, seed, package versions, git SHA), and checkpoints count as done only once a
-``COMPLETE.json`` marker has been written atomically (:func:`mark_complete`).
+Every expensive step writes one JSONL record per item to ``<run_dir>/<name>.jsonl`` as soon as it is done, with a
+``key`` from :func:`content_key` over the step's *inputs* (model fingerprint, prompt, decode params, rubric version,
+judge id ...), so a rerun computes only what is missing (:meth:`RunStore.map`). A run also saves what it was run with
+(:meth:`RunStore.write_metadata`), and checkpoints count as done only once ``COMPLETE.json`` is written atomically
+(:func:`mark_complete`).
 """
 
 from __future__ import annotations
@@ -60,20 +55,16 @@ def flush_seconds() -> float:
 
 
 def content_key(obj: object) -> str:
-    """First 16 hex chars of sha256 over the canonical JSON of ``obj``.
-
-    Hash the *inputs* of a step, never its outputs: the same inputs give the same key,
-    so a rerun recognises records it already has. Dict key order does not matter.
+    """First 16 hex chars of sha256 over the canonical JSON of ``obj`` (dict key order does not matter). Hash a step's
+    *inputs*, never its outputs, so a rerun recognises the records it already has.
     """
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 class JsonlArtifact:
-    """An append-only JSONL file of records that each carry a unique ``"key"``.
-
-    The file is read once on open into an in-memory index; :meth:`append` writes
-    through to disk. One process writes a given artifact at a time.
+    """An append-only JSONL file of records that each carry a unique ``"key"``, indexed in memory on open;
+    :meth:`append` writes through to disk. One process writes a given artifact at a time.
     """
 
     def __init__(self, path: str | os.PathLike):
@@ -92,11 +83,8 @@ class JsonlArtifact:
             self._records[key] = rec
 
     def _repair_tail(self) -> None:
-        """Make the file end with a newline, so the next append starts a fresh line.
-
-        Our writes put a whole line, newline included, in one ``os.write``; a last line
-        without a newline is a write cut off by a crash (truncated off) or a hand edit
-        that is valid JSON (kept, newline added).
+        """Make the file end with a newline: a last line without one is a write cut off by a crash (each write is one
+        whole line: truncated off) or a hand edit that is valid JSON (kept, newline added).
         """
         data = self.path.read_bytes()
         if not data or data.endswith(b"\n"):
@@ -252,12 +240,11 @@ class RunStore:
 
     def map(self, name: str, items: Iterable, key_fn: Callable[[object], str],
             fn: Callable[[object], dict], desc: str | None = None) -> list[dict]:
-        """``fn(item)`` for each item whose ``key_fn(item)`` is not stored yet in artifact ``name``.
-
-        New records get ``"key"`` set and are appended together at most :data:`FLUSH_SECONDS` after they are
-        computed (and when ``fn`` raises), so an interrupted map resumes where it stopped, having lost at most
-        that much work: one fsync per record cost a fast judge (the verifier) half its time. Returns the
-        records (stored or new) in item order. ``desc`` labels the progress bar (default: ``name``).
+        """``fn(item)`` for each item whose ``key_fn(item)`` is not stored yet in artifact ``name``; returns the records
+        (stored or new) in item order. New records are appended together at most :data:`FLUSH_SECONDS` after they are
+        computed (and when ``fn`` raises), so an interrupted map resumes where it stopped, having lost at most that
+        much work (an fsync per record cost a fast judge half its time). ``desc`` labels the progress bar (default:
+        ``name``).
         """
         art = self.artifact(name)
         items = list(items)
@@ -285,13 +272,12 @@ class RunStore:
     def map_batches(self, name: str, items: Iterable, key_fn: Callable[[object], str],
                     fn: Callable[[list], list[dict]], batch_size: int, desc: str | None = None,
                     imap: Callable = builtins.map) -> list[dict]:
-        """Like :meth:`map`, but ``fn`` takes a batch of up to ``batch_size`` items (e.g. one ``generate``
-        call) and returns one record per item; each batch is appended (one write) as soon as it is done.
+        """Like :meth:`map`, but ``fn`` takes a batch of up to ``batch_size`` items (e.g. one ``generate`` call) and
+        returns one record per item; each batch is appended (one write) as soon as it is done.
 
-        Batches are cut from the whole item list, not from the missing items, so a batch always has the
-        same members: a seeded ``fn`` (sampling) then gives a resumed run exactly the records of an
-        uninterrupted one. A batch with any record missing is recomputed whole; only the missing records
-        are appended. ``imap`` applies ``fn`` to the batches in order (``map``, or a process pool's ordered
+        Batches are cut from the whole item list, not the missing items, so a seeded ``fn`` gives a resumed run exactly
+        the records of an uninterrupted one; a batch with any record missing is recomputed whole and only the missing
+        records are appended. ``imap`` applies ``fn`` to the batches in order (``map``, or a process pool's ordered
         ``imap`` that computes later batches while earlier ones are written).
         """
         art = self.artifact(name)

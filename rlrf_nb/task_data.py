@@ -1,27 +1,21 @@
 """Which examples each stage reads, from the recipe: the tiny world's splits, or the recipe's own task (GSM8K).
 
 A recipe is **real** (:func:`is_real`) when ``reflection.prompt_source`` or ``eval.gsm8k_source`` names GSM8K data (a
-local JSONL in the ``openai/gsm8k`` format, or a Hub dataset id). Then no stage reads the tiny world
-(:func:`load_world` returns None) and every split comes from the task itself:
+local ``openai/gsm8k``-format JSONL or a Hub id); then no stage reads the tiny world (:func:`load_world` is None) and
+every split comes from the task:
 
-============================  ===================================  ==================================================
-what                          tiny world                           real recipe
-============================  ===================================  ==================================================
-search prompts (02, 04)       math ``rl`` split                    ``reflection.prompt_source``: its train split, or
-                                                                   the file (rounds take disjoint slices after 02's)
-held-out dev (01, 03, 04)     math and bio ``dev`` splits          the *last* rows of the task's train pool
-                                                                   (:func:`task_pool`), disjoint from every search
-                                                                   slice and few-shot exemplar (checked)
-benchmark test (05)           math ``test`` split                  ``eval.gsm8k_source``: a file is the test set; a
-                                                                   Hub id gives its ``test`` split
-few-shot exemplars (05)       math ``train`` split                 ``eval.gsm8k_train_source`` (a train file, or a Hub
-                                                                   id's ``train`` split); default: gsm8k_source's
-                                                                   ``train`` split when that is a Hub id
-bios (FactScore stand-in)     bio splits                           none: the tiny world's people are not the task
-============================  ===================================  ==================================================
+- search prompts (02, 04): ``reflection.prompt_source``'s train split or file (rounds take disjoint slices after
+  02's), where the tiny world uses its math ``rl`` split;
+- held-out dev (01, 03, 04): the *last* rows of the train pool (:func:`task_pool`), disjoint from every search
+  slice and few-shot exemplar (checked), where the tiny world uses its ``dev`` splits;
+- benchmark test (05): ``eval.gsm8k_source`` (a file is the test set; a Hub id gives its ``test`` split), where the
+  tiny world uses its math ``test`` split;
+- few-shot exemplars (05): ``eval.gsm8k_train_source`` (a train file, or a Hub id's ``train`` split), default
+  gsm8k_source's ``train`` split for a Hub id, where the tiny world uses its math ``train`` split;
+- bios: none (the tiny world's people are not the task).
 
-GSM8K has no dev split, so model selection on the tail of train (not on test) keeps "select on dev, claim on
-test" (ARCHITECTURE.md): the test set is read only by notebook 05.
+GSM8K has no dev split, so selecting on the tail of train keeps "select on dev, claim on test": only notebook 05 reads
+the test set.
 """
 
 from __future__ import annotations
@@ -99,11 +93,10 @@ def _search_end(recipe) -> int:
 
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
                     offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
-    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (the
-    tiny world's rl split when None, else the train split of a GSM8K JSONL path or Hub id) starting at
-    ``offset_math``, then ``n_bios`` bio prompts of the tiny world's rl split. Defaults: ``reflection.n_prompts``
-    and ``reflection.n_bios``. Raises naming the source when it has too few prompts, and when a real recipe asks
-    for bios (they would be tiny-world prompts)."""
+    """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
+    rl split, or a GSM8K train split) from ``offset_math``, then ``n_bios`` tiny-world bio prompts from ``offset_bios``
+    (defaults: ``reflection.n_prompts`` and ``reflection.n_bios``). Raises naming the source when it has too few
+    prompts, and when a real recipe asks for bios (they would be tiny-world prompts)."""
     cfg = recipe.reflection
     n_math = cfg.n_prompts if n_math is None else n_math
     n_bios = cfg.n_bios if n_bios is None else n_bios

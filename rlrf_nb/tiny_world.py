@@ -1,19 +1,12 @@
 """Stage 00 (notebook 00): the tiny world, and M0 with the checks the later stages rely on.
 
-The world: :func:`build_world` generates it from a ``WorldConfig`` (people and their knowledge base, web
-documents, math and bio prompt splits); :func:`save_world` / :func:`load_split` / :func:`load_kb` write and read
-its fixed splits under ``data/tiny_world/``; :func:`training_mix` is M0's pre-training mix. Everything is
-deterministic from ``WorldConfig.seed``. The evaluation splits are drawn first from each seeded stream, so
-changing a training size never changes what M0 is evaluated on.
-
-M0: :func:`get_m0` loads it, or pre-trains it from scratch and caches it. The checks:
-- held-out greedy math accuracy (strict ``#### N`` extraction, the GSM8K grader);
-- refinement success: the fraction of wrong drafts M0 fixes when given the verifier's
-  critique, both on its own wrong answers and on drafts with one injected error;
-- bio precision: the fraction of atomic claims in its bios that the KB supports.
-Every rate carries a 95% Wilson interval. Every generation is a record in the run store,
-keyed by model fingerprint, prompt and decoding settings, so a rerun recomputes nothing.
-Opening a run (config, seed, versions, git SHA) is :func:`rlrf_nb.runs.open_run`.
+:func:`build_world` generates the world from a ``WorldConfig``, deterministically from its seed (evaluation splits drawn
+first, so a training size never changes them); :func:`save_world` / :func:`load_split` / :func:`load_kb` write and read
+its splits under ``data/tiny_world/``; :func:`training_mix` is M0's pre-training mix. :func:`get_m0` loads or pre-trains
+M0; its checks are held-out greedy math accuracy (strict ``#### N``), refinement success (the share of wrong drafts M0
+fixes given the verifier's critique, on its own wrong answers and on drafts with one injected error) and bio precision
+(the share of its bios' atomic claims the KB supports), each with a 95% Wilson interval. Every generation is a run-store
+record keyed by model fingerprint, prompt and decoding, so a rerun recomputes nothing. See docs/tiny_world.md.
 """
 
 from __future__ import annotations
@@ -205,10 +198,10 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
 
 
 def get_m0(recipe, store: RunStore, world: World | None = None):
-    """``(model, tokenizer, info)``. With ``m0.retrain`` the model is pre-trained from scratch into
-    ``<run>/checkpoints/M0-<config hash>`` (a rerun with the same config loads it); otherwise it is
-    loaded from ``m0.pretrained`` (a local path or a Hub id). It is placed on the run's device and precision
-    (:func:`rlrf_nb.models.placement`); ``info["fingerprint"]`` is :func:`rlrf_nb.models.model_fingerprint`."""
+    """``(model, tokenizer, info)``: M0 pre-trained into ``<run>/checkpoints/M0-<config hash>`` with ``m0.retrain``
+    (a rerun with the same config loads it), else loaded from ``m0.pretrained`` (a local path or a Hub id), on the run's
+    device and precision (:func:`rlrf_nb.models.placement`); ``info["fingerprint"]`` is
+    :func:`rlrf_nb.models.model_fingerprint`."""
     cfg = recipe.m0
     if cfg.retrain:
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")

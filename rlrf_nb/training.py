@@ -1,23 +1,13 @@
 """Preference fine-tuning through TRL (paper §3.3): DPO on reflection pairs, and the baselines.
 
-- :func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type``, combined with
-  ``dpo.loss_weights``): ``["sigmoid", "sft"]`` adds an NLL term on the chosen response (RPO), ``["ipo"]``,
-  ``["robust"]``, ... are one switch away. The reference model is explicit: a frozen copy of the starting
-  policy (or of pi_0), precomputed reference log-probs, or with LoRA the adapter-disabled base.
-- :func:`train_rs_sft` is the rejection-sampling fine-tuning baseline: TRL's ``SFTTrainer`` on the best
-  candidate per prompt.
-- :func:`rlrf_nb.preflight.preflight` (its own module) decodes the tokenized pairs before any step and fails on
-  doubled BOS/EOS, on pairs that ``max_length`` would truncate (the final answer cut off) and on chosen ==
-  rejected after truncation.
-- :func:`dpo_diagnostics` reads the logged reward margins, accuracies and log-probs and says in plain words
-  what they mean, so a collapse is visible before the benchmark shows it.
-- **Reference log-probs are cached** (``dpo.cache_ref``, through :func:`train_cached`): TRL's own
-  ``precompute_ref_log_probs`` path fills the ``ref_chosen_logps`` / ``ref_rejected_logps`` columns, from the run
-  store's ``ref_logps`` artifact, one record per (reference weights, tokenized pair, ``max_length``); only the
-  missing pairs are computed, by the reference model, which is loaded only then and dropped after. Reruns,
-  later epochs and other stages on the same pairs reuse them, and no reference model is held while training.
-- **Padding-aware batches** (``dpo.group_by_length``): :class:`LengthBatchSampler` batches pairs of similar
-  token length, in random batch order, so a step pads little.
+:func:`train_dpo` runs TRL's ``DPOTrainer`` with any of its losses (``dpo.loss_type`` combined by ``dpo.loss_weights``:
+``["sigmoid", "sft"]`` is RPO, ``["ipo"]``, ``["robust"]`` ... one switch away) and an explicit reference (a frozen copy
+of the starting policy or of pi_0, precomputed log-probs, or with LoRA the adapter-disabled base); :func:`train_rs_sft`
+is the rejection-sampling SFT baseline (TRL's ``SFTTrainer`` on the best candidate per prompt);
+:func:`rlrf_nb.preflight.preflight` checks the tokenized pairs before any step; :func:`dpo_diagnostics` says in plain
+words what the logged margins and log-probs mean. Reference log-probs are cached in the run store (``dpo.cache_ref``,
+:func:`train_cached`), and :class:`LengthBatchSampler` batches pairs of similar length (``dpo.group_by_length``); see
+docs/performance.md, "DPO".
 
 No loss or training loop is written here: TRL does the training.
 """
@@ -100,11 +90,9 @@ def _pair_lengths(ds) -> list[int]:
 
 
 class LengthBatchSampler(torch.utils.data.Sampler):
-    """Padding-aware order: each epoch, shuffle, sort by length within mega-batches of ``mega`` batches (a
-    stable sort, so equal lengths stay shuffled), cut into batches of ``batch_size`` and shuffle the batches'
-    order. Batches then hold similar lengths (little padding) yet come in random order, unlike transformers'
-    ``LengthGroupedSampler``, which runs each mega-batch from longest to shortest and, on small datasets, uses
-    mega-batches of only a few batches (on this kit's pairs: 23% padding against 7% here, 37% random)."""
+    """Padding-aware order: each epoch shuffle, stable-sort by length within mega-batches of ``mega`` batches, cut into
+    batches of ``batch_size`` and shuffle their order (seeded by ``seed`` and the epoch); unlike transformers'
+    ``LengthGroupedSampler`` the batches come in random order (on this kit's pairs: 23% padding there, 7% here)."""
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int = 0, mega: int = 50):
         self.lengths, self.batch_size, self.seed, self.mega, self.epoch = list(lengths), batch_size, seed, mega, 0
@@ -129,15 +117,11 @@ class LengthBatchSampler(torch.utils.data.Sampler):
 
 
 def cached_dpo_trainer_class():
-    """``DPOTrainer`` with two additions, both through TRL's and transformers' own hooks:
-
-    - ``_precompute_ref_logps`` (TRL's precompute step, run when ``precompute_ref_log_probs=True``) reads each
-      pair's reference log-probs from the run store's :data:`REF_LOGPS_ARTIFACT` and computes, with TRL's
-      ``compute_ref_log_probs``, only the missing ones (length-sorted batches), then appends them. The
-      reference is the given ``ref_model``, else ``ref_loader()`` (called only on a miss; dropped after), else
-      the policy before training (TRL's rule; with PEFT, the adapter disabled).
-    - ``_get_train_sampler`` returns a :class:`LengthBatchSampler` over the pair lengths when ``group_by_length``
-      is set (transformers' ``group_by_length`` cannot find lengths in a preference dataset).
+    """``DPOTrainer`` (built once, cached) whose ``_precompute_ref_logps`` (run with ``precompute_ref_log_probs=True``)
+    reads reference log-probs from :data:`REF_LOGPS_ARTIFACT` and computes only the missing ones; the reference is
+    ``ref_model``, else ``ref_loader()`` (called only on a miss, dropped after), else the policy before training (with
+    PEFT, the adapter disabled). Its ``_get_train_sampler`` is a :class:`LengthBatchSampler` when ``group_by_length`` is
+    set (transformers' own cannot find lengths in a preference dataset).
     """
     global _TRAINER_CLASS
     if _TRAINER_CLASS is not None:
@@ -243,18 +227,17 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
 def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
               eval_pairs: list[dict] | None = None, ref_store=None, ref_fingerprint: str | None = None,
               ref_loader=None, place=None) -> dict:
-    """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model,
-    TRL's log history, the pre-flight report and the wall time.
+    """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model, TRL's log
+    history, the pre-flight report and the wall time.
 
-    The reference is ``ref_model`` if given, else ``model`` as it is now: with ``dpo.precompute_ref`` or a
-    ``ref_store`` its log-probs are computed once (TRL's ``precompute_ref_log_probs``) and no copy is kept,
-    otherwise a frozen copy runs beside the policy at every step; with ``dpo.lora`` the reference is the
-    adapter-disabled base and the adapter is merged into the returned model. With ``ref_store`` (a
-    :class:`~rlrf_nb.store.RunStore`) and ``ref_fingerprint`` (the reference's weights), reference log-probs come
-    from the store and only missing pairs are computed; ``ref_loader()`` loads the reference for those when it is
-    not ``model`` (so a cache hit loads nothing). ``dpo.group_by_length`` batches pairs of similar length. TRL
-    evaluates the DPO loss, reward metrics and log-probs on ``eval_pairs`` (default: the first 64 training pairs,
-    the *probe*) before and after training, which :func:`dpo_diagnostics` reads.
+    The reference is ``ref_model``, else ``model`` as it is now: with ``dpo.precompute_ref`` or a ``ref_store`` its
+    log-probs are computed once and no copy is kept, otherwise a frozen copy runs beside the policy; with ``dpo.lora``
+    it is the adapter-disabled base and the adapter is merged into the returned model. With ``ref_store`` (a
+    :class:`~rlrf_nb.store.RunStore`) and ``ref_fingerprint`` (the reference's weights) reference log-probs come from
+    the store, and ``ref_loader()`` loads the reference only for missing pairs when it is not ``model`` (a cache hit
+    loads nothing). ``place``: device and precision. TRL evaluates ``eval_pairs`` (default: the first 64 pairs, the
+    *probe*) before and after training, which :func:`dpo_diagnostics` reads. ``ValueError`` without pairs; a
+    :class:`~rlrf_nb.preflight.PreflightError` on malformed pairs.
     """
     if not pairs:
         raise ValueError("DPO has no pairs to train on (every candidate tied, failed to parse, or was rejected)")
@@ -336,13 +319,11 @@ def metric_rows(history: list[dict]) -> list[dict]:
 
 
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
-    """What DPO's diagnostics say, in plain words.
-
-    TRL reports ``rewards/margins`` (beta x the policy-vs-reference log-ratio of chosen minus rejected),
-    ``rewards/accuracies`` (share of pairs with a positive margin) and ``logps/chosen`` / ``logps/rejected``
-    (summed log-probs of the completions under the policy). With ``probe`` (``{"before", "after"}`` evaluations
-    on one fixed pair set, as :func:`train_dpo` returns) the changes are read on the same pairs; otherwise from
-    the first and last thirds of the training log, whose batches differ (noisier).
+    """What DPO's diagnostics say, in plain words: ``rewards/margins`` (beta x the policy-vs-reference log-ratio of
+    chosen minus rejected), ``rewards/accuracies`` (share of positive margins), ``logps/chosen`` / ``logps/rejected``
+    (summed completion log-probs under the policy). Changes are read on the ``probe`` (``{"before", "after"}``
+    evaluations on one pair set, as :func:`train_dpo` returns), else on the first and last thirds of the training log
+    (other batches: noisier).
     """
     keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected")
     if probe and probe.get("before") and probe.get("after"):
@@ -432,16 +413,12 @@ def has_training_data(pool: list, pairs: list[dict], cfg) -> bool:
 
 def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cfg, *, ref_path=None,
                  place=None) -> dict:
-    """:func:`train_stage` from the policy at ``start_path`` into ``<run>/checkpoints/<name>-<key>``, where the
-    key hashes the start weights, the stage config and the training data: a rerun loads the finished
-    checkpoint instead of training again. With ``dpo.cache_ref`` the reference log-probs come from the run
-    store (computed once per reference weights and pair, see :func:`train_dpo`), and the reference model is
-    loaded only for pairs the store lacks. Policies load on ``place``'s device and precision
-    (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's precision.
-
-    With nothing to learn from (:func:`has_training_data`: no pairs, e.g. when the judge never parsed) nothing is
-    trained and the start policy is returned as it is, with ``info["method"]`` saying why and ``trained`` False.
-    Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
+    """:func:`train_stage` from ``start_path`` into ``<run>/checkpoints/<name>-<key>`` (key: start weights, stage
+    config, data), so a rerun loads the checkpoint. The DPO reference is ``ref_path`` (default: the start policy); with
+    ``dpo.cache_ref`` it is loaded only for pairs the store lacks. Policies load on ``place``'s device and precision
+    (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's. With no training data
+    (:func:`has_training_data`, e.g. the judge never parsed) the start policy comes back untrained, ``info["method"]``
+    saying why and ``trained`` False. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
     import json
 
     from rlrf_nb.models import load_policy, model_fingerprint

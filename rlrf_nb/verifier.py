@@ -1,12 +1,10 @@
 """The verifier judge: the tiny world's fine-grained feedback model, exact by construction.
 
-Math: every calculator annotation and the final answer are recomputed with the safe
-parser; the critique names the first wrong step and its true value ("Step 2 computes
-7*8=54; 7*8 is 56."). A real task's problem (GSM8K) has no step data: only its final answer
-is checked against the gold one. Bios: the text is split into atomic claims, each checked against
-the knowledge base; the critique names every unsupported or contradicted claim with
-the true value. Scores follow the rubrics in ``data/rubrics/`` (levels 1-5), so the
-verifier's feedback has exactly the shape of an LLM judge's.
+Math: every calculator annotation and the final answer are recomputed with the safe parser, and the critique names the
+first wrong step and its true value ("Step 2 computes 7*8=54; 7*8 is 56."); a real task's problem (GSM8K, no step data)
+has only its final answer checked. Bios: each atomic claim is checked against the knowledge base, and the critique names
+every unsupported or contradicted claim with the true value. Scores follow the rubrics in ``data/rubrics/`` (levels
+1-5), so the feedback has exactly the shape of an LLM judge's.
 """
 
 from __future__ import annotations
@@ -29,10 +27,8 @@ def precision_level(precision: float) -> int:
 
 
 class VerifierJudge:
-    """Judges tiny-world math and bio responses against ground truth.
-
-    ``rubrics`` is a ``RubricSet`` (scales, titles, version); ``kb`` maps a person's name to
-    their KB record. ``example`` is required: the verifier judges against its ground truth.
+    """Judges tiny-world math and bio responses against ground truth (``rubrics``: a ``RubricSet``; ``kb``: name -> KB
+    record); ``example`` is required: the verifier judges against its ground truth.
     """
 
     # The id is part of every judgement's store key: bump the version whenever scoring changes, so a rerun
@@ -155,11 +151,10 @@ class VerifierJudge:
 
 
 def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
-    """An LLM judge from a ``FeedbackConfig``: over HTTP when ``judge_url`` is set (any OpenAI-compatible
-    server), else local ``transformers`` generation with ``judge_model`` (or the given model/tokenizer).
-
-    With ``consensus_k > 1`` the judge samples (temperature 1) and a :class:`ConsensusJudge` takes the
-    median of k judgements per aspect; with k = 1 it decodes greedily (temperature 0).
+    """An LLM judge from a ``FeedbackConfig``: over HTTP (any OpenAI-compatible server) when ``judge_url`` is set, else
+    local ``transformers`` generation with ``judge_model`` (or the given ``model`` / ``tokenizer``). With
+    ``consensus_k > 1`` it samples (temperature 1) and a :class:`ConsensusJudge` takes the median of k judgements per
+    aspect; with k = 1 it decodes greedily.
     """
     from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport, redact_url
 

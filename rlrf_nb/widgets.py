@@ -1,7 +1,5 @@
-"""Review widgets: pure data functions, a thin ipywidgets view over them, and a static fallback.
-
-Widgets show records and never change them. In papermill (batch) runs the notebooks call
-the ``static_*`` functions instead, since widgets do not render in saved notebooks.
+"""Review widgets: pure data functions, a thin ipywidgets view over them, and a static fallback (``static_*``) for
+papermill runs, where widgets do not render. Widgets show records and never change them.
 """
 
 from __future__ import annotations
@@ -15,12 +13,10 @@ import pandas as pd
 
 def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
                   failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
-    """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect if None),
-    by ``judge`` (any judge if None); with ``failures_only``, those with a parse failure on it instead (the score
-    range does not apply: a failure has no score). Order of first appearance.
-
-    A response judged by two judges (the verifier and an LLM judge) has two judgements: each is its own key, so
-    one judge's card never stands in for another's."""
+    """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect or judge if
+    None), or with ``failures_only`` those with a parse failure on it (no score, so the range does not apply), in order
+    of first appearance. Each judge's
+    judgement is its own key, so one judge's card never stands in for another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
     if judge is not None:
         f = f[f["judge_id"] == judge]
@@ -302,10 +298,9 @@ def _text(side) -> str:
 
 
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
-    """A pair as its review decisions leave it, and its status: ``(pair after swaps and edits, status)`` with status
-    ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last accept or reject wins, as in
-    :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor rejected).
-    A rejected pair is returned too, so a reviewer can still see it and accept it again."""
+    """``(pair after swaps and edits, status)``: ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last verdict
+    wins, as in :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor
+    rejected). A rejected pair is returned too, so a reviewer can still see it and accept it again."""
     from rlrf_nb.pairs import apply_decisions
 
     ds = decisions or []
@@ -372,13 +367,11 @@ def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
 
 
 class PairReviewer(_Pager):
-    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the
-    kernel dies). Decisions change no pair here: apply them with ``pairs.apply_decisions`` or by building
-    pairs with ``decisions=load_decisions(path)``, which every later run does.
-
-    Give it the pairs built *without* decisions (``build_pairs(pool, policy)``), so a pair rejected earlier is
-    still here, marked rejected, and can be accepted again. Accept and reject move on to the next pair not yet
-    reviewed; every decision records the name in the ``reviewer`` box, and none is recorded while it is empty."""
+    """Review pairs: each button appends a decision to ``decisions_path`` at once (nothing is lost if the kernel dies).
+    Decisions change no pair here: ``pairs.apply_decisions``, or ``build_pairs(..., decisions=load_decisions(path))`` as
+    every later run does, applies them. Give it the pairs built *without* decisions (``build_pairs(pool, policy)``), so
+    a pair rejected earlier is still here, marked rejected, and can be accepted again. Accept and reject move on to the
+    next unreviewed pair; each decision records the ``reviewer`` box's name, and none is recorded while it is empty."""
 
     def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
         import ipywidgets as w

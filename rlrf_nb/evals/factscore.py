@@ -1,55 +1,34 @@
 """FactScore (Min et al. 2023, arXiv 2305.14251): factual precision of long-form answers, with pluggable parts.
 
-A response is broken into atomic facts (a *decomposer*), each fact is checked against a knowledge source
-(a *verifier*), and the response scores the fraction of its facts that are supported. The benchmark score is
-the mean over responses that did not abstain, each multiplied by a length penalty so that saying very little
-cannot buy a high precision. The parts are small classes so the same aggregation runs on the tiny world
-(exact, deterministic: :class:`SentenceDecomposer` + :class:`KBVerifier`) and on real bios with an LLM
-behind any :mod:`rlrf_nb.llm_judge` transport (:class:`LLMDecomposer` + :class:`LLMVerifier` over a
-:class:`PassageSource`).
+A *decomposer* breaks a response into atomic facts, a *verifier* checks each against a knowledge source, and the
+response scores its supported fraction times a length penalty; the benchmark averages responses that did not abstain.
+The same aggregation runs on the tiny world (exact: :class:`SentenceDecomposer` + :class:`KBVerifier`) and on real bios
+with an LLM (:class:`LLMDecomposer` + :class:`LLMVerifier` over a :class:`PassageSource`).
 
 What was checked against the FActScore code (github.com/shmsw25/FActScore; read through the code index):
 
-- ``factscore/factscorer.py`` ``FactScorer.get_score`` (master, the ``gamma=10`` version; read from a fork
-  whose ``CustomFactScorer.get_score`` copies it with its own changes marked "changed from the orig", since
-  the stored versions of the canonical file, e.g. commit 026faffb, predate the penalty): per response
-  ``score = mean(is_supported)``; ``if gamma:`` ``init_scores.append(score)``,
-  ``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``, ``score = penalty * score``;
-  the result is ``score = mean(scores)``, ``init_score = mean(init_scores)``,
-  ``respond_ratio = mean(facts is not None)`` and
-  ``num_facts_per_response = mean(len(d) for d in decisions if d is not None)``. A response whose facts
-  are ``None`` (abstained, *or* decomposed into zero facts) is left out of the score and counts as not
-  responding. :func:`length_penalty` and :func:`factscore` follow this exactly (``n_facts == gamma`` gives
-  exp(0) = 1, the same value either way).
-- The verifier prompt (same file, ``_get_score``): ``"Answer the question about {topic} based on the given
-  context.\\n\\n"``, then ``"Title: ...\\nText: ...\\n\\n"`` per retrieved passage *in reversed order* (best
-  passage last, next to the question), a final "." if the context does not end in punctuation, then
-  ``"\\n\\nInput: {atom} True or False?\\nOutput:"``. k = 5 passages. :func:`render_verify_prompt` builds it.
-- ``factscore/retrieval.py`` (commit 01f2c062): the query is ``topic + " " + atom``, ranked by BM25
-  (``rank_bm25.BM25Okapi`` over whitespace tokens) *among the passages of the topic's own title*; an unknown
-  title is an assertion error. :class:`PassageSource` does the same with ``bm25s`` (its Lucene BM25 variant
-  and English stopwords, lower-cased), and raises a ``KeyError`` naming the file for an unknown title.
-- ``factscore/atomic_facts.py`` (commit 1cca0010): the decomposition prompt is ``"Please breakdown the
-  following sentence into independent facts: {sentence}"`` per sentence (with few-shot demos from their data
-  download, which we do not ship: :data:`DECOMPOSE_DEMO` is our own), and the reply is cut at ``"- "``.
-- ``factscore/abstain_detection.py`` (read from a verbatim copy in the index; the canonical repo's stored
-  files do not include it): ``invalid_ppl_mentions`` (perplexity.ai: the text starts with one of them, or
-  no paragraph before the first one that mentions one survives) and ``generic_abstain_detect``
-  (``startswith("I'm sorry") or "provide more" in generation``). Upstream applies neither by default
-  (``abstain_detection_type=None``); :func:`abstained` applies both lists, see its docstring.
+- ``factscore/factscorer.py`` ``FactScorer.get_score`` (the ``gamma=10`` version, read from a fork that copies it
+  with its changes marked; stored canonical versions such as commit 026faffb predate the penalty): per response
+  ``penalty = 1.0 if len(facts) > gamma else np.exp(1 - gamma / len(facts))``; ``score``, ``init_score``,
+  ``respond_ratio`` and ``num_facts_per_response`` are means, and a response whose facts are ``None``
+  (abstained, or zero facts) counts as not responding. :func:`length_penalty` and :func:`factscore` follow it
+  (``n_facts == gamma`` gives 1 either way).
+- The verifier prompt (``_get_score``): ``"Answer the question about {topic} based on the given context.\\n\\n"``,
+  then ``"Title: ...\\nText: ...\\n\\n"`` per passage, k = 5 *in reversed order* (best last), a final "." if needed,
+  then ``"\\n\\nInput: {atom} True or False?\\nOutput:"`` (:func:`render_verify_prompt`).
+- ``factscore/retrieval.py`` (commit 01f2c062): query ``topic + " " + atom``, BM25 among the passages of the
+  topic's own title (``rank_bm25.BM25Okapi``); :class:`PassageSource` does the same with ``bm25s`` (its Lucene BM25
+  variant, English stopwords, lower-cased) and a ``KeyError`` for an unknown title.
+- ``factscore/atomic_facts.py`` (commit 1cca0010): ``"Please breakdown the following sentence into independent
+  facts: {sentence}"`` per sentence, the reply cut at ``"- "``; upstream's few-shot demos come with its data download,
+  which we do not ship: :data:`DECOMPOSE_DEMO` is our own.
+- ``factscore/abstain_detection.py`` (a verbatim copy in the index): ``invalid_ppl_mentions`` and
+  ``generic_abstain_detect``, off by default upstream; :func:`abstained` applies both, see :func:`abstain_reason`.
 
-Where we deliberately differ, and why:
-
-- Verdict parsing is strict. Upstream maps *any* output to a verdict (prose without "true"/"false" counts as
-  supported unless it contains "not", "cannot", "unknown" or "information"). Here only a reply that begins
-  with True or False (after an optional "Output:") is a verdict; anything else is a *parse failure*: kept
-  with its raw text, excluded from the response's fraction and reported, never turned into a verdict (the
-  same rule as :mod:`rlrf_nb.llm_judge`).
-- A response whose decomposition failed to parse is excluded from the score *and* from the respond-ratio
-  denominator (a judge failure is not the policy abstaining) and is listed under ``parse_failures``.
-- Every number comes with an interval: a seeded percentile bootstrap over responses for ``score``
-  (``ci_low``/``ci_high``; :func:`rlrf_nb.stats.bootstrap_ci`, the kit's one bootstrap), Wilson intervals
-  (:func:`rlrf_nb.stats.rate`) for the respond ratio and the fact-level supported rate.
+Where we deliberately differ: verdict parsing is strict (only a reply that begins with True or False is a verdict;
+anything else is a counted parse failure with its raw text, where upstream maps any output to a verdict); a failed
+decomposition is left out of the score and the respond-ratio denominator (a judge failure is not the policy abstaining);
+every number has an interval (:func:`rlrf_nb.stats.bootstrap_ci`, Wilson rates).
 """
 
 from __future__ import annotations
@@ -103,13 +82,10 @@ _CITATION = re.compile(r"\s*\[\d+\]\s*")
 
 
 def abstain_reason(text: str) -> str | None:
-    """Why ``text`` counts as an abstention, or None when it does not.
-
-    The union of upstream's two detectors, case-insensitive: the response is empty; it starts with a
-    refusal (:data:`REFUSAL_PREFIXES`) or an invalid mention (:data:`INVALID_PPL_MENTIONS`); or, as in
-    upstream ``perplexity_ai_abstain_detect``, its first paragraph already contains an invalid mention, so no
-    paragraph before it is left. Left out on purpose: upstream generic's ``"provide more" in generation``,
-    which matches anywhere and would flag a real bio ("... to provide more housing").
+    """Why ``text`` counts as an abstention, or None (case-insensitive): empty, starts with a refusal
+    (:data:`REFUSAL_PREFIXES`) or an invalid mention (:data:`INVALID_PPL_MENTIONS`), or its first paragraph has one
+    (upstream's perplexity rule). Upstream's ``"provide more" in generation`` is left out on purpose: it would flag
+    "... to provide more housing".
     """
     body = _CITATION.sub("", text).strip()  # upstream remove_citation: "[1]" markers out
     if not body:
@@ -142,11 +118,8 @@ class Decomposition:
 
 @dataclass
 class Verdict:
-    """One fact's check.
-
-    status: ``supported`` | ``contradicted`` | ``unsupported`` (an LLM's False cannot tell the last two
-    apart, so it is ``unsupported``), or None when the verifier's reply did not parse: then ``supported`` is
-    None too, ``error`` says why and ``raw`` keeps the reply.
+    """One fact's check: ``status`` supported | contradicted | unsupported (an LLM's False is unsupported), or None when
+    the reply did not parse (then ``supported`` is None, ``error`` says why and ``raw`` keeps the reply).
     """
 
     fact: str
@@ -232,10 +205,8 @@ def parse_facts(text: str) -> tuple[list[str] | None, str | None]:
 
 
 class LLMDecomposer:
-    """Atomic facts from an LLM, one prompt per sentence (upstream decomposes sentence by sentence).
-
-    A sentence whose reply has no ``- `` line (and is not an explicit "No facts.") is a parse failure:
-    recorded with the raw reply, never guessed at. Transport errors propagate.
+    """Atomic facts from an LLM, one prompt per sentence as upstream; a reply with no ``- `` line (and not "No facts.")
+    is a parse failure with its raw text, never guessed at. Transport errors propagate.
     """
 
     def __init__(self, transport, split: Callable[[str], list[str]] = bios.split_claims):
@@ -285,11 +256,10 @@ def _tokenize(texts: list[str]) -> list[list[str]]:
 
 
 class PassageSource:
-    """A passages JSONL (``{"title", "text"}`` per line; ``text`` a string or a list of strings, one passage
-    each, as upstream's custom knowledge sources allow) with BM25 retrieval (``bm25s``).
-
-    As upstream, :meth:`retrieve` ranks only the passages whose title is the topic (one index per title, built
-    on first use); ``restrict_to_topic=False`` ranks all passages instead, for sources not keyed by topic.
+    """A passages JSONL (``{"title", "text"}``; ``text`` a string or a list of passages) with BM25 retrieval (``bm25s``)
+    among the passages titled as the topic, as upstream (one index per title, built on first use;
+    ``restrict_to_topic=False``: all passages). A missing file is a ``FileNotFoundError``, a malformed line a
+    ``JsonlError``, an unknown topic a ``KeyError`` naming the file.
     """
 
     def __init__(self, path: str | Path, restrict_to_topic: bool = True):
@@ -343,10 +313,9 @@ class PassageSource:
 # ---------------------------------------------------------------------------------------------- verifiers
 
 class KBVerifier:
-    """Tiny world: the exact claim checker (:func:`rlrf_nb.tasks.bios.check_bio`) against the topic's KB record.
-
-    A fact that the checker splits into several sentences is supported only if all are, contradicted if any
-    is; a fact about a person the KB lacks, or in no canonical form, is unsupported.
+    """Tiny world: the exact claim checker (:func:`rlrf_nb.tasks.bios.check_bio`) against the topic's KB record; a fact
+    split into several sentences is supported only if all are, contradicted if any is; a person the KB lacks, or a
+    fact in no canonical form, is unsupported.
     """
 
     def __init__(self, source):
@@ -440,20 +409,15 @@ def length_penalty(n_facts: int, gamma: float | None = GAMMA) -> float:
 def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decomposer, verifier: Verifier,
               gamma: float | None = GAMMA, n_boot: int = 1000, seed: int = 0,
               abstain: Callable[[str], str | bool | None] = abstain_reason) -> dict:
-    """FactScore of ``responses`` (one per topic), aggregated as upstream ``get_score``.
-
-    Per response (a row): abstained (``abstain`` gives a reason) -> not responding; decomposition parse
-    failure -> excluded from everything but ``parse_failures``; zero facts -> not responding (upstream's
-    ``facts is None``); otherwise responding, with ``supported_fraction`` = supported / parsed verdicts,
-    ``penalty`` = :func:`length_penalty` of the number of facts, and ``score`` = penalty * fraction. A
-    responding row whose verdicts all failed to parse has no fraction and is left out of the means.
-
-    Returns ``score`` (mean penalised score) with ``ci_low``/``ci_high`` (seeded percentile bootstrap over
-    the scored responses, ``n_boot`` resamples), ``init_score`` (mean without the penalty),
-    ``respond_ratio`` (responding / (n - decomposition failures); ``respond`` is the same as a
-    :func:`~rlrf_nb.stats.rate` with its Wilson interval), ``facts_per_response`` (mean facts per responding
-    response), ``facts_supported`` (fact-level rate over parsed verdicts), the counts, ``rows`` and
-    ``parse_failures`` (``{"decompose": [...], "verify": [...], "n_decompose", "n_verify"}``).
+    """FactScore of ``responses`` (one per topic), aggregated as upstream ``get_score``: abstained or zero facts -> not
+    responding; a failed decomposition -> only in ``parse_failures``; else ``supported_fraction`` over parsed verdicts
+    times :func:`length_penalty`; a responding row whose verdicts all failed to parse has no fraction and is left out
+    of the means. Returns ``score`` (mean penalised score; ``ci_low``/``ci_high``: seeded percentile bootstrap over the
+    scored responses, ``n_boot`` resamples), ``init_score`` (unpenalised), ``respond_ratio`` (over n minus
+    decomposition failures; ``respond``: the same as a Wilson :func:`~rlrf_nb.stats.rate`), ``facts_per_response``,
+    ``facts_supported`` (fact-level rate over parsed verdicts), the counts, ``rows`` and ``parse_failures``
+    (``{"decompose", "verify", "n_decompose", "n_verify"}``). ``ValueError`` when responses and topics differ in
+    length or ``gamma`` < 0.
     """
     responses, topics = list(responses), list(topics)
     if len(responses) != len(topics):
@@ -517,11 +481,9 @@ def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decom
 def evaluate_factscore(model, tok, fingerprint: str, examples: list, world, store, policy_id: str,
                        max_new_tokens: int = 160, batch_size: int = 32, gamma: float | None = GAMMA) -> dict:
     """FactScore of ``policy_id``'s greedy bios for tiny-world bio ``examples`` (``meta["entity"]`` = topic).
-
-    Generations go to artifact ``eval/<policy_id>/factscore``, keyed by model fingerprint, prompt and decode
-    settings, so a rerun generates nothing; scoring (:class:`SentenceDecomposer` + :class:`KBVerifier`) is
-    exact and cheap, so it is recomputed from the stored text each time. Returns :func:`factscore`'s dict plus
-    ``records`` (the stored generations) and ``policy_id``.
+    Generations are stored in ``eval/<policy_id>/factscore``, keyed by fingerprint, prompt and decode settings (a rerun
+    generates nothing); the exact scoring (:class:`SentenceDecomposer` + :class:`KBVerifier`) is recomputed from them
+    each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``.
     """
     from rlrf_nb.generation import generate
     from rlrf_nb.prompts import chat

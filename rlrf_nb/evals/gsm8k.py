@@ -1,61 +1,39 @@
 """GSM8K (Cobbe et al. 2021, arXiv 2110.14168) graded the way lm-evaluation-harness grades it, with our extractor.
 
-The kit grades math at training time (pair building, the verifier judge, refinement success) with
-:func:`rlrf_nb.tasks.math.extract_answer`. This module evaluates with the *same* function, not a copy, so a
-policy is never rewarded for an answer format the benchmark then rejects, or the other way round. It works
-for tiny-world problems and for real GSM8K rows from :func:`rlrf_nb.tasks.loaders.load_gsm8k` alike: both are
-:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``.
+The kit grades math at training time with :func:`rlrf_nb.tasks.math.extract_answer`; this module evaluates with the
+*same* function, so a policy is never rewarded for a format the benchmark rejects (or the other way round). It grades
+tiny-world problems and real GSM8K rows (:func:`rlrf_nb.tasks.loaders.load_gsm8k`) alike: both are
+:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``. Protocol: a k-shot
+chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the first stop sequence
+(:func:`truncate_at_stop`), and two grades side by side (issue 15): **the kit's** (``strict``: the first ``#### N``;
+``flexible``: the last number; looser than lm-eval where :data:`LM_EVAL_DIFFERENCES` says) and **lm-eval's**
+(``lm_eval_strict``, ``lm_eval_flexible``: :func:`lm_eval_filter` and :func:`lm_eval_exact_match`, ``gsm8k.yaml``
+version 3.0 exactly, cut at :data:`LM_EVAL_UNTIL`, against the full reference solution; the numbers to set beside
+published ones). ``strict_flexible_gap`` measures right answers not written in the required format.
 
-Protocol: a k-shot chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the
-first stop sequence (:func:`truncate_at_stop`), then two extractions reported side by side, as lm-eval does:
-*strict* (the first ``#### N``) and *flexible* (the last number in the text). Their gap
-(``strict_flexible_gap``) measures answers that are right but not written in the required format.
+**A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on purpose: strict
+takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``; the last one would reward hedging
+("The answer is 7. The answer is 9."). Flexible reads 9; lm-eval's strict-match finds nothing.
 
-Two grades of each output, side by side (issue 15):
+What was checked against lm-evaluation-harness (``lm_eval/tasks/gsm8k/gsm8k.yaml`` version 3.0, ``gsm8k-cot.yaml``,
+``RegexFilter`` in ``lm_eval/filters/extraction.py``; read through the code index):
 
-- **the kit's grade** (``strict``, ``flexible``): :func:`~rlrf_nb.tasks.math.extract_answer` and numeric
-  equality. It is the training-time grader (pairs, the verifier, refinement success), and it is looser than
-  lm-eval where :data:`LM_EVAL_DIFFERENCES` says.
-- **lm-eval's grade** (``lm_eval_strict``, ``lm_eval_flexible``): :func:`lm_eval_filter` and
-  :func:`lm_eval_exact_match`, lm-eval-harness's ``strict-match`` and ``flexible-extract`` filters and its
-  ``exact_match`` metric of ``gsm8k.yaml`` (version 3.0) exactly, on the output cut at lm-eval's own ``until``
-  (:data:`LM_EVAL_UNTIL`), against lm-eval's target (the full reference solution). These are the numbers to set
-  beside published strict-match / flexible-extract results; ``tests/test_gsm8k.py`` checks them against
-  lm-eval's own ``RegexFilter`` and ``exact_match_hf_evaluate`` when lm-eval is installed.
-
-**A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on
-purpose: strict takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``. Reading
-the last one instead would reward a policy that hedges by stating several answers ("The answer is 7. The
-answer is 9."), and telling a retraction from a hedge needs more than a regex. Flexible reads the last number
-(9); lm-eval's strict-match finds nothing there (no ``####``).
-
-What was checked against lm-evaluation-harness (EleutherAI/lm-evaluation-harness, read through the code
-index): ``lm_eval/tasks/gsm8k/gsm8k.yaml`` (version 3.0) and ``gsm8k-cot.yaml``, and ``RegexFilter`` in
-``lm_eval/filters/extraction.py``:
-
-- strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first`` (the first match); gsm8k-cot's
-  strict-match uses ``The answer is (\\-?[0-9\\.\\,]+).`` instead.
-- flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match;
-  of a match's two groups the non-empty one), stripped. No match gives ``"[invalid]"``.
+- strict-match: ``re.findall(r"#### (\\-?[0-9\\.\\,]+)")``, then ``take_first``; gsm8k-cot's uses
+  ``The answer is (\\-?[0-9\\.\\,]+).`` instead.
+- flexible-extract: ``re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")`` with ``group_select: -1`` (the last match, its
+  non-empty group), stripped; no match gives ``"[invalid]"``.
 - ``exact_match`` with ``ignore_case: true``, ``ignore_punctuation: false`` and ``regexes_to_ignore``
-  ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied, in that order, to both prediction and gold, then compared as
-  strings.
-- ``generation_kwargs``: ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt
-  ``"Question: {question}\\nAnswer:"``, few-shot examples from the train split joined by ``"\\n\\n"``, the
-  target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
+  ``[",", "\\$", "(?s).*#### ", "\\.$"]`` applied in that order to prediction and gold, compared as strings.
+- ``until: ["Question:", "</s>", "<|im_end|>"]``, ``do_sample: false``; prompt ``"Question: {question}\\nAnswer:"``,
+  shots joined by ``"\\n\\n"``, the target after a space; ``num_fewshot`` 5 (gsm8k) or 8 (gsm8k-cot).
 
-Where grading deliberately differs is :data:`LM_EVAL_DIFFERENCES`; ``tests/test_gsm8k.py`` runs every
-extraction case through a re-implementation of the lm-eval pipeline above and allows a mismatch only under
-one of these names. Where the protocol differs, and why:
+``tests/test_gsm8k.py`` runs every extraction case through a re-implementation of this pipeline (and lm-eval's own
+``RegexFilter`` when installed) and allows a mismatch only under a name in :data:`LM_EVAL_DIFFERENCES`.
 
-- :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"``: a small model that rambles stops there rather than at the token cap.
-- ``style="multiturn"`` puts the bare question in the user turn (what the kit's policies are trained on);
-  lm-eval's ``--fewshot_as_multiturn`` wraps it as ``"Question: ...\\nAnswer:"``. ``style="single"`` is the
-  lm-eval text prompt exactly.
-- Exemplars are the first ``k`` of the list the caller passes (a fixed list gives a fixed prompt, and so a
-  stable store key); lm-eval draws them at random from the train split with a fixed seed.
-- Generation runs to ``max_new_tokens`` or EOS and is cut afterwards (:func:`rlrf_nb.generation.generate` has
-  no stop strings). Greedy decoding makes the kept prefix the same text; it only costs the extra tokens.
+Where the protocol differs: :data:`DEFAULT_STOP` adds ``"\\n\\n\\n"`` (a rambling small model stops there);
+``style="multiturn"`` puts the bare question in the user turn (``style="single"`` is lm-eval's text prompt exactly);
+exemplars are the first ``k`` given (a stable store key; lm-eval draws them at random with a fixed seed); generation
+runs to ``max_new_tokens`` or EOS and is cut afterwards (greedy: the same kept prefix).
 """
 
 from __future__ import annotations
@@ -147,15 +125,11 @@ LM_EVAL_DIFFERENCES: dict[str, str] = {
 
 def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int = 8,
                       style: str = "multiturn") -> list[dict]:
-    """The k-shot chain-of-thought conversation for ``question``.
-
-    The shots are the first ``k`` exemplars (train-split Examples; their ``prompt`` and worked ``reference``
-    ending in ``#### N``) whose prompt is not ``question`` itself, so evaluating on the exemplars' own split
-    never shows a problem its answer. ``multiturn``: one user/assistant pair per shot, then the question as
-    the last user turn (for chat models; k=0 is exactly the prompt the kit's policies are trained on).
-    ``single``: one user message of ``Question: ...\\nAnswer: ...`` blocks joined by blank lines and ending in
-    ``Question: {question}\\nAnswer:``, lm-eval's gsm8k prompt (for base models). ``k`` is a parameter
-    because context is: the tiny M0 has 384 positions and is evaluated zero-shot.
+    """The k-shot chain-of-thought conversation for ``question``, from the first ``k`` exemplars whose prompt is not
+    ``question`` itself (evaluating on the exemplars' own split never shows a problem its answer). ``multiturn``: a
+    user/assistant pair per shot, then the question (k=0 is exactly what the kit's policies train on); ``single``:
+    lm-eval's ``Question: ...\\nAnswer:`` text prompt, for base models. ``k`` is a parameter because context is: the
+    tiny M0 has 384 positions and is evaluated zero-shot.
     """
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
@@ -184,11 +158,9 @@ def select_shots(question: str, exemplars: Sequence[Example], k: int) -> list[Ex
 
 
 def truncate_at_stop(text: str, stop: Sequence[str] = DEFAULT_STOP) -> tuple[str, str | None]:
-    """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs).
-
-    Earliest in the text, not first in ``stop``: cutting at each sequence in turn, as lm-eval's ``until``
-    does, keeps the same prefix. Without the cut, flexible extraction would read the number of a next
-    question the model goes on to invent.
+    """``text`` cut just before the earliest stop sequence, and that sequence (None when none occurs); as lm-eval's
+    ``until`` (earliest in the text, not first in ``stop``). Without the cut, flexible extraction would read the number
+    of a question the model goes on to invent.
     """
     if isinstance(stop, str):
         raise TypeError(f"stop must be a sequence of strings, got the single string {stop!r}; wrap it in a list")
@@ -221,10 +193,8 @@ def grade_output(output: str, gold: str, stop: Sequence[str] = DEFAULT_STOP, tar
 
 def _check_context(model, tokenizer, examples: list[Example], convs: list[list[dict]], max_new_tokens: int,
                    k: int) -> None:
-    """Refuse a prompt longer than the model's context; warn when prompt + max_new_tokens does not fit.
-
-    A RoPE model generates past ``max_position_embeddings`` without an error, but the text is garbage: the
-    tiny M0 (384 positions) with 8 real GSM8K shots would score 0% and look like a real result.
+    """Refuse a prompt longer than the model's context; warn when prompt + max_new_tokens does not fit (a RoPE model
+    generates garbage past ``max_position_embeddings`` without an error, which would look like a real 0%).
     """
     ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
     if not ctx or tokenizer is None:
@@ -246,21 +216,13 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
                    max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
     """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
 
-    One record per example goes to artifact ``eval/<policy_id>/gsm8k``: example ``id``, ``question``,
-    ``gold``, the shots' ids, the raw ``output``, the cut ``response`` (``truncated``, ``stop_hit``), the
-    predictions ``strict_pred`` / ``flexible_pred`` and ``strict_correct`` / ``flexible_correct``. Records
-    are keyed by model fingerprint, the full prompt and the decoding settings, so a rerun generates nothing.
-    Cutting and grading are cheap and are redone on every call from the stored raw output, so a change to
-    ``stop`` or to the extractor applies to old records too (a warning says how many then grade differently
-    from what the file holds).
-
-    Records also hold lm-eval's grades (``lm_eval_strict_pred`` / ``lm_eval_flexible_pred``, the filtered
-    strings, and ``lm_eval_strict_correct`` / ``lm_eval_flexible_correct``; see :func:`grade_output`).
-
-    Returns ``{"strict", "flexible", "lm_eval_strict", "lm_eval_flexible", "truncated"}`` rates (see
-    :func:`rlrf_nb.stats.rate`), ``n``,
-    ``strict_flexible_gap`` (flexible rate minus strict rate: right answers not written as ``#### N``) and
-    the ``records`` in example order.
+    One record per example (``eval/<policy_id>/gsm8k``: ``id``, ``question``, ``gold``, shot ids, raw ``output``, cut
+    ``response``, ``truncated``, ``stop_hit``, and both grades' predictions and correctness from :func:`grade_output`),
+    keyed by fingerprint, full prompt and decoding, so a rerun generates nothing. Cutting and grading are redone from
+    the raw output on every call, so a new ``stop`` or extractor applies to old records (a warning counts those that
+    then grade differently). Returns the ``strict``, ``flexible``, ``lm_eval_strict``, ``lm_eval_flexible`` and
+    ``truncated`` rates (:func:`rlrf_nb.stats.rate`), ``n``, ``strict_flexible_gap`` (flexible minus strict) and the
+    ``records`` in example order. A prompt longer than the model's context is a ``ValueError``.
     """
     truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
     examples = list(examples)

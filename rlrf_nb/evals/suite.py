@@ -1,9 +1,9 @@
 """Evaluate every checkpoint of a run on the three benchmarks (notebook 05).
 
-:func:`discover_policies` finds the policies a run produced: M0, the RLRF rounds (``checkpoints/rounds/M<t>``)
-and notebook 03's one-round variants (RLRF DPO, no reflection, scalar reward, RS baseline). :func:`evaluate_suite`
-runs GSM8K (strict and flexible, the kit's grade and lm-eval's), FactScore and Just-Eval on each, through the run
-store (a rerun generates and judges nothing), and returns per-item values on the *same* items for every model, ready for
+:func:`discover_policies` finds the policies a run produced (M0, the RLRF rounds under ``checkpoints/rounds/M<t>``, the
+round-loop ablations and notebook 03's one-round variants); :func:`evaluate_suite` runs GSM8K (strict and flexible, the
+kit's grade and lm-eval's), FactScore and Just-Eval on each through the run store (a rerun generates and judges
+nothing), and returns per-item values on the *same* items for every model, ready for
 :func:`rlrf_nb.analysis.results_table` and its paired tests against M0.
 """
 
@@ -33,10 +33,9 @@ def _round_dirs(directory: Path) -> list[Path]:
 
 
 def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) -> dict[str, str]:
-    """``{name: checkpoint path}`` for every finished policy of the run, M0 first, then rounds M1, M2, ... in
-    order, then the round-loop ablations' last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``;
-    every round with ``all_variant_rounds``), then notebook 03's one-round variants (the most recent checkpoint
-    of each, if several configs were trained)."""
+    """``{name: checkpoint path}`` of the run's finished policies: M0, rounds M1, M2, ..., the round-loop ablations'
+    last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``; every round with ``all_variant_rounds``),
+    then notebook 03's one-round variants (the most recent checkpoint of each, if several configs were trained)."""
     from rlrf_nb.rounds import VARIANT_LABELS
 
     out = {"M0": str(m0_path)}
@@ -70,11 +69,9 @@ def policy_info(path: str) -> dict:
 
 
 def just_eval_judge(recipe, world, rubrics):
-    """Notebook 05's Just-Eval judge. With an LLM feedback judge (``feedback.judge: llm``, a real recipe's), Just-Eval's
-    own prompt and parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model``
-    locally), with its reply cap and re-asks. With the verifier, the tiny world's stand-in
-    (:class:`~rlrf_nb.evals.just_eval.VerifierJustEvalJudge`), which on a real task's problem checks the final
-    answer only."""
+    """Notebook 05's Just-Eval judge: with an LLM feedback judge (``feedback.judge: llm``), Just-Eval's prompt and
+    parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model`` locally), with its reply
+    cap and re-asks; with the verifier, the tiny world's stand-in (on a real task's problem, final answer only)."""
     from rlrf_nb.evals.just_eval import JustEvalJudge, VerifierJustEvalJudge
 
     fb = recipe.feedback
@@ -101,12 +98,11 @@ def just_eval_judge(recipe, world, rubrics):
 def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: list, bio_examples: list,
                    just_eval_judge, gsm8k_kwargs: dict | None = None, max_new_tokens: int = 160,
                    batch_size: int = 100, place=None) -> dict:
-    """GSM8K, FactScore and Just-Eval for each policy, loaded on ``place`` (:func:`rlrf_nb.models.placement`).
-    Returns ``{"per_item": {model: {metric: [...]}}, "summary": {model: {...}}, "records": {model: {...}}}``;
-    per-item lists are aligned across models (None = not scored: an abstention or a parse failure). ``summary``
-    also says where each model ran (``placement``) and its GSM8K ``tokens_per_s`` (generated tokens of the
-    evaluation computed now, over its wall time; None when every record came from the store). A progress bar counts
-    the policies; each one's GSM8K and FactScore numbers are logged as it finishes."""
+    """GSM8K, FactScore and Just-Eval for each policy, loaded on ``place`` (:func:`rlrf_nb.models.placement`). Returns
+    ``{"per_item": {model: {metric: [...]}}, "summary": {model: {...}}, "records": {model: {...}}}``; per-item lists are
+    aligned across models (None = not scored: an abstention or a parse failure), and ``summary`` adds ``placement`` and
+    GSM8K ``tokens_per_s`` (tokens generated now over the wall time; None when every record came from the store). A
+    progress bar counts the policies, and each one's GSM8K and FactScore numbers are logged as it finishes."""
     from tqdm.auto import tqdm
 
     from rlrf_nb.evals.factscore import evaluate_factscore

@@ -1,10 +1,8 @@
 """Tiny-world biographies: a knowledge base of fictional people, noisy "web text", bios and a claim checker.
 
-Stands in for FactScore's setting (Min et al. 2023). M0 learns the facts in
-pre-training from web-like documents in which a controlled fraction of facts is
-wrong, like noisy web text. Prompts are "Tell me a bio of X."; reference bios are
-atomic-fact sentences, one per KB attribute. People are split into disjoint
-groups (SFT, RL, dev, test), all seen in pre-training, as in FactTune (Tian et al. 2023).
+Stands in for FactScore's setting: M0 learns the facts from web-like documents with a controlled share of wrong facts;
+prompts are "Tell me a bio of X."; reference bios are one atomic-fact sentence per KB attribute. People are split into
+disjoint groups (SFT, RL, dev, test), all seen in pre-training, as in FactTune.
 """
 
 from __future__ import annotations
@@ -135,9 +133,8 @@ def bio_prompt(name: str) -> str:
 
 
 def split_people(people: list[dict], sizes: dict[str, int]) -> dict[str, list[Example]]:
-    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}``.
-
-    A size of -1 takes all remaining people (use it for the last group only).
+    """Disjoint groups of people as bio prompts, e.g. ``{"test": 60, "dev": 40, "rl": 60, "sft": rest}``; a size
+    of -1 takes all remaining people (last group only).
     """
     out, start = {}, 0
     for split, n in sizes.items():
@@ -163,10 +160,8 @@ _SENT = re.compile(r"(?<=[.!?])\s+")
 
 @dataclass(frozen=True)
 class Claim:
-    """One atomic sentence of a bio and its verdict against the KB.
-
-    status: supported | contradicted | unsupported (not a KB fact about this person, or unparseable).
-    """
+    """One atomic sentence of a bio and its ``status`` against the KB: supported | contradicted | unsupported (not a KB
+    fact about this person, or unparseable)."""
 
     text: str
     attribute: str | None

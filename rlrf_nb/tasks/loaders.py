@@ -1,10 +1,5 @@
-"""Real-data loaders: GSM8K, FactScore topics and Just-Eval-Instruct as :class:`Example` records.
-
-Each loader takes a ``source`` that is either a local file (JSONL, or for FactScore a
-plain .txt list of topics) or a Hugging Face Hub dataset id such as ``openai/gsm8k``.
-Local files are read with :func:`rlrf_nb.jsonl.iter_jsonl`, so every error names
-``file:line``; Hub rows are named by dataset, split and row index instead. The records
-match the tiny world's (``rlrf_nb.tasks.schema``), so every later stage is the same.
+"""Real-data loaders: GSM8K, FactScore topics and Just-Eval-Instruct as :class:`Example` records, from a local file
+(errors name ``file:line``) or a Hub dataset id (errors name dataset, split and row), matching the tiny world's.
 """
 
 from __future__ import annotations
@@ -50,10 +45,8 @@ def is_hub_dataset(source: str) -> bool:
 
 def iter_rows(source: str, split: str, config: str | None = None, limit: int | None = None
               ) -> Iterator[tuple[str, dict]]:
-    """Yield ``(where, row)`` from a local JSONL file or a Hub dataset split.
-
-    ``where`` is ``path:line`` for a file and ``source[split] row i`` for the Hub, ready
-    to prefix an error message. Stops after ``limit`` rows.
+    """Yield ``(where, row)`` from a local JSONL file or a Hub dataset split, at most ``limit`` rows; ``where``
+    (``path:line`` or ``source[split] row i``) prefixes error messages.
     """
     path = Path(source)
     if path.is_file():
@@ -90,10 +83,8 @@ def _text_field(row: dict, where: str, name: str) -> str:
 
 def load_gsm8k(source: str = "openai/gsm8k", split: str = "test", config: str = "main",
                limit: int | None = None) -> list[Example]:
-    """GSM8K rows (``question``, ``answer`` ending in ``#### N``) as math examples.
-
-    The full solution, with its ``<<a*b=c>>`` calculator annotations, is kept as the
-    reference; the number after ``####`` (normalised) is the gold answer.
+    """GSM8K rows (``question``, ``answer`` ending in ``#### N``) as math examples: the full solution is the reference,
+    the normalised number after ``####`` the gold answer.
     """
     examples = []
     for i, (where, row) in enumerate(iter_rows(source, split, config, limit)):
@@ -112,10 +103,8 @@ def load_gsm8k(source: str = "openai/gsm8k", split: str = "test", config: str = 
 
 
 def load_factscore_topics(source: str, split: str = "test", limit: int | None = None) -> list[Example]:
-    """FactScore prompt entities as bio examples: ``Tell me a bio of {topic}.``
-
-    ``source`` is a .txt file with one topic per line, or JSONL/Hub rows naming the topic
-    in ``topic`` (else ``entity``, else ``title``) with an optional ``cat`` list.
+    """FactScore prompt entities as bio examples (``Tell me a bio of {topic}.``) from a .txt of topics, or JSONL/Hub
+    rows with ``topic`` (else ``entity``, else ``title``) and an optional ``cat`` list.
     """
     if str(source).endswith(".txt") and Path(source).is_file():
         names = [line.strip() for line in Path(source).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -137,10 +126,8 @@ def load_factscore_topics(source: str, split: str = "test", limit: int | None = 
 
 
 def is_safety_row(row: dict, where: str = "") -> bool:
-    """Whether a Just-Eval row is a safety prompt.
-
-    An explicit boolean ``safety`` field wins; otherwise the row is safety when its
-    ``dataset``, ``source_id`` or ``category`` mentions one of ``_SAFETY_WORDS``.
+    """Whether a Just-Eval row is a safety prompt: an explicit boolean ``safety`` wins, else ``dataset``, ``source_id``
+    or ``category`` mentions one of ``_SAFETY_WORDS``.
     """
     if "safety" in row:
         if not isinstance(row["safety"], bool):
@@ -152,10 +139,8 @@ def is_safety_row(row: dict, where: str = "") -> bool:
 
 def load_just_eval(source: str = "re-align/just-eval-instruct", split: str = "test",
                    limit: int | None = None) -> list[Example]:
-    """Just-Eval-Instruct rows (``instruction`` plus provenance) as instruct examples.
-
-    Safety prompts are tagged ``["safety"]`` so the judge adds the safety aspect;
-    the rest are ``["general"]``.
+    """Just-Eval-Instruct rows (``instruction`` plus provenance) as instruct examples, tagged ``["safety"]`` (the judge
+    adds the safety aspect) or ``["general"]``.
     """
     examples = []
     for i, (where, row) in enumerate(iter_rows(source, split, limit=limit)):

@@ -1,13 +1,9 @@
 """Tiny-world math: GSM8K-format word problems, a safe arithmetic parser, answer extraction and a step checker.
 
-Problems have 2-4 arithmetic steps. Solutions are chain of thought with GSM8K
-calculator annotations (``<<48/2=24>>``) and end with ``#### N``, so the same
-extraction (lm-eval-harness strict ``#### N`` / flexible last number) grades the
-tiny world and real GSM8K, at training time and at evaluation time alike.
-
-:func:`check_solution` finds the first wrong step of a solution against the
-ground-truth chain and phrases it as a critique ("Step 2 computes 7*8=54; 7*8 is
-56."). The verifier judge builds on it; M0's refinement data uses the same words.
+Solutions (2-4 steps) are chain of thought with GSM8K calculator annotations (``<<48/2=24>>``) ending in ``#### N``, so
+one extraction grades the tiny world and real GSM8K, in training and evaluation alike. :func:`check_solution` finds the
+first wrong step against the ground-truth chain and phrases it as a critique ("Step 2 computes 7*8=54; 7*8 is 56."); the
+verifier and M0's refinement data use the same words.
 """
 
 from __future__ import annotations
@@ -40,10 +36,8 @@ class ArithmeticError_(ValueError):
 
 
 def safe_eval(expr: str) -> Fraction:
-    """Evaluate ``+ - * /`` and parentheses over decimal numbers exactly, with bounded sizes.
-
-    Only number literals, the four operators and unary minus are allowed; anything
-    else (names, calls, ``**``, attributes) raises :class:`ArithmeticError_`.
+    """Evaluate ``+ - * /`` and parentheses over decimal numbers exactly, with bounded sizes; anything else (names,
+    calls, ``**``, attributes) raises :class:`ArithmeticError_`.
     """
     expr = expr.replace(",", "").replace("$", "").strip()
     if not expr or len(expr) > MAX_EXPR_CHARS:
@@ -99,13 +93,10 @@ _NUMBER = re.compile(_NUM)
 
 
 def normalize_number(s: str) -> str:
-    """Normalise a numeric answer so equal numbers compare equal as strings.
-
-    Drops ``,`` ``$`` and a trailing ``.``; then 5.0, 05 and 5 all become ``5`` and 3.50 becomes ``3.5``.
-    Decimals are rendered exactly (1234567.5 stays 1234567.5 and 5.0000001 never rounds to 5), so two
-    answers are equal only when they are the same number. Text that is not a plain decimal or fraction of
-    at most :data:`MAX_NUMBER_CHARS` characters (exponents such as ``1e9`` included: no size bomb is ever
-    expanded) comes back cleaned but otherwise unchanged, and then matches only itself.
+    """Normalise a numeric answer so equal numbers compare equal as strings (``,`` ``$`` and a trailing ``.`` dropped;
+    5.0, 05 and 5 -> ``5``, 3.50 -> ``3.5``; exact: 5.0000001 never rounds to 5). Anything else, or longer than
+    :data:`MAX_NUMBER_CHARS` (no ``1e9`` size bomb is expanded), comes back cleaned but otherwise unchanged, and matches
+    only itself.
     """
     s = s.strip().replace(",", "").replace("$", "").rstrip(".").strip()
     if len(s) > MAX_NUMBER_CHARS or not _PLAIN_NUMBER.fullmatch(s):
@@ -123,12 +114,9 @@ def normalize_number(s: str) -> str:
 
 
 def extract_answer(text: str, mode: str = "strict") -> str | None:
-    """The final answer of a solution, normalised by :func:`normalize_number`, or None.
-
-    strict: the first ``#### N`` (lm-eval gsm8k strict-match takes the first match too), else the first
-    "The answer is N" (the gsm8k-cot strict form). flexible: the last number anywhere in the text
-    (lm-eval flexible-extract). Where and why this differs from lm-eval-harness is listed, case by case,
-    in :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
+    """The normalised final answer, or None, by ``mode`` (any other is a ValueError): strict, the first ``#### N`` else
+    the first "The answer is N"; flexible, the last number. Differences from lm-eval:
+    :data:`rlrf_nb.evals.gsm8k.LM_EVAL_DIFFERENCES`.
     """
     if mode == "strict":
         m = _STRICT.search(text) or _ANSWER_IS.search(text)
@@ -249,11 +237,8 @@ def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 20, max_
 
 
 def generate_splits(seed: int, sizes: dict[str, int], **kw) -> dict[str, list[Example]]:
-    """Disjoint splits, deterministic from ``seed``.
-
-    Problems are drawn from one seeded stream and de-duplicated by question text;
-    splits are filled in the order of ``sizes`` (put the fixed evaluation splits
-    first, so changing the training size never changes them).
+    """Disjoint splits, deterministic from ``seed``: one seeded stream de-duplicated by question text, filled in the
+    order of ``sizes`` (evaluation splits first, so a training size never changes them).
     """
     rng = random.Random(f"math:{seed}")
     seen: set[str] = set()
@@ -281,11 +266,8 @@ ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator annotation <<
 
 @dataclass(frozen=True)
 class MathCheck:
-    """What is wrong with a solution, if anything.
-
-    correct: the final answer (strict extraction) equals the gold answer.
-    n_steps: annotated steps found; first_error: 1-based step index of the first
-    wrong step (None if all steps are right); critique: one sentence naming it.
+    """What is wrong with a solution: ``correct`` (strict final answer equals gold), ``n_steps`` annotated,
+    ``first_error`` (1-based, None if all right) and a one-sentence ``critique`` naming it.
     """
 
     correct: bool
@@ -358,10 +340,8 @@ def rewrite_from_step(problem: Example, j: int, *, operand: int | None = None, r
 
 
 def corrupt_solution(rng: random.Random, problem: Example) -> tuple[str, int]:
-    """A flawed draft: one step gets a wrong result, later steps carry the error on consistently.
-
-    Returns (draft text, 1-based index of the wrong step). Used for M0's refinement
-    data and to measure refinement success on injected errors.
+    """A flawed draft (one step wrong, later steps carrying the error on) and the 1-based index of the wrong step, for
+    M0's refinement data and for refinement success on injected errors.
     """
     steps = problem.meta["steps"]
     j = rng.randrange(len(steps))

@@ -1,9 +1,5 @@
-"""The one record schema shared by the tiny world and the real-data loaders.
-
-Every prompt the kit samples, judges or evaluates is an :class:`Example`. The tiny
-world writes them to ``data/tiny_world/*.jsonl``; the GSM8K, FactScore and
-Just-Eval loaders produce the same records from Hub datasets or local JSONL.
-"""
+"""The one record schema (:class:`Example`) of every prompt the kit samples, judges or evaluates: the tiny world's
+splits (``data/tiny_world/*.jsonl``) and the real-data loaders alike."""
 
 from __future__ import annotations
 
@@ -15,16 +11,11 @@ TASKS = ("math", "bios", "instruct")
 
 @dataclass(frozen=True)
 class Example:
-    """One prompt with what is known about its answer.
-
-    id: stable unique id, e.g. ``math-test-00012``.
-    task: ``math`` | ``bios`` | ``instruct``.
-    split: ``train`` | ``rl`` | ``dev`` | ``test`` (or a real dataset's split name).
-    prompt: the user message given to the policy.
-    reference: a reference response (GSM8K solution, reference bio), or None.
-    answer: the gold final answer for math (normalised number string), else None.
-    tags: task tags used to pick feedback aspects (e.g. ``["math"]``, ``["bios"]``, ``["safety"]``).
-    meta: anything task-specific (the bio's entity name, the math steps, a safety flag).
+    """One prompt with what is known about its answer: ``id`` (stable, unique, e.g. ``math-test-00012``), ``task`` (math
+    | bios | instruct), ``split`` (train | rl | dev | test, or a real dataset's split), ``prompt`` (the user message),
+    ``reference`` (a GSM8K solution or reference bio, or None), ``answer`` (math's gold final answer as a normalised
+    number string, else None), ``tags`` (pick feedback aspects: ``["math"]``, ``["bios"]``, ``["safety"]``) and ``meta``
+    (task-specific: the bio's entity, the math steps, a safety flag).
     """
 
     id: str

@@ -21,12 +21,9 @@ def default_judge_id(transport) -> str:
 
 class JustEvalJudge:
     """Just-Eval's prompt on any transport (``complete(messages) -> str`` and ``describe() -> dict``), parsed by
-    :func:`~rlrf_nb.evals.just_eval.parser.parse_just_eval`.
-
-    A reply that fails to parse is sent back at most ``max_repairs`` times with the error (the conversation:
-    the original prompt, the last reply, the kit's repair request); upstream never re-asks, so
-    ``max_repairs=0`` reproduces it. A failure that survives the repairs stays a failure, with the raw text.
-    Transport errors propagate: an unreachable judge is not a parse failure.
+    :func:`~rlrf_nb.evals.just_eval.parser.parse_just_eval`. A failed reply is re-asked at most ``max_repairs`` times (0
+    reproduces upstream), the conversation being the prompt, the last reply and the kit's repair request; a failure
+    that survives stays one, with the raw text. Transport errors propagate: an unreachable judge is not a parse failure.
     """
 
     def __init__(self, transport, judge_id: str | None = None, max_repairs: int = 1):

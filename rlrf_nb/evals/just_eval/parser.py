@@ -51,16 +51,14 @@ def _load_object(raw: str) -> tuple[JsonObject | None, str | None]:
 
 
 def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedback], str | None]:
-    """One :class:`AspectFeedback` per name in ``aspects`` (same order) from a judge reply, and an overall error.
+    """One :class:`AspectFeedback` per name in ``aspects`` (same order) from a judge reply, and an overall error (None
+    exactly when every aspect parsed; "N/A" parses, as not applicable).
 
-    The overall error is None exactly when every aspect parsed ("N/A" parses: not applicable). The envelope
-    rules are upstream's (see the module docstring): the object spans the first ``{`` to the last ``}`` of
-    ``raw``, so a ```json fence or prose around it is fine, but two objects, a truncated object or no object
-    make every aspect fail with "invalid JSON: ..." or "empty output". Each aspect is then checked strictly:
-    present once; an object with a non-empty string ``reason`` and a ``score`` that is a JSON integer or an
-    integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``"4.5"``, ``true`` or ``"[score from 1 to
-    5]"``), or ``"N/A"``. Keys that are not in ``aspects`` are ignored. The checks are the kit judge's
-    (:func:`rlrf_nb.judge_json.check_aspect`) with Just-Eval's field name ("reason"), integer strings and "N/A".
+    The envelope is upstream's (first ``{`` to last ``}``: a fence or prose around it is fine; two objects, a truncated
+    one or none fail every aspect). Each aspect is then checked by :func:`rlrf_nb.judge_json.check_aspect` with field
+    "reason" and a score that is a JSON integer or integer string from 1 to 5 (``5`` or ``"5"``; not ``4.5``, ``true``
+    or ``"[score from 1 to 5]"``), or ``"N/A"``; present once; other keys are ignored. A failed aspect has score None
+    and an error saying why ("missing aspect 'depth'", "score 7 outside 1-5", "invalid JSON: ...").
     """
     names = list(aspects)
     obj, error = _load_object(raw)

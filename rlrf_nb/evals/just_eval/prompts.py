@@ -146,10 +146,8 @@ def kind_of(aspects: Sequence[str]) -> str:
 
 
 def render_prompt(instruction: str, response: str, aspects: Sequence[str]) -> list[dict]:
-    """The chat messages upstream sends: its system message and its template for ``aspects`` filled in.
-
-    ``string.Template.substitute`` as upstream: a ``$`` inside the instruction or response is data, never
-    expanded (substituted values are not re-read).
+    """The chat messages upstream sends: its system message and its template for ``aspects`` filled in with
+    ``string.Template.substitute`` (a ``$`` in the instruction or response is data, never expanded).
     """
     user = Template(TEMPLATES[kind_of(aspects)]).substitute(instruction=instruction, candidate=response)
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

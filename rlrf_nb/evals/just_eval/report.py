@@ -41,14 +41,14 @@ def _check_responses(responses: Sequence[dict]) -> list[dict]:
 
 def evaluate_just_eval(responses: Sequence[dict], judge, store, name: str, n_boot: int = 2000,
                        seed: int = 0) -> tuple[list[dict], dict]:
-    """Judge ``responses`` into artifact ``name`` of ``store`` and aggregate: returns ``(records, report)``.
+    """Judge ``responses`` (``{id, instruction, response, kind: "general" | "safety", example?}``) into artifact
+    ``name`` of ``store`` and aggregate: returns ``(records, report)``.
 
-    ``responses`` are dicts ``{id, instruction, response, kind: "general" | "safety", example (optional)}``;
-    ``kind`` picks the aspects (all five general ones, or safety). Each record holds the judgement (per-aspect
-    score, reason, parse status and error), the raw reply and the judge id. Records are keyed by judge id,
-    template, instruction, response and aspects, so a rerun recomputes nothing, a crash loses at most the
-    record in flight, and a different judge (or a changed template) never reuses them. Identical inputs share
-    one stored judgement; each response keeps its own id. ``report`` is :func:`aggregate` of the records.
+    ``kind`` picks the aspects (the five general ones, or safety). Each record holds the per-aspect score, reason,
+    parse status and error, the raw reply and the judge id. Records are keyed by judge id, template, instruction,
+    response and aspects, so a rerun recomputes nothing, a crash loses at most the record in flight, and another judge
+    or template never reuses them; identical inputs share one judgement, each response keeps its own id. ``report``
+    is :func:`aggregate` of the records. A malformed or duplicate-id response is a ``ValueError`` before any call.
     """
 
     rows = _check_responses(responses)
@@ -87,18 +87,13 @@ def _mean_of_means(means: Sequence[float]) -> float:
 
 
 def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
-    """The Just-Eval report of judged records (from :func:`evaluate_just_eval` or its store).
-
-    Per aspect (``aspects``): ``mean`` over the items with a score (parse failures and not-applicable left out,
-    as upstream leaves out items without a parsed result) with a 95% percentile-bootstrap interval
-    (``ci_low``/``ci_high``; ``n_boot`` resamples of the scored items, seeded), ``n`` scored items,
-    ``n_items`` judged, ``n_parse_failures``, ``n_not_applicable``, ``parse_rate`` with a Wilson interval.
-    ``overall``: the mean of the five general aspect means (those with any score; ``aspects`` lists them), its
-    interval from resampling the general items. ``overall_with_safety``: upstream ``show_tables.py``'s
-    ``avg``, the mean of all six aspect means (general and safety items resampled independently). ``safety``:
-    the safety aspect again, on its own. Also ``judge_id``, ``n_general``, ``n_safety`` and ``avg_words``
-    (upstream ``avg_lens``: mean whitespace-separated words per response). Records from different judges
-    raise: their scores are not on one scale.
+    """The Just-Eval report of judged records: per aspect (``aspects``) ``mean`` over scored items (failures and N/A
+    left out) with a 95% percentile-bootstrap interval (``ci_low``/``ci_high``, ``n_boot`` seeded resamples), ``n``
+    scored, ``n_items`` judged, ``n_parse_failures``, ``n_not_applicable``, ``parse_rate`` (Wilson interval);
+    ``overall`` (mean of the five general aspect means, resampling the general items), ``overall_with_safety`` (upstream
+    ``show_tables.py``'s ``avg``: all six, general and safety items resampled independently), ``safety`` on its own,
+    ``judge_id``, ``n_general``, ``n_safety``, ``avg_words`` (mean whitespace words per response). Records from
+    different judges raise: not one scale.
     """
 
     records = list(records)
