@@ -33,7 +33,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from rlrf_nb.collate import HEADLINE, collate, collate_figure, per_run_table, runs_of_sweep, write_collation
+from rlrf_nb.collate import (
+    HEADLINE,
+    collate,
+    collate_figure,
+    comparison_over_seeds,
+    per_run_table,
+    runs_of_sweep,
+    write_collation,
+)
 from rlrf_nb.paths import resolve_path
 
 if sweep:
@@ -66,6 +74,15 @@ table.drop(columns=["values", "runs"]).round(4)
 # %%
 if not table.empty:
     collate_figure(table).show()
+
+# %% [markdown]
+# ### RLRF against RS-SFT and online RL, over seeds
+# Notebook 05's per-variant comparison (each variant's last round against M0 on the same test items, with its compute)
+# collated: the mean difference over seeds with its Student-t 95% interval over seeds, and the mean wall time and
+# generated tokens. `make reproduce` runs every variant for seeds 0, 1, 2; an empty table means no run had one.
+
+# %%
+comparison_over_seeds(table)
 
 # %% [markdown]
 # ## 3 · Export

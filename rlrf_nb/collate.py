@@ -120,6 +120,26 @@ def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
     return pd.DataFrame(rows)
 
 
+def comparison_over_seeds(table: pd.DataFrame, metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect",
+                                                                             "factscore")) -> pd.DataFrame:
+    """Notebook 05's variant comparison (``benchmarks.comparison``) from a :func:`collate` table: one row per policy,
+    each metric's test difference to M0 as its mean over seeds with the Student-t 95% interval over seeds, then the
+    mean compute (wall seconds, generated tokens) and the number of seeds."""
+    prefix = "benchmarks.comparison."
+    rows: dict[str, dict] = {}
+    for _, r in table[table["metric"].str.startswith(prefix)].iterrows():
+        policy, _, field_ = r["metric"][len(prefix):].rpartition(".")
+        row = rows.setdefault(policy, {"policy": policy})
+        m = field_.removesuffix("_diff")
+        if field_.endswith("_diff") and m in metrics:
+            row[f"{m} Δ vs M0"] = (f"{r['mean']:+.3f} [{r['ci_low']:+.3f}, {r['ci_high']:+.3f}]" if r["n_runs"] > 1
+                                   else f"{r['mean']:+.3f}")
+            row["seeds"] = r["n_runs"]
+        elif field_ in ("wall_seconds", "generated_tokens"):
+            row[field_] = round(r["mean"], 1)
+    return pd.DataFrame([r for r in rows.values() if "seeds" in r]).set_index("policy") if rows else pd.DataFrame()
+
+
 def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
     """Dot-and-whisker plot of a :func:`collate` table, every run's own value a grey tick: one shared panel without
     grouping columns, else one panel per metric and one row per group; axes fixed to 3 decimals."""

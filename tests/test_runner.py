@@ -249,6 +249,12 @@ def test_collate_reads_notebook_05s_claims_and_variant_comparison(tmp_path):
     assert table.loc["benchmarks.comparison.GRPO M2.gsm8k_strict_diff", "n_runs"] == 3
     assert table.loc["benchmarks.comparison.GRPO M2.generated_tokens", "mean"] == pytest.approx(1001)
     assert "benchmarks.comparison.GRPO M2.judge_calls" not in table.index  # not a headline metric
+    from rlrf_nb.collate import comparison_over_seeds
+
+    view = comparison_over_seeds(collate(sorted(tmp_path.iterdir())))
+    half = t975(2) * 0.02 / 3 ** 0.5
+    assert view.loc["GRPO M2", "gsm8k_strict Δ vs M0"] == f"{0.0:+.3f} [{-half:+.3f}, {half:+.3f}]"
+    assert (view.loc["GRPO M2", "seeds"], view.loc["GRPO M2", "generated_tokens"]) == (3, 1001.0)
 
 
 def test_collate_figure_shares_one_axis_for_a_seed_sweep_and_splits_panels_by_group(tmp_path):
