@@ -137,7 +137,8 @@ def comparison_over_seeds(table: pd.DataFrame, metrics: tuple[str, ...] = ("gsm8
             row["seeds"] = r["n_runs"]
         elif field_ in ("wall_seconds", "generated_tokens"):
             row[field_] = round(r["mean"], 1)
-    return pd.DataFrame([r for r in rows.values() if "seeds" in r]).set_index("policy") if rows else pd.DataFrame()
+    rows = [r for r in rows.values() if "seeds" in r]
+    return pd.DataFrame(rows).set_index("policy") if rows else pd.DataFrame()
 
 
 def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
