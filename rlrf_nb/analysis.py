@@ -298,12 +298,16 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
 
 def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect",
                                                                                "factscore")):
-    """:func:`variant_comparison` as a readable table: per policy, each metric's test value and its difference to
-    M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
+    """:func:`variant_comparison` as a readable table (M0, RLRF, then the variants): per policy, each metric's test
+    value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
     import pandas as pd
 
+    from rlrf_nb.rounds import VARIANT_LABELS
+
+    order = ["M0", *VARIANT_LABELS]  # results.json stores its keys sorted: M0, RLRF, then the variants in their order
     rows = []
-    for name, r in comparison.items():
+    for name, r in sorted(comparison.items(), key=lambda kv: order.index(kv[1]["variant"])
+                          if kv[1]["variant"] in order else len(order)):
         row = {"policy": name, "rounds": r["rounds"]}
         for m in metrics:
             if m in r:
