@@ -146,7 +146,9 @@ def comparison_over_seeds(table: pd.DataFrame, metrics: tuple[str, ...] = ("gsm8
         return labels.index(label) + 1 if label in labels else 0
 
     rows = sorted((r for r in rows.values() if "seeds" in r), key=lambda r: order(r["policy"]))
-    return pd.DataFrame(rows).set_index("policy") if rows else pd.DataFrame()
+    columns = [f"{m} Δ vs M0" for m in metrics] + ["wall_seconds", "generated_tokens", "seeds"]
+    frame = pd.DataFrame(rows).set_index("policy") if rows else pd.DataFrame()
+    return frame[[c for c in columns if c in frame.columns]]
 
 
 def collate_figure(table: pd.DataFrame, title: str = "runs compared (mean, 95% t-interval over seeds)"):
