@@ -49,7 +49,8 @@ reproduce: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny.yaml --name $(REPRODUCE_NAME) --stages 02 04 05 \
 		-p 'rounds.variants=$(REPRODUCE_VARIANTS)' -p export_figures=false --grid seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json --out runs/$(REPRODUCE_NAME).collated \
-		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.comparison.*'
+		--metric 'benchmarks.claims.*.diff' \
+		--metric 'benchmarks.comparison.*_diff' --metric 'benchmarks.comparison.*.generated_tokens'
 
 # The fault suite: 20 SIGKILLs across sampling, judging, pairs, DPO and the papermill runner, a judge server killed
 # mid-run, bad inputs and security checks; prints a summary (kills survived, records lost, bad inputs rejected).
