@@ -42,7 +42,8 @@ test: $(STAMP) nbstrip
 
 # The claims with seeds: every round variant (RLRF, its ablations, RS-SFT, GRPO, RLOO, reflective GRPO) M0 -> M2 for
 # seeds 0, 1, 2 (notebooks 02, 04 and 05 on the committed M0), evaluated on test, then collated over the seeds: the
-# claims and the per-variant comparison with compute, as mean and Student-t 95% interval (about 60 min on 2 cores).
+# claims and the per-variant comparison with compute, as mean and Student-t 95% interval. Not yet timed as a whole:
+# the same sweep with five variants and stages 04 05 took 47 min on the 2-core machine.
 REPRODUCE_NAME ?= reproduce
 REPRODUCE_VARIANTS ?= [rlrf,no_reflection,scalar,rs_sft,grpo,rloo,grpo_reflect]
 reproduce: $(STAMP) nbstrip
