@@ -31,8 +31,11 @@ every-step-right accuracy, sampled pass@1 and pass@16 at T = 1.0 and 0.7 (final 
 the chance control: each problem's samples scored against a deranged problem's gold answer. Every rate has a 95%
 Wilson interval; the headroom (perfect pass@k - greedy perfect) has a paired bootstrap interval over problems.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_world_v2.py --minutes 30 --out runs/pilot_world_v2.json
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_world_v2.py --minutes 30 --out benchmarks/pilot_world_v2.json
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_world_v2.py --minutes 0.2 --n-eval 8 --k 4   # smoke
+
+The committed run (benchmarks/pilot_world_v2.json and .log, 30 min training + 12.8 min evaluation on one thread) and
+what it showed are in docs/tiny_world.md, "World v2: what was tried".
 """
 
 from __future__ import annotations
