@@ -24,7 +24,11 @@ Measured on ``--n-test`` test people (only in web documents), with 95% Wilson in
   stored at all, for test people and for SFT people;
 - greedy bios of SFT people (memorised format and facts), for comparison.
 
+The two runs of docs/tiny_world.md ("World v2: what was tried"; results in benchmarks/pilot_bios_v2/):
+
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_v2.py --budget-min 30 --out runs/pilot_bios_v2/run1
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_v2.py --n-people 600 --docs-min 1 --docs-per-person 30 \
+        --sft-repeat 1 --budget-min 25 --probe-every-min 2.5 --out runs/pilot_bios_v2/run2
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_v2.py --smoke        # seconds: the code path only
 """
 
@@ -50,13 +54,31 @@ from rlrf_nb.tasks import bios  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------- data
 
+def docs_counts(a) -> list[int]:
+    """Documents per person: ``--docs-per-person`` each, or (``--docs-min`` below it) a popularity tail, log-uniform
+    between ``--docs-min`` and ``--docs-per-person`` (FactScore's rare and frequent entities)."""
+    if a.docs_min is None or a.docs_min >= a.docs_per_person:
+        return [a.docs_per_person] * a.n_people
+    rng = random.Random(f"popularity:{a.seed}")
+    lo, hi = math.log(a.docs_min), math.log(a.docs_per_person + 1)
+    return [min(a.docs_per_person, int(math.exp(rng.uniform(lo, hi)))) for _ in range(a.n_people)]
+
+
 def build_data(a) -> dict:
     """People (test first, then SFT), web documents for everyone, SFT bios for the SFT people only."""
     people = bios.make_people(a.seed, a.n_people)
     test, sft = people[: a.n_test], people[a.n_test:]
-    docs = bios.web_documents(people, a.seed, a.docs_per_person, a.noise)
+    counts = docs_counts(a)
+    if len(set(counts)) == 1:  # one call: the corpus of the first pilot run
+        docs = bios.web_documents(people, a.seed, counts[0], a.noise)
+        seeds = None
+    else:  # one seeded stream per person, so each person's documents do not depend on the others' counts
+        seeds = [f"{a.seed}:{i}" for i in range(len(people))]
+        docs = [d for p, sd, n in zip(people, seeds, counts) for d in bios.web_documents([p], sd, n, a.noise)]
+        random.Random(f"docs:{a.seed}").shuffle(docs)
     sft_items = [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), bios.reference_bio(p))} for p in sft]
-    return {"people": people, "test": test, "sft": sft, "docs": docs, "sft_items": sft_items}
+    return {"people": people, "test": test, "sft": sft, "docs": docs, "sft_items": sft_items, "docs_counts": counts,
+            "doc_seeds": seeds}
 
 
 def tokenize_items(data: dict, tok, a) -> tuple[list[list[int]], list[str]]:
@@ -147,7 +169,6 @@ def train(model, tok, seqs, kinds, a, probe_people: dict[str, list[dict]]) -> di
     budget = a.budget_min * 60
     model.train()
     step = epoch = tokens = 0
-    true_mentions_per_epoch = a.docs_per_person * 4.5 * (1 - a.noise)  # expected; the exact count is below
     history, probes = [], []
     t0 = time.monotonic()
     next_probe = a.probe_every_min * 60
@@ -198,7 +219,7 @@ def train(model, tok, seqs, kinds, a, probe_people: dict[str, list[dict]]) -> di
     return {"seconds": round(seconds, 1), "steps": step, "epochs_completed": epoch,
             "epochs_seen": round(tokens / max(1, sum(len(s) for s in seqs)), 2), "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 1), "history": history, "probes": probes,
-            "expected_true_mentions_per_fact_per_epoch": true_mentions_per_epoch}
+            }
 
 
 # ------------------------------------------------------------------------------------------------------ evaluate
@@ -246,6 +267,16 @@ def evaluate(model, tok, data, a) -> dict:
     by_id = {e.id: world.person(e.meta["entity"]) for e in exs}
     out["greedy_name_miscopied"] = name_miscopy(greedy, by_id)
     out["examples"] = [{"person": by_id[e.id], "greedy": greedy[e.id]} for e in exs[:3]]
+    # by popularity: greedy claims supported for test people with few / some / many web documents
+    buckets: dict[str, list[int]] = {}
+    for e, nd in zip(exs, data["docs_counts"][: len(exs)]):
+        b = "1-3 docs" if nd <= 3 else ("4-10 docs" if nd <= 10 else "11+ docs")
+        cs = bios.check_bio(greedy[e.id], by_id[e.id])
+        k_n = buckets.setdefault(b, [0, 0, 0])
+        k_n[0] += sum(c.status == "supported" for c in cs)
+        k_n[1] += len(cs)
+        k_n[2] += 1
+    out["greedy_by_docs"] = {b: {**rate(k, n), "people": m} for b, (k, n, m) in sorted(buckets.items())}
     for temp in (1.0, 0.7):
         outs = generation.generate(model, tok, convs, do_sample=True, temperature=temp, num_return_sequences=a.k,
                                    seed=a.seed, max_new_tokens=a.max_new_tokens, batch_size=8, progress=False)
@@ -262,22 +293,33 @@ def evaluate(model, tok, data, a) -> dict:
     return out
 
 
-def count_mentions(data) -> dict:
-    """Mentions per (person, attribute) in one corpus epoch, true and wrong, from the same seeded generator."""
-    rng = random.Random(f"web:{data['seed']}")
-    true = wrong = 0
-    for _person in data["people"]:
-        for _ in range(data["docs_per_person"]):
+def count_mentions(data, a) -> dict:
+    """Mentions per (person, attribute) in one corpus epoch, true and wrong, replaying ``web_documents``' seeded
+    generator; averaged over all people, and per test person (true mentions of each attribute)."""
+    def replay(rng, person, n):
+        c = {at: [0, 0] for at in bios.ATTRIBUTES}
+        for _ in range(n):
             attrs = rng.sample(bios.ATTRIBUTES, rng.randint(3, len(bios.ATTRIBUTES)))
-            for a in attrs:
-                if rng.random() >= data["noise"]:
-                    true += 1
+            for at in attrs:
+                if rng.random() >= a.noise:
+                    c[at][0] += 1
                 else:
-                    wrong += 1
-                    bios._wrong_value(rng, a, _person[a])
-                rng.choice(bios.WEB[a])
-    n = len(data["people"]) * len(bios.ATTRIBUTES)
-    return {"true_per_fact": true / n, "wrong_per_fact": wrong / n}
+                    c[at][1] += 1
+                    bios._wrong_value(rng, at, person[at])
+                rng.choice(bios.WEB[at])
+        return c
+
+    counts = data["docs_counts"]
+    if data["doc_seeds"] is None:
+        rng = random.Random(f"web:{a.seed}")
+        per = [replay(rng, p, n) for p, n in zip(data["people"], counts)]
+    else:
+        per = [replay(random.Random(f"web:{sd}"), p, n) for p, sd, n in zip(data["people"], data["doc_seeds"], counts)]
+    n = len(per) * len(bios.ATTRIBUTES)
+    return {"true_per_fact": sum(c[at][0] for c in per for at in c) / n,
+            "wrong_per_fact": sum(c[at][1] for c in per for at in c) / n,
+            "test_true": [{at: c[at][0] for at in c} for c in per[: a.n_test]],
+            "test_docs": counts[: a.n_test]}
 
 
 # ----------------------------------------------------------------------------------------------------------- main
@@ -289,10 +331,12 @@ def fmt(r):
 def report(res: dict) -> str:
     e, tr, cfg = res["eval"], res["train"], res["config"]
     g = e["T=1.0"]
+    docs = cfg["docs_per_person"] if cfg.get("docs_min") is None else f"{cfg['docs_min']}-{cfg['docs_per_person']}"
     lines = [
         "=" * 100,
         f"pilot_bios_v2: {cfg['n_people']} people ({cfg['n_test']} test, only in web docs; {res['n_sft']} SFT), "
-        f"{cfg['docs_per_person']} docs/person, noise {cfg['noise']}, SFT bios x{cfg['sft_repeat']} per epoch",
+        f"{docs} docs/person (mean {res['docs_mean']:.1f}), noise {cfg['noise']}, "
+        f"SFT bios x{cfg['sft_repeat']} per epoch",
         f"model: hidden {cfg['hidden']} x {cfg['layers']} layers, MLP {cfg['mlp']}, vocab {res['vocab']}, "
         f"{res['n_params'] / 1e6:.2f}M params, context {cfg['context']}",
         f"train: {tr['seconds'] / 60:.1f} min on {torch.get_num_threads()} thread, {tr['steps']} steps, "
@@ -312,6 +356,9 @@ def report(res: dict) -> str:
                   f"       facts greedy misses that one of {e['k']} samples gets right {fmt(f['samples_add_facts'])}"
                   f"; shuffled person {fmt(f['samples_add_facts_chance'])}; difference "
                   f"{100 * f['samples_add_above_chance']:+.1f} points"]
+    if len(e["greedy_by_docs"]) > 1:
+        lines.append("test greedy by web documents per person: " + "; ".join(
+            f"{b} ({r['people']} people) {fmt(r)}" for b, r in e["greedy_by_docs"].items()))
     lines += [f"storage probe (greedy value after the canonical prefix): test {fmt(e['storage_probe_test']['all'])}"
               f"; SFT {fmt(e['storage_probe_sft']['all'])}",
               "  test by attribute: " + ", ".join(f"{a} {100 * r['rate']:.0f}%" for a, r in
@@ -333,6 +380,8 @@ def main(argv=None):
     p.add_argument("--n-people", type=int, default=200)
     p.add_argument("--n-test", type=int, default=40, help="held-out people: web documents only, no SFT bio")
     p.add_argument("--docs-per-person", type=int, default=30)
+    p.add_argument("--docs-min", type=int, default=None,
+                   help="popularity tail: docs per person log-uniform in [docs-min, docs-per-person]")
     p.add_argument("--noise", type=float, default=0.1, help="probability that a fact mention is wrong")
     p.add_argument("--sft-repeat", type=int, default=4, help="copies of each SFT person's bio per corpus epoch")
     p.add_argument("--vocab", type=int, default=1024)
@@ -373,12 +422,12 @@ def main(argv=None):
     print(f"{len(data['people'])} people, {len(data['docs'])} docs, {len(seqs)} items/epoch, {epoch_tokens} tokens/"
           f"epoch (web {sum(len(s) for s, k in zip(seqs, kinds) if k == 'web')}), vocab {len(tok)}, "
           f"{models.n_params(model) / 1e6:.3f}M params, threads {torch.get_num_threads()}", flush=True)
-    mentions = count_mentions({"seed": a.seed, "people": data["people"], "docs_per_person": a.docs_per_person,
-                               "noise": a.noise})
+    mentions = count_mentions(data, a)
     tr = train(model, tok, seqs, kinds, a, {"test": data["test"], "sft": data["sft"][: a.n_test]})
     ev = evaluate(model, tok, data, a)
     res = {"config": vars(a), "n_params": models.n_params(model), "vocab": len(tok), "n_sft": len(data["sft"]),
-           "epoch_tokens": epoch_tokens, "mentions": mentions, "train": tr, "eval": ev,
+           "epoch_tokens": epoch_tokens, "mentions": mentions,
+           "docs_mean": sum(data["docs_counts"]) / len(data["docs_counts"]), "train": tr, "eval": ev,
            "attr_values": _attr_values(), "threads": torch.get_num_threads()}
     text = report(res)
     print(text, flush=True)
