@@ -302,12 +302,10 @@ def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("g
     value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
     import pandas as pd
 
-    from rlrf_nb.rounds import VARIANT_LABELS
+    from rlrf_nb.rounds import policy_rank
 
-    order = ["M0", *VARIANT_LABELS]  # results.json stores its keys sorted: M0, RLRF, then the variants in their order
     rows = []
-    for name, r in sorted(comparison.items(), key=lambda kv: order.index(kv[1]["variant"])
-                          if kv[1]["variant"] in order else len(order)):
+    for name, r in sorted(comparison.items(), key=lambda kv: policy_rank(kv[0])):  # results.json sorts its keys
         row = {"policy": name, "rounds": r["rounds"]}
         for m in metrics:
             if m in r:

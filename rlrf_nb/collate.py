@@ -137,15 +137,9 @@ def comparison_over_seeds(table: pd.DataFrame, metrics: tuple[str, ...] = ("gsm8
             row["seeds"] = r["n_runs"]
         elif field_ in ("wall_seconds", "generated_tokens"):
             row[field_] = round(r["mean"], 1)
-    from rlrf_nb.rounds import VARIANT_LABELS
+    from rlrf_nb.rounds import policy_rank
 
-    labels = list(VARIANT_LABELS.values())[1:]  # RLRF's rounds are "M<t>", the other variants "<label> M<t>"
-
-    def order(policy: str) -> int:
-        label = policy.rpartition(" ")[0]
-        return labels.index(label) + 1 if label in labels else 0
-
-    rows = sorted((r for r in rows.values() if "seeds" in r), key=lambda r: order(r["policy"]))
+    rows = sorted((r for r in rows.values() if "seeds" in r), key=lambda r: policy_rank(r["policy"]))
     columns = [f"{m} Δ vs M0" for m in metrics] + ["wall_seconds", "generated_tokens", "seeds"]
     frame = pd.DataFrame(rows).set_index("policy") if rows else pd.DataFrame()
     return frame[[c for c in columns if c in frame.columns]]

@@ -89,6 +89,16 @@ VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "s
                   "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
 
 
+def policy_rank(policy: str) -> int:
+    """Sort key of a policy name in tables: M0, RLRF's rounds (``M<t>``), then each variant (``<label> M<t>``) in the
+    order of :data:`VARIANT_LABELS`."""
+    label = policy.rpartition(" ")[0]
+    labels = list(VARIANT_LABELS.values())
+    if not label:
+        return 0 if policy == "M0" else 1
+    return 1 + labels.index(label) if label in labels else 1 + len(labels)
+
+
 def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
     """``checkpoints/rounds/M<t>`` for RLRF, ``checkpoints/rounds/<variant>/M<t>`` for an ablation or baseline."""
     base = store.path("checkpoints", "rounds") if variant == "rlrf" else store.path("checkpoints", "rounds", variant)
