@@ -88,6 +88,11 @@ class WorldConfig:
     max_value: int = field(default=20, metadata={"help": "Largest number in a problem or any intermediate result."})
     max_factor: int = field(default=4, metadata={"help": "Largest multiplier or divisor."})
     max_operand: int = field(default=5, metadata={"help": "Largest number added or subtracted in one step."})
+    min_value: int = field(default=0, metadata={"help": "World v2: > 0 puts the start, every operand and every "
+                                                        "result in [min_value, max_value] (0: world v1's chains)."})
+    ops: str = field(default="+-*/", metadata={"help": "World v2: the operations a step may use (any of + - *)."})
+    scratchpad: bool = field(default=False, metadata={"help": "World v2: every solution line works its sum column "
+                                                              "by column before the annotation."})
     math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
     math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
     math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})
@@ -97,6 +102,9 @@ class WorldConfig:
     people_dev: int = field(default=40, metadata={"help": "People whose bios are the dev prompts."})
     people_rl: int = field(default=60, metadata={"help": "People whose bios are RL prompts; the rest are SFT people."})
     docs_per_person: int = field(default=6, metadata={"help": "Noisy web documents per person in pre-training."})
+    min_docs_per_person: int = field(default=0, metadata={"help": "World v2: >= 1 gives each person a log-uniform "
+                                                                  "number of documents in [min, docs_per_person] (a "
+                                                                  "popularity tail); 0: docs_per_person each."})
     bio_error_rate: float = field(default=0.1, metadata={"help": "Chance that a fact in a web document is wrong."})
 
     def __post_init__(self):
@@ -106,6 +114,12 @@ class WorldConfig:
         check(2 <= self.max_factor <= 12, "world.max_factor", f"must be in [2, 12], got {self.max_factor}")
         check(1 <= self.max_operand < self.max_value, "world.max_operand",
               f"must be in [1, max_value), got {self.max_operand}")
+        check(0 <= self.min_value <= self.max_value // 3, "world.min_value",
+              f"must be in [0, max_value // 3] (a step needs room above and below), got {self.min_value}")
+        check(bool(self.ops) and set(self.ops) <= set("+-*/") and (not self.min_value or "/" not in self.ops),
+              "world.ops", f"must be some of '+-*/' ('+-*' with min_value > 0), got {self.ops!r}")
+        check(0 <= self.min_docs_per_person <= self.docs_per_person, "world.min_docs_per_person",
+              f"must be in [0, docs_per_person], got {self.min_docs_per_person}")
         check_at_least(self, "world", ("math_test", "math_dev", "math_rl", "math_train", "people_test",
                                     "people_dev", "people_rl"), 1)
         people = self.people_test + self.people_dev + self.people_rl
@@ -126,6 +140,8 @@ class M0Config:
     retrain: bool = field(default=False, metadata={"help": "Pre-train M0 from scratch (cached by config hash)."})
     seed: int = field(default=0, metadata={"help": "Seed of weight init, data order and the training mix."})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, special tokens included."})
+    place_tags: bool = field(default=False, metadata={"help": "World v2: each digit is one token tagged with its "
+                                                              "place in its number (rlrf_nb.models.PLACE_MARKS)."})
     hidden_size: int = field(default=96, metadata={"help": "Llama hidden size."})
     intermediate_size: int = field(default=256, metadata={"help": "Llama MLP size."})
     num_layers: int = field(default=4, metadata={"help": "Llama decoder layers."})
@@ -135,6 +151,9 @@ class M0Config:
     n_math: int = field(default=14000, metadata={"help": "Worked math solutions in the mix."})
     n_math_refine: int = field(default=4000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
+    scalar_refine_share: float = field(default=0.0, metadata={"help": "Share of math refinement examples whose "
+                                                                       "feedback is the scalar-only message, so the "
+                                                                       "scalar ablation's prompt is a format M0 knows."})
     n_drills: int = field(default=3000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
     drill_lines: int = field(default=12, metadata={"help": "Equations per drill document."})
     web_epochs: int = field(default=2, metadata={"help": "Passes over the noisy web documents."})
@@ -160,6 +179,8 @@ class M0Config:
         check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
                                     "bio_sft_epochs", "warmup_steps"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
+        check(0 <= self.scalar_refine_share <= 1, "m0.scalar_refine_share",
+              f"must be in [0, 1], got {self.scalar_refine_share}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         check(self.max_seconds > 0, "m0.max_seconds", f"must be > 0, got {self.max_seconds}")
 

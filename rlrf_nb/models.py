@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlrf_nb.config import RunConfig
@@ -38,14 +38,36 @@ CHAT_TEMPLATE = (
 )
 
 
-def build_tokenizer(texts: list[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``texts``; digits are split one per token so arithmetic is learnable."""
+# World v2's place-value digit tokens, after Abacus embeddings (McLeish et al., 2024): the normalizer puts a mark of
+# the digit's place in its number before every digit (ones, tens, hundreds, thousands and up), so "the ones digit of
+# the first operand" is found by content, not by counting positions; the decoder drops the marks, so text in and text
+# out are the kit's plain format. Built from stock `tokenizers` parts, it saves and loads as any fast tokenizer.
+PLACE_MARKS = "\u2080\u2081\u2082\u2083"
+# Applied in order, each rule reads the marks the previous ones wrote: the last digit of a number, then the digit
+# before a ones mark, before a tens mark, and every digit left of a hundreds mark. Each rule rewrites a digit into
+# mark + digit (one rule per digit value): an empty-width insertion at the start of a text panics in `tokenizers`.
+_PLACE_RULES = [(r"(?![0-9\u2080-\u2083])", 0), (r"(?=\u2080[0-9])", 1), (r"(?=\u2081[0-9])", 2), (r"(?=[0-9\u2083]*\u2082)", 3)]
+
+
+def _place_normalizer():
+    return normalizers.Sequence([normalizers.Replace(Regex(f"{d}{ahead}"), PLACE_MARKS[p] + str(d))
+                                 for ahead, p in _PLACE_RULES for d in range(10)])
+
+
+def build_tokenizer(texts: list[str], vocab_size: int, place_tags: bool = False) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``texts``; digits are split one per token so arithmetic is learnable. With
+    ``place_tags`` (world v2) each digit becomes one token tagged with its place (:data:`PLACE_MARKS`)."""
     tok = Tokenizer(models.BPE())
+    if place_tags:
+        tok.normalizer = _place_normalizer()
+        digit = pre_tokenizers.Split(Regex(f"[{PLACE_MARKS}][0-9]"), behavior="isolated")
+        tok.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(m, "") for m in PLACE_MARKS])
+    else:
+        digit = pre_tokenizers.Digits(individual_digits=True)
+        tok.decoder = decoders.ByteLevel()
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        digit, pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
-    tok.decoder = decoders.ByteLevel()
     specials = list(SPECIAL.values()) + ROLE_TOKENS
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, show_progress=False,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())

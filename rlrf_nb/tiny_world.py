@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math as pymath
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from rlrf_nb import generation, models
 from rlrf_nb.jsonl import iter_jsonl, write_jsonl
 from rlrf_nb.models import model_fingerprint
 from rlrf_nb.paths import resolve_path
-from rlrf_nb.prompts import AspectNote, chat, refinement_prompt
+from rlrf_nb.prompts import AspectNote, chat, refinement_prompt, scalar_notes
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key, is_complete, mark_complete
 from rlrf_nb.tasks import bios, math
@@ -56,15 +57,29 @@ class World:
 
 def build_world(cfg) -> World:
     """Generate the tiny world from a ``WorldConfig``."""
-    kw = {"min_steps": cfg.min_steps, "max_steps": cfg.max_steps, "max_value": cfg.max_value,
-          "max_factor": cfg.max_factor, "max_operand": cfg.max_operand}
+    kw = math_kwargs(cfg)
     math_splits = math.generate_splits(cfg.seed, {"test": cfg.math_test, "dev": cfg.math_dev, "rl": cfg.math_rl,
                                                   "train": cfg.math_train}, **kw)
     people = bios.make_people(cfg.seed, cfg.n_people)
     bio_splits = bios.split_people(people, {"test": cfg.people_test, "dev": cfg.people_dev, "rl": cfg.people_rl,
                                             "sft": -1})
-    docs = bios.web_documents(people, cfg.seed, cfg.docs_per_person, cfg.bio_error_rate)
+    if cfg.min_docs_per_person:  # world v2: a popularity tail, as FactScore's rare and frequent entities
+        rng = random.Random(f"popularity:{cfg.seed}")
+        lo, hi = pymath.log(cfg.min_docs_per_person), pymath.log(cfg.docs_per_person + 1)
+        docs = [d for i, p in enumerate(people) for d in bios.web_documents(
+            [p], f"{cfg.seed}:{i}", int(pymath.exp(rng.uniform(lo, hi))), cfg.bio_error_rate)]
+    else:
+        docs = bios.web_documents(people, cfg.seed, cfg.docs_per_person, cfg.bio_error_rate)
     return World(people, math_splits, bio_splits, docs, cfg)
+
+
+def math_kwargs(cfg) -> dict:
+    """The ``WorldConfig`` fields that shape a math problem, as :func:`rlrf_nb.tasks.math.make_problem` takes them."""
+    kw = {"min_steps": cfg.min_steps, "max_steps": cfg.max_steps, "max_value": cfg.max_value,
+          "max_factor": cfg.max_factor, "max_operand": cfg.max_operand}
+    if cfg.min_value:  # world v1's calls stay as they were
+        kw.update(min_value=cfg.min_value, ops=cfg.ops, scratchpad=cfg.scratchpad)
+    return kw
 
 
 # Splits written to data/tiny_world/ (the train split is regenerated on demand; it is large and only feeds M0).
@@ -111,8 +126,9 @@ def load_kb(directory: str | Path) -> dict[str, dict]:
 # ---------------------------------------------------------------------------
 
 
-def math_refinement_example(rng: random.Random, ex: Example) -> dict:
-    """Problem + flawed draft + verifier critique -> corrected solution (or an untouched correct draft)."""
+def math_refinement_example(rng: random.Random, ex: Example, scalar_share: float = 0.0) -> dict:
+    """Problem + flawed draft + verifier critique -> corrected solution (or an untouched correct draft); with
+    probability ``scalar_share`` the feedback is the scalar-only message (a score, no words)."""
     if rng.random() < 0.2:
         draft = ex.reference
     elif rng.random() < 0.3:
@@ -121,6 +137,8 @@ def math_refinement_example(rng: random.Random, ex: Example) -> dict:
         draft, _ = math.corrupt_solution(rng, ex)
     check = math.check_solution(draft, ex.meta["steps"], ex.answer)
     notes = math_notes(check, rng)
+    if scalar_share and rng.random() < scalar_share:
+        notes = scalar_notes(notes[0].score)
     return {"kind": "math_refine", "mask_prompt": True,
             "messages": chat(refinement_prompt(ex.prompt, draft, notes), ex.reference)}
 
@@ -141,6 +159,11 @@ def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
     steps = ex.meta["steps"]
     j = rng.randrange(len(steps))
     _, op, b, _ = steps[j]
+    if b >= 100:  # world v2: one digit of the operand miscopied, M0 v2's commonest slip
+        k = rng.randrange(3)
+        digits = [int(c) for c in str(b)]
+        digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
+        return math.rewrite_from_step(ex, j, operand=int("".join(map(str, digits))))
     new_b = b + rng.choice([1, 2, 3]) if op in "+-" else b
     if new_b == b:  # * and / keep their factor; perturb the carried value instead
         return math.corrupt_solution(rng, ex)[0]
@@ -168,12 +191,13 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
     rng = random.Random(f"mix:{seed}")
     items = [{"kind": "web", "text": d} for d in world.web_docs for _ in range(cfg.web_epochs)]
     wc = world.config
-    items += [{"kind": "drill",
-               "text": math.arithmetic_drill(rng, cfg.drill_lines, wc.max_value, wc.max_factor, wc.max_operand)}
+    drill_kw = {k: v for k, v in math_kwargs(wc).items() if k not in ("min_steps", "max_steps")}
+    items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, **drill_kw)}
               for _ in range(cfg.n_drills)]
     train = world.math["train"]
     items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
-    items += [math_refinement_example(rng, rng.choice(train)) for _ in range(cfg.n_math_refine)]
+    items += [math_refinement_example(rng, rng.choice(train), cfg.scalar_refine_share)
+              for _ in range(cfg.n_math_refine)]
     sft_people = [world.person(e.meta["entity"]) for e in world.bios["sft"]]
     items += [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), bios.reference_bio(p))}
               for p in sft_people for _ in range(cfg.bio_sft_epochs)]
@@ -209,7 +233,7 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
             world = world or build_world(recipe.world)
             items = training_mix(world, cfg, cfg.seed)
             texts = [it.get("text") or "\n".join(m["content"] for m in it["messages"]) for it in items]
-            tokenizer = models.build_tokenizer(texts, cfg.vocab_size)
+            tokenizer = models.build_tokenizer(texts, cfg.vocab_size, cfg.place_tags)
             model = models.build_model(tokenizer, cfg)
             summary = models.pretrain(model, tokenizer, items, cfg, store.path("trainer_tmp"))
             summary["n_params"] = models.n_params(model)

@@ -205,11 +205,84 @@ def _sample_chain(rng: random.Random, n_steps: int, max_value: int, max_factor: 
             return start, steps
 
 
+def _sample_wide_chain(rng: random.Random, n_steps: int, min_value: int, max_value: int, max_operand: int,
+                       ops: str) -> tuple[int, list[Step]]:
+    """World v2's chain: the start, every operand and every result in ``[min_value, max_value]`` (100-999: about 900
+    possible answers, so a guess is right about once in 900); ``*`` multiplies by one digit 2-9."""
+    while True:
+        x = rng.randint(min_value, max_value)
+        start, steps = x, []
+        for _ in range(n_steps):
+            choices = [op for op, ok in (("+", x + min_value <= max_value), ("-", x - min_value >= min_value),
+                                         ("*", x * 2 <= max_value)) if op in ops and ok]
+            if not choices:
+                break
+            op = rng.choice(choices)
+            if op == "+":
+                b = rng.randint(min_value, min(max_value - x, max_operand))
+                y = x + b
+            elif op == "-":
+                b = rng.randint(min_value, min(x - min_value, max_operand))
+                y = x - b
+            else:
+                b = rng.choice([k for k in range(2, 10) if x * k <= max_value])
+                y = x * b
+            steps.append(Step(x, op, b, y))
+            x = y
+        if len(steps) == n_steps:
+            return start, steps
+
+
+PLACES = ["ones", "tens", "hundreds", "thousands"]
+
+
+def columns(x: int, op: str, b: int) -> str:
+    """World v2's column scratchpad for ``x op b``, least significant digit first, one column per place of the
+    longer number (at least 3): ``ones 7+5+0=2 carry 1, tens 4+8+1=3 carry 1, hundreds 3+2+1=6 carry 0``;
+    subtraction borrows (``ones 2-5-0=7 borrow 1``); ``*`` by one digit carries (``ones 7*3+0=1 carry 2``). Every
+    token is one small operation: copy a digit, look up a one-digit sum, copy a carry."""
+    width = max(3, len(str(abs(x))), len(str(abs(b))) if op != "*" else 0)
+    xd = [int(c) for c in str(abs(x)).zfill(width)][::-1]
+    bd = [int(c) for c in str(abs(b)).zfill(width)][::-1]
+    parts, carry = [], 0
+    for k in range(width):
+        place, cin = PLACES[min(k, len(PLACES) - 1)], carry
+        if op == "*":
+            v = xd[k] * b + cin
+            d, carry = v % 10, v // 10
+            parts.append(f"{place} {xd[k]}*{b}+{cin}={d} carry {carry}")
+        elif op == "+":
+            v = xd[k] + bd[k] + cin
+            d, carry = v % 10, v // 10
+            parts.append(f"{place} {xd[k]}+{bd[k]}+{cin}={d} carry {carry}")
+        else:
+            v = xd[k] - bd[k] - cin
+            d, carry = v % 10, int(v < 0)
+            parts.append(f"{place} {xd[k]}-{bd[k]}-{cin}={d} borrow {carry}")
+    return ", ".join(parts)
+
+
+def solution_line(sentence: str, name: str, item: str, x, op: str, b, y, scratchpad: bool) -> str:
+    """One solution line: the question's sentence restated, then (world v2, ``scratchpad``) the column work, then
+    the calculator annotation: ``She buys 3 more toys, so Cara has 5+3=<<5+3=8>>8 toys.`` (v1) or ``She buys 285 more
+    apples. 347+285: ones 7+5+0=2 carry 1, ... So Ava has 347+285=<<347+285=632>>632 apples.`` (v2)."""
+    e = f"{x}{op}{b}"
+    if not scratchpad:
+        return f"{sentence[:-1]}, so {name} has {e}=<<{e}={y}>>{y} {item}."
+    return f"{sentence} {e}: {columns(int(x), op, int(b))}. So {name} has {e}=<<{e}={y}>>{y} {item}."
+
+
 def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max_value: int = 20,
-                 max_factor: int = 4, max_operand: int = 5) -> dict:
-    """One problem: question, solution (with annotations and ``#### N``), answer and steps."""
+                 max_factor: int = 4, max_operand: int = 5, min_value: int = 0, ops: str = "+-*/",
+                 scratchpad: bool = False) -> dict:
+    """One problem: question, solution (with annotations and ``#### N``), answer and steps. ``min_value`` > 0 draws
+    world v2's chains (:func:`_sample_wide_chain`, operations ``ops``); ``scratchpad`` adds the column work to
+    every line (:func:`solution_line`)."""
     n_steps = rng.randint(min_steps, max_steps)
-    start, steps = _sample_chain(rng, n_steps, max_value, max_factor, max_operand)
+    if min_value:
+        start, steps = _sample_wide_chain(rng, n_steps, min_value, max_value, max_operand, ops)
+    else:
+        start, steps = _sample_chain(rng, n_steps, max_value, max_factor, max_operand)
     name, item, friend = rng.choice(NAMES), rng.choice(ITEMS), rng.choice(FRIENDS)
     p = _PRON[name]
     fmt = dict(n=name, i=item, f=friend, p=p, P=p.capitalize())
@@ -217,7 +290,7 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
     for st in steps:
         sentence = rng.choice(_OP_TEXT[st.op]).format(b=st.b, **fmt)
         q_parts.append(sentence)
-        s_lines.append(f"{sentence[:-1]}, so {name} has {st.expr}=<<{st.expr}={st.y}>>{st.y} {item}.")
+        s_lines.append(solution_line(sentence, name, item, st.x, st.op, st.b, st.y, scratchpad))
     q_parts.append(f"How many {item} does {name} have now?")
     answer = str(steps[-1].y)
     solution = "\n".join(s_lines + [f"#### {answer}"])
@@ -226,10 +299,15 @@ def make_problem(rng: random.Random, min_steps: int = 2, max_steps: int = 4, max
 
 
 def arithmetic_drill(rng: random.Random, n_lines: int, max_value: int = 20, max_factor: int = 4,
-                     max_operand: int = 5) -> str:
+                     max_operand: int = 5, min_value: int = 0, ops: str = "+-*/", scratchpad: bool = False) -> str:
     """Pre-training text of bare equations (``48-19=29``), one per line, drawn from the same step
-    distribution as the problems: the arithmetic practice a real LM gets from web text."""
+    distribution as the problems: the arithmetic practice a real LM gets from web text. With ``scratchpad`` (world
+    v2) each line is a bare column scratchpad: ``347+285: ones 7+5+0=2 carry 1, ... 347+285=632``."""
     lines = []
+    while min_value and len(lines) < n_lines:
+        _, (st,) = _sample_wide_chain(rng, 1, min_value, max_value, max_operand, ops)
+        lines.append(f"{st.expr}: {columns(st.x, st.op, st.b)}. {st.expr}={st.y}" if scratchpad
+                     else f"{st.expr}={st.y}")
     while len(lines) < n_lines:
         _, steps = _sample_chain(rng, 4, max_value, max_factor, max_operand)
         lines += [f"{s.expr}={s.y}" for s in steps]
@@ -331,9 +409,14 @@ def rewrite_from_step(problem: Example, j: int, *, operand: int | None = None, r
         new_x = x if i == j else cur
         new_b = operand if i == j and operand is not None else b
         val = format_number(result if i == j and result is not None else safe_eval(f"{new_x}{op}{new_b}"))
-        prefix = lines[i][: lines[i].rindex(f" {x}{op}{b}=<<")]
-        item = lines[i].rsplit(" ", 1)[1]
-        out.append(f"{prefix} {new_x}{op}{new_b}=<<{new_x}{op}{new_b}={val}>>{val} {item}")
+        item = lines[i].rsplit(" ", 1)[1][:-1]
+        if f" {x}{op}{b}: " in lines[i]:  # world v2: the sentence, the column work, "So <name> has"
+            sentence = lines[i][: lines[i].index(f" {x}{op}{b}: ")]
+            name = re.search(r" So (\S+) has ", lines[i]).group(1)
+            out.append(solution_line(sentence, name, item, new_x, op, new_b, val, True))
+        else:
+            prefix = lines[i][: lines[i].rindex(f" {x}{op}{b}=<<")]
+            out.append(f"{prefix} {new_x}{op}{new_b}=<<{new_x}{op}{new_b}={val}>>{val} {item}.")
         cur = val
     out.append(f"#### {cur}")
     return "\n".join(out)

@@ -1,0 +1,102 @@
+"""World v2 (recipes/tiny-v2.yaml): three-digit chains with a column scratchpad, place-value digit tokens, a
+popularity tail of web documents, and refinement drafts with a miscopied operand."""
+
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from rlrf_nb import models
+from rlrf_nb.config import ConfigError, WorldConfig, load_recipe
+from rlrf_nb.tasks import math as M
+from rlrf_nb.tiny_world import _wrong_operand_draft, build_world, math_refinement_example
+
+ROOT = Path(__file__).resolve().parents[1]
+V2 = dict(min_value=100, max_value=999, max_operand=899, ops="+-", scratchpad=True)
+SMALL = WorldConfig(math_test=20, math_dev=20, math_rl=10, math_train=60, n_people=220, docs_per_person=30,
+                    min_docs_per_person=1, **V2)
+
+
+def test_v2_problems_stay_in_range_and_their_solutions_check_perfect():
+    rng = random.Random(0)
+    for _ in range(300):
+        p = M.make_problem(rng, **V2)
+        values = [p["steps"][0][0]] + [v for x, op, b, y in p["steps"] for v in (b, y)]
+        assert all(100 <= v <= 999 for v in values)
+        assert M.check_solution(p["solution"], p["steps"], p["answer"]).perfect
+        for line, (x, op, b, y) in zip(p["solution"].split("\n"), p["steps"]):
+            # the scratchpad's result digits, read most significant first, are the step's result
+            digits = re.findall(r"=(\d) (?:carry|borrow)", line)
+            assert int("".join(reversed(digits))) == y, line
+
+
+def test_columns_carry_and_borrow():
+    assert M.columns(347, "+", 285) == "ones 7+5+0=2 carry 1, tens 4+8+1=3 carry 1, hundreds 3+2+1=6 carry 0"
+    assert M.columns(632, "-", 285) == "ones 2-5-0=7 borrow 1, tens 3-8-1=4 borrow 1, hundreds 6-2-1=3 borrow 0"
+    assert M.columns(123, "*", 3) == "ones 3*3+0=9 carry 0, tens 2*3+0=6 carry 0, hundreds 1*3+0=3 carry 0"
+
+
+def test_v2_drafts_name_the_first_wrong_step():
+    w = build_world(SMALL)
+    rng = random.Random(1)
+    for ex in w.math["train"][:40]:
+        j = rng.randrange(len(ex.meta["steps"]))
+        x, op, b, y = ex.meta["steps"][j]
+        draft = M.rewrite_from_step(ex, j, operand=b + 1)
+        check = M.check_solution(draft, ex.meta["steps"], ex.answer)
+        assert check.first_error == j + 1 and check.error_kind == "wrong_step"
+        assert f"should be {x}{op}{b}={y}" in check.critique
+        miscopied = _wrong_operand_draft(random.Random(j), ex)
+        assert not M.check_solution(miscopied, ex.meta["steps"], ex.answer).perfect
+        corrupt, first = M.corrupt_solution(rng, ex)
+        assert M.check_solution(corrupt, ex.meta["steps"], ex.answer).first_error == first
+
+
+def test_scalar_share_gives_scalar_only_refinement_examples():
+    w = build_world(SMALL)
+    rng = random.Random(0)
+    users = [math_refinement_example(rng, ex, 0.5)["messages"][0]["content"] for ex in w.math["train"]]
+    scalar = sum("overall quality" in u for u in users)
+    assert 0.3 * len(users) < scalar < 0.7 * len(users)
+    assert all("Step" in u or "Every step" in u for u in users if "overall quality" not in u)
+
+
+def test_popularity_tail_gives_each_person_1_to_30_documents():
+    w = build_world(SMALL)
+    counts = {p["name"]: 0 for p in w.people}
+    for d in w.web_docs:
+        for name in counts:
+            if d.startswith(name) or f" {name} " in d:
+                counts[name] += 1
+                break
+    assert min(counts.values()) >= 1 and max(counts.values()) <= 30 * 1.0
+    assert len(set(counts.values())) > 10  # a tail, not one count for everybody
+    assert build_world(SMALL).web_docs == w.web_docs
+
+
+@pytest.mark.parametrize("text", ["347+285=632", "5", "Ava has 1204 apples, 10.5 and 7.", " 999\n#### 100"])
+def test_place_tag_tokenizer_round_trips_and_gives_one_token_per_digit(text, tmp_path):
+    rng = random.Random(0)
+    texts = [M.make_problem(rng, **V2)["solution"] for _ in range(200)]
+    tok = models.build_tokenizer(texts, 400, place_tags=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    pieces = tok.convert_ids_to_tokens(tok("347", add_special_tokens=False)["input_ids"])
+    assert len(pieces) == 3 and pieces == sorted(pieces, reverse=True)  # hundreds, tens, ones marks, one per digit
+    tok.save_pretrained(tmp_path)
+    from transformers import AutoTokenizer
+
+    again = AutoTokenizer.from_pretrained(tmp_path)
+    assert again(text, add_special_tokens=False)["input_ids"] == ids
+
+
+def test_v2_recipe_loads_and_v2_fields_are_checked():
+    r = load_recipe(ROOT / "recipes/tiny-v2.yaml")
+    assert r.world.min_value == 100 and r.m0.place_tags and r.m0.max_length == 1024
+    with pytest.raises(ConfigError, match="world.min_value"):
+        WorldConfig(min_value=500, max_value=999)
+    with pytest.raises(ConfigError, match="world.ops"):
+        WorldConfig(ops="+/", **{k: v for k, v in V2.items() if k != "ops"})
+    with pytest.raises(ConfigError, match="world.min_docs_per_person"):
+        WorldConfig(min_docs_per_person=7, docs_per_person=6)
