@@ -151,9 +151,9 @@ class M0Config:
     n_math: int = field(default=14000, metadata={"help": "Worked math solutions in the mix."})
     n_math_refine: int = field(default=4000, metadata={"help": "Math refinement examples (draft + critique -> fix)."})
     n_bio_refine: int = field(default=500, metadata={"help": "Bio refinement examples."})
-    scalar_refine_share: float = field(default=0.0, metadata={"help": "Share of math refinement examples whose "
-                                                                       "feedback is the scalar-only message, so the "
-                                                                       "scalar ablation's prompt is a format M0 knows."})
+    scalar_refine_share: float = field(default=0.0, metadata={
+        "help": "Share of math refinement examples whose feedback is the scalar-only message, so the scalar "
+                "ablation's prompt is a format M0 knows."})
     n_drills: int = field(default=3000, metadata={"help": "Arithmetic drill documents (bare equations) in the mix."})
     drill_lines: int = field(default=12, metadata={"help": "Equations per drill document."})
     web_epochs: int = field(default=2, metadata={"help": "Passes over the noisy web documents."})

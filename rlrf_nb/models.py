@@ -46,7 +46,8 @@ PLACE_MARKS = "\u2080\u2081\u2082\u2083"
 # Applied in order, each rule reads the marks the previous ones wrote: the last digit of a number, then the digit
 # before a ones mark, before a tens mark, and every digit left of a hundreds mark. Each rule rewrites a digit into
 # mark + digit (one rule per digit value): an empty-width insertion at the start of a text panics in `tokenizers`.
-_PLACE_RULES = [(r"(?![0-9\u2080-\u2083])", 0), (r"(?=\u2080[0-9])", 1), (r"(?=\u2081[0-9])", 2), (r"(?=[0-9\u2083]*\u2082)", 3)]
+_PLACE_RULES = [(r"(?![0-9\u2080-\u2083])", 0), (r"(?=\u2080[0-9])", 1), (r"(?=\u2081[0-9])", 2),
+                (r"(?=[0-9\u2083]*\u2082)", 3)]
 
 
 def _place_normalizer():

@@ -25,7 +25,7 @@ def test_v2_problems_stay_in_range_and_their_solutions_check_perfect():
         values = [p["steps"][0][0]] + [v for x, op, b, y in p["steps"] for v in (b, y)]
         assert all(100 <= v <= 999 for v in values)
         assert M.check_solution(p["solution"], p["steps"], p["answer"]).perfect
-        for line, (x, op, b, y) in zip(p["solution"].split("\n"), p["steps"]):
+        for line, (_x, _op, _b, y) in zip(p["solution"].split("\n"), p["steps"]):
             # the scratchpad's result digits, read most significant first, are the step's result
             digits = re.findall(r"=(\d) (?:carry|borrow)", line)
             assert int("".join(reversed(digits))) == y, line
