@@ -138,6 +138,9 @@ class M0Config:
     pretrained: str = field(default="data/tiny_world/m0",
                             metadata={"help": "Local path or Hub id of M0, used when retrain is false."})
     retrain: bool = field(default=False, metadata={"help": "Pre-train M0 from scratch (cached by config hash)."})
+    init_from: str = field(default="", metadata={"help": "Retrain: continue pre-training this checkpoint (its "
+                                                         "tokenizer and weights) instead of a new model: a second "
+                                                         "phase with another mix (world v2's M0)."})
     seed: int = field(default=0, metadata={"help": "Seed of weight init, data order and the training mix."})
     vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size, special tokens included."})
     place_tags: bool = field(default=False, metadata={"help": "World v2: each digit is one token tagged with its "

@@ -218,6 +218,8 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
 def m0_config_hash(world_cfg, m0_cfg) -> str:
     """What determines a retrained M0: the world and the M0 training fields (not where to load from)."""
     m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items() if k not in ("pretrained", "retrain", "max_seconds")}
+    if m0_cfg.init_from:  # the weights it continues from, not only their path
+        m0["init_from"] = model_fingerprint(resolve_path(m0_cfg.init_from))
     return content_key({"world": dataclasses.asdict(world_cfg), "m0": m0})
 
 
@@ -232,9 +234,13 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
         if not is_complete(path):
             world = world or build_world(recipe.world)
             items = training_mix(world, cfg, cfg.seed)
-            texts = [it.get("text") or "\n".join(m["content"] for m in it["messages"]) for it in items]
-            tokenizer = models.build_tokenizer(texts, cfg.vocab_size, cfg.place_tags)
-            model = models.build_model(tokenizer, cfg)
+            if cfg.init_from:
+                model, tokenizer = models.load_policy(resolve_path(cfg.init_from))
+                model.train()
+            else:
+                texts = [it.get("text") or "\n".join(m["content"] for m in it["messages"]) for it in items]
+                tokenizer = models.build_tokenizer(texts, cfg.vocab_size, cfg.place_tags)
+                model = models.build_model(tokenizer, cfg)
             summary = models.pretrain(model, tokenizer, items, cfg, store.path("trainer_tmp"))
             summary["n_params"] = models.n_params(model)
             models.save_policy(model, tokenizer, path, summary)

@@ -174,3 +174,25 @@ def test_get_m0_by_hub_id_has_the_fingerprint_the_rounds_use(hub_cache, tmp_path
     assert type(model).__name__ == "Qwen2ForCausalLM" and tok.eos_token == "<|im_end|>"
     assert info["fingerprint"] == models.model_fingerprint(info["path"]) == models.model_fingerprint(
         "Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_init_from_continues_a_checkpoint_and_keys_the_cache_by_its_weights(trained, tmp_path):
+    """World v2's M0 is two phases: ``m0.init_from`` continues a checkpoint (its tokenizer and weights), and the
+    retrain cache key follows those weights, not only their path."""
+    import dataclasses
+
+    from rlrf_nb.config import Recipe, RunConfig
+    from rlrf_nb.store import RunStore
+    from rlrf_nb.tiny_world import get_m0, m0_config_hash
+
+    world, tok, _, _, _, path = trained
+    phase2 = dataclasses.replace(TINY, init_from=str(path), n_math=20, n_math_refine=0, n_bio_refine=0, n_drills=0,
+                                 web_epochs=0, bio_sft_epochs=0, epochs=1.0)
+    recipe = Recipe(run=RunConfig(name="t", device="cpu"), world=WORLD, m0=phase2)
+    model, tok2, info = get_m0(recipe, RunStore(tmp_path / "run"), world)
+    assert tok2.get_vocab() == tok.get_vocab()  # the checkpoint's tokenizer, not a new one
+    assert info["training"]["sequences"] == 20
+    other = tmp_path / "other"
+    models.save_policy(models.build_model(tok, dataclasses.replace(TINY, seed=5)), tok, other)
+    assert m0_config_hash(WORLD, phase2) != m0_config_hash(WORLD, dataclasses.replace(phase2, init_from=str(other)))
+    assert m0_config_hash(WORLD, phase2) != m0_config_hash(WORLD, TINY)
