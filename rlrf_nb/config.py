@@ -166,6 +166,9 @@ class M0Config:
     epochs: float = field(default=2.0, metadata={"help": "Passes over the whole mix."})
     learning_rate: float = field(default=3e-3, metadata={"help": "Peak AdamW learning rate (cosine schedule)."})
     warmup_steps: int = field(default=50, metadata={"help": "Linear warm-up steps."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "AdamW's beta2 (the v2 pilot used 0.98)."})
+    min_lr_rate: float = field(default=0.0, metadata={"help": "Cosine floor as a share of the peak rate (0: decay to "
+                                                              "0; the v2 pilot used 0.1)."})
     logging_steps: int = field(default=25, metadata={"help": "Loss is logged every this many steps."})
     max_seconds: float = field(default=480.0, metadata={"help": "Pre-training past this many seconds logs a warning "
                                                                 "(8 min budget); it never stops early, so a loaded "
@@ -182,6 +185,8 @@ class M0Config:
         check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
                                     "bio_sft_epochs", "warmup_steps"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
+        check(0 < self.adam_beta2 < 1, "m0.adam_beta2", f"must be in (0, 1), got {self.adam_beta2}")
+        check(0 <= self.min_lr_rate < 1, "m0.min_lr_rate", f"must be in [0, 1), got {self.min_lr_rate}")
         check(0 <= self.scalar_refine_share <= 1, "m0.scalar_refine_share",
               f"must be in [0, 1], got {self.scalar_refine_share}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")

@@ -152,7 +152,9 @@ def pretrain(model, tokenizer, items: list[dict], cfg, output_dir: str | Path) -
              n_skipped, cfg.max_length)
     args = TrainingArguments(
         output_dir=str(output_dir), per_device_train_batch_size=cfg.batch_size, num_train_epochs=cfg.epochs,
-        learning_rate=cfg.learning_rate, lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps,
+        learning_rate=cfg.learning_rate, warmup_steps=cfg.warmup_steps, adam_beta2=cfg.adam_beta2,
+        lr_scheduler_type="cosine_with_min_lr" if cfg.min_lr_rate else "cosine",
+        lr_scheduler_kwargs={"min_lr_rate": cfg.min_lr_rate} if cfg.min_lr_rate else {},
         weight_decay=0.01, logging_steps=cfg.logging_steps, save_strategy="no", report_to="none",
         use_cpu=True, bf16=False, fp16=False, seed=cfg.seed, data_seed=cfg.seed,
         train_sampling_strategy="group_by_length",
