@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Issue 16, world v2: does the optimizer decide whether M0 v2 learns column addition? (results in
+benchmarks/world_v2/phase3_{a,b}.json, docs/tiny_world.md "World v2 in the kit")
+
+Continues the committed M0 v2 (data/tiny_world_v2/m0) on 4,000 solutions and 6,000 scratchpad drills (2.7M tokens),
+through the kit's own pre-training (``m0.init_from``), with variant ``a`` (transformers' AdamW defaults: beta2 0.999,
+cosine to 0) or ``b`` (the v2 pilot's settings: beta2 0.98, a 10% cosine floor). Then it measures teacher-forced
+next-token accuracy on 60 dev gold solutions by token class (column result digits, carries, other digits) and greedy
+accuracy on 100 dev problems. Run both at once, one thread each, so they share the same load:
+
+    for v in a b; do OMP_NUM_THREADS=1 .venv/bin/python scripts/world_v2_phase3.py $v > /tmp/phase3_$v.log & done
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from rlrf_nb import generation
+from rlrf_nb import tiny_world as tw
+from rlrf_nb.config import load_recipe
+from rlrf_nb.prompts import chat
+from rlrf_nb.store import RunStore
+from rlrf_nb.tasks import math
+
+
+def teacher_forced(model, tok, examples) -> dict:
+    """Next-token accuracy on the gold solutions' digit tokens: column results, carries, the rest (copies)."""
+    ok = {"colres": [0, 0], "carry": [0, 0], "copy": [0, 0]}
+    for e in examples:
+        enc = tok.apply_chat_template(chat(e.prompt, e.reference), tokenize=True, return_dict=True,
+                                      return_assistant_tokens_mask=True)
+        ids = torch.tensor([enc["input_ids"]])
+        with torch.no_grad():
+            pred = model(ids).logits[0].argmax(-1)
+        toks = tok.convert_ids_to_tokens(enc["input_ids"])
+        for i in range(1, len(toks)):
+            if not enc["assistant_masks"][i] or not re.search(r"[0-9]", toks[i]):
+                continue
+            prev = "".join(toks[max(0, i - 3):i])
+            kind = "colres" if prev.endswith("=") and "carry" not in prev else (
+                "carry" if "carry" in prev or "borrow" in prev else "copy")
+            ok[kind][0] += int(pred[i - 1] == ids[0, i])
+            ok[kind][1] += 1
+    return {k: (round(a / b, 4), b) for k, (a, b) in ok.items()}
+
+
+def main(variant: str) -> dict:
+    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 2, "m0.n_math": 4000,
+                 "m0.n_drills": 6000, "m0.n_math_refine": 0, "m0.n_bio_refine": 0, "m0.web_epochs": 0,
+                 "m0.bio_sft_epochs": 0, "m0.warmup_steps": 50}
+    if variant == "b":
+        overrides.update({"m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1})
+    recipe = load_recipe("recipes/tiny-v2.yaml", overrides)
+    t0 = time.time()
+    model, tok, info = tw.get_m0(recipe, RunStore(f"runs/v2-phase3-{variant}"))
+    world = tw.build_world(recipe.world)
+    model.eval()
+    exs = world.math["dev"][:100]
+    outs = generation.generate(model, tok, [chat(e.prompt) for e in exs], max_new_tokens=420, do_sample=False,
+                               progress=False, batch_size=100)
+    checks = [math.check_solution(o[0], e.meta["steps"], e.answer) for o, e in zip(outs, exs)]
+    return {"variant": variant, "train": {k: v for k, v in info["training"].items() if k != "history"},
+            "loss_curve": [(h["step"], round(h["loss"], 3)) for h in info["training"]["history"]],
+            "teacher_forced": teacher_forced(model, tok, world.math["dev"][:60]),
+            "greedy_correct": sum(c.correct for c in checks), "greedy_perfect": sum(c.perfect for c in checks),
+            "n": len(checks), "seconds": round(time.time() - t0), "checkpoint": info["path"]}
+
+
+if __name__ == "__main__":
+    result = main(sys.argv[1])
+    print(json.dumps(result))
+    Path(f"runs/phase3_{sys.argv[1]}.json").write_text(json.dumps(result, indent=1))
