@@ -58,10 +58,9 @@ import torch  # noqa: E402
 from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
 
 from rlrf_nb.stats import rate  # noqa: E402
-from rlrf_nb.tasks.math import _OP_TEXT, _PRON, FRIENDS, ITEMS, NAMES, check_solution, extract_answer  # noqa: E402
+from rlrf_nb.tasks.math import _OP_TEXT, _PRON, FRIENDS, ITEMS, NAMES, check_solution, columns, extract_answer  # noqa: E402
 
 LO, HI = 100, 999
-PLACES = ["ones", "tens", "hundreds"]
 
 # ---------------------------------------------------------------------------------------------- the world
 
@@ -96,31 +95,6 @@ def sample_chain(rng: random.Random, n_steps: int, ops: str) -> tuple[int, list[
             x = y
         if len(steps) == n_steps:
             return start, steps
-
-
-def columns(x: int, op: str, b: int) -> str:
-    """The column scratchpad for ``x op b`` (three-digit x and result), least significant digit first."""
-    xd = [int(c) for c in f"{x:03d}"][::-1]
-    parts, carry = [], 0
-    if op == "*":
-        for k in range(3):
-            cin = carry
-            v = xd[k] * b + cin
-            d, carry = v % 10, v // 10
-            parts.append(f"{PLACES[k]} {xd[k]}*{b}+{cin}={d} carry {carry}")
-        return ", ".join(parts)
-    bd = [int(c) for c in f"{b:03d}"][::-1]
-    for k in range(3):
-        cin = carry
-        if op == "+":
-            v = xd[k] + bd[k] + cin
-            d, carry = v % 10, v // 10
-            parts.append(f"{PLACES[k]} {xd[k]}+{bd[k]}+{cin}={d} carry {carry}")
-        else:
-            v = xd[k] - bd[k] - cin
-            d, carry = v % 10, int(v < 0)
-            parts.append(f"{PLACES[k]} {xd[k]}-{bd[k]}-{cin}={d} borrow {carry}")
-    return ", ".join(parts)
 
 
 def scratch(x: int, op: str, b: int) -> str:
