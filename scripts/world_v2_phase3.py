@@ -1,14 +1,20 @@
 #!/usr/bin/env python
-"""Issue 16, world v2: does the optimizer decide whether M0 v2 learns column addition? (results in
-benchmarks/world_v2/phase3_{a,b}.json, docs/tiny_world.md "World v2 in the kit")
+"""Issue 16, world v2: the continuations of M0 v2's phase 2 (results in benchmarks/world_v2/phase3_*.json and
+diagnose_m0_v2_*_test.txt, docs/tiny_world.md "World v2 in the kit"), through the kit's own pre-training
+(``m0.init_from``). Each prints teacher-forced next-token accuracy on 60 dev gold solutions by token class (column
+result digits, carries, other digits) and greedy accuracy on 100 dev problems.
 
-Continues the committed M0 v2 (data/tiny_world_v2/m0) on 4,000 solutions and 6,000 scratchpad drills (2.7M tokens),
-through the kit's own pre-training (``m0.init_from``), with variant ``a`` (transformers' AdamW defaults: beta2 0.999,
-cosine to 0) or ``b`` (the v2 pilot's settings: beta2 0.98, a 10% cosine floor). Then it measures teacher-forced
-next-token accuracy on 60 dev gold solutions by token class (column result digits, carries, other digits) and greedy
-accuracy on 100 dev problems. Run both at once, one thread each, so they share the same load:
+- ``a`` and ``b``: does the optimizer decide whether M0 v2 learns column addition? Phase 2 continued on 4,000
+  solutions and 6,000 scratchpad drills (2.7M tokens) with transformers' AdamW defaults (``a``: beta2 0.999, cosine
+  to 0) or the v2 pilot's settings (``b``: beta2 0.98, a 10% cosine floor). Run both at once, one thread each, so
+  they share the same load:
 
-    for v in a b; do OMP_NUM_THREADS=1 .venv/bin/python scripts/world_v2_phase3.py $v > /tmp/phase3_$v.log & done
+      for v in a b; do OMP_NUM_THREADS=1 .venv/bin/python scripts/world_v2_phase3.py $v > /tmp/phase3_$v.log & done
+
+- ``c`` and ``d``, phases 3 and 4 of M0 v2 (recipes/tiny-v2-phase3.yaml and tiny-v2.yaml train the same
+  checkpoints), and ``e``, a phase 5 that is not committed: ``b``'s optimizer on a mixed replay, then continuations on
+  mostly refinements. (Phase 5f of docs/tiny_world.md was ``e``'s mix with drafts that also miscopy the step's
+  sentence, a change to ``tasks.math.rewrite_from_step`` that did not help and was reverted.)
 """
 
 from __future__ import annotations
@@ -50,13 +56,28 @@ def teacher_forced(model, tok, examples) -> dict:
     return {k: (round(a / b, 4), b) for k, (a, b) in ok.items()}
 
 
+C_CHECKPOINT = "data/tiny_world_v2/m0-phase3"  # variant c, committed
+D_CHECKPOINT = "data/tiny_world_v2/m0"  # variant d, committed as M0 v2 (phase 4)
+
+
 def main(variant: str) -> dict:
-    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 2, "m0.n_math": 4000,
+    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0-phase2", "m0.seed": 2, "m0.n_math": 4000,
                  "m0.n_drills": 6000, "m0.n_math_refine": 0, "m0.n_bio_refine": 0, "m0.web_epochs": 0,
                  "m0.bio_sft_epochs": 0, "m0.warmup_steps": 50}
-    if variant == "b":
+    if variant in ("b", "c"):
         overrides.update({"m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1})
-    recipe = load_recipe("recipes/tiny-v2.yaml", overrides)
+    if variant == "c":  # b's optimizer on a mixed replay (math, drills, refinements, bios): nothing forgotten
+        overrides.update({"m0.n_math": 8000, "m0.n_drills": 8000, "m0.n_math_refine": 4000, "m0.n_bio_refine": 200,
+                          "m0.web_epochs": 2, "m0.bio_sft_epochs": 2, "m0.max_seconds": 3600})
+    if variant == "d":  # c, continued on mostly refinements: c's refinements from the critique were all wrong
+        overrides.update({"m0.init_from": C_CHECKPOINT, "m0.seed": 3, "m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1,
+                          "m0.n_math": 4000, "m0.n_drills": 2000, "m0.n_math_refine": 10000, "m0.n_bio_refine": 200,
+                          "m0.web_epochs": 1, "m0.bio_sft_epochs": 1, "m0.max_seconds": 3600})
+    if variant == "e":  # d, continued on more refinements: d's refinements still mostly copy the draft
+        overrides.update({"m0.init_from": D_CHECKPOINT, "m0.seed": 4, "m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1,
+                          "m0.n_math": 3000, "m0.n_drills": 1000, "m0.n_math_refine": 12000, "m0.n_bio_refine": 200,
+                          "m0.web_epochs": 1, "m0.bio_sft_epochs": 1, "m0.max_seconds": 3600})
+    recipe = load_recipe("recipes/tiny-v2-phase2.yaml", overrides)
     t0 = time.time()
     model, tok, info = tw.get_m0(recipe, RunStore(f"runs/v2-phase3-{variant}"))
     world = tw.build_world(recipe.world)

@@ -47,6 +47,7 @@ def test_v2_drafts_name_the_first_wrong_step():
         check = M.check_solution(draft, ex.meta["steps"], ex.answer)
         assert check.first_error == j + 1 and check.error_kind == "wrong_step"
         assert f"should be {x}{op}{b}={y}" in check.critique
+        assert draft.split("\n")[:j] == ex.reference.split("\n")[:j]
         miscopied = _wrong_operand_draft(random.Random(j), ex)
         assert not M.check_solution(miscopied, ex.meta["steps"], ex.answer).perfect
         corrupt, first = M.corrupt_solution(rng, ex)
@@ -100,3 +101,21 @@ def test_v2_recipe_loads_and_v2_fields_are_checked():
         WorldConfig(ops="+/", **{k: v for k, v in V2.items() if k != "ops"})
     with pytest.raises(ConfigError, match="world.min_docs_per_person"):
         WorldConfig(min_docs_per_person=7, docs_per_person=6)
+
+
+def test_each_committed_m0_v2_phase_is_what_its_recipe_trains():
+    """Every phase of M0 v2 is committed with the config hash of the recipe that trains it, and each phase continues
+    the weights of the one before (the key holds their fingerprint), so notebook 00's retrain=True on any phase
+    recipe retrains exactly the committed checkpoint's config."""
+    import json
+
+    from rlrf_nb.tiny_world import m0_config_hash
+
+    recipes = sorted((ROOT / "recipes").glob("tiny-v2-phase*.yaml")) + [ROOT / "recipes/tiny-v2.yaml"]
+    previous = ""
+    for path in recipes:
+        r = load_recipe(path)
+        done = json.loads((ROOT / r.m0.pretrained / "COMPLETE.json").read_text())
+        assert done["config_hash"] == m0_config_hash(r.world, r.m0), path.name
+        assert r.m0.init_from == previous, path.name
+        previous = r.m0.pretrained
