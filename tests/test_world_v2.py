@@ -1,6 +1,7 @@
 """World v2 (recipes/tiny-v2.yaml): three-digit chains with a column scratchpad, place-value digit tokens, a
 popularity tail of web documents, and refinement drafts with a miscopied operand."""
 
+import json
 import random
 import re
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from rlrf_nb import models
 from rlrf_nb.config import ConfigError, WorldConfig, load_recipe
 from rlrf_nb.tasks import math as M
-from rlrf_nb.tiny_world import _wrong_operand_draft, build_world, math_refinement_example
+from rlrf_nb.tiny_world import _wrong_operand_draft, build_world, m0_config_hash, math_refinement_example
 
 ROOT = Path(__file__).resolve().parents[1]
 V2 = dict(min_value=100, max_value=999, max_operand=899, ops="+-", scratchpad=True)
@@ -107,10 +108,6 @@ def test_each_committed_m0_v2_phase_is_what_its_recipe_trains():
     """Every phase of M0 v2 is committed with the config hash of the recipe that trains it, and each phase continues
     the weights of the one before (the key holds their fingerprint), so notebook 00's retrain=True on any phase
     recipe retrains exactly the committed checkpoint's config."""
-    import json
-
-    from rlrf_nb.tiny_world import m0_config_hash
-
     recipes = sorted((ROOT / "recipes").glob("tiny-v2-phase*.yaml")) + [ROOT / "recipes/tiny-v2.yaml"]
     previous = ""
     for path in recipes:
