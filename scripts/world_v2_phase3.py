@@ -56,28 +56,26 @@ def teacher_forced(model, tok, examples) -> dict:
     return {k: (round(a / b, 4), b) for k, (a, b) in ok.items()}
 
 
-C_CHECKPOINT = "data/tiny_world_v2/m0-phase3"  # variant c, committed
-D_CHECKPOINT = "data/tiny_world_v2/m0"  # variant d, committed as M0 v2 (phase 4)
-
-
-def main(variant: str) -> dict:
+def recipe_for(variant: str):
+    """``a``/``b`` override phase 2's recipe; ``c`` and ``d`` retrain exactly what the committed phase recipes say;
+    ``e`` is ``d``'s recipe continued from ``d``'s weights with its own mix."""
+    if variant in ("c", "d"):
+        path = "recipes/tiny-v2-phase3.yaml" if variant == "c" else "recipes/tiny-v2.yaml"
+        return load_recipe(path, {"m0.retrain": True})
+    if variant == "e":  # d's refinements still mostly copy the draft: more refinements
+        return load_recipe("recipes/tiny-v2.yaml", {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0",
+                                                    "m0.seed": 4, "m0.n_math": 3000, "m0.n_drills": 1000,
+                                                    "m0.n_math_refine": 12000})
     overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0-phase2", "m0.seed": 2, "m0.n_math": 4000,
                  "m0.n_drills": 6000, "m0.n_math_refine": 0, "m0.n_bio_refine": 0, "m0.web_epochs": 0,
                  "m0.bio_sft_epochs": 0, "m0.warmup_steps": 50}
-    if variant in ("b", "c"):
+    if variant == "b":
         overrides.update({"m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1})
-    if variant == "c":  # b's optimizer on a mixed replay (math, drills, refinements, bios): nothing forgotten
-        overrides.update({"m0.n_math": 8000, "m0.n_drills": 8000, "m0.n_math_refine": 4000, "m0.n_bio_refine": 200,
-                          "m0.web_epochs": 2, "m0.bio_sft_epochs": 2, "m0.max_seconds": 3600})
-    if variant == "d":  # c, continued on mostly refinements: c's refinements from the critique were all wrong
-        overrides.update({"m0.init_from": C_CHECKPOINT, "m0.seed": 3, "m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1,
-                          "m0.n_math": 4000, "m0.n_drills": 2000, "m0.n_math_refine": 10000, "m0.n_bio_refine": 200,
-                          "m0.web_epochs": 1, "m0.bio_sft_epochs": 1, "m0.max_seconds": 3600})
-    if variant == "e":  # d, continued on more refinements: d's refinements still mostly copy the draft
-        overrides.update({"m0.init_from": D_CHECKPOINT, "m0.seed": 4, "m0.adam_beta2": 0.98, "m0.min_lr_rate": 0.1,
-                          "m0.n_math": 3000, "m0.n_drills": 1000, "m0.n_math_refine": 12000, "m0.n_bio_refine": 200,
-                          "m0.web_epochs": 1, "m0.bio_sft_epochs": 1, "m0.max_seconds": 3600})
-    recipe = load_recipe("recipes/tiny-v2-phase2.yaml", overrides)
+    return load_recipe("recipes/tiny-v2-phase2.yaml", overrides)
+
+
+def main(variant: str) -> dict:
+    recipe = recipe_for(variant)
     t0 = time.time()
     model, tok, info = tw.get_m0(recipe, RunStore(f"runs/v2-phase3-{variant}"))
     world = tw.build_world(recipe.world)
