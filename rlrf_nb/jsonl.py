@@ -59,15 +59,20 @@ def dumps_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
 
 
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` by a synced temporary file and a rename: a crash leaves the old file or the new."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
-    """Write ``records`` to ``path`` atomically (temp file, then rename). Returns the count."""
+    """Write ``records`` to ``path`` atomically (:func:`atomic_write_text`). Returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    n = 0
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(dumps_line(rec))
-            n += 1
-    os.replace(tmp, path)
-    return n
+    lines = [dumps_line(rec) for rec in records]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)

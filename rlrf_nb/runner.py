@@ -14,6 +14,7 @@ kind of its default. :class:`StageEngine` shows papermill's progress, and the ke
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -24,13 +25,17 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import papermill
 import yaml
 import zmq
 from papermill.engines import NBClientEngine, papermill_engines
+from papermill.exceptions import PapermillExecutionError
 from traitlets.config import Config
 
-from rlrf_nb.config import ConfigError, load_recipe
+from rlrf_nb.config import SECTIONS, ConfigError, load_recipe
+from rlrf_nb.jsonl import atomic_write_text
 from rlrf_nb.paths import PROJECT_ROOT, resolve_path
+from rlrf_nb.store import RunStore
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 STAGES = ["00_tiny_world.ipynb", "01_feedback_rubrics.ipynb", "02_reflection_sampling.ipynb",
@@ -68,8 +73,7 @@ class RunResult:
 
     @property
     def results(self) -> dict:
-        p = self.run_dir / "results.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        return RunStore(self.run_dir).results()
 
 
 class StageEngine(NBClientEngine):
@@ -101,8 +105,6 @@ def first_line(source: str, width: int = 60) -> str:
 
 def notebook_parameters(notebook: str) -> dict[str, dict]:
     """The ``parameters`` cell of ``notebooks/<notebook>`` as papermill reads it: ``{name: {default, type}}``."""
-    import papermill
-
     out = {}
     for k, v in papermill.inspect_notebook(str(NOTEBOOKS / notebook)).items():
         kind = v["inferred_type_name"]
@@ -231,9 +233,7 @@ def _load_stages(path: Path) -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
 
 def _select(stages: list[str] | None) -> list[str]:
@@ -256,9 +256,6 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     ``run.name``), skipping finished stages with the same inputs unless ``force``; ``params`` are ``-p`` strings,
     ``overrides`` extra recipe overrides, ``progress`` a live bar per stage (default: when stderr is a terminal). Raises
     :class:`RunError` naming the failing stage and cell."""
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
     recipe_file = resolve_path(recipe_path)
     if not recipe_file.exists():
         raise RunError(f"recipe {recipe_path}: no such file")
@@ -331,8 +328,6 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
 def _record_run(run_dir: Path, recipe_path: str, overrides: dict, params: dict, state: dict,
                 result: RunResult) -> None:
     """Add the run's own record (recipe, overrides, per-stage wall times) to ``results.json``."""
-    from rlrf_nb.store import RunStore
-
     stage_seconds = {k: v.get("seconds") for k, v in state.items()}
     RunStore(run_dir).update_results({"run": {
         "name": result.name, "recipe": str(recipe_path), "overrides": overrides, "params": params,
@@ -346,10 +341,6 @@ def _record_run(run_dir: Path, recipe_path: str, overrides: dict, params: dict, 
 
 
 def _field_names() -> dict[str, list[str]]:
-    import dataclasses
-
-    from rlrf_nb.config import SECTIONS
-
     out: dict[str, list[str]] = {}
     for section, cls in SECTIONS.items():
         for f in dataclasses.fields(cls):
@@ -417,8 +408,6 @@ def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: l
             res = run(recipe_path, name, params=params, overrides=ovr, stages=stages, progress=progress)
             entry.update(status="done", run_dir=str(res.run_dir), seconds=round(res.seconds, 1))
             results.append(res)
-            from rlrf_nb.store import RunStore
-
             RunStore(res.run_dir).update_results({"sweep": {"prefix": prefix, "point": point}})
         except RunError as e:
             log.info(f"   point {point} failed: {e}")

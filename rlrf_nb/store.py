@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl
+from rlrf_nb.jsonl import JsonlError, atomic_write_text, dumps_line, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +190,6 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def is_complete(path: str | os.PathLike) -> bool:
     """True once :func:`mark_complete` has finished for the directory ``path``."""
     return (Path(path) / COMPLETE_MARKER).is_file()
@@ -207,7 +198,7 @@ def is_complete(path: str | os.PathLike) -> bool:
 def mark_complete(path: str | os.PathLike, info: dict) -> None:
     """Write ``<path>/COMPLETE.json`` (``info`` plus a UTC time) atomically, after the checkpoint."""
     record = {**info, "completed_utc": datetime.now(UTC).isoformat(timespec="seconds")}
-    _atomic_write_text(Path(path) / COMPLETE_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(Path(path) / COMPLETE_MARKER, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 def _nan_to_none(obj):
@@ -303,7 +294,7 @@ class RunStore:
 
     def write_metadata(self, config: dict, seed: int) -> dict:
         """Write ``config.yaml`` (the resolved config) and ``run.json`` (seed, versions, git); return the latter."""
-        _atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+        atomic_write_text(self.path("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
         meta = {
             "seed": seed,
             "versions": package_versions(),
@@ -312,7 +303,7 @@ class RunStore:
             "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
             **git_info(Path(__file__).resolve().parent),
         }
-        _atomic_write_text(self.path("run.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(self.path("run.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
     def results(self) -> dict:
@@ -325,7 +316,7 @@ class RunStore:
         results = self.results()
         path = self.path("results.json")
         results.update(_nan_to_none(row))
-        _atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
+        atomic_write_text(path, json.dumps(results, indent=2, sort_keys=True, allow_nan=False) + "\n")
         return results
 
     def checkpoint_dir(self, name: str) -> Path:
