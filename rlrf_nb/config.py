@@ -27,6 +27,8 @@ from pathlib import Path
 
 import yaml
 
+from rlrf_nb.paths import is_hub_dataset
+
 
 class ConfigError(ValueError):
     """A recipe, section or field is invalid; the message names the file and the dotted field."""
@@ -48,12 +50,6 @@ def check_at_least(cfg: object, section: str, names: tuple[str, ...], low: int) 
 # ---------------------------------------------------------------------------------------------
 # Stage configs. One dataclass per section; field names are the YAML keys.
 # ---------------------------------------------------------------------------------------------
-
-
-def _looks_like_hub_id(source: str) -> bool:
-    """``owner/name`` without a data-file suffix: read as a Hub dataset (as :mod:`rlrf_nb.tasks.loaders` does)."""
-    return re.fullmatch(r"[\w.-]+/[\w.-]+", source) is not None and not source.endswith((".jsonl", ".json", ".txt")) \
-        and not Path(source).is_file()
 
 
 @dataclass
@@ -121,12 +117,11 @@ class WorldConfig:
         check(0 <= self.min_docs_per_person <= self.docs_per_person, "world.min_docs_per_person",
               f"must be in [0, docs_per_person], got {self.min_docs_per_person}")
         check_at_least(self, "world", ("math_test", "math_dev", "math_rl", "math_train", "people_test",
-                                    "people_dev", "people_rl"), 1)
+                                    "people_dev", "people_rl", "docs_per_person"), 1)
         people = self.people_test + self.people_dev + self.people_rl
         check(self.n_people > people, "world.n_people",
               f"must exceed people_test + people_dev + people_rl = {people} (the rest are SFT people), "
               f"got {self.n_people}")
-        check(self.docs_per_person >= 1, "world.docs_per_person", f"must be >= 1, got {self.docs_per_person}")
         check(0.0 <= self.bio_error_rate < 0.5, "world.bio_error_rate",
               f"must be in [0, 0.5), got {self.bio_error_rate}")
 
@@ -176,12 +171,11 @@ class M0Config:
 
     def __post_init__(self):
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
-                                    "num_heads", "max_length", "batch_size", "logging_steps"), 1)
+                                    "num_heads", "max_length", "batch_size", "logging_steps", "drill_lines"), 1)
         check(self.vocab_size >= 300, "m0.vocab_size",
               f"must be >= 300 (byte alphabet + specials), got {self.vocab_size}")
         check(self.hidden_size % self.num_heads == 0, "m0.hidden_size",
               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
-        check(self.drill_lines >= 1, "m0.drill_lines", f"must be >= 1, got {self.drill_lines}")
         check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
                                     "bio_sft_epochs", "warmup_steps"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
@@ -217,7 +211,7 @@ class EvalConfig:
         check_at_least(self, "eval", ("n_math", "max_new_tokens", "batch_size"), 1)
         check(self.n_bios >= 0, "eval.n_bios", f"must be >= 0 (0 in a real recipe: the bios are the tiny world's), "
                                                f"got {self.n_bios}")
-        local_test = self.gsm8k_source is not None and not _looks_like_hub_id(self.gsm8k_source)
+        local_test = self.gsm8k_source is not None and not is_hub_dataset(self.gsm8k_source)
         check(not (local_test and self.gsm8k_k and self.gsm8k_train_source is None), "eval.gsm8k_train_source",
               f"is needed: eval.gsm8k_source {self.gsm8k_source!r} is a local file, the test set, and the "
               f"{self.gsm8k_k} few-shot exemplars must come from a train file")
@@ -325,16 +319,13 @@ class ReflectionConfig:
 
     def __post_init__(self):
         check(self.priority in PRIORITIES, "reflection.priority", f"must be one of {PRIORITIES}, got {self.priority!r}")
-        check(self.refine_budget >= 0, "reflection.refine_budget", f"must be >= 0, got {self.refine_budget}")
         check(self.backend in ("transformers", "vllm"), "reflection.backend",
               f"must be 'transformers' or 'vllm', got {self.backend!r}")
-        check(self.n_bios >= 0, "reflection.n_bios", f"must be >= 0, got {self.n_bios}")
+        check_at_least(self, "reflection", ("refine_budget", "n_bios", "max_rounds", "plateau"), 0)
         check_at_least(self, "reflection", ("n_prompts", "n_samples", "top_k", "m_refinements",
                                     "max_new_tokens", "batch_size", "processes"), 1)
         check(self.top_k <= self.n_samples, "reflection.top_k", f"must be <= n_samples, got {self.top_k}")
-        check(self.max_rounds >= 0, "reflection.max_rounds", f"must be >= 0, got {self.max_rounds}")
         check(1 <= self.threshold <= 10, "reflection.threshold", f"must be in [1, 10], got {self.threshold}")
-        check(self.plateau >= 0, "reflection.plateau", f"must be >= 0, got {self.plateau}")
         check(0 < self.temperature <= 5, "reflection.temperature", f"must be in (0, 5], got {self.temperature}")
         check(0 < self.top_p <= 1, "reflection.top_p", f"must be in (0, 1], got {self.top_p}")
 
@@ -615,10 +606,6 @@ def _build_section(section: str, values: object, source: str) -> object:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _type_name(tp: object) -> str:
-    return tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else str(tp)
-
-
 def _coerce(value: object, tp: object, name: str) -> object:
     """Return ``value`` checked against annotation ``tp`` (int -> float is the only conversion)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -652,7 +639,8 @@ def _coerce(value: object, tp: object, name: str) -> object:
     else:
         raise TypeError(f"field {name!r}: unsupported annotation {tp!r} in a config dataclass")
     if not ok:
-        raise ConfigError(f"field {name!r} expects {_type_name(tp)}, got {type(value).__name__} ({value!r})")
+        expected = tp.__name__ if isinstance(tp, type) and not typing.get_args(tp) else tp
+        raise ConfigError(f"field {name!r} expects {expected}, got {type(value).__name__} ({value!r})")
     return value
 
 

@@ -1,10 +1,13 @@
-"""Where the project lives, and how recipe paths resolve: one place for every module and notebook."""
+"""Where the project lives, how recipe paths resolve, and whether a data source is a Hub id: one place for every
+module and notebook."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as on the Hub
 
 
 def resolve_path(p: str | Path) -> Path:
@@ -14,3 +17,10 @@ def resolve_path(p: str | Path) -> Path:
     if p.is_absolute() or p.exists():
         return p
     return PROJECT_ROOT / p
+
+
+def is_hub_dataset(source: str) -> bool:
+    """Whether ``source`` names a Hub dataset (``owner/name``) rather than a local file: an existing file, or a name
+    with a data-file suffix, is local."""
+    return not Path(source).is_file() and bool(_HUB_ID.fullmatch(str(source))) and \
+        not str(source).endswith((".jsonl", ".json", ".txt"))

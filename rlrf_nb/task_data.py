@@ -20,13 +20,15 @@ the test set.
 
 from __future__ import annotations
 
+import functools
 import logging
 
+from rlrf_nb.tasks.loaders import is_hub_dataset, load_gsm8k
 from rlrf_nb.tasks.schema import Example
 
 log = logging.getLogger(__name__)
 
-_LOADED: dict[tuple[str, str], list[Example]] = {}
+_gsm8k = functools.cache(load_gsm8k)  # (source, split) -> its examples, each loaded once per process
 
 
 def is_real(recipe) -> bool:
@@ -48,19 +50,9 @@ def kb(world) -> dict[str, dict]:
     return {} if world is None else {p["name"]: p for p in world.people}
 
 
-def _gsm8k(source: str, split: str) -> list[Example]:
-    from rlrf_nb.tasks.loaders import load_gsm8k
-
-    if (source, split) not in _LOADED:
-        _LOADED[(source, split)] = load_gsm8k(source, split)
-    return _LOADED[(source, split)]
-
-
 def exemplar_source(recipe) -> str | None:
     """Where GSM8K few-shot exemplars come from: ``eval.gsm8k_train_source``, else ``eval.gsm8k_source`` when it
     is a Hub id (its train split); None when neither applies."""
-    from rlrf_nb.tasks.loaders import is_hub_dataset
-
     ev = recipe.eval
     if ev.gsm8k_train_source is not None:
         return ev.gsm8k_train_source
@@ -163,8 +155,6 @@ def gsm8k_exemplars(recipe, world, source: str | None = None) -> list[Example]:
     """Few-shot exemplars for notebook 05, always from a train split: the tiny world's, or
     :func:`exemplar_source`'s (``source`` overrides ``eval.gsm8k_source`` the way notebook 05's parameter does).
     Raises when a real recipe with ``eval.gsm8k_k > 0`` has no train source (a local test file is not one)."""
-    from rlrf_nb.tasks.loaders import is_hub_dataset
-
     if (source or recipe.eval.gsm8k_source) is None:
         return world.math["train"]
     if recipe.eval.gsm8k_train_source is not None:

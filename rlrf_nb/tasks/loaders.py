@@ -11,10 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rlrf_nb.jsonl import iter_jsonl
+from rlrf_nb.paths import is_hub_dataset
 from rlrf_nb.tasks.math import normalize_number
 from rlrf_nb.tasks.schema import Example
 
-# normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser.
+# normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser; is_hub_dataset
+# (rlrf_nb.paths) is the rule iter_rows reads a source by.
 __all__ = [
     "is_hub_dataset",
     "is_safety_row",
@@ -27,20 +29,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-# owner/name, as on the Hub; a path ending in a data-file suffix is always taken as local.
-_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
-_LOCAL_SUFFIXES = (".jsonl", ".json", ".txt")
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _GSM8K_FINAL = re.compile(r"^####\s*(.*?)\s*$", re.MULTILINE)
 # Just-Eval's safety subset comes from e.g. "hh-rlhf/red-teaming" and "MaliciousInstruct".
 _SAFETY_WORDS = ("safety", "red-team", "red_team", "harmful", "malicious")
-
-
-def is_hub_dataset(source: str) -> bool:
-    """Whether ``source`` names a Hub dataset (``owner/name``) rather than a local file: the rule
-    :func:`iter_rows` reads it by (an existing file, or a data-file suffix, is local)."""
-    return not Path(source).is_file() and bool(_HUB_ID.fullmatch(str(source))) and \
-        not str(source).endswith(_LOCAL_SUFFIXES)
 
 
 def iter_rows(source: str, split: str, config: str | None = None, limit: int | None = None
