@@ -15,8 +15,9 @@ import logging
 import sys
 from pathlib import Path
 
+from rlrf_nb.config import load_recipe, parse_override
 from rlrf_nb.paths import resolve_path
-from rlrf_nb.stats import format_rate
+from rlrf_nb.stats import format_rate, signed
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,7 @@ def print_results(run_dir: Path) -> None:
     if variants:
         log.info("rounds, dev math exact match (bio claims supported), wall time and generated tokens of each round:")
         for variant in sorted(variants, key=lambda v: v != "rlrf"):  # RLRF first, then its ablations
-            rows = variants[variant]
-            for r in rows:
+            for r in variants[variant]:
                 if r["round"] == 0 and variant != "rlrf":
                     continue
                 bio = format_rate(r["bio_claims_supported"]) if "bio_claims_supported" in r else "n/a"
@@ -56,16 +56,11 @@ def print_results(run_dir: Path) -> None:
     for c in bm.get("claims", []):
         bar = f" (bar {c['bar']:+.2f})" if c.get("bar") is not None else ""
         value = "n/a (no paired items)" if c.get("diff") is None else \
-            f"{c['diff']:+.3f} [{_signed(c.get('ci_low'))}, {_signed(c.get('ci_high'))}]"
+            f"{c['diff']:+.3f} [{signed(c.get('ci_low'))}, {signed(c.get('ci_high'))}]"
         log.info(f"  {c['claim']:<58} {value}{bar}  {c['verdict']}")
     stages = res.get("run", {}).get("stage_seconds") or {}
     if stages:
         log.info("wall time per stage: " + ", ".join(f"{k[:2]} {v:.0f} s" for k, v in stages.items() if v is not None))
-
-
-def _signed(x) -> str:
-    """``+0.012``, or ``n/a`` for a value results.json holds as null (a NaN: nothing to compare)."""
-    return "n/a" if x is None else f"{x:+.3f}"
 
 
 def benchmark_lines(table: list[dict]) -> str:
@@ -89,7 +84,7 @@ def benchmark_lines(table: list[dict]) -> str:
             lo, hi = (("n/a" if r.get(k) is None else f"{r[k]:.3f}") for k in ("ci_low", "ci_high"))
             cell = f"{r['value']:.3f} [{lo}, {hi}]"
             if r.get("diff") is not None and r["diff"] == r["diff"]:
-                cell += f" {r['diff']:+.3f} [{_signed(r.get('diff_low'))}, {_signed(r.get('diff_high'))}]"
+                cell += f" {r['diff']:+.3f} [{signed(r.get('diff_low'))}, {signed(r.get('diff_high'))}]"
                 if r.get("p") is not None:
                     cell += f" p={r['p']:.3f}"
             cells.append(f"{cell:<56}")
@@ -97,15 +92,8 @@ def benchmark_lines(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(run_dir: Path) -> Path | None:
-    """``report.html``: a header (run, recipe, date, git SHA, M0, the organism, the claims), then every executed
-    notebook without its code (:func:`rlrf_nb.report.write_report`)."""
-    from rlrf_nb.report import write_report as write
-
-    return write(run_dir)
-
-
 def cmd_run(args) -> int:
+    from rlrf_nb.report import write_report
     from rlrf_nb.runner import RunError, run
 
     try:
@@ -168,8 +156,6 @@ def cmd_collate(args) -> int:
 
 
 def _overrides(pairs: list[str]) -> dict:
-    from rlrf_nb.config import parse_override
-
     return dict(parse_override(p) for p in pairs or [])
 
 
@@ -201,11 +187,10 @@ def cmd_diagnose(args) -> int:
     from rlrf_nb.models import load_policy
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.runs import open_run
-    from rlrf_nb.tiny_world import build_world
     from rlrf_nb.verifier import VerifierJudge
 
     recipe, store = open_run(args.recipe, args.name, _overrides(args.set))
-    world = build_world(recipe.world)
+    world = tw.build_world(recipe.world)
     if args.policy:
         model, tok = load_policy(resolve_path(args.policy))
         fp = tw.model_fingerprint(resolve_path(args.policy))
@@ -224,7 +209,6 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_world(args) -> int:
-    from rlrf_nb.config import load_recipe
     from rlrf_nb.tiny_world import build_world, save_world
 
     recipe = load_recipe(resolve_path(args.recipe))
@@ -249,50 +233,48 @@ def main(argv: list[str] | None = None) -> int:
     console_logging()
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
+
+    def command(name, fn, help, recipe=True):
+        p = sub.add_parser(name, help=help)
+        p.set_defaults(fn=fn)
+        if recipe:
+            p.add_argument("--recipe", default="recipes/tiny.yaml")
+        return p
+
     def run_args(p, default_name):
-        p.add_argument("--recipe", default="recipes/tiny.yaml")
         p.add_argument("--name", default=default_name, help="run name: outputs go to runs/<name>/")
         p.add_argument("-p", "--param", action="append", metavar="KEY=VALUE",
                        help="section.key=value: a recipe override; name=value: a notebook parameter (repeatable)")
         p.add_argument("--stages", nargs="+", metavar="NN", help="only these notebooks, e.g. --stages 00 01 02")
 
-    d = sub.add_parser("demo", help="the whole experiment on the tiny world (all notebooks) and its results table")
+    d = command("demo", cmd_demo, "the whole experiment on the tiny world (all notebooks) and its results table")
     run_args(d, "demo")
     d.add_argument("--retrain", action="store_true", help="pre-train M0 from scratch instead of loading it")
     d.add_argument("--force", action="store_true", help="rerun finished stages (their records still come from "
                                                          "the store)")
-    d.set_defaults(fn=cmd_demo)
-    rn = sub.add_parser("run", help="execute the numbered notebooks with papermill into runs/<name>/ (resumable)")
+    rn = command("run", cmd_run, "execute the numbered notebooks with papermill into runs/<name>/ (resumable)")
     run_args(rn, None)
     rn.add_argument("--force", action="store_true", help="rerun finished stages")
-    rn.set_defaults(fn=cmd_run)
-    sw = sub.add_parser("sweep", help="one run per point of a grid (sequential), then collate them")
+    sw = command("sweep", cmd_sweep, "one run per point of a grid (sequential), then collate them")
     run_args(sw, "sweep")
     sw.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                     help="e.g. --grid seed=0,1,2 beta=0.1,0.3 (short names resolve to one recipe field)")
-    sw.set_defaults(fn=cmd_sweep)
-    co = sub.add_parser("collate", help="merge the results.json of runs (or a sweep index) into one table + plot")
+    co = command("collate", cmd_collate, "merge the results.json of runs (or a sweep index) into one table + plot",
+                 recipe=False)
     co.add_argument("runs", nargs="+", help="run directories, or a runs/<prefix>.sweep.json index")
     co.add_argument("--metric", action="append", help="dotted metric pattern (fnmatch), repeatable; default: "
                                                         "the headline metrics")
     co.add_argument("--out", default="runs/collated", help="where collated.csv/.json/.html go")
-    co.set_defaults(fn=cmd_collate)
-    r = sub.add_parser("rounds", help="run or resume the RLRF rounds M0 -> M1 -> ... (what notebook 04 runs)")
-    r.add_argument("--recipe", default="recipes/tiny.yaml")
+    r = command("rounds", cmd_rounds, "run or resume the RLRF rounds M0 -> M1 -> ... (what notebook 04 runs)")
     r.add_argument("--name", default="rounds", help="run name: outputs go to runs/<name>/")
     r.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
-    r.set_defaults(fn=cmd_rounds)
-    dg = sub.add_parser("diagnose", help="measure the organism: ability, chance, reflection vs resampling, facts, "
-                                         "context (recipe section 'diagnose')")
-    dg.add_argument("--recipe", default="recipes/tiny.yaml")
+    dg = command("diagnose", cmd_diagnose, "measure the organism: ability, chance, reflection vs resampling, facts, "
+                                           "context (recipe section 'diagnose')")
     dg.add_argument("--name", default="diagnose", help="run name: records go to runs/<name>/diagnose/")
     dg.add_argument("--policy", help="a checkpoint directory to diagnose instead of the recipe's M0")
     dg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
-    dg.set_defaults(fn=cmd_diagnose)
-    w = sub.add_parser("world", help="write the tiny world's fixed splits and KB")
-    w.add_argument("--recipe", default="recipes/tiny.yaml")
+    w = command("world", cmd_world, "write the tiny world's fixed splits and KB")
     w.add_argument("--out", default="data/tiny_world")
-    w.set_defaults(fn=cmd_world)
     args = ap.parse_args(argv)
     return args.fn(args)
 

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from rlrf_nb.pairs import pair_lengths
+from rlrf_nb.stats import pct, rate
 
 # One colour per model or policy: the results table has up to ten models (M0, M1, M2, three ablations' M2 and the
 # four one-round variants), so ten distinct colours, plus two spare (plotly's qualitative "Plotly" set, then grey
@@ -55,8 +61,6 @@ def score_distribution(frame, title: str) -> go.Figure:
     """Counts of each rubric level per aspect (one panel each) and task (colours), from ``feedback_frame``
     rows; parse failures are left out (see the parse table). Built from plain lists: plotly.js mis-scales
     faceted axes over the typed arrays that plotly.py makes from numpy columns."""
-    from plotly.subplots import make_subplots
-
     ok = frame[frame["parse_ok"]]
     aspects = sorted(ok["aspect"].unique())
     tasks = sorted(ok["task"].unique())
@@ -103,8 +107,6 @@ def refinement_success(frame, title: str = "Does a refinement beat its draft? Pe
     """Per aspect, the share of refinements that score higher / the same / lower than their draft (stacked),
     with the 95% interval of "higher" and the mean change in the labels; from ``widgets.refinement_frame``.
     Pairs with a parse failure on either side are counted in the label, not scored."""
-    from rlrf_nb.stats import rate
-
     aspects = list(dict.fromkeys(frame["aspect"]))
     fig = go.Figure()
     stats = {}
@@ -133,8 +135,6 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
     """Left: pairs per policy (right-over-wrong math pairs marked). Right: the histogram of reward margins
     (chosen minus rejected) per policy; a negative margin is a right answer kept over a higher-reward
     wrong one by the verifiable override."""
-    from plotly.subplots import make_subplots
-
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
                         subplot_titles=(f"pairs from {n_prompts} prompts", "reward margin of the pairs"))
     names = list(pairs_by_policy)
@@ -165,15 +165,12 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
 def length_bias(pairs_by_policy: dict[str, list[dict]], title: str = "Length bias of the pairs") -> go.Figure:
     """Per policy, the words in chosen minus rejected (box) and, in the label, the share of pairs whose chosen
     response is longer with its 95% interval. DPO on pairs where chosen is mostly longer teaches length."""
-    from rlrf_nb.pairs import pair_lengths
-    from rlrf_nb.stats import format_rate
-
     fig = go.Figure()
     for i, (k, pairs) in enumerate(pairs_by_policy.items()):
         if not pairs:
             continue
         lb = pair_lengths(pairs)
-        fig.add_box(y=lb["diffs"], name=f"{k}<br>chosen longer<br>{format_rate(lb['chosen_longer']).split(' (')[0]}",
+        fig.add_box(y=lb["diffs"], name=f"{k}<br>chosen longer<br>{pct(lb['chosen_longer'])}",
                     marker_color=PALETTE[i % len(PALETTE)], boxmean=True)
     fig.add_hline(y=0, line_dash="dot", line_color="#888")
     return _layout(fig, title, 460, xaxis_title="pair policy (share of pairs whose chosen is longer, 95% CI)",
@@ -202,8 +199,6 @@ def budget_curves(cmp: dict, title: str = "What each refinement budget buys") ->
 def training_curves(history: list[dict], title: str = "DPO training") -> go.Figure:
     """TRL's logged DPO metrics against step: loss, reward margin and accuracy, and the chosen/rejected
     log-probs (the ones that show a collapse coming: both falling, chosen far)."""
-    from plotly.subplots import make_subplots
-
     rows = [h for h in history if "loss" in h and "train_runtime" not in h and "eval_loss" not in h]
     fig = make_subplots(rows=1, cols=3, subplot_titles=("loss", "reward margin and accuracy",
                                                         "log-prob of the responses (sum over tokens)"))
@@ -266,8 +261,6 @@ def variant_rounds(variants: dict[str, list[dict]], key: str = "math_accuracy",
 def export(fig: go.Figure, directory, name: str) -> dict:
     """Write ``fig`` as standalone HTML (always) and PNG (when plotly's static export, kaleido with a browser, is
     available) into ``directory``; returns the paths written and why a PNG was skipped, if it was."""
-    from pathlib import Path
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     html = directory / f"{name}.html"

@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import math
 
-from rlrf_nb.stats import wilson_ci
+from rlrf_nb.pairs import pair_lengths, pair_yield
+from rlrf_nb.paths import resolve_path
+from rlrf_nb.stats import pct, rate, wilson_ci
 
 # ---------------------------------------------------------------------------------------------------------------
 # Formatting
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def pct(r: dict) -> str:
-    """``"8.8% [7.7, 10.2]"`` for a ``stats.rate`` dict (``"n/a"`` with no items)."""
-    if not r["n"]:
-        return "n/a"
-    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
 
 
 def of(r: dict, noun: str = "") -> str:
@@ -55,8 +50,8 @@ def direction(lo: float, hi: float) -> str:
     return "no difference shown"
 
 
-def _diff_text(d: dict, scale: float = 100, unit: str = " points") -> str:
-    return (f"{d['diff'] * scale:+.1f}{unit} [{d['ci_low'] * scale:+.1f}, {d['ci_high'] * scale:+.1f}]")
+def _diff_text(d: dict) -> str:
+    return f"{_pts(d['diff'])} points [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -98,7 +93,6 @@ def judge_prompt_fit(cfg, rubrics, records: list[dict]) -> dict | None:
     from transformers import AutoConfig, AutoTokenizer
 
     from rlrf_nb.llm_judge import render_judge_prompt
-    from rlrf_nb.paths import resolve_path
     from rlrf_nb.rubrics import aspect_specs
 
     local = resolve_path(cfg.judge_model)
@@ -218,8 +212,6 @@ def search(stats: dict) -> str:
 
 def refinement_aspects(frame) -> str:
     """Notebook 02 §2: which aspects reflection repairs (``widgets.refinement_frame``)."""
-    from rlrf_nb.stats import rate
-
     f = frame[frame["parsed"]]
     if f.empty:
         return "**No scored refinement**, so there is nothing to break down by aspect."
@@ -244,8 +236,6 @@ def refinement_aspects(frame) -> str:
 
 def pairs(by_policy: dict[str, list[dict]], n_prompts: int, policy: str) -> str:
     """Notebook 02 §3: what each pair policy yields, right-over-wrong pairs and length bias."""
-    from rlrf_nb.pairs import pair_lengths, pair_yield
-
     if not any(by_policy.values()):
         return (f"**No pair from {n_prompts} prompts under any policy**: every prompt's candidates tie or miss "
                 "`pairs.min_margin`. DPO has nothing to train on; a larger search gives it pairs.")

@@ -11,6 +11,9 @@ import json
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rlrf_nb.readings import claims
+from rlrf_nb.stats import signed
+
 # A retrained M0 that trained for less than this is a smoke-test model: the committed tiny-world M0 trained for
 # minutes (README: "The tiny world"), the smoke recipe's trains in seconds and never writes a fully right solution.
 UNTRAINED_SECONDS = 60.0
@@ -84,19 +87,14 @@ def diagnose_section(results: dict) -> str:
 
 def claims_section(results: dict) -> str:
     """The paper's claims in miniature (notebook 05's ``benchmarks.claims``), or why there are none."""
-    from rlrf_nb.readings import claims
-
     rows = results.get("benchmarks", {}).get("claims")
     if rows is None:
         return "**No claims tested**: notebook 05 (benchmarks) is not part of this run."
     if not rows:
         return claims([])
 
-    def num(x):
-        return "n/a" if x is None else f"{x:+.3f}"
-
     table = _md_table(["claim", "difference", "95% CI", "bar", "verdict"],
-                      [[c["claim"], num(c.get("diff")), f"[{num(c.get('ci_low'))}, {num(c.get('ci_high'))}]",
+                      [[c["claim"], signed(c.get("diff")), f"[{signed(c.get('ci_low'))}, {signed(c.get('ci_high'))}]",
                         "" if c.get("bar") is None else f"{c['bar']:+.2f}", f"**{c['verdict']}**"] for c in rows])
     return table + "\n\n" + claims(rows)
 

@@ -27,11 +27,21 @@ def rate(successes: int, n: int) -> dict:
     return {"rate": successes / n if n else math.nan, "ci_low": lo, "ci_high": hi, "n": n, "k": successes}
 
 
+def pct(r: dict) -> str:
+    """``"8.8% [7.7, 10.2]"`` for a :func:`rate` dict (``"n/a"`` with no items)."""
+    if not r["n"]:
+        return "n/a"
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+
+
 def format_rate(r: dict) -> str:
     """``"34.2% [30.1, 38.5] (171/500)"``."""
-    if not r["n"]:
-        return "n/a (0 items)"
-    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}] ({r['k']}/{r['n']})"
+    return f"{pct(r)} ({r['k']}/{r['n']})" if r["n"] else "n/a (0 items)"
+
+
+def signed(x: float | None) -> str:
+    """``+0.012``, or ``n/a`` for a missing value (results.json holds a NaN as null: nothing to compare)."""
+    return "n/a" if x is None else f"{x:+.3f}"
 
 
 # ---------------------------------------------------------------------------------------------- mean and bootstrap
