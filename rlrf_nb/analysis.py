@@ -14,9 +14,13 @@ import math
 import re
 from collections.abc import Callable, Sequence
 
+import pandas as pd
 import torch
 
-from rlrf_nb.stats import bootstrap, bootstrap_ci, mean
+from rlrf_nb.config import ONLINE_VARIANTS
+from rlrf_nb.generation import render_prompts
+from rlrf_nb.pairs import right_wrong_pairs
+from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
 
 # ---------------------------------------------------------------------------------------------
 # Intervals and paired tests
@@ -63,8 +67,6 @@ def results_table(per_item: dict[str, dict[str, list]], baseline: str = "M0", n_
     order for every model; None = not scored). Returns ``(display, long)``: a DataFrame of
     ``"mean [lo, hi]"`` strings with the paired difference to ``baseline`` and its p-value, and the long
     numeric table behind it (one row per model and metric)."""
-    import pandas as pd
-
     rows = []
     base = per_item.get(baseline, {})
     for model, metrics in per_item.items():
@@ -111,8 +113,6 @@ def token_shift(base, aligned, tokenizer, conversations: list[list[dict]], max_n
     """URIAL's token distribution shift of ``aligned`` from ``base`` on ``conversations``: the rank of each greedy
     aligned token under the base model given the same prefix classifies the position as unshifted (1), marginal (2-3) or
     shifted (> 3). Returns the rates overall and per token kind, and the positions."""
-    from rlrf_nb.generation import render_prompts
-
     prompts = render_prompts(tokenizer, conversations)
     special = set(tokenizer.all_special_ids)
     positions = []
@@ -143,8 +143,6 @@ def token_shift(base, aligned, tokenizer, conversations: list[list[dict]], max_n
 def shift_summary(positions: list[dict]) -> dict:
     """Shares of unshifted / marginal / shifted positions, overall and per token kind, and where the shifted
     positions land (the share of shifted tokens that are digits/operators)."""
-    from rlrf_nb.stats import rate
-
     def shares(ps):
         n = len(ps)
         return {c: rate(sum(p["class"] == c for p in ps), n) for c in ("unshifted", "marginal", "shifted")}
@@ -166,15 +164,8 @@ def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:
     """For every prompt, every (right, wrong) pair of candidates by final answer: how often each scorer ranks the
     wrong one above the right one (``wrong_above``), ties them (``tie``), or cannot score one of them
     (``unscored``, e.g. a judge parse failure). ``scorers`` map a name to ``candidate -> float | None``."""
-    from rlrf_nb.stats import rate
-
-    by_prompt: dict[str, list] = {}
-    for c in pool:
-        if c.correct is not None:
-            by_prompt.setdefault(c.prompt_id, []).append(c)
-    pairs = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs if w.correct is False]
-    out = {"pairs": len(pairs), "prompts": sum(any(c.correct for c in cs) and any(c.correct is False for c in cs)
-                                               for cs in by_prompt.values())}
+    pairs = right_wrong_pairs(pool)
+    out = {"pairs": len(pairs), "prompts": len({r.prompt_id for r, _ in pairs})}
     for name, score in scorers.items():
         scored = [(score(r), score(w)) for r, w in pairs]
         ok = [(a, b) for a, b in scored if a is not None and b is not None]
@@ -223,8 +214,6 @@ def paired_math_table(records: dict[str, list[dict]], baseline: str = "M0", n_bo
     """Held-out math per model (``{name: records}`` from :func:`rlrf_nb.rounds.evaluate_test_math`, same problems in
     the same order): final-answer and every-step-right accuracy with 95% bootstrap intervals, and each model's paired
     difference to ``baseline`` on the same problems. Returns a DataFrame, one row per model and measure."""
-    import pandas as pd
-
     rows = []
     base = records[baseline]
     for name, recs in records.items():
@@ -259,7 +248,6 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
     the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
     (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
     values and no compute."""
-    from rlrf_nb.config import ONLINE_VARIANTS
     from rlrf_nb.rounds import VARIANT_LABELS
 
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
@@ -300,8 +288,6 @@ def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("g
                                                                                "factscore")):
     """:func:`variant_comparison` as a readable table (M0, RLRF, then the variants): per policy, each metric's test
     value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
-    import pandas as pd
-
     from rlrf_nb.rounds import policy_rank
 
     rows = []

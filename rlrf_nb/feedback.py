@@ -7,10 +7,16 @@ never turned into a number.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
+import pandas as pd
+
 from rlrf_nb.rubrics import OVERALL, aspect_specs, aspects_for_tags
+from rlrf_nb.stats import rate
+from rlrf_nb.store import content_key
+from rlrf_nb.tasks.math import is_correct
 
 
 @dataclass(frozen=True)
@@ -188,19 +194,14 @@ def agreement(ratings: list[list[int | None]]) -> dict:
     if not units:
         return {"items": 0, "exact": float("nan"), "pairwise": float("nan"), "alpha": float("nan")}
     exact = sum(len(set(u)) == 1 for u in units) / len(units)
-    pairs = agree = 0
-    for u in units:
-        for i in range(len(u)):
-            for j in range(i + 1, len(u)):
-                pairs += 1
-                agree += u[i] == u[j]
+    agree = [a == b for u in units for a, b in itertools.combinations(u, 2)]
     # Krippendorff's alpha, interval: 1 - D_o / D_e over pairable values.
     n = sum(len(u) for u in units)
     d_o = sum(sum((a - b) ** 2 for a in u for b in u) / (len(u) - 1) for u in units) / n
     values = [v for u in units for v in u]
     d_e = sum((a - b) ** 2 for a in values for b in values) / (n * (n - 1))
     alpha = 1.0 - d_o / d_e if d_e > 0 else (1.0 if d_o == 0 else float("nan"))
-    return {"items": len(units), "exact": exact, "pairwise": agree / pairs, "alpha": alpha}
+    return {"items": len(units), "exact": exact, "pairwise": sum(agree) / len(agree), "alpha": alpha}
 
 
 def cohen_kappa(a: list[int], b: list[int], weights: str | None = None) -> float:
@@ -231,8 +232,6 @@ def cohen_kappa(a: list[int], b: list[int], weights: str | None = None) -> float
 def calibrate(judged: list[Feedback], reference: list[Feedback]):
     """An LLM judge against reference labels (e.g. the verifier) on the same responses, per aspect:
     parse rate, exact and within-1 agreement, mean signed difference, quadratic-weighted kappa."""
-    import pandas as pd
-
     if len(judged) != len(reference):
         raise ValueError(f"calibrate needs paired feedback, got {len(judged)} and {len(reference)}")
     rows = []
@@ -270,8 +269,6 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
     a crash loses at most the record in flight.
     """
-    from rlrf_nb.store import content_key
-
     chosen = {}
     for r in rows:
         ex = r["example"]
@@ -297,8 +294,6 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
 
 def feedback_frame(records: list[dict]):
     """One row per (record, aspect): the long table behind the notebook's plots, filters and parse table."""
-    import pandas as pd
-
     rows = []
     for rec in records:
         for a in rec["feedback"]["aspects"]:
@@ -313,8 +308,6 @@ def score_table(frame):
     """Count, mean, min and max score per task and aspect of :func:`feedback_frame`. Parse failures have no score
     and are not counted: an aspect whose judgements all failed shows count 0 and NaNs (pandas' ``describe()`` of an
     all-None column has no mean, and notebook 01 raised a KeyError there)."""
-    import pandas as pd
-
     if frame.empty:
         return pd.DataFrame(columns=["count", "mean", "min", "max"])
     scored = frame.assign(score=pd.to_numeric(frame["score"], errors="coerce"))
@@ -323,8 +316,6 @@ def score_table(frame):
 
 def parse_rate(feedbacks: list[Feedback], round_: int = 0):
     """:func:`parse_table` for Feedback objects (not yet stored as records)."""
-    import pandas as pd
-
     rows = [{"judge_id": f.judge_id, "round": round_, "aspect": a.aspect, "parse_ok": a.parse_ok, "error": a.error}
             for f in feedbacks for a in f.aspects]
     return parse_table(pd.DataFrame(rows, columns=["judge_id", "round", "aspect", "parse_ok", "error"]))
@@ -332,8 +323,6 @@ def parse_rate(feedbacks: list[Feedback], round_: int = 0):
 
 def parse_table(frame):
     """Parse rate per judge, aspect and round, with failure counts; the most common error per group."""
-    import pandas as pd
-
     cols = ["judge_id", "round", "aspect", "n", "parsed", "failures", "parse_rate", "top_error"]
     if frame.empty:
         return pd.DataFrame(columns=cols)
@@ -363,9 +352,6 @@ def feedback_summary(ver_records: list[dict], llm_records: list[dict], examples_
     rate. ``ver_records`` must come from the verifier (``reference_judge_id``), never from the LLM judge: it would agree
     with itself.
     """
-    from rlrf_nb.stats import rate
-    from rlrf_nb.tasks.math import is_correct
-
     pairs = [(Feedback.from_dict(r["feedback"]).score("logical_correctness") == 5,
               is_correct(r["response"], examples_by_id[r["example_id"]].answer))
              for r in ver_records if r["task"] == "math"]

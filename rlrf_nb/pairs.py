@@ -17,12 +17,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rlrf_nb.config import PAIR_POLICIES as POLICIES
-from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl
+from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl, write_jsonl
+from rlrf_nb.stats import rate
 from rlrf_nb.store import content_key
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,19 @@ class Candidate:
             raise ValueError(f"candidate {self.candidate_id}: kind must be 'sample' or 'refinement', got {self.kind!r}")
         if self.kind == "refinement" and not self.parent_id:
             raise ValueError(f"candidate {self.candidate_id}: a refinement needs parent_id")
+
+
+def group_by_prompt(candidates: Iterable[Candidate]) -> dict[str, list[Candidate]]:
+    """``candidates`` by prompt id, each list in the given order."""
+    out: dict[str, list[Candidate]] = {}
+    for c in candidates:
+        out.setdefault(c.prompt_id, []).append(c)
+    return out
+
+
+def right_wrong_pairs(pool: list[Candidate]) -> list[tuple[Candidate, Candidate]]:
+    """Every (right, wrong) pair of one prompt's candidates by final answer; ungraded candidates are left out."""
+    return [(r, w) for cs in group_by_prompt(pool).values() for r in cs if r.correct for w in cs if w.correct is False]
 
 
 def _value(c: Candidate, policy: str) -> float | None:
@@ -104,12 +119,8 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
-    by_prompt: dict[str, list[Candidate]] = {}
-    for c in pool:
-        if _value(c, policy) is not None:
-            by_prompt.setdefault(c.prompt_id, []).append(c)
     pairs = []
-    for cands in by_prompt.values():
+    for cands in group_by_prompt(c for c in pool if _value(c, policy) is not None).values():
         samples = [c for c in cands if c.kind == "sample"]
         refinements = [c for c in cands if c.kind == "refinement"]
         todo: list[tuple[Candidate, Candidate]] = []
@@ -169,10 +180,8 @@ def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candida
     """Append one decision on ``pair`` to the JSONL file ``path`` (one flushed write) and return it; ``candidate_id``
     defaults to the rejected candidate for swap and to the chosen one for edit (``text`` its new text).
     """
-    if action == "swap" and candidate_id is None:
-        candidate_id = pair["rejected_id"]
-    if action == "edit" and candidate_id is None:
-        candidate_id = pair["chosen_id"]
+    if candidate_id is None and action in ("swap", "edit"):
+        candidate_id = pair["rejected_id" if action == "swap" else "chosen_id"]
     if candidate_id is not None and candidate_id not in (pair["chosen_id"], pair["rejected_id"]):
         raise DecisionError(f"candidate_id {candidate_id!r} is not in pair {pair['pair_id']} "
                             f"({pair['chosen_id']}, {pair['rejected_id']})")
@@ -201,7 +210,6 @@ def load_decisions(path: str | os.PathLike) -> dict[str, list[dict]]:
     if not path.exists():
         return {}
     out: dict[str, list[dict]] = {}
-    lineno = 0
     try:
         for lineno, d in enumerate(read_jsonl(path), start=1):
             _check_decision(d, f"{path}: decision {lineno}")
@@ -213,12 +221,15 @@ def load_decisions(path: str | os.PathLike) -> dict[str, list[dict]]:
 
 def _swap(p: dict) -> dict:
     q = dict(p)
-    for a, b in (("chosen", "rejected"), ("chosen_id", "rejected_id"), ("chosen_kind", "rejected_kind"),
-                 ("chosen_reward", "rejected_reward"), ("chosen_scores", "rejected_scores"),
-                 ("chosen_correct", "rejected_correct")):
-        q[a], q[b] = p[b], p[a]
+    for field in ("", "_id", "_kind", "_reward", "_scores", "_correct"):
+        q["chosen" + field], q["rejected" + field] = p["rejected" + field], p["chosen" + field]
     q["margin"] = -p["margin"]
     return q
+
+
+def side_text(side) -> str:
+    """The response of a pair's side: the text itself, or a conversational side's assistant message."""
+    return side if isinstance(side, str) else next(m["content"] for m in side if m["role"] == "assistant")
 
 
 def _set_text(side, text: str):
@@ -248,8 +259,7 @@ def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list
                 q = _swap(q)
             elif d["action"] == "edit":
                 side = "chosen" if q["chosen_id"] == d["candidate_id"] else "rejected"
-                originals.setdefault(d["candidate_id"], q[side] if isinstance(q[side], str) else
-                                     next(m["content"] for m in q[side] if m["role"] == "assistant"))
+                originals.setdefault(d["candidate_id"], side_text(q[side]))
                 q[side] = _set_text(q[side], d["text"])
         if keep:
             out.append({**q, "review": [d["action"] for d in ds],
@@ -263,8 +273,6 @@ def apply_decisions(pairs: list[dict], decisions: dict[str, list[dict]]) -> list
 def save_pairs(store, pairs: list[dict], name: str = "pairs") -> Path:
     """Write ``pairs`` to ``<run_dir>/<name>.jsonl`` (atomically, replacing the last build; each row keyed by
     its content), since a build is a pure function of the pool, the policy and the decisions."""
-    from rlrf_nb.jsonl import write_jsonl
-
     path = store.path(f"{name}.jsonl")
     write_jsonl(path, ({**p, "key": content_key(p)} for p in pairs))
     return path
@@ -273,8 +281,6 @@ def save_pairs(store, pairs: list[dict], name: str = "pairs") -> Path:
 def save_pool(store, pool: list[Candidate], name: str = "pool") -> Path:
     """Write notebook 02's candidate pool to ``<run_dir>/<name>.jsonl`` (atomically, replacing the last search's),
     one :class:`Candidate` per line, for :func:`load_pool`."""
-    from rlrf_nb.jsonl import write_jsonl
-
     path = store.path(f"{name}.jsonl")
     write_jsonl(path, (dataclasses.asdict(c) for c in pool))
     return path
@@ -294,12 +300,8 @@ def wrong_above_right(pool: list[Candidate]) -> dict:
     pairs by final answer, how many the reward ranks wrong above right (``flipped``), and of those how many reached the
     right answer through a wrong step (``lucky``: the verifier's logical correctness below 5, which the reward penalises
     by design). Candidates without a grade or a reward are left out."""
-    by_prompt: dict[str, list[Candidate]] = {}
-    for c in pool:
-        if c.correct is not None and c.reward is not None:
-            by_prompt.setdefault(c.prompt_id, []).append(c)
-    flipped = [(r, w) for cs in by_prompt.values() for r in cs if r.correct for w in cs
-               if w.correct is False and w.reward > r.reward]
+    flipped = [(r, w) for r, w in right_wrong_pairs(pool)
+               if r.reward is not None and w.reward is not None and w.reward > r.reward]
     return {"flipped": len(flipped), "lucky": sum(r.scores.get("logical_correctness", 5) < 5 for r, _ in flipped)}
 
 
@@ -323,8 +325,6 @@ def to_dataset(pairs: list[dict], lineage: tuple[str, ...] = ("pair_id", "prompt
 
 def pair_lengths(pairs: list[dict]) -> dict:
     """Length bias: words in chosen minus rejected per pair, and the rate at which chosen is longer."""
-    from rlrf_nb.stats import rate
-
     def words(side) -> int:
         text = side if isinstance(side, str) else " ".join(m["content"] for m in side if m["role"] == "assistant")
         return len(text.split())

@@ -19,9 +19,10 @@ import time
 
 from rlrf_nb.feedback import judge_responses
 from rlrf_nb.generation import generate_to_store, sampling_processes
-from rlrf_nb.pairs import Candidate, build_pairs
+from rlrf_nb.pairs import Candidate, build_pairs, group_by_prompt
 from rlrf_nb.prompts import AspectNote, refinement_prompt
 from rlrf_nb.rubrics import OVERALL
+from rlrf_nb.stats import rate
 from rlrf_nb.tasks import math
 
 log = logging.getLogger(__name__)
@@ -172,18 +173,13 @@ def search_stats(pool: list[Candidate]) -> dict:
     """Refinement success (refinements that beat their parent's reward), how often the best candidate of a
     prompt is a refinement, and, on verifiable tasks, how often a refinement of a wrong draft is right. Each
     rate is a ``stats.rate`` dict with its 95% interval; parse failures (reward None) are counted, not scored."""
-    from rlrf_nb.stats import rate
-
     by_id = {c.candidate_id: c for c in pool}
     refs = [c for c in pool if c.kind == "refinement" and c.reward is not None
             and by_id[c.parent_id].reward is not None]
     beat = sum(c.reward > by_id[c.parent_id].reward for c in refs)
     worse = sum(c.reward < by_id[c.parent_id].reward for c in refs)
     gain = [c.reward - by_id[c.parent_id].reward for c in refs]
-    prompts: dict[str, list[Candidate]] = {}
-    for c in pool:
-        if c.reward is not None:
-            prompts.setdefault(c.prompt_id, []).append(c)
+    prompts = group_by_prompt(c for c in pool if c.reward is not None)
     refined_prompts = {c.prompt_id for c in pool if c.kind == "refinement"}
     best_is_ref = sum(max(cs, key=lambda c: (c.correct is True, c.reward)).kind == "refinement"
                       for cs in prompts.values())
@@ -202,11 +198,8 @@ def search_stats(pool: list[Candidate]) -> dict:
 
 def sample_rewards(pool: list[Candidate]) -> dict[str, list]:
     """The rewards of each prompt's samples (what the priorities rank prompts by), in pool order."""
-    out: dict[str, list] = {}
-    for c in pool:
-        if c.kind == "sample":
-            out.setdefault(c.prompt_id, []).append(c.reward)
-    return out
+    samples = group_by_prompt(c for c in pool if c.kind == "sample")
+    return {pid: [c.reward for c in cs] for pid, cs in samples.items()}
 
 
 def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs_worst",
@@ -216,9 +209,7 @@ def budget_curve(pool: list[Candidate], order: list[str], policy: str = "best_vs
     prompts the search never refined cost nothing. A counterfactual over the refinements actually generated, so every
     order is compared on the same data. Rows: ``budget``, ``prompts_refined``, ``pairs``, ``right_over_wrong``.
     """
-    by_prompt: dict[str, list[Candidate]] = {}
-    for c in pool:
-        by_prompt.setdefault(c.prompt_id, []).append(c)
+    by_prompt = group_by_prompt(pool)
     if set(order) != set(by_prompt):
         raise ValueError(f"order must list each of the pool's {len(by_prompt)} prompts once, got {len(order)}")
 

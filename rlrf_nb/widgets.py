@@ -5,18 +5,21 @@ papermill runs, where widgets do not render. Widgets show records and never chan
 from __future__ import annotations
 
 import difflib
-import html
 import re
+from html import escape as esc
 
+import ipywidgets as w
 import pandas as pd
+from IPython.display import display
+
+from rlrf_nb.pairs import apply_decisions, load_decisions, record_decision, side_text
 
 
 def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
                   failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
     """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect or judge if
     None), or with ``failures_only`` those with a parse failure on it (no score, so the range does not apply), in order
-    of first appearance. Each judge's
-    judgement is its own key, so one judge's card never stands in for another's."""
+    of first appearance. Each judge's judgement is its own key, so one judge's card never stands in for another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
     if judge is not None:
         f = f[f["judge_id"] == judge]
@@ -37,7 +40,6 @@ def filter_feedback(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1,
 
 def feedback_html(rec: dict) -> str:
     """One judged response as HTML: prompt, response, and a row per aspect (score, critique or parse error)."""
-    esc = html.escape
     rows = []
     for a in rec["feedback"]["aspects"]:
         score = f"{a['score']}/{a['max_score']}" if a["parse_ok"] else "<b style='color:#b00'>parse failure</b>"
@@ -73,8 +75,6 @@ class _Pager:
     empty = "nothing matches"
 
     def _pager(self):
-        import ipywidgets as w
-
         self.prev, self.next = w.Button(description="◀ prev"), w.Button(description="next ▶")
         self.status, self.view = w.Label(), w.HTML()
         self.prev.on_click(lambda _: self._move(-1))
@@ -95,11 +95,10 @@ class _Pager:
         self.view.value = self._html(self.idx[self.pos])
 
     def _ipython_display_(self):
-        from IPython.display import display
-
         display(self.widget)
 
 
+_BOX = "white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%"  # a side-by-side cell
 ANY = "any"  # the dropdowns' "no filter" value (a None value would show as a blank dropdown)
 
 
@@ -110,8 +109,6 @@ class FeedbackBrowser(_Pager):
     empty = "no response matches"
 
     def __init__(self, records: list[dict], frame: pd.DataFrame):
-        import ipywidgets as w
-
         self.records = {(r["judge_id"], r["response_id"]): r for r in records}
         self.frame = frame
         judges = list(dict.fromkeys(frame["judge_id"]))
@@ -131,9 +128,9 @@ class FeedbackBrowser(_Pager):
     def _refilter(self):
         lo, hi = self.scores.value
         self.scores.disabled = self.failures.value  # a parse failure has no score: the range does not apply
-        self.keys = feedback_keys(self.frame, None if self.aspect.value == ANY else self.aspect.value, lo, hi,
-                                  self.failures.value, None if self.judge.value == ANY else self.judge.value)
-        self.idx, self.pos = self.keys, 0
+        self.idx = feedback_keys(self.frame, None if self.aspect.value == ANY else self.aspect.value, lo, hi,
+                                 self.failures.value, None if self.judge.value == ANY else self.judge.value)
+        self.pos = 0
         self._show()
 
     @property
@@ -177,7 +174,7 @@ def word_diff_html(a: str, b: str) -> str:
     """:func:`word_diff` as HTML: deletions struck through in red, insertions underlined in green."""
     style = {"equal": "{}", "delete": "<del style='background:#fdd'>{}</del>",
              "insert": "<ins style='background:#dfd'>{}</ins>"}
-    return "".join(style[op].format(html.escape(t)) for op, t in word_diff(a, b))
+    return "".join(style[op].format(esc(t)) for op, t in word_diff(a, b))
 
 
 def refinement_rows(records: list[dict], pool: list) -> list[dict]:
@@ -235,21 +232,19 @@ def _fmt(x) -> str:
 
 def reflection_html(row: dict) -> str:
     """A refinement next to its draft: the question, the word diff, score deltas and the driving critiques."""
-    esc = html.escape
     score_rows = []
     for aspect, (b, a) in row["scores"].items():
         d = "" if a is None or b is None else f"{a - b:+d}"
         color = "#070" if d.startswith("+") and d != "+0" else "#b00" if d.startswith("-") else "#555"
         score_rows.append(f"<tr><td>{esc(aspect)}</td><td>{b}</td><td>{a}</td>"
                           f"<td style='color:{color}'><b>{d}</b></td><td>{esc(row['critiques'][aspect])}</td></tr>")
-    box = "white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%"
     return (f"<div><b>{esc(row['refinement_id'])}</b> refines <b>{esc(row['parent_id'])}</b> (round {row['round']})"
             f" · reward {_fmt(row['parent_reward'])} → {_fmt(row['reward'])}"
             f" · answer right: {row['parent_correct']} → {row['correct']}"
             f"<pre style='white-space:pre-wrap'>{esc(row['question'])}</pre>"
             f"<table style='width:100%'><tr><th>draft</th><th>refinement (word diff)</th></tr>"
-            f"<tr><td style='{box}'>{esc(row['draft'])}</td>"
-            f"<td style='{box}'>{word_diff_html(row['draft'], row['refinement'])}</td></tr></table>"
+            f"<tr><td style='{_BOX}'>{esc(row['draft'])}</td>"
+            f"<td style='{_BOX}'>{word_diff_html(row['draft'], row['refinement'])}</td></tr></table>"
             f"<table><tr><th>aspect</th><th>before</th><th>after</th><th>Δ</th><th>critique of the draft</th></tr>"
             f"{''.join(score_rows)}</table></div>")
 
@@ -271,8 +266,6 @@ class ReflectionViewer(_Pager):
     """Page through refinements next to their drafts, filtered by outcome (improved, unchanged, worse)."""
 
     def __init__(self, rows: list[dict]):
-        import ipywidgets as w
-
         self.rows = rows
         self.outcome = w.ToggleButtons(options=["all", "improved", "unchanged", "worse"], description="reward")
         self._pager()
@@ -293,16 +286,10 @@ class ReflectionViewer(_Pager):
 # ---------------------------------------------------------------------------------------------
 
 
-def _text(side) -> str:
-    return side if isinstance(side, str) else next(m["content"] for m in side if m["role"] == "assistant")
-
-
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
     """``(pair after swaps and edits, status)``: ``"not reviewed"``, ``"accepted"``, ``"rejected"`` (the last verdict
     wins, as in :func:`rlrf_nb.pairs.apply_decisions`) or ``"changed"`` (swapped or edited, neither accepted nor
     rejected). A rejected pair is returned too, so a reviewer can still see it and accept it again."""
-    from rlrf_nb.pairs import apply_decisions
-
     ds = decisions or []
     edits = [d for d in ds if d["action"] in ("swap", "edit")]
     after = apply_decisions([pair], {pair["pair_id"]: edits} if edits else {})[0]
@@ -337,16 +324,14 @@ _STATUS_STYLE = {"not reviewed": "#555", "accepted": "#070", "rejected": "#b00",
 def pair_html(pair: dict, decisions: list[dict] | None = None) -> str:
     """A preference pair as its review decisions leave it (:func:`review_state`): its status, the prompt, chosen and
     rejected side by side with their rewards and aspect scores, and the decisions recorded for it."""
-    esc = html.escape
     pair, status = review_state(pair, decisions)
     prompt = pair["prompt"] if isinstance(pair["prompt"], str) else pair["prompt"][-1]["content"]
 
     def side(name):
         scores = ", ".join(f"{k} {v}" for k, v in (pair[f"{name}_scores"] or {}).items())
-        return (f"<td style='white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%'>"
-                f"<b>{name}</b> {esc(pair[f'{name}_id'])} ({pair[f'{name}_kind']}) · reward "
+        return (f"<td style='{_BOX}'><b>{name}</b> {esc(pair[f'{name}_id'])} ({pair[f'{name}_kind']}) · reward "
                 f"{_fmt(pair[f'{name}_reward'])} · right: {pair[f'{name}_correct']}<br><i>{esc(scores)}</i>"
-                f"<hr>{esc(_text(pair[name]))}</td>")
+                f"<hr>{esc(side_text(pair[name]))}</td>")
 
     done = "".join(f"<li>{esc(d['action'])} {esc(d.get('candidate_id', ''))} {esc(d.get('note', ''))}"
                    f"{' · by ' + esc(d['reviewer']) if d.get('reviewer') else ''}</li>" for d in decisions or [])
@@ -362,8 +347,8 @@ def static_pair_table(pairs: list[dict], n: int = 10) -> pd.DataFrame:
     return pd.DataFrame([{"pair_id": p["pair_id"], "policy": p["pair_policy"], "chosen": p["chosen_id"],
                           "rejected": p["rejected_id"], "margin": p["margin"],
                           "right over wrong": p["chosen_correct"] is True and p["rejected_correct"] is False,
-                          "review": ",".join(p.get("review", [])), "chosen text": _text(p["chosen"])[:60],
-                          "rejected text": _text(p["rejected"])[:60]} for p in pairs[:n]])
+                          "review": ",".join(p.get("review", [])), "chosen text": side_text(p["chosen"])[:60],
+                          "rejected text": side_text(p["rejected"])[:60]} for p in pairs[:n]])
 
 
 class PairReviewer(_Pager):
@@ -374,10 +359,6 @@ class PairReviewer(_Pager):
     next unreviewed pair; each decision records the ``reviewer`` box's name, and none is recorded while it is empty."""
 
     def __init__(self, pairs: list[dict], decisions_path, reviewer: str = ""):
-        import ipywidgets as w
-
-        from rlrf_nb.pairs import load_decisions
-
         self.pairs, self.path = pairs, decisions_path
         self.decisions = load_decisions(decisions_path)
         self._pager()
@@ -415,8 +396,6 @@ class PairReviewer(_Pager):
         """Record ``action`` on the current pair (edit: ``text`` replaces the side chosen in the dropdown) and return
         the decision; None (with a message) when nothing was recorded: no reviewer name, or a swap that would make
         a wrong final answer chosen, until it is asked for a second time."""
-        from rlrf_nb.pairs import record_decision
-
         who = self.reviewer.value.strip()
         if not who:
             self.message.value = "<b style='color:#b00'>Enter your name in <i>reviewer</i> first: every decision " \
@@ -426,14 +405,14 @@ class PairReviewer(_Pager):
         warning = swap_warning(p) if action == "swap" else None
         if warning and self._armed != p["pair_id"]:
             self._armed = p["pair_id"]
-            self.message.value = f"<b style='color:#b00'>⚠ {html.escape(warning)}</b>"
+            self.message.value = f"<b style='color:#b00'>⚠ {esc(warning)}</b>"
             return None
         if warning:
             note = (note + "; " if note else "") + "swap over a right answer, confirmed after a warning"
         cid = p[f"{self.side.value}_id"] if action == "edit" else None
         d = record_decision(self.path, p, action, candidate_id=cid, text=text, note=note, reviewer=who)
         self.decisions.setdefault(p["pair_id"], []).append(d)
-        self.message.value = f"recorded: {action} on {html.escape(p['pair_id'])}"
+        self.message.value = f"recorded: {action} on {esc(p['pair_id'])}"
         self._show()
         return d
 
@@ -449,7 +428,7 @@ class PairReviewer(_Pager):
 
     def _load_text(self):
         if self.idx:
-            self.text.value = _text(self.current[self.side.value])
+            self.text.value = side_text(self.current[self.side.value])
 
     def _show(self):
         if self.idx and self._armed != self.pairs[self.idx[self.pos]]["pair_id"]:
@@ -485,20 +464,16 @@ def disagreements(a_name: str, a_recs: list[dict], b_name: str, b_recs: list[dic
 
 
 def case_html(case: dict, names: tuple[str, str]) -> str:
-    esc = html.escape
-    box = "white-space:pre-wrap;border:1px solid #ddd;padding:4px;vertical-align:top;width:50%"
     return (f"<div><b>{esc(str(case['id']))}</b> · gold {esc(str(case.get('gold')))}"
             f"<pre style='white-space:pre-wrap'>{esc(case['prompt'])}</pre><table style='width:100%'><tr>"
             + "".join(f"<th>{esc(n)}</th>" for n in names) + "</tr><tr>"
-            + "".join(f"<td style='{box}'>{esc(case[n])}</td>" for n in names) + "</tr></table></div>")
+            + "".join(f"<td style='{_BOX}'>{esc(case[n])}</td>" for n in names) + "</tr></table></div>")
 
 
 class CaseBrowser(_Pager):
     """Page through the items where two models disagree (``disagreements``), one direction at a time."""
 
     def __init__(self, cases: dict[str, list], names: tuple[str, str]):
-        import ipywidgets as w
-
         self.cases, self.names = cases, names
         self.which = w.ToggleButtons(options=[f"{k} ({len(v)})" for k, v in cases.items()])
         self._pager()
