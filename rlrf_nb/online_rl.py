@@ -12,12 +12,20 @@ No loss or advantage is written here: TRL does the training.
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import json
 import logging
 import time
 
 from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.feedback import scalar_reward, select_aspects
+from rlrf_nb.generation import generate_ids, render_prompts
+from rlrf_nb.models import load_policy, model_fingerprint
 from rlrf_nb.prompts import chat
+from rlrf_nb.reflection import notes_from_feedback
+from rlrf_nb.store import content_key, is_complete
+from rlrf_nb.training import fit, lora_config, quiet_trainer, release_memory, save_checkpoint, trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +112,7 @@ def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
     loss treats the off-policy refinements as sampled (no importance correction): the variant's assumption. Drafts are
     judged through ``reward.feedback`` (to critique them), and their reward reuses that judgement; members carry a
     ``kind`` column (draft / refinement)."""
-    from rlrf_nb.generation import generate_ids, render_prompts
     from rlrf_nb.prompts import refinement_prompt
-    from rlrf_nb.reflection import notes_from_feedback
 
     by_prompt = {ex.prompt: ex for ex in reward.examples.values()}
     gen = {"max_new_tokens": cfg.max_completion_length, "do_sample": True, "temperature": cfg.temperature}
@@ -149,22 +155,14 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     with the precision of ``place`` (fp32 on CPU via ``use_cpu``: TRL's bf16 default fails there). ``kl_coef`` is TRL's
     ``beta`` (None: TRL's default for ``method``); ``vllm`` turns on TRL's colocated vLLM sampling on a GPU (an error
     elsewhere)."""
-    from rlrf_nb.training import device_precision, gradient_checkpointing
-
     if method not in ONLINE_METHODS:
         raise ValueError(f"online RL method must be one of {ONLINE_METHODS}, got {method!r}")
-    args = {"output_dir": str(out_dir), **device_precision(place), "report_to": "none",
-            "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
-            "num_generations": cfg.num_generations, "max_completion_length": cfg.max_completion_length,
-            "temperature": cfg.temperature, "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs,
-            "max_steps": cfg.max_steps, "lr_scheduler_type": "constant", "logging_steps": cfg.logging_steps,
-            "save_strategy": "no", "seed": seed, "disable_tqdm": True,
-            "activation_checkpointing": gradient_checkpointing(cfg, place)}
+    args = {**trainer_args(cfg, out_dir, place, seed), "num_generations": cfg.num_generations,
+            "max_completion_length": cfg.max_completion_length, "temperature": cfg.temperature,
+            "max_steps": cfg.max_steps, "lr_scheduler_type": "constant"}
     if cfg.kl_coef is not None:
         args["beta"] = cfg.kl_coef
     if cfg.vllm and method != "grpo_reflect":  # the reflective rollout samples with the kit's generate_ids
-        import importlib.util
-
         device, has_vllm = str(place.device if place is not None else "cpu"), importlib.util.find_spec("vllm")
         if not device.startswith("cuda") or has_vllm is None:
             raise ValueError(f"online_rl.vllm: TRL's vLLM generation needs a CUDA device and the vllm package; this "
@@ -190,12 +188,10 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     the reference from the model's own path (``config._name_or_path``: the checkpoint it was loaded from), or with
     ``cfg.lora`` disables the adapter.
 
-    Returns ``{"model", "history", "seconds", "steps", "method", "reward"}``: the trained model (a LoRA adapter merged),
-    TRL's log history, wall time (s), optimiser steps and :meth:`JudgeReward.stats` (judge calls, parse failures,
-    generated tokens)."""
+    Returns :func:`rlrf_nb.training.fit`'s dict (the trained model, a LoRA adapter merged; TRL's log history; wall time;
+    optimiser steps; no evaluation) with ``method`` and ``reward``: :meth:`JudgeReward.stats` (judge calls, parse
+    failures, generated tokens)."""
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
-
-    from rlrf_nb.training import lora_config, quiet_trainer
 
     if not examples:
         raise ValueError(f"{method}: no prompts to train on")
@@ -207,16 +203,12 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
                           processing_class=tokenizer, peft_config=lora_config(cfg) if cfg.lora else None, **extra)
     quiet_trainer(trainer)
-    trainer.train()
-    seconds = time.monotonic() - t0
-    trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
-    trained.eval()
+    out = fit(trainer, cfg.lora, t0)
     stats = reward.stats()
-    log.info(f"{method}: {trainer.state.global_step} steps in {seconds:.0f} s, {stats['completions']} completions "
+    log.info(f"{method}: {out['steps']} steps in {out['seconds']:.0f} s, {stats['completions']} completions "
              f"rewarded ({stats['judged']} judge calls, {stats['parse_failures']} parse failures: no reward), "
              f"{stats['generated_tokens']} tokens generated")
-    return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
-            "steps": trainer.state.global_step, "method": method, "reward": stats}
+    return {**out, "method": method, "reward": stats}
 
 
 def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, out_dir, *, seed: int,
@@ -225,8 +217,6 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
     ``feedback.weights``. Returns ``{"model", "tokenizer", "info"}``; ``info`` is what the checkpoint records: method,
     start, reference, prompts, steps, wall time, generated tokens, judge calls, parse failures (the first with raw
     text) and TRL's log history."""
-    from rlrf_nb.models import load_policy
-
     cfg = recipe.online_rl
     model, tok = load_policy(start_path, place=place, train=True)
     out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
@@ -245,8 +235,6 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
 
 def _trl_default_beta(method: str) -> float:
     """TRL's own default KL coefficient of ``method`` (read from its config class, not copied)."""
-    import dataclasses
-
     from trl import GRPOConfig, RLOOConfig
 
     cls = RLOOConfig if method == "rloo" else GRPOConfig
@@ -258,13 +246,6 @@ def train_online_cached(store, name: str, start_path, examples: list, judge, rub
     """:func:`run_online` into ``<run>/checkpoints/<name>-<key>`` (the key hashes start weights, method, section,
     prompts, judge, rubrics, weights and seed): a rerun loads the finished checkpoint, like
     :func:`rlrf_nb.training.train_cached`. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
-    import dataclasses
-    import json
-
-    from rlrf_nb.models import load_policy, model_fingerprint
-    from rlrf_nb.store import content_key, is_complete
-    from rlrf_nb.training import release_memory, save_checkpoint
-
     spec = {"start": model_fingerprint(start_path), "method": method, "cfg": dataclasses.asdict(recipe.online_rl),
             "prompts": [[ex.id, ex.prompt] for ex in examples], "judge": judge.id, "rubrics": rubrics.version,
             "weights": recipe.feedback.weights, "seed": seed}

@@ -15,6 +15,7 @@ being evaluated.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,13 +25,15 @@ from tqdm.auto import tqdm
 
 from rlrf_nb import task_data
 from rlrf_nb.config import ONLINE_VARIANTS, EvalConfig
-from rlrf_nb.generation import load_searcher, release_vllm
+from rlrf_nb.generation import generate, load_searcher, release_vllm
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy, model_fingerprint, placement
 from rlrf_nb.online_rl import run_online, train_online_cached
 from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
+from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import reflection_search, search_stats
-from rlrf_nb.store import COMPLETE_MARKER, is_complete
+from rlrf_nb.store import is_complete
+from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
 from rlrf_nb.training import (
     dpo_diagnostics,
@@ -110,8 +113,6 @@ def variant_setup(recipe, variant: str) -> tuple[str, object, object]:
     ``no_reflection`` (samples only, no refinement: later rounds cost only the samples), ``scalar`` (one overall score),
     ``rs_sft`` (SFT on the best candidates). The online variants search nothing and have no setup here; any other name
     is a ``ValueError``."""
-    import dataclasses
-
     policy, dcfg, refl = recipe.pairs.policy, recipe.dpo, recipe.reflection
     if variant == "no_reflection":
         return "no_reflection", dcfg, dataclasses.replace(refl, max_rounds=0)
@@ -276,7 +277,6 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "history": out["history"], "probe": out.get("eval"),
             "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
-    assert (checkpoint_path(store, t, variant) / COMPLETE_MARKER).exists()
     del model, ref_model, out
     release_memory()
     return info
@@ -291,8 +291,7 @@ def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dic
     start = paths[t - 1] if recipe.rounds.start_from == "previous" else paths[0]
     examples = round_prompts(recipe, world, t)
     log.info(f"{label}round {t}: {variant} from {Path(start).name} on {len(examples)} fresh prompts")
-    tmp = f"{variant}-r{t}"
-    out = run_online(start, examples, judge, rubrics, recipe, variant, store.path("trainer_tmp", tmp),
+    out = run_online(start, examples, judge, rubrics, recipe, variant, store.path("trainer_tmp", f"{variant}-r{t}"),
                      seed=recipe.run.seed + t, place=placement(recipe.run))
     info = {"round": t, "variant": variant, **out["info"], "carry_over": False, "pairs": 0, "pairs_this_round": 0,
             "search_seconds": 0.0, "round_seconds": round(time.monotonic() - t0, 1)}
@@ -305,10 +304,6 @@ def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dic
 def before_after(policies: dict, examples: list, max_new_tokens: int = 160) -> list[dict]:
     """Greedy responses of each policy (``{name: (model, tokenizer)}``) to the same prompts, with final-answer
     correctness on math: the notebook's before/after view."""
-    from rlrf_nb.generation import generate
-    from rlrf_nb.prompts import chat
-    from rlrf_nb.tasks import math
-
     rows = [{"id": ex.id, "prompt": ex.prompt, "gold": ex.answer} for ex in examples]
     for name, (model, tok) in policies.items():
         outs = generate(model, tok, [chat(ex.prompt) for ex in examples], max_new_tokens=max_new_tokens,

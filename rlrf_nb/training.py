@@ -15,13 +15,20 @@ No loss or training loop is written here: TRL does the training.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
+import gc
+import json
 import logging
 import time
 from pathlib import Path
 
 import torch
 
+from rlrf_nb import models
+from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
 from rlrf_nb.preflight import preflight
+from rlrf_nb.store import content_key, is_complete, mark_complete
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +47,7 @@ def device_precision(place=None) -> dict:
     """Trainer precision arguments of ``place`` (a :class:`rlrf_nb.models.Placement`; default: this machine's
     automatic choice, :func:`rlrf_nb.models.placement`): bf16 on a GPU that supports it, fp16 on an older GPU, fp32
     on CPU (``use_cpu``; TRL's bf16 default fails on CPU, and bf16 there is ~6x slower)."""
-    from rlrf_nb.models import placement
-
-    return (place or placement()).trainer_args()
+    return (place or models.placement()).trainer_args()
 
 
 def lora_config(cfg):
@@ -53,13 +58,31 @@ def lora_config(cfg):
                       target_modules="all-linear", task_type="CAUSAL_LM")
 
 
-def _common_args(cfg, out_dir, place=None) -> dict:
+def fit(trainer, lora: bool, t0: float, evaluate: bool = False) -> dict:
+    """Train ``trainer`` (evaluated before and after when ``evaluate``): the trained model (a LoRA adapter merged),
+    TRL's log history, the seconds since ``t0``, the optimiser steps and ``eval`` (``{"before", "after"}``)."""
+    before = trainer.evaluate() if evaluate else None
+    trainer.train()
+    after = trainer.evaluate() if evaluate else None
+    seconds = time.monotonic() - t0
+    trained = trainer.model.merge_and_unload() if lora else trainer.model
+    trained.eval()
+    return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
+            "steps": trainer.state.global_step, "eval": {"before": before, "after": after}}
+
+
+def trainer_args(cfg, out_dir, place=None, seed: int | None = None) -> dict:
+    """Trainer arguments every stage shares (a ``dpo`` or ``online_rl`` section; ``seed`` default: the section's)."""
     return {"output_dir": str(out_dir), **device_precision(place), "report_to": "none",
             "per_device_train_batch_size": cfg.batch_size, "gradient_accumulation_steps": cfg.grad_accum,
-            "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "lr_scheduler_type": "linear",
-            "warmup_steps": cfg.warmup_ratio, "logging_steps": cfg.logging_steps, "save_strategy": "no",
-            "seed": cfg.seed, "max_length": cfg.max_length, "disable_tqdm": True,
+            "learning_rate": cfg.learning_rate, "num_train_epochs": cfg.epochs, "logging_steps": cfg.logging_steps,
+            "save_strategy": "no", "seed": cfg.seed if seed is None else seed, "disable_tqdm": True,
             "activation_checkpointing": gradient_checkpointing(cfg, place)}
+
+
+def _common_args(cfg, out_dir, place=None) -> dict:
+    return {**trainer_args(cfg, out_dir, place), "lr_scheduler_type": "linear", "warmup_steps": cfg.warmup_ratio,
+            "max_length": cfg.max_length}
 
 
 def gradient_checkpointing(cfg, place=None) -> bool:
@@ -74,15 +97,12 @@ def ref_logps_key(ref_fingerprint: str, row: dict, max_length: int | None, trunc
                   precision: str) -> str:
     """The store key of one pair's reference log-probs: the reference weights, the pair's token ids (so the
     tokenizer and chat template), the truncation that TRL's collator applies, and the precision."""
-    from rlrf_nb.store import content_key
-
     return content_key({"ref": ref_fingerprint, "prompt_ids": list(row["prompt_ids"]),
                         "chosen_ids": list(row["chosen_ids"]), "rejected_ids": list(row["rejected_ids"]),
                         "max_length": max_length, "truncation": truncation_mode, "precision": precision})
 
 
 REF_LOGPS_ARTIFACT = "ref_logps"
-_TRAINER_CLASS = None
 
 
 def _pair_lengths(ds) -> list[int]:
@@ -116,6 +136,7 @@ class LengthBatchSampler(torch.utils.data.Sampler):
             yield from batches[b]
 
 
+@functools.cache
 def cached_dpo_trainer_class():
     """``DPOTrainer`` (built once, cached) whose ``_precompute_ref_logps`` (run with ``precompute_ref_log_probs=True``)
     reads reference log-probs from :data:`REF_LOGPS_ARTIFACT` and computes only the missing ones; the reference is
@@ -123,9 +144,6 @@ def cached_dpo_trainer_class():
     PEFT, the adapter disabled). Its ``_get_train_sampler`` is a :class:`LengthBatchSampler` when ``group_by_length`` is
     set (transformers' own cannot find lengths in a preference dataset).
     """
-    global _TRAINER_CLASS
-    if _TRAINER_CLASS is not None:
-        return _TRAINER_CLASS
     from trl import DPOTrainer
     from trl.trainer.utils import add_fused_lm_head
 
@@ -187,8 +205,7 @@ def cached_dpo_trainer_class():
                 return super()._get_train_sampler(train_dataset)
             return LengthBatchSampler(_pair_lengths(ds), self.args.train_batch_size, seed=self.args.seed)
 
-    _TRAINER_CLASS = CachedRefDPOTrainer
-    return _TRAINER_CLASS
+    return CachedRefDPOTrainer
 
 
 def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
@@ -198,8 +215,6 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     trained; with a ``ref_store`` its datasets already hold the reference log-probs. ``eval_pairs`` default to
     the probe (the first 64 pairs)."""
     from trl import DPOConfig
-
-    from rlrf_nb.pairs import to_dataset
 
     cached = ref_store is not None and ref_fingerprint is not None
     precompute = bool(cfg.precompute_ref or cached)
@@ -224,11 +239,9 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     return trainer
 
 
-def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=None,
-              eval_pairs: list[dict] | None = None, ref_store=None, ref_fingerprint: str | None = None,
-              ref_loader=None, place=None) -> dict:
+def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, **trainer_kw) -> dict:
     """DPO on ``pairs`` (TRL conversational format) with a ``DPOStageConfig``; returns the trained model, TRL's log
-    history, the pre-flight report and the wall time.
+    history, the pre-flight report and the wall time. ``trainer_kw`` are :func:`build_dpo_trainer`'s.
 
     The reference is ``ref_model``, else ``model`` as it is now: with ``dpo.precompute_ref`` or a ``ref_store`` its
     log-probs are computed once and no copy is kept, otherwise a frozen copy runs beside the policy; with ``dpo.lora``
@@ -243,17 +256,8 @@ def train_dpo(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_model=No
         raise ValueError("DPO has no pairs to train on (every candidate tied, failed to parse, or was rejected)")
     report = preflight(pairs, tokenizer, cfg.max_length)
     t0 = time.monotonic()
-    trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, out_dir, ref_model=ref_model, eval_pairs=eval_pairs,
-                                ref_store=ref_store, ref_fingerprint=ref_fingerprint, ref_loader=ref_loader,
-                                place=place)
-    before = trainer.evaluate()
-    trainer.train()
-    after = trainer.evaluate()
-    seconds = time.monotonic() - t0
-    trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
-    trained.eval()
-    return {"model": trained, "history": trainer.state.log_history, "preflight": report, "seconds": seconds,
-            "steps": trainer.state.global_step, "method": "dpo", "eval": {"before": before, "after": after},
+    trainer = build_dpo_trainer(model, tokenizer, pairs, cfg, out_dir, **trainer_kw)
+    return {**fit(trainer, cfg.lora, t0, evaluate=True), "preflight": report, "method": "dpo",
             "probe_pairs": trainer.probe_pairs,
             "ref_cache": trainer.ref_cache_stats if trainer._ref_store is not None else None}
 
@@ -293,24 +297,15 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
                          eval_dataset=ds(eval_rows) if eval_rows else None,
                          peft_config=lora_config(cfg) if cfg.lora else None)
     quiet_trainer(trainer)
-    before = trainer.evaluate() if eval_rows else None
-    trainer.train()
-    after = trainer.evaluate() if eval_rows else None
-    seconds = time.monotonic() - t0
-    trained = trainer.model.merge_and_unload() if cfg.lora else trainer.model
-    trained.eval()
-    return {"model": trained, "history": trainer.state.log_history, "seconds": seconds,
-            "steps": trainer.state.global_step, "method": "rs_sft", "eval": {"before": before, "after": after}}
+    return {**fit(trainer, cfg.lora, t0, evaluate=bool(eval_rows)), "method": "rs_sft"}
 
 
-def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *, ref_model=None, ref_store=None,
-                ref_fingerprint: str | None = None, ref_loader=None, place=None) -> dict:
-    """``dpo.method``: DPO on ``pairs`` (reference log-probs from ``ref_store`` when given, see :func:`train_dpo`),
-    or RS-SFT on the best candidates of ``pool``; precision from ``place`` (:func:`rlrf_nb.models.placement`)."""
+def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *, place=None, **dpo_kw) -> dict:
+    """``dpo.method``: DPO on ``pairs`` (``dpo_kw``: :func:`train_dpo`'s reference arguments), or RS-SFT on the best
+    candidates of ``pool``; precision from ``place`` (:func:`rlrf_nb.models.placement`)."""
     if cfg.method == "rs_sft":
         return train_rs_sft(model, tokenizer, rs_sft_rows(pool), cfg, out_dir, place=place)
-    return train_dpo(model, tokenizer, pairs, cfg, out_dir, ref_model=ref_model, ref_store=ref_store,
-                     ref_fingerprint=ref_fingerprint, ref_loader=ref_loader, place=place)
+    return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
 
 
 def metric_rows(history: list[dict]) -> list[dict]:
@@ -372,10 +367,7 @@ def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
 
 def save_checkpoint(model, tokenizer, path: str | Path, info: dict) -> Path:
     """``save_pretrained`` the policy, then mark the directory complete (a rerun skips it)."""
-    from rlrf_nb.models import save_policy
-    from rlrf_nb.store import mark_complete
-
-    save_policy(model, tokenizer, path, {k: v for k, v in info.items() if k != "model"})
+    models.save_policy(model, tokenizer, path, {k: v for k, v in info.items() if k != "model"})
     mark_complete(path, {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, type(None)))})
     return Path(path)
 
@@ -387,8 +379,6 @@ PERF_ONLY_FIELDS = ("cache_ref", "gradient_checkpointing")
 def stage_config_key(cfg) -> dict:
     """The stage config as it enters a checkpoint key: without :data:`PERF_ONLY_FIELDS`, and without
     ``group_by_length`` when it is off (the behaviour before it existed), so older checkpoints keep their keys."""
-    import dataclasses
-
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PERF_ONLY_FIELDS}
     if not out.get("group_by_length", True):
         out.pop("group_by_length")
@@ -398,8 +388,6 @@ def stage_config_key(cfg) -> dict:
 def release_memory() -> None:
     """Give a finished trainer's GPU memory back (the model, its optimizer state and activations) before the next
     stage loads a model or wakes the vLLM engine."""
-    import gc
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -419,15 +407,10 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     (:func:`rlrf_nb.models.placement`; default CPU fp32), which also sets the trainer's. With no training data
     (:func:`has_training_data`, e.g. the judge never parsed) the start policy comes back untrained, ``info["method"]``
     saying why and ``trained`` False. Returns ``{"path", "model", "tokenizer", "info", "cached", "trained"}``."""
-    import json
-
-    from rlrf_nb.models import load_policy, model_fingerprint
-    from rlrf_nb.store import content_key, is_complete
-
     if not has_training_data(pool, pairs, cfg):
         what = "no pairs" if cfg.method == "dpo" else "no candidate good enough for RS-SFT"
         log.info(f"{name}: {what}, so nothing is trained: the policy stays {start_path}")
-        model, tok = load_policy(start_path, place=place)
+        model, tok = models.load_policy(start_path, place=place)
         info = {"name": name, "method": f"none ({what})", "start_from": str(start_path), "pairs": 0, "steps": 0,
                 "train_seconds": 0.0, "history": [], "preflight": {"pairs": 0},
                 "diagnostics": {"notes": [f"{what}: nothing was trained (every candidate tied, failed to parse, or "
@@ -437,9 +420,9 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     data = [p.get("key") or content_key({k: p[k] for k in ("prompt", "chosen", "rejected")}) for p in pairs]
     if cfg.method == "rs_sft":
         data = [content_key(r) for r in rs_sft_rows(pool)]
-    start_fp = model_fingerprint(start_path)
-    ref_fp = start_fp if cfg.lora or ref_path is None else model_fingerprint(ref_path)
-    spec = {"start": start_fp, "ref": model_fingerprint(ref_path or start_path), "cfg": stage_config_key(cfg),
+    start_fp = models.model_fingerprint(start_path)
+    ref_fp = start_fp if cfg.lora or ref_path is None else models.model_fingerprint(ref_path)
+    spec = {"start": start_fp, "ref": models.model_fingerprint(ref_path or start_path), "cfg": stage_config_key(cfg),
             "data": data}
     if place is not None and (place.device, place.train_dtype) != ("cpu", torch.float32):
         spec["place"] = place.describe()  # GPU / bf16 training gives other weights (CPU fp32 keys are unchanged)
@@ -447,18 +430,19 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     cached = is_complete(path)
     if not cached:
         log.info(f"training {name} ({cfg.method}) from {start_path} ...")
-        model, tok = load_policy(start_path, place=place, train=True)
+        model, tok = models.load_policy(start_path, place=place, train=True)
         kw = {}
         if cfg.method == "dpo" and cfg.cache_ref:
             # reference log-probs from the run store; the reference is loaded only for pairs it lacks, and only
             # when it is not the starting policy itself (TRL then uses the policy before training)
             separate = not cfg.lora and ref_path is not None and ref_fp != start_fp
             kw = {"ref_store": store, "ref_fingerprint": ref_fp,
-                  "ref_loader": (lambda: load_policy(ref_path, place=place, train=True)[0]) if separate else None}
+                  "ref_loader": (lambda: models.load_policy(ref_path, place=place, train=True)[0]) if separate
+                  else None}
             ref = None
         else:
             ref = None if cfg.lora or cfg.precompute_ref or cfg.method != "dpo" else \
-                load_policy(ref_path or start_path, place=place, train=True)[0]
+                models.load_policy(ref_path or start_path, place=place, train=True)[0]
         out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref, place=place,
                           **kw)
         info = {"name": name, "method": out["method"], "start_from": str(start_path),
@@ -472,7 +456,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
         save_checkpoint(out["model"], tok, path, info)
         del model, ref, out
         release_memory()
-    model, tok = load_policy(path, place=place)
+    model, tok = models.load_policy(path, place=place)
     info = json.loads((path / "training_log.json").read_text())
     return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
 
@@ -485,8 +469,6 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
 def gold_candidates(examples: list) -> list:
     """Each example's reference solution as a perfect candidate (reward 1, right answer): SFT on these through the
     RS-SFT path (:func:`rs_sft_rows` picks exactly them) is the *gold SFT* control."""
-    from rlrf_nb.pairs import Candidate
-
     return [Candidate(f"{ex.id}/gold", ex.id, ex.prompt, ex.reference, "sample", 1.0, {}, correct=True)
             for ex in examples if ex.reference]
 
@@ -495,8 +477,6 @@ def gold_pairs(examples: list, pool: list) -> list[dict]:
     """The *gold DPO* control: per prompt, the reference solution (chosen) against the policy's lowest-reward
     wrong-answer candidate in ``pool`` (rejected); prompts where the policy has no wrong candidate give no pair.
     Rows are :func:`rlrf_nb.pairs.build_pairs` rows (policy ``best_vs_worst``, so a right-over-wrong pair)."""
-    from rlrf_nb.pairs import build_pairs
-
     gold = {c.prompt_id: c for c in gold_candidates(examples)}
     worst: dict[str, object] = {}
     for c in pool:
