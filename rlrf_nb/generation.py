@@ -19,10 +19,17 @@ import functools
 import hashlib
 import inspect
 import logging
+import multiprocessing
 import os
+import socket
+from pathlib import Path
 
+import psutil
 import torch
 from tqdm.auto import tqdm
+
+from rlrf_nb.prompts import chat
+from rlrf_nb.store import content_key
 
 log = logging.getLogger(__name__)
 
@@ -143,22 +150,12 @@ def is_oom(err: BaseException) -> bool:
                                                        and "out of memory" in str(err).lower())
 
 
-def free_memory(device) -> int | None:
+def free_memory(device) -> int:
     """Bytes free for tensors on ``device``: the accelerator's free memory, or the system's available memory."""
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
+    return int(psutil.virtual_memory().available)  # Linux: /proc/meminfo's MemAvailable
 
 
 def bytes_per_row(model, prompt_len: int, max_new_tokens: int) -> int:
@@ -179,18 +176,17 @@ def bytes_per_row(model, prompt_len: int, max_new_tokens: int) -> int:
 
 
 def check_batch_memory(model, prompt_len: int, max_new_tokens: int, rows: int,
-                       fraction: float = MEMORY_FRACTION) -> bool:
-    """Whether ``rows`` sequences are estimated to fit in ``fraction`` of the free memory; a warning when not.
-    It never changes the batch: free memory depends on what else the machine runs, and a batch whose size followed
-    it would make a run's outputs depend on the load (issue 15, E). Lower ``batch_size`` in the recipe instead."""
+                       fraction: float = MEMORY_FRACTION) -> None:
+    """Warn when ``rows`` sequences are estimated to need more than ``fraction`` of the free memory. It never changes
+    the batch: free memory depends on what else the machine runs, and a batch whose size followed it would make a
+    run's outputs depend on the load (issue 15, E). Lower ``batch_size`` in the recipe instead."""
     free = free_memory(next(model.parameters()).device)
     need = rows * bytes_per_row(model, prompt_len, max_new_tokens)
-    if free is None or need <= free * fraction:
-        return True
-    log.warning("generate: a batch of %d sequences (prompts up to %d tokens + %d new) needs about %.1f GiB, more than "
-                "%.0f%% of the %.1f GiB free; lower batch_size if it runs out of memory (an out-of-memory batch is "
-                "halved and retried)", rows, prompt_len, max_new_tokens, need / 2**30, 100 * fraction, free / 2**30)
-    return False
+    if need > free * fraction:
+        log.warning("generate: a batch of %d sequences (prompts up to %d tokens + %d new) needs about %.1f GiB, more "
+                    "than %.0f%% of the %.1f GiB free; lower batch_size if it runs out of memory (an out-of-memory "
+                    "batch is halved and retried)", rows, prompt_len, max_new_tokens, need / 2**30, 100 * fraction,
+                    free / 2**30)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -510,13 +506,10 @@ def generate_ids(model, tokenizer, conversations: list[list[dict]], *, max_new_t
         return []
     nrs = num_return_sequences
     texts = render_prompts(tokenizer, conversations)
-    distinct: dict[str, int] = {}
-    rows_of: list[list[int]] = []
-    for i, text in enumerate(texts):  # identical prompts share one prefill
-        j = distinct.setdefault(text, len(distinct))
-        if j == len(rows_of):
-            rows_of.append([])
-        rows_of[j].extend(range(i * nrs, (i + 1) * nrs))
+    distinct: dict[str, list[int]] = {}  # identical prompts share one prefill
+    for i, text in enumerate(texts):
+        distinct.setdefault(text, []).extend(range(i * nrs, (i + 1) * nrs))
+    rows_of = list(distinct.values())
     prompts = tokenizer(list(distinct), add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda j: len(prompts[j])) if bucket else list(range(len(prompts)))
     device = next(model.parameters()).device
@@ -600,8 +593,6 @@ VLLM_GPU_MEMORY_UTILIZATION = 0.5
 def checkpoint_tensors(path: str):
     """``(name, tensor)`` of every weight in a checkpoint's ``*.safetensors`` (a local directory, or a Hub id's
     snapshot in the local cache), the names as ``save_pretrained`` wrote them: what vLLM's ``load_weights`` takes."""
-    from pathlib import Path
-
     from safetensors import safe_open
 
     from rlrf_nb.models import hub_revision, is_hub_id
@@ -664,8 +655,6 @@ def vllm_engine(path: str, dtype=None) -> VLLMEngine:
         except ImportError:
             raise ImportError("reflection.backend='vllm' needs vLLM, which is not installed: `pip install vllm` on "
                               "a CUDA machine, or use backend='transformers'") from None
-        import socket
-
         with socket.socket() as sock:  # a free port for the one-rank process group
             sock.bind(("127.0.0.1", 0))
             port = sock.getsockname()[1]
@@ -727,15 +716,14 @@ def load_searcher(backend: str, path: str, place=None):
     """``(sampler, tokenizer)`` of the checkpoint ``path`` for a round's search: the transformers model on
     ``place``, or (vllm) the process's vLLM engine serving it and the tokenizer alone (no second copy of the
     weights on the GPU)."""
+    from transformers import AutoTokenizer
+
     from rlrf_nb.models import load_policy
 
-    if backend == "vllm":
-        from transformers import AutoTokenizer
-
-        return load_vllm(path, place.dtype if place is not None else None), AutoTokenizer.from_pretrained(path)
-    if backend != "transformers":
-        raise ValueError(f"unknown sampling backend {backend!r}; choose transformers or vllm")
-    return load_policy(path, place=place)
+    if backend == "transformers":
+        return load_policy(path, place=place)
+    sampler = load_sampler(backend, None, path, place.dtype if place is not None else None)  # vllm, or an error
+    return sampler, AutoTokenizer.from_pretrained(path)
 
 
 def _init_worker(model, tokenizer) -> None:
@@ -765,8 +753,6 @@ class SamplingProcesses:
         if not jobs:
             return iter(())
         if self.pool is None:
-            import multiprocessing
-
             # fork (as torch's DataLoader workers): a worker inherits the loaded policy, and does not re-run the
             # caller's script as spawn does (a script without a __main__ guard would start its search again);
             # the worker sets one thread before its first op, so the parent's OpenMP pool is never used there
@@ -802,9 +788,6 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
     has. One :func:`generate` call takes ``batch_size`` prompts. With ``workers`` (:func:`sampling_processes`) batches
     run in those processes, later ones while earlier ones are stored; ``on_batch(records)`` is called with each newly
     computed batch's records (the search judges them meanwhile)."""
-    from rlrf_nb.prompts import chat
-    from rlrf_nb.store import content_key
-
     decode = {"do_sample": True, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
               "seed": seed}
     todo = [(it, i) for it in items for i in range(n)]
@@ -834,12 +817,9 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
                              desc=f"{name} ({policy_id})", imap=imap)
 
 
-def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, *, n: int,
-                    temperature: float, top_p: float, max_new_tokens: int, seed: int, batch_size: int = 32,
-                    policy_id: str = "M0", workers: SamplingProcesses | None = None) -> list[dict]:
-    """``n`` samples per example (``samples.jsonl``): :func:`generate_to_store` over the examples' prompts."""
-    recs = generate_to_store(store, name, model, tokenizer, fingerprint,
-                             [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=n, temperature=temperature,
-                             top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, batch_size=batch_size,
-                             policy_id=policy_id, workers=workers)
+def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, **kw) -> list[dict]:
+    """``n`` samples per example (``samples.jsonl``): :func:`generate_to_store` (which takes ``kw``: ``n``,
+    ``temperature``, ``seed`` ...) over the examples' prompts, each record with its ``example_id``."""
+    items = [{"id": ex.id, "prompt": ex.prompt} for ex in examples]
+    recs = generate_to_store(store, name, model, tokenizer, fingerprint, items, **kw)
     return [{**r, "example_id": r["source_id"]} for r in recs]
