@@ -243,6 +243,25 @@ class OpenAITransport:
         raise AssertionError("unreachable")
 
 
+def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=None):
+    """The transport of a ``FeedbackConfig``'s LLM judge: the OpenAI-compatible server at ``judge_url``, else
+    ``judge_model`` (or the given ``model`` / ``tokenizer``) in process, placed by ``run``
+    (:func:`rlrf_nb.models.placement`: the GPU in bf16 when there is one, like the policy); ``sample``: temperature 1
+    instead of greedy decoding."""
+    if cfg.judge_url:
+        return OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
+                               max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
+                               temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
+    if model is None:
+        from rlrf_nb.models import load_policy, placement
+        from rlrf_nb.paths import resolve_path
+
+        path = resolve_path(cfg.judge_model)
+        model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
+                                       trust_remote_code=cfg.trust_remote_code, place=placement(run))
+    return TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
+
+
 def _mask(text: str, secret: str) -> str:
     """``text`` with ``secret`` (an API key a server may echo in an error) replaced by ``***``."""
     return text.replace(secret, "***") if secret and len(secret) >= 4 else text

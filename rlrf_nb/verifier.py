@@ -71,19 +71,18 @@ class VerifierJudge:
         else:
             logic = 1 + round(2 * (c.first_error - 1) / n)
         # completeness: every step shown and a '#### N' line.
-        has_final = math.extract_answer(text, "strict") is not None
+        final = math.extract_answer(text, "strict")
         shown = min(c.n_steps, n)
         if c.error_kind == "missing_step" or shown < n:
             comp = 1 + round(2 * shown / n)
             comp_note = f"Only {shown} of the {n} needed steps are shown."
-        elif not has_final:
+        elif final is None:
             comp, comp_note = 3, "The solution does not end with a final answer line '#### N'."
         elif c.n_steps > n:
             comp, comp_note = 4, f"The solution has {c.n_steps} steps; the problem needs {n}."
         else:
             comp, comp_note = 5, "Every step is shown and the solution ends with '#### N'."
         meta = {"correct": c.correct, "first_error": c.first_error, "error_kind": c.error_kind}
-        final = math.extract_answer(text, "strict")
         overall = (5, f"The final answer {final} is right.") if c.correct else \
             (2, f"The final answer {final} is wrong.") if final is not None else (1, "There is no final answer.")
         return {"logical_correctness": (logic, c.critique), "completeness": (comp, comp_note),
@@ -156,24 +155,11 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     ``consensus_k > 1`` it samples (temperature 1) and a :class:`ConsensusJudge` takes the median of k judgements per
     aspect; with k = 1 it decodes greedily.
     """
-    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, TransformersTransport, redact_url
+    from rlrf_nb.llm_judge import LLMJudge, judge_transport, redact_url
 
     sample = cfg.consensus_k > 1
-    if cfg.judge_url:
-        transport = OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
-                                    max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
-                                    temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
-        judge_id = f"llm:{cfg.judge_model}@{redact_url(cfg.judge_url)}"
-    else:
-        if model is None:
-            from rlrf_nb.models import load_policy, placement
-            from rlrf_nb.paths import resolve_path
-
-            path = resolve_path(cfg.judge_model)  # on the GPU in bf16 when there is one, like the policy
-            model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
-                                           trust_remote_code=cfg.trust_remote_code, place=placement())
-        transport = TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
-        judge_id = f"llm:{cfg.judge_model}"
+    transport = judge_transport(cfg, sample, model=model, tokenizer=tokenizer)
+    judge_id = f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
 
     def one(jid):
         return LLMJudge(transport, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,

@@ -42,9 +42,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from rlrf_nb.jsonl import JsonlError, read_jsonl
+from rlrf_nb.generation import generate
+from rlrf_nb.jsonl import JsonlError, iter_jsonl
 from rlrf_nb.llm_judge import TransformersTransport
+from rlrf_nb.prompts import chat
 from rlrf_nb.stats import bootstrap_ci, mean, rate
+from rlrf_nb.store import content_key
 from rlrf_nb.tasks import bios
 
 log = logging.getLogger(__name__)
@@ -142,14 +145,8 @@ class Verifier(Protocol):
 def _complete_all(transport, conversations: list[list[dict]]) -> list[str]:
     """One reply per conversation; one batched call to the in-process :class:`TransformersTransport` (it batches
     generation), one call per conversation to any other transport (an HTTP server takes one request at a time)."""
-    if not conversations:
-        return []
     if isinstance(transport, TransformersTransport):
-        outs = transport.complete_batch(conversations)
-        if len(outs) != len(conversations):
-            raise RuntimeError(f"{type(transport).__name__}.complete_batch returned {len(outs)} replies for "
-                               f"{len(conversations)} conversations")
-        return outs
+        return transport.complete_batch(conversations)
     return [transport.complete(c) for c in conversations]
 
 
@@ -268,9 +265,7 @@ class PassageSource:
             raise FileNotFoundError(f"{self.path}: no such passages file")
         self.passages: list[dict] = []
         self.by_title: dict[str, list[int]] = {}
-        raw = self.path.read_bytes().split(b"\n")
-        linenos = [i for i, line in enumerate(raw, start=1) if line.strip()]  # read_jsonl skips blank lines too
-        for lineno, rec in zip(linenos, read_jsonl(self.path)):
+        for lineno, rec in iter_jsonl(self.path):
             where = f"{self.path}:{lineno}"
             title, text = rec.get("title"), rec.get("text")
             if not isinstance(title, str) or not title.strip():
@@ -485,10 +480,6 @@ def evaluate_factscore(model, tok, fingerprint: str, examples: list, world, stor
     generates nothing); the exact scoring (:class:`SentenceDecomposer` + :class:`KBVerifier`) is recomputed from them
     each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``.
     """
-    from rlrf_nb.generation import generate
-    from rlrf_nb.prompts import chat
-    from rlrf_nb.store import content_key
-
     decode = {"max_new_tokens": max_new_tokens, "do_sample": False}
     for ex in examples:
         if not ex.meta.get("entity"):

@@ -14,6 +14,15 @@ import logging
 import time
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
+from rlrf_nb.evals.factscore import evaluate_factscore
+from rlrf_nb.evals.gsm8k import evaluate_gsm8k
+from rlrf_nb.evals.just_eval import ASPECTS, JustEvalJudge, VerifierJustEvalJudge, evaluate_just_eval
+from rlrf_nb.feedback import Feedback
+from rlrf_nb.llm_judge import judge_transport
+from rlrf_nb.models import load_policy, model_fingerprint
+from rlrf_nb.rounds import VARIANT_LABELS
 from rlrf_nb.store import is_complete
 
 log = logging.getLogger(__name__)
@@ -36,8 +45,6 @@ def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) 
     """``{name: checkpoint path}`` of the run's finished policies: M0, rounds M1, M2, ..., the round-loop ablations'
     last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``; every round with ``all_variant_rounds``),
     then notebook 03's one-round variants (the most recent checkpoint of each, if several configs were trained)."""
-    from rlrf_nb.rounds import VARIANT_LABELS
-
     out = {"M0": str(m0_path)}
     rounds = store.path("checkpoints", "rounds")
     for d in _round_dirs(rounds):
@@ -72,27 +79,9 @@ def just_eval_judge(recipe, world, rubrics):
     """Notebook 05's Just-Eval judge: with an LLM feedback judge (``feedback.judge: llm``), Just-Eval's prompt and
     parser on that judge's transport (the server at ``feedback.judge_url``, or ``judge_model`` locally), with its reply
     cap and re-asks; with the verifier, the tiny world's stand-in (on a real task's problem, final answer only)."""
-    from rlrf_nb.evals.just_eval import JustEvalJudge, VerifierJustEvalJudge
-
-    fb = recipe.feedback
-    if fb.judge != "llm":
+    if recipe.feedback.judge != "llm":
         return VerifierJustEvalJudge(world, rubrics)
-    if fb.judge_url:
-        from rlrf_nb.llm_judge import OpenAITransport
-
-        transport = OpenAITransport(fb.judge_url, fb.judge_model, api_key_env=fb.api_key_env, timeout=fb.timeout,
-                                    max_retries=fb.max_retries, backoff=fb.backoff, backoff_max=fb.backoff_max,
-                                    temperature=0.0, max_tokens=fb.max_new_tokens)
-    else:
-        from rlrf_nb.llm_judge import TransformersTransport
-        from rlrf_nb.models import load_policy, placement
-        from rlrf_nb.paths import resolve_path
-
-        path = resolve_path(fb.judge_model)
-        model, tok = load_policy(path if path.exists() else fb.judge_model, trust_remote_code=fb.trust_remote_code,
-                                 place=placement(recipe.run))
-        transport = TransformersTransport(model, tok, max_new_tokens=fb.max_new_tokens)
-    return JustEvalJudge(transport, max_repairs=fb.max_repairs)
+    return JustEvalJudge(judge_transport(recipe.feedback, run=recipe.run), max_repairs=recipe.feedback.max_repairs)
 
 
 def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: list, bio_examples: list,
@@ -103,13 +92,6 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
     aligned across models (None = not scored: an abstention or a parse failure), and ``summary`` adds ``placement`` and
     GSM8K ``tokens_per_s`` (tokens generated now over the wall time; None when every record came from the store). A
     progress bar counts the policies, and each one's GSM8K and FactScore numbers are logged as it finishes."""
-    from tqdm.auto import tqdm
-
-    from rlrf_nb.evals.factscore import evaluate_factscore
-    from rlrf_nb.evals.gsm8k import evaluate_gsm8k
-    from rlrf_nb.evals.just_eval import ASPECTS, evaluate_just_eval
-    from rlrf_nb.models import load_policy, model_fingerprint
-
     per_item, summary, records = {}, {}, {}
     for name, path in tqdm(policies.items(), desc="evaluating policies", unit="policy"):
         model, tok = load_policy(path, place=place)
@@ -133,17 +115,15 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
             responses += [{"id": r["id"], "instruction": r["prompt"], "response": r["response"], "kind": "general",
                            "example": by_id[r["id"]]} for r in f["records"]]
         je_recs, je = evaluate_just_eval(responses, just_eval_judge, store, f"eval/{pid}/just_eval")
-        items = {"gsm8k_strict": [float(r["strict_correct"]) for r in g["records"]],
-                 "gsm8k_flexible": [float(r["flexible_correct"]) for r in g["records"]],
-                 "gsm8k_lm_eval_strict": [float(r["lm_eval_strict_correct"]) for r in g["records"]],
-                 "gsm8k_lm_eval_flexible": [float(r["lm_eval_flexible_correct"]) for r in g["records"]]}
+        items = {f"gsm8k_{m}": [float(r[f"{m}_correct"]) for r in g["records"]]
+                 for m in ("strict", "flexible", "lm_eval_strict", "lm_eval_flexible")}
         if "perfect" in g:  # the tiny world: every step right
             items["math_perfect"] = [float(r["perfect"]) for r in g["records"]]
         if f is not None:
             items["factscore"] = [row["score"] for row in f["rows"]]
         for a in ASPECTS:
             if je["aspects"][a]["n"]:
-                items[f"just_eval_{a}"] = [_aspect_score(r, a) for r in je_recs]
+                items[f"just_eval_{a}"] = [Feedback.from_dict(r["judgement"]).score(a) for r in je_recs]
         per_item[name] = items
         summary[name] = {"gsm8k_strict": g["strict"], "gsm8k_flexible": g["flexible"],
                          **({"math_perfect": g["perfect"]} if "perfect" in g else {}),
@@ -159,10 +139,3 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
                  g["strict"]["rate"], g["flexible"]["rate"], g["lm_eval_strict"]["rate"], g["lm_eval_flexible"]["rate"],
                  f", FactScore {f['score']:.3f}" if f else "")
     return {"per_item": per_item, "summary": summary, "records": records}
-
-
-def _aspect_score(record: dict, aspect: str):
-    for a in record["judgement"]["aspects"]:
-        if a["aspect"] == aspect:
-            return a["score"]
-    return None

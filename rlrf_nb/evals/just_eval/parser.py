@@ -19,7 +19,6 @@ from rlrf_nb.rubrics import AspectSpec
 # "reason", and an "N/A" score is an aspect that parsed but does not apply (``applicable=False``).
 
 
-
 def aspect_feedback(aspect: str, score: int | None, reason: str, parse_ok: bool = True, error: str | None = None,
                     applicable: bool = True) -> AspectFeedback:
     """One Just-Eval aspect's judgement: an :class:`AspectFeedback` on Just-Eval's 1-5 scale, the reason as its

@@ -107,17 +107,10 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
         raise ValueError(f"records with ids {bad[:5]} have a kind other than {list(KINDS)}")
     by_kind = {k: [r for r in records if r["kind"] == k] for k in KINDS}
 
-    def matrix(kind):
-        names = KINDS[kind]
-        rows = []
-        for r in by_kind[kind]:
-            jd = Feedback.from_dict(r["judgement"])
-            rows.append([jd.get(a) for a in names])
-        return names, rows
-
     aspects, boot = {}, {}
     for s, kind in enumerate(KINDS):
-        names, rows = matrix(kind)
+        names = KINDS[kind]
+        rows = [[jd.get(a) for a in names] for jd in (Feedback.from_dict(r["judgement"]) for r in by_kind[kind])]
         values = [[math.nan if a.score is None else float(a.score) for a in row] for row in rows]
         # per resample of this kind's items, every aspect's mean (the overall intervals below)
         boot[kind] = bootstrap(values, _column_means, n_boot, seed + s) or [[math.nan] * len(names)] * n_boot
