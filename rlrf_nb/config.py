@@ -543,21 +543,15 @@ SECTIONS: dict[str, type] = {
 # ---------------------------------------------------------------------------------------------
 
 
-class Recipe:
-    """One config per section of :data:`SECTIONS`, as attributes (``recipe.run.seed``); missing ones get defaults."""
+class Recipe(types.SimpleNamespace):
+    """One config per section of :data:`SECTIONS`, as attributes (``recipe.run.seed``); missing ones get defaults.
+    Equality and ``Recipe(run=..., ...)`` repr are ``SimpleNamespace``'s."""
 
     def __init__(self, **sections: object):
         unknown = sorted(set(sections) - set(SECTIONS))
         if unknown:
             raise ConfigError(f"unknown section(s) {unknown}; expected some of {list(SECTIONS)}")
-        for name, cls in SECTIONS.items():
-            setattr(self, name, sections[name] if name in sections else cls())
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Recipe) and vars(self) == vars(other)
-
-    def __repr__(self) -> str:
-        return "Recipe(" + ", ".join(f"{k}={v!r}" for k, v in vars(self).items()) + ")"
+        super().__init__(**{name: sections[name] if name in sections else cls() for name, cls in SECTIONS.items()})
 
     @classmethod
     def from_dict(cls, d: object, source: str = "<dict>") -> Recipe:

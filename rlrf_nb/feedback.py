@@ -8,6 +8,7 @@ never turned into a number.
 from __future__ import annotations
 
 import itertools
+import statistics
 from dataclasses import asdict, dataclass, field
 from typing import Protocol
 
@@ -147,12 +148,6 @@ def scalar_reward(fb: Feedback, weights: dict[str, float] | None = None) -> floa
 # ---------------------------------------------------------------------------
 
 
-def _median_low(values: list[int]) -> int:
-    """The median, taking the lower middle value for an even count so it is always a rubric level."""
-    s = sorted(values)
-    return s[(len(s) - 1) // 2]
-
-
 class ConsensusJudge:
     """k judges (or k samples of one) per response, median score per aspect; an aspect fails only if every judge did
     (naming each reason). Votes in ``meta["votes"]`` (for :func:`agreement`), errors in ``meta["member_errors"]``.
@@ -177,7 +172,7 @@ class ConsensusJudge:
                 out.append(AspectFeedback(asp.aspect, None, asp.min_score, asp.max_score, "", False,
                                           f"all {len(per)} judges failed to parse: {reasons}"))
                 continue
-            med = _median_low([a.score for a in ok])
+            med = statistics.median_low([a.score for a in ok])  # the lower middle value: always a rubric level
             critique = next(a.critique for a in ok if a.score == med)
             out.append(AspectFeedback(asp.aspect, med, asp.min_score, asp.max_score, critique))
         return Feedback(self.id, fbs[0].rubric_version, out, raw="\n---\n".join(fb.raw for fb in fbs),
