@@ -135,6 +135,12 @@ def math_refinement_example(rng: random.Random, ex: Example, scalar_share: float
         draft = _wrong_operand_draft(rng, ex)
     else:
         draft, _ = math.corrupt_solution(rng, ex)
+    return math_refinement_from_draft(rng, ex, draft, scalar_share)
+
+
+def math_refinement_from_draft(rng: random.Random, ex: Example, draft: str, scalar_share: float = 0.0) -> dict:
+    """``draft`` + the verifier's critique (or, with probability ``scalar_share``, the scalar-only message) -> the
+    gold solution: one refinement example of M0's mix."""
     check = math.check_solution(draft, ex.meta["steps"], ex.answer)
     notes = math_notes(check, rng)
     if scalar_share and rng.random() < scalar_share:

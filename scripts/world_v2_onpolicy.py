@@ -26,7 +26,7 @@ from pathlib import Path
 from rlrf_nb import generation, models
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.config import load_recipe
-from rlrf_nb.prompts import chat, refinement_prompt, scalar_notes
+from rlrf_nb.prompts import chat
 from rlrf_nb.store import RunStore
 from rlrf_nb.tasks import math
 
@@ -53,12 +53,8 @@ def drafts(n_problems: int = 3000) -> None:
             if check.perfect:
                 continue
             n_wrong[kind] += 1
-            notes = tw.math_notes(check, rng)
-            if rng.random() < 0.15:
-                notes = scalar_notes(notes[0].score)
-            rows.append({"kind": "math_refine", "mask_prompt": True, "source": kind, "draft": text,
-                         "first_error": check.first_error, "error_kind": check.error_kind,
-                         "messages": chat(refinement_prompt(e.prompt, text, notes), e.reference)})
+            rows.append(tw.math_refinement_from_draft(rng, e, text, 0.15) | {
+                "source": kind, "draft": text, "first_error": check.first_error, "error_kind": check.error_kind})
     OUT.mkdir(parents=True, exist_ok=True)
     with DRAFTS.open("w") as f:
         for r in rows:
