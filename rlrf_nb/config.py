@@ -89,6 +89,8 @@ class WorldConfig:
     ops: str = field(default="+-*/", metadata={"help": "World v2: the operations a step may use (any of + - *)."})
     scratchpad: bool = field(default=False, metadata={"help": "World v2: every solution line works its sum column "
                                                               "by column before the annotation."})
+    critique_quotes: bool = field(default=False, metadata={"help": "World v2: the verifier's critique of a wrong or "
+                                                                   "missing step quotes the problem's sentence."})
     math_test: int = field(default=500, metadata={"help": "Held-out math test problems (fixed; >= 500 in the demo)."})
     math_dev: int = field(default=200, metadata={"help": "Held-out math dev problems, for per-round accuracy."})
     math_rl: int = field(default=1000, metadata={"help": "Math prompts reserved for the RLRF rounds."})

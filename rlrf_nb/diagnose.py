@@ -50,7 +50,7 @@ def _signature(text: str) -> tuple:
 
 
 def grade_math(text: str, ex) -> dict:
-    c = math.check_solution(text, ex.meta["steps"], ex.answer)
+    c = math.check_example(text, ex)
     return {"correct": c.correct, "perfect": c.perfect, "first_error": c.first_error,
             "answer": math.extract_answer(text, "strict")}
 
@@ -153,6 +153,37 @@ def refinement_items(examples: list, greedy: dict[str, str], judge, rubrics, kin
             notes = scalar_notes(fb.aspects[0].score, fb.aspects[0].max_score)
         items.append({"id": ex.id, "prompt": refinement_prompt(ex.prompt, draft, notes)})
     return items
+
+
+def _step_annotation(text: str, j: int) -> tuple[str, str] | None:
+    """The (expression, value) of the calculator annotation of step ``j`` (0-based), or None."""
+    found = math.ANNOTATION.findall(text)
+    return (found[j][0].replace(" ", ""), found[j][1]) if len(found) > j else None
+
+
+def critique_used(examples: list, greedy: dict[str, str], refined: dict[str, dict[str, list[str]]], m: int,
+                  seed: int = 0) -> dict:
+    """Does the policy read the critique? On the greedy-wrong problems whose critique names a wrong or missing step
+    and states its right expression, the per-problem share of the m refinements that write that step as stated
+    (its annotation), for each kind of message, and how often they repeat the draft's wrong step. A scalar-only
+    message does not state the step, so critique minus scalar is what the critique's words are worth."""
+    named = []  # (problem id, step index, the right annotation, the draft's annotation of that step)
+    for ex in examples:
+        c = math.check_example(greedy[ex.id], ex)
+        if c.error_kind in ("wrong_step", "missing_step"):
+            j = c.first_error - 1
+            x, op, b, y = ex.meta["steps"][j]
+            named.append((ex.id, j, (f"{x}{op}{b}", str(y)), _step_annotation(greedy[ex.id], j)))
+    out, per = {"problems": len(named)}, {}
+    for kind, texts in refined.items():
+        per[kind] = [sum(_step_annotation(t, j) == right for t in texts[i][:m]) / m for i, j, right, _ in named]
+        out[kind] = _mean_ci(per[kind], seed)
+        out[f"{kind}_repeats_draft"] = _mean_ci(
+            [sum(drafted is not None and _step_annotation(t, j) == drafted for t in texts[i][:m]) / m
+             for i, j, _, drafted in named], seed)
+    if "critique" in per and "scalar" in per:
+        out["critique_minus_scalar"] = paired_test(per["scalar"], per["critique"], seed=seed)
+    return out
 
 
 def refinement_vs_fresh(examples: list, greedy: dict[str, str], samples: dict[str, list[str]],
@@ -280,6 +311,7 @@ def diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, ru
                             cfg.batch_size)
             refined[kind] = recs
         out["reflection"][tag] = refinement_vs_fresh(exs, greedy, samples, refined, cfg.m, seed)
+        out["reflection"][tag]["named_step"] = critique_used(exs, greedy, refined, cfg.m, seed)
     if bio_exs:
         bgreedy = {r["id"]: r["response"] for r in _greedy(store, f"{pre}/bio_greedy", model, tokenizer, fingerprint,
                                                            [(ex.id, ex.prompt) for ex in bio_exs],
@@ -380,6 +412,14 @@ def report_lines(d: dict) -> list[str]:
             lines.append(f"  critique / fresh = {c['ratio']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}];  critique "
                          f"- scalar = {100 * cs['diff']:+.1f} [{100 * cs['ci_low']:+.1f}, {100 * cs['ci_high']:+.1f}] "
                          "points")
+        if "named_step" in r and "critique_minus_scalar" in r["named_step"]:
+            u, cs = r["named_step"], r["named_step"]["critique_minus_scalar"]
+            lines.append(f"  is the critique read? of {u['problems']} greedy-wrong problems whose critique states the "
+                         f"wrong step's right expression, refinements that write it so: from the critique "
+                         f"{_fmt(u['critique'])}, from a scalar-only message {_fmt(u['scalar'])}, difference "
+                         f"{100 * cs['diff']:+.1f} [{100 * cs['ci_low']:+.1f}, {100 * cs['ci_high']:+.1f}] points; "
+                         f"they repeat the draft's wrong step {_fmt(u['critique_repeats_draft'])} and "
+                         f"{_fmt(u['scalar_repeats_draft'])}")
     if "bios" in d:
         b = d["bios"]
         lines.append(f"bios: greedy claims supported {_fmt(b['greedy_supported'])}; sampled "

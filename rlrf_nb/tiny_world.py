@@ -60,6 +60,9 @@ def build_world(cfg) -> World:
     kw = math_kwargs(cfg)
     math_splits = math.generate_splits(cfg.seed, {"test": cfg.math_test, "dev": cfg.math_dev, "rl": cfg.math_rl,
                                                   "train": cfg.math_train}, **kw)
+    if cfg.critique_quotes:
+        for ex in (e for split in math_splits.values() for e in split):
+            ex.meta["quotes"] = math.step_sentences(ex)
     people = bios.make_people(cfg.seed, cfg.n_people)
     bio_splits = bios.split_people(people, {"test": cfg.people_test, "dev": cfg.people_dev, "rl": cfg.people_rl,
                                             "sft": -1})
@@ -141,7 +144,7 @@ def math_refinement_example(rng: random.Random, ex: Example, scalar_share: float
 def math_refinement_from_draft(rng: random.Random, ex: Example, draft: str, scalar_share: float = 0.0) -> dict:
     """``draft`` + the verifier's critique (or, with probability ``scalar_share``, the scalar-only message) -> the
     gold solution: one refinement example of M0's mix."""
-    check = math.check_solution(draft, ex.meta["steps"], ex.answer)
+    check = math.check_example(draft, ex)
     notes = math_notes(check, rng)
     if scalar_share and rng.random() < scalar_share:
         notes = scalar_notes(notes[0].score)
@@ -303,7 +306,7 @@ def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: Run
             return {"gold": ex.answer, "pred": math.extract_answer(text, "strict"),
                     "correct": math.is_correct(text, ex.answer), "first_error": None, "error_kind": None,
                     "critique": None}
-        c = math.check_solution(text, ex.meta["steps"], ex.answer)
+        c = math.check_example(text, ex)
         return {"gold": ex.answer, "pred": math.extract_answer(text, "strict"), "correct": c.correct,
                 "first_error": c.first_error, "error_kind": c.error_kind, "critique": c.critique}
 
@@ -315,7 +318,7 @@ def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: Run
 
     # Refinement of M0's own wrong answers, given the verifier's critique.
     wrong = [{"id": r["id"], "ex": by_id[r["id"]], "draft": r["response"],
-              "check": math.check_solution(r["response"], by_id[r["id"]].meta["steps"], by_id[r["id"]].answer)}
+              "check": math.check_example(r["response"], by_id[r["id"]])}
              for r in recs if not r["correct"]]
     own = _refine(store, f"eval/{policy_id}/refine_own", model, tok, fingerprint, wrong, ecfg)
 
@@ -325,7 +328,7 @@ def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: Run
     for ex in examples:
         draft, _ = math.corrupt_solution(rng, ex)
         injected.append({"id": ex.id, "ex": ex, "draft": draft,
-                         "check": math.check_solution(draft, ex.meta["steps"], ex.answer)})
+                         "check": math.check_example(draft, ex)})
     inj = _refine(store, f"eval/{policy_id}/refine_injected", model, tok, fingerprint, injected, ecfg)
     kinds: dict[str, int] = {}
     for r in recs:

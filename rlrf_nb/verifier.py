@@ -58,7 +58,7 @@ class VerifierJudge:
         if "steps" not in ex.meta:
             return self._math_answer_only(text, ex)
         steps = ex.meta["steps"]
-        c = math.check_solution(text, steps, ex.answer)
+        c = math.check_example(text, ex)
         n = len(steps)
         # logical correctness (rubric levels): 5 all right; 3 steps right but the final line wrong or
         # missing; otherwise the earlier the first wrong step, the lower (1 at step 1, up to 3 at the last).

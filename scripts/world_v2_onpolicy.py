@@ -11,6 +11,8 @@ problems against 26 for fresh samples.)
    - ``g``: the own-draft examples train on the whole gold solution;
    - ``h``: they train only from the first line where the gold solution and the draft differ (the copied prefix
      has no loss, so the corrected step and what follows carry it).
+   - ``i``: ``h`` continued from its own checkpoint, with every critique quoting the problem's sentence for the
+     wrong step (``world.critique_quotes``), so the critique holds the one thing M0 miscopies.
 
 Then ``rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --set m0.pretrained=<checkpoint> --set diagnose.split=dev``.
 """
@@ -83,11 +85,27 @@ def _loss_from_first_difference(item: dict, tokenizer, max_length: int, prompt_l
 _tokenize = models.tokenize_item
 
 
+PHASE_5H = "runs/v2-onpolicy/h/checkpoints/M0-9488b1d8c45c5a1e"
+
+
+def _quoted(rows: list[dict], world) -> list[dict]:
+    """The own-draft examples again, their critiques now quoting the problem's sentence (``world.critique_quotes``),
+    drawn from the same random stream as when they were made."""
+    by_prompt = {e.prompt: e for e in world.math["train"][24000:27000]}
+    rng = random.Random("onpolicy")
+    return [tw.math_refinement_from_draft(rng, by_prompt[r["messages"][0]["content"].split("\n\nDraft:\n")[0]],
+                                          r["draft"], 0.15) | {"draft": r["draft"]} for r in rows]
+
+
 def train(variant: str) -> dict:
-    recipe = load_recipe("recipes/tiny-v2.yaml", {
-        "m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 5, "m0.n_math": 2000,
-        "m0.n_drills": 1000, "m0.n_math_refine": 2500})
+    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 5, "m0.n_math": 2000,
+                 "m0.n_drills": 1000, "m0.n_math_refine": 2500}
+    if variant == "i":  # phase 5h again from its own checkpoint, every critique quoting the problem's sentence
+        overrides |= {"world.critique_quotes": True, "m0.init_from": PHASE_5H, "m0.seed": 6}
+    recipe = load_recipe("recipes/tiny-v2.yaml", overrides)
     own = [json.loads(line) for line in DRAFTS.open()]
+    if variant == "i":
+        own = _quoted(own, tw.build_world(recipe.world))
     if variant == "g":
         own = [{k: v for k, v in r.items() if k != "draft"} for r in own]
     else:

@@ -67,6 +67,19 @@ def test_refinement_vs_fresh_counts_only_greedy_wrong_problems():
     assert r["critique_minus_scalar"]["diff"] == 1.0
 
 
+def test_critique_used_counts_refinements_that_write_the_named_step_as_stated():
+    step1_wrong = "so x is 100+30=<<100+30=130>>130.\nso x is 130*2=<<130*2=260>>260.\n#### 260"
+    greedy = {"m0": step1_wrong, "m1": WRONG1}  # m0: step 1 wrong (wrong_step); m1: step 2 missing
+    refined = {"critique": {"m0": [RIGHT[0], step1_wrong], "m1": [RIGHT[1], WRONG1]},
+               "scalar": {"m0": [step1_wrong, step1_wrong], "m1": [WRONG1, WRONG1]}}
+    u = D.critique_used(EXS, greedy, refined, m=2)
+    assert u["problems"] == 2
+    assert u["critique"]["rate"] == 0.5 and u["scalar"]["rate"] == 0.0
+    # only m0's draft has a wrong step to repeat: the critique's refinements repeat it once, the scalar's twice
+    assert u["critique_repeats_draft"]["rate"] == 0.25 and u["scalar_repeats_draft"]["rate"] == 0.5
+    assert u["critique_minus_scalar"]["diff"] == 0.5
+
+
 def test_refinement_items_hold_the_critique_or_only_a_score():
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.verifier import VerifierJudge

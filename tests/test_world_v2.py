@@ -55,6 +55,23 @@ def test_v2_drafts_name_the_first_wrong_step():
         assert M.check_solution(corrupt, ex.meta["steps"], ex.answer).first_error == first
 
 
+def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow():
+    import dataclasses
+
+    plain, quoted = build_world(SMALL), build_world(dataclasses.replace(SMALL, critique_quotes=True))
+    for ex, qx in zip(plain.math["test"][:10], quoted.math["test"][:10]):
+        assert "quotes" not in ex.meta and qx.meta["quotes"] == M.step_sentences(ex)
+        assert [s in ex.prompt for s in qx.meta["quotes"]] == [True] * len(ex.meta["steps"])
+        x, op, b, y = ex.meta["steps"][1]
+        draft = M.rewrite_from_step(ex, 1, operand=b + 1)
+        said = f"but the problem says '{qx.meta['quotes'][1]}', so this step should be {x}{op}{b}={y}."
+        assert said in M.check_example(draft, qx).critique
+        assert M.check_example(draft, ex).critique == M.check_solution(draft, ex.meta["steps"], ex.answer).critique
+        assert "problem says" not in M.check_example(draft, ex).critique
+        missing = M.check_example(ex.reference.split("\n")[0], qx)
+        assert missing.error_kind == "missing_step" and f"'{qx.meta['quotes'][1]}'" in missing.critique
+
+
 def test_scalar_share_gives_scalar_only_refinement_examples():
     w = build_world(SMALL)
     rng = random.Random(0)

@@ -361,8 +361,24 @@ class MathCheck:
         return self.correct and self.first_error is None
 
 
-def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
-    """Check every calculator annotation and the final answer of ``text`` against ``steps``."""
+def step_sentences(problem: Example) -> list[str]:
+    """The problem's sentence behind each step, as its reference solution restates it."""
+    out = []
+    for (x, op, b, _), line in zip(problem.meta["steps"], problem.reference.split("\n")):
+        v2 = f" {x}{op}{b}: "
+        out.append(line[: line.index(v2)] if v2 in line else line[: line.rindex(", so ")] + ".")
+    return out
+
+
+def check_example(text: str, problem: Example) -> MathCheck:
+    """:func:`check_solution` against a problem's ground truth, quoting its sentences when its world does
+    (``world.critique_quotes`` puts them in ``meta["quotes"]``)."""
+    return check_solution(text, problem.meta["steps"], problem.answer, problem.meta.get("quotes"))
+
+
+def check_solution(text: str, steps: list[list], gold: str, quotes: list[str] | None = None) -> MathCheck:
+    """Check every calculator annotation and the final answer of ``text`` against ``steps``. With ``quotes`` (the
+    problem's sentence per step) the critique of a wrong or missing step quotes the sentence it should follow."""
     found = ANNOTATION.findall(text)
     pred = extract_answer(text, "strict")
     correct = pred is not None and pred == normalize_number(gold)
@@ -380,16 +396,18 @@ def check_solution(text: str, steps: list[list], gold: str) -> MathCheck:
             x, op, b, y = steps[i - 1]
             ref = f"{x}{op}{b}"
             if true_val != y or expr.replace(" ", "") != ref:
+                said = f"the problem says '{quotes[i - 1]}', so " if quotes else ""
                 return MathCheck(correct, len(found), i, "wrong_step",
-                                 f"Step {i} computes {expr}={claimed}, but this step should be {ref}={y}.")
+                                 f"Step {i} computes {expr}={claimed}, but {said}this step should be {ref}={y}.")
         else:
             return MathCheck(correct, len(found), i, "extra_step",
                              f"Step {i} computes {expr}={claimed}, but the problem needs only {len(steps)} steps.")
     if len(found) < len(steps):
         i = len(found) + 1
         x, op, b, y = steps[i - 1]
+        said = f"the problem says '{quotes[i - 1]}', so " if quotes else ""
         return MathCheck(correct, len(found), i, "missing_step",
-                         f"Step {i} is missing: the solution should next compute {x}{op}{b}={y}.")
+                         f"Step {i} is missing: {said}the solution should next compute {x}{op}{b}={y}.")
     if pred is None:
         return MathCheck(False, len(found), None, "no_answer",
                          "The solution does not end with a final answer line '#### N'.")
