@@ -69,6 +69,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path`` in one synced ``O_APPEND`` write: a crash loses at most these lines,
+    never glues two. A short write (disk full) is rolled back to the old end of the file, so a caller that goes on
+    appending writes clean lines."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            n = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+        if n != len(data):
+            os.ftruncate(fd, size)
+            raise OSError(f"{path}: short write ({n} of {len(data)} bytes; is the disk full?); "
+                          "the partial line was removed")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:
     """Write ``records`` to ``path`` atomically (:func:`atomic_write_text`). Returns the count."""
     path = Path(path)

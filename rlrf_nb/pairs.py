@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rlrf_nb.config import PAIR_POLICIES as POLICIES
-from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl, write_jsonl
+from rlrf_nb.jsonl import JsonlError, append_bytes, dumps_line, read_jsonl, write_jsonl
 from rlrf_nb.stats import rate
 from rlrf_nb.store import content_key
 
@@ -192,14 +192,8 @@ def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candida
     if text is not None:
         d["text"] = text
     _check_decision(d, "decision")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, dumps_line(d).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    append_bytes(path, dumps_line(d).encode("utf-8"))
     return d
 
 

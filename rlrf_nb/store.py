@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from rlrf_nb.jsonl import JsonlError, atomic_write_text, dumps_line, read_jsonl
+from rlrf_nb.jsonl import JsonlError, append_bytes, atomic_write_text, dumps_line, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +100,7 @@ class JsonlArtifact:
             self._write(b"\n")
 
     def _write(self, data: bytes) -> None:
-        # O_APPEND + a single write: a crash loses at most this line, never glues two. A short write (disk
-        # full) is rolled back to the old end of the file, so a caller that goes on appending writes clean lines.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                n = os.write(fd, data)
-            except OSError:
-                os.ftruncate(fd, size)
-                raise
-            if n != len(data):
-                os.ftruncate(fd, size)
-                raise OSError(f"{self.path}: short write ({n} of {len(data)} bytes; is the disk full?); "
-                              "the partial line was removed")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_bytes(self.path, data)
 
     def append(self, record: dict) -> dict:
         """Write ``record`` (which needs a new string ``"key"``) and return it as stored."""
