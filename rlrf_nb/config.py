@@ -691,12 +691,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = N
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    raw = {} if raw is None else raw
     source = str(path)
-    if overrides:
+    if overrides and isinstance(raw, dict):  # else from_dict reports the bad top level
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             value = _override_value(key, value, source)

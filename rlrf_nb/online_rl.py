@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import logging
 import time
 
 from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.feedback import scalar_reward, select_aspects
 from rlrf_nb.generation import generate_ids, render_prompts
-from rlrf_nb.models import load_policy, model_fingerprint
+from rlrf_nb.models import load_policy, model_fingerprint, training_log
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import notes_from_feedback
 from rlrf_nb.store import content_key, is_complete
@@ -261,5 +260,5 @@ def train_online_cached(store, name: str, start_path, examples: list, judge, rub
         del out
         release_memory()
     model, tok = load_policy(path, place=place)
-    info = json.loads((path / "training_log.json").read_text())
-    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
+    return {"path": path, "model": model, "tokenizer": tok, "info": training_log(path), "cached": cached,
+            "trained": True}

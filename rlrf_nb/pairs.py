@@ -319,10 +319,6 @@ def to_dataset(pairs: list[dict], lineage: tuple[str, ...] = ("pair_id", "prompt
 
 def pair_lengths(pairs: list[dict]) -> dict:
     """Length bias: words in chosen minus rejected per pair, and the rate at which chosen is longer."""
-    def words(side) -> int:
-        text = side if isinstance(side, str) else " ".join(m["content"] for m in side if m["role"] == "assistant")
-        return len(text.split())
-
-    diffs = [words(p["chosen"]) - words(p["rejected"]) for p in pairs]
+    diffs = [len(side_text(p["chosen"]).split()) - len(side_text(p["rejected"]).split()) for p in pairs]
     return {"diffs": diffs, "chosen_longer": rate(sum(d > 0 for d in diffs), len(diffs)),
             "mean_diff": sum(diffs) / len(diffs) if diffs else float("nan")}

@@ -68,7 +68,9 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
     ``<prefix>feedback_overall`` (a prefix such as ``rounds/r1/`` keeps RLRF rounds apart)."""
     overall = {}
 
-    def judge_rows(rows: list[dict], rnd: int) -> list[dict]:
+    def judge_rows(recs: list[dict], rnd: int, example_of: dict[str, str]) -> list[dict]:
+        rows = [{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
+                for r in recs]
         judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights, round_=rnd)
         if cfg.overall_score:
             overall.update(_overall(store, judge, rows, rubrics, rnd, prefix=prefix))
@@ -79,20 +81,17 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
         are stored by key, so judging them all afterwards only reads them back)."""
         if workers is None:
             return None
-        return lambda recs: judge_rows([{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"],
-                                         "response": r["text"]} for r in recs], rnd)
+        return lambda recs: judge_rows(recs, rnd, example_of)
 
     with sampling_processes(model, tokenizer, cfg.processes) as workers:
         t0 = time.monotonic()
-        by_id = {ex.id: ex for ex in examples}
+        by_id, own = {ex.id: ex for ex in examples}, {ex.id: ex.id for ex in examples}
         samples = generate_to_store(store, f"{prefix}samples", model, tokenizer, fingerprint,
                                     [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
                                     temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                                     seed=seed, batch_size=cfg.batch_size, policy_id=policy_id,
-                                    workers=workers, on_batch=judge_batch(0, {ex.id: ex.id for ex in examples}))
-        rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
-                for s in samples]
-        judged = judge_rows(rows, 0)
+                                    workers=workers, on_batch=judge_batch(0, own))
+        judged = judge_rows(samples, 0, own)
         parents = {r["response_id"]: None for r in judged}  # response id -> parent id
         rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
         frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
@@ -131,9 +130,7 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
                                      max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
                                      policy_id=policy_id, tag=f"r{rnd}.", workers=workers,
                                      on_batch=judge_batch(rnd, ex_of))
-            ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"],
-                         "response": r["text"]} for r in refs]
-            ref_judged = judge_rows(ref_rows, rnd)
+            ref_judged = judge_rows(refs, rnd, ex_of)
             parents.update({r["response_id"]: r["source_id"] for r in refs})
             judged += ref_judged
             frontier = {}

@@ -118,13 +118,10 @@ def load_rubric(path: str | Path) -> Rubric:
 
     return Rubric(
         name=data["name"],
-        title=_text(data["title"]),
-        source=_text(data["source"]),
-        definition=_text(data["definition"]),
+        **{f: _text(data[f]) for f in TEXT_FIELDS if f != "name"},
         min_score=lo,
         max_score=hi,
         levels={k: _text(levels[k]) for k in range(lo, hi + 1)},
-        critique_must=_text(data["critique_must"]),
     )
 
 

@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import functools
 import gc
-import json
 import logging
 import time
 from pathlib import Path
@@ -457,8 +456,8 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
         del model, ref, out
         release_memory()
     model, tok = models.load_policy(path, place=place)
-    info = json.loads((path / "training_log.json").read_text())
-    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
+    return {"path": path, "model": model, "tokenizer": tok, "info": models.training_log(path), "cached": cached,
+            "trained": True}
 
 
 # ---------------------------------------------------------------------------------------------------------------
