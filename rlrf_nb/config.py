@@ -591,9 +591,6 @@ def _build_section(section: str, values: object, source: str) -> object:
             kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
-    for f in fields.values():
-        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key '{section}.{f.name}'")
     try:
         return cls(**kwargs)
     except ConfigError as e:  # a range check in __post_init__
@@ -652,12 +649,6 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _accepts_str(tp: object) -> bool:
-    """``str`` or a union with ``str`` (``str | None``); not ``list[str]``."""
-    is_union = typing.get_origin(tp) in (types.UnionType, typing.Union)
-    return tp is str or (is_union and str in typing.get_args(tp))
-
-
 def _override_value(key: str, value: object, source: str) -> object:
     """Check that dotted ``key`` names a field; YAML-parse a text ``value`` (``"3"`` -> 3)."""
     section, _, name = key.partition(".")
@@ -673,8 +664,10 @@ def _override_value(key: str, value: object, source: str) -> object:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value  # leave it text; the type check reports it if the field is not a str
-    # A str field keeps the text as typed: run.name=007 stays "007", not the int 7.
-    if parsed is not None and not isinstance(parsed, str) and _accepts_str(hints[name]):
+    # A str field (or str | None, not list[str]) keeps the text as typed: run.name=007 stays "007", not the int 7.
+    tp = hints[name]
+    if parsed is not None and not isinstance(parsed, str) and (
+            tp is str or (typing.get_origin(tp) in (types.UnionType, typing.Union) and str in typing.get_args(tp))):
         return value
     return parsed
 
