@@ -33,17 +33,13 @@ def t975(df: int) -> float:
     return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
 
 
-def _is_rate(obj) -> bool:
-    return isinstance(obj, dict) and "rate" in obj and "n" in obj
-
-
 def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
     """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy, claim rows
     by claim)."""
     out: dict[str, float] = {}
 
     def walk(obj, path):
-        if _is_rate(obj):
+        if isinstance(obj, dict) and "rate" in obj and "n" in obj:
             if obj["rate"] is not None:
                 out[path] = float(obj["rate"])
             return

@@ -72,8 +72,10 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
         rows = [{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
                 for r in recs]
         judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights, round_=rnd)
-        if cfg.overall_score:
-            overall.update(_overall(store, judge, rows, rubrics, rnd, prefix=prefix))
+        if cfg.overall_score:  # the scalar ablation's single overall score per response id, in [0, 1]
+            recs = judge_responses(store, f"{prefix}feedback_overall", judge, rows, rubrics, round_=rnd,
+                                   aspects=[OVERALL])
+            overall.update({r["response_id"]: r["reward"] for r in recs})
         return judged
 
     def judge_batch(rnd: int, example_of: dict[str, str]):
@@ -158,12 +160,6 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
         budget["over_budget"] = len(budget["prompts_over_budget"])
         return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
                 "seconds": round(time.monotonic() - t0, 1)}
-
-
-def _overall(store, judge, rows, rubrics, round_: int = 0, prefix: str = "") -> dict[str, float | None]:
-    """The scalar ablation's single overall score per response id (``feedback_overall`` artifact), in [0, 1]."""
-    recs = judge_responses(store, f"{prefix}feedback_overall", judge, rows, rubrics, round_=round_, aspects=[OVERALL])
-    return {r["response_id"]: r["reward"] for r in recs}
 
 
 def search_stats(pool: list[Candidate]) -> dict:

@@ -79,10 +79,6 @@ def dev_size(recipe) -> int:
     return max(recipe.feedback.n_math, recipe.rounds.eval_n_math)
 
 
-def _search_end(recipe) -> int:
-    return max(recipe.reflection.n_prompts, recipe.rounds.n_rounds * recipe.rounds.prompts_per_round)
-
-
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
                     offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
     """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
@@ -122,7 +118,9 @@ def dev_math(recipe, world, n: int) -> list[Example]:
     pool, where = task_pool(recipe)
     size = dev_size(recipe)
     source = recipe.reflection.prompt_source or exemplar_source(recipe)
-    used = _search_end(recipe) if recipe.reflection.prompt_source is not None else 0  # the search's head rows
+    used = 0
+    if recipe.reflection.prompt_source is not None:  # the search's head rows
+        used = max(recipe.reflection.n_prompts, recipe.rounds.n_rounds * recipe.rounds.prompts_per_round)
     if exemplar_source(recipe) == source:
         used = max(used, recipe.eval.gsm8k_k)  # the few-shot exemplars are the first k rows
     if len(pool) - size < used:

@@ -42,17 +42,12 @@ def iter_rows(source: str, split: str, config: str | None = None, limit: int | N
     """
     path = Path(source)
     if path.is_file():
-        rows = _jsonl_rows(path)
+        rows = ((f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path))
     elif is_hub_dataset(source):
         rows = _hub_rows(str(source), split, config)
     else:
         raise FileNotFoundError(f"{source}: no such file, and not a Hub dataset id (owner/name)")
     return itertools.islice(rows, limit)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    for lineno, row in iter_jsonl(path):
-        yield f"{path}:{lineno}", row
 
 
 def _hub_rows(source: str, split: str, config: str | None) -> Iterator[tuple[str, dict]]:
