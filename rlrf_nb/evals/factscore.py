@@ -159,9 +159,6 @@ class SentenceDecomposer:
     def decompose(self, text: str) -> Decomposition:
         return Decomposition(bios.split_claims(text))
 
-    def describe(self) -> dict:
-        return {"decomposer": "sentence"}
-
 
 DECOMPOSE_INSTRUCTION = "Please breakdown the following sentence into independent facts: "  # upstream wording
 # A hand-written demo in upstream's format (their demos come with their data download, which we do not ship).
@@ -220,9 +217,6 @@ class LLMDecomposer:
             else:
                 facts.extend(parsed)
         return Decomposition(facts, failures)
-
-    def describe(self) -> dict:
-        return {"decomposer": "llm", **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- knowledge
@@ -332,9 +326,6 @@ class KBVerifier:
             out.append(Verdict(fact, status, status == "supported", truth=truth))
         return out
 
-    def describe(self) -> dict:
-        return {"verifier": "kb"}
-
 
 def render_verify_prompt(topic: str, fact: str, passages: list[dict]) -> str:
     """Upstream's verification prompt: the passages (best last), then ``Input: <fact> True or False?``."""
@@ -383,9 +374,6 @@ class LLMVerifier:
             status = None if ok is None else ("supported" if ok else "unsupported")
             out.append(Verdict(fact, status, ok, error=error, raw=raw, evidence=[p["id"] for p in ps]))
         return out
-
-    def describe(self) -> dict:
-        return {"verifier": "llm", "k": self.k, **self.transport.describe()}
 
 
 # ---------------------------------------------------------------------------------------------- the score
