@@ -95,14 +95,13 @@ def per_run_table(run_dirs: list[str | Path], metrics: list[str] | None = None) 
     return pd.DataFrame(rows)
 
 
-def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
-            seed_keys: tuple[str, ...] = SEED_KEYS) -> pd.DataFrame:
+def collate(run_dirs: list[str | Path], metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per (sweep point without the seed, metric): ``n_runs``, ``mean``, ``sd``, ``ci_low``,
     ``ci_high`` (Student-t 95% over runs; NaN from a single run) and the runs' values."""
     long = per_run_table(run_dirs, metrics)
     if long.empty:
         return pd.DataFrame(columns=["metric", "n_runs", "mean", "sd", "ci_low", "ci_high", "values", "runs"])
-    group_cols = [c for c in long.columns if c not in ("run", "metric", "value", *seed_keys)]
+    group_cols = [c for c in long.columns if c not in ("run", "metric", "value", *SEED_KEYS)]
     rows = []
     for key, g in long.groupby(group_cols + ["metric"], dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)

@@ -40,10 +40,10 @@ def _round_dirs(directory: Path) -> list[Path]:
     return sorted(found, key=lambda d: int(d.name[1:]))
 
 
-def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) -> dict[str, str]:
+def discover_policies(store, m0_path: str) -> dict[str, str]:
     """``{name: checkpoint path}`` of the run's finished policies: M0, rounds M1, M2, ..., the round-loop ablations'
-    last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``; every round with ``all_variant_rounds``),
-    then notebook 03's one-round variants (the most recent checkpoint of each, if several configs were trained)."""
+    last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``), then notebook 03's one-round variants (the
+    most recent checkpoint of each, if several configs were trained)."""
     out = {"M0": str(m0_path)}
     rounds = store.path("checkpoints", "rounds")
     for d in _round_dirs(rounds):
@@ -51,8 +51,7 @@ def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) 
     for variant, label in VARIANT_LABELS.items():
         if variant == "rlrf":
             continue
-        found = _round_dirs(rounds / variant)
-        for d in found if all_variant_rounds else found[-1:]:
+        for d in _round_dirs(rounds / variant)[-1:]:
             out[f"{label} {d.name}"] = str(d)
     ckpts = store.path("checkpoints")
     for prefix, name in VARIANTS.items():
