@@ -214,7 +214,8 @@ class OpenAITransport:
                 raw = self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
             except openai.APIError as e:
-                error = _mask(f"{type(e).__name__}: {e}", self._client.api_key)
+                key, error = self._client.api_key, f"{type(e).__name__}: {e}"
+                error = error.replace(key, "***") if key and len(key) >= 4 else error  # a server may echo the key
                 if not self._retryable(e):
                     raise JudgeTransportError(f"judge request to {self.shown_url} failed (not retried: retrying "
                                               f"cannot fix it): {error}") from None
@@ -260,11 +261,6 @@ def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=N
         model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
                                        trust_remote_code=cfg.trust_remote_code, place=placement(run))
     return TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
-
-
-def _mask(text: str, secret: str) -> str:
-    """``text`` with ``secret`` (an API key a server may echo in an error) replaced by ``***``."""
-    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
 
 
 # ---------------------------------------------------------------------------------------------- the judge

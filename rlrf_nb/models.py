@@ -50,17 +50,13 @@ _PLACE_RULES = [(r"(?![0-9\u2080-\u2083])", 0), (r"(?=\u2080[0-9])", 1), (r"(?=\
                 (r"(?=[0-9\u2083]*\u2082)", 3)]
 
 
-def _place_normalizer():
-    return normalizers.Sequence([normalizers.Replace(Regex(f"{d}{ahead}"), PLACE_MARKS[p] + str(d))
-                                 for ahead, p in _PLACE_RULES for d in range(10)])
-
-
 def build_tokenizer(texts: list[str], vocab_size: int, place_tags: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts``; digits are split one per token so arithmetic is learnable. With
     ``place_tags`` (world v2) each digit becomes one token tagged with its place (:data:`PLACE_MARKS`)."""
     tok = Tokenizer(models.BPE())
     if place_tags:
-        tok.normalizer = _place_normalizer()
+        tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex(f"{d}{ahead}"), PLACE_MARKS[p] + str(d))
+                                               for ahead, p in _PLACE_RULES for d in range(10)])
         digit = pre_tokenizers.Split(Regex(f"[{PLACE_MARKS}][0-9]"), behavior="isolated")
         tok.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(m, "") for m in PLACE_MARKS])
     else:

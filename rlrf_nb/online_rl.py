@@ -172,13 +172,6 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     return args
 
 
-def prompt_dataset(examples: list):
-    """The prompts as TRL's conversational prompt-only dataset, with each example's id for :class:`JudgeReward`."""
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": chat(ex.prompt), "example_id": ex.id} for ex in examples])
-
-
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
     """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect) of ``model`` on ``examples``' prompts,
@@ -190,6 +183,7 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     Returns :func:`rlrf_nb.training.fit`'s dict (the trained model, a LoRA adapter merged; TRL's log history; wall time;
     optimiser steps; no evaluation) with ``method`` and ``reward``: :meth:`JudgeReward.stats` (judge calls, parse
     failures, generated tokens)."""
+    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     if not examples:
@@ -199,7 +193,9 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     args = config_cls(**online_args(cfg, method, out_dir, place, seed))
     extra = {"rollout_func": reflective_rollout(reward, tokenizer, rubrics, cfg)} if method == "grpo_reflect" else {}
     t0 = time.monotonic()
-    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
+    # TRL's conversational prompt-only dataset, with each example's id for JudgeReward
+    prompts = Dataset.from_list([{"prompt": chat(ex.prompt), "example_id": ex.id} for ex in examples])
+    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompts,
                           processing_class=tokenizer, peft_config=lora_config(cfg) if cfg.lora else None, **extra)
     quiet_trainer(trainer)
     out = fit(trainer, cfg.lora, t0)

@@ -307,11 +307,6 @@ def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
 
 
-def metric_rows(history: list[dict]) -> list[dict]:
-    """The training-step rows of a TRL log history (those with a loss), for plots and diagnostics."""
-    return [h for h in history if "loss" in h and "train_runtime" not in h]
-
-
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
     """What DPO's diagnostics say, in plain words: ``rewards/margins`` (beta x the policy-vs-reference log-ratio of
     chosen minus rejected), ``rewards/accuracies`` (share of positive margins), ``logps/chosen`` / ``logps/rejected``
@@ -325,7 +320,7 @@ def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
         last = {k: probe["after"].get(f"eval_{k}") for k in keys}
         source = "on the fixed probe pairs, before vs after training"
     else:
-        rows = [r for r in metric_rows(history) if "logps/chosen" in r]
+        rows = [r for r in history if "loss" in r and "logps/chosen" in r and "train_runtime" not in r]  # steps
         if len(rows) < 3:
             return {"notes": ["fewer than three logged steps and no probe evaluation: no trend to read"]}
         third = max(1, len(rows) // 3)
