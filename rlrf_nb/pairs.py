@@ -124,12 +124,7 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         samples = [c for c in cands if c.kind == "sample"]
         refinements = [c for c in cands if c.kind == "refinement"]
         todo: list[tuple[Candidate, Candidate]] = []
-        if policy in ("best_vs_worst", "scalar"):
-            group = cands
-        elif policy == "no_reflection":
-            group = samples
-        else:
-            group = None
+        group = {"best_vs_worst": cands, "scalar": cands, "no_reflection": samples}.get(policy)
         if group is not None and len(group) >= 2:
             distinct = list({c.text: c for c in sorted(group, key=lambda c: _rank_key(c, policy))}.values())
             ranked = sorted(distinct, key=lambda c: _rank_key(c, policy)) if per_prompt > 1 else \

@@ -205,14 +205,12 @@ def training_curves(history: list[dict], title: str = "DPO training") -> go.Figu
                                                         "log-prob of the responses (sum over tokens)"))
     steps = [h["step"] for h in rows]
     fig.add_scatter(x=steps, y=[h["loss"] for h in rows], name="loss", row=1, col=1, line={"color": "#333"})
-    for key, name, color in (("rewards/margins", "reward margin", "#636efa"),
-                             ("rewards/accuracies", "reward accuracy", "#00cc96")):
+    for key, name, color, col in (("rewards/margins", "reward margin", "#636efa", 2),
+                                  ("rewards/accuracies", "reward accuracy", "#00cc96", 2),
+                                  ("logps/chosen", "log p(chosen)", "#2ca02c", 3),
+                                  ("logps/rejected", "log p(rejected)", "#d62728", 3)):
         if rows and key in rows[0]:
-            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=name, row=1, col=2, line={"color": color})
-    for key, name, color in (("logps/chosen", "chosen", "#2ca02c"), ("logps/rejected", "rejected", "#d62728")):
-        if rows and key in rows[0]:
-            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=f"log p({name})", row=1, col=3,
-                            line={"color": color})
+            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=name, row=1, col=col, line={"color": color})
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="DPO loss", col=1)
     fig.update_yaxes(title_text="margin / accuracy", col=2)
