@@ -231,14 +231,8 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
         raise ValueError(f"calibrate needs paired feedback, got {len(judged)} and {len(reference)}")
     rows = []
     for asp in dict.fromkeys(a.aspect for r in reference for a in r.aspects):
-        pairs, n = [], 0
-        for j, r in zip(judged, reference):
-            js, rs = j.score(asp), r.score(asp)
-            if rs is None:
-                continue
-            n += 1
-            if js is not None:
-                pairs.append((js, rs))
+        scored = [(j.score(asp), r.score(asp)) for j, r in zip(judged, reference) if r.score(asp) is not None]
+        pairs, n = [(js, rs) for js, rs in scored if js is not None], len(scored)
         row = {"aspect": asp, "n": n, "parsed": len(pairs), "parse_rate": len(pairs) / n if n else float("nan")}
         if pairs:
             a, b = [p[0] for p in pairs], [p[1] for p in pairs]
