@@ -581,19 +581,15 @@ def _build_section(section: str, values: object, source: str) -> object:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
-        try:
-            kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+    hints = typing.get_type_hints(cls)  # every field's annotation
     try:
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"unknown key '{section}.{key}'{_suggest(key, hints)}")
+            kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
         return cls(**kwargs)
-    except ConfigError as e:  # a range check in __post_init__
+    except ConfigError as e:  # an unknown key, a type, or a range check in __post_init__; the file goes first
         raise ConfigError(f"{source}: {e}") from None
 
 

@@ -17,15 +17,6 @@ from rlrf_nb.tasks.schema import Example
 
 # normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser; is_hub_dataset
 # (rlrf_nb.paths) is the rule iter_rows reads a source by.
-__all__ = [
-    "is_hub_dataset",
-    "is_safety_row",
-    "iter_rows",
-    "load_factscore_topics",
-    "load_gsm8k",
-    "load_just_eval",
-    "normalize_number",
-]
 
 log = logging.getLogger(__name__)
 
