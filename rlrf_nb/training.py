@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from rlrf_nb import models
-from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
+from rlrf_nb.pairs import Candidate, build_pairs, group_by_prompt, to_dataset
 from rlrf_nb.preflight import preflight
 from rlrf_nb.store import content_key, is_complete, mark_complete
 
@@ -265,17 +265,12 @@ def rs_sft_rows(pool: list, min_reward: float = 1.0) -> list[dict]:
     """Rejection-sampling fine-tuning data: per prompt, the best candidate (right answer first, then reward)
     if its reward is at least ``min_reward`` and its answer is not known to be wrong; as TRL's conversational
     prompt-completion rows."""
-    best: dict[str, object] = {}
-    for c in pool:
-        if c.reward is None:
-            continue
-        key = (c.correct is True, c.reward)
-        if c.prompt_id not in best or key > (best[c.prompt_id].correct is True, best[c.prompt_id].reward):
-            best[c.prompt_id] = c
+    best = [max(cs, key=lambda c: (c.correct is True, c.reward))  # the first of ties
+            for cs in group_by_prompt(c for c in pool if c.reward is not None).values()]
     return [{"prompt": [{"role": "user", "content": c.prompt}],
              "completion": [{"role": "assistant", "content": c.text}], "prompt_id": c.prompt_id,
              "candidate_id": c.candidate_id}
-            for c in best.values() if c.reward >= min_reward and c.correct is not False]
+            for c in best if c.reward >= min_reward and c.correct is not False]
 
 
 def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows: list[dict] | None = None,
@@ -472,9 +467,7 @@ def gold_pairs(examples: list, pool: list) -> list[dict]:
     wrong-answer candidate in ``pool`` (rejected); prompts where the policy has no wrong candidate give no pair.
     Rows are :func:`rlrf_nb.pairs.build_pairs` rows (policy ``best_vs_worst``, so a right-over-wrong pair)."""
     gold = {c.prompt_id: c for c in gold_candidates(examples)}
-    worst: dict[str, object] = {}
-    for c in pool:
-        if c.prompt_id in gold and c.correct is False and c.reward is not None:
-            if c.prompt_id not in worst or c.reward < worst[c.prompt_id].reward:
-                worst[c.prompt_id] = c
+    worst = {pid: min(cs, key=lambda c: c.reward)  # the first of ties
+             for pid, cs in group_by_prompt(c for c in pool if c.prompt_id in gold and c.correct is False
+                                            and c.reward is not None).items()}
     return build_pairs([gold[pid] for pid in worst] + list(worst.values()), "best_vs_worst")
