@@ -283,14 +283,11 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
 
 def feedback_frame(records: list[dict]):
     """One row per (record, aspect): the long table behind the notebook's plots, filters and parse table."""
-    rows = []
-    for rec in records:
-        for a in rec["feedback"]["aspects"]:
-            rows.append({"response_id": rec["response_id"], "example_id": rec["example_id"], "task": rec["task"],
-                         "judge_id": rec["judge_id"], "round": rec["round"], "aspect": a["aspect"],
-                         "score": a["score"], "max_score": a["max_score"], "parse_ok": a["parse_ok"],
-                         "error": a["error"], "critique": a["critique"], "reward": rec["reward"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"response_id": rec["response_id"], "example_id": rec["example_id"], "task": rec["task"],
+                          "judge_id": rec["judge_id"], "round": rec["round"], "aspect": a["aspect"],
+                          "score": a["score"], "max_score": a["max_score"], "parse_ok": a["parse_ok"],
+                          "error": a["error"], "critique": a["critique"], "reward": rec["reward"]}
+                         for rec in records for a in rec["feedback"]["aspects"]])
 
 
 def score_table(frame):

@@ -50,8 +50,7 @@ def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
 
 def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[dict]:
     """Yield the JSON objects of ``path``, one per non-empty line (see :func:`iter_jsonl` for the errors)."""
-    for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail):
-        yield obj
+    return (obj for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail))
 
 
 def dumps_line(record: dict) -> str:
