@@ -99,8 +99,7 @@ def _warpers(temperature: float, top_p: float, generation_config=None):
 class RowSampler:
     """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms, drawn up
     front from a ``torch.Generator`` seeded with ``seeds[row]``: exactly multinomial sampling as in ``model.generate``
-    (greedy without ``do_sample``). As a ``LogitsProcessor`` (``sampler(input_ids, scores)``) it returns 0 at the chosen
-    token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
+    (greedy without ``do_sample``).
     """
 
     def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
@@ -111,15 +110,6 @@ class RowSampler:
         if do_sample:
             self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
                                                     dtype=torch.float64) for s in seeds]).to(device)
-        self.prompt_len = None  # for the LogitsProcessor use: where generation started
-
-    def subset(self, rows: list[int]) -> RowSampler:
-        """A sampler for ``rows`` only (its row b is row ``rows[b]`` here), for use as a logits processor."""
-        sub = RowSampler.__new__(RowSampler)
-        sub.__dict__.update(self.__dict__, prompt_len=None)
-        if self.do_sample:
-            sub.uniforms = self.uniforms[torch.tensor(rows, device=self.uniforms.device)]
-        return sub
 
     def pick(self, logits: torch.Tensor, rows: torch.Tensor | None, step: int) -> torch.Tensor:
         """Next token for each row of ``logits`` ([batch, vocab]); ``rows`` maps them to sampler rows."""
@@ -130,13 +120,6 @@ class RowSampler:
         u = self.uniforms[:, step] if rows is None else self.uniforms[rows, step]
         x = (u * cdf[:, -1]).unsqueeze(-1)
         return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
-        tok = self.pick(scores, None, input_ids.shape[1] - self.prompt_len)
-        out = torch.full_like(scores, -float("inf"))
-        return out.scatter_(1, tok.unsqueeze(-1), 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -456,14 +439,21 @@ def _decode_steps(model, rows, sampler, max_new_tokens, eos, pad_id, kv, logits,
 
 def _decode_hf(model, prompts: list[list[int]], rows: list[list[int]], sampler: RowSampler, max_new_tokens: int,
                eos: list[int], pad_id: int) -> dict[int, list[int]]:
-    """One batch through ``model.generate`` (greedy over the sampler's one-hot scores), a row per output row."""
+    """One batch through ``model.generate``, a row per output row: greedy over scores that are 0 at the sampler's
+    token and -inf elsewhere."""
     from transformers.generation.logits_process import LogitsProcessorList
 
     device = next(model.parameters()).device
     flat = [r for rs in rows for r in rs]
     ids, mask = _left_pad([p for p, rs in zip(prompts, rows) for _ in rs], pad_id, device)
+    active = torch.tensor(flat, device=device)  # batch row -> sampler row
+
+    def one_hot(input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        tok = sampler.pick(scores, active, input_ids.shape[1] - ids.shape[1])
+        return torch.full_like(scores, -float("inf")).scatter_(1, tok.unsqueeze(-1), 0.0)
+
     gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                         logits_processor=LogitsProcessorList([sampler.subset(flat)]), pad_token_id=pad_id,
+                         logits_processor=LogitsProcessorList([one_hot]), pad_token_id=pad_id,
                          eos_token_id=eos, temperature=None, top_p=None, top_k=None)
     gen = gen[:, ids.shape[1]:].tolist()
     return {r: g[:next((k + 1 for k, t in enumerate(g) if t in eos), len(g))] for r, g in zip(flat, gen)}
