@@ -56,8 +56,7 @@ def prompt_priority(rewards: list[float | None], how: str) -> float:
 def priority_order(rewards_by_prompt: dict[str, list], how: str) -> list[str]:
     """Prompt ids in the order they get the refinement budget: by :func:`prompt_priority`, ties (and
     ``none``) in input order."""
-    ids = list(rewards_by_prompt)
-    return sorted(ids, key=lambda pid: (-prompt_priority(rewards_by_prompt[pid], how), ids.index(pid)))
+    return sorted(rewards_by_prompt, key=lambda pid: -prompt_priority(rewards_by_prompt[pid], how))  # stable
 
 
 def reflection_search(store, model, tokenizer, fingerprint: str, examples: list, judge, rubrics, cfg, *,
