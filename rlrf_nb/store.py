@@ -109,23 +109,21 @@ class JsonlArtifact:
     def extend(self, records: list[dict]) -> list[dict]:
         """Write ``records`` (each with a new string ``"key"``) in one write and one fsync; return them as stored.
         A crash loses at most the lines of this call (a torn last line is cut off on the next open)."""
-        lines = []
+        lines: dict[str, str] = {}
         for record in records:
             key = record.get("key")
             if not isinstance(key, str) or not key:
                 raise ValueError(f"{self.path}: record needs a non-empty string 'key', got {key!r}")
-            if key in self._records or any(key == k for k, _ in lines):
+            if key in self._records or key in lines:
                 raise ValueError(f"{self.path}: key {key!r} is already stored")
-            lines.append((key, dumps_line(record)))
+            lines[key] = dumps_line(record)
         if not lines:
             return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write("".join(line for _, line in lines).encode("utf-8"))
-        stored = []
-        for key, line in lines:
-            self._records[key] = json.loads(line)  # what a reader of the file will see (tuples become lists ...)
-            stored.append(self._records[key])
-        return stored
+        self._write("".join(lines.values()).encode("utf-8"))
+        # what a reader of the file will see (tuples become lists ...)
+        self._records.update({key: json.loads(line) for key, line in lines.items()})
+        return [self._records[key] for key in lines]
 
     def __contains__(self, key: object) -> bool:
         return key in self._records
