@@ -217,13 +217,11 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
     out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
                        weights=recipe.feedback.weights, place=place, seed=seed)
     kl = cfg.kl_coef if cfg.kl_coef is not None else _trl_default_beta(method)
-    r = out["reward"]
     info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
             "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
-            "generated_tokens": r["generated_tokens"], "completions": r["completions"], "judged": r["judged"],
-            "parse_failures": r["parse_failures"],
-            "parse_failure_rate": r["parse_failure_rate"], "judge_id": r["judge_id"],
-            "failure_examples": r["failure_examples"], "seed": seed, "history": out["history"],
+            **{k: out["reward"][k] for k in ("generated_tokens", "completions", "judged", "parse_failures",
+                                              "parse_failure_rate", "judge_id", "failure_examples")},
+            "seed": seed, "history": out["history"],
             "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}
     return {"model": out["model"], "tokenizer": tok, "info": info}
 
