@@ -261,12 +261,9 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
         log.warning("%s: %d of %d stored records grade differently now (stop sequences or the extractor "
                     "changed since they were written); returning the current grading", name, regraded, len(records))
     n = len(records)
-    strict = rate(sum(r["strict_correct"] for r in records), n)
-    flexible = rate(sum(r["flexible_correct"] for r in records), n)
-    return {"strict": strict, "flexible": flexible, "n": n,
-            "lm_eval_strict": rate(sum(r["lm_eval_strict_correct"] for r in records), n),
-            "lm_eval_flexible": rate(sum(r["lm_eval_flexible_correct"] for r in records), n),
-            "strict_flexible_gap": flexible["rate"] - strict["rate"],
+    rates = {m: rate(sum(r[f"{m}_correct"] for r in records), n)
+             for m in ("strict", "flexible", "lm_eval_strict", "lm_eval_flexible")}
+    return {**rates, "n": n, "strict_flexible_gap": rates["flexible"]["rate"] - rates["strict"]["rate"],
             "truncated": rate(sum(r["truncated"] for r in records), n), "records": records,
             **({"perfect": rate(sum(r["perfect"] for r in records), n)} if records and "perfect" in records[0]
                else {})}
