@@ -221,9 +221,7 @@ def paired_math_table(records: dict[str, list[dict]], baseline: str = "M0", n_bo
             raise ValueError(f"{name}: its problems differ from {baseline}'s; a paired test needs the same items")
         for measure, key in (("final answer", "correct"), ("every step", "perfect")):
             vals = [float(r[key]) for r in recs]
-            ci = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
-            row = {"model": name, "measure": measure, "value": ci["value"], "ci_low": ci["ci_low"],
-                   "ci_high": ci["ci_high"], "n": ci["n"]}
+            row = {"model": name, "measure": measure, **bootstrap_ci(vals, n_boot=n_boot, seed=seed)}
             if name != baseline:
                 t = paired_test([float(r[key]) for r in base], vals, n_boot=n_boot, seed=seed)
                 row.update(diff=t["diff"], diff_low=t["ci_low"], diff_high=t["ci_high"],
