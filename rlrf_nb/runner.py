@@ -71,10 +71,6 @@ class RunResult:
     stages: list[StageResult] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def results(self) -> dict:
-        return RunStore(self.run_dir).results()
-
 
 class StageEngine(NBClientEngine):
     """papermill's nbclient engine, with the first line of the running cell after the progress bar."""
