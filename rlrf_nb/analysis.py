@@ -20,6 +20,7 @@ import torch
 from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.generation import render_prompts
 from rlrf_nb.pairs import right_wrong_pairs
+from rlrf_nb.rounds import VARIANT_LABELS, policy_rank
 from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
 
 # ---------------------------------------------------------------------------------------------
@@ -246,8 +247,6 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
     the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
     (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
     values and no compute."""
-    from rlrf_nb.rounds import VARIANT_LABELS
-
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
                   for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
     out = {}
@@ -286,8 +285,6 @@ def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("g
                                                                                "factscore")):
     """:func:`variant_comparison` as a readable table (M0, RLRF, then the variants): per policy, each metric's test
     value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
-    from rlrf_nb.rounds import policy_rank
-
     rows = []
     for name, r in sorted(comparison.items(), key=lambda kv: policy_rank(kv[0])):  # results.json sorts its keys
         row = {"policy": name, "rounds": r["rounds"]}
