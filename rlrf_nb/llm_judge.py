@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
 from rlrf_nb.judge_json import check_aspects, load_json_object
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.rubrics import AspectSpec
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,6 @@ def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=N
                                temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
     if model is None:
         from rlrf_nb.models import load_policy, placement
-        from rlrf_nb.paths import resolve_path
 
         path = resolve_path(cfg.judge_model)
         model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,

@@ -17,6 +17,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlrf_nb.config import RunConfig
+from rlrf_nb.store import content_key
 
 # Trainer and its friends are imported inside pretrain(): they pull in accelerate and datasets (about 4 s), which
 # every process that only loads and samples a policy (the stages, the judge, a killed-and-rerun step) would pay.
@@ -277,8 +278,6 @@ def model_fingerprint(name_or_path: str | Path) -> str:
     share records, checkpoints or reference log-probs. A directory without ``*.safetensors`` is a FileNotFoundError;
     its hash is cached per process by file path, size and mtime.
     """
-    from rlrf_nb.store import content_key
-
     s = str(name_or_path)
     if is_hub_id(s):
         revision, snapshot = hub_revision(s)
