@@ -181,11 +181,8 @@ def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candida
         raise DecisionError(f"candidate_id {candidate_id!r} is not in pair {pair['pair_id']} "
                             f"({pair['chosen_id']}, {pair['rejected_id']})")
     d = {"pair_id": pair["pair_id"], "prompt_id": pair["prompt_id"], "action": action, "note": note,
-         "reviewer": reviewer, "time_utc": datetime.now(UTC).isoformat(timespec="seconds")}
-    if candidate_id is not None:
-        d["candidate_id"] = candidate_id
-    if text is not None:
-        d["text"] = text
+         "reviewer": reviewer, "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+         **{k: v for k, v in (("candidate_id", candidate_id), ("text", text)) if v is not None}}
     _check_decision(d, "decision")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     append_bytes(path, dumps_line(d).encode("utf-8"))
