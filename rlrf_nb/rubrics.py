@@ -159,17 +159,9 @@ class RubricSet:
 
     def table(self) -> pd.DataFrame:
         """One row per aspect, for reading the rubrics in a notebook."""
-        rows = {
-            r.name: dict(
-                title=r.title,
-                source=r.source,
-                scale=f"{r.min_score}-{r.max_score}",
-                definition=r.definition,
-                critique_must=r.critique_must,
-            )
-            for r in self.rubrics.values()
-        }
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("aspect")
+        df = pd.DataFrame([asdict(r) for r in self.rubrics.values()]).set_index("name").rename_axis("aspect")
+        df["scale"] = df["min_score"].astype(str) + "-" + df["max_score"].astype(str)
+        return df[["title", "source", "scale", "definition", "critique_must"]]
 
 
 @dataclass(frozen=True)
