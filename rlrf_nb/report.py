@@ -29,8 +29,7 @@ def m0_used(run_dir: Path, results: dict) -> list[dict]:
     out = []
     m0 = results.get("m0")
     if m0:
-        out.append({"path": m0.get("path"), "source": m0.get("source"), "train_seconds": m0.get("train_seconds"),
-                    "n_params": m0.get("n_params")})
+        out.append({k: m0.get(k) for k in ("path", "source", "train_seconds", "n_params")})
     for d in sorted((run_dir / "checkpoints").glob("M0-*")):
         if m0 and str(m0.get("path", "")).endswith(d.name):
             continue

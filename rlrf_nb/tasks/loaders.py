@@ -124,8 +124,7 @@ def load_just_eval(source: str = "re-align/just-eval-instruct", split: str = "te
     for i, (where, row) in enumerate(iter_rows(source, split, limit=limit)):
         instruction = _text_field(row, where, "instruction")
         safety = is_safety_row(row, where)
-        meta = {"safety": safety, "dataset": row.get("dataset"), "category": row.get("category"),
-                "source_id": row.get("source_id")}
+        meta = {"safety": safety, **{k: row.get(k) for k in ("dataset", "category", "source_id")}}
         examples.append(Example(id=f"just-eval-{split}-{i:05d}", task="instruct", split=split,
                                 prompt=instruction, tags=["safety"] if safety else ["general"], meta=meta))
     log.info("loaded %d Just-Eval examples from %s (%s), %d safety", len(examples), source, split,
