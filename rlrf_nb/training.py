@@ -27,6 +27,7 @@ import torch
 from rlrf_nb import models
 from rlrf_nb.pairs import Candidate, build_pairs, group_by_prompt, to_dataset
 from rlrf_nb.preflight import preflight
+from rlrf_nb.stats import mean
 from rlrf_nb.store import content_key, is_complete, mark_complete
 
 log = logging.getLogger(__name__)
@@ -319,12 +320,8 @@ def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
         if len(rows) < 3:
             return {"notes": ["fewer than three logged steps and no probe evaluation: no trend to read"]}
         third = max(1, len(rows) // 3)
-
-        def mean(rs, k):
-            return sum(r[k] for r in rs) / len(rs)
-
-        first = {k: mean(rows[:third], k) for k in keys}
-        last = {k: mean(rows[-third:], k) for k in keys}
+        first = {k: mean([r[k] for r in rows[:third]]) for k in keys}
+        last = {k: mean([r[k] for r in rows[-third:]]) for k in keys}
         source = "from the training log (first vs last third of steps; batches differ)"
     out = {k: {"first": first[k], "last": last[k]} for k in keys}
     dc = last["logps/chosen"] - first["logps/chosen"]
