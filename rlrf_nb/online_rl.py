@@ -28,7 +28,6 @@ from rlrf_nb.training import fit, lora_config, quiet_trainer, release_memory, sa
 
 log = logging.getLogger(__name__)
 
-ONLINE_METHODS = ONLINE_VARIANTS  # grpo, rloo, grpo_reflect: the round variants are the methods
 FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are counted)
 
 
@@ -152,8 +151,8 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     with the precision of ``place`` (fp32 on CPU via ``use_cpu``: TRL's bf16 default fails there). ``kl_coef`` is TRL's
     ``beta`` (None: TRL's default for ``method``); ``vllm`` turns on TRL's colocated vLLM sampling on a GPU (an error
     elsewhere)."""
-    if method not in ONLINE_METHODS:
-        raise ValueError(f"online RL method must be one of {ONLINE_METHODS}, got {method!r}")
+    if method not in ONLINE_VARIANTS:  # grpo, rloo, grpo_reflect: the round variants are the methods
+        raise ValueError(f"online RL method must be one of {ONLINE_VARIANTS}, got {method!r}")
     args = {**trainer_args(cfg, out_dir, place, seed), "num_generations": cfg.num_generations,
             "max_completion_length": cfg.max_completion_length, "temperature": cfg.temperature,
             "max_steps": cfg.max_steps, "lr_scheduler_type": "constant"}
