@@ -43,6 +43,7 @@ import re
 from collections.abc import Sequence
 
 from rlrf_nb import generation
+from rlrf_nb.prompts import chat
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key
 from rlrf_nb.tasks.math import check_solution, extract_answer, is_correct
@@ -135,10 +136,7 @@ def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int =
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     shots = select_shots(question, exemplars, k)
     if style == "multiturn":
-        msgs = []
-        for ex in shots:
-            msgs += [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.reference}]
-        return msgs + [{"role": "user", "content": question}]
+        return [m for ex in shots for m in chat(ex.prompt, ex.reference)] + chat(question)
     blocks = [f"Question: {ex.prompt}\nAnswer: {ex.reference}" for ex in shots]
     return [{"role": "user", "content": "\n\n".join(blocks + [f"Question: {question}\nAnswer:"])}]
 

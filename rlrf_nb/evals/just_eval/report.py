@@ -14,8 +14,8 @@ from rlrf_nb.store import content_key
 
 def _check_responses(responses: Sequence[dict]) -> list[dict]:
     """The response dicts, validated: an error names the position, the id and the field."""
-    rows, seen = [], {}
-    for i, r in enumerate(responses):
+    rows, seen = list(responses), {}
+    for i, r in enumerate(rows):
         where = f"responses[{i}]"
         if not isinstance(r, dict):
             raise ValueError(f"{where}: expected a dict with id, instruction, response, kind, got {type(r).__name__}")
@@ -35,7 +35,6 @@ def _check_responses(responses: Sequence[dict]) -> list[dict]:
         if r["id"] in seen:
             raise ValueError(f"{where}: duplicate id, already used by responses[{seen[r['id']]}]")
         seen[r["id"]] = i
-        rows.append(r)
     return rows
 
 
