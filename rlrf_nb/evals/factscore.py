@@ -235,13 +235,10 @@ class KBSource:
         return [] if p is None or k < 1 else [{"id": f"kb:{topic}", "title": topic, "text": bios.reference_bio(p)}]
 
 
-_BM25_STOPWORDS = "en"
-
-
 def _tokenize(texts: list[str]) -> list[list[str]]:
     import bm25s
 
-    return bm25s.tokenize(texts, lower=True, stopwords=_BM25_STOPWORDS, return_ids=False, show_progress=False)
+    return bm25s.tokenize(texts, lower=True, stopwords="en", return_ids=False, show_progress=False)
 
 
 class PassageSource:
