@@ -106,10 +106,9 @@ class RowSampler:
                  top_p: float = 1.0, generation_config=None, device=None):
         self.do_sample = do_sample
         self.warpers = _warpers(temperature, top_p, generation_config) if do_sample else None
-        self.uniforms = None
-        if do_sample:
-            self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
-                                                    dtype=torch.float64) for s in seeds]).to(device)
+        self.uniforms = None if not do_sample else torch.stack([
+            torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds
+        ]).to(device)
 
     def pick(self, logits: torch.Tensor, rows: torch.Tensor | None, step: int) -> torch.Tensor:
         """Next token for each row of ``logits`` ([batch, vocab]); ``rows`` maps them to sampler rows."""
