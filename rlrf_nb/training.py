@@ -417,7 +417,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     if not cached:
         log.info(f"training {name} ({cfg.method}) from {start_path} ...")
         model, tok = models.load_policy(start_path, place=place, train=True)
-        kw = {}
+        kw, ref = {}, None  # a frozen reference beside the policy only for DPO without LoRA or precomputed log-probs
         if cfg.method == "dpo" and cfg.cache_ref:
             # reference log-probs from the run store; the reference is loaded only for pairs it lacks, and only
             # when it is not the starting policy itself (TRL then uses the policy before training)
@@ -425,10 +425,8 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
             kw = {"ref_store": store, "ref_fingerprint": ref_fp,
                   "ref_loader": (lambda: models.load_policy(ref_path, place=place, train=True)[0]) if separate
                   else None}
-            ref = None
-        else:
-            ref = None if cfg.lora or cfg.precompute_ref or cfg.method != "dpo" else \
-                models.load_policy(ref_path or start_path, place=place, train=True)[0]
+        elif cfg.method == "dpo" and not (cfg.lora or cfg.precompute_ref):
+            ref = models.load_policy(ref_path or start_path, place=place, train=True)[0]
         out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref, place=place,
                           **kw)
         info = {"name": name, "method": out["method"], "start_from": str(start_path),
