@@ -220,12 +220,11 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     precompute = bool(cfg.precompute_ref or cached)
     args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
                      loss_weights=cfg.loss_weights, precompute_ref_log_probs=precompute)
+    peft_config = lora_config(cfg) if cfg.lora else None
     if cfg.lora:
-        ref_model, peft_config = None, lora_config(cfg)
-    else:
-        peft_config = None
-        if ref_model is None and not precompute:
-            ref_model = copy.deepcopy(model)
+        ref_model = None  # the adapter-disabled base is the reference
+    elif ref_model is None and not precompute:
+        ref_model = copy.deepcopy(model)
     probe = eval_pairs or pairs[:PROBE_PAIRS]  # a fixed set: before/after on the same pairs, not batch noise
     trainer = cached_dpo_trainer_class()(
         model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs), eval_dataset=to_dataset(probe),
