@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rlrf_nb.pairs import pair_lengths
+from rlrf_nb.pairs import pair_lengths, pair_yield
 from rlrf_nb.stats import pct, rate
 
 # One colour per model or policy: the results table has up to ten models (M0, M1, M2, three ablations' M2 and the
@@ -139,8 +139,7 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
                         subplot_titles=(f"pairs from {n_prompts} prompts", "reward margin of the pairs"))
     names = list(pairs_by_policy)
-    row = [sum(p["chosen_correct"] is True and p["rejected_correct"] is False for p in pairs_by_policy[k])
-           for k in names]
+    row = [pair_yield(pairs_by_policy[k], n_prompts)["right_over_wrong"] for k in names]
     total = [len(pairs_by_policy[k]) for k in names]
     # overlaid, not stacked (the margin histograms share the layout's overlay mode): right-over-wrong pairs are
     # a subset of all pairs, drawn on top of them
