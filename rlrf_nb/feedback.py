@@ -258,11 +258,9 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
     a crash loses at most the record in flight.
     """
-    chosen = {}
-    for r in rows:
-        ex = r["example"]
-        if ex.id not in chosen:
-            chosen[ex.id] = (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
+    examples = {r["example"].id: r["example"] for r in rows}  # each prompt once, in order of first appearance
+    chosen = {i: (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
+              for i, ex in examples.items()}
     def key(r):  # a judge's id names its model and endpoint (never its API key)
         return content_key({"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
                             "response": r["response"], "aspects": chosen[r["example"].id][0]})
