@@ -140,10 +140,8 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         elif policy == "refined_vs_original":
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
-        for a, b in todo:
-            p = _pair(a, b, policy, min_margin, round_, conversational)
-            if p is not None:
-                pairs.append(p)
+        made = (_pair(a, b, policy, min_margin, round_, conversational) for a, b in todo)
+        pairs += [p for p in made if p is not None]  # a tie or too small a margin makes none
     return apply_decisions(pairs, decisions or {})
 
 
