@@ -40,10 +40,9 @@ def m0_used(run_dir: Path, results: dict) -> list[dict]:
 
 def untrained_warning(m0s: list[dict]) -> str | None:
     """A plain sentence when any M0 the run used trained for under :data:`UNTRAINED_SECONDS` (a smoke model)."""
-    short = [m for m in m0s if m["train_seconds"] is not None and m["train_seconds"] < UNTRAINED_SECONDS]
-    if not short:
+    m = next((m for m in m0s if m["train_seconds"] is not None and m["train_seconds"] < UNTRAINED_SECONDS), None)
+    if m is None:
         return None
-    m = short[0]
     return (f"**This run's M0 is untrained.** `{m['path']}` was trained for {m['train_seconds']:.0f} s (a smoke "
             f"recipe's seconds-long model), so the numbers below only show that the pipeline runs end to end; none "
             "of them says anything about RLRF. For results, run `recipes/tiny.yaml` (the committed, fully trained M0) "
