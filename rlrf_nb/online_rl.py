@@ -21,7 +21,7 @@ from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.feedback import scalar_reward, select_aspects
 from rlrf_nb.generation import generate_ids, render_prompts
 from rlrf_nb.models import load_policy, model_fingerprint, training_log
-from rlrf_nb.prompts import chat, refinement_prompt
+from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import notes_from_feedback
 from rlrf_nb.store import content_key, is_complete
 from rlrf_nb.training import fit, lora_config, quiet_trainer, release_memory, save_checkpoint, trainer_args
@@ -110,6 +110,8 @@ def reflective_rollout(reward: JudgeReward, tokenizer, rubrics, cfg):
     loss treats the off-policy refinements as sampled (no importance correction): the variant's assumption. Drafts are
     judged through ``reward.feedback`` (to critique them), and their reward reuses that judgement; members carry a
     ``kind`` column (draft / refinement)."""
+    from rlrf_nb.prompts import refinement_prompt
+
     by_prompt = {ex.prompt: ex for ex in reward.examples.values()}
     gen = {"max_new_tokens": cfg.max_completion_length, "do_sample": True, "temperature": cfg.temperature}
 
