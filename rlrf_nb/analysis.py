@@ -20,6 +20,7 @@ import torch
 from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.generation import render_prompts
 from rlrf_nb.pairs import right_wrong_pairs
+from rlrf_nb.rounds import VARIANT_LABELS, policy_rank
 from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
 
 # ---------------------------------------------------------------------------------------------
@@ -221,9 +222,7 @@ def paired_math_table(records: dict[str, list[dict]], baseline: str = "M0", n_bo
             raise ValueError(f"{name}: its problems differ from {baseline}'s; a paired test needs the same items")
         for measure, key in (("final answer", "correct"), ("every step", "perfect")):
             vals = [float(r[key]) for r in recs]
-            ci = bootstrap_ci(vals, n_boot=n_boot, seed=seed)
-            row = {"model": name, "measure": measure, "value": ci["value"], "ci_low": ci["ci_low"],
-                   "ci_high": ci["ci_high"], "n": ci["n"]}
+            row = {"model": name, "measure": measure, **bootstrap_ci(vals, n_boot=n_boot, seed=seed)}
             if name != baseline:
                 t = paired_test([float(r[key]) for r in base], vals, n_boot=n_boot, seed=seed)
                 row.update(diff=t["diff"], diff_low=t["ci_low"], diff_high=t["ci_high"],
@@ -248,8 +247,6 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
     the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
     (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
     values and no compute."""
-    from rlrf_nb.rounds import VARIANT_LABELS
-
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
                   for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
     out = {}
@@ -288,8 +285,6 @@ def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("g
                                                                                "factscore")):
     """:func:`variant_comparison` as a readable table (M0, RLRF, then the variants): per policy, each metric's test
     value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
-    from rlrf_nb.rounds import policy_rank
-
     rows = []
     for name, r in sorted(comparison.items(), key=lambda kv: policy_rank(kv[0])):  # results.json sorts its keys
         row = {"policy": name, "rounds": r["rounds"]}

@@ -140,10 +140,7 @@ def cmd_collate(args) -> int:
 
     from rlrf_nb.collate import collate, runs_of_sweep, write_collation
 
-    dirs: list[Path] = []
-    for item in args.runs:
-        p = Path(item)
-        dirs.extend(runs_of_sweep(p) if p.suffix == ".json" else [p])
+    dirs = [d for p in map(Path, args.runs) for d in (runs_of_sweep(p) if p.suffix == ".json" else [p])]
     if not dirs:
         log.error("error: no runs to collate")
         return 1

@@ -33,17 +33,13 @@ def t975(df: int) -> float:
     return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
 
 
-def _is_rate(obj) -> bool:
-    return isinstance(obj, dict) and "rate" in obj and "n" in obj
-
-
 def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
     """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy, claim rows
     by claim)."""
     out: dict[str, float] = {}
 
     def walk(obj, path):
-        if _is_rate(obj):
+        if isinstance(obj, dict) and "rate" in obj and "n" in obj:
             if obj["rate"] is not None:
                 out[path] = float(obj["rate"])
             return
@@ -99,14 +95,13 @@ def per_run_table(run_dirs: list[str | Path], metrics: list[str] | None = None) 
     return pd.DataFrame(rows)
 
 
-def collate(run_dirs: list[str | Path], metrics: list[str] | None = None,
-            seed_keys: tuple[str, ...] = SEED_KEYS) -> pd.DataFrame:
+def collate(run_dirs: list[str | Path], metrics: list[str] | None = None) -> pd.DataFrame:
     """One row per (sweep point without the seed, metric): ``n_runs``, ``mean``, ``sd``, ``ci_low``,
     ``ci_high`` (Student-t 95% over runs; NaN from a single run) and the runs' values."""
     long = per_run_table(run_dirs, metrics)
     if long.empty:
         return pd.DataFrame(columns=["metric", "n_runs", "mean", "sd", "ci_low", "ci_high", "values", "runs"])
-    group_cols = [c for c in long.columns if c not in ("run", "metric", "value", *seed_keys)]
+    group_cols = [c for c in long.columns if c not in ("run", "metric", "value", *SEED_KEYS)]
     rows = []
     for key, g in long.groupby(group_cols + ["metric"], dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)

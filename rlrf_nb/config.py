@@ -583,22 +583,15 @@ def _build_section(section: str, values: object, source: str) -> object:
         values = {}
     if not isinstance(values, dict):
         raise ConfigError(f"{source}: section {section!r} must be a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{section}.{key}'{_suggest(key, fields)}")
-        try:
-            kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
-        except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
-    for f in fields.values():
-        if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key '{section}.{f.name}'")
+    hints = typing.get_type_hints(cls)  # every field's annotation
     try:
+        kwargs = {}
+        for key, value in values.items():
+            if key not in hints:
+                raise ConfigError(f"unknown key '{section}.{key}'{_suggest(key, hints)}")
+            kwargs[key] = _coerce(value, hints[key], f"{section}.{key}")
         return cls(**kwargs)
-    except ConfigError as e:  # a range check in __post_init__
+    except ConfigError as e:  # an unknown key, a type, or a range check in __post_init__; the file goes first
         raise ConfigError(f"{source}: {e}") from None
 
 
@@ -654,12 +647,6 @@ def parse_override(text: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def _accepts_str(tp: object) -> bool:
-    """``str`` or a union with ``str`` (``str | None``); not ``list[str]``."""
-    is_union = typing.get_origin(tp) in (types.UnionType, typing.Union)
-    return tp is str or (is_union and str in typing.get_args(tp))
-
-
 def _override_value(key: str, value: object, source: str) -> object:
     """Check that dotted ``key`` names a field; YAML-parse a text ``value`` (``"3"`` -> 3)."""
     section, _, name = key.partition(".")
@@ -675,8 +662,10 @@ def _override_value(key: str, value: object, source: str) -> object:
         parsed = yaml.safe_load(value)
     except yaml.YAMLError:
         return value  # leave it text; the type check reports it if the field is not a str
-    # A str field keeps the text as typed: run.name=007 stays "007", not the int 7.
-    if parsed is not None and not isinstance(parsed, str) and _accepts_str(hints[name]):
+    # A str field (or str | None, not list[str]) keeps the text as typed: run.name=007 stays "007", not the int 7.
+    tp = hints[name]
+    if parsed is not None and not isinstance(parsed, str) and (
+            tp is str or (typing.get_origin(tp) in (types.UnionType, typing.Union) and str in typing.get_args(tp))):
         return value
     return parsed
 
@@ -693,12 +682,9 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = N
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
         raise ConfigError(f"{path}:{line}: not valid UTF-8 (byte {e.object[e.start]:#04x})") from None
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    raw = {} if raw is None else raw
     source = str(path)
-    if overrides:
+    if overrides and isinstance(raw, dict):  # else from_dict reports the bad top level
         for key, value in overrides.items():
             section, _, name = key.partition(".")
             value = _override_value(key, value, source)

@@ -231,14 +231,8 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
         raise ValueError(f"calibrate needs paired feedback, got {len(judged)} and {len(reference)}")
     rows = []
     for asp in dict.fromkeys(a.aspect for r in reference for a in r.aspects):
-        pairs, n = [], 0
-        for j, r in zip(judged, reference):
-            js, rs = j.score(asp), r.score(asp)
-            if rs is None:
-                continue
-            n += 1
-            if js is not None:
-                pairs.append((js, rs))
+        scored = [(j.score(asp), r.score(asp)) for j, r in zip(judged, reference) if r.score(asp) is not None]
+        pairs, n = [(js, rs) for js, rs in scored if js is not None], len(scored)
         row = {"aspect": asp, "n": n, "parsed": len(pairs), "parse_rate": len(pairs) / n if n else float("nan")}
         if pairs:
             a, b = [p[0] for p in pairs], [p[1] for p in pairs]
@@ -264,11 +258,9 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
     a crash loses at most the record in flight.
     """
-    chosen = {}
-    for r in rows:
-        ex = r["example"]
-        if ex.id not in chosen:
-            chosen[ex.id] = (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
+    examples = {r["example"].id: r["example"] for r in rows}  # each prompt once, in order of first appearance
+    chosen = {i: (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
+              for i, ex in examples.items()}
     def key(r):  # a judge's id names its model and endpoint (never its API key)
         return content_key({"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
                             "response": r["response"], "aspects": chosen[r["example"].id][0]})
@@ -289,14 +281,11 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
 
 def feedback_frame(records: list[dict]):
     """One row per (record, aspect): the long table behind the notebook's plots, filters and parse table."""
-    rows = []
-    for rec in records:
-        for a in rec["feedback"]["aspects"]:
-            rows.append({"response_id": rec["response_id"], "example_id": rec["example_id"], "task": rec["task"],
-                         "judge_id": rec["judge_id"], "round": rec["round"], "aspect": a["aspect"],
-                         "score": a["score"], "max_score": a["max_score"], "parse_ok": a["parse_ok"],
-                         "error": a["error"], "critique": a["critique"], "reward": rec["reward"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"response_id": rec["response_id"], "example_id": rec["example_id"], "task": rec["task"],
+                          "judge_id": rec["judge_id"], "round": rec["round"], "aspect": a["aspect"],
+                          "score": a["score"], "max_score": a["max_score"], "parse_ok": a["parse_ok"],
+                          "error": a["error"], "critique": a["critique"], "reward": rec["reward"]}
+                         for rec in records for a in rec["feedback"]["aspects"]])
 
 
 def score_table(frame):

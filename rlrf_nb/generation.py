@@ -99,27 +99,16 @@ def _warpers(temperature: float, top_p: float, generation_config=None):
 class RowSampler:
     """Samples each row's next token by inverse CDF of the warped distribution at that row's own uniforms, drawn up
     front from a ``torch.Generator`` seeded with ``seeds[row]``: exactly multinomial sampling as in ``model.generate``
-    (greedy without ``do_sample``). As a ``LogitsProcessor`` (``sampler(input_ids, scores)``) it returns 0 at the chosen
-    token and -inf elsewhere, so greedy decoding in ``model.generate`` picks it.
+    (greedy without ``do_sample``).
     """
 
     def __init__(self, seeds: list[int] | None, max_new_tokens: int, *, do_sample: bool, temperature: float = 1.0,
                  top_p: float = 1.0, generation_config=None, device=None):
         self.do_sample = do_sample
         self.warpers = _warpers(temperature, top_p, generation_config) if do_sample else None
-        self.uniforms = None
-        if do_sample:
-            self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
-                                                    dtype=torch.float64) for s in seeds]).to(device)
-        self.prompt_len = None  # for the LogitsProcessor use: where generation started
-
-    def subset(self, rows: list[int]) -> RowSampler:
-        """A sampler for ``rows`` only (its row b is row ``rows[b]`` here), for use as a logits processor."""
-        sub = RowSampler.__new__(RowSampler)
-        sub.__dict__.update(self.__dict__, prompt_len=None)
-        if self.do_sample:
-            sub.uniforms = self.uniforms[torch.tensor(rows, device=self.uniforms.device)]
-        return sub
+        self.uniforms = None if not do_sample else torch.stack([
+            torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s), dtype=torch.float64) for s in seeds
+        ]).to(device)
 
     def pick(self, logits: torch.Tensor, rows: torch.Tensor | None, step: int) -> torch.Tensor:
         """Next token for each row of ``logits`` ([batch, vocab]); ``rows`` maps them to sampler rows."""
@@ -131,23 +120,10 @@ class RowSampler:
         x = (u * cdf[:, -1]).unsqueeze(-1)
         return torch.searchsorted(cdf, x, right=True).squeeze(-1).clamp_(max=cdf.shape[-1] - 1)
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
-        if self.prompt_len is None:
-            self.prompt_len = input_ids.shape[1]
-        tok = self.pick(scores, None, input_ids.shape[1] - self.prompt_len)
-        out = torch.full_like(scores, -float("inf"))
-        return out.scatter_(1, tok.unsqueeze(-1), 0.0)
-
 
 # ---------------------------------------------------------------------------------------------------------------
 # Memory
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def is_oom(err: BaseException) -> bool:
-    """An out-of-memory error from torch (CUDA/MPS/CPU allocator)."""
-    return isinstance(err, torch.OutOfMemoryError) or (isinstance(err, RuntimeError)
-                                                       and "out of memory" in str(err).lower())
 
 
 def free_memory(device) -> int:
@@ -462,14 +438,21 @@ def _decode_steps(model, rows, sampler, max_new_tokens, eos, pad_id, kv, logits,
 
 def _decode_hf(model, prompts: list[list[int]], rows: list[list[int]], sampler: RowSampler, max_new_tokens: int,
                eos: list[int], pad_id: int) -> dict[int, list[int]]:
-    """One batch through ``model.generate`` (greedy over the sampler's one-hot scores), a row per output row."""
+    """One batch through ``model.generate``, a row per output row: greedy over scores that are 0 at the sampler's
+    token and -inf elsewhere."""
     from transformers.generation.logits_process import LogitsProcessorList
 
     device = next(model.parameters()).device
     flat = [r for rs in rows for r in rs]
     ids, mask = _left_pad([p for p, rs in zip(prompts, rows) for _ in rs], pad_id, device)
+    active = torch.tensor(flat, device=device)  # batch row -> sampler row
+
+    def one_hot(input_ids: torch.LongTensor, scores: torch.Tensor) -> torch.Tensor:
+        tok = sampler.pick(scores, active, input_ids.shape[1] - ids.shape[1])
+        return torch.full_like(scores, -float("inf")).scatter_(1, tok.unsqueeze(-1), 0.0)
+
     gen = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                         logits_processor=LogitsProcessorList([sampler.subset(flat)]), pad_token_id=pad_id,
+                         logits_processor=LogitsProcessorList([one_hot]), pad_token_id=pad_id,
                          eos_token_id=eos, temperature=None, top_p=None, top_k=None)
     gen = gen[:, ids.shape[1]:].tolist()
     return {r: g[:next((k + 1 for k, t in enumerate(g) if t in eos), len(g))] for r, g in zip(flat, gen)}
@@ -529,9 +512,9 @@ def generate_ids(model, tokenizer, conversations: list[list[dict]], *, max_new_t
         try:
             got = decode(model, [prompts[j] for j, _ in batch], [rs for _, rs in batch], sampler, max_new_tokens,
                          eos, pad_id)
-        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError
+        except RuntimeError as err:  # torch.OutOfMemoryError is a RuntimeError; other allocators say so in words
             n = sum(len(rs) for _, rs in batch)
-            if not is_oom(err) or n <= 1:
+            if not (isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()) or n <= 1:
                 raise
             del err
             cap = max(1, n // 2)

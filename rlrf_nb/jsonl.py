@@ -50,8 +50,7 @@ def iter_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Ite
 
 def read_jsonl(path: str | os.PathLike, *, allow_torn_tail: bool = False) -> Iterator[dict]:
     """Yield the JSON objects of ``path``, one per non-empty line (see :func:`iter_jsonl` for the errors)."""
-    for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail):
-        yield obj
+    return (obj for _, obj in iter_jsonl(path, allow_torn_tail=allow_torn_tail))
 
 
 def dumps_line(record: dict) -> str:
@@ -67,6 +66,27 @@ def atomic_write_text(path: Path, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def append_bytes(path: Path, data: bytes) -> None:
+    """Append ``data`` (whole lines) to ``path`` in one synced ``O_APPEND`` write: a crash loses at most these lines,
+    never glues two. A short write (disk full) is rolled back to the old end of the file, so a caller that goes on
+    appending writes clean lines."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            n = os.write(fd, data)
+        except OSError:
+            os.ftruncate(fd, size)
+            raise
+        if n != len(data):
+            os.ftruncate(fd, size)
+            raise OSError(f"{path}: short write ({n} of {len(data)} bytes; is the disk full?); "
+                          "the partial line was removed")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> int:

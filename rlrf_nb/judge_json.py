@@ -34,11 +34,8 @@ def _pairs_hook(pairs: list[tuple]) -> JsonObject:
 
 
 class _Decoder(json.JSONDecoder):
-    """``object_pairs_hook=_pairs_hook``, and nesting too deep or an integer over 4300 digits (a broken or hostile
-    reply) is a :class:`json.JSONDecodeError` like any invalid JSON, never an error that would stop a judging run."""
-
-    def __init__(self):
-        super().__init__(object_pairs_hook=_pairs_hook)
+    """Nesting too deep or an integer over 4300 digits (a broken or hostile reply) is a :class:`json.JSONDecodeError`
+    like any invalid JSON, never an error that would stop a judging run."""
 
     def raw_decode(self, s: str, idx: int = 0):
         try:
@@ -52,7 +49,7 @@ class _Decoder(json.JSONDecoder):
 
 
 # The one JSON decoder of every judge reply (the kit's judge and Just-Eval): objects are :class:`JsonObject`.
-DECODER = _Decoder()
+DECODER = _Decoder(object_pairs_hook=_pairs_hook)
 _INT_STRING = re.compile(r"\s*[0-9]{1,9}\s*")  # bounded: int() of a 5,000-digit string raises
 
 

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.generation import generate
 from rlrf_nb.judge_json import check_aspects, load_json_object
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.rubrics import AspectSpec
 
 log = logging.getLogger(__name__)
@@ -214,7 +215,8 @@ class OpenAITransport:
                 raw = self._client.chat.completions.with_raw_response.create(
                     model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
             except openai.APIError as e:
-                error = _mask(f"{type(e).__name__}: {e}", self._client.api_key)
+                key, error = self._client.api_key, f"{type(e).__name__}: {e}"
+                error = error.replace(key, "***") if key and len(key) >= 4 else error  # a server may echo the key
                 if not self._retryable(e):
                     raise JudgeTransportError(f"judge request to {self.shown_url} failed (not retried: retrying "
                                               f"cannot fix it): {error}") from None
@@ -254,17 +256,11 @@ def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=N
                                temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
     if model is None:
         from rlrf_nb.models import load_policy, placement
-        from rlrf_nb.paths import resolve_path
 
         path = resolve_path(cfg.judge_model)
         model, tokenizer = load_policy(path if path.exists() else cfg.judge_model,
                                        trust_remote_code=cfg.trust_remote_code, place=placement(run))
     return TransformersTransport(model, tokenizer, max_new_tokens=cfg.max_new_tokens, do_sample=sample)
-
-
-def _mask(text: str, secret: str) -> str:
-    """``text`` with ``secret`` (an API key a server may echo in an error) replaced by ``***``."""
-    return text.replace(secret, "***") if secret and len(secret) >= 4 else text
 
 
 # ---------------------------------------------------------------------------------------------- the judge

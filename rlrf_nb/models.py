@@ -17,6 +17,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from rlrf_nb.config import RunConfig
+from rlrf_nb.store import content_key
 
 # Trainer and its friends are imported inside pretrain(): they pull in accelerate and datasets (about 4 s), which
 # every process that only loads and samples a policy (the stages, the judge, a killed-and-rerun step) would pay.
@@ -50,17 +51,13 @@ _PLACE_RULES = [(r"(?![0-9\u2080-\u2083])", 0), (r"(?=\u2080[0-9])", 1), (r"(?=\
                 (r"(?=[0-9\u2083]*\u2082)", 3)]
 
 
-def _place_normalizer():
-    return normalizers.Sequence([normalizers.Replace(Regex(f"{d}{ahead}"), PLACE_MARKS[p] + str(d))
-                                 for ahead, p in _PLACE_RULES for d in range(10)])
-
-
 def build_tokenizer(texts: list[str], vocab_size: int, place_tags: bool = False) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``texts``; digits are split one per token so arithmetic is learnable. With
     ``place_tags`` (world v2) each digit becomes one token tagged with its place (:data:`PLACE_MARKS`)."""
     tok = Tokenizer(models.BPE())
     if place_tags:
-        tok.normalizer = _place_normalizer()
+        tok.normalizer = normalizers.Sequence([normalizers.Replace(Regex(f"{d}{ahead}"), PLACE_MARKS[p] + str(d))
+                                               for ahead, p in _PLACE_RULES for d in range(10)])
         digit = pre_tokenizers.Split(Regex(f"[{PLACE_MARKS}][0-9]"), behavior="isolated")
         tok.decoder = decoders.Sequence([decoders.ByteLevel()] + [decoders.Replace(m, "") for m in PLACE_MARKS])
     else:
@@ -281,8 +278,6 @@ def model_fingerprint(name_or_path: str | Path) -> str:
     share records, checkpoints or reference log-probs. A directory without ``*.safetensors`` is a FileNotFoundError;
     its hash is cached per process by file path, size and mtime.
     """
-    from rlrf_nb.store import content_key
-
     s = str(name_or_path)
     if is_hub_id(s):
         revision, snapshot = hub_revision(s)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import json
 import logging
 import time
 
 from rlrf_nb.config import ONLINE_VARIANTS
 from rlrf_nb.feedback import scalar_reward, select_aspects
 from rlrf_nb.generation import generate_ids, render_prompts
-from rlrf_nb.models import load_policy, model_fingerprint
+from rlrf_nb.models import load_policy, model_fingerprint, training_log
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import notes_from_feedback
 from rlrf_nb.store import content_key, is_complete
@@ -29,7 +28,6 @@ from rlrf_nb.training import fit, lora_config, quiet_trainer, release_memory, sa
 
 log = logging.getLogger(__name__)
 
-ONLINE_METHODS = ONLINE_VARIANTS  # grpo, rloo, grpo_reflect: the round variants are the methods
 FAILURES_KEPT = 50  # parse failures kept with their raw text (all of them are counted)
 
 
@@ -155,8 +153,8 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     with the precision of ``place`` (fp32 on CPU via ``use_cpu``: TRL's bf16 default fails there). ``kl_coef`` is TRL's
     ``beta`` (None: TRL's default for ``method``); ``vllm`` turns on TRL's colocated vLLM sampling on a GPU (an error
     elsewhere)."""
-    if method not in ONLINE_METHODS:
-        raise ValueError(f"online RL method must be one of {ONLINE_METHODS}, got {method!r}")
+    if method not in ONLINE_VARIANTS:  # grpo, rloo, grpo_reflect: the round variants are the methods
+        raise ValueError(f"online RL method must be one of {ONLINE_VARIANTS}, got {method!r}")
     args = {**trainer_args(cfg, out_dir, place, seed), "num_generations": cfg.num_generations,
             "max_completion_length": cfg.max_completion_length, "temperature": cfg.temperature,
             "max_steps": cfg.max_steps, "lr_scheduler_type": "constant"}
@@ -173,13 +171,6 @@ def online_args(cfg, method: str, out_dir, place=None, seed: int = 0) -> dict:
     return args
 
 
-def prompt_dataset(examples: list):
-    """The prompts as TRL's conversational prompt-only dataset, with each example's id for :class:`JudgeReward`."""
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": chat(ex.prompt), "example_id": ex.id} for ex in examples])
-
-
 def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir, *, method: str = "grpo",
                  weights: dict | None = None, place=None, seed: int = 0) -> dict:
     """GRPO, RLOO or reflective GRPO (``method``: grpo, rloo, grpo_reflect) of ``model`` on ``examples``' prompts,
@@ -191,6 +182,7 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     Returns :func:`rlrf_nb.training.fit`'s dict (the trained model, a LoRA adapter merged; TRL's log history; wall time;
     optimiser steps; no evaluation) with ``method`` and ``reward``: :meth:`JudgeReward.stats` (judge calls, parse
     failures, generated tokens)."""
+    from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     if not examples:
@@ -200,7 +192,9 @@ def train_online(model, tokenizer, examples: list, judge, rubrics, cfg, out_dir,
     args = config_cls(**online_args(cfg, method, out_dir, place, seed))
     extra = {"rollout_func": reflective_rollout(reward, tokenizer, rubrics, cfg)} if method == "grpo_reflect" else {}
     t0 = time.monotonic()
-    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompt_dataset(examples),
+    # TRL's conversational prompt-only dataset, with each example's id for JudgeReward
+    prompts = Dataset.from_list([{"prompt": chat(ex.prompt), "example_id": ex.id} for ex in examples])
+    trainer = trainer_cls(model=model, reward_funcs=reward, args=args, train_dataset=prompts,
                           processing_class=tokenizer, peft_config=lora_config(cfg) if cfg.lora else None, **extra)
     quiet_trainer(trainer)
     out = fit(trainer, cfg.lora, t0)
@@ -222,13 +216,11 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
     out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
                        weights=recipe.feedback.weights, place=place, seed=seed)
     kl = cfg.kl_coef if cfg.kl_coef is not None else _trl_default_beta(method)
-    r = out["reward"]
     info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
             "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
-            "generated_tokens": r["generated_tokens"], "completions": r["completions"], "judged": r["judged"],
-            "parse_failures": r["parse_failures"],
-            "parse_failure_rate": r["parse_failure_rate"], "judge_id": r["judge_id"],
-            "failure_examples": r["failure_examples"], "seed": seed, "history": out["history"],
+            **{k: out["reward"][k] for k in ("generated_tokens", "completions", "judged", "parse_failures",
+                                              "parse_failure_rate", "judge_id", "failure_examples")},
+            "seed": seed, "history": out["history"],
             "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}
     return {"model": out["model"], "tokenizer": tok, "info": info}
 
@@ -261,5 +253,5 @@ def train_online_cached(store, name: str, start_path, examples: list, judge, rub
         del out
         release_memory()
     model, tok = load_policy(path, place=place)
-    info = json.loads((path / "training_log.json").read_text())
-    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
+    return {"path": path, "model": model, "tokenizer": tok, "info": training_log(path), "cached": cached,
+            "trained": True}

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rlrf_nb.config import PAIR_POLICIES as POLICIES
-from rlrf_nb.jsonl import JsonlError, dumps_line, read_jsonl, write_jsonl
+from rlrf_nb.jsonl import JsonlError, append_bytes, dumps_line, read_jsonl, write_jsonl
 from rlrf_nb.stats import rate
 from rlrf_nb.store import content_key
 
@@ -124,12 +124,7 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         samples = [c for c in cands if c.kind == "sample"]
         refinements = [c for c in cands if c.kind == "refinement"]
         todo: list[tuple[Candidate, Candidate]] = []
-        if policy in ("best_vs_worst", "scalar"):
-            group = cands
-        elif policy == "no_reflection":
-            group = samples
-        else:
-            group = None
+        group = {"best_vs_worst": cands, "scalar": cands, "no_reflection": samples}.get(policy)
         if group is not None and len(group) >= 2:
             distinct = list({c.text: c for c in sorted(group, key=lambda c: _rank_key(c, policy))}.values())
             ranked = sorted(distinct, key=lambda c: _rank_key(c, policy)) if per_prompt > 1 else \
@@ -145,10 +140,8 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         elif policy == "refined_vs_original":
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
-        for a, b in todo:
-            p = _pair(a, b, policy, min_margin, round_, conversational)
-            if p is not None:
-                pairs.append(p)
+        made = (_pair(a, b, policy, min_margin, round_, conversational) for a, b in todo)
+        pairs += [p for p in made if p is not None]  # a tie or too small a margin makes none
     return apply_decisions(pairs, decisions or {})
 
 
@@ -186,20 +179,11 @@ def record_decision(path: str | os.PathLike, pair: dict, action: str, *, candida
         raise DecisionError(f"candidate_id {candidate_id!r} is not in pair {pair['pair_id']} "
                             f"({pair['chosen_id']}, {pair['rejected_id']})")
     d = {"pair_id": pair["pair_id"], "prompt_id": pair["prompt_id"], "action": action, "note": note,
-         "reviewer": reviewer, "time_utc": datetime.now(UTC).isoformat(timespec="seconds")}
-    if candidate_id is not None:
-        d["candidate_id"] = candidate_id
-    if text is not None:
-        d["text"] = text
+         "reviewer": reviewer, "time_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+         **{k: v for k, v in (("candidate_id", candidate_id), ("text", text)) if v is not None}}
     _check_decision(d, "decision")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, dumps_line(d).encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    append_bytes(path, dumps_line(d).encode("utf-8"))
     return d
 
 
@@ -325,10 +309,6 @@ def to_dataset(pairs: list[dict], lineage: tuple[str, ...] = ("pair_id", "prompt
 
 def pair_lengths(pairs: list[dict]) -> dict:
     """Length bias: words in chosen minus rejected per pair, and the rate at which chosen is longer."""
-    def words(side) -> int:
-        text = side if isinstance(side, str) else " ".join(m["content"] for m in side if m["role"] == "assistant")
-        return len(text.split())
-
-    diffs = [words(p["chosen"]) - words(p["rejected"]) for p in pairs]
+    diffs = [len(side_text(p["chosen"]).split()) - len(side_text(p["rejected"]).split()) for p in pairs]
     return {"diffs": diffs, "chosen_longer": rate(sum(d > 0 for d in diffs), len(diffs)),
             "mean_diff": sum(diffs) / len(diffs) if diffs else float("nan")}

@@ -7,7 +7,7 @@ from pathlib import Path
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from rlrf_nb.pairs import pair_lengths
+from rlrf_nb.pairs import pair_lengths, pair_yield
 from rlrf_nb.stats import pct, rate
 
 # One colour per model or policy: the results table has up to ten models (M0, M1, M2, three ablations' M2 and the
@@ -26,6 +26,13 @@ def _layout(fig: go.Figure, title: str, height: int, top: int = 70, bottom: int 
     fig.update_layout(title=title, template="plotly_white", height=height, autosize=True,
                       legend=kw.pop("legend", LEGEND_BELOW), margin={"t": top, "r": 20, "b": bottom}, **kw)
     return fig
+
+
+def _ci_bars(rates: list[dict], **kw) -> dict:
+    """Asymmetric error bars (``error_y``) of ``stats.rate`` dicts drawn in percent: their 95% intervals."""
+    vals = [100 * r["rate"] for r in rates]
+    return {"type": "data", "symmetric": False, **kw, "array": [100 * r["ci_high"] - v for r, v in zip(rates, vals)],
+            "arrayminus": [v - 100 * r["ci_low"] for r, v in zip(rates, vals)]}
 
 
 def loss_curve(history: list[dict], title: str = "M0 pre-training loss", smooth: int = 10) -> go.Figure:
@@ -48,11 +55,8 @@ def rates_with_ci(rates: dict[str, dict], title: str, xaxis_title: str = "model"
     names = list(rates)
     vals = [100 * rates[k]["rate"] for k in names]
     labels = [f"{k}<br><b>{v:.1f}%</b> (n={rates[k]['n']})" for k, v in zip(names, vals)]
-    fig = go.Figure(go.Bar(
-        x=labels, y=vals, name="rate", showlegend=False, marker_color=PALETTE[0],
-        error_y={"type": "data", "symmetric": False,
-                 "array": [100 * rates[k]["ci_high"] - v for k, v in zip(names, vals)],
-                 "arrayminus": [v - 100 * rates[k]["ci_low"] for k, v in zip(names, vals)]}))
+    fig = go.Figure(go.Bar(x=labels, y=vals, name="rate", showlegend=False, marker_color=PALETTE[0],
+                           error_y=_ci_bars([rates[k] for k in names])))
     return _layout(fig, title, 420, xaxis_title=xaxis_title, yaxis_title="% (bars: 95% Wilson CI)",
                    yaxis_range=[0, 100])
 
@@ -120,10 +124,7 @@ def refinement_success(frame, title: str = "Does a refinement beat its draft? Pe
               + (f" · {stats[a][4]} unparsed" if stats[a][4] else "") for a in aspects]
     n = [max(1, stats[a][0]["n"]) for a in aspects]
     up = [100 * stats[a][0]["rate"] for a in aspects]
-    fig.add_bar(x=labels, y=up, name="higher", marker_color="#2ca02c",
-                error_y={"type": "data", "symmetric": False,
-                         "array": [100 * stats[a][0]["ci_high"] - u for a, u in zip(aspects, up)],
-                         "arrayminus": [u - 100 * stats[a][0]["ci_low"] for a, u in zip(aspects, up)]})
+    fig.add_bar(x=labels, y=up, name="higher", marker_color="#2ca02c", error_y=_ci_bars([stats[a][0] for a in aspects]))
     fig.add_bar(x=labels, y=[100 * stats[a][1] / k for a, k in zip(aspects, n)], name="same", marker_color="#bbb")
     fig.add_bar(x=labels, y=[100 * stats[a][2] / k for a, k in zip(aspects, n)], name="lower", marker_color="#d62728")
     return _layout(fig, title, 480, bottom=150, barmode="stack", xaxis_title="aspect",
@@ -138,8 +139,7 @@ def pair_counts_and_margins(pairs_by_policy: dict[str, list[dict]], n_prompts: i
     fig = make_subplots(rows=1, cols=2, column_widths=[0.45, 0.55], horizontal_spacing=0.12,
                         subplot_titles=(f"pairs from {n_prompts} prompts", "reward margin of the pairs"))
     names = list(pairs_by_policy)
-    row = [sum(p["chosen_correct"] is True and p["rejected_correct"] is False for p in pairs_by_policy[k])
-           for k in names]
+    row = [pair_yield(pairs_by_policy[k], n_prompts)["right_over_wrong"] for k in names]
     total = [len(pairs_by_policy[k]) for k in names]
     # overlaid, not stacked (the margin histograms share the layout's overlay mode): right-over-wrong pairs are
     # a subset of all pairs, drawn on top of them
@@ -204,14 +204,12 @@ def training_curves(history: list[dict], title: str = "DPO training") -> go.Figu
                                                         "log-prob of the responses (sum over tokens)"))
     steps = [h["step"] for h in rows]
     fig.add_scatter(x=steps, y=[h["loss"] for h in rows], name="loss", row=1, col=1, line={"color": "#333"})
-    for key, name, color in (("rewards/margins", "reward margin", "#636efa"),
-                             ("rewards/accuracies", "reward accuracy", "#00cc96")):
+    for key, name, color, col in (("rewards/margins", "reward margin", "#636efa", 2),
+                                  ("rewards/accuracies", "reward accuracy", "#00cc96", 2),
+                                  ("logps/chosen", "log p(chosen)", "#2ca02c", 3),
+                                  ("logps/rejected", "log p(rejected)", "#d62728", 3)):
         if rows and key in rows[0]:
-            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=name, row=1, col=2, line={"color": color})
-    for key, name, color in (("logps/chosen", "chosen", "#2ca02c"), ("logps/rejected", "rejected", "#d62728")):
-        if rows and key in rows[0]:
-            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=f"log p({name})", row=1, col=3,
-                            line={"color": color})
+            fig.add_scatter(x=steps, y=[h[key] for h in rows], name=name, row=1, col=col, line={"color": color})
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(title_text="DPO loss", col=1)
     fig.update_yaxes(title_text="margin / accuracy", col=2)
@@ -230,9 +228,7 @@ def round_metrics(rows: list[dict], title: str = "Held-out dev metrics after eac
         vals = [100 * r[key]["rate"] for r in rows]
         fig.add_scatter(x=x, y=vals, mode="lines+markers+text", name=name, line={"color": color},
                         text=[f"{v:.1f}" for v in vals], textposition="top right",
-                        error_y={"type": "data", "symmetric": False,
-                                 "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
-                                 "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
+                        error_y=_ci_bars([r[key] for r in rows]))
     n = rows[0]["math_accuracy"]["n"] if rows else 0
     return _layout(fig, title, 440, xaxis_title="policy after each round", yaxis_range=[0, 100],
                    yaxis_title=f"% (95% Wilson CI; {n} dev math prompts)")
@@ -251,9 +247,7 @@ def variant_rounds(variants: dict[str, list[dict]], key: str = "math_accuracy",
         fig.add_scatter(x=[r["policy"] for r in rows], y=vals, mode="lines+markers", name=variant,
                         line={"color": PALETTE[i % len(PALETTE)], "dash": "solid" if variant == "rlrf" else "dot",
                               "width": 3 if variant == "rlrf" else 2},
-                        error_y={"type": "data", "symmetric": False, "width": 4,
-                                 "array": [100 * r[key]["ci_high"] - v for r, v in zip(rows, vals)],
-                                 "arrayminus": [v - 100 * r[key]["ci_low"] for r, v in zip(rows, vals)]})
+                        error_y=_ci_bars([r[key] for r in rows], width=4))
     return _layout(fig, title, 440, xaxis_title="policy after each round", yaxis_title=f"% (95% Wilson CI; n = {n})",
                    legend={**LEGEND_BELOW, "title": {"text": "variant"}})
 

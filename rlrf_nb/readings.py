@@ -424,11 +424,8 @@ def positive_controls(rows: list[dict], baseline: str = "M0") -> str:
     if not trained:
         return ("**No positive control was trained** (`positive_controls = False`): without one, a method that "
                 "fails here could fail because nothing at these settings can move this policy.")
-    parts, raised = [], []
-    for r in trained:
-        parts.append(f"{r['model']} {_pts(r['diff'])} [{_pts(r['diff_low'])}, {_pts(r['diff_high'])}] points")
-        if r["diff_low"] > 0:
-            raised.append(r["model"])
+    parts = [f"{r['model']} {_pts(r['diff'])} [{_pts(r['diff_low'])}, {_pts(r['diff_high'])}] points" for r in trained]
+    raised = [r["model"] for r in trained if r["diff_low"] > 0]
     head = f"On {trained[0]['n']:,} test problems, every step right, paired against {baseline}: " + "; ".join(parts)
     if len(raised) == len(trained):
         return head + (". **Both controls raise the policy**: the stage can move it, so a method's null result "

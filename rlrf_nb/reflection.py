@@ -56,8 +56,7 @@ def prompt_priority(rewards: list[float | None], how: str) -> float:
 def priority_order(rewards_by_prompt: dict[str, list], how: str) -> list[str]:
     """Prompt ids in the order they get the refinement budget: by :func:`prompt_priority`, ties (and
     ``none``) in input order."""
-    ids = list(rewards_by_prompt)
-    return sorted(ids, key=lambda pid: (-prompt_priority(rewards_by_prompt[pid], how), ids.index(pid)))
+    return sorted(rewards_by_prompt, key=lambda pid: -prompt_priority(rewards_by_prompt[pid], how))  # stable
 
 
 def reflection_search(store, model, tokenizer, fingerprint: str, examples: list, judge, rubrics, cfg, *,
@@ -68,31 +67,29 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
     ``<prefix>feedback_overall`` (a prefix such as ``rounds/r1/`` keeps RLRF rounds apart)."""
     overall = {}
 
-    def judge_rows(rows: list[dict], rnd: int) -> list[dict]:
+    def judge_rows(recs: list[dict], rnd: int, example_of: dict[str, str]) -> list[dict]:
+        rows = [{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"], "response": r["text"]}
+                for r in recs]
         judged = judge_responses(store, f"{prefix}feedback", judge, rows, rubrics, weights, round_=rnd)
-        if cfg.overall_score:
-            overall.update(_overall(store, judge, rows, rubrics, rnd, prefix=prefix))
+        if cfg.overall_score:  # the scalar ablation's single overall score per response id, in [0, 1]
+            scalar = judge_responses(store, f"{prefix}feedback_overall", judge, rows, rubrics, round_=rnd,
+                                     aspects=[OVERALL])
+            overall.update({r["response_id"]: r["reward"] for r in scalar})
         return judged
 
-    def judge_batch(rnd: int, example_of: dict[str, str]):
-        """With sampling processes, the parent judges each batch while they generate the next ones (the records
-        are stored by key, so judging them all afterwards only reads them back)."""
-        if workers is None:
-            return None
-        return lambda recs: judge_rows([{"example": by_id[example_of[r["source_id"]]], "response_id": r["response_id"],
-                                         "response": r["text"]} for r in recs], rnd)
+    def generate(name: str, items: list[dict], rnd: int, example_of: dict[str, str], **kw) -> list[dict]:
+        """Round ``rnd``'s generations; with sampling processes, the parent judges each batch while they generate the
+        next ones (the records are stored by key, so judging them all afterwards only reads them back)."""
+        return generate_to_store(store, prefix + name, model, tokenizer, fingerprint, items, seed=seed + rnd,
+                                 temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                                 batch_size=cfg.batch_size, policy_id=policy_id, workers=workers, **kw,
+                                 on_batch=None if workers is None else lambda recs: judge_rows(recs, rnd, example_of))
 
     with sampling_processes(model, tokenizer, cfg.processes) as workers:
         t0 = time.monotonic()
-        by_id = {ex.id: ex for ex in examples}
-        samples = generate_to_store(store, f"{prefix}samples", model, tokenizer, fingerprint,
-                                    [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=cfg.n_samples,
-                                    temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                                    seed=seed, batch_size=cfg.batch_size, policy_id=policy_id,
-                                    workers=workers, on_batch=judge_batch(0, {ex.id: ex.id for ex in examples}))
-        rows = [{"example": by_id[s["source_id"]], "response_id": s["response_id"], "response": s["text"]}
-                for s in samples]
-        judged = judge_rows(rows, 0)
+        by_id, own = {ex.id: ex for ex in examples}, {ex.id: ex.id for ex in examples}
+        samples = generate("samples", [{"id": ex.id, "prompt": ex.prompt} for ex in examples], 0, own, n=cfg.n_samples)
+        judged = judge_rows(samples, 0, own)
         parents = {r["response_id"]: None for r in judged}  # response id -> parent id
         rounds = [{"round": 0, "candidates": len(judged), "seconds": round(time.monotonic() - t0, 1)}]
         frontier = {ex.id: [r for r in judged if r["example_id"] == ex.id] for ex in examples}
@@ -126,14 +123,8 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
             if not todo:
                 break
             ex_of = {t["id"]: t["example_id"] for t in todo}
-            refs = generate_to_store(store, f"{prefix}refinements", model, tokenizer, fingerprint, todo,
-                                     n=cfg.m_refinements, temperature=cfg.temperature, top_p=cfg.top_p,
-                                     max_new_tokens=cfg.max_new_tokens, seed=seed + rnd, batch_size=cfg.batch_size,
-                                     policy_id=policy_id, tag=f"r{rnd}.", workers=workers,
-                                     on_batch=judge_batch(rnd, ex_of))
-            ref_rows = [{"example": by_id[ex_of[r["source_id"]]], "response_id": r["response_id"],
-                         "response": r["text"]} for r in refs]
-            ref_judged = judge_rows(ref_rows, rnd)
+            refs = generate("refinements", todo, rnd, ex_of, n=cfg.m_refinements, tag=f"r{rnd}.")
+            ref_judged = judge_rows(refs, rnd, ex_of)
             parents.update({r["response_id"]: r["source_id"] for r in refs})
             judged += ref_judged
             frontier = {}
@@ -161,12 +152,6 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
         budget["over_budget"] = len(budget["prompts_over_budget"])
         return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
                 "seconds": round(time.monotonic() - t0, 1)}
-
-
-def _overall(store, judge, rows, rubrics, round_: int = 0, prefix: str = "") -> dict[str, float | None]:
-    """The scalar ablation's single overall score per response id (``feedback_overall`` artifact), in [0, 1]."""
-    recs = judge_responses(store, f"{prefix}feedback_overall", judge, rows, rubrics, round_=round_, aspects=[OVERALL])
-    return {r["response_id"]: r["reward"] for r in recs}
 
 
 def search_stats(pool: list[Candidate]) -> dict:

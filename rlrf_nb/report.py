@@ -29,8 +29,7 @@ def m0_used(run_dir: Path, results: dict) -> list[dict]:
     out = []
     m0 = results.get("m0")
     if m0:
-        out.append({"path": m0.get("path"), "source": m0.get("source"), "train_seconds": m0.get("train_seconds"),
-                    "n_params": m0.get("n_params")})
+        out.append({k: m0.get(k) for k in ("path", "source", "train_seconds", "n_params")})
     for d in sorted((run_dir / "checkpoints").glob("M0-*")):
         if m0 and str(m0.get("path", "")).endswith(d.name):
             continue
@@ -41,10 +40,9 @@ def m0_used(run_dir: Path, results: dict) -> list[dict]:
 
 def untrained_warning(m0s: list[dict]) -> str | None:
     """A plain sentence when any M0 the run used trained for under :data:`UNTRAINED_SECONDS` (a smoke model)."""
-    short = [m for m in m0s if m["train_seconds"] is not None and m["train_seconds"] < UNTRAINED_SECONDS]
-    if not short:
+    m = next((m for m in m0s if m["train_seconds"] is not None and m["train_seconds"] < UNTRAINED_SECONDS), None)
+    if m is None:
         return None
-    m = short[0]
     return (f"**This run's M0 is untrained.** `{m['path']}` was trained for {m['train_seconds']:.0f} s (a smoke "
             f"recipe's seconds-long model), so the numbers below only show that the pipeline runs end to end; none "
             "of them says anything about RLRF. For results, run `recipes/tiny.yaml` (the committed, fully trained M0) "

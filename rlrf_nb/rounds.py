@@ -16,7 +16,6 @@ being evaluated.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from rlrf_nb import task_data
 from rlrf_nb.config import ONLINE_VARIANTS, EvalConfig
 from rlrf_nb.generation import generate, load_searcher, release_vllm
 from rlrf_nb.jsonl import read_jsonl
-from rlrf_nb.models import load_policy, model_fingerprint, placement
+from rlrf_nb.models import load_policy, model_fingerprint, placement, training_log
 from rlrf_nb.online_rl import run_online, train_online_cached
 from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.prompts import chat
@@ -188,7 +187,7 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
             bar.set_postfix_str(f"{VARIANT_LABELS[variant]} M{t}")
             ckpt = checkpoint_path(store, t, variant)
             if is_complete(ckpt):
-                info = json.loads((ckpt / "training_log.json").read_text())
+                info = training_log(ckpt)
                 log.info(f"{label}round {t}: M{t} already trained, loading {ckpt}")
             else:
                 info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, variant)

@@ -118,13 +118,10 @@ def load_rubric(path: str | Path) -> Rubric:
 
     return Rubric(
         name=data["name"],
-        title=_text(data["title"]),
-        source=_text(data["source"]),
-        definition=_text(data["definition"]),
+        **{f: _text(data[f]) for f in TEXT_FIELDS if f != "name"},
         min_score=lo,
         max_score=hi,
         levels={k: _text(levels[k]) for k in range(lo, hi + 1)},
-        critique_must=_text(data["critique_must"]),
     )
 
 
@@ -162,17 +159,9 @@ class RubricSet:
 
     def table(self) -> pd.DataFrame:
         """One row per aspect, for reading the rubrics in a notebook."""
-        rows = {
-            r.name: dict(
-                title=r.title,
-                source=r.source,
-                scale=f"{r.min_score}-{r.max_score}",
-                definition=r.definition,
-                critique_must=r.critique_must,
-            )
-            for r in self.rubrics.values()
-        }
-        return pd.DataFrame.from_dict(rows, orient="index").rename_axis("aspect")
+        df = pd.DataFrame([asdict(r) for r in self.rubrics.values()]).set_index("name").rename_axis("aspect")
+        df["scale"] = df["min_score"].astype(str) + "-" + df["max_score"].astype(str)
+        return df[["title", "source", "scale", "definition", "critique_must"]]
 
 
 @dataclass(frozen=True)

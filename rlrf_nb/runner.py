@@ -71,10 +71,6 @@ class RunResult:
     stages: list[StageResult] = field(default_factory=list)
     seconds: float = 0.0
 
-    @property
-    def results(self) -> dict:
-        return RunStore(self.run_dir).results()
-
 
 class StageEngine(NBClientEngine):
     """papermill's nbclient engine, with the first line of the running cell after the progress bar."""
@@ -223,15 +219,6 @@ def stage_inputs(recipe) -> dict:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _load_stages(path: Path) -> dict:
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:  # a kill while writing: the file is rewritten atomically, but be safe
-        return {}
-
-
 def _write_json(path: Path, obj: dict) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str))
 
@@ -273,7 +260,10 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     run_dir = resolve_path(recipe.run.runs_dir) / name
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     stages_path = run_dir / "stages.json"
-    state = _load_stages(stages_path)
+    try:
+        state = json.loads(stages_path.read_text()) if stages_path.exists() else {}
+    except json.JSONDecodeError:  # a kill while writing: the file is rewritten atomically, but be safe
+        state = {}
     recipe_text = recipe_file.read_text(encoding="utf-8")
     inputs = stage_inputs(recipe)
     result = RunResult(name, run_dir)
@@ -320,32 +310,18 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
         result.stages.append(StageResult(nb, "done", secs, str(out_nb)))
         log.info(f"[{i}/{len(chosen)}] {stage}: done in {secs:.0f} s")
     result.seconds = time.monotonic() - t_run
-    _record_run(run_dir, recipe_path, ovr, nb_params, state, result)
-    log.info(f">> run '{name}' finished in {result.seconds:.0f} s; results: {run_dir / 'results.json'}")
-    return result
-
-
-def _record_run(run_dir: Path, recipe_path: str, overrides: dict, params: dict, state: dict,
-                result: RunResult) -> None:
-    """Add the run's own record (recipe, overrides, per-stage wall times) to ``results.json``."""
-    stage_seconds = {k: v.get("seconds") for k, v in state.items()}
+    stage_seconds = {k: v.get("seconds") for k, v in state.items()}  # the run's own record in results.json
     RunStore(run_dir).update_results({"run": {
-        "name": result.name, "recipe": str(recipe_path), "overrides": overrides, "params": params,
+        "name": name, "recipe": str(recipe_path), "overrides": ovr, "params": nb_params,
         "stage_seconds": stage_seconds, "total_stage_seconds": round(sum(s or 0 for s in stage_seconds.values()), 1),
         "this_invocation_seconds": round(result.seconds, 1)}})
+    log.info(f">> run '{name}' finished in {result.seconds:.0f} s; results: {run_dir / 'results.json'}")
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # Sweeps
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def _field_names() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for section, cls in SECTIONS.items():
-        for f in dataclasses.fields(cls):
-            out.setdefault(f.name, []).append(f"{section}.{f.name}")
-    return out
 
 
 def resolve_grid_key(key: str) -> list[str]:
@@ -355,7 +331,7 @@ def resolve_grid_key(key: str) -> list[str]:
         return [key]
     if key in GRID_ALIASES:
         return GRID_ALIASES[key]
-    hits = _field_names().get(key, [])
+    hits = [f"{section}.{key}" for section, cls in SECTIONS.items() if key in {f.name for f in dataclasses.fields(cls)}]
     if len(hits) != 1:
         raise RunError(f"--grid {key}=...: " + (f"ambiguous, it is a field of {hits}; write one of them in full"
                                                 if hits else "no recipe section has such a field"))
@@ -375,11 +351,6 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     return grid
 
 
-def sweep_points(grid: list[tuple[str, list[str]]]) -> list[dict[str, str]]:
-    keys = [k for k, _ in grid]
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(vals for _, vals in grid))]
-
-
 def point_name(prefix: str, point: dict[str, str]) -> str:
     """``sweep-seed0-beta0.1``: the prefix and each key's last part with its value (directory-safe)."""
     return prefix + "".join(f"-{k.split('.')[-1]}{re.sub(r'[^A-Za-z0-9._-]', '_', v)}" for k, v in point.items())
@@ -390,7 +361,8 @@ def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: l
     """Run every point of ``grid`` in turn (``runs/<prefix>-key=value-.../``) and write the sweep's index
     (``runs/<prefix>.sweep.json``) for :func:`rlrf_nb.collate.collate`. A point that fails is reported and the
     sweep goes on; the index records it. Returns the finished runs and the index path."""
-    points = sweep_points(parse_grid(grid))
+    parsed = parse_grid(grid)
+    points = [dict(zip([k for k, _ in parsed], combo)) for combo in itertools.product(*(vals for _, vals in parsed))]
     try:
         recipe = load_recipe(resolve_path(recipe_path), split_params(params)[0])
     except ConfigError as e:

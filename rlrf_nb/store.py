@@ -26,7 +26,7 @@ from pathlib import Path
 import yaml
 from tqdm.auto import tqdm
 
-from rlrf_nb.jsonl import JsonlError, atomic_write_text, dumps_line, read_jsonl
+from rlrf_nb.jsonl import JsonlError, append_bytes, atomic_write_text, dumps_line, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +100,7 @@ class JsonlArtifact:
             self._write(b"\n")
 
     def _write(self, data: bytes) -> None:
-        # O_APPEND + a single write: a crash loses at most this line, never glues two. A short write (disk
-        # full) is rolled back to the old end of the file, so a caller that goes on appending writes clean lines.
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            size = os.fstat(fd).st_size
-            try:
-                n = os.write(fd, data)
-            except OSError:
-                os.ftruncate(fd, size)
-                raise
-            if n != len(data):
-                os.ftruncate(fd, size)
-                raise OSError(f"{self.path}: short write ({n} of {len(data)} bytes; is the disk full?); "
-                              "the partial line was removed")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_bytes(self.path, data)
 
     def append(self, record: dict) -> dict:
         """Write ``record`` (which needs a new string ``"key"``) and return it as stored."""
@@ -125,23 +109,21 @@ class JsonlArtifact:
     def extend(self, records: list[dict]) -> list[dict]:
         """Write ``records`` (each with a new string ``"key"``) in one write and one fsync; return them as stored.
         A crash loses at most the lines of this call (a torn last line is cut off on the next open)."""
-        lines = []
+        lines: dict[str, str] = {}
         for record in records:
             key = record.get("key")
             if not isinstance(key, str) or not key:
                 raise ValueError(f"{self.path}: record needs a non-empty string 'key', got {key!r}")
-            if key in self._records or any(key == k for k, _ in lines):
+            if key in self._records or key in lines:
                 raise ValueError(f"{self.path}: key {key!r} is already stored")
-            lines.append((key, dumps_line(record)))
+            lines[key] = dumps_line(record)
         if not lines:
             return []
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._write("".join(line for _, line in lines).encode("utf-8"))
-        stored = []
-        for key, line in lines:
-            self._records[key] = json.loads(line)  # what a reader of the file will see (tuples become lists ...)
-            stored.append(self._records[key])
-        return stored
+        self._write("".join(lines.values()).encode("utf-8"))
+        # what a reader of the file will see (tuples become lists ...)
+        self._records.update({key: json.loads(line) for key, line in lines.items()})
+        return [self._records[key] for key in lines]
 
     def __contains__(self, key: object) -> bool:
         return key in self._records

@@ -74,15 +74,6 @@ def task_pool(recipe) -> tuple[list[Example], str]:
     return _gsm8k(src, "train"), f"{field} {src!r} (train split)"
 
 
-def dev_size(recipe) -> int:
-    """Rows of the held-out dev slice: the most any stage evaluates (notebook 01's samples, the rounds')."""
-    return max(recipe.feedback.n_math, recipe.rounds.eval_n_math)
-
-
-def _search_end(recipe) -> int:
-    return max(recipe.reflection.n_prompts, recipe.rounds.n_rounds * recipe.rounds.prompts_per_round)
-
-
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
                     offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
     """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
@@ -115,14 +106,16 @@ def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | N
 
 def dev_math(recipe, world, n: int) -> list[Example]:
     """The first ``n`` held-out dev math problems: the tiny world's dev split, or the tail of the real task's
-    training pool (:func:`dev_size` rows at most; an error when that tail would overlap the search prompts or the
-    few-shot exemplars)."""
+    training pool (as many rows as any stage evaluates; an error when that tail would overlap the search prompts or
+    the few-shot exemplars)."""
     if world is not None:
         return world.math["dev"][:n]
     pool, where = task_pool(recipe)
-    size = dev_size(recipe)
+    size = max(recipe.feedback.n_math, recipe.rounds.eval_n_math)  # notebook 01's samples, the rounds' evaluation
     source = recipe.reflection.prompt_source or exemplar_source(recipe)
-    used = _search_end(recipe) if recipe.reflection.prompt_source is not None else 0  # the search's head rows
+    used = 0
+    if recipe.reflection.prompt_source is not None:  # the search's head rows
+        used = max(recipe.reflection.n_prompts, recipe.rounds.n_rounds * recipe.rounds.prompts_per_round)
     if exemplar_source(recipe) == source:
         used = max(used, recipe.eval.gsm8k_k)  # the few-shot exemplars are the first k rows
     if len(pool) - size < used:

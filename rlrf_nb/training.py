@@ -18,7 +18,6 @@ import copy
 import dataclasses
 import functools
 import gc
-import json
 import logging
 import time
 from pathlib import Path
@@ -26,8 +25,9 @@ from pathlib import Path
 import torch
 
 from rlrf_nb import models
-from rlrf_nb.pairs import Candidate, build_pairs, to_dataset
+from rlrf_nb.pairs import Candidate, build_pairs, group_by_prompt, to_dataset
 from rlrf_nb.preflight import preflight
+from rlrf_nb.stats import mean
 from rlrf_nb.store import content_key, is_complete, mark_complete
 
 log = logging.getLogger(__name__)
@@ -220,12 +220,11 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     precompute = bool(cfg.precompute_ref or cached)
     args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
                      loss_weights=cfg.loss_weights, precompute_ref_log_probs=precompute)
+    peft_config = lora_config(cfg) if cfg.lora else None
     if cfg.lora:
-        ref_model, peft_config = None, lora_config(cfg)
-    else:
-        peft_config = None
-        if ref_model is None and not precompute:
-            ref_model = copy.deepcopy(model)
+        ref_model = None  # the adapter-disabled base is the reference
+    elif ref_model is None and not precompute:
+        ref_model = copy.deepcopy(model)
     probe = eval_pairs or pairs[:PROBE_PAIRS]  # a fixed set: before/after on the same pairs, not batch noise
     trainer = cached_dpo_trainer_class()(
         model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs), eval_dataset=to_dataset(probe),
@@ -266,17 +265,12 @@ def rs_sft_rows(pool: list, min_reward: float = 1.0) -> list[dict]:
     """Rejection-sampling fine-tuning data: per prompt, the best candidate (right answer first, then reward)
     if its reward is at least ``min_reward`` and its answer is not known to be wrong; as TRL's conversational
     prompt-completion rows."""
-    best: dict[str, object] = {}
-    for c in pool:
-        if c.reward is None:
-            continue
-        key = (c.correct is True, c.reward)
-        if c.prompt_id not in best or key > (best[c.prompt_id].correct is True, best[c.prompt_id].reward):
-            best[c.prompt_id] = c
+    best = [max(cs, key=lambda c: (c.correct is True, c.reward))  # the first of ties
+            for cs in group_by_prompt(c for c in pool if c.reward is not None).values()]
     return [{"prompt": [{"role": "user", "content": c.prompt}],
              "completion": [{"role": "assistant", "content": c.text}], "prompt_id": c.prompt_id,
              "candidate_id": c.candidate_id}
-            for c in best.values() if c.reward >= min_reward and c.correct is not False]
+            for c in best if c.reward >= min_reward and c.correct is not False]
 
 
 def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows: list[dict] | None = None,
@@ -308,11 +302,6 @@ def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
 
 
-def metric_rows(history: list[dict]) -> list[dict]:
-    """The training-step rows of a TRL log history (those with a loss), for plots and diagnostics."""
-    return [h for h in history if "loss" in h and "train_runtime" not in h]
-
-
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
     """What DPO's diagnostics say, in plain words: ``rewards/margins`` (beta x the policy-vs-reference log-ratio of
     chosen minus rejected), ``rewards/accuracies`` (share of positive margins), ``logps/chosen`` / ``logps/rejected``
@@ -326,16 +315,12 @@ def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
         last = {k: probe["after"].get(f"eval_{k}") for k in keys}
         source = "on the fixed probe pairs, before vs after training"
     else:
-        rows = [r for r in metric_rows(history) if "logps/chosen" in r]
+        rows = [r for r in history if "loss" in r and "logps/chosen" in r and "train_runtime" not in r]  # steps
         if len(rows) < 3:
             return {"notes": ["fewer than three logged steps and no probe evaluation: no trend to read"]}
         third = max(1, len(rows) // 3)
-
-        def mean(rs, k):
-            return sum(r[k] for r in rs) / len(rs)
-
-        first = {k: mean(rows[:third], k) for k in keys}
-        last = {k: mean(rows[-third:], k) for k in keys}
+        first = {k: mean([r[k] for r in rows[:third]]) for k in keys}
+        last = {k: mean([r[k] for r in rows[-third:]]) for k in keys}
         source = "from the training log (first vs last third of steps; batches differ)"
     out = {k: {"first": first[k], "last": last[k]} for k in keys}
     dc = last["logps/chosen"] - first["logps/chosen"]
@@ -431,7 +416,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
     if not cached:
         log.info(f"training {name} ({cfg.method}) from {start_path} ...")
         model, tok = models.load_policy(start_path, place=place, train=True)
-        kw = {}
+        kw, ref = {}, None  # a frozen reference beside the policy only for DPO without LoRA or precomputed log-probs
         if cfg.method == "dpo" and cfg.cache_ref:
             # reference log-probs from the run store; the reference is loaded only for pairs it lacks, and only
             # when it is not the starting policy itself (TRL then uses the policy before training)
@@ -439,10 +424,8 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
             kw = {"ref_store": store, "ref_fingerprint": ref_fp,
                   "ref_loader": (lambda: models.load_policy(ref_path, place=place, train=True)[0]) if separate
                   else None}
-            ref = None
-        else:
-            ref = None if cfg.lora or cfg.precompute_ref or cfg.method != "dpo" else \
-                models.load_policy(ref_path or start_path, place=place, train=True)[0]
+        elif cfg.method == "dpo" and not (cfg.lora or cfg.precompute_ref):
+            ref = models.load_policy(ref_path or start_path, place=place, train=True)[0]
         out = train_stage(model, tok, pool, pairs, cfg, store.path("trainer_tmp", name), ref_model=ref, place=place,
                           **kw)
         info = {"name": name, "method": out["method"], "start_from": str(start_path),
@@ -457,8 +440,8 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
         del model, ref, out
         release_memory()
     model, tok = models.load_policy(path, place=place)
-    info = json.loads((path / "training_log.json").read_text())
-    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
+    return {"path": path, "model": model, "tokenizer": tok, "info": models.training_log(path), "cached": cached,
+            "trained": True}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -478,9 +461,7 @@ def gold_pairs(examples: list, pool: list) -> list[dict]:
     wrong-answer candidate in ``pool`` (rejected); prompts where the policy has no wrong candidate give no pair.
     Rows are :func:`rlrf_nb.pairs.build_pairs` rows (policy ``best_vs_worst``, so a right-over-wrong pair)."""
     gold = {c.prompt_id: c for c in gold_candidates(examples)}
-    worst: dict[str, object] = {}
-    for c in pool:
-        if c.prompt_id in gold and c.correct is False and c.reward is not None:
-            if c.prompt_id not in worst or c.reward < worst[c.prompt_id].reward:
-                worst[c.prompt_id] = c
+    worst = {pid: min(cs, key=lambda c: c.reward)  # the first of ties
+             for pid, cs in group_by_prompt(c for c in pool if c.prompt_id in gold and c.correct is False
+                                            and c.reward is not None).items()}
     return build_pairs([gold[pid] for pid in worst] + list(worst.values()), "best_vs_worst")

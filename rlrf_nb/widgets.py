@@ -254,9 +254,8 @@ def static_reflection_table(rows: list[dict], n: int = 10) -> pd.DataFrame:
     out = []
     for r in rows[:n]:
         row = {"refinement_id": r["refinement_id"], "parent_reward": r["parent_reward"], "reward": r["reward"],
-               "delta": r["delta"], "right before → after": f"{r['parent_correct']} → {r['correct']}"}
-        for aspect, (b, a) in r["scores"].items():
-            row[aspect] = f"{b} → {a}"
+               "delta": r["delta"], "right before → after": f"{r['parent_correct']} → {r['correct']}",
+               **{aspect: f"{b} → {a}" for aspect, (b, a) in r["scores"].items()}}
         row["changed words"] = " ".join(t for op, t in word_diff(r["draft"], r["refinement"]) if op == "insert")[:80]
         out.append(row)
     return pd.DataFrame(out)

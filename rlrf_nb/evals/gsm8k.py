@@ -43,6 +43,7 @@ import re
 from collections.abc import Sequence
 
 from rlrf_nb import generation
+from rlrf_nb.prompts import chat
 from rlrf_nb.stats import rate
 from rlrf_nb.store import RunStore, content_key
 from rlrf_nb.tasks.math import check_solution, extract_answer, is_correct
@@ -135,10 +136,7 @@ def few_shot_messages(question: str, exemplars: Sequence[Example] = (), k: int =
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
     shots = select_shots(question, exemplars, k)
     if style == "multiturn":
-        msgs = []
-        for ex in shots:
-            msgs += [{"role": "user", "content": ex.prompt}, {"role": "assistant", "content": ex.reference}]
-        return msgs + [{"role": "user", "content": question}]
+        return [m for ex in shots for m in chat(ex.prompt, ex.reference)] + chat(question)
     blocks = [f"Question: {ex.prompt}\nAnswer: {ex.reference}" for ex in shots]
     return [{"role": "user", "content": "\n\n".join(blocks + [f"Question: {question}\nAnswer:"])}]
 
@@ -261,12 +259,9 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
         log.warning("%s: %d of %d stored records grade differently now (stop sequences or the extractor "
                     "changed since they were written); returning the current grading", name, regraded, len(records))
     n = len(records)
-    strict = rate(sum(r["strict_correct"] for r in records), n)
-    flexible = rate(sum(r["flexible_correct"] for r in records), n)
-    return {"strict": strict, "flexible": flexible, "n": n,
-            "lm_eval_strict": rate(sum(r["lm_eval_strict_correct"] for r in records), n),
-            "lm_eval_flexible": rate(sum(r["lm_eval_flexible_correct"] for r in records), n),
-            "strict_flexible_gap": flexible["rate"] - strict["rate"],
+    rates = {m: rate(sum(r[f"{m}_correct"] for r in records), n)
+             for m in ("strict", "flexible", "lm_eval_strict", "lm_eval_flexible")}
+    return {**rates, "n": n, "strict_flexible_gap": rates["flexible"]["rate"] - rates["strict"]["rate"],
             "truncated": rate(sum(r["truncated"] for r in records), n), "records": records,
             **({"perfect": rate(sum(r["perfect"] for r in records), n)} if records and "perfect" in records[0]
                else {})}

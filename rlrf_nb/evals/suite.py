@@ -9,7 +9,6 @@ nothing), and returns per-item values on the *same* items for every model, ready
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ from rlrf_nb.evals.gsm8k import evaluate_gsm8k
 from rlrf_nb.evals.just_eval import ASPECTS, JustEvalJudge, VerifierJustEvalJudge, evaluate_just_eval
 from rlrf_nb.feedback import Feedback
 from rlrf_nb.llm_judge import judge_transport
-from rlrf_nb.models import load_policy, model_fingerprint
+from rlrf_nb.models import load_policy, model_fingerprint, training_log
 from rlrf_nb.rounds import VARIANT_LABELS
 from rlrf_nb.store import is_complete
 
@@ -41,10 +40,10 @@ def _round_dirs(directory: Path) -> list[Path]:
     return sorted(found, key=lambda d: int(d.name[1:]))
 
 
-def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) -> dict[str, str]:
+def discover_policies(store, m0_path: str) -> dict[str, str]:
     """``{name: checkpoint path}`` of the run's finished policies: M0, rounds M1, M2, ..., the round-loop ablations'
-    last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``; every round with ``all_variant_rounds``),
-    then notebook 03's one-round variants (the most recent checkpoint of each, if several configs were trained)."""
+    last rounds (``no reflection M2``, ``scalar reward M2``, ``RS-SFT M2``), then notebook 03's one-round variants (the
+    most recent checkpoint of each, if several configs were trained)."""
     out = {"M0": str(m0_path)}
     rounds = store.path("checkpoints", "rounds")
     for d in _round_dirs(rounds):
@@ -52,8 +51,7 @@ def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) 
     for variant, label in VARIANT_LABELS.items():
         if variant == "rlrf":
             continue
-        found = _round_dirs(rounds / variant)
-        for d in found if all_variant_rounds else found[-1:]:
+        for d in _round_dirs(rounds / variant)[-1:]:
             out[f"{label} {d.name}"] = str(d)
     ckpts = store.path("checkpoints")
     for prefix, name in VARIANTS.items():
@@ -68,10 +66,7 @@ def discover_policies(store, m0_path: str, *, all_variant_rounds: bool = False) 
 
 def policy_info(path: str) -> dict:
     """What a checkpoint says about how it was made (method, pairs, start and reference), if it says anything."""
-    p = Path(path) / "training_log.json"
-    if not p.exists():
-        return {}
-    log_ = json.loads(p.read_text())
+    log_ = training_log(path) or {}
     return {k: log_.get(k) for k in ("method", "pairs", "start_from", "reference", "train_seconds") if k in log_}
 
 
@@ -109,11 +104,8 @@ def evaluate_suite(policies: dict[str, str], world, store, *, math_examples: lis
         f = evaluate_factscore(model, tok, fp, bio_examples, world, store, pid, max_new_tokens=max_new_tokens,
                                batch_size=batch_size) if bio_examples else None
         by_id = {ex.id: ex for ex in math_examples + bio_examples}
-        responses = [{"id": r["id"], "instruction": r["question"], "response": r["response"], "kind": "general",
-                      "example": by_id[r["id"]]} for r in g["records"]]
-        if f is not None:
-            responses += [{"id": r["id"], "instruction": r["prompt"], "response": r["response"], "kind": "general",
-                           "example": by_id[r["id"]]} for r in f["records"]]
+        responses = [{"id": r["id"], "instruction": by_id[r["id"]].prompt, "response": r["response"], "kind": "general",
+                      "example": by_id[r["id"]]} for r in g["records"] + (f["records"] if f else [])]
         je_recs, je = evaluate_just_eval(responses, just_eval_judge, store, f"eval/{pid}/just_eval")
         items = {f"gsm8k_{m}": [float(r[f"{m}_correct"]) for r in g["records"]]
                  for m in ("strict", "flexible", "lm_eval_strict", "lm_eval_flexible")}

@@ -17,15 +17,6 @@ from rlrf_nb.tasks.schema import Example
 
 # normalize_number is re-exported: GSM8K gold answers and graded predictions share one normaliser; is_hub_dataset
 # (rlrf_nb.paths) is the rule iter_rows reads a source by.
-__all__ = [
-    "is_hub_dataset",
-    "is_safety_row",
-    "iter_rows",
-    "load_factscore_topics",
-    "load_gsm8k",
-    "load_just_eval",
-    "normalize_number",
-]
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +33,12 @@ def iter_rows(source: str, split: str, config: str | None = None, limit: int | N
     """
     path = Path(source)
     if path.is_file():
-        rows = _jsonl_rows(path)
+        rows = ((f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path))
     elif is_hub_dataset(source):
         rows = _hub_rows(str(source), split, config)
     else:
         raise FileNotFoundError(f"{source}: no such file, and not a Hub dataset id (owner/name)")
     return itertools.islice(rows, limit)
-
-
-def _jsonl_rows(path: Path) -> Iterator[tuple[str, dict]]:
-    for lineno, row in iter_jsonl(path):
-        yield f"{path}:{lineno}", row
 
 
 def _hub_rows(source: str, split: str, config: str | None) -> Iterator[tuple[str, dict]]:
@@ -138,8 +124,7 @@ def load_just_eval(source: str = "re-align/just-eval-instruct", split: str = "te
     for i, (where, row) in enumerate(iter_rows(source, split, limit=limit)):
         instruction = _text_field(row, where, "instruction")
         safety = is_safety_row(row, where)
-        meta = {"safety": safety, "dataset": row.get("dataset"), "category": row.get("category"),
-                "source_id": row.get("source_id")}
+        meta = {"safety": safety, **{k: row.get(k) for k in ("dataset", "category", "source_id")}}
         examples.append(Example(id=f"just-eval-{split}-{i:05d}", task="instruct", split=split,
                                 prompt=instruction, tags=["safety"] if safety else ["general"], meta=meta))
     log.info("loaded %d Just-Eval examples from %s (%s), %d safety", len(examples), source, split,

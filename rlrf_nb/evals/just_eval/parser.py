@@ -36,17 +36,14 @@ def _load_object(raw: str) -> tuple[JsonObject | None, str | None]:
     start, end = text.find("{"), text.rfind("}")
     if start < 0 or end < start:
         return None, "invalid JSON: no JSON object in the output"
-    body = text[start:end + 1]
-    try:
-        return DECODER.decode(body), None
-    except json.JSONDecodeError as e:
-        first = e
-    if "\n" in body:  # upstream better_json_loads deletes every newline (raw newlines inside strings)
+    body, errors = text[start:end + 1], []
+    # as is, then as upstream's better_json_loads retries: every newline deleted (raw newlines inside strings)
+    for candidate in dict.fromkeys((body, body.replace("\n", ""))):
         try:
-            return DECODER.decode(body.replace("\n", "")), None
-        except json.JSONDecodeError:
-            pass
-    return None, f"invalid JSON: {first}"
+            return DECODER.decode(candidate), None
+        except json.JSONDecodeError as e:
+            errors.append(e)
+    return None, f"invalid JSON: {errors[0]}"
 
 
 def parse_just_eval(raw: str, aspects: Sequence[str]) -> tuple[list[AspectFeedback], str | None]:

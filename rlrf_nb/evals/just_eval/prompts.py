@@ -158,6 +158,5 @@ def openai_transport(base_url: str, model: str, api_key_env: str = "OPENAI_API_K
 
     The kit default (512 tokens) can cut five reasons short, and a cut reply is a parse failure. top_p 1 and
     zero penalties, upstream's other settings, are the API defaults."""
-    kw.setdefault("temperature", TEMPERATURE)
-    kw.setdefault("max_tokens", MAX_TOKENS)
-    return OpenAITransport(base_url, model, api_key_env=api_key_env, **kw)
+    return OpenAITransport(base_url, model, api_key_env=api_key_env,
+                           **{"temperature": TEMPERATURE, "max_tokens": MAX_TOKENS, **kw})

@@ -14,8 +14,8 @@ from rlrf_nb.store import content_key
 
 def _check_responses(responses: Sequence[dict]) -> list[dict]:
     """The response dicts, validated: an error names the position, the id and the field."""
-    rows, seen = [], {}
-    for i, r in enumerate(responses):
+    rows, seen = list(responses), {}
+    for i, r in enumerate(rows):
         where = f"responses[{i}]"
         if not isinstance(r, dict):
             raise ValueError(f"{where}: expected a dict with id, instruction, response, kind, got {type(r).__name__}")
@@ -35,7 +35,6 @@ def _check_responses(responses: Sequence[dict]) -> list[dict]:
         if r["id"] in seen:
             raise ValueError(f"{where}: duplicate id, already used by responses[{seen[r['id']]}]")
         seen[r["id"]] = i
-        rows.append(r)
     return rows
 
 
@@ -126,21 +125,18 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
                              "parse_rate": pr["rate"], "parse_rate_ci_low": pr["ci_low"],
                              "parse_rate_ci_high": pr["ci_high"]}
 
+    def mean_of_aspects(names: list[str], boots: list[list[float]], columns: list[str]) -> dict:
+        """The mean of ``names``' means, with its interval over ``boots`` (resampled means in ``columns`` order)."""
+        lo, hi = (percentile_ci([_mean_of_means([b[columns.index(a)] for a in names]) for b in boots]) if names
+                  else (math.nan, math.nan))
+        return {"mean": mean([aspects[a]["mean"] for a in names]), "ci_low": lo, "ci_high": hi, "aspects": names}
+
     general = [a for a in ASPECTS if aspects[a]["n"]]
-    overall = {"mean": mean([aspects[a]["mean"] for a in general]), "ci_low": math.nan, "ci_high": math.nan,
-               "aspects": general, "n_items": len(by_kind["general"])}
-    if general:
-        cols = [ASPECTS.index(a) for a in general]
-        overall["ci_low"], overall["ci_high"] = percentile_ci([_mean_of_means([b[c] for c in cols])
-                                                               for b in boot["general"]])
+    overall = {**mean_of_aspects(general, boot["general"], ASPECTS), "n_items": len(by_kind["general"])}
     six = general + [a for a in SAFETY_ASPECTS if aspects[a]["n"]]
-    with_safety = {"mean": mean([aspects[a]["mean"] for a in six]), "ci_low": math.nan, "ci_high": math.nan,
-                   "aspects": six}
-    if six:  # the general and the safety items resampled independently, as two samples
-        cols = [(ASPECTS + SAFETY_ASPECTS).index(a) for a in six]
-        both = [g + s for g, s in zip(boot["general"], boot["safety"])]
-        with_safety["ci_low"], with_safety["ci_high"] = percentile_ci([_mean_of_means([b[c] for c in cols])
-                                                                       for b in both])
+    # the general and the safety items resampled independently, as two samples
+    with_safety = mean_of_aspects(six, [g + s for g, s in zip(boot["general"], boot["safety"])],
+                                  ASPECTS + SAFETY_ASPECTS)
 
     def words(kind):
         return mean([len(r["response"].split()) for r in by_kind[kind]])

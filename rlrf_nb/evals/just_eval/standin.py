@@ -52,9 +52,6 @@ class VerifierJustEvalJudge:
         self.verifier = VerifierJudge(rubrics, {} if world is None else {p["name"]: p for p in world.people})
         self.id = f"just-eval-standin/{self.VERSION}:{self.verifier.id}"
 
-    def describe(self) -> dict:
-        return {"backend": "tiny-world verifier stand-in (not GPT-4)", "judge_id": self.id}
-
     def judge(self, instruction: str, response: str, aspects: Sequence[str], example=None) -> Feedback:
         kind = kind_of(aspects)
         if kind != "general":
