@@ -75,14 +75,10 @@ def evaluate_just_eval(responses: Sequence[dict], judge, store, name: str, n_boo
     return records, aggregate(records, n_boot=n_boot, seed=seed)
 
 
-def _column_means(rows: list[list[float]]) -> list[float]:
-    """Per column, the mean of the scores (NaN = no score) of ``rows``; NaN for a column with no score."""
-    return [mean([x for x in col if x == x]) for col in zip(*rows)]
-
-
-def _mean_of_means(means: Sequence[float]) -> float:
-    """The mean of the aspect means that are defined (an aspect with no score in a resample is left out)."""
-    return mean([m for m in means if m == m])
+def _nanmean(xs: Sequence[float]) -> float:
+    """The mean of the values that are defined (NaN = no score, or an aspect with no score in a resample: left out);
+    NaN when none is."""
+    return mean([x for x in xs if x == x])
 
 
 def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -112,7 +108,8 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
         rows = [[jd.get(a) for a in names] for jd in (Feedback.from_dict(r["judgement"]) for r in by_kind[kind])]
         values = [[math.nan if a.score is None else float(a.score) for a in row] for row in rows]
         # per resample of this kind's items, every aspect's mean (the overall intervals below)
-        boot[kind] = bootstrap(values, _column_means, n_boot, seed + s) or [[math.nan] * len(names)] * n_boot
+        boot[kind] = (bootstrap(values, lambda rs: [_nanmean(c) for c in zip(*rs)], n_boot, seed + s)
+                      or [[math.nan] * len(names)] * n_boot)
         for j, name in enumerate(names):
             col = [row[j] for row in rows]
             scored = [a.score for a in col if a.score is not None]
@@ -127,7 +124,7 @@ def aggregate(records: Sequence[dict], n_boot: int = 2000, seed: int = 0) -> dic
 
     def mean_of_aspects(names: list[str], boots: list[list[float]], columns: list[str]) -> dict:
         """The mean of ``names``' means, with its interval over ``boots`` (resampled means in ``columns`` order)."""
-        lo, hi = (percentile_ci([_mean_of_means([b[columns.index(a)] for a in names]) for b in boots]) if names
+        lo, hi = (percentile_ci([_nanmean([b[columns.index(a)] for a in names]) for b in boots]) if names
                   else (math.nan, math.nan))
         return {"mean": mean([aspects[a]["mean"] for a in names]), "ci_low": lo, "ci_high": hi, "aspects": names}
 
