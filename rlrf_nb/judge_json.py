@@ -23,12 +23,11 @@ class JsonObject(dict):
 
 
 def _pairs_hook(pairs: list[tuple]) -> JsonObject:
-    obj, seen = JsonObject(), set()
+    obj = JsonObject()
     obj.duplicates = []
     for k, v in pairs:
-        if k in seen:
+        if k in obj:  # seen before
             obj.duplicates.append(k)
-        seen.add(k)
         obj[k] = v
     return obj
 
