@@ -166,10 +166,9 @@ def search_stats(pool: list[Candidate]) -> dict:
     gain = [c.reward - by_id[c.parent_id].reward for c in refs]
     prompts = group_by_prompt(c for c in pool if c.reward is not None)
     refined_prompts = {c.prompt_id for c in pool if c.kind == "refinement"}
-    best_is_ref = sum(max(cs, key=lambda c: (c.correct is True, c.reward)).kind == "refinement"
-                      for cs in prompts.values())
-    best_is_ref_refined = sum(max(cs, key=lambda c: (c.correct is True, c.reward)).kind == "refinement"
-                              for pid, cs in prompts.items() if pid in refined_prompts)
+    best_kind = {pid: max(cs, key=lambda c: (c.correct is True, c.reward)).kind for pid, cs in prompts.items()}
+    best_is_ref = sum(k == "refinement" for k in best_kind.values())
+    best_is_ref_refined = sum(best_kind[pid] == "refinement" for pid in refined_prompts & set(prompts))
     from_wrong = [c for c in pool if c.kind == "refinement" and by_id[c.parent_id].correct is False]
     return {"refinements": len(refs), "refinement_beats_parent": rate(beat, len(refs)),
             "refinement_worse_than_parent": rate(worse, len(refs)),
