@@ -36,29 +36,23 @@ Submodules: :mod:`.prompts` (upstream's templates and decoding), :mod:`.parser` 
 :mod:`.report` (resumable evaluation and the report); the names below are theirs.
 """
 
-from rlrf_nb.evals.just_eval.judge import JustEvalJudge, default_judge_id
+from rlrf_nb.evals.just_eval.judge import JustEvalJudge
 from rlrf_nb.evals.just_eval.parser import aspect_feedback, parse_just_eval
 from rlrf_nb.evals.just_eval.prompts import (
     ASPECTS,
-    KINDS,
-    MAX_SCORE,
-    MIN_SCORE,
     MULTI_SCORE_TEMPLATE,
-    NOT_APPLICABLE,
     SAFETY_ASPECTS,
     SAFETY_SCORE_TEMPLATE,
     SYSTEM_PROMPT,
     TEMPLATE_SHA256,
     TEMPLATE_VERSION,
-    TEMPLATES,
     kind_of,
     openai_transport,
     render_prompt,
 )
 from rlrf_nb.evals.just_eval.report import aggregate, evaluate_just_eval
-from rlrf_nb.evals.just_eval.standin import ENGAGEMENT_NA, VerifierJustEvalJudge
+from rlrf_nb.evals.just_eval.standin import VerifierJustEvalJudge
 
-__all__ = ["ASPECTS", "ENGAGEMENT_NA", "KINDS", "MAX_SCORE", "MIN_SCORE", "MULTI_SCORE_TEMPLATE", "NOT_APPLICABLE",
-           "SAFETY_ASPECTS", "SAFETY_SCORE_TEMPLATE", "SYSTEM_PROMPT", "TEMPLATES", "TEMPLATE_SHA256",
-           "TEMPLATE_VERSION", "JustEvalJudge", "VerifierJustEvalJudge", "aggregate", "aspect_feedback",
-           "default_judge_id", "evaluate_just_eval", "kind_of", "openai_transport", "parse_just_eval", "render_prompt"]
+__all__ = ["ASPECTS", "MULTI_SCORE_TEMPLATE", "SAFETY_ASPECTS", "SAFETY_SCORE_TEMPLATE", "SYSTEM_PROMPT",
+           "TEMPLATE_SHA256", "TEMPLATE_VERSION", "JustEvalJudge", "VerifierJustEvalJudge", "aggregate",
+           "aspect_feedback", "evaluate_just_eval", "kind_of", "openai_transport", "parse_just_eval", "render_prompt"]
