@@ -12,7 +12,8 @@ problems against 26 for fresh samples.)
    - ``h``: they train only from the first line where the gold solution and the draft differ (the copied prefix
      has no loss, so the corrected step and what follows carry it).
    - ``i``: ``h`` continued from its own checkpoint, with every critique quoting the problem's sentence for the
-     wrong step (``world.critique_quotes``), so the critique holds the one thing M0 miscopies.
+     wrong step (``world.critique_quotes``), so the critique holds the one thing M0 miscopies;
+   - ``j``: ``i``'s control, the same continued training with the critiques as in ``h`` (no quotes).
 
 Then ``rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --set m0.pretrained=<checkpoint> --set diagnose.split=dev``.
 """
@@ -100,8 +101,8 @@ def _quoted(rows: list[dict], world) -> list[dict]:
 def train(variant: str) -> dict:
     overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 5, "m0.n_math": 2000,
                  "m0.n_drills": 1000, "m0.n_math_refine": 2500}
-    if variant == "i":  # phase 5h again from its own checkpoint, every critique quoting the problem's sentence
-        overrides |= {"world.critique_quotes": True, "m0.init_from": PHASE_5H, "m0.seed": 6}
+    if variant in ("i", "j"):  # phase 5h again from its own checkpoint; i: every critique quotes the problem's
+        overrides |= {"world.critique_quotes": variant == "i", "m0.init_from": PHASE_5H, "m0.seed": 6}  # sentence
     recipe = load_recipe("recipes/tiny-v2.yaml", overrides)
     own = [json.loads(line) for line in DRAFTS.open()]
     if variant == "i":

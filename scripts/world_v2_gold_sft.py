@@ -1,0 +1,68 @@
+#!/usr/bin/env python
+"""Issue 16, world v2: the gold-SFT (and, with ``--dpo``, gold-DPO) positive control at a larger gold budget,
+without a search.
+
+Notebook 03's control trains on the reference solutions of the search's prompts (200 in the demo). This trains
+the same control (``training.gold_candidates`` through the RS-SFT path, the recipe's ``dpo`` settings unless
+overridden) on the first ``--n`` prompts of the world's rl split, and scores it on the test problems against M0,
+paired (``analysis.paired_math_table``), with the same records notebook 03 writes (``eval/control-*``). ``--dpo``
+trains gold DPO instead: the reference solution against one T = 1.0 sample of M0 with a wrong final answer
+(``training.gold_pairs``; prompts where M0's sample is right give no pair).
+
+    python scripts/world_v2_gold_sft.py --run v2-onpolicy-i-diag --n 2000 --lr 3e-5 \\
+        --set m0.pretrained=runs/v2-onpolicy/i/checkpoints/M0-c39b9792ebab1fc2 --set world.critique_quotes=true
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+from rlrf_nb import task_data
+from rlrf_nb import tiny_world as tw
+from rlrf_nb.analysis import paired_math_table
+from rlrf_nb.generation import generate_to_store
+from rlrf_nb.pairs import Candidate
+from rlrf_nb.rounds import evaluate_test_math
+from rlrf_nb.runs import open_run
+from rlrf_nb.tasks import math
+from rlrf_nb.training import gold_candidates, gold_pairs, train_cached
+
+p = argparse.ArgumentParser()
+p.add_argument("--run", required=True)
+p.add_argument("--n", type=int, default=2000)
+p.add_argument("--lr", type=float, default=None)
+p.add_argument("--epochs", type=float, default=None)
+p.add_argument("--dpo", action="store_true")
+p.add_argument("--set", action="append", default=[])
+a = p.parse_args()
+recipe, store = open_run("recipes/tiny-v2.yaml", a.run, dict(s.split("=", 1) for s in a.set))
+world = task_data.load_world(recipe)
+m0, tok, info = tw.get_m0(recipe, store, world)
+cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft", **({"learning_rate": a.lr} if a.lr else {}),
+                          **({"epochs": a.epochs} if a.epochs else {}))
+t0 = time.time()
+exs = world.math["rl"][: a.n]
+label = f"gold {'DPO' if a.dpo else 'SFT'} n{a.n}"
+if a.dpo:
+    recs = generate_to_store(store, "control-m0-samples", m0, tok, info["fingerprint"],
+                             [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=1, temperature=1.0, top_p=1.0,
+                             max_new_tokens=recipe.eval.max_new_tokens, seed=0, batch_size=64)
+    by_id = {ex.id: ex for ex in exs}
+    pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
+                      correct=False) for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+    sft = train_cached(store, label.replace(" ", "-").lower(), info["path"], pool, gold_pairs(exs, pool), cfg)
+else:
+    sft = train_cached(store, label.replace(" ", "-").lower(), info["path"], gold_candidates(exs), [], cfg)
+seconds = round(time.time() - t0)
+tests = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world, store,
+                                  "control-" + name.replace(" ", "_"))
+         for name, v in {"M0": {"path": info["path"], "model": m0, "tokenizer": tok},
+                         label: sft}.items()}
+table = paired_math_table(tests)
+print(table.round(3).to_string())
+out = {"control": label, "n": a.n, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs, "train_seconds": seconds,
+       "checkpoint": sft["path"], "table": table.to_dict(orient="records")}
+print(json.dumps(out, default=str))
