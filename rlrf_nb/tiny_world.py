@@ -229,7 +229,10 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
     m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items() if k not in ("pretrained", "retrain", "max_seconds")}
     if m0_cfg.init_from:  # the weights it continues from, not only their path
         m0["init_from"] = model_fingerprint(resolve_path(m0_cfg.init_from))
-    return content_key({"world": dataclasses.asdict(world_cfg), "m0": m0})
+    world = dataclasses.asdict(world_cfg)
+    if not world["critique_quotes"]:  # a later field: off, the mix is the one the committed M0s were trained on
+        del world["critique_quotes"]
+    return content_key({"world": world, "m0": m0})
 
 
 def get_m0(recipe, store: RunStore, world: World | None = None):

@@ -70,6 +70,8 @@ def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow():
         assert "problem says" not in M.check_example(draft, ex).critique
         missing = M.check_example(ex.reference.split("\n")[0], qx)
         assert missing.error_kind == "missing_step" and f"'{qx.meta['quotes'][1]}'" in missing.critique
+    m0 = load_recipe(ROOT / "recipes/tiny-v2.yaml").m0  # quoting critiques change M0's mix, so its cache key
+    assert m0_config_hash(SMALL, m0) != m0_config_hash(dataclasses.replace(SMALL, critique_quotes=True), m0)
 
 
 def test_scalar_share_gives_scalar_only_refinement_examples():
