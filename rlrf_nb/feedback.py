@@ -262,8 +262,11 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     chosen = {i: (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
               for i, ex in examples.items()}
     def key(r):  # a judge's id names its model and endpoint (never its API key)
-        return content_key({"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
-                            "response": r["response"], "aspects": chosen[r["example"].id][0]})
+        k = {"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
+             "response": r["response"], "aspects": chosen[r["example"].id][0]}
+        if "quotes" in r["example"].meta:  # world.critique_quotes: the verifier's critiques quote the problem
+            k["quotes"] = True
+        return content_key(k)
 
     def run(r):
         ex = r["example"]

@@ -55,7 +55,7 @@ def test_v2_drafts_name_the_first_wrong_step():
         assert M.check_solution(corrupt, ex.meta["steps"], ex.answer).first_error == first
 
 
-def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow():
+def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow(tmp_path):
     import dataclasses
 
     plain, quoted = build_world(SMALL), build_world(dataclasses.replace(SMALL, critique_quotes=True))
@@ -70,6 +70,17 @@ def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow():
         assert "problem says" not in M.check_example(draft, ex).critique
         missing = M.check_example(ex.reference.split("\n")[0], qx)
         assert missing.error_kind == "missing_step" and f"'{qx.meta['quotes'][1]}'" in missing.critique
+    from rlrf_nb.feedback import judge_responses
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.store import RunStore
+    from rlrf_nb.verifier import VerifierJudge
+
+    rubrics, store = load_rubric_set(), RunStore(str(tmp_path))
+    draft = M.rewrite_from_step(plain.math["test"][0], 0, operand=plain.math["test"][0].meta["steps"][0][2] + 1)
+    for world in (plain, quoted):  # one store, both worlds: each gets its own critique, none served from the other
+        rows = [{"example": world.math["test"][0], "response_id": "r0", "response": draft}]
+        fb = judge_responses(store, "feedback", VerifierJudge(rubrics, {}), rows, rubrics)[0]
+        assert ("problem says" in json.dumps(fb)) == (world is quoted)
     m0 = load_recipe(ROOT / "recipes/tiny-v2.yaml").m0  # quoting critiques change M0's mix, so its cache key
     assert m0_config_hash(SMALL, m0) != m0_config_hash(dataclasses.replace(SMALL, critique_quotes=True), m0)
 
