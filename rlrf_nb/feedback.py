@@ -261,6 +261,7 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     examples = {r["example"].id: r["example"] for r in rows}  # each prompt once, in order of first appearance
     chosen = {i: (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
               for i, ex in examples.items()}
+
     def key(r):  # a judge's id names its model and endpoint (never its API key)
         k = {"judge": judge.id, "rubrics": rubrics.version, "prompt": r["example"].prompt,
              "response": r["response"], "aspects": chosen[r["example"].id][0]}
