@@ -170,8 +170,19 @@ class M0Config:
     max_seconds: float = field(default=480.0, metadata={"help": "Pre-training past this many seconds logs a warning "
                                                                 "(8 min budget); it never stops early, so a loaded "
                                                                 "machine trains the same M0."})
+    own_drafts: list[int] = field(default_factory=list, metadata={
+        "help": "[start, stop] of the world's math train split: draft_model writes a greedy and a T = 1 solution "
+                "for each of these problems, and each wrong one, with the verifier's critique, becomes a refinement "
+                "example whose target is the gold solution, trained from the first line where the two differ "
+                "(issue 16: M0 learns to read critiques of its own mistakes). Empty: none."})
+    draft_model: str = field(default="", metadata={"help": "The checkpoint that writes own_drafts (default: "
+                                                           "init_from)."})
 
     def __post_init__(self):
+        check(not self.own_drafts or (len(self.own_drafts) == 2 and 0 <= self.own_drafts[0] < self.own_drafts[1]),
+              "m0.own_drafts", f"must be empty or [start, stop] with 0 <= start < stop, got {self.own_drafts!r}")
+        check(not self.own_drafts or bool(self.draft_model or self.init_from), "m0.draft_model",
+              "own_drafts needs a model to write them: set m0.draft_model or m0.init_from")
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
                                     "num_heads", "max_length", "batch_size", "logging_steps", "drill_lines"), 1)
         check(self.vocab_size >= 300, "m0.vocab_size",
@@ -398,8 +409,14 @@ class DPOStageConfig:
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     logging_steps: int = field(default=5, metadata={"help": "Metrics are logged every this many steps."})
     seed: int = field(default=0, metadata={"help": "Seed of data order and init of new parameters."})
+    pair_cut: str = field(default="none", metadata={
+        "help": "none: DPO sees whole responses. first_difference: each pair's chosen and rejected are cut right "
+                "after the first token where they differ (step-level pairs: the contrast is the step where they "
+                "part, not the correct arithmetic that follows a wrong step, and no end of turn is trained)."})
 
     def __post_init__(self):
+        check(self.pair_cut in ("none", "first_difference"), "dpo.pair_cut",
+              f"must be 'none' or 'first_difference', got {self.pair_cut!r}")
         check(self.method in ("dpo", "rs_sft"), "dpo.method", f"must be 'dpo' or 'rs_sft', got {self.method!r}")
         check(bool(self.loss_type) and all(t in DPO_LOSSES for t in self.loss_type), "dpo.loss_type",
               f"must be a non-empty list of {DPO_LOSSES}, got {self.loss_type!r}")

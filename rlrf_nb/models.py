@@ -109,6 +109,13 @@ def tokenize_item(item: dict, tokenizer, max_length: int, prompt_loss: bool = Tr
         labels = list(ids)
     if len(ids) > max_length:
         return None
+    if item.get("draft"):  # an own-draft refinement: the lines the gold solution shares with the draft carry no loss
+        target, draft = item["messages"][1]["content"].split("\n"), item["draft"].split("\n")
+        k = next((i for i, (a, b) in enumerate(zip(target, draft)) if a != b), min(len(target), len(draft)))
+        if k:
+            kept = len(tokenizer("\n".join(target[:k]), add_special_tokens=False)["input_ids"]) - 1  # one spare
+            first = next(i for i, lab in enumerate(labels) if lab != -100)
+            labels = [-100 if first <= i < first + kept else lab for i, lab in enumerate(labels)]
     return {"input_ids": ids, "labels": labels}
 
 

@@ -194,9 +194,35 @@ def bio_refinement_example(rng: random.Random, person: dict) -> dict:
     return {"kind": "bio_refine", "mask_prompt": True, "messages": chat(prompt, bios.reference_bio(person))}
 
 
-def training_mix(world: World, cfg, seed: int) -> list[dict]:
+#: Longest own draft (``m0.own_drafts``) in tokens: world v2's longest solutions fit in 400.
+DRAFT_MAX_NEW_TOKENS = 400
+
+
+def own_draft_examples(world: World, cfg) -> list[dict]:
+    """``m0.own_drafts``: ``cfg.draft_model`` (else ``init_from``) writes a greedy and a T = 1 solution (seed 16) for
+    each problem of ``train[start:stop]``; each wrong one, with the verifier's critique (the scalar-only message at
+    ``scalar_refine_share``), becomes a refinement example with the gold solution as its target. Its ``draft`` key
+    makes :func:`rlrf_nb.models.tokenize_item` train only from the first line the gold solution changes."""
+    if not cfg.own_drafts:
+        return []
+    start, stop = cfg.own_drafts
+    exs = world.math["train"][start:stop]
+    model, tok = models.load_policy(resolve_path(cfg.draft_model or cfg.init_from))
+    model.eval()
+    convs = [chat(e.prompt) for e in exs]
+    kw = {"max_new_tokens": DRAFT_MAX_NEW_TOKENS, "batch_size": 128}
+    greedy = generation.generate(model, tok, convs, **kw)
+    sampled = generation.generate(model, tok, convs, do_sample=True, temperature=1.0, seed=16, **kw)
+    rng = random.Random("onpolicy")
+    return [math_refinement_from_draft(rng, e, text, cfg.scalar_refine_share) | {"draft": text}
+            for e, g, s in zip(exs, greedy, sampled) for text in (g[0], s[0])
+            if not math.check_example(text, e).perfect]
+
+
+def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dict]:
     """M0's SFT mix (an ``M0Config``): web documents (plain text, the noisy knowledge source),
-    math solutions, bio answers for the SFT people, and refinement examples for both tasks."""
+    math solutions, bio answers for the SFT people, and refinement examples for both tasks; ``own``
+    (:func:`own_draft_examples`) join after a first shuffle, and the whole is shuffled again."""
     rng = random.Random(f"mix:{seed}")
     items = [{"kind": "web", "text": d} for d in world.web_docs for _ in range(cfg.web_epochs)]
     wc = world.config
@@ -212,6 +238,9 @@ def training_mix(world: World, cfg, seed: int) -> list[dict]:
               for p in sft_people for _ in range(cfg.bio_sft_epochs)]
     items += [bio_refinement_example(rng, rng.choice(sft_people)) for _ in range(cfg.n_bio_refine)]
     rng.shuffle(items)
+    if own:
+        items += own
+        random.Random(f"onpolicy-mix:{seed}").shuffle(items)
     counts = {}
     for it in items:
         counts[it["kind"]] = counts.get(it["kind"], 0) + 1
@@ -229,6 +258,10 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
     m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items() if k not in ("pretrained", "retrain", "max_seconds")}
     if m0_cfg.init_from:  # the weights it continues from, not only their path
         m0["init_from"] = model_fingerprint(resolve_path(m0_cfg.init_from))
+    if m0_cfg.own_drafts:  # the weights that write them
+        m0["draft_model"] = model_fingerprint(resolve_path(m0_cfg.draft_model or m0_cfg.init_from))
+    else:  # later fields: off, the mix is the one the committed M0s were trained on
+        del m0["own_drafts"], m0["draft_model"]
     world = dataclasses.asdict(world_cfg)
     if not world["critique_quotes"]:  # a later field: off, the mix is the one the committed M0s were trained on
         del world["critique_quotes"]
@@ -245,7 +278,7 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")
         if not is_complete(path):
             world = world or build_world(recipe.world)
-            items = training_mix(world, cfg, cfg.seed)
+            items = training_mix(world, cfg, cfg.seed, own_draft_examples(world, cfg))
             if cfg.init_from:
                 model, tokenizer = models.load_policy(resolve_path(cfg.init_from))
                 model.train()

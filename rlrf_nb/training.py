@@ -105,6 +105,15 @@ def ref_logps_key(ref_fingerprint: str, row: dict, max_length: int | None, trunc
 REF_LOGPS_ARTIFACT = "ref_logps"
 
 
+def cut_at_first_difference(row: dict) -> dict:
+    """``dpo.pair_cut: first_difference``: a tokenized pair cut right after the first token where chosen and
+    rejected differ (both keep that token). What follows a wrong step is often right arithmetic on the wrong
+    number; pushing it down with the rejected response teaches the policy to compute badly."""
+    c, r = row["chosen_ids"], row["rejected_ids"]
+    i = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+    return {"chosen_ids": c[:i + 1], "rejected_ids": r[:i + 1]}
+
+
 def _pair_lengths(ds) -> list[int]:
     return [len(p) + max(len(c), len(r)) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
 
@@ -149,11 +158,15 @@ def cached_dpo_trainer_class():
 
     class CachedRefDPOTrainer(DPOTrainer):
         def __init__(self, *args, ref_store=None, ref_fingerprint: str | None = None, ref_loader=None,
-                     group_by_length: bool = False, **kwargs):
+                     group_by_length: bool = False, pair_cut: str = "none", **kwargs):
             self._ref_store, self._ref_fp, self._ref_loader = ref_store, ref_fingerprint, ref_loader
-            self._group_by_length = group_by_length
+            self._group_by_length, self._pair_cut = group_by_length, pair_cut
             self.ref_cache_stats = {"reused": 0, "computed": 0, "reference_loaded": False}
             super().__init__(*args, **kwargs)
+
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            return dataset.map(cut_at_first_difference) if self._pair_cut == "first_difference" else dataset
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             if self._ref_store is None or self._ref_fp is None or self.accelerator.num_processes > 1:
@@ -230,7 +243,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
         model=model, ref_model=ref_model, args=args, train_dataset=to_dataset(pairs), eval_dataset=to_dataset(probe),
         processing_class=tokenizer, peft_config=peft_config, ref_store=ref_store if cached else None,
         ref_fingerprint=ref_fingerprint, ref_loader=None if cfg.lora else ref_loader,
-        group_by_length=cfg.group_by_length)
+        group_by_length=cfg.group_by_length, pair_cut=cfg.pair_cut)
     if precompute:
         trainer.ref_model = None  # every reference log-prob is in the datasets now: hold no reference model
     trainer.probe_pairs = len(probe)
@@ -367,6 +380,8 @@ def stage_config_key(cfg) -> dict:
     out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PERF_ONLY_FIELDS}
     if not out.get("group_by_length", True):
         out.pop("group_by_length")
+    if out.get("pair_cut") == "none":
+        out.pop("pair_cut")
     return out
 
 

@@ -3,9 +3,9 @@
 *own* wrong drafts? (M0 v2's synthetic drafts teach it to copy the draft: refinements fix 12 of 379 greedy-wrong test
 problems against 26 for fresh samples.)
 
-1. ``drafts``: M0 v2 (``data/tiny_world_v2/m0``) writes a greedy and a sampled (T = 1.0) solution for train problems
-   that its own pre-training never used as solutions (``train[24000:27000]``); the wrong ones, with the verifier's
-   critique (15% with the scalar-only message), become refinement examples whose target is the gold solution.
+1. ``drafts``: M0 v2 phase 4 (``data/tiny_world_v2/m0-phase4``) writes a greedy and a sampled (T = 1.0) solution for
+   train problems that its own pre-training never used as solutions (``train[24000:27000]``); the wrong ones, with the
+   verifier's critique (15% with the scalar-only message), become refinement examples whose target is the gold solution.
    Written to ``runs/v2-onpolicy/drafts.jsonl``.
 2. ``train <variant>``: a phase 5 from M0 v2 on phase 4's mix (smaller) plus those examples.
    - ``g``: the own-draft examples train on the whole gold solution;
@@ -14,6 +14,9 @@ problems against 26 for fresh samples.)
    - ``i``: ``h`` continued from its own checkpoint, with every critique quoting the problem's sentence for the
      wrong step (``world.critique_quotes``), so the critique holds the one thing M0 miscopies;
    - ``j``: ``i``'s control, the same continued training with the critiques as in ``h`` (no quotes).
+
+Phases ``h`` and ``j`` are now recipes (``m0.own_drafts``): ``recipes/tiny-v2-phase5.yaml`` and ``recipes/tiny-v2.yaml``
+train the same mixes row for row, and their checkpoints are M0 v2's phases 5 and 6.
 
 Then ``rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --set m0.pretrained=<checkpoint> --set diagnose.split=dev``.
 """
@@ -38,7 +41,7 @@ DRAFTS = OUT / "drafts.jsonl"
 
 
 def drafts(n_problems: int = 3000) -> None:
-    recipe = load_recipe("recipes/tiny-v2.yaml")
+    recipe = load_recipe("recipes/tiny-v2-phase4.yaml")
     world = tw.build_world(recipe.world)
     model, tok, _ = tw.get_m0(recipe, RunStore(str(OUT)))
     model.eval()
@@ -99,11 +102,11 @@ def _quoted(rows: list[dict], world) -> list[dict]:
 
 
 def train(variant: str) -> dict:
-    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0", "m0.seed": 5, "m0.n_math": 2000,
+    overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0-phase4", "m0.seed": 5, "m0.n_math": 2000,
                  "m0.n_drills": 1000, "m0.n_math_refine": 2500}
     if variant in ("i", "j"):  # phase 5h again from its own checkpoint; i: every critique quotes the problem's
         overrides |= {"world.critique_quotes": variant == "i", "m0.init_from": PHASE_5H, "m0.seed": 6}  # sentence
-    recipe = load_recipe("recipes/tiny-v2.yaml", overrides)
+    recipe = load_recipe("recipes/tiny-v2-phase4.yaml", overrides)
     own = [json.loads(line) for line in DRAFTS.open()]
     if variant == "i":
         own = _quoted(own, tw.build_world(recipe.world))

@@ -60,12 +60,12 @@ def recipe_for(variant: str):
     """``a``/``b`` override phase 2's recipe; ``c`` and ``d`` retrain exactly what the committed phase recipes say;
     ``e`` is ``d``'s recipe continued from ``d``'s weights with its own mix."""
     if variant in ("c", "d"):
-        path = "recipes/tiny-v2-phase3.yaml" if variant == "c" else "recipes/tiny-v2.yaml"
+        path = "recipes/tiny-v2-phase3.yaml" if variant == "c" else "recipes/tiny-v2-phase4.yaml"
         return load_recipe(path, {"m0.retrain": True})
     if variant == "e":  # d's refinements still mostly copy the draft: more refinements
-        return load_recipe("recipes/tiny-v2.yaml", {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0",
-                                                    "m0.seed": 4, "m0.n_math": 3000, "m0.n_drills": 1000,
-                                                    "m0.n_math_refine": 12000})
+        return load_recipe("recipes/tiny-v2-phase4.yaml", {
+            "m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0-phase4", "m0.seed": 4, "m0.n_math": 3000,
+            "m0.n_drills": 1000, "m0.n_math_refine": 12000})
     overrides = {"m0.retrain": True, "m0.init_from": "data/tiny_world_v2/m0-phase2", "m0.seed": 2, "m0.n_math": 4000,
                  "m0.n_drills": 6000, "m0.n_math_refine": 0, "m0.n_bio_refine": 0, "m0.web_epochs": 0,
                  "m0.bio_sft_epochs": 0, "m0.warmup_steps": 50}

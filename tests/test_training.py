@@ -15,7 +15,15 @@ from rlrf_nb.pairs import Candidate, build_pairs
 from rlrf_nb.preflight import PreflightError, preflight
 from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import build_world
-from rlrf_nb.training import device_precision, dpo_diagnostics, rs_sft_rows, train_dpo, train_rs_sft
+from rlrf_nb.training import (
+    build_dpo_trainer,
+    device_precision,
+    dpo_diagnostics,
+    rs_sft_rows,
+    stage_config_key,
+    train_dpo,
+    train_rs_sft,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CFG = DPOStageConfig(learning_rate=1e-3, epochs=3, batch_size=4, logging_steps=1, loss_type=["sigmoid"],
@@ -62,6 +70,23 @@ def test_dpo_changes_parameters_and_lowers_the_loss_on_a_fixed_pair_set(pool, tm
     assert res["preflight"]["pairs"] == 12 and res["preflight"]["max_tokens"] <= CFG.max_length
     d = dpo_diagnostics(res["history"], res["eval"])
     assert d["rewards/margins"]["last"] > d["rewards/margins"]["first"] and "probe" in d["source"]
+
+
+def test_step_level_pairs_are_cut_after_the_first_token_where_chosen_and_rejected_differ(pool, tmp_path):
+    """``dpo.pair_cut: first_difference``: TRL tokenizes each pair, then both sides stop at the token where they
+    part, so DPO contrasts the wrong step and not the right arithmetic after it (nor an end of turn)."""
+    pairs = build_pairs(pool, "best_vs_worst")
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    whole = build_dpo_trainer(model, tok, pairs, CFG, tmp_path / "a").train_dataset
+    cut_cfg = dataclasses.replace(CFG, pair_cut="first_difference")
+    cut = build_dpo_trainer(model, tok, pairs, cut_cfg, tmp_path / "b").train_dataset
+    for w, c in zip(whole, cut):
+        n = len(c["chosen_ids"])
+        assert c["prompt_ids"] == w["prompt_ids"] and len(c["rejected_ids"]) == n < len(w["chosen_ids"])
+        assert c["chosen_ids"] == w["chosen_ids"][:n] and c["rejected_ids"] == w["rejected_ids"][:n]
+        assert c["chosen_ids"][:-1] == c["rejected_ids"][:-1] and c["chosen_ids"][-1] != c["rejected_ids"][-1]
+    assert "pair_cut" not in stage_config_key(CFG)  # off: checkpoints keep the keys they had before the field
+    assert stage_config_key(cut_cfg)["pair_cut"] == "first_difference"
 
 
 def test_rs_sft_changes_parameters_and_lowers_the_loss(pool, tmp_path):

@@ -85,6 +85,40 @@ def test_critique_quotes_name_the_sentence_the_wrong_step_should_follow(tmp_path
     assert m0_config_hash(SMALL, m0) != m0_config_hash(dataclasses.replace(SMALL, critique_quotes=True), m0)
 
 
+def test_own_draft_examples_train_from_the_first_line_the_gold_solution_changes(tmp_path):
+    """``m0.own_drafts``: the drafts M0's recipe writes with ``draft_model`` are refinement examples whose loss starts
+    at the first line where the gold solution and the draft differ; the fields enter M0's key only when set."""
+    import dataclasses
+
+    from rlrf_nb.tiny_world import own_draft_examples, training_mix
+
+    w = build_world(SMALL)
+    tok = models.load_policy(ROOT / "data/tiny_world_v2/m0")[1]
+    m0 = load_recipe(ROOT / "recipes/tiny-v2-phase4.yaml").m0  # no own drafts
+    own_cfg = dataclasses.replace(m0, own_drafts=[0, 6], draft_model="data/tiny_world_v2/m0")
+    own = own_draft_examples(w, own_cfg)
+    by_prompt = {e.prompt: e for e in w.math["train"][:6]}
+    assert 0 < len(own) <= 12
+    for r in own:
+        ex = by_prompt[r["messages"][0]["content"].split("\n\nDraft:\n")[0]]
+        assert not M.check_example(r["draft"], ex).perfect and r["messages"][1]["content"] == ex.reference
+        row = models.tokenize_item(r, tok, 1024)
+        plain = models.tokenize_item({k: v for k, v in r.items() if k != "draft"}, tok, 1024)
+        assert row["input_ids"] == plain["input_ids"]
+        trained = [t for t, lab in zip(row["input_ids"], row["labels"]) if lab != -100]
+        target, draft = r["messages"][1]["content"].split("\n"), r["draft"].split("\n")
+        k = next((i for i, (a, b) in enumerate(zip(target, draft)) if a != b), min(len(target), len(draft)))
+        assert "\n".join(target[k:]) in tok.decode(trained)
+        assert (len(trained) < sum(lab != -100 for lab in plain["labels"])) == (k > 0)
+    mix = training_mix(w, dataclasses.replace(m0, n_math=5, n_math_refine=5, n_drills=2, n_bio_refine=2), 0, own)
+    assert sum("draft" in it for it in mix) == len(own)
+    assert m0_config_hash(SMALL, own_cfg) != m0_config_hash(SMALL, m0)
+    other_writer = dataclasses.replace(own_cfg, draft_model="data/tiny_world_v2/m0-phase4")
+    assert m0_config_hash(SMALL, other_writer) not in (m0_config_hash(SMALL, own_cfg), m0_config_hash(SMALL, m0))
+    with pytest.raises(ConfigError, match="m0.own_drafts"):
+        load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.own_drafts": [5, 2]})
+
+
 def test_scalar_share_gives_scalar_only_refinement_examples():
     w = build_world(SMALL)
     rng = random.Random(0)
