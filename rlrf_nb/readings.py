@@ -286,35 +286,6 @@ def budget(cmp: dict) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Notebook 03: one round of DPO and its variants
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def one_round_variants(evals: dict[str, dict], baseline: str = "M0") -> str:
-    """Notebook 03 §5: each one-round variant against M0 on held-out dev math (``{name: evaluate_policy(...)}``)."""
-    if baseline not in evals:
-        return f"**No {baseline} evaluation** to compare the variants with."
-    base = evals[baseline]["math_accuracy"]
-    others = {k: v for k, v in evals.items() if k != baseline}
-    if not others:
-        return "**Only M0 was evaluated**: no variant was trained (see the messages above), so there is no comparison."
-    parts, dirs = [], {}
-    for name, e in others.items():
-        d = rate_diff(base, e["math_accuracy"])
-        dirs[name] = direction(d["ci_low"], d["ci_high"])
-        parts.append(f"{name} {pct(e['math_accuracy'])}, {_diff_text(d)}")
-    below = [n for n in others if evals[n]["math_accuracy"]["rate"] < base["rate"]]
-    shown = {n: d for n, d in dirs.items() if d != "no difference shown"}
-    if shown:
-        verdict = "; ".join(f"{n} is {d} than {baseline} beyond the interval" for n, d in shown.items())
-    else:
-        verdict = (f"no variant differs from {baseline} beyond the 95% interval"
-                   + (f" (all {len(others)} are below it)" if len(below) == len(others) else ""))
-    return (f"**Dev math after one round, against {baseline} {pct(base)} (n={base['n']}): {verdict}.** "
-            + "; ".join(parts) + f" (difference to {baseline} in points, unpaired 95% interval).")
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Notebook 04: rounds
 # ---------------------------------------------------------------------------------------------------------------
 

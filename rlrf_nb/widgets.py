@@ -30,14 +30,6 @@ def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, h
     return list(dict.fromkeys(zip(f["judge_id"], f["response_id"])))
 
 
-def filter_feedback(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
-                    failures_only: bool = False) -> list[str]:
-    """Response ids whose ``aspect`` score lies in [lo, hi] (any aspect if None); with
-    ``failures_only``, those with a parse failure on it instead. Order of first appearance
-    (:func:`feedback_keys` keeps the judge too)."""
-    return list(dict.fromkeys(rid for _, rid in feedback_keys(frame, aspect, lo, hi, failures_only)))
-
-
 def feedback_html(rec: dict) -> str:
     """One judged response as HTML: prompt, response, and a row per aspect (score, critique or parse error)."""
     rows = []
