@@ -634,7 +634,7 @@ def _coerce(value: object, tp: object, name: str) -> object:
 
 
 # ---------------------------------------------------------------------------------------------
-# Loading, overrides, dumping.
+# Loading and overrides.
 # ---------------------------------------------------------------------------------------------
 
 
@@ -699,11 +699,3 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = N
 def recipe_to_dict(recipe: Recipe) -> dict:
     """Plain ``{section: {key: value}}`` of every section (YAML- and JSON-safe)."""
     return {name: dataclasses.asdict(getattr(recipe, name)) for name in SECTIONS}
-
-
-def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
-    """Write ``recipe`` as a YAML recipe that :func:`load_recipe` reads back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True),
-                    encoding="utf-8")

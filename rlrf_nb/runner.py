@@ -351,16 +351,12 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     return grid
 
 
-def point_name(prefix: str, point: dict[str, str]) -> str:
-    """``sweep-seed0-beta0.1``: the prefix and each key's last part with its value (directory-safe)."""
-    return prefix + "".join(f"-{k.split('.')[-1]}{re.sub(r'[^A-Za-z0-9._-]', '_', v)}" for k, v in point.items())
-
-
 def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: list[str] | None = None,
           stages: list[str] | None = None, progress: bool | None = None) -> tuple[list[RunResult], Path]:
-    """Run every point of ``grid`` in turn (``runs/<prefix>-key=value-.../``) and write the sweep's index
-    (``runs/<prefix>.sweep.json``) for :func:`rlrf_nb.collate.collate`. A point that fails is reported and the
-    sweep goes on; the index records it. Returns the finished runs and the index path."""
+    """Run every point of ``grid`` in turn (``runs/<prefix>-<key><value>-.../``, e.g. ``sweep-seed0-beta0.1``: each
+    key's last part, values made directory-safe) and write the sweep's index (``runs/<prefix>.sweep.json``) for
+    :func:`rlrf_nb.collate.collate`. A point that fails is reported and the sweep goes on; the index records it.
+    Returns the finished runs and the index path."""
     parsed = parse_grid(grid)
     points = [dict(zip([k for k, _ in parsed], combo)) for combo in itertools.product(*(vals for _, vals in parsed))]
     try:
@@ -372,7 +368,7 @@ def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: l
     index = {"recipe": str(recipe_path), "grid": grid, "params": params or [], "runs": []}
     results = []
     for j, point in enumerate(points, start=1):
-        name = point_name(prefix, point)
+        name = prefix + "".join(f"-{k.split('.')[-1]}{re.sub(r'[^A-Za-z0-9._-]', '_', v)}" for k, v in point.items())
         ovr = {field_: value for key, value in point.items() for field_ in resolve_grid_key(key)}
         log.info(f"== sweep point {j}/{len(points)}: {point}")
         entry = {"name": name, "point": point, "overrides": ovr}
