@@ -1,12 +1,6 @@
-"""Analyses that make RLRF's claim testable (notebook 05).
-
-:func:`paired_test` compares every model with M0 on the *same* items (paired bootstrap of the difference through
-:func:`rlrf_nb.stats.bootstrap_ci`; exact McNemar for 0/1 outcomes); :func:`results_table` is the paper's table (rows
-models, columns metrics) with intervals and paired tests; :func:`token_shift` asks whether alignment is superficial
-(URIAL, arXiv 2312.01552), broken down by token kind (RLRF claims its shifts land on substance, the numbers, not on
-style); :func:`blind_spot` counts how often a scorer (a single outcome-free or scalar judge, against the fine-grained
-verifier) ranks a wrong math solution above a right one for the same prompt.
-"""
+"""Analyses that make RLRF's claim testable (notebook 05): paired tests against M0 on the *same* items and the paper's
+table, URIAL's token distribution shift (arXiv 2312.01552) by token kind (RLRF claims its shifts land on substance, the
+numbers, not on style) and the reward-model blind spot (a scorer ranking a wrong math solution above a right one)."""
 
 from __future__ import annotations
 
