@@ -17,9 +17,7 @@ from rlrf_nb.pairs import right_wrong_pairs
 from rlrf_nb.rounds import VARIANT_LABELS, policy_rank
 from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
 
-# ---------------------------------------------------------------------------------------------
-# Intervals and paired tests
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------- Intervals and paired tests
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
@@ -88,9 +86,7 @@ def results_table(per_item: dict[str, dict[str, list]], baseline: str = "M0", n_
     return display.reindex(list(per_item)), long
 
 
-# ---------------------------------------------------------------------------------------------
-# Token distribution shift (URIAL)
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------- Token distribution shift (URIAL)
 
 _NUMERIC = re.compile(r"^[\s0-9+\-*/=<>().,#%$]+$")
 
@@ -150,9 +146,7 @@ def shift_summary(positions: list[dict]) -> dict:
             "n_positions": len(positions)}
 
 
-# ---------------------------------------------------------------------------------------------
-# The reward-model blind spot on math
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------- The reward-model blind spot on math
 
 
 def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:

@@ -47,9 +47,7 @@ def check_at_least(cfg: object, section: str, names: tuple[str, ...], low: int) 
         check(value >= low, f"{section}.{name}", f"must be >= {low}, got {value}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Stage configs. One dataclass per section; field names are the YAML keys.
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------- Stage configs. One dataclass per section; field names are the YAML keys.
 
 
 @dataclass
@@ -540,9 +538,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# The recipe: one config instance per section.
-# ---------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------- The recipe: one config instance per section
 
 
 class Recipe(types.SimpleNamespace):
@@ -633,9 +629,7 @@ def _coerce(value: object, tp: object, name: str) -> object:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading and overrides.
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------ Loading and overrides
 
 
 def parse_override(text: str) -> tuple[str, str]:

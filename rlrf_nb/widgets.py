@@ -139,9 +139,7 @@ class FeedbackBrowser(_Pager):
         return feedback_html(self.records[key])
 
 
-# ---------------------------------------------------------------------------------------------
-# Reflection viewer: a draft and its refinement, side by side
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------- Reflection viewer: a draft and its refinement, side by side
 
 _TOKEN = re.compile(r"\s+|[^\s]+")
 
@@ -272,9 +270,7 @@ class ReflectionViewer(_Pager):
         return reflection_html(self.rows[i])
 
 
-# ---------------------------------------------------------------------------------------------
-# Pair reviewer: accept, reject, swap or edit preference pairs
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------- Pair reviewer: accept, reject, swap or edit preference pairs
 
 
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
@@ -433,9 +429,7 @@ class PairReviewer(_Pager):
         return pair_html(p, self.decisions.get(p["pair_id"]))
 
 
-# ---------------------------------------------------------------------------------------------
-# Case browser: where two models disagree
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------ Case browser: where two models disagree
 
 
 def disagreements(a_name: str, a_recs: list[dict], b_name: str, b_recs: list[dict], *, id_key: str = "id",
