@@ -224,17 +224,14 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
                        final: int | None = None,
                        metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect", "factscore"),
                        n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """Every round-loop variant's last round against M0 on the same test items, with the compute it spent
-    (issue 20: "better per unit of compute"). ``round_variants``: ``results.json``'s rows per variant (wall times,
-    generated tokens, judge calls of each round, :func:`rlrf_nb.rounds.run_rounds`); ``per_item``: notebook 05's
-    :func:`rlrf_nb.evals.suite.evaluate_suite` values, where RLRF's rounds are ``M<t>`` and a variant's are
-    ``<label> M<t>``. Returns ``{policy: row}``; a row has, per metric, the test value, the paired difference to M0
-    with its 95% interval (``<m>_diff``, ``<m>_low``, ``<m>_high``), and the compute summed over the variant's
-    rounds (``wall_seconds``, ``generated_tokens``, ``judge_calls``, ``parse_failures``) with the math gain per
-    million generated tokens (``gsm8k_strict_diff_per_mtok``). Round 1's search with M0 is run once and shared by
-    the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
-    (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
-    values and no compute."""
+    """Every round-loop variant's last round against M0 on the same test items, with the compute it spent (issue 20:
+    "better per unit of compute"): ``{policy: row}``, per metric the test value and the paired difference to M0 with
+    its 95% interval, then the compute summed over the variant's rounds (``round_variants``: ``results.json``'s rows
+    per variant) and the math gain per million generated tokens. ``per_item``: notebook 05's
+    :func:`rlrf_nb.evals.suite.evaluate_suite` values (RLRF's rounds ``M<t>``, a variant's ``<label> M<t>``). Round 1's
+    search with M0 is run once and shared by the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of
+    them is charged its full wall time (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens
+    already are. M0's row has the values and no compute."""
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
                   for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
     out = {}
