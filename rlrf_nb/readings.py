@@ -41,11 +41,7 @@ def rate_diff(a: dict, b: dict) -> dict:
 
 def direction(lo: float, hi: float) -> str:
     """``"higher"``, ``"lower"`` or ``"no difference shown"`` from the interval of a difference."""
-    if lo > 0:
-        return "higher"
-    if hi < 0:
-        return "lower"
-    return "no difference shown"
+    return "higher" if lo > 0 else "lower" if hi < 0 else "no difference shown"
 
 
 def _diff_text(d: dict) -> str:

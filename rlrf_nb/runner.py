@@ -7,8 +7,7 @@ hash; a failed or killed stage runs again and resumes from its last stored recor
 
 Parameters are validated before injection: ``-p section.key=value`` is a recipe override checked against the recipe's
 dataclasses (an unknown key or bad type names the key), ``-p name=value`` must be a parameter of some notebook, of the
-kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel gets CurveZMQ keys
-(``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
+kind of its default. :class:`StageEngine` shows papermill's progress; the kernel gets CurveZMQ keys (KERNEL_CONFIG).
 """
 
 from __future__ import annotations
