@@ -1,12 +1,6 @@
-"""Analyses that make RLRF's claim testable (notebook 05).
-
-:func:`paired_test` compares every model with M0 on the *same* items (paired bootstrap of the difference through
-:func:`rlrf_nb.stats.bootstrap_ci`; exact McNemar for 0/1 outcomes); :func:`results_table` is the paper's table (rows
-models, columns metrics) with intervals and paired tests; :func:`token_shift` asks whether alignment is superficial
-(URIAL, arXiv 2312.01552), broken down by token kind (RLRF claims its shifts land on substance, the numbers, not on
-style); :func:`blind_spot` counts how often a scorer (a single outcome-free or scalar judge, against the fine-grained
-verifier) ranks a wrong math solution above a right one for the same prompt.
-"""
+"""Analyses that make RLRF's claim testable (notebook 05): paired tests against M0 on the *same* items and the paper's
+table, URIAL's token distribution shift (arXiv 2312.01552) by token kind (RLRF claims its shifts land on substance, the
+numbers, not on style) and the reward-model blind spot (a scorer ranking a wrong math solution above a right one)."""
 
 from __future__ import annotations
 
@@ -23,9 +17,7 @@ from rlrf_nb.pairs import right_wrong_pairs
 from rlrf_nb.rounds import VARIANT_LABELS, policy_rank
 from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
 
-# ---------------------------------------------------------------------------------------------
-# Intervals and paired tests
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------- Intervals and paired tests
 
 
 def mcnemar_exact(a: Sequence[bool], b: Sequence[bool]) -> dict:
@@ -94,9 +86,7 @@ def results_table(per_item: dict[str, dict[str, list]], baseline: str = "M0", n_
     return display.reindex(list(per_item)), long
 
 
-# ---------------------------------------------------------------------------------------------
-# Token distribution shift (URIAL)
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------- Token distribution shift (URIAL)
 
 _NUMERIC = re.compile(r"^[\s0-9+\-*/=<>().,#%$]+$")
 
@@ -156,9 +146,7 @@ def shift_summary(positions: list[dict]) -> dict:
             "n_positions": len(positions)}
 
 
-# ---------------------------------------------------------------------------------------------
-# The reward-model blind spot on math
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------------------------------- The reward-model blind spot on math
 
 
 def blind_spot(pool: list, scorers: dict[str, Callable]) -> dict:
@@ -236,17 +224,14 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
                        final: int | None = None,
                        metrics: tuple[str, ...] = ("gsm8k_strict", "math_perfect", "factscore"),
                        n_boot: int = 2000, seed: int = 0) -> dict[str, dict]:
-    """Every round-loop variant's last round against M0 on the same test items, with the compute it spent
-    (issue 20: "better per unit of compute"). ``round_variants``: ``results.json``'s rows per variant (wall times,
-    generated tokens, judge calls of each round, :func:`rlrf_nb.rounds.run_rounds`); ``per_item``: notebook 05's
-    :func:`rlrf_nb.evals.suite.evaluate_suite` values, where RLRF's rounds are ``M<t>`` and a variant's are
-    ``<label> M<t>``. Returns ``{policy: row}``; a row has, per metric, the test value, the paired difference to M0
-    with its 95% interval (``<m>_diff``, ``<m>_low``, ``<m>_high``), and the compute summed over the variant's
-    rounds (``wall_seconds``, ``generated_tokens``, ``judge_calls``, ``parse_failures``) with the math gain per
-    million generated tokens (``gsm8k_strict_diff_per_mtok``). Round 1's search with M0 is run once and shared by
-    the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of them is charged its full wall time
-    (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens already are. M0's row has the
-    values and no compute."""
+    """Every round-loop variant's last round against M0 on the same test items, with the compute it spent (issue 20:
+    "better per unit of compute"): ``{policy: row}``, per metric the test value and the paired difference to M0 with
+    its 95% interval, then the compute summed over the variant's rounds (``round_variants``: ``results.json``'s rows
+    per variant) and the math gain per million generated tokens. ``per_item``: notebook 05's
+    :func:`rlrf_nb.evals.suite.evaluate_suite` values (RLRF's rounds ``M<t>``, a variant's ``<label> M<t>``). Round 1's
+    search with M0 is run once and shared by the pair-based variants (:func:`rlrf_nb.rounds.search_args`), so each of
+    them is charged its full wall time (the longest round-1 ``search_seconds``: the variant that ran it), as its tokens
+    already are. M0's row has the values and no compute."""
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
                   for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
     out = {}

@@ -47,9 +47,7 @@ def check_at_least(cfg: object, section: str, names: tuple[str, ...], low: int) 
         check(value >= low, f"{section}.{name}", f"must be >= {low}, got {value}")
 
 
-# ---------------------------------------------------------------------------------------------
-# Stage configs. One dataclass per section; field names are the YAML keys.
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------- Stage configs. One dataclass per section; field names are the YAML keys.
 
 
 @dataclass
@@ -557,9 +555,7 @@ SECTIONS: dict[str, type] = {
 }
 
 
-# ---------------------------------------------------------------------------------------------
-# The recipe: one config instance per section.
-# ---------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------- The recipe: one config instance per section
 
 
 class Recipe(types.SimpleNamespace):
@@ -650,9 +646,7 @@ def _coerce(value: object, tp: object, name: str) -> object:
     return value
 
 
-# ---------------------------------------------------------------------------------------------
-# Loading, overrides, dumping.
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------------------ Loading and overrides
 
 
 def parse_override(text: str) -> tuple[str, str]:
@@ -716,11 +710,3 @@ def load_recipe(path: str | os.PathLike, overrides: dict[str, object] | None = N
 def recipe_to_dict(recipe: Recipe) -> dict:
     """Plain ``{section: {key: value}}`` of every section (YAML- and JSON-safe)."""
     return {name: dataclasses.asdict(getattr(recipe, name)) for name in SECTIONS}
-
-
-def dump_recipe(recipe: Recipe, path: str | os.PathLike) -> None:
-    """Write ``recipe`` as a YAML recipe that :func:`load_recipe` reads back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False, allow_unicode=True),
-                    encoding="utf-8")

@@ -104,9 +104,7 @@ class Judge(Protocol):
         ...
 
 
-# ---------------------------------------------------------------------------
-# Aspect selection (recorded with every judgement)
-# ---------------------------------------------------------------------------
+# --------------------------------------------------------------------- Aspect selection (recorded with every judgement)
 
 GENERAL_FALLBACK = ["helpfulness", "clarity", "factuality"]
 
@@ -127,9 +125,7 @@ def select_aspects(example, rubrics, judge=None) -> tuple[list[str], str]:
     return list(GENERAL_FALLBACK), "fallback"
 
 
-# ---------------------------------------------------------------------------
-# Aggregation to a scalar reward
-# ---------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------- Aggregation to a scalar reward
 
 
 def scalar_reward(fb: Feedback, weights: dict[str, float] | None = None) -> float | None:
@@ -143,9 +139,7 @@ def scalar_reward(fb: Feedback, weights: dict[str, float] | None = None) -> floa
     return sum(wi * a.normalized for wi, a in zip(w, fb.aspects)) / sum(w)
 
 
-# ---------------------------------------------------------------------------
-# Consensus and agreement (the seed's question: how to minimise subjectivity)
-# ---------------------------------------------------------------------------
+# ------------------------------------------ Consensus and agreement (the seed's question: how to minimise subjectivity)
 
 
 class ConsensusJudge:
@@ -244,9 +238,7 @@ def calibrate(judged: list[Feedback], reference: list[Feedback]):
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------
-# The judging stage: feedback records in the run store
-# ---------------------------------------------------------------------------
+# ----------------------------------------------------------------- The judging stage: feedback records in the run store
 
 
 def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights: dict[str, float] | None = None,

@@ -80,12 +80,6 @@ def load_json_object(text: str) -> tuple[dict | None, str | None]:
     return obj, None
 
 
-def _shown(value, limit: int = 60) -> str:
-    """``value`` as JSON, cut to ``limit`` characters for an error message (the raw reply keeps all of it)."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
-
-
 def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_field: str = "critique",
                  int_strings: bool = False, not_applicable: str | None = None) -> AspectFeedback:
     """``spec``'s judgement in the decoded reply ``obj``, checked strictly: a scored :class:`AspectFeedback`, or a parse
@@ -123,8 +117,10 @@ def check_aspect(spec: AspectSpec, obj: JsonObject, unknown: list[str], text_fie
         n = int(score)
     else:
         shape = 'a JSON integer or a string like "5"' if int_strings else "a JSON integer"
+        shown = json.dumps(score)  # cut to 60 characters for the message; the raw reply keeps all of it
+        shown = shown if len(shown) <= 60 else f"{shown[:60]}... ({len(shown)} characters)"
         return fail(f"field 'score' must be an integer from {spec.min_score} to {spec.max_score} ({shape}), "
-                    f"got {_shown(score)}", text)
+                    f"got {shown}", text)
     if not spec.min_score <= n <= spec.max_score:
         return fail(f"score {n} outside {spec.min_score}-{spec.max_score}", text)
     return AspectFeedback(spec.name, n, spec.min_score, spec.max_score, text)

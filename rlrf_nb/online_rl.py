@@ -215,7 +215,12 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
     model, tok = load_policy(start_path, place=place, train=True)
     out = train_online(model, tok, examples, judge, rubrics, cfg, out_dir, method=method,
                        weights=recipe.feedback.weights, place=place, seed=seed)
-    kl = cfg.kl_coef if cfg.kl_coef is not None else _trl_default_beta(method)
+    kl = cfg.kl_coef
+    if kl is None:  # TRL's own default KL coefficient of the method, read from its config class (not copied)
+        from trl import GRPOConfig, RLOOConfig
+
+        kl = next(f.default for f in dataclasses.fields(RLOOConfig if method == "rloo" else GRPOConfig)
+                  if f.name == "beta")
     info = {"method": method, "start_from": str(start_path), "reference": str(start_path) if kl else None,
             "kl_coef": kl, "prompts": len(examples), "steps": out["steps"], "train_seconds": round(out["seconds"], 1),
             **{k: out["reward"][k] for k in ("generated_tokens", "completions", "judged", "parse_failures",
@@ -223,14 +228,6 @@ def run_online(start_path, examples: list, judge, rubrics, recipe, method: str, 
             "seed": seed, "history": out["history"],
             "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora)}
     return {"model": out["model"], "tokenizer": tok, "info": info}
-
-
-def _trl_default_beta(method: str) -> float:
-    """TRL's own default KL coefficient of ``method`` (read from its config class, not copied)."""
-    from trl import GRPOConfig, RLOOConfig
-
-    cls = RLOOConfig if method == "rloo" else GRPOConfig
-    return next(f.default for f in dataclasses.fields(cls) if f.name == "beta")
 
 
 def train_online_cached(store, name: str, start_path, examples: list, judge, rubrics, recipe, method: str, *,

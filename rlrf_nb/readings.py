@@ -15,9 +15,7 @@ from rlrf_nb.pairs import pair_lengths, pair_yield
 from rlrf_nb.paths import resolve_path
 from rlrf_nb.stats import pct, rate, wilson_ci
 
-# ---------------------------------------------------------------------------------------------------------------
-# Formatting
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------- Formatting
 
 
 def of(r: dict, noun: str = "") -> str:
@@ -43,20 +41,14 @@ def rate_diff(a: dict, b: dict) -> dict:
 
 def direction(lo: float, hi: float) -> str:
     """``"higher"``, ``"lower"`` or ``"no difference shown"`` from the interval of a difference."""
-    if lo > 0:
-        return "higher"
-    if hi < 0:
-        return "lower"
-    return "no difference shown"
+    return "higher" if lo > 0 else "lower" if hi < 0 else "no difference shown"
 
 
 def _diff_text(d: dict) -> str:
     return f"{_pts(d['diff'])} points [{_pts(d['ci_low'])}, {_pts(d['ci_high'])}]"
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 01: the feedback model
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------- Notebook 01: the feedback model
 
 
 def verifier(summary: dict) -> str:
@@ -172,9 +164,7 @@ def consensus(agreements: dict, k: int) -> str:
             + f". The least consistent aspect is {least.replace('_', ' ')}: the most subjective for this judge.")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 02: reflection and pairs
-# ---------------------------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------------ Notebook 02: reflection and pairs
 
 
 def search(stats: dict) -> str:
@@ -285,38 +275,7 @@ def budget(cmp: dict) -> str:
               "would change.")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 03: one round of DPO and its variants
-# ---------------------------------------------------------------------------------------------------------------
-
-
-def one_round_variants(evals: dict[str, dict], baseline: str = "M0") -> str:
-    """Notebook 03 §5: each one-round variant against M0 on held-out dev math (``{name: evaluate_policy(...)}``)."""
-    if baseline not in evals:
-        return f"**No {baseline} evaluation** to compare the variants with."
-    base = evals[baseline]["math_accuracy"]
-    others = {k: v for k, v in evals.items() if k != baseline}
-    if not others:
-        return "**Only M0 was evaluated**: no variant was trained (see the messages above), so there is no comparison."
-    parts, dirs = [], {}
-    for name, e in others.items():
-        d = rate_diff(base, e["math_accuracy"])
-        dirs[name] = direction(d["ci_low"], d["ci_high"])
-        parts.append(f"{name} {pct(e['math_accuracy'])}, {_diff_text(d)}")
-    below = [n for n in others if evals[n]["math_accuracy"]["rate"] < base["rate"]]
-    shown = {n: d for n, d in dirs.items() if d != "no difference shown"}
-    if shown:
-        verdict = "; ".join(f"{n} is {d} than {baseline} beyond the interval" for n, d in shown.items())
-    else:
-        verdict = (f"no variant differs from {baseline} beyond the 95% interval"
-                   + (f" (all {len(others)} are below it)" if len(below) == len(others) else ""))
-    return (f"**Dev math after one round, against {baseline} {pct(base)} (n={base['n']}): {verdict}.** "
-            + "; ".join(parts) + f" (difference to {baseline} in points, unpaired 95% interval).")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 04: rounds
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------- Notebook 04: rounds
 
 
 def rounds(rows: list[dict]) -> str:
@@ -357,9 +316,7 @@ def variant_rounds(variants: dict[str, list[dict]]) -> str:
             f"{verdict}.** " + "; ".join(parts) + ".")
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Notebook 05: benchmarks and analysis
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------- Notebook 05: benchmarks and analysis
 
 
 def claims(rows: list[dict]) -> str:

@@ -35,11 +35,6 @@ def notes_from_feedback(fb: dict, rubrics) -> list[AspectNote]:
             for a in fb["aspects"]]
 
 
-def _done(fb: dict, threshold: int) -> bool:
-    """Stop rule: every aspect parsed and scored at least ``threshold``."""
-    return all(a["parse_ok"] and a["score"] >= threshold for a in fb["aspects"])
-
-
 def prompt_priority(rewards: list[float | None], how: str) -> float:
     """A prompt's claim on the refinement budget from its samples' rewards (higher goes first).
     variance: the population variance of the rewards; low_best: minus the best reward; none: 0."""
@@ -104,9 +99,11 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
             todo = []
             for pid in sorted(frontier, key=rank.__getitem__):
                 recs = frontier[pid]
-                if any(_done(r["feedback"], cfg.threshold) for r in recs):
+                # stop rule: a candidate already has every aspect parsed and none below the threshold
+                if any(all(a["parse_ok"] and a["score"] >= cfg.threshold for a in r["feedback"]["aspects"])
+                       for r in recs):
                     budget["prompts_stopped_by_threshold"] += rnd == 1
-                    continue  # stop rule: a candidate already has no aspect below the threshold
+                    continue
                 distinct = {r["response"]: r for r in reversed(recs) if r["reward"] is not None}  # first of duplicates
                 ranked = sorted(distinct.values(), key=lambda r: -r["reward"])[: cfg.top_k]
                 cost = len(ranked) * cfg.m_refinements

@@ -6,11 +6,9 @@ M0), the DPO reference (``dpo.reference``: pi_{t-1} or pi_0) and whether earlier
 (``rounds.carry_over``). Checkpoints (``save_pretrained`` directories under ``<run>/checkpoints/rounds/M<t>``) are
 marked complete only after saving, so a rerun skips finished rounds and a run killed in round 2 resumes there with the
 search records it has. The online variants (``rounds.variants`` grpo, rloo, grpo_reflect: :mod:`rlrf_nb.online_rl`)
-replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge. Each
-round's row records its compute (wall times, generated tokens, judge calls, parse failures) and the new policy's
-held-out dev math exact match and bio precision, with 95% intervals. On one GPU (:func:`rlrf_nb.models.placement`) a
-round holds one model at a time: the searcher (a vLLM engine sleeps after the search), the trainer, then the policy
-being evaluated.
+replace search, pairs and DPO by TRL's GRPO or RLOO on the round's fresh prompts, rewarded by the same judge. On one
+GPU (:func:`rlrf_nb.models.placement`) a round holds one model at a time: the searcher (a vLLM engine sleeps after the
+search), the trainer, then the policy being evaluated.
 """
 
 from __future__ import annotations
@@ -165,8 +163,9 @@ def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
 
 def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]:
     """Run (or resume) ``rounds.n_rounds`` rounds from the policy at ``m0_path`` for every variant in
-    ``rounds.variants`` (RLRF first). Returns RLRF's rows (M0 first) with dev metrics, pair counts and wall
-    times; ``results.json`` gets them under ``rounds`` and every variant's rows under ``round_variants``."""
+    ``rounds.variants`` (RLRF first). Returns RLRF's rows (M0 first): dev metrics with 95% intervals, pair counts and
+    compute (wall times, generated tokens, judge calls, parse failures); ``results.json`` gets them under ``rounds``
+    and every variant's rows under ``round_variants``."""
     rcfg = recipe.rounds
     place = placement(recipe.run)
     decisions = load_decisions(store.path(recipe.pairs.decisions))

@@ -7,8 +7,7 @@ hash; a failed or killed stage runs again and resumes from its last stored recor
 
 Parameters are validated before injection: ``-p section.key=value`` is a recipe override checked against the recipe's
 dataclasses (an unknown key or bad type names the key), ``-p name=value`` must be a parameter of some notebook, of the
-kind of its default. :class:`StageEngine` shows papermill's progress, and the kernel gets CurveZMQ keys
-(``KernelManager.transport_encryption = "auto"``), so it does not warn about TCP.
+kind of its default. :class:`StageEngine` shows papermill's progress; the kernel gets CurveZMQ keys (KERNEL_CONFIG).
 """
 
 from __future__ import annotations
@@ -94,9 +93,7 @@ def first_line(source: str, width: int = 60) -> str:
     return line if len(line) <= width else line[: width - 3] + "..."
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Parameters
-# ---------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------------- Parameters
 
 
 def notebook_parameters(notebook: str) -> dict[str, dict]:
@@ -214,9 +211,7 @@ def stage_inputs(recipe) -> dict:
     return out
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# One run
-# ---------------------------------------------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------------------- One run
 
 
 def _write_json(path: Path, obj: dict) -> None:
@@ -319,9 +314,7 @@ def run(recipe_path: str, name: str | None = None, *, params: list[str] | None =
     return result
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Sweeps
-# ---------------------------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------------------- Sweeps
 
 
 def resolve_grid_key(key: str) -> list[str]:
@@ -351,16 +344,12 @@ def parse_grid(items: list[str]) -> list[tuple[str, list[str]]]:
     return grid
 
 
-def point_name(prefix: str, point: dict[str, str]) -> str:
-    """``sweep-seed0-beta0.1``: the prefix and each key's last part with its value (directory-safe)."""
-    return prefix + "".join(f"-{k.split('.')[-1]}{re.sub(r'[^A-Za-z0-9._-]', '_', v)}" for k, v in point.items())
-
-
 def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: list[str] | None = None,
           stages: list[str] | None = None, progress: bool | None = None) -> tuple[list[RunResult], Path]:
-    """Run every point of ``grid`` in turn (``runs/<prefix>-key=value-.../``) and write the sweep's index
-    (``runs/<prefix>.sweep.json``) for :func:`rlrf_nb.collate.collate`. A point that fails is reported and the
-    sweep goes on; the index records it. Returns the finished runs and the index path."""
+    """Run every point of ``grid`` in turn (``runs/<prefix>-<key><value>-.../``, e.g. ``sweep-seed0-beta0.1``: each
+    key's last part, values made directory-safe) and write the sweep's index (``runs/<prefix>.sweep.json``) for
+    :func:`rlrf_nb.collate.collate`. A point that fails is reported and the sweep goes on; the index records it.
+    Returns the finished runs and the index path."""
     parsed = parse_grid(grid)
     points = [dict(zip([k for k, _ in parsed], combo)) for combo in itertools.product(*(vals for _, vals in parsed))]
     try:
@@ -372,7 +361,7 @@ def sweep(recipe_path: str, grid: list[str], prefix: str = "sweep", *, params: l
     index = {"recipe": str(recipe_path), "grid": grid, "params": params or [], "runs": []}
     results = []
     for j, point in enumerate(points, start=1):
-        name = point_name(prefix, point)
+        name = prefix + "".join(f"-{k.split('.')[-1]}{re.sub(r'[^A-Za-z0-9._-]', '_', v)}" for k, v in point.items())
         ovr = {field_: value for key, value in point.items() for field_ in resolve_grid_key(key)}
         log.info(f"== sweep point {j}/{len(points)}: {point}")
         entry = {"name": name, "point": point, "overrides": ovr}

@@ -29,9 +29,7 @@ def rate(successes: int, n: int) -> dict:
 
 def pct(r: dict) -> str:
     """``"8.8% [7.7, 10.2]"`` for a :func:`rate` dict (``"n/a"`` with no items)."""
-    if not r["n"]:
-        return "n/a"
-    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]"
+    return f"{100 * r['rate']:.1f}% [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]" if r["n"] else "n/a"
 
 
 def format_rate(r: dict) -> str:

@@ -53,7 +53,6 @@ class VerifierJudge:
                              f"it judges {sorted(scores)}")
         return Feedback(self.id, self.rubrics.version, [_fb(self.rubrics, a, *scores[a]) for a in aspects], meta=meta)
 
-    # -- math ---------------------------------------------------------------------------------
     def _math(self, text: str, ex: Example):
         if "steps" not in ex.meta:
             return self._math_answer_only(text, ex)
@@ -105,7 +104,6 @@ class VerifierJudge:
                 "error_kind": None if correct else "wrong_answer" if final is not None else "no_answer"}
         return {"logical_correctness": logic, "completeness": comp, "overall_quality": logic}, meta
 
-    # -- bios ---------------------------------------------------------------------------------
     def _bios(self, text: str, ex: Example):
         name = ex.meta["entity"]
         person = self.kb.get(name)

@@ -30,14 +30,6 @@ def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, h
     return list(dict.fromkeys(zip(f["judge_id"], f["response_id"])))
 
 
-def filter_feedback(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
-                    failures_only: bool = False) -> list[str]:
-    """Response ids whose ``aspect`` score lies in [lo, hi] (any aspect if None); with
-    ``failures_only``, those with a parse failure on it instead. Order of first appearance
-    (:func:`feedback_keys` keeps the judge too)."""
-    return list(dict.fromkeys(rid for _, rid in feedback_keys(frame, aspect, lo, hi, failures_only)))
-
-
 def feedback_html(rec: dict) -> str:
     """One judged response as HTML: prompt, response, and a row per aspect (score, critique or parse error)."""
     rows = []
@@ -147,9 +139,7 @@ class FeedbackBrowser(_Pager):
         return feedback_html(self.records[key])
 
 
-# ---------------------------------------------------------------------------------------------
-# Reflection viewer: a draft and its refinement, side by side
-# ---------------------------------------------------------------------------------------------
+# ---------------------------------------------------------- Reflection viewer: a draft and its refinement, side by side
 
 _TOKEN = re.compile(r"\s+|[^\s]+")
 
@@ -280,9 +270,7 @@ class ReflectionViewer(_Pager):
         return reflection_html(self.rows[i])
 
 
-# ---------------------------------------------------------------------------------------------
-# Pair reviewer: accept, reject, swap or edit preference pairs
-# ---------------------------------------------------------------------------------------------
+# --------------------------------------------------------- Pair reviewer: accept, reject, swap or edit preference pairs
 
 
 def review_state(pair: dict, decisions: list[dict] | None) -> tuple[dict, str]:
@@ -441,9 +429,7 @@ class PairReviewer(_Pager):
         return pair_html(p, self.decisions.get(p["pair_id"]))
 
 
-# ---------------------------------------------------------------------------------------------
-# Case browser: where two models disagree
-# ---------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------------------ Case browser: where two models disagree
 
 
 def disagreements(a_name: str, a_recs: list[dict], b_name: str, b_recs: list[dict], *, id_key: str = "id",

@@ -3,7 +3,7 @@
 import pytest
 
 from rlrf_nb.feedback import AspectFeedback, Feedback, feedback_frame
-from rlrf_nb.widgets import FeedbackBrowser, feedback_html, filter_feedback, static_feedback_table
+from rlrf_nb.widgets import FeedbackBrowser, feedback_html, feedback_keys, static_feedback_table
 
 
 def _rec(rid, scores, raw=""):
@@ -18,6 +18,11 @@ def _rec(rid, scores, raw=""):
 RECS = [_rec("p1/s0", {"logic": 5, "comp": 4}), _rec("p1/s1", {"logic": 2, "comp": 5}),
         _rec("p2/s0", {"logic": None, "comp": 3}, raw="Score: 5 trust me")]
 FRAME = feedback_frame(RECS)
+
+
+def filter_feedback(frame, aspect=None, lo=1, hi=5, failures_only=False):
+    """Response ids of :func:`feedback_keys` (moved here from rlrf_nb.widgets unchanged: only this test used it)."""
+    return list(dict.fromkeys(rid for _, rid in feedback_keys(frame, aspect, lo, hi, failures_only)))
 
 
 def test_filter_feedback():

@@ -1,15 +1,13 @@
 """GSM8K (Cobbe et al. 2021, arXiv 2110.14168) graded the way lm-evaluation-harness grades it, with our extractor.
 
 The kit grades math at training time with :func:`rlrf_nb.tasks.math.extract_answer`; this module evaluates with the
-*same* function, so a policy is never rewarded for a format the benchmark rejects (or the other way round). It grades
-tiny-world problems and real GSM8K rows (:func:`rlrf_nb.tasks.loaders.load_gsm8k`) alike: both are
-:class:`~rlrf_nb.tasks.schema.Example` records whose ``reference`` ends in ``#### N``. Protocol: a k-shot
-chain-of-thought prompt (:func:`few_shot_messages`), greedy decoding, the output cut at the first stop sequence
-(:func:`truncate_at_stop`), and two grades side by side (issue 15): **the kit's** (``strict``: the first ``#### N``;
-``flexible``: the last number; looser than lm-eval where :data:`LM_EVAL_DIFFERENCES` says) and **lm-eval's**
-(``lm_eval_strict``, ``lm_eval_flexible``: :func:`lm_eval_filter` and :func:`lm_eval_exact_match`, ``gsm8k.yaml``
-version 3.0 exactly, cut at :data:`LM_EVAL_UNTIL`, against the full reference solution; the numbers to set beside
-published ones). ``strict_flexible_gap`` measures right answers not written in the required format.
+*same* function, so a policy is never rewarded for a format the benchmark rejects (or the other way round). Tiny-world
+problems and real GSM8K rows (:func:`rlrf_nb.tasks.loaders.load_gsm8k`) are graded alike, both ending their
+``reference`` in ``#### N``: greedy k-shot chain of thought cut at the first stop sequence, with two grades side by
+side (issue 15): **the kit's** (``strict``: the first ``#### N``; ``flexible``: the last number; looser than lm-eval
+where :data:`LM_EVAL_DIFFERENCES` says) and **lm-eval's** (``gsm8k.yaml`` version 3.0 exactly, against the full
+reference solution: the numbers to set beside published ones). ``strict_flexible_gap`` measures right answers not
+written in the required format.
 
 **A retracted answer** ("The answer is 7. Wait, actually it's 9.") grades 7 under the kit's strict, on purpose: strict
 takes the *first* stated answer, as lm-eval's strict-match takes the first ``#### N``; the last one would reward hedging

@@ -1,11 +1,6 @@
-"""Evaluate every checkpoint of a run on the three benchmarks (notebook 05).
-
-:func:`discover_policies` finds the policies a run produced (M0, the RLRF rounds under ``checkpoints/rounds/M<t>``, the
-round-loop ablations and notebook 03's one-round variants); :func:`evaluate_suite` runs GSM8K (strict and flexible, the
-kit's grade and lm-eval's), FactScore and Just-Eval on each through the run store (a rerun generates and judges
-nothing), and returns per-item values on the *same* items for every model, ready for
-:func:`rlrf_nb.analysis.results_table` and its paired tests against M0.
-"""
+"""Every checkpoint of a run (:func:`discover_policies`) on the three benchmarks of notebook 05, GSM8K, FactScore and
+Just-Eval, through the run store: per-item values on the *same* items for every model (:func:`evaluate_suite`), ready
+for :func:`rlrf_nb.analysis.results_table`'s paired tests against M0."""
 
 from __future__ import annotations
 

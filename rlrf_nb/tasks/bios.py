@@ -148,9 +148,7 @@ def split_people(people: list[dict], sizes: dict[str, int]) -> dict[str, list[Ex
     return out
 
 
-# ---------------------------------------------------------------------------
-# Claims: split a bio into atomic sentences and check each against the KB.
-# ---------------------------------------------------------------------------
+# ---------------------------------------------- Claims: split a bio into atomic sentences and check each against the KB
 
 _CLAIM_RES = [(attr, re.compile("^" + re.escape(t).replace(re.escape("{N}"), r"(?P<name>.+?)")
                                 .replace(re.escape("{a}"), r"an?").replace(re.escape("{v}"), r"(?P<v>.+?)") + "$"))

@@ -17,9 +17,7 @@ from fractions import Fraction
 
 from rlrf_nb.tasks.schema import Example
 
-# ---------------------------------------------------------------------------
-# Safe arithmetic: model text is parsed with ``ast`` and never eval'd.
-# ---------------------------------------------------------------------------
+# -------------------------------------------------- Safe arithmetic: model text is parsed with ``ast`` and never eval'd
 
 MAX_ABS = 10**12  # bound on every literal and intermediate value
 MAX_EXPR_CHARS = 200
@@ -78,9 +76,7 @@ def format_number(x: Fraction | int | float) -> str:
     return f"{float(x):.6g}"
 
 
-# ---------------------------------------------------------------------------
-# Answer extraction, shared by training-time grading and the GSM8K benchmark.
-# ---------------------------------------------------------------------------
+# ------------------------------------------- Answer extraction, shared by training-time grading and the GSM8K benchmark
 
 # A number as solutions write it: an optional sign and dollar sign ("-$5"), digits with thousands commas and
 # an optional decimal part, or a bare decimal (".5", not preceded by a digit or "." so "1.2.3" and "so...5"
@@ -133,9 +129,7 @@ def is_correct(text: str, gold: str, mode: str = "strict") -> bool:
     return pred is not None and pred == normalize_number(gold)
 
 
-# ---------------------------------------------------------------------------
-# The generator
-# ---------------------------------------------------------------------------
+# -------------------------------------------------------------------------------------------------------- The generator
 
 NAMES = ["Ava", "Ben", "Cara", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jin", "Kai", "Lia", "Max", "Nia",
          "Omar", "Pia", "Quin", "Rosa", "Sam", "Tess", "Uma", "Vic", "Wren", "Yara", "Zed"]
@@ -335,9 +329,7 @@ def generate_splits(seed: int, sizes: dict[str, int], **kw) -> dict[str, list[Ex
     return out
 
 
-# ---------------------------------------------------------------------------
-# Checking a solution step by step against the ground-truth chain
-# ---------------------------------------------------------------------------
+# ------------------------------------------------------ Checking a solution step by step against the ground-truth chain
 
 ANNOTATION = re.compile(r"<<([^<>=]*)=([^<>]*)>>")  # a calculator annotation <<expr=value>>
 

@@ -31,9 +31,6 @@ URIAL paper's mean of the five general aspects, ``overall_with_safety`` upstream
 The tiny world has no GPT-4: :class:`VerifierJustEvalJudge` maps the exact verifier onto the aspects by fixed rules
 (engagement not applicable, no safety items). Its scores exercise the pipeline and rank tiny-world policies; they are
 **not comparable to published Just-Eval scores**, and its id (``just-eval-standin/v1:`` + the verifier's id) says so.
-Submodules: :mod:`.prompts` (upstream's templates and decoding), :mod:`.parser` (replies into
-:class:`~rlrf_nb.feedback.Feedback`), :mod:`.judge` (the LLM judge), :mod:`.standin` (the offline stand-in) and
-:mod:`.report` (resumable evaluation and the report); the names below are theirs.
 """
 
 from rlrf_nb.evals.just_eval.judge import JustEvalJudge

@@ -14,10 +14,6 @@ from rlrf_nb.feedback import AspectFeedback
 from rlrf_nb.judge_json import DECODER, JsonObject, check_aspects
 from rlrf_nb.rubrics import AspectSpec
 
-# A Just-Eval judgement is the kit's :class:`~rlrf_nb.feedback.Feedback`: one type for every judge. Its
-# ``rubric_version`` names the template (kind and sha256 prefix), each aspect's ``critique`` holds the judge's
-# "reason", and an "N/A" score is an aspect that parsed but does not apply (``applicable=False``).
-
 
 def aspect_feedback(aspect: str, score: int | None, reason: str, parse_ok: bool = True, error: str | None = None,
                     applicable: bool = True) -> AspectFeedback:

@@ -1,5 +1,4 @@
-"""The tiny world's offline stand-in for Just-Eval's GPT-4 judge: the exact verifier's verdicts mapped onto
-Just-Eval's aspects by fixed rules. Not a GPT-4 judgement, and not comparable to published Just-Eval scores."""
+"""The tiny world's offline stand-in for Just-Eval's GPT-4 judge (:class:`VerifierJustEvalJudge`)."""
 
 from __future__ import annotations
 
