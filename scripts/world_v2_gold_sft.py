@@ -23,8 +23,9 @@ import time
 from rlrf_nb import task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.analysis import paired_math_table
-from rlrf_nb.generation import generate_to_store
+from rlrf_nb.generation import generate, generate_to_store
 from rlrf_nb.pairs import Candidate
+from rlrf_nb.prompts import chat
 from rlrf_nb.rounds import evaluate_test_math
 from rlrf_nb.runs import open_run
 from rlrf_nb.tasks import math
@@ -36,6 +37,8 @@ p.add_argument("--n", type=int, default=2000)
 p.add_argument("--lr", type=float, default=None)
 p.add_argument("--epochs", type=float, default=None)
 p.add_argument("--dpo", action="store_true")
+p.add_argument("--rejected", choices=("sample", "greedy"), default="sample",
+               help="gold DPO's rejected answer: one T = 1.0 sample of M0, or M0's greedy answer, when wrong")
 p.add_argument("--set", action="append", default=[])
 a = p.parse_args()
 recipe, store = open_run("recipes/tiny-v2.yaml", a.run, dict(s.split("=", 1) for s in a.set))
@@ -47,9 +50,15 @@ t0 = time.time()
 exs = world.math["rl"][: a.n]
 label = f"gold {'DPO' if a.dpo else 'SFT'} n{a.n}"
 if a.dpo:
-    recs = generate_to_store(store, "control-m0-samples", m0, tok, info["fingerprint"],
-                             [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=1, temperature=1.0, top_p=1.0,
-                             max_new_tokens=recipe.eval.max_new_tokens, seed=0, batch_size=64)
+    if a.rejected == "greedy":
+        outs = generate(m0, tok, [chat(ex.prompt) for ex in exs], max_new_tokens=recipe.eval.max_new_tokens,
+                        batch_size=128, progress=False)
+        recs = [{"response_id": f"{ex.id}/g", "source_id": ex.id, "text": o[0]} for ex, o in zip(exs, outs)]
+        label += " greedy"
+    else:
+        recs = generate_to_store(store, "control-m0-samples", m0, tok, info["fingerprint"],
+                                 [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=1, temperature=1.0,
+                                 top_p=1.0, max_new_tokens=recipe.eval.max_new_tokens, seed=0, batch_size=64)
     by_id = {ex.id: ex for ex in exs}
     pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
                       correct=False) for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
