@@ -253,6 +253,11 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
 # ---------------------------------------------------------------------------
 
 
+#: Fields added after M0s were committed: at these values (off: the mix those M0s were trained on) they stay out of
+#: M0's key, so the committed M0s keep theirs.
+LATER_FIELDS = {"world": {"critique_quotes": False}, "m0": {"own_drafts": [], "draft_model": ""}}
+
+
 def m0_config_hash(world_cfg, m0_cfg) -> str:
     """What determines a retrained M0: the world and the M0 training fields (not where to load from)."""
     m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items() if k not in ("pretrained", "retrain", "max_seconds")}
@@ -260,12 +265,12 @@ def m0_config_hash(world_cfg, m0_cfg) -> str:
         m0["init_from"] = model_fingerprint(resolve_path(m0_cfg.init_from))
     if m0_cfg.own_drafts:  # the weights that write them
         m0["draft_model"] = model_fingerprint(resolve_path(m0_cfg.draft_model or m0_cfg.init_from))
-    else:  # later fields: off, the mix is the one the committed M0s were trained on
-        del m0["own_drafts"], m0["draft_model"]
-    world = dataclasses.asdict(world_cfg)
-    if not world["critique_quotes"]:  # a later field: off, the mix is the one the committed M0s were trained on
-        del world["critique_quotes"]
-    return content_key({"world": world, "m0": m0})
+    key = {"world": dataclasses.asdict(world_cfg), "m0": m0}
+    for part, defaults in LATER_FIELDS.items():
+        for name, default in defaults.items():
+            if key[part][name] == default:
+                del key[part][name]
+    return content_key(key)
 
 
 def get_m0(recipe, store: RunStore, world: World | None = None):
