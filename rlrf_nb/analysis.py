@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 import pandas as pd
 import torch
 
-from rlrf_nb.config import ONLINE_VARIANTS
+from rlrf_nb.config import ONLINE_VARIANTS, VARIANT_LABELS, policy_rank
 from rlrf_nb.generation import render_prompts
 from rlrf_nb.pairs import right_wrong_pairs
 from rlrf_nb.stats import bootstrap, bootstrap_ci, mean, rate
@@ -233,8 +233,6 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
     already are. M0's row has the values and no compute."""
     shared = max((r["search_seconds"] for v, rows in round_variants.items() if v not in ONLINE_VARIANTS
                   for r in rows if r.get("round") == 1 and r.get("search_seconds") is not None), default=0.0)
-    from rlrf_nb import rounds  # here, not at the top: it loads transformers (+3 s for every notebook kernel)
-
     out = {}
     if "M0" in per_item:
         out["M0"] = {"variant": "M0", "rounds": 0,
@@ -245,7 +243,7 @@ def variant_comparison(per_item: dict[str, dict[str, list]], round_variants: dic
         if not trained:
             continue
         t = max(r["round"] for r in trained)
-        name = f"M{t}" if variant == "rlrf" else f"{rounds.VARIANT_LABELS.get(variant, variant)} M{t}"
+        name = f"M{t}" if variant == "rlrf" else f"{VARIANT_LABELS.get(variant, variant)} M{t}"
         if name not in per_item:
             continue
         wall = sum(r.get("round_seconds") or 0.0 for r in trained)
@@ -272,9 +270,7 @@ def comparison_frame(comparison: dict[str, dict], metrics: tuple[str, ...] = ("g
     """:func:`variant_comparison` as a readable table (M0, RLRF, then the variants): per policy, each metric's test
     value and its difference to M0 as ``+0.012 [-0.010, +0.034]``, then the compute columns."""
     rows = []
-    from rlrf_nb import rounds  # here, not at the top: it loads transformers (+3 s for every notebook kernel)
-
-    for name, r in sorted(comparison.items(), key=lambda kv: rounds.policy_rank(kv[0])):  # results.json sorts its keys
+    for name, r in sorted(comparison.items(), key=lambda kv: policy_rank(kv[0])):  # results.json sorts its keys
         row = {"policy": name, "rounds": r["rounds"]}
         for m in metrics:
             if m in r:

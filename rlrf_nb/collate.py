@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from rlrf_nb.config import policy_rank
+
 # The numbers a reader of the paper looks at first; ``collate(..., metrics=None)`` uses these patterns.
 HEADLINE = ["m0_math_accuracy", "rounds.M*.math_accuracy", "rounds.M*.bio_claims_supported",
             "round_variants.*.M*.math_accuracy", "benchmarks.summary.*.gsm8k_strict",
@@ -132,8 +134,6 @@ def comparison_over_seeds(table: pd.DataFrame, metrics: tuple[str, ...] = ("gsm8
             row["seeds"] = r["n_runs"]
         elif field_ in ("wall_seconds", "generated_tokens"):
             row[field_] = round(r["mean"], 1)
-    from rlrf_nb.rounds import policy_rank
-
     rows = sorted((r for r in rows.values() if "seeds" in r), key=lambda r: policy_rank(r["policy"]))
     columns = [f"{m} Δ vs M0" for m in metrics] + ["wall_seconds", "generated_tokens", "seeds"]
     frame = pd.DataFrame(rows).set_index("policy") if rows else pd.DataFrame()

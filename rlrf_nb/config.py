@@ -293,6 +293,19 @@ PRIORITIES = ("none", "variance", "low_best")
 ONLINE_VARIANTS = ("grpo", "rloo", "grpo_reflect")
 ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft", *ONLINE_VARIANTS)
 PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
+VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT",
+                  "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
+
+
+def policy_rank(policy: str) -> int:
+    """Sort key of a policy name in tables: M0, RLRF's rounds (``M<t>``), then each variant (``<label> M<t>``) in the
+    order of :data:`VARIANT_LABELS`."""
+    label = policy.rpartition(" ")[0]
+    labels = list(VARIANT_LABELS.values())
+    if not label:
+        return 0 if policy == "M0" else 1
+    return 1 + labels.index(label) if label in labels else 1 + len(labels)
+
 
 
 @dataclass

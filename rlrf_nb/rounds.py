@@ -21,7 +21,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from rlrf_nb import task_data
-from rlrf_nb.config import ONLINE_VARIANTS, EvalConfig
+from rlrf_nb.config import ONLINE_VARIANTS, VARIANT_LABELS, EvalConfig
 from rlrf_nb.generation import generate, load_searcher, release_vllm
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy, model_fingerprint, placement, training_log
@@ -83,20 +83,6 @@ def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, polic
     recs = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False,
                          examples=examples)["records"]
     return [{**r, "perfect": bool(r["correct"] and r["first_error"] is None)} for r in recs]
-
-
-VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT",
-                  "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
-
-
-def policy_rank(policy: str) -> int:
-    """Sort key of a policy name in tables: M0, RLRF's rounds (``M<t>``), then each variant (``<label> M<t>``) in the
-    order of :data:`VARIANT_LABELS`."""
-    label = policy.rpartition(" ")[0]
-    labels = list(VARIANT_LABELS.values())
-    if not label:
-        return 0 if policy == "M0" else 1
-    return 1 + labels.index(label) if label in labels else 1 + len(labels)
 
 
 def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:

@@ -193,14 +193,38 @@ def test_notebook_04_smoke(tmp_path):
     assert done == {t: (tmp_path / f"smoke/checkpoints/rounds/M{t}/COMPLETE.json").read_text() for t in (1, 2)}
 
 
+def _notebook_02_pool(tmp_path):
+    """Notebook 02's search and ``save_pool`` in this process (its own smoke test runs the notebook): the pool notebook
+    05 reads back. The search is served from the store that notebook 04's first round filled."""
+    from rlrf_nb import task_data
+    from rlrf_nb import tiny_world as tw
+    from rlrf_nb.generation import load_sampler
+    from rlrf_nb.pairs import save_pool
+    from rlrf_nb.reflection import reflection_search
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.runs import open_run
+    from rlrf_nb.verifier import make_judge
+
+    recipe, store = open_run("recipes/tiny-smoke.yaml", "smoke", {"run.runs_dir": str(tmp_path), "m0.retrain": False,
+                                                                  "rounds.variants": ["rlrf", "no_reflection"]})
+    world = task_data.load_world(recipe)
+    model, tok, info = tw.get_m0(recipe, store, world)
+    rubrics = load_rubric_set()
+    pool = reflection_search(store, load_sampler(recipe.reflection.backend, model, info["path"], model.dtype), tok,
+                             info["fingerprint"], task_data.search_examples(recipe, world),
+                             make_judge(recipe.feedback, rubrics, task_data.kb(world)), rubrics, recipe.reflection,
+                             seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
+    save_pool(store, pool)
+    return pool
+
+
 def test_notebook_05_smoke(tmp_path):
     """Notebook 05 on a run with rounds: every checkpoint on GSM8K (strict and flexible), FactScore and the Just-Eval
     stand-in, the paired results table, token shift, blind spot, drill-down, and exported figures."""
     _run_nb("04_rlrf_rounds.ipynb", tmp_path)
-    _run_nb("02_reflection_sampling.ipynb", tmp_path, interactive=False)  # its pool: the blind spot's data
+    searched = _notebook_02_pool(tmp_path)  # the blind spot's data, saved as notebook 02 saves it
     _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
-    results = json.loads((tmp_path / "smoke/results.json").read_text())
-    res = results["benchmarks"]
+    res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]
     assert set(res["summary"]) == {"M0", "M1", "M2", "no reflection M2"}
     assert [c["claim"] for c in res["claims"]] == [  # "every step right" first: the measure chance cannot pass
         "M2 beats M0, math_perfect", "M2 beats M0, gsm8k_strict", "M2 beats M0, factscore",
@@ -221,7 +245,7 @@ def test_notebook_05_smoke(tmp_path):
     from rlrf_nb.store import RunStore
 
     pool = load_pool(RunStore(tmp_path / "smoke"))  # notebook 02's pool, read back instead of searched again
-    assert len(pool) == results["reflection"]["candidates"]
+    assert pool == searched
     assert res["blind_spot"]["pairs"] == blind_spot(pool, {})["pairs"]
 
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from rlrf_nb.config import VARIANT_LABELS
 from rlrf_nb.evals.factscore import evaluate_factscore
 from rlrf_nb.evals.gsm8k import evaluate_gsm8k
 from rlrf_nb.evals.just_eval import ASPECTS, JustEvalJudge, VerifierJustEvalJudge, evaluate_just_eval
 from rlrf_nb.feedback import Feedback
 from rlrf_nb.llm_judge import judge_transport
 from rlrf_nb.models import load_policy, model_fingerprint, training_log
-from rlrf_nb.rounds import VARIANT_LABELS
 from rlrf_nb.store import is_complete
 
 log = logging.getLogger(__name__)
