@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -59,9 +60,12 @@ def dumps_line(record: dict) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` by a synced temporary file and a rename: a crash leaves the old file or the new."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    """Write ``text`` to ``path`` by a synced temporary file and a rename: a crash leaves the old file or the new.
+    The temporary file's name is unique, so two processes writing one file (two scripts opening one run) never rename
+    each other's."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.fchmod(fd, 0o644)  # mkstemp's 0600 would make every run file private
+    with open(fd, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

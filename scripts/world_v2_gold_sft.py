@@ -39,6 +39,9 @@ p.add_argument("--epochs", type=float, default=None)
 p.add_argument("--dpo", action="store_true")
 p.add_argument("--rejected", choices=("sample", "greedy"), default="sample",
                help="gold DPO's rejected answer: one T = 1.0 sample of M0, or M0's greedy answer, when wrong")
+p.add_argument("--per-prompt", type=int, default=1,
+               help="gold DPO with --rejected sample: up to this many pairs per prompt, the gold solution against each "
+                    "of this many T = 1.0 samples of M0 that are wrong")
 p.add_argument("--set", action="append", default=[])
 a = p.parse_args()
 recipe, store = open_run("recipes/tiny-v2.yaml", a.run, dict(s.split("=", 1) for s in a.set))
@@ -57,12 +60,18 @@ if a.dpo:
         label += " greedy"
     else:
         recs = generate_to_store(store, "control-m0-samples", m0, tok, info["fingerprint"],
-                                 [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=1, temperature=1.0,
+                                 [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=a.per_prompt, temperature=1.0,
                                  top_p=1.0, max_new_tokens=recipe.eval.max_new_tokens, seed=0, batch_size=64)
     by_id = {ex.id: ex for ex in exs}
     pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
                       correct=False) for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
-    sft = train_cached(store, label.replace(" ", "-").lower(), info["path"], pool, gold_pairs(exs, pool), cfg)
+    # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt
+    pairs = [row for i in range(a.per_prompt)
+             for row in gold_pairs(exs, [c for c in pool if c.response_id.endswith(f"/s{i}")])]
+    if a.per_prompt > 1:
+        label += f" x{a.per_prompt}"
+    print(f"{len(pairs)} gold-vs-wrong pairs from {len(exs)} prompts")
+    sft = train_cached(store, label.replace(" ", "-").lower(), info["path"], pool, pairs, cfg)
 else:
     sft = train_cached(store, label.replace(" ", "-").lower(), info["path"], gold_candidates(exs), [], cfg)
 seconds = round(time.time() - t0)

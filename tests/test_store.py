@@ -270,3 +270,25 @@ def test_extend_rejects_a_duplicate_key_before_writing_anything(tmp_path):
     with pytest.raises(ValueError, match="already stored"):
         art.extend([{"key": "c", "v": 2}, {"key": "c", "v": 3}])
     assert [r["key"] for r in read_jsonl(tmp_path / "a.jsonl")] == ["a"]
+
+
+def test_two_processes_writing_one_file_atomically_never_collide(tmp_path):
+    """Two scripts opening one run both write its config.yaml: each write's temporary file is its own (a shared
+    ``<name>.tmp`` was renamed away by the other writer: FileNotFoundError), and the file ends whole."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        pool.starmap(_write_many, [(str(tmp_path / "config.yaml"), w) for w in "ab"])
+    assert (tmp_path / "config.yaml").read_text() in ("a" * 1000, "b" * 1000)
+    assert [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+    assert (tmp_path / "config.yaml").stat().st_mode & 0o777 == 0o644
+
+
+def _write_many(path, letter):
+    from pathlib import Path
+
+    from rlrf_nb.jsonl import atomic_write_text
+
+    for _ in range(300):
+        atomic_write_text(Path(path), letter * 1000)
