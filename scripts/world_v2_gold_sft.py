@@ -67,7 +67,7 @@ if a.dpo:
                       correct=False) for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
     # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt
     pairs = [row for i in range(a.per_prompt)
-             for row in gold_pairs(exs, [c for c in pool if c.response_id.endswith(f"/s{i}")])]
+             for row in gold_pairs(exs, [c for c in pool if c.candidate_id.endswith(f"/s{i}")])]
     if a.per_prompt > 1:
         label += f" x{a.per_prompt}"
     print(f"{len(pairs)} gold-vs-wrong pairs from {len(exs)} prompts")
