@@ -307,7 +307,6 @@ def policy_rank(policy: str) -> int:
     return 1 + labels.index(label) if label in labels else 1 + len(labels)
 
 
-
 @dataclass
 class ReflectionConfig:
     """Fine-grained self-reflection search (paper §3.2, notebook 02). Defaults give the paper's budget of
