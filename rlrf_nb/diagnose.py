@@ -101,6 +101,16 @@ def derangement(n: int, seed: int = 0) -> list[int]:
     return perm
 
 
+def majority_right(texts: list[str], ex, kind: str) -> bool:
+    """maj@k of one problem: the most common final answer is right (``kind`` "correct"), or the most common whole
+    solution (:func:`_signature`) is right at every step ("perfect")."""
+    if kind == "correct":
+        answers = Counter(a for a in (math.extract_answer(t, "strict") for t in texts) if a is not None)
+        return bool(answers) and answers.most_common(1)[0][0] == math.normalize_number(ex.answer)
+    sig = Counter(_signature(t) for t in texts).most_common(1)[0][0]
+    return grade_math(next(t for t in texts if _signature(t) == sig), ex)["perfect"]
+
+
 def math_sampling(examples: list, greedy: dict[str, str], samples: dict[str, list[str]], k: int, seed: int = 0) -> dict:
     """Greedy, pass@1, pass@k, maj@k (final answer and perfect), overall and per number of steps, and the chance
     control (samples scored against a shuffled problem's gold answer)."""
@@ -113,15 +123,7 @@ def math_sampling(examples: list, greedy: dict[str, str], samples: dict[str, lis
         for kind in ("correct", "perfect"):
             g = [grade_math(greedy[ex.id], ex)[kind] for ex in exs]
             s = [[grade_math(t, ex)[kind] for t in samples[ex.id][:k]] for ex in exs]
-            maj = []
-            for ex in exs:
-                texts = samples[ex.id][:k]
-                if kind == "correct":
-                    answers = Counter(a for a in (math.extract_answer(t, "strict") for t in texts) if a is not None)
-                    maj.append(bool(answers) and answers.most_common(1)[0][0] == math.normalize_number(ex.answer))
-                else:
-                    sig = Counter(_signature(t) for t in texts).most_common(1)[0][0]
-                    maj.append(grade_math(next(t for t in texts if _signature(t) == sig), ex)["perfect"])
+            maj = [majority_right(samples[ex.id][:k], ex, kind) for ex in exs]
             row[kind] = {"greedy": _rate_ci(g), "pass@1": _mean_ci([sum(x) / len(x) for x in s], seed),
                          f"pass@{k}": _rate_ci([any(x) for x in s]), f"maj@{k}": _rate_ci(maj)}
         out[gname] = row

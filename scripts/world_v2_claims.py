@@ -14,13 +14,13 @@ Each M2 diagnose is `rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diag-
 import argparse
 import json
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 from rlrf_nb.analysis import paired_test
 from rlrf_nb.collate import t975
 from rlrf_nb.config import load_recipe
-from rlrf_nb.diagnose import _signature, grade_math
+from rlrf_nb.diagnose import grade_math, majority_right
 from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import build_world
 
@@ -39,13 +39,10 @@ def sampled(diag: Path, temperature: str, exs: dict) -> dict[str, dict[str, floa
     out = {}
     for pid, ts in texts.items():
         ex, graded = exs[pid], [grade_math(t, exs[pid]) for t in ts]
-        answers = Counter(a for a in (math.extract_answer(t, "strict") for t in ts) if a is not None)
-        sig = Counter(_signature(t) for t in ts).most_common(1)[0][0]
         out[pid] = {"pass1_every_step": sum(g["perfect"] for g in graded) / len(ts),
                     "pass1_final": sum(g["correct"] for g in graded) / len(ts),
-                    "maj_every_step": float(grade_math(next(t for t in ts if _signature(t) == sig), ex)["perfect"]),
-                    "maj_final": float(bool(answers)
-                                       and answers.most_common(1)[0][0] == math.normalize_number(ex.answer))}
+                    "maj_every_step": float(majority_right(ts, ex, "perfect")),
+                    "maj_final": float(majority_right(ts, ex, "correct"))}
     return out
 
 
