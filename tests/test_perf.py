@@ -84,6 +84,26 @@ def test_transformers_cache_fallback_gives_the_same_samples(m0, convs, monkeypat
     assert generate(model, tok, convs, seed=3, **SAMPLE) == fast
 
 
+def test_lean_decode_step_gives_the_models_own_logits_bit_for_bit(m0, convs, monkeypatch):
+    """The decode steps of Llama-type models skip the model's forward plumbing (``_BlockKV._lean_forward``): the
+    samples equal those of the model's own forward, for the tiny Llama and a Qwen2 with grouped-query heads and
+    q/k/v biases."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    model, tok = m0
+    torch.manual_seed(0)
+    qwen = Qwen2ForCausalLM(Qwen2Config(vocab_size=model.config.vocab_size, hidden_size=64, intermediate_size=128,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                        eos_token_id=model.config.eos_token_id, pad_token_id=tok.pad_token_id)).eval()
+    for net in (model, qwen):
+        lean = generate(net, tok, convs, seed=3, **SAMPLE)
+        with monkeypatch.context() as m:
+            m.setattr(generation, "LEAN_MODELS", ())
+            assert generate(net, tok, convs, seed=3, **SAMPLE) == lean
+        assert generate(net, tok, convs, max_new_tokens=24, progress=False) == generate(
+            net, tok, convs, max_new_tokens=24, progress=False, engine="hf")
+
+
 def test_greedy_equals_unpadded_per_prompt_generate(m0, convs):
     model, tok = m0
     ours = generate(model, tok, convs, max_new_tokens=40, progress=False)
@@ -167,6 +187,7 @@ def test_out_of_memory_halves_the_batch_and_retries_only_that_batch(m0, convs, e
         return original(*args, **kwargs)
 
     monkeypatch.setattr(model, name, flaky)
+    monkeypatch.setattr(generation, "LEAN_MODELS", ())  # decode steps through model.forward, where the OOM is raised
     with caplog.at_level(logging.WARNING, logger="rlrf_nb.generation"):
         got = generate(model, tok, convs, **kw)
     assert got == expected
