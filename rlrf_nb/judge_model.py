@@ -62,6 +62,22 @@ def teacher_rows(records: list[dict], rubrics, held_out_share: float = 0.2, seed
     return out
 
 
+def balanced(rows: list[dict], per_group: int, seed: int = 0) -> list[dict]:
+    """``per_group`` rows from each group of (task, the teacher's first aspect score), drawn with replacement where a
+    group is smaller (seeded). The teacher's scores are skewed (in world v2's search 89% of math candidates score 1 on
+    logical correctness): on the natural mix a judge learns the majority score."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["task"], r["teacher"]["aspects"][0]["score"]), []).append(r)
+    rng = random.Random(seed)
+    out = []
+    for key in sorted(groups):
+        g = groups[key]
+        out += rng.sample(g, per_group) if len(g) >= per_group else [rng.choice(g) for _ in range(per_group)]
+    rng.shuffle(out)
+    return out
+
+
 def prompt_phrases(rubrics, aspect_sets: list[list[str]], min_chars: int = 8) -> list[str]:
     """The fixed lines of the judge prompt for each aspect set: the system text, the rubrics and the output format,
     i.e. every line two renderings with different questions and responses share (``min_chars`` or longer).

@@ -23,6 +23,7 @@ from pathlib import Path
 from rlrf_nb.config import load_recipe
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.judge_model import (
+    balanced,
     judge_report,
     judge_tokenizer,
     prompt_phrases,
@@ -51,6 +52,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=160)
     ap.add_argument("--skip-train", action="store_true", help="judge with <out>/judge/judge as already trained")
+    ap.add_argument("--balance", type=int, default=0, help="train on this many rows per (task, teacher score) "
+                                                           "group instead of a sample of the natural mix")
+    ap.add_argument("--eval-balance", type=int, default=0, help="also judge this many held-out rows per group")
     args = ap.parse_args()
 
     out = Path(args.out)
@@ -61,7 +65,11 @@ def main() -> None:
     rows = teacher_rows(recs, rubrics, held_out_share=0.2, seed=0)
     rng = random.Random(0)
     train = rng.sample(rows["train"], min(args.rows, len(rows["train"])))
+    if args.balance:
+        train = balanced(rows["train"], args.balance, seed=0)
     held = rng.sample(rows["held_out"], min(args.n_eval, len(rows["held_out"])))
+    strata = balanced(rows["held_out"], args.eval_balance, seed=1) if args.eval_balance else []
+    held += list({r["response_id"]: r for r in strata}.values())  # the stratified rows once each
     phrases = prompt_phrases(rubrics, sorted({tuple(a["aspect"] for a in r["teacher"]["aspects"])
                                               for r in rows["train"]}))
     _, tok = load_policy(args.base)
@@ -102,16 +110,27 @@ def main() -> None:
                       flush=True)
     finally:
         srv.kill()
-    rep = judge_report(judged, held)
+    n_natural = min(args.n_eval, len(rows["held_out"]))
+    rep = judge_report(judged[:n_natural], held[:n_natural])
+    if strata:
+        rep["stratified"] = judge_report(judged[n_natural:], held[n_natural:])
     rep["seconds"] = time.monotonic() - t0
     rep["train_rows"], rep["tokens_per_row_max"] = len(train), max(lengths)
     rep["examples"] = [{"question": r["question"], "response": r["response"], "teacher": r["completion"][0]["content"],
                         "judge_raw": j.raw} for j, r in list(zip(judged, held))[:10]]
     (out / "report.json").write_text(json.dumps(rep, indent=1, default=str))
+    with open(out / "judged.jsonl", "w") as f:  # every held-out row: the teacher's and the judge's feedback
+        for j, r in zip(judged, held):
+            f.write(json.dumps({"example_id": r["example_id"], "response_id": r["response_id"], "task": r["task"],
+                                "teacher": r["teacher"], "judge": j.to_dict()}) + "\n")
     for name, a in rep["aspects"].items():
         print(f"{name}: parse {a['parse']['rate']:.2f} exact {a.get('exact', float('nan')):.2f} "
               f"alpha {a['alpha']:.2f} (n {a['n']})")
     print(f"names the first wrong step: {rep['names_first_wrong_step']}")
+    if strata:
+        for name, a in rep["stratified"]["aspects"].items():
+            print(f"stratified {name}: parse {a['parse']['rate']:.2f} exact {a.get('exact', float('nan')):.2f} "
+                  f"alpha {a['alpha']:.2f} (n {a['n']})")
 
 
 if __name__ == "__main__":

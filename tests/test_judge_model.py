@@ -12,6 +12,7 @@ from faults import JudgeServer  # the real `transformers serve` of the HTTP judg
 from rlrf_nb.config import DPOStageConfig
 from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.judge_model import (
+    balanced,
     judge_report,
     judge_tokenizer,
     judgement_text,
@@ -78,6 +79,14 @@ def test_teacher_rows_split_by_prompt_and_drop_failures_and_repeats():
     assert row["prompt"][0]["role"] == "system" and row["question"] in row["prompt"][1]["content"]
     assert json.loads(row["completion"][0]["content"])["logical_correctness"]["score"] in (1, 2, 3, 4, 5)
     assert teacher_rows(recs, RUBRICS, 0.3, seed=1) == teacher_rows(recs, RUBRICS, 0.3, seed=1)
+
+
+def test_balanced_draws_each_teacher_score_group_equally():
+    rows = teacher_rows(records(10), RUBRICS, held_out_share=0.0)["train"]
+    got = balanced(rows, 7, seed=3)
+    scores = [r["teacher"]["aspects"][0]["score"] for r in got]
+    assert len(got) == 14 and scores.count(5) == 7 and got == balanced(rows, 7, seed=3)
+    assert len({r["response_id"] for r in balanced(rows, 3)}) == 6  # groups larger than 3: drawn without repeats
 
 
 def test_judge_report_against_the_teacher():
