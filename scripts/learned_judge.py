@@ -54,6 +54,7 @@ def main() -> None:
     ap.add_argument("--skip-train", action="store_true", help="judge with <out>/judge/judge as already trained")
     ap.add_argument("--balance", type=int, default=0, help="train on this many rows per (task, teacher score) "
                                                            "group instead of a sample of the natural mix")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the balanced draw of training rows")
     ap.add_argument("--eval-balance", type=int, default=0, help="also judge this many held-out rows per group")
     args = ap.parse_args()
 
@@ -66,7 +67,7 @@ def main() -> None:
     rng = random.Random(0)
     train = rng.sample(rows["train"], min(args.rows, len(rows["train"])))
     if args.balance:
-        train = balanced(rows["train"], args.balance, seed=0)
+        train = balanced(rows["train"], args.balance, seed=args.seed)
     held = rng.sample(rows["held_out"], min(args.n_eval, len(rows["held_out"])))
     strata = balanced(rows["held_out"], args.eval_balance, seed=1) if args.eval_balance else []
     held += list({r["response_id"]: r for r in strata}.values())  # the stratified rows once each
