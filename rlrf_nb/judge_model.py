@@ -21,7 +21,7 @@ from pathlib import Path
 from rlrf_nb.feedback import Feedback, agreement, calibrate
 from rlrf_nb.llm_judge import render_judge_prompt
 from rlrf_nb.rubrics import aspect_specs
-from rlrf_nb.stats import rate
+from rlrf_nb.stats import bootstrap, percentile_ci, rate
 
 _STEP = re.compile(r"\bstep (\d+)\b", re.IGNORECASE)
 
@@ -141,8 +141,9 @@ def named_step(critique: str) -> int | None:
 def judge_report(judged: list[Feedback], rows: list[dict]) -> dict:
     """The learned judge against its teacher on the same held-out ``rows`` (:func:`teacher_rows`), per aspect: parse
     rate, exact and within-1 agreement, mean signed difference and quadratic kappa (:func:`calibrate`), Krippendorff's
-    alpha (interval) of the two as raters (:func:`agreement`), and on math responses the teacher marks wrong, how
-    often the critique names the teacher's first wrong step. Every rate has a 95% interval."""
+    alpha (interval) of the two as raters (:func:`agreement`) with a bootstrap 95% interval over responses, and on
+    math responses the teacher marks wrong, how often the critique names the teacher's first wrong step. Every rate
+    has a 95% interval."""
     if len(judged) != len(rows):
         raise ValueError(f"judge_report needs one judgement per row, got {len(judged)} and {len(rows)}")
     teacher = [Feedback.from_dict(r["teacher"]) for r in rows]
@@ -152,9 +153,11 @@ def judge_report(judged: list[Feedback], rows: list[dict]) -> dict:
         name = row["aspect"]
         votes = [[t.score(name), j.score(name)] for j, t in zip(judged, teacher) if t.score(name) is not None]
         parsed = [v for v in votes if v[1] is not None]
+        lo, hi = percentile_ci(bootstrap(parsed, lambda vs: agreement(vs)["alpha"], n_boot=1000, seed=0))
         aspects[name] = {**row, "parse": rate(len(parsed), len(votes)),
                          "exact_rate": rate(sum(a == b for a, b in parsed), len(parsed)),
-                         "alpha": agreement(votes)["alpha"] if parsed else float("nan")}
+                         "alpha": agreement(votes)["alpha"] if parsed else float("nan"),
+                         "alpha_ci": [lo, hi]}
     wrong = [(j, r) for j, r in zip(judged, rows)
              if r["task"] == "math" and r["teacher"]["meta"].get("first_error") is not None]
     steps = [named_step(next((a.critique for a in j.aspects if a.aspect == "logical_correctness"), ""))
