@@ -35,6 +35,15 @@ def t975(df: int) -> float:
     return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
 
 
+def t_interval(values: list[float]) -> dict:
+    """Mean, sample sd and Student-t 95% interval of ``values`` (runs or seeds); sd and the interval are NaN for one."""
+    n = len(values)
+    mean = sum(values) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else float("nan")
+    half = t975(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
+    return {"mean": mean, "sd": sd, "ci_low": mean - half, "ci_high": mean + half}
+
+
 def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
     """Every number of ``results`` under a dotted path (rates as their rate; policy rows keyed by policy, claim rows
     by claim)."""
@@ -108,12 +117,8 @@ def collate(run_dirs: list[str | Path], metrics: list[str] | None = None) -> pd.
     for key, g in long.groupby(group_cols + ["metric"], dropna=False, sort=False):
         key = key if isinstance(key, tuple) else (key,)
         vals = g["value"].tolist()
-        n = len(vals)
-        mean = sum(vals) / n
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n > 1 else float("nan")
-        half = t975(n - 1) * sd / math.sqrt(n) if n > 1 else float("nan")
-        rows.append({**dict(zip(group_cols + ["metric"], key)), "n_runs": n, "mean": mean, "sd": sd,
-                     "ci_low": mean - half, "ci_high": mean + half, "values": vals, "runs": g["run"].tolist()})
+        rows.append({**dict(zip(group_cols + ["metric"], key)), "n_runs": len(vals), **t_interval(vals),
+                     "values": vals, "runs": g["run"].tolist()})
     return pd.DataFrame(rows)
 
 

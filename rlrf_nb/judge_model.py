@@ -154,7 +154,7 @@ def judge_report(judged: list[Feedback], rows: list[dict]) -> dict:
         votes = [[t.score(name), j.score(name)] for j, t in zip(judged, teacher) if t.score(name) is not None]
         parsed = [v for v in votes if v[1] is not None]
         lo, hi = percentile_ci(bootstrap(parsed, lambda vs: agreement(vs)["alpha"], n_boot=1000, seed=0))
-        aspects[name] = {**row, "parse": rate(len(parsed), len(votes)),
+        aspects[name] = {**row, "parse": rate(row["parsed"], row["n"]),
                          "exact_rate": rate(sum(a == b for a, b in parsed), len(parsed)),
                          "alpha": agreement(votes)["alpha"] if parsed else float("nan"),
                          "alpha_ci": [lo, hi]}

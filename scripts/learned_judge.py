@@ -1,7 +1,7 @@
 """Issue 19's first measurement: distil the verifier's feedback into a judge LM and measure it on held-out prompts.
 
-The teacher's judgements are a run's stored search feedback (``feedback.jsonl`` and ``refinements``' judgements: the
-verifier on the policy's own samples and refinements). Rows are split by prompt (:func:`rlrf_nb.judge_model.
+The teacher's judgements are a run's stored search feedback (``feedback.jsonl``: the verifier on the policy's own
+samples and refinements). Rows are split by prompt (:func:`rlrf_nb.judge_model.
 teacher_rows`); the judge is fine-tuned from ``--base`` with TRL's ``SFTTrainer``, saved in safetensors, served by
 ``transformers serve`` on 127.0.0.1 and asked through ``LLMJudge``'s HTTP transport on ``--n-eval`` held-out rows;
 the report (parse rate, agreement, Krippendorff's alpha, the first wrong step named) goes to ``<out>/report.json``.
@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--run", required=True, help="run directory whose feedback*.jsonl hold the teacher's judgements")
+    ap.add_argument("--run", required=True, help="run directory whose feedback.jsonl holds the teacher's judgements")
     ap.add_argument("--base", required=True, help="the judge's starting model (path)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--recipe", default=str(ROOT / "recipes" / "tiny-v2.yaml"), help="its dpo section's optimiser")
@@ -61,8 +61,7 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     rubrics = load_rubric_set(ROOT / "data" / "rubrics")
-    recs = [r for name in ("feedback.jsonl",)
-            for r in read_jsonl(Path(args.run) / name)]
+    recs = list(read_jsonl(Path(args.run) / "feedback.jsonl"))
     rows = teacher_rows(recs, rubrics, held_out_share=0.2, seed=0)
     rng = random.Random(0)
     train = rng.sample(rows["train"], min(args.rows, len(rows["train"])))

@@ -13,12 +13,11 @@ Each M2 diagnose is `rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diag-
 
 import argparse
 import json
-import statistics
 from collections import defaultdict
 from pathlib import Path
 
 from rlrf_nb.analysis import paired_test
-from rlrf_nb.collate import t975
+from rlrf_nb.collate import t_interval
 from rlrf_nb.config import load_recipe
 from rlrf_nb.diagnose import grade_math, majority_right
 from rlrf_nb.tasks import math
@@ -53,9 +52,8 @@ def paired(a: dict, b: dict, ids: list[str]) -> dict:
 
 
 def over_seeds(values: list[float]) -> dict:
-    m = statistics.mean(values)
-    half = t975(len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else float("nan")
-    return {"values": values, "mean": m, "ci_low": m - half, "ci_high": m + half}
+    ci = t_interval(values)
+    return {"values": values, "mean": ci["mean"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"]}
 
 
 def main() -> None:
