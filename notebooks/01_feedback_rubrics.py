@@ -27,7 +27,9 @@
 #    count its **parse failures** — an unparseable judgement is recorded with its raw text and never scored;
 # 4. measure the LLM judge against the verifier (never against itself), and its agreement with itself
 #    (consensus of k samples);
-# 5. browse the feedback with a widget.
+# 5. browse the feedback with a widget;
+# 6. serve a **trained** judge LM (the paper's feedback model, `feedback.learned_judge`) with `transformers serve` and
+#    measure it against the verifier: agreement, calibration, consensus, and the responses where they disagree.
 
 # %% tags=["parameters"]
 recipe_path = "recipes/tiny.yaml"  # recipe file; the `feedback` section configures the judges
@@ -56,11 +58,14 @@ from rlrf_nb.feedback import (
     score_table,
 )
 from rlrf_nb.generation import sample_to_store
+from rlrf_nb.judge_model import as_teacher_rows, judge_report, report_table, score_pairs, served_judge
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.runs import open_run
+from rlrf_nb.serve import ModelServer
 from rlrf_nb.stats import format_rate
 from rlrf_nb.verifier import VerifierJudge, make_llm_judge
-from rlrf_nb.widgets import FeedbackBrowser, static_feedback_table
+from rlrf_nb.widgets import FeedbackBrowser, judge_disagreements, static_feedback_table
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 100)
@@ -218,3 +223,58 @@ if interactive:
     display(FeedbackBrowser(records, feedback_frame(records)))
 else:
     display(static_feedback_table(records, n=8))
+
+# %% [markdown]
+# ## 6 · A trained feedback model
+# In the paper the feedback model is a language model **trained** on a stronger model's per-aspect feedback. The kit
+# trains one on the verifier's feedback of the policy's own search (`scripts/learned_judge.py`, TRL's `SFTTrainer`,
+# saved in safetensors; `docs/feedback_model.md` has how and how well), and `feedback.learned_judge` names it. Here it
+# is served by `transformers serve` on 127.0.0.1 and asked through the same `LLMJudge` and HTTP transport as any judge
+# URL, on the dev responses above, which it never saw in training: greedily, and as a consensus of
+# `feedback.learned_consensus_k` samples (median score per aspect). Every judgement is stored
+# (`feedback_learned_k*.jsonl`, keyed by a hash of the judge's weights), so a rerun asks nothing again.
+
+# %%
+learned_records, learned_reports = {}, {}
+if cfg.learned_judge:
+    judge_path = resolve_path(cfg.learned_judge)
+    half = cfg.n_learned_judged // 2
+    learned_rows = ([r for r in rows if r["example"].task == "math"][: cfg.n_learned_judged - half]
+                    + [r for r in rows if r["example"].task == "bios"][:half])
+    with ModelServer(judge_path, store.run_dir / "serve") as srv:
+        print(f"transformers serve {judge_path} on {srv.base_url}")
+        for k in dict.fromkeys((1, cfg.learned_consensus_k)):
+            judge = served_judge(judge_path, srv.base_url, rubrics, consensus_k=k,
+                                 max_new_tokens=cfg.learned_max_new_tokens)
+            learned_records[k] = judge_responses(store, f"feedback_learned_k{k}", judge, learned_rows, rubrics,
+                                                 cfg.weights)
+            learned_reports["greedy" if k == 1 else f"consensus of {k}"] = judge_report(
+                [Feedback.from_dict(r["feedback"]) for r in learned_records[k]],
+                as_teacher_rows(learned_records[k], ver_by_resp))
+    display(report_table(learned_reports))
+display(Markdown(readings.learned_judge(learned_reports)))
+
+# %% [markdown]
+# **Calibration.** Each panel counts the responses by the verifier's score (x) and the learned judge's (y); colour is
+# the share of the verifier's column, so a rare score is as visible as a common one. Mass above the diagonal is a
+# lenient judge, below it a strict one.
+
+# %%
+if learned_records:
+    plots.judge_calibration(score_pairs(learned_records[1], ver_by_resp)).show()
+    _ = store.update_results({"learned_judge": learned_reports})
+
+# %% [markdown]
+# **Where the learned judge and the verifier disagree.** The browser opens on those responses only (untick
+# *judges disagree only* to see all); each response shows the verifier's card, then the learned judge's, with its raw
+# output. In batch runs a static table of the first disagreements stands in.
+
+# %%
+if learned_records:
+    pair_records = [ver_by_resp[r["response_id"]] for r in learned_records[1]] + learned_records[1]
+    pair_frame = feedback_frame(pair_records)
+    if interactive:
+        display(FeedbackBrowser(pair_records, pair_frame, disagreements_only=True))
+    else:
+        split = judge_disagreements(pair_frame)
+        display(static_feedback_table([r for r in pair_records if r["response_id"] in split], n=8))

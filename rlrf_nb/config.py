@@ -266,6 +266,15 @@ class FeedbackConfig:
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling top-p."})
     max_response_tokens: int = field(default=160, metadata={"help": "Policy response cap."})
     n_llm_judged: int = field(default=6, metadata={"help": "Notebook 01: responses also judged by the LLM judge."})
+    learned_judge: str | None = field(default=None, metadata={
+        "help": "A trained judge LM (judge_model.train_judge's output, or scripts/learned_judge.py's): notebook 01 "
+                "serves it with `transformers serve` on 127.0.0.1 and measures it against the verifier. None: skip."})
+    n_learned_judged: int = field(default=60, metadata={"help": "Notebook 01: responses the learned judge judges, "
+                                                                "half math, half bios."})
+    learned_consensus_k: int = field(default=3, metadata={"help": "Notebook 01: the learned judge's consensus of k "
+                                                                  "samples, measured against its greedy judgement."})
+    learned_max_new_tokens: int = field(default=768, metadata={"help": "The learned judge's output cap (bio "
+                                                                       "critiques are long)."})
 
     def __post_init__(self):
         check(self.judge in ("verifier", "llm"), "feedback.judge", f"must be 'verifier' or 'llm', got {self.judge!r}")
@@ -280,9 +289,10 @@ class FeedbackConfig:
         check(self.backoff >= 0, "feedback.backoff", f"must be >= 0, got {self.backoff}")
         check(self.backoff_max >= self.backoff, "feedback.backoff_max",
               f"must be >= feedback.backoff ({self.backoff}), got {self.backoff_max}")
-        check_at_least(self, "feedback", ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged"), 0)
+        check_at_least(self, "feedback", ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged",
+                                          "n_learned_judged"), 0)
         check_at_least(self, "feedback", ("consensus_k", "samples_per_prompt", "max_new_tokens",
-                                    "max_response_tokens"), 1)
+                                    "max_response_tokens", "learned_consensus_k", "learned_max_new_tokens"), 1)
         check(0 < self.temperature <= 5, "feedback.temperature", f"must be in (0, 5], got {self.temperature}")
         check(0 < self.top_p <= 1, "feedback.top_p", f"must be in (0, 1], got {self.top_p}")
         bad = {k: v for k, v in self.weights.items() if not isinstance(v, (int, float)) or v < 0}

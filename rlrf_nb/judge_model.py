@@ -13,6 +13,7 @@ transport: no new client. :func:`judge_report` measures it against the teacher o
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import random
 import re
@@ -33,11 +34,29 @@ def judgement_text(aspects: list[dict]) -> str:
                       ensure_ascii=False)
 
 
-def teacher_rows(records: list[dict], rubrics, held_out_share: float = 0.2, seed: int = 0) -> dict[str, list[dict]]:
+def worked_critique(response: str, example, critique: str, first_error: int | None) -> str:
+    """The verifier's logical-correctness ``critique`` of a math ``response`` with its working shown: each step before
+    ``first_error`` as "i: '<the problem's sentence>' <expr>=<value> ok.", then the first wrong step's sentence and the
+    critique itself. A judge that writes this checks the steps in order, quoting what each should follow, before it
+    scores; the score and the sentence naming the wrong step are the teacher's."""
+    from rlrf_nb.tasks.math import ANNOTATION, step_sentences
+
+    sentences, found = step_sentences(example), ANNOTATION.findall(response)
+    stop = len(found) if first_error is None else first_error - 1
+    parts = [f"{i}: '{s}' {expr}={value} ok." for i, (s, (expr, value)) in enumerate(zip(sentences, found[:stop]), 1)]
+    if first_error is not None and first_error <= len(sentences):
+        parts.append(f"{first_error}: '{sentences[first_error - 1]}'")
+    return " ".join(parts + [critique])
+
+
+def teacher_rows(records: list[dict], rubrics, held_out_share: float = 0.2, seed: int = 0,
+                 examples: dict | None = None) -> dict[str, list[dict]]:
     """TRL prompt-completion rows from a teacher's judgement records (:func:`rlrf_nb.feedback.judge_responses`), split
     by prompt: ``held_out`` gets ``held_out_share`` of the prompts (a seeded shuffle), so the judge is measured on
     responses to questions it never saw. Records with a parse failure or an unscored aspect are left out, and each
-    (prompt, response) appears once. Each row keeps ``example_id``, ``response_id`` and the ``teacher`` feedback."""
+    (prompt, response) appears once. Each row keeps ``example_id``, ``response_id`` and the ``teacher`` feedback.
+    With ``examples`` (id -> :class:`~rlrf_nb.tasks.Example` with ``meta["steps"]``) a math response's
+    logical-correctness critique in the completion shows its working (:func:`worked_critique`); scores are unchanged."""
     if not 0 <= held_out_share < 1:
         raise ValueError(f"held_out_share must be in [0, 1), got {held_out_share}")
     seen, usable = set(), []
@@ -54,6 +73,11 @@ def teacher_rows(records: list[dict], rubrics, held_out_share: float = 0.2, seed
     for r in usable:
         aspects = r["feedback"]["aspects"]
         specs = aspect_specs(rubrics, [a["aspect"] for a in aspects])
+        ex = (examples or {}).get(r["example_id"])
+        if ex is not None and "steps" in ex.meta:
+            aspects = [{**a, "critique": worked_critique(r["response"], ex, a["critique"],
+                                                         r["feedback"]["meta"].get("first_error"))}
+                       if a["aspect"] == "logical_correctness" else a for a in aspects]
         out["held_out" if r["example_id"] in held else "train"].append({
             "prompt": render_judge_prompt(r["prompt"], r["response"], specs),
             "completion": [{"role": "assistant", "content": judgement_text(aspects)}],
@@ -132,6 +156,42 @@ def train_judge(base: str | Path, rows: list[dict], cfg, out_dir: str | Path, *,
     return {**out, "path": path}
 
 
+def weights_id(path: str | Path) -> str:
+    """A content hash (12 hex) of a saved judge's weights, config and tokenizer: the learned judge's id in stored
+    judgements, so they are reused across server starts (the port is not part of it) and not after a retrain."""
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        f = Path(path) / name
+        if f.exists():
+            h.update(name.encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def served_judge(path: str | Path, base_url: str, rubrics, *, consensus_k: int = 1, max_new_tokens: int = 768,
+                 timeout: float = 600.0, max_repairs: int = 0):
+    """The learned judge saved at ``path`` and served at ``base_url`` (:class:`rlrf_nb.serve.ModelServer`) as the
+    kit's own :class:`~rlrf_nb.llm_judge.LLMJudge` over :class:`~rlrf_nb.llm_judge.OpenAITransport`: greedy with
+    ``consensus_k`` 1, else a :class:`~rlrf_nb.feedback.ConsensusJudge` of ``consensus_k`` samples at temperature 1
+    (median score per aspect), sample i seeded from i and the prompt (``OpenAITransport.request_seed``), so a rerun
+    draws the same votes. Its id is ``learned:<weights_id>`` (with ``/k<k>``)."""
+    from rlrf_nb.feedback import ConsensusJudge
+    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport
+
+    if consensus_k < 1:
+        raise ValueError(f"consensus_k must be >= 1, got {consensus_k}")
+    jid = f"learned:{weights_id(path)}"
+
+    def one(i: int | None) -> LLMJudge:  # i: the sample's seed (None: greedy)
+        transport = OpenAITransport(base_url, str(path), timeout=timeout, max_retries=2, max_tokens=max_new_tokens,
+                                    temperature=0.0 if i is None else 1.0, seed=i)
+        return LLMJudge(transport, lambda names: aspect_specs(rubrics, names), rubrics.version,
+                        jid if i is None else f"{jid}#{i}", max_repairs=max_repairs)
+
+    if consensus_k == 1:
+        return one(None)
+    return ConsensusJudge([one(i) for i in range(consensus_k)], judge_id=f"{jid}/k{consensus_k}")
+
+
 def named_step(critique: str) -> int | None:
     """The first step number a critique names ("Step 2 computes ..."), or None."""
     m = _STEP.search(critique or "")
@@ -164,3 +224,40 @@ def judge_report(judged: list[Feedback], rows: list[dict]) -> dict:
              == r["teacher"]["meta"]["first_error"] for j, r in wrong]
     return {"n": len(rows), "aspects": aspects, "names_first_wrong_step": rate(sum(steps), len(steps)),
             "parse_all_aspects": rate(sum(j.parse_ok for j in judged), len(judged))}
+
+
+def as_teacher_rows(records: list[dict], teacher_by_response: dict[str, dict]) -> list[dict]:
+    """Rows for :func:`judge_report` from stored judgement records (``judge_responses``) and the teacher's record of
+    each response (by ``response_id``), e.g. the verifier's in notebook 01."""
+    return [{"task": r["task"], "teacher": teacher_by_response[r["response_id"]]["feedback"]} for r in records]
+
+
+def report_table(reports: dict[str, dict]):
+    """One row per (judge, aspect) of :func:`judge_report` results (``{label: report}``): parse rate, exact
+    agreement, Krippendorff's alpha, each with its 95% interval, quadratic kappa and mean signed difference."""
+    import pandas as pd
+
+    def ci(r: dict) -> str:
+        return f"{r['rate']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}] (n {r['n']})"
+
+    rows = []
+    for label, rep in reports.items():
+        for name, a in rep["aspects"].items():
+            lo, hi = a["alpha_ci"]
+            rows.append({"judge": label, "aspect": name, "parse": ci(a["parse"]), "exact": ci(a["exact_rate"]),
+                         "alpha [95% CI]": f"{a['alpha']:.2f} [{lo:.2f}, {hi:.2f}]",
+                         "kappa (quadratic)": round(a.get("kappa_quadratic", float("nan")), 2),
+                         "mean judge - teacher": round(a.get("mean_diff", float("nan")), 2)})
+    return pd.DataFrame(rows)
+
+
+def score_pairs(records: list[dict], teacher_by_response: dict[str, dict]) -> dict[str, list[tuple[int, int]]]:
+    """Per aspect, the (teacher score, judge score) of every response both scored: what a calibration heatmap
+    counts (:func:`rlrf_nb.plots.judge_calibration`)."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for r in records:
+        teacher = {a["aspect"]: a["score"] for a in teacher_by_response[r["response_id"]]["feedback"]["aspects"]}
+        for a in r["feedback"]["aspects"]:
+            if a["parse_ok"] and teacher.get(a["aspect"]) is not None:
+                out.setdefault(a["aspect"], []).append((teacher[a["aspect"]], a["score"]))
+    return out

@@ -9,6 +9,8 @@ score, and no digit is pulled out of prose (prometheus-eval#58 returned 5 for un
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import time
@@ -163,7 +165,7 @@ class OpenAITransport:
 
     def __init__(self, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout: float = 60.0,
                  max_retries: int = 6, backoff: float = 1.0, backoff_max: float = 30.0, temperature: float = 0.0,
-                 max_tokens: int = 512, sleep: Callable[[float], None] = time.sleep):
+                 max_tokens: int = 512, sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
         if max_retries < 0 or timeout <= 0 or backoff < 0 or backoff_max < backoff:
             raise ValueError(f"need max_retries >= 0, timeout > 0 and 0 <= backoff <= backoff_max; got "
                              f"max_retries={max_retries}, timeout={timeout}, backoff={backoff}, "
@@ -172,6 +174,7 @@ class OpenAITransport:
         self.shown_url = redact_url(base_url)  # what ids, logs and errors show; requests use base_url
         self.timeout, self.max_retries, self.backoff, self.backoff_max = timeout, max_retries, backoff, backoff_max
         self.temperature, self.max_tokens = temperature, max_tokens
+        self.seed = seed  # sampling: each request's seed is derived from this and the messages (reproducible)
         self._sleep = sleep
         self._client = None  # the openai.OpenAI client, built at the first request
         self.retries = 0  # retries over this transport's life: ours, and the SDK's on requests that were answered
@@ -187,7 +190,16 @@ class OpenAITransport:
     def describe(self) -> dict:
         """Where the judge runs; ``api_key_env`` is the variable's name, never its value."""
         return {"backend": "openai", "base_url": self.shown_url, "model": self.model, "api_key_env": self.api_key_env,
-                "temperature": self.temperature, "max_tokens": self.max_tokens}
+                "temperature": self.temperature, "max_tokens": self.max_tokens, "seed": self.seed}
+
+    def request_seed(self, messages: list[dict]) -> int | None:
+        """The ``seed`` sent with a request: a hash of this transport's ``seed`` and the messages, so a sampling judge
+        gives the same reply to the same prompt on every run (on servers that honour the OpenAI ``seed`` field, as
+        ``transformers serve`` does), and two transports with different seeds give two independent samples."""
+        if self.seed is None:
+            return None
+        blob = json.dumps([self.seed, messages], sort_keys=True, ensure_ascii=False).encode()
+        return int.from_bytes(hashlib.sha256(blob).digest()[:4], "big") >> 1
 
     def delay(self, retry: int) -> float:
         """Seconds to sleep before our retry number ``retry`` (0-based): exponential, capped at ``backoff_max``."""
@@ -213,7 +225,8 @@ class OpenAITransport:
         for attempt in range(1 + self.max_retries):
             try:
                 raw = self._client.chat.completions.with_raw_response.create(
-                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens)
+                    model=self.model, messages=messages, temperature=self.temperature, max_tokens=self.max_tokens,
+                    **({} if self.seed is None else {"seed": self.request_seed(messages)}))
             except openai.APIError as e:
                 key, error = self._client.api_key, f"{type(e).__name__}: {e}"
                 error = error.replace(key, "***") if key and len(key) >= 4 else error  # a server may echo the key

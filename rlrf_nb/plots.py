@@ -86,6 +86,29 @@ def score_distribution(frame, title: str) -> go.Figure:
                    legend={**LEGEND_BELOW, "title": {"text": "task"}})
 
 
+def judge_calibration(pairs: dict[str, list[tuple[int, int]]], judge: str = "learned judge",
+                      teacher: str = "verifier", title: str | None = None) -> go.Figure:
+    """One heatmap per aspect: how many responses got each (teacher score, judge score), from
+    :func:`rlrf_nb.judge_model.score_pairs`. A calibrated judge puts its mass on the diagonal; a judge above it is
+    lenient, below it strict. Each row is the share of the teacher's score-s responses, so rare scores show too."""
+    names = list(pairs)
+    fig = make_subplots(rows=1, cols=max(1, len(names)), subplot_titles=[n.replace("_", " ") for n in names],
+                        horizontal_spacing=0.06)
+    levels = [1, 2, 3, 4, 5]
+    for c, name in enumerate(names, start=1):
+        counts = [[sum(1 for t, j in pairs[name] if t == tv and j == jv) for tv in levels] for jv in levels]
+        totals = [sum(counts[jv][ti] for jv in range(5)) or 1 for ti in range(5)]
+        share = [[counts[jv][ti] / totals[ti] for ti in range(5)] for jv in range(5)]
+        fig.add_trace(go.Heatmap(z=share, x=levels, y=levels, zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=c == len(names), text=counts, texttemplate="%{text}",
+                                 hovertemplate=f"{teacher} %{{x}}, {judge} %{{y}}: %{{text}} responses<extra></extra>"),
+                      row=1, col=c)
+        fig.update_xaxes(title_text=f"{teacher} score", tickvals=levels, row=1, col=c)
+        fig.update_yaxes(title_text=f"{judge} score" if c == 1 else None, tickvals=levels, row=1, col=c)
+    return _layout(fig, title or f"Calibration: {judge} against {teacher} (count; colour = share of the {teacher}'s "
+                                 f"score)", 380, top=100, bottom=60)
+
+
 def reward_distribution(pool: list, title: str = "Reward of samples and refinements") -> go.Figure:
     """Share of candidates at each reward value: all samples, the drafts that were refined (the top-k of the
     prompts without a perfect sample, the fair baseline) and their refinements. Parse failures are left out

@@ -164,6 +164,30 @@ def consensus(agreements: dict, k: int) -> str:
             + f". The least consistent aspect is {least.replace('_', ' ')}: the most subjective for this judge.")
 
 
+def learned_judge(reports: dict[str, dict], aspect: str = "logical_correctness", bar: float = 0.6) -> str:
+    """Notebook 01 §6: the learned judge against the verifier (``{label: judge_model.judge_report(...)}``, the
+    greedy judge first), read on ``aspect`` against issue 19's bar on Krippendorff's alpha."""
+    if not reports:
+        return "**No learned judge** in this recipe (`feedback.learned_judge` is null)."
+    parts = []
+    for label, rep in reports.items():
+        a = rep["aspects"].get(aspect)
+        if a is None or not a["parse"]["k"]:
+            parts.append(f"{label}: no parsed {aspect.replace('_', ' ')} judgement")
+            continue
+        lo, hi = a["alpha_ci"]
+        verdict = "above the bar" if lo >= bar else "below the bar" if hi < bar else "the interval spans the bar"
+        parts.append(f"{label}: α {a['alpha']:.2f} [{lo:.2f}, {hi:.2f}] ({verdict} of {bar}), exact agreement "
+                     f"{100 * a['exact_rate']['rate']:.0f}%, parse {100 * a['parse']['rate']:.0f}% "
+                     f"(n {a['parse']['n']})")
+    first = next(iter(reports.values()))["names_first_wrong_step"]
+    named = (f" On math responses the verifier marks wrong, the greedy judge's critique names the verifier's first "
+             f"wrong step {of(first)}." if first["n"] else "")
+    return (f"**The learned judge against the verifier on {aspect.replace('_', ' ')}** (responses it never saw in "
+            "training): " + "; ".join(parts) + "." + named + " Alpha is 1 for perfect agreement and 0 for agreement "
+            "at chance; the interval is a bootstrap over responses.")
+
+
 # ------------------------------------------------------------------------------------ Notebook 02: reflection and pairs
 
 

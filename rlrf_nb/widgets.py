@@ -15,19 +15,36 @@ from IPython.display import display
 from rlrf_nb.pairs import apply_decisions, load_decisions, record_decision, side_text
 
 
+def judge_disagreements(frame: pd.DataFrame, aspect: str | None = None) -> set[str]:
+    """Response ids that two or more judges scored with different scores on one aspect (``aspect``, or any), from
+    :func:`rlrf_nb.feedback.feedback_frame`; parse failures have no score and count as no vote."""
+    f = frame[frame["parse_ok"]] if aspect is None else frame[frame["parse_ok"] & (frame["aspect"] == aspect)]
+    spread = f.groupby(["response_id", "aspect"])["score"].agg(["min", "max"])
+    return set(spread[spread["min"] != spread["max"]].index.get_level_values("response_id"))
+
+
 def feedback_keys(frame: pd.DataFrame, aspect: str | None = None, lo: int = 1, hi: int = 5,
-                  failures_only: bool = False, judge: str | None = None) -> list[tuple[str, str]]:
+                  failures_only: bool = False, judge: str | None = None,
+                  disagreements_only: bool = False) -> list[tuple[str, str]]:
     """``(judge_id, response_id)`` of the judgements whose ``aspect`` score lies in [lo, hi] (any aspect or judge if
     None), or with ``failures_only`` those with a parse failure on it (no score, so the range does not apply), in order
-    of first appearance. Each judge's judgement is its own key, so one judge's card never stands in for another's."""
+    of first appearance; with ``disagreements_only``, only responses the judges scored differently on that aspect
+    (:func:`judge_disagreements`). Each judge's judgement is its own key, so one judge's card never stands in for
+    another's."""
     f = frame if aspect is None else frame[frame["aspect"] == aspect]
+    if disagreements_only:
+        f = f[f["response_id"].isin(judge_disagreements(frame, aspect))]
     if judge is not None:
         f = f[f["judge_id"] == judge]
     if failures_only:
         f = f[~f["parse_ok"]]
     else:
         f = f[f["parse_ok"] & f["score"].between(lo, hi)]
-    return list(dict.fromkeys(zip(f["judge_id"], f["response_id"])))
+    keys = list(dict.fromkeys(zip(f["judge_id"], f["response_id"])))
+    if disagreements_only:  # the judges' cards of one response side by side in the pager
+        order = {rid: i for i, rid in enumerate(dict.fromkeys(f["response_id"]))}
+        keys.sort(key=lambda k: order[k[1]])
+    return keys
 
 
 def feedback_html(rec: dict) -> str:
@@ -95,12 +112,13 @@ ANY = "any"  # the dropdowns' "no filter" value (a None value would show as a bl
 
 
 class FeedbackBrowser(_Pager):
-    """Page through judgements, filtered by judge, aspect and score range (or parse failures). Each card is one
-    judge's judgement of one response, keyed by (judge, response id)."""
+    """Page through judgements, filtered by judge, aspect and score range (or parse failures), and to the responses
+    the judges disagree on (``disagreements_only`` opens it there). Each card is one judge's judgement of one
+    response, keyed by (judge, response id): a disagreement shows each judge's card in turn."""
 
     empty = "no response matches"
 
-    def __init__(self, records: list[dict], frame: pd.DataFrame):
+    def __init__(self, records: list[dict], frame: pd.DataFrame, disagreements_only: bool = False):
         self.records = {(r["judge_id"], r["response_id"]): r for r in records}
         self.frame = frame
         judges = list(dict.fromkeys(frame["judge_id"]))
@@ -110,10 +128,11 @@ class FeedbackBrowser(_Pager):
                                  value=ANY, description="aspect")
         self.scores = w.IntRangeSlider(value=(1, 5), min=1, max=5, description="score")
         self.failures = w.Checkbox(value=False, description="parse failures only", indent=False)
+        self.disagree = w.Checkbox(value=disagreements_only, description="judges disagree only", indent=False)
         self._pager()
-        for c in (self.judge, self.aspect, self.scores, self.failures):
+        for c in (self.judge, self.aspect, self.scores, self.failures, self.disagree):
             c.observe(lambda _: self._refilter(), names="value")
-        self.widget = w.VBox([w.HBox([self.judge, self.aspect]), w.HBox([self.scores, self.failures]),
+        self.widget = w.VBox([w.HBox([self.judge, self.aspect]), w.HBox([self.scores, self.failures, self.disagree]),
                               w.HBox([self.prev, self.next, self.status]), self.view])
         self._refilter()
 
@@ -121,7 +140,8 @@ class FeedbackBrowser(_Pager):
         lo, hi = self.scores.value
         self.scores.disabled = self.failures.value  # a parse failure has no score: the range does not apply
         self.idx = feedback_keys(self.frame, None if self.aspect.value == ANY else self.aspect.value, lo, hi,
-                                 self.failures.value, None if self.judge.value == ANY else self.judge.value)
+                                 self.failures.value, None if self.judge.value == ANY else self.judge.value,
+                                 self.disagree.value)
         self.pos = 0
         self._show()
 

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import json
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -34,9 +33,10 @@ from rlrf_nb.judge_model import (
 from rlrf_nb.llm_judge import LLMJudge, OpenAITransport
 from rlrf_nb.models import load_policy
 from rlrf_nb.rubrics import aspect_specs, load_rubric_set
+from rlrf_nb.serve import ModelServer
+from rlrf_nb.task_data import load_world
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def main() -> None:
@@ -55,6 +55,8 @@ def main() -> None:
     ap.add_argument("--balance", type=int, default=0, help="train on this many rows per (task, teacher score) "
                                                            "group instead of a sample of the natural mix")
     ap.add_argument("--seed", type=int, default=0, help="seed of the balanced draw of training rows")
+    ap.add_argument("--worked", action="store_true", help="math logic critiques show their working, step by step, "
+                                                          "quoting the problem (judge_model.worked_critique)")
     ap.add_argument("--eval-balance", type=int, default=0, help="also judge this many held-out rows per group")
     args = ap.parse_args()
 
@@ -62,7 +64,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     rubrics = load_rubric_set(ROOT / "data" / "rubrics")
     recs = list(read_jsonl(Path(args.run) / "feedback.jsonl"))
-    rows = teacher_rows(recs, rubrics, held_out_share=0.2, seed=0)
+    examples = None
+    if args.worked:
+        world = load_world(load_recipe(args.recipe))
+        examples = {e.id: e for split in world.math.values() for e in split}
+    rows = teacher_rows(recs, rubrics, held_out_share=0.2, seed=0, examples=examples)
     rng = random.Random(0)
     train = rng.sample(rows["train"], min(args.rows, len(rows["train"])))
     if args.balance:
@@ -92,9 +98,7 @@ def main() -> None:
         losses = [h["loss"] for h in res["history"] if "loss" in h]
         shown = f"; loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else ""
         print(f"trained {res['steps']} steps in {res['seconds']:.0f} s{shown}", flush=True)
-    from faults import JudgeServer
-
-    srv = JudgeServer(path, out / "serve")
+    srv = ModelServer(path, out / "serve")
     judged = []
     try:
         print(f"transformers serve healthy after {srv.start(timeout=180):.1f} s", flush=True)
@@ -109,7 +113,7 @@ def main() -> None:
                 print(f"  judged {i + 1}/{len(held)} ({time.monotonic() - t1:.0f} s); raw: {judged[-1].raw[:160]!r}",
                       flush=True)
     finally:
-        srv.kill()
+        srv.stop()
     n_natural = min(args.n_eval, len(rows["held_out"]))
     rep = judge_report(judged[:n_natural], held[:n_natural])
     if strata:

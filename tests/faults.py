@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlrf_nb.paths import PROJECT_ROOT, resolve_path
+from rlrf_nb.serve import ModelServer, free_port  # noqa: F401  (free_port: the tests import it from here)
 
 log = logging.getLogger(__name__)
 
@@ -650,62 +651,13 @@ def _check_final(stage: str, baseline_dir: Path, work_dir: Path, artifacts: tupl
 
 # The server is a child of the test process: if that process is killed (so no teardown runs), the kernel sends
 # the server SIGTERM (prctl PR_SET_PDEATHSIG = 1, kept across exec) instead of leaving it running.
-_LAUNCH = ("import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-           "os.execv(sys.argv[1], sys.argv[1:])")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class JudgeServer:
-    """``transformers serve`` of a local model on 127.0.0.1 (a real OpenAI-compatible server), which a test can
-    SIGKILL mid-run and start again on the same port."""
+class JudgeServer(ModelServer):
+    """The kit's ``transformers serve`` launcher (:class:`rlrf_nb.serve.ModelServer`) with the stage environment,
+    whose :meth:`kill` is a crash a test can aim: SIGKILL of the server and everything below it, then a restart on
+    the same port."""
 
     def __init__(self, model: str | Path, log_dir: Path, port: int | None = None):
-        self.model, self.log_dir = str(model), Path(log_dir)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-    def healthy(self) -> bool:
-        import urllib.request
-
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def start(self, timeout: float = 120) -> float:
-        """Start the server and wait until /health answers; returns the seconds that took."""
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
-        log_path = self.log_dir / f"serve-{self.starts}.log"
-        cmd = [str(Path(sys.executable).parent / "transformers"), "serve", "--host", "127.0.0.1", "--port",
-               str(self.port), "--device", "cpu", self.model]
-        t0 = time.monotonic()
-        with open(log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *cmd], stdout=log, stderr=subprocess.STDOUT,
-                                         env=stage_env(), start_new_session=True)
-        while not self.healthy():
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"transformers serve exited with {self.proc.returncode}:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            if time.monotonic() - t0 > timeout:
-                self.kill()
-                raise RuntimeError(f"transformers serve not healthy after {timeout} s:\n"
-                                   f"{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.25)
-        return time.monotonic() - t0
+        super().__init__(model, log_dir, port, env=stage_env())
 
     def kill(self) -> None:
         """SIGKILL the server (a crash: in-flight requests get a reset connection)."""

@@ -141,3 +141,84 @@ def test_tiny_judge_trains_then_judges_through_transformers_serve(tmp_path):
             assert a.parse_ok == (a.score is not None) and (a.parse_ok or (a.error and fb.raw is not None))
     rep = judge_report(judged, rows["held_out"][:3])
     assert rep["n"] == 3 and set(rep["aspects"]) == set(ASPECTS)
+
+
+def test_worked_critique_shows_each_step_before_the_first_wrong_one():
+    ex = Example("w1", "math", "rl", "Ava has 120 apples. She gets 305 more. She gives 211 to Bo. How many?",
+                 "She gets 305 more. 120+305: ... So Ava has 120+305=<<120+305=425>>425 apples.\n"
+                 "She gives 211 to Bo. 425-211: ... So Ava has 425-211=<<425-211=214>>214 apples.\n#### 214", "214",
+                 ["math"], {"steps": [[120, "+", 305, 425], [425, "-", 211, 214]]})
+    from rlrf_nb.judge_model import worked_critique
+
+    wrong = ex.reference.replace("425-211=<<425-211=214>>214", "425-241=<<425-241=184>>184").replace("214", "184")
+    fb = JUDGE.judge(ex.prompt, wrong, ASPECTS, ex)
+    lc = fb.aspects[0]
+    text = worked_critique(wrong, ex, lc.critique, fb.meta["first_error"])
+    assert text == (f"1: 'She gets 305 more.' 120+305=425 ok. 2: 'She gives 211 to Bo.' {lc.critique}")
+    assert named_step(text) == 2 == fb.meta["first_error"]  # the worked steps do not say "step"
+    right = JUDGE.judge(ex.prompt, ex.reference, ASPECTS, ex)
+    assert worked_critique(ex.reference, ex, right.aspects[0].critique, None) == (
+        "1: 'She gets 305 more.' 120+305=425 ok. 2: 'She gives 211 to Bo.' 425-211=214 ok. "
+        + right.aspects[0].critique)
+    recs = records(3)
+    plain = teacher_rows(recs, RUBRICS, held_out_share=0.0)["train"]
+    worked = teacher_rows(recs, RUBRICS, held_out_share=0.0, examples={r["example_id"]: example(
+        int(r["example_id"][1:]), 3 + int(r["example_id"][1:]), 4) for r in recs})["train"]
+    for p, w in zip(plain, worked):  # the same scores and teacher; only the logic critique shows its working
+        pj, wj = json.loads(p["completion"][0]["content"]), json.loads(w["completion"][0]["content"])
+        assert pj["completeness"] == wj["completeness"] and p["teacher"] == w["teacher"]
+        assert pj["logical_correctness"]["score"] == wj["logical_correctness"]["score"]
+        assert wj["logical_correctness"]["critique"].endswith(pj["logical_correctness"]["critique"])
+        assert wj["logical_correctness"]["critique"].startswith("1: 'She gets 4 more.'")
+
+
+def test_served_judge_ids_name_the_weights_and_sampled_votes_are_seeded(tmp_path):
+    from rlrf_nb.judge_model import served_judge, weights_id
+
+    for name, text in (("config.json", "{}"), ("model.safetensors", "w1"), ("tokenizer.json", "t")):
+        (tmp_path / name).write_text(text)
+    first = weights_id(tmp_path)
+    greedy = served_judge(tmp_path, "http://127.0.0.1:1/v1", RUBRICS)
+    three = served_judge(tmp_path, "http://127.0.0.1:2/v1", RUBRICS, consensus_k=3)
+    assert greedy.id == f"learned:{first}" and three.id == f"learned:{first}/k3"  # the port is not in the id
+    seeds = [j.transport.seed for j in three.judges]
+    assert seeds == [0, 1, 2] and greedy.transport.seed is None and greedy.transport.temperature == 0.0
+    msgs = [{"role": "user", "content": "judge this"}]
+    t0, t1 = three.judges[0].transport, three.judges[1].transport
+    assert t0.request_seed(msgs) == t0.request_seed(list(msgs)) != t1.request_seed(msgs)
+    assert t0.request_seed(msgs) != t0.request_seed([{"role": "user", "content": "judge that"}])
+    assert 0 <= t0.request_seed(msgs) < 2 ** 31
+    (tmp_path / "model.safetensors").write_text("w2")  # retrained: a new id, so no stored judgement is reused
+    assert weights_id(tmp_path) != first
+    with pytest.raises(ValueError, match="consensus_k"):
+        served_judge(tmp_path, "http://127.0.0.1:1/v1", RUBRICS, consensus_k=0)
+
+
+def test_report_table_calibration_pairs_and_reading():
+    from rlrf_nb import plots, readings
+    from rlrf_nb.judge_model import as_teacher_rows, report_table, score_pairs
+
+    recs = records(4)
+    held = [dict(r, judge_id="learned") for r in recs]
+    held[1] = dict(held[1], feedback={**held[1]["feedback"], "aspects": [
+        dict(a, score=5) for a in held[1]["feedback"]["aspects"]]})  # the judge calls a wrong response right
+    by_id = {r["response_id"]: r for r in recs}
+    rep = judge_report([Feedback.from_dict(r["feedback"]) for r in held], as_teacher_rows(held, by_id))
+    table = report_table({"greedy": rep})
+    assert list(table["aspect"]) == ASPECTS and table.loc[0, "parse"].startswith("1.00 [")
+    pairs = score_pairs(held, by_id)
+    assert len(pairs["logical_correctness"]) == len(recs) and (1, 5) in pairs["logical_correctness"]
+    fig = plots.judge_calibration(pairs)
+    assert len(fig.data) == 2 and fig.data[0].text[4][0] == 1  # judge 5 on a teacher 1: one response
+    text = readings.learned_judge({"greedy": rep})
+    assert "α" in text and "bar" in text and "first wrong step" in text
+    assert "No learned judge" in readings.learned_judge({})
+
+
+def test_model_server_names_the_model_and_log_when_serve_fails(tmp_path):
+    from rlrf_nb.serve import ModelServer
+
+    srv = ModelServer(tmp_path / "no-such-model", tmp_path / "serve")
+    with pytest.raises(RuntimeError, match=r"no-such-model.*serve-1\.log"):
+        srv.start(timeout=60)
+    assert srv.base_url.startswith("http://127.0.0.1:") and not srv.healthy()

@@ -63,12 +63,33 @@ def test_notebook_00_smoke(tmp_path):
     assert not [o for c in out.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
 
 
-def test_notebook_01_smoke(tmp_path):
-    """Notebook 01 in the smoke recipe: samples, verifier and LLM-judge feedback, parse accounting."""
+@pytest.fixture(scope="module")
+def tiny_judge(tmp_path_factory):
+    """A judge LM trained for a few steps from the committed M0 (test_judge_model's teacher rows), with the judge
+    prompt's fixed lines of both tasks as single tokens: what `feedback.learned_judge` names."""
+    import dataclasses
+
+    from test_judge_model import ASPECTS, M0, RUBRICS, records
+
+    from rlrf_nb.config import DPOStageConfig
+    from rlrf_nb.judge_model import prompt_phrases, teacher_rows, train_judge
+
+    rows = teacher_rows(records(4), RUBRICS, held_out_share=0.0)["train"]
+    phrases = prompt_phrases(RUBRICS, [ASPECTS, ["factuality", "completeness", "readability"]])
+    cfg = dataclasses.replace(DPOStageConfig(), learning_rate=1e-3, epochs=1.0, batch_size=4, warmup_ratio=0.0,
+                              max_length=1024, logging_steps=1)
+    return train_judge(M0, rows, cfg, tmp_path_factory.mktemp("judge"), phrases=phrases)["path"]
+
+
+def test_notebook_01_smoke(tmp_path, tiny_judge):
+    """Notebook 01 in the smoke recipe: samples, verifier and LLM-judge feedback, parse accounting; then a trained
+    judge served by a real `transformers serve`, greedy and as a consensus of 2, measured against the verifier."""
     import papermill
 
     params = {"recipe_path": "recipes/tiny-smoke.yaml", "run_name": "smoke", "interactive": False,
-              "overrides": {"run.runs_dir": str(tmp_path)}}
+              "overrides": {"run.runs_dir": str(tmp_path), "feedback.learned_judge": str(tiny_judge),
+                            "feedback.n_learned_judged": 2, "feedback.learned_consensus_k": 2,
+                            "feedback.learned_max_new_tokens": 32}}
     papermill.execute_notebook(str(ROOT / "notebooks/01_feedback_rubrics.ipynb"), str(tmp_path / "out.ipynb"),
                                parameters=params, kernel_name="python3", cwd=str(ROOT), progress_bar=False)
     from rlrf_nb.jsonl import read_jsonl
@@ -90,6 +111,15 @@ def test_notebook_01_smoke(tmp_path):
         assert all(len(v) == 2 for v in rec["feedback"]["meta"]["votes"].values())
         for a in rec["feedback"]["aspects"]:
             assert (a["score"] is None) == (not a["parse_ok"])
+    from rlrf_nb.judge_model import weights_id
+
+    greedy, k2 = (list(read_jsonl(run / f"feedback_learned_k{k}.jsonl")) for k in (1, 2))
+    assert [r["task"] for r in greedy] == ["math", "bios"] and len(k2) == 2
+    assert greedy[0]["judge_id"] == f"learned:{weights_id(tiny_judge)}" and k2[0]["judge_id"].endswith("/k2")
+    assert all(len(v) == 2 for r in k2 for v in r["feedback"]["meta"]["votes"].values())
+    learned = json.loads((run / "results.json").read_text())["learned_judge"]
+    assert set(learned) == {"greedy", "consensus of 2"} and learned["greedy"]["n"] == 2
+    assert (run / "serve" / "serve-1.log").exists()
 
 
 def test_notebook_02_smoke_and_review_decisions_are_honoured_in_batch(tmp_path):

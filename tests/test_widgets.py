@@ -3,7 +3,7 @@
 import pytest
 
 from rlrf_nb.feedback import AspectFeedback, Feedback, feedback_frame
-from rlrf_nb.widgets import FeedbackBrowser, feedback_html, feedback_keys, static_feedback_table
+from rlrf_nb.widgets import FeedbackBrowser, feedback_html, feedback_keys, judge_disagreements, static_feedback_table
 
 
 def _rec(rid, scores, raw=""):
@@ -50,6 +50,21 @@ def test_browser_filters_and_pages_like_a_user():
     assert b.ids == ["p2/s0"] and "parse failure" in b.view.value
     b.aspect.value = "comp"
     assert b.status.value == "no response matches" and b.view.value == ""
+
+
+def test_browser_opens_on_the_responses_two_judges_disagree_on():
+    other = [dict(r, judge_id="k", feedback=dict(r["feedback"], judge_id="k")) for r in
+             [_rec("p1/s0", {"logic": 5, "comp": 4}), _rec("p1/s1", {"logic": 4, "comp": 5}),
+              _rec("p2/s0", {"logic": 1, "comp": 3})]]
+    frame = feedback_frame(RECS + other)
+    # p1/s1 differs on logic; p2/s0's logic has one parsed vote (a failure is no vote), its comp agrees
+    assert judge_disagreements(frame) == {"p1/s1"} and judge_disagreements(frame, "comp") == set()
+    keys = feedback_keys(frame, disagreements_only=True)
+    assert keys == [("j", "p1/s1"), ("k", "p1/s1")]  # both judges' cards of the response, side by side
+    b = FeedbackBrowser(RECS + other, frame, disagreements_only=True)
+    assert b.disagree.value and b.status.value == "1 / 2" and b.ids == ["p1/s1", "p1/s1"]
+    b.disagree.value = False
+    assert b.status.value == "1 / 6"
 
 
 def test_static_table_marks_failures():
