@@ -205,6 +205,18 @@ def cmd_diagnose(args) -> int:
     return 0
 
 
+def cmd_train_judge(args) -> int:
+    """Train, serve and measure the recipe's judge LM (section ``judge_train``)."""
+    from rlrf_nb.judge_model import judge_stage
+    from rlrf_nb.runs import open_run
+
+    recipe, store = open_run(args.recipe, args.name, _overrides(args.set))
+    summary = judge_stage(recipe, store, log=log.info)
+    log.info(f"judge: {summary['path']} (serve it: transformers serve --host 127.0.0.1 --port 8000 "
+             f"{summary['path']}); report in {store.path('results.json')}")
+    return 0
+
+
 def cmd_world(args) -> int:
     from rlrf_nb.tiny_world import build_world, save_world
 
@@ -270,6 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     dg.add_argument("--name", default="diagnose", help="run name: records go to runs/<name>/diagnose/")
     dg.add_argument("--policy", help="a checkpoint directory to diagnose instead of the recipe's M0")
     dg.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
+    tj = command("train-judge", cmd_train_judge, "train the feedback model: a judge LM distilled from a teacher's "
+                                                 "stored judgements, served and measured (recipe section "
+                                                 "'judge_train')")
+    tj.add_argument("--name", default="judge", help="run name: outputs go to runs/<name>/")
+    tj.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
     w = command("world", cmd_world, "write the tiny world's fixed splits and KB")
     w.add_argument("--out", default="data/tiny_world")
     args = ap.parse_args(argv)

@@ -232,7 +232,9 @@ class EvalConfig:
 class FeedbackConfig:
     """The fine-grained feedback model (notebook 01): which judge, its transport, consensus and reward weights."""
 
-    judge: str = field(default="verifier", metadata={"help": "verifier (tiny world, exact) or llm."})
+    judge: str = field(default="verifier", metadata={
+        "help": "verifier (tiny world, exact), llm (judge_url, or judge_model in process), or learned (the trained "
+                "judge at learned_judge, served by `transformers serve` on 127.0.0.1 for the process's lifetime)."})
     judge_model: str = field(default="data/tiny_world/m0",
                              metadata={"help": "LLM judge: local path or Hub id (local transport), or the served "
                                                "model name (HTTP transport)."})
@@ -277,7 +279,10 @@ class FeedbackConfig:
                                                                        "critiques are long)."})
 
     def __post_init__(self):
-        check(self.judge in ("verifier", "llm"), "feedback.judge", f"must be 'verifier' or 'llm', got {self.judge!r}")
+        check(self.judge in ("verifier", "llm", "learned"), "feedback.judge",
+              f"must be 'verifier', 'llm' or 'learned', got {self.judge!r}")
+        check(self.judge != "learned" or bool(self.learned_judge), "feedback.learned_judge",
+              "must name a trained judge (rlrf-nb train-judge's output) when feedback.judge is 'learned'")
         if self.judge_url_env:
             url = os.environ.get(self.judge_url_env)
             check(bool(url), "feedback.judge_url_env", f"names environment variable {self.judge_url_env!r}, which is "
@@ -562,6 +567,68 @@ class DiagnoseConfig:
               f"must be a non-empty list of temperatures in (0, 5], got {self.temperatures}")
 
 
+@dataclass
+class JudgeTrainConfig:
+    """The trained feedback model (issue 19; ``rlrf-nb train-judge``, :func:`rlrf_nb.judge_model.judge_stage`): a
+    judge LM fine-tuned with TRL's ``SFTTrainer`` on a teacher's stored per-aspect judgements, in the exact JSON that
+    ``LLMJudge`` parses, then served by ``transformers serve`` and measured on held-out prompts."""
+
+    base: str = field(default="data/tiny_world_v2/m0", metadata={
+        "help": "The judge's starting model: a local path or a Hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct with lora)."})
+    teacher_run: str | None = field(default=None, metadata={
+        "help": "Run directory holding the teacher's judgements (e.g. notebook 02's search, judged by the verifier "
+                "or by a stronger judge at feedback.judge_url); None: this run."})
+    teacher_artifacts: list[str] = field(default_factory=lambda: ["feedback.jsonl"], metadata={
+        "help": "The judgement artifacts to learn from, in teacher_run."})
+    teacher_judge: str | None = field(default=None, metadata={
+        "help": "Keep only records whose judge_id starts with this (needed when the artifacts hold several judges)."})
+    held_out_share: float = field(default=0.2, metadata={"help": "Share of prompts held out for the report."})
+    rows: int = field(default=0, metadata={"help": "Training rows: a seeded sample of the train split; 0 = all."})
+    balance: int = field(default=0, metadata={
+        "help": "If > 0, train on this many rows per (task, teacher score) group instead (the teacher's scores are "
+                "skewed; on the natural mix a small judge learns the majority score)."})
+    phrases: bool = field(default=False, metadata={
+        "help": "Give each fixed line of the judge prompt one token (for a judge whose context cannot hold the "
+                "~3,000-token prompt: the tiny world's)."})
+    worked: bool = field(default=False, metadata={
+        "help": "Tiny world: math logic critiques show each step's check before the first wrong one "
+                "(judge_model.worked_critique)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Peak learning rate (linear decay)."})
+    epochs: float = field(default=1.0, metadata={"help": "Passes over the training rows."})
+    batch_size: int = field(default=8, metadata={"help": "Rows per device per step."})
+    grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
+    warmup_ratio: float = field(default=0.05, metadata={"help": "Share of steps with linear warm-up."})
+    max_length: int = field(default=0, metadata={"help": "Prompt + completion token cap; 0 = the longest row."})
+    lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft), merged before saving."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    seed: int = field(default=0, metadata={"help": "Seed of the row draw and of training."})
+    n_eval: int = field(default=200, metadata={"help": "Held-out rows judged through the served judge."})
+    max_new_tokens: int = field(default=768, metadata={"help": "The judge's output cap when measured."})
+    logging_steps: int = field(default=10, metadata={"help": "Metrics are logged every this many steps."})
+
+    def __post_init__(self):
+        check(0 <= self.held_out_share < 1, "judge_train.held_out_share",
+              f"must be in [0, 1), got {self.held_out_share}")
+        check(bool(self.teacher_artifacts), "judge_train.teacher_artifacts", "must name at least one artifact")
+        check(0 < self.learning_rate < 1, "judge_train.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        check(self.epochs > 0, "judge_train.epochs", f"must be > 0, got {self.epochs}")
+        check(0 <= self.warmup_ratio < 1, "judge_train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        check(0 <= self.lora_dropout < 1, "judge_train.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
+        check_at_least(self, "judge_train", ("rows", "balance", "max_length", "n_eval"), 0)
+        check_at_least(self, "judge_train", ("batch_size", "grad_accum", "lora_r", "lora_alpha", "max_new_tokens",
+                                             "logging_steps"), 1)
+
+    def stage(self):
+        """The optimiser and LoRA fields as the :class:`DPOStageConfig` that ``training.train_rs_sft`` reads."""
+        return DPOStageConfig(method="rs_sft", learning_rate=self.learning_rate, epochs=self.epochs,
+                              batch_size=self.batch_size, grad_accum=self.grad_accum, warmup_ratio=self.warmup_ratio,
+                              max_length=max(self.max_length, 1), lora=self.lora, lora_r=self.lora_r,
+                              lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                              logging_steps=self.logging_steps, seed=self.seed)
+
+
 SECTIONS: dict[str, type] = {
     "run": RunConfig,
     "world": WorldConfig,
@@ -574,6 +641,7 @@ SECTIONS: dict[str, type] = {
     "rounds": RoundsConfig,
     "online_rl": OnlineRLConfig,
     "diagnose": DiagnoseConfig,
+    "judge_train": JudgeTrainConfig,
 }
 
 

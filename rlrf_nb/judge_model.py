@@ -261,3 +261,110 @@ def score_pairs(records: list[dict], teacher_by_response: dict[str, dict]) -> di
             if a["parse_ok"] and teacher.get(a["aspect"]) is not None:
                 out.setdefault(a["aspect"], []).append((teacher[a["aspect"]], a["score"]))
     return out
+
+
+def read_teacher(recipe, store) -> list[dict]:
+    """The teacher's judgement records that ``judge_train`` names (``teacher_artifacts`` in ``teacher_run``, default
+    this run), only ``teacher_judge``'s when set. Errors name the missing file, or the judges to choose from."""
+    from rlrf_nb.jsonl import read_jsonl
+    from rlrf_nb.paths import resolve_path
+
+    jc = recipe.judge_train
+    where = resolve_path(jc.teacher_run) if jc.teacher_run else store.run_dir
+    recs = []
+    for name in jc.teacher_artifacts:
+        path = where / name
+        if not path.exists():
+            raise FileNotFoundError(f"judge_train: no teacher judgements at {path} (judge_train.teacher_run "
+                                    f"{jc.teacher_run!r}, teacher_artifacts {jc.teacher_artifacts}); run notebook 02 "
+                                    "there first, judged by the teacher")
+        recs += list(read_jsonl(path))
+    if jc.teacher_judge:
+        recs = [r for r in recs if r["judge_id"].startswith(jc.teacher_judge)]
+    judges = sorted({r["judge_id"] for r in recs})
+    if len(judges) != 1:
+        raise ValueError(f"judge_train: the teacher artifacts in {where} hold {len(judges)} judges {judges}; set "
+                         "judge_train.teacher_judge to the prefix of the teacher's judge_id")
+    return recs
+
+
+def measured_ids(recipe, world) -> set[str]:
+    """Ids of the prompts the kit measures judges and policies on (notebook 01's dev prompts, and the tiny world's dev
+    and test splits): teacher records on them never become training rows."""
+    from rlrf_nb import task_data
+
+    out = {e.id for e in task_data.dev_math(recipe, world, recipe.feedback.n_math)
+           + task_data.dev_bios(recipe, world, recipe.feedback.n_bios)}
+    if world is not None:
+        out |= {e.id for task in (world.math, world.bios) for split in ("dev", "test") for e in task[split]}
+    return out
+
+
+def judge_stage(recipe, store, log=print) -> dict:
+    """``rlrf-nb train-judge``: train the judge LM of ``recipe.judge_train`` on its teacher's stored judgements, save
+    it (``<run>/judge/judge-<key>/``, reused when the key matches: base, rows, settings), serve it with ``transformers
+    serve`` on 127.0.0.1, judge ``n_eval`` held-out rows through ``LLMJudge`` (stored in ``judge_eval.jsonl``, keyed by
+    the weights' hash) and write :func:`judge_report` to ``results.json`` under ``judge_train``."""
+    from rlrf_nb import task_data
+    from rlrf_nb.models import load_policy, model_fingerprint, placement
+    from rlrf_nb.paths import resolve_path
+    from rlrf_nb.rubrics import load_rubric_set
+    from rlrf_nb.serve import ModelServer
+    from rlrf_nb.store import content_key, is_complete
+
+    jc = recipe.judge_train
+    rubrics = load_rubric_set()
+    world = task_data.load_world(recipe)
+    examples = ({e.id: e for split in world.math.values() for e in split} if jc.worked and world is not None
+                else None)
+    recs = read_teacher(recipe, store)
+    skip = measured_ids(recipe, world)
+    recs = [r for r in recs if r["example_id"] not in skip]
+    rows = teacher_rows(recs, rubrics, jc.held_out_share, seed=recipe.run.seed, examples=examples)
+    if not rows["train"]:
+        raise ValueError(f"judge_train: none of the {len(recs)} teacher records is a usable training row (parsed, "
+                         "every aspect scored, prompts not held out)")
+    if jc.balance:
+        train = balanced(rows["train"], jc.balance, seed=jc.seed)
+    else:
+        train = random.Random(jc.seed).sample(rows["train"], min(jc.rows or len(rows["train"]), len(rows["train"])))
+    phrases = prompt_phrases(rubrics, sorted({tuple(a["aspect"] for a in r["teacher"]["aspects"])
+                                              for r in rows["train"]})) if jc.phrases else []
+    base = resolve_path(jc.base) if resolve_path(jc.base).exists() else jc.base
+    _, tok = load_policy(str(base))
+    lengths = token_lengths(judge_tokenizer(tok, phrases) if phrases else tok, train)
+    cfg = dataclasses.replace(jc.stage(), max_length=jc.max_length or max(lengths))
+    log(f"teacher: {len(recs)} records of {recs[0]['judge_id']}; rows: train {len(rows['train'])}, held out "
+        f"{len(rows['held_out'])}; training on {len(train)} (tokens per row: median "
+        f"{sorted(lengths)[len(lengths) // 2]}, max {max(lengths)}; max_length {cfg.max_length})")
+    key = content_key({"base": model_fingerprint(base), "rows": [(r["prompt"], r["completion"]) for r in train],
+                       "phrases": phrases, "cfg": dataclasses.asdict(cfg)})
+    out_dir = store.run_dir / "judge" / f"judge-{key}"
+    if is_complete(out_dir / "judge"):
+        path, trained = out_dir / "judge", {"steps": None, "seconds": 0.0, "reused": True}
+        log(f"judge {path} is already trained (same base, rows and settings)")
+    else:
+        res = train_judge(base, train, cfg, out_dir, phrases=phrases, place=placement(recipe.run))
+        path = res["path"]
+        trained = {"steps": res["steps"], "seconds": round(res["seconds"], 1), "reused": False}
+        log(f"trained {res['steps']} steps in {res['seconds']:.0f} s; saved {path}")
+    held = random.Random(jc.seed).sample(rows["held_out"], min(jc.n_eval, len(rows["held_out"])))
+    with ModelServer(path, out_dir / "serve") as srv:
+        judge = served_judge(path, srv.base_url, rubrics, max_new_tokens=jc.max_new_tokens)
+        log(f"transformers serve {path} on {srv.base_url}; judging {len(held)} held-out responses")
+        names = {id(r): [a["aspect"] for a in r["teacher"]["aspects"]] for r in held}
+        judged = store.map("judge_eval", held, lambda r: content_key(
+            {"judge": judge.id, "rubrics": rubrics.version, "prompt": r["question"], "response": r["response"],
+             "aspects": names[id(r)]}), lambda r: {
+            "example_id": r["example_id"], "response_id": r["response_id"], "task": r["task"],
+            "judge_id": judge.id, "teacher": r["teacher"],
+            "feedback": judge.judge(r["question"], r["response"], names[id(r)]).to_dict()}, desc="judge held-out")
+    report = judge_report([Feedback.from_dict(j["feedback"]) for j in judged], held)
+    summary = {"path": str(path), "judge_id": judge.id, "teacher": recs[0]["judge_id"], "train_rows": len(train),
+               "max_length": cfg.max_length, "phrases": len(phrases), **trained, "report": report}
+    store.update_results({"judge_train": summary})
+    for name, a in report["aspects"].items():
+        lo, hi = a["alpha_ci"]
+        log(f"{name}: parse {a['parse']['rate']:.2f}, exact {a['exact_rate']['rate']:.2f}, alpha {a['alpha']:.2f} "
+            f"[{lo:.2f}, {hi:.2f}] (n {a['n']})")
+    return summary

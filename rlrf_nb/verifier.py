@@ -9,7 +9,10 @@ every unsupported or contradicted claim with the true value. Scores follow the r
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rlrf_nb.feedback import AspectFeedback, ConsensusJudge, Feedback
+from rlrf_nb.paths import resolve_path
 from rlrf_nb.rubrics import aspect_specs
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
@@ -169,6 +172,39 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
                           judge_id=f"consensus{cfg.consensus_k}({judge_id})")
 
 
+_SERVERS: dict = {}  # learned judge path -> its ModelServer, one per process
+
+
+def learned_judge_server(path):
+    """The process's ``transformers serve`` of the trained judge at ``path``, started at the first call (logs under
+    ``<path>/../serve``) and stopped when the process exits."""
+    import atexit
+
+    from rlrf_nb.serve import ModelServer
+
+    key = str(path)
+    srv = _SERVERS.get(key)
+    if srv is None or srv.proc is None or srv.proc.poll() is not None:
+        srv = ModelServer(path, Path(path).parent / "serve")
+        srv.start(timeout=300)
+        atexit.register(srv.stop)
+        _SERVERS[key] = srv
+    return srv
+
+
+def make_learned_judge(cfg, rubrics):
+    """``feedback.judge: learned``: the trained judge at ``feedback.learned_judge``, served on 127.0.0.1
+    (:func:`learned_judge_server`) and asked through ``LLMJudge`` (:func:`rlrf_nb.judge_model.served_judge`), greedy,
+    or a consensus of ``feedback.consensus_k`` seeded samples; its id hashes the judge's weights."""
+    from rlrf_nb.judge_model import served_judge
+
+    path = resolve_path(cfg.learned_judge)
+    return served_judge(path, learned_judge_server(path).base_url, rubrics, consensus_k=cfg.consensus_k,
+                        max_new_tokens=cfg.learned_max_new_tokens, max_repairs=cfg.max_repairs)
+
+
 def make_judge(cfg, rubrics, kb: dict[str, dict]):
-    """The main judge of a ``FeedbackConfig``: the verifier (tiny world) or the LLM judge."""
+    """The main judge of a ``FeedbackConfig``: the verifier (tiny world), the LLM judge, or the learned judge."""
+    if cfg.judge == "learned":
+        return make_learned_judge(cfg, rubrics)
     return VerifierJudge(rubrics, kb) if cfg.judge == "verifier" else make_llm_judge(cfg, rubrics)

@@ -141,6 +141,26 @@ def test_tiny_judge_trains_then_judges_through_transformers_serve(tmp_path):
             assert a.parse_ok == (a.score is not None) and (a.parse_ok or (a.error and fb.raw is not None))
     rep = judge_report(judged, rows["held_out"][:3])
     assert rep["n"] == 3 and set(rep["aspects"]) == set(ASPECTS)
+    # feedback.judge: learned, as the search and the rounds use it: a server per process, seeded sampled votes
+    from rlrf_nb import verifier
+    from rlrf_nb.config import ConfigError, FeedbackConfig
+
+    with pytest.raises(ConfigError, match="learned_judge"):
+        FeedbackConfig(judge="learned")
+    cfg = FeedbackConfig(judge="learned", learned_judge=str(out["path"]), consensus_k=2, learned_max_new_tokens=24,
+                         max_repairs=0)
+    try:
+        judge = verifier.make_judge(cfg, RUBRICS, {})
+        r = rows["held_out"][0]
+        first, again = (judge.judge(r["question"], r["response"], ASPECTS) for _ in range(2))
+        assert judge.id.endswith("/k2") and verifier.make_judge(cfg, RUBRICS, {}).id == judge.id
+        assert len(verifier._SERVERS) == 1  # the second judge reuses the running server
+        assert first.raw == again.raw and first.meta["votes"] == again.meta["votes"]  # the same seeded samples
+        assert len(first.raw.split("\n---\n")) == 2
+    finally:
+        for srv in verifier._SERVERS.values():
+            srv.stop()
+        verifier._SERVERS.clear()
 
 
 def test_worked_critique_shows_each_step_before_the_first_wrong_one():
@@ -222,3 +242,36 @@ def test_model_server_names_the_model_and_log_when_serve_fails(tmp_path):
     with pytest.raises(RuntimeError, match=r"no-such-model.*serve-1\.log"):
         srv.start(timeout=60)
     assert srv.base_url.startswith("http://127.0.0.1:") and not srv.healthy()
+
+
+@pytest.mark.timeout(300)
+def test_train_judge_command_on_the_tiny_world(tmp_path):
+    """``rlrf-nb train-judge`` on a run whose feedback.jsonl holds the verifier's judgements: rows, phrases, a few
+    steps, the saved judge served and measured; a second call reuses the trained judge and the stored judgements;
+    a missing teacher file and a mix of judges are errors that say what to set."""
+    if not (M0 / "config.json").exists():
+        pytest.skip(f"{M0} has no model yet")
+    from rlrf_nb.cli import main
+    from rlrf_nb.jsonl import read_jsonl
+
+    run = tmp_path / "runs" / "j"
+    run.mkdir(parents=True)
+    recs = [dict(r, judge_id="verifier/v2") for r in records(6)]
+    (run / "feedback.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    args = ["train-judge", "--recipe", "recipes/tiny-smoke.yaml", "--name", "j", "--set",
+            f"run.runs_dir={tmp_path / 'runs'}", "--set", f"judge_train.base={M0}", "--set", "judge_train.phrases=true",
+            "--set", "judge_train.batch_size=4", "--set", "judge_train.held_out_share=0.34", "--set",
+            "judge_train.n_eval=2", "--set", "judge_train.max_new_tokens=16", "--set", "judge_train.logging_steps=1"]
+    assert main(args) == 0
+    res = json.loads((run / "results.json").read_text())["judge_train"]
+    assert res["reused"] is False and res["steps"] >= 2 and res["phrases"] > 10 and res["report"]["n"] == 2
+    assert res["teacher"] == "verifier/v2" and len(list(read_jsonl(run / "judge_eval.jsonl"))) == 2
+    assert main(args) == 0
+    again = json.loads((run / "results.json").read_text())["judge_train"]
+    assert again["reused"] is True and again["path"] == res["path"] and again["report"] == res["report"]
+    (run / "feedback.jsonl").write_text("".join(json.dumps(dict(r, judge_id=f"j{i % 2}")) + "\n"
+                                                for i, r in enumerate(recs)))
+    with pytest.raises(ValueError, match="teacher_judge"):
+        main(args)
+    with pytest.raises(FileNotFoundError, match="nothing.jsonl"):
+        main(args + ["--set", "judge_train.teacher_artifacts=[nothing.jsonl]"])

@@ -99,7 +99,7 @@ def world(tmp_path_factory):
     finally:
         rubric.stop()
     return {"base": base, "train": train, "test": test, "hub": hub, "audit": audit, "a": a, "b": b,
-            "rubric_requests": rubric.requests, "snapshot": snapshot}
+            "rubric_requests": rubric.requests, "snapshot": snapshot, "env": env}
 
 
 def _ok(proc):
@@ -253,3 +253,40 @@ def test_two_model_ids_give_different_store_keys_and_stage_hashes(world, monkeyp
     assert digest(**{"reflection.prompt_source": str(data)}) == base
     data.write_text(world["train"].read_text().replace("Natalia", "Natalie"))  # edited in place
     assert digest(**{"reflection.prompt_source": str(data)}) != base
+
+
+def test_the_recipes_judge_section_distils_the_teacher_into_a_small_lora_judge(world):
+    """Issue 19, item 4: ``rlrf-nb train-judge`` with the real recipe's ``judge_train`` section on run B, whose
+    search was judged by the rubric-JSON server (the stronger judge's URL): the 0.5B stand-in is fine-tuned with LoRA
+    on those judgements (TRL's SFTTrainer), merged, saved in safetensors with its ChatML template, served by a real
+    ``transformers serve`` on 127.0.0.1 and asked through LLMJudge on held-out prompts. Nothing is downloaded."""
+    from safetensors import safe_open
+
+    _ok(world["b"])
+    ovr = {"run.runs_dir": world["base"] / "runs", "reflection.prompt_source": world["train"],
+           "eval.gsm8k_source": world["test"], "eval.gsm8k_train_source": world["train"], "feedback.n_math": 3,
+           "rounds.eval_n_math": 3, "reflection.n_prompts": 3, "rounds.prompts_per_round": 3,
+           "judge_train.epochs": 1, "judge_train.batch_size": 2, "judge_train.grad_accum": 1,
+           "judge_train.held_out_share": 0.34, "judge_train.n_eval": 2, "judge_train.max_new_tokens": 16,
+           "judge_train.logging_steps": 1}
+    cmd = [str(BIN / "rlrf-nb"), "train-judge", "--recipe", "recipes/qwen2.5-1.5b-gsm8k.yaml", "--name",
+           "judge-rubric", *[x for k, v in ovr.items() for x in ("--set", f"{k}={v}")]]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**world["env"], "RLRF_JUDGE_URL": "http://127.0.0.1:9/v1"},
+                          capture_output=True, text=True, timeout=600)
+    _ok(proc)
+    run = world["base"] / "runs" / "judge-rubric"
+    res = _results(world, "judge-rubric")["judge_train"]
+    assert res["teacher"].startswith("llm:") and res["train_rows"] > 0 and res["steps"] >= 1 and res["phrases"] == 0
+    path = Path(res["path"])
+    config = json.loads((path / "config.json").read_text())
+    assert config["model_type"] == "qwen2" and config["hidden_size"] == 48  # the 0.5B stand-in, not the policy
+    with safe_open(str(path / "model.safetensors"), "pt") as f:
+        assert not [k for k in f.keys() if "lora" in k]  # the adapter is merged into plain weights
+    assert "<|im_start|>" in (path / "chat_template.jinja").read_text()
+    judged = _jsonl(run / "judge_eval.jsonl")
+    assert len(judged) == res["report"]["n"] >= 1 and all(j["judge_id"] == res["judge_id"] for j in judged)
+    assert res["judge_id"].startswith("learned:")
+    for j in judged:  # a random stand-in rarely writes the JSON: each reply is a judgement or a counted failure
+        for a in j["feedback"]["aspects"]:
+            assert (a["score"] is None) == (not a["parse_ok"]) and (a["parse_ok"] or j["feedback"]["raw"] is not None)
+    assert "transformers serve" in proc.stdout and "serve it:" in proc.stdout
