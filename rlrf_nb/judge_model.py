@@ -150,6 +150,9 @@ def train_judge(base: str | Path, rows: list[dict], cfg, out_dir: str | Path, *,
     tok.model_max_length = max(cfg.max_length, getattr(tok, "model_max_length", 0) or 0)
     out = train_rs_sft(model, tok, rows, dataclasses.replace(cfg, method="rs_sft"), Path(out_dir) / "trainer",
                        place=place)
+    # `transformers serve` sets a request's temperature but never do_sample: with the base's default (greedy) a
+    # consensus of k "samples" would be k copies of the greedy judgement. Temperature-0 requests still decode greedily.
+    out["model"].generation_config.do_sample = True
     path = save_checkpoint(out["model"], tok, Path(out_dir) / "judge",
                            {"base": str(base), "rows": len(rows), "max_length": cfg.max_length, "phrases": len(phrases),
                             "learning_rate": cfg.learning_rate, "epochs": cfg.epochs})
@@ -157,10 +160,11 @@ def train_judge(base: str | Path, rows: list[dict], cfg, out_dir: str | Path, *,
 
 
 def weights_id(path: str | Path) -> str:
-    """A content hash (12 hex) of a saved judge's weights, config and tokenizer: the learned judge's id in stored
+    """A content hash (12 hex) of a saved judge's weights, configs and tokenizer: the learned judge's id in stored
     judgements, so they are reused across server starts (the port is not part of it) and not after a retrain."""
     h = hashlib.sha256()
-    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+    for name in ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+                 "tokenizer_config.json", "chat_template.jinja"):
         f = Path(path) / name
         if f.exists():
             h.update(name.encode() + b"\0" + f.read_bytes())

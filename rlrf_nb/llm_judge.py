@@ -258,15 +258,16 @@ class OpenAITransport:
         raise AssertionError("unreachable")
 
 
-def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=None):
+def judge_transport(cfg, sample: bool = False, run=None, model=None, tokenizer=None, seed: int | None = None):
     """The transport of a ``FeedbackConfig``'s LLM judge: the OpenAI-compatible server at ``judge_url``, else
     ``judge_model`` (or the given ``model`` / ``tokenizer``) in process, placed by ``run``
     (:func:`rlrf_nb.models.placement`: the GPU in bf16 when there is one, like the policy); ``sample``: temperature 1
-    instead of greedy decoding."""
+    instead of greedy decoding, over HTTP with requests seeded from ``seed`` (:meth:`OpenAITransport.request_seed`)."""
     if cfg.judge_url:
         return OpenAITransport(cfg.judge_url, cfg.judge_model, api_key_env=cfg.api_key_env, timeout=cfg.timeout,
                                max_retries=cfg.max_retries, backoff=cfg.backoff, backoff_max=cfg.backoff_max,
-                               temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens)
+                               temperature=1.0 if sample else 0.0, max_tokens=cfg.max_new_tokens,
+                               seed=seed if sample else None)
     if model is None:
         from rlrf_nb.models import load_policy, placement
 

@@ -153,8 +153,8 @@ class VerifierJudge:
 def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     """An LLM judge from a ``FeedbackConfig``: over HTTP (any OpenAI-compatible server) when ``judge_url`` is set, else
     local ``transformers`` generation with ``judge_model`` (or the given ``model`` / ``tokenizer``). With
-    ``consensus_k > 1`` it samples (temperature 1) and a :class:`ConsensusJudge` takes the median of k judgements per
-    aspect; with k = 1 it decodes greedily.
+    ``consensus_k > 1`` it samples (temperature 1; over HTTP sample i seeded from i and the prompt) and a
+    :class:`ConsensusJudge` takes the median of k judgements per aspect; with k = 1 it decodes greedily.
     """
     from rlrf_nb.llm_judge import LLMJudge, judge_transport, redact_url
 
@@ -162,14 +162,15 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     transport = judge_transport(cfg, sample, model=model, tokenizer=tokenizer)
     judge_id = f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
 
-    def one(jid):
-        return LLMJudge(transport, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
+    def one(jid, t=transport):
+        return LLMJudge(t, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
                         max_repairs=cfg.max_repairs)
 
     if not sample:
         return one(judge_id)
-    return ConsensusJudge([one(f"{judge_id}#{i}") for i in range(cfg.consensus_k)],
-                          judge_id=f"consensus{cfg.consensus_k}({judge_id})")
+    # over HTTP each sample has its own seeded transport, so a rerun draws the same votes
+    return ConsensusJudge([one(f"{judge_id}#{i}", judge_transport(cfg, sample, seed=i) if cfg.judge_url else transport)
+                           for i in range(cfg.consensus_k)], judge_id=f"consensus{cfg.consensus_k}({judge_id})")
 
 
 _SERVERS: dict = {}  # learned judge path -> its ModelServer, one per process

@@ -126,6 +126,7 @@ def test_tiny_judge_trains_then_judges_through_transformers_serve(tmp_path):
     out = train_judge(M0, rows["train"], cfg, tmp_path / "judge", phrases=phrases)
     assert out["steps"] >= 2 and (out["path"] / "model.safetensors").exists()
     assert json.loads((out["path"] / "config.json").read_text())["max_position_embeddings"] >= longest
+    assert json.loads((out["path"] / "generation_config.json").read_text())["do_sample"] is True
     saved = load_policy(str(out["path"]))[1]
     assert max(token_lengths(saved, rows["train"])) == longest  # the served tokenizer has the phrases
     srv = JudgeServer(out["path"], tmp_path / "serve")
@@ -156,7 +157,8 @@ def test_tiny_judge_trains_then_judges_through_transformers_serve(tmp_path):
         assert judge.id.endswith("/k2") and verifier.make_judge(cfg, RUBRICS, {}).id == judge.id
         assert len(verifier._SERVERS) == 1  # the second judge reuses the running server
         assert first.raw == again.raw and first.meta["votes"] == again.meta["votes"]  # the same seeded samples
-        assert len(first.raw.split("\n---\n")) == 2
+        a, b = first.raw.split("\n---\n")
+        assert a != b  # two seeds, two samples (transformers serve samples only if the judge's config says so)
     finally:
         for srv in verifier._SERVERS.values():
             srv.stop()
