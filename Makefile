@@ -12,7 +12,7 @@ STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
-.PHONY: demo test install lint clean-runs fault bench nbstrip reproduce reproduce-v2
+.PHONY: demo test install lint clean-runs fault bench nbstrip reproduce reproduce-v2 reproduce-judge
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,21 @@ reproduce-v2: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_V2_NAME).sweep.json --out runs/$(REPRODUCE_V2_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score'
+
+# RLRF with the learned judge (issue 19): reproduce-v2's loop with feedback.judge=learned, i.e. the search's and the
+# rounds' feedback comes from the committed judge LM (data/tiny_world_v2/judge) served by `transformers serve` on
+# 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-v2's. Not run yet: the
+# learned judge answers about 2 judgements a second on 2 cores (docs/feedback_model.md), so one seed's 2 x 1,000-prompt
+# search (about 38,000 judgements) costs about 5 h of judging alone.
+REPRODUCE_JUDGE_NAME ?= reproduce-judge
+reproduce-judge: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_JUDGE_NAME) \
+		--stages 02 04 05 -p reflection.n_prompts=1000 -p feedback.judge=learned -p export_figures=false \
+		--grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_JUDGE_NAME).sweep.json \
+		--out runs/$(REPRODUCE_JUDGE_NAME).collated --metric 'benchmarks.claims.*.diff' \
+		--metric 'benchmarks.summary.*.math_perfect' --metric 'benchmarks.summary.*.gsm8k_strict' \
+		--metric 'benchmarks.summary.*.factscore.score'
 
 # The fault suite: 20 SIGKILLs across sampling, judging, pairs, DPO and the papermill runner, a judge server killed
 # mid-run, bad inputs and security checks; prints a summary (kills survived, records lost, bad inputs rejected).

@@ -227,7 +227,7 @@ else:
 # %% [markdown]
 # ## 6 · A trained feedback model
 # In the paper the feedback model is a language model **trained** on a stronger model's per-aspect feedback. The kit
-# trains one on the verifier's feedback of the policy's own search (`scripts/learned_judge.py`, TRL's `SFTTrainer`,
+# trains one on the verifier's feedback of the policy's own search (`rlrf-nb train-judge`, TRL's `SFTTrainer`,
 # saved in safetensors; `docs/feedback_model.md` has how and how well), and `feedback.learned_judge` names it. Here it
 # is served by `transformers serve` on 127.0.0.1 and asked through the same `LLMJudge` and HTTP transport as any judge
 # URL, on the dev responses above, which it never saw in training: greedily, and as a consensus of

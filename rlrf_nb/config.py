@@ -269,7 +269,7 @@ class FeedbackConfig:
     max_response_tokens: int = field(default=160, metadata={"help": "Policy response cap."})
     n_llm_judged: int = field(default=6, metadata={"help": "Notebook 01: responses also judged by the LLM judge."})
     learned_judge: str | None = field(default=None, metadata={
-        "help": "A trained judge LM (judge_model.train_judge's output, or scripts/learned_judge.py's): notebook 01 "
+        "help": "A trained judge LM (`rlrf-nb train-judge`'s output, judge_model.train_judge): notebook 01 "
                 "serves it with `transformers serve` on 127.0.0.1 and measures it against the verifier. None: skip."})
     n_learned_judged: int = field(default=60, metadata={"help": "Notebook 01: responses the learned judge judges, "
                                                                 "half math, half bios."})
@@ -604,7 +604,11 @@ class JudgeTrainConfig:
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha."})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
     seed: int = field(default=0, metadata={"help": "Seed of the row draw and of training."})
-    n_eval: int = field(default=200, metadata={"help": "Held-out rows judged through the served judge."})
+    n_eval: int = field(default=200, metadata={"help": "Held-out rows judged through the served judge (a seeded "
+                                                        "sample: the teacher's natural mix of scores)."})
+    eval_balance: int = field(default=0, metadata={
+        "help": "Also judge up to this many held-out rows per (task, teacher score) group: the report's "
+                "'stratified' part, where rare scores count as much as common ones."})
     max_new_tokens: int = field(default=768, metadata={"help": "The judge's output cap when measured."})
     logging_steps: int = field(default=10, metadata={"help": "Metrics are logged every this many steps."})
 
@@ -616,7 +620,7 @@ class JudgeTrainConfig:
         check(self.epochs > 0, "judge_train.epochs", f"must be > 0, got {self.epochs}")
         check(0 <= self.warmup_ratio < 1, "judge_train.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         check(0 <= self.lora_dropout < 1, "judge_train.lora_dropout", f"must be in [0, 1), got {self.lora_dropout}")
-        check_at_least(self, "judge_train", ("rows", "balance", "max_length", "n_eval"), 0)
+        check_at_least(self, "judge_train", ("rows", "balance", "max_length", "n_eval", "eval_balance"), 0)
         check_at_least(self, "judge_train", ("batch_size", "grad_accum", "lora_r", "lora_alpha", "max_new_tokens",
                                              "logging_steps"), 1)
 

@@ -307,8 +307,9 @@ def measured_ids(recipe, world) -> set[str]:
 def judge_stage(recipe, store, log=print) -> dict:
     """``rlrf-nb train-judge``: train the judge LM of ``recipe.judge_train`` on its teacher's stored judgements, save
     it (``<run>/judge/judge-<key>/``, reused when the key matches: base, rows, settings), serve it with ``transformers
-    serve`` on 127.0.0.1, judge ``n_eval`` held-out rows through ``LLMJudge`` (stored in ``judge_eval.jsonl``, keyed by
-    the weights' hash) and write :func:`judge_report` to ``results.json`` under ``judge_train``."""
+    serve`` on 127.0.0.1, judge ``n_eval`` held-out rows (and ``eval_balance`` per score group) through ``LLMJudge``
+    (stored in ``judge_eval.jsonl``, keyed by the weights' hash) and write :func:`judge_report` to ``results.json``
+    under ``judge_train`` (``report``, and ``report["stratified"]``)."""
     from rlrf_nb import task_data
     from rlrf_nb.models import load_policy, model_fingerprint, placement
     from rlrf_nb.paths import resolve_path
@@ -353,17 +354,24 @@ def judge_stage(recipe, store, log=print) -> dict:
         trained = {"steps": res["steps"], "seconds": round(res["seconds"], 1), "reused": False}
         log(f"trained {res['steps']} steps in {res['seconds']:.0f} s; saved {path}")
     held = random.Random(jc.seed).sample(rows["held_out"], min(jc.n_eval, len(rows["held_out"])))
+    strata = list({r["response_id"]: r for r in balanced(rows["held_out"], jc.eval_balance, seed=jc.seed + 1)}.values()
+                  ) if jc.eval_balance and rows["held_out"] else []
     with ModelServer(path, out_dir / "serve") as srv:
         judge = served_judge(path, srv.base_url, rubrics, max_new_tokens=jc.max_new_tokens)
         log(f"transformers serve {path} on {srv.base_url}; judging {len(held)} held-out responses")
-        names = {id(r): [a["aspect"] for a in r["teacher"]["aspects"]] for r in held}
-        judged = store.map("judge_eval", held, lambda r: content_key(
+        def aspects(r):
+            return [a["aspect"] for a in r["teacher"]["aspects"]]
+
+        judged = store.map("judge_eval", held + strata, lambda r: content_key(
             {"judge": judge.id, "rubrics": rubrics.version, "prompt": r["question"], "response": r["response"],
-             "aspects": names[id(r)]}), lambda r: {
+             "aspects": aspects(r)}), lambda r: {
             "example_id": r["example_id"], "response_id": r["response_id"], "task": r["task"],
             "judge_id": judge.id, "teacher": r["teacher"],
-            "feedback": judge.judge(r["question"], r["response"], names[id(r)]).to_dict()}, desc="judge held-out")
-    report = judge_report([Feedback.from_dict(j["feedback"]) for j in judged], held)
+            "feedback": judge.judge(r["question"], r["response"], aspects(r)).to_dict()}, desc="judge held-out")
+    fbs = [Feedback.from_dict(j["feedback"]) for j in judged]
+    report = judge_report(fbs[:len(held)], held)
+    if strata:
+        report["stratified"] = judge_report(fbs[len(held):], strata)
     summary = {"path": str(path), "judge_id": judge.id, "teacher": recs[0]["judge_id"], "train_rows": len(train),
                "max_length": cfg.max_length, "phrases": len(phrases), **trained, "report": report}
     store.update_results({"judge_train": summary})

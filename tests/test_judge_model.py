@@ -263,11 +263,13 @@ def test_train_judge_command_on_the_tiny_world(tmp_path):
     args = ["train-judge", "--recipe", "recipes/tiny-smoke.yaml", "--name", "j", "--set",
             f"run.runs_dir={tmp_path / 'runs'}", "--set", f"judge_train.base={M0}", "--set", "judge_train.phrases=true",
             "--set", "judge_train.batch_size=4", "--set", "judge_train.held_out_share=0.34", "--set",
-            "judge_train.n_eval=2", "--set", "judge_train.max_new_tokens=16", "--set", "judge_train.logging_steps=1"]
+            "judge_train.n_eval=2", "--set", "judge_train.eval_balance=1", "--set", "judge_train.max_new_tokens=16",
+            "--set", "judge_train.logging_steps=1"]
     assert main(args) == 0
     res = json.loads((run / "results.json").read_text())["judge_train"]
     assert res["reused"] is False and res["steps"] >= 2 and res["phrases"] > 10 and res["report"]["n"] == 2
-    assert res["teacher"] == "verifier/v2" and len(list(read_jsonl(run / "judge_eval.jsonl"))) == 2
+    assert res["report"]["stratified"]["n"] == 2  # one row per (task, teacher score) group: logic 1 and 5
+    assert res["teacher"] == "verifier/v2" and len(list(read_jsonl(run / "judge_eval.jsonl"))) <= 4
     assert main(args) == 0
     again = json.loads((run / "results.json").read_text())["judge_train"]
     assert again["reused"] is True and again["path"] == res["path"] and again["report"] == res["report"]
