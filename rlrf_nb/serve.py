@@ -38,11 +38,12 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def serve_command(model: str | Path, port: int, device: str = "cpu") -> list[str]:
-    """The ``transformers serve`` command line for ``model`` (a saved directory or a Hub id) on 127.0.0.1."""
+def serve_command(model: str | Path, port: int, device: str = "cpu", extra: list[str] = ()) -> list[str]:
+    """The ``transformers serve`` command line for ``model`` (a saved directory or a Hub id) on 127.0.0.1, with
+    ``extra`` options (e.g. ``--continuous-batching``)."""
     exe = Path(sys.executable).parent / "transformers"
     return [str(exe) if exe.exists() else "transformers", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--device", device, str(model)]
+            "--device", device, *extra, str(model)]
 
 
 class ModelServer:
@@ -53,8 +54,8 @@ class ModelServer:
     """
 
     def __init__(self, model: str | Path, log_dir: str | Path, port: int | None = None, device: str = "cpu",
-                 env: dict | None = None):
-        self.model, self.log_dir, self.device = str(model), Path(log_dir), device
+                 env: dict | None = None, extra: list[str] = ()):
+        self.model, self.log_dir, self.device, self.extra = str(model), Path(log_dir), device, list(extra)
         self.port = port or free_port()
         self.env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false",
                     **(env or {})}
@@ -79,7 +80,7 @@ class ModelServer:
         t0 = time.monotonic()
         with open(log_path, "wb") as log:
             self.proc = subprocess.Popen([sys.executable, "-c", _LAUNCH, *serve_command(self.model, self.port,
-                                                                                        self.device)],
+                                                                                        self.device, self.extra)],
                                          stdout=log, stderr=subprocess.STDOUT, env=self.env, start_new_session=True)
         while not self.healthy():
             if self.proc.poll() is not None:
