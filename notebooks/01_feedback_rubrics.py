@@ -65,7 +65,7 @@ from rlrf_nb.runs import open_run
 from rlrf_nb.serve import ModelServer
 from rlrf_nb.stats import format_rate
 from rlrf_nb.verifier import VerifierJudge, make_llm_judge
-from rlrf_nb.widgets import FeedbackBrowser, judge_disagreements, static_feedback_table
+from rlrf_nb.widgets import FeedbackBrowser, feedback_keys, static_feedback_table
 
 logging.basicConfig(level=logging.WARNING)
 pd.set_option("display.max_colwidth", 100)
@@ -275,6 +275,6 @@ if learned_records:
     pair_frame = feedback_frame(pair_records)
     if interactive:
         display(FeedbackBrowser(pair_records, pair_frame, disagreements_only=True))
-    else:
-        split = judge_disagreements(pair_frame)
-        display(static_feedback_table([r for r in pair_records if r["response_id"] in split], n=8))
+    else:  # the first four disagreements, each response's verifier card then the learned judge's
+        cards = {(r["judge_id"], r["response_id"]): r for r in pair_records}
+        display(static_feedback_table([cards[k] for k in feedback_keys(pair_frame, disagreements_only=True)], n=8))
