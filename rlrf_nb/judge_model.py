@@ -177,13 +177,14 @@ def served_judge(path: str | Path, base_url: str, rubrics, *, consensus_k: int =
     kit's own :class:`~rlrf_nb.llm_judge.LLMJudge` over :class:`~rlrf_nb.llm_judge.OpenAITransport`: greedy with
     ``consensus_k`` 1, else a :class:`~rlrf_nb.feedback.ConsensusJudge` of ``consensus_k`` samples at temperature 1
     (median score per aspect), sample i seeded from i and the prompt (``OpenAITransport.request_seed``), so a rerun
-    draws the same votes. Its id is ``learned:<weights_id>`` (with ``/k<k>``)."""
+    draws the same votes. Its id, which keys stored judgements, names what decides them: ``learned:<weights_id>``,
+    the output cap (a lower cap truncates replies into parse failures), re-asks if any, and ``/k<k>``."""
     from rlrf_nb.feedback import ConsensusJudge
     from rlrf_nb.llm_judge import LLMJudge, OpenAITransport
 
     if consensus_k < 1:
         raise ValueError(f"consensus_k must be >= 1, got {consensus_k}")
-    jid = f"learned:{weights_id(path)}"
+    jid = f"learned:{weights_id(path)}/cap{max_new_tokens}" + (f"/repairs{max_repairs}" if max_repairs else "")
 
     def one(i: int | None) -> LLMJudge:  # i: the sample's seed (None: greedy)
         transport = OpenAITransport(base_url, str(path), timeout=timeout, max_retries=2, max_tokens=max_new_tokens,

@@ -202,7 +202,9 @@ def test_served_judge_ids_name_the_weights_and_sampled_votes_are_seeded(tmp_path
     first = weights_id(tmp_path)
     greedy = served_judge(tmp_path, "http://127.0.0.1:1/v1", RUBRICS)
     three = served_judge(tmp_path, "http://127.0.0.1:2/v1", RUBRICS, consensus_k=3)
-    assert greedy.id == f"learned:{first}" and three.id == f"learned:{first}/k3"  # the port is not in the id
+    assert greedy.id == f"learned:{first}/cap768" and three.id == f"learned:{first}/cap768/k3"  # no port in it
+    assert served_judge(tmp_path, "http://127.0.0.1:1/v1", RUBRICS, max_new_tokens=64, max_repairs=1).id == \
+        f"learned:{first}/cap64/repairs1"  # a lower cap truncates replies: other records
     seeds = [j.transport.seed for j in three.judges]
     assert seeds == [0, 1, 2] and greedy.transport.seed is None and greedy.transport.temperature == 0.0
     msgs = [{"role": "user", "content": "judge this"}]

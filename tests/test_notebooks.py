@@ -115,7 +115,7 @@ def test_notebook_01_smoke(tmp_path, tiny_judge):
 
     greedy, k2 = (list(read_jsonl(run / f"feedback_learned_k{k}.jsonl")) for k in (1, 2))
     assert [r["task"] for r in greedy] == ["math", "bios"] and len(k2) == 2
-    assert greedy[0]["judge_id"] == f"learned:{weights_id(tiny_judge)}" and k2[0]["judge_id"].endswith("/k2")
+    assert greedy[0]["judge_id"] == f"learned:{weights_id(tiny_judge)}/cap32" and k2[0]["judge_id"].endswith("/k2")
     assert all(len(v) == 2 for r in k2 for v in r["feedback"]["meta"]["votes"].values())
     learned = json.loads((run / "results.json").read_text())["learned_judge"]
     assert set(learned) == {"greedy", "consensus of 2"} and learned["greedy"]["n"] == 2
