@@ -69,8 +69,8 @@ reproduce-v2: $(STAMP) nbstrip
 # RLRF with the learned judge (issue 19): reproduce-v2's loop with feedback.judge=learned, i.e. the search's and the
 # rounds' feedback comes from the committed judge LM (data/tiny_world_v2/judge) served by `transformers serve` on
 # 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-v2's. Not run yet: the
-# learned judge answers about 2 judgements a second on 2 cores (docs/feedback_model.md), so one seed's 2 x 1,000-prompt
-# search (about 38,000 judgements) costs about 5 h of judging alone.
+# learned judge answers about 3 judgements a second on 2 idle cores (docs/feedback_model.md), so one seed's
+# 2 x 1,000-prompt search (about 38,000 judgements) costs about 3.4 h of judging alone.
 REPRODUCE_JUDGE_NAME ?= reproduce-judge
 reproduce-judge: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_JUDGE_NAME) \
