@@ -177,16 +177,18 @@ _SERVERS: dict = {}  # learned judge path -> its ModelServer, one per process
 
 
 def learned_judge_server(path):
-    """The process's ``transformers serve`` of the trained judge at ``path``, started at the first call (logs under
-    ``<path>/../serve``) and stopped when the process exits."""
+    """The process's ``transformers serve`` of the trained judge at ``path``, started at the first call and stopped
+    when the process exits. Its log goes to a temporary directory (never beside a committed judge); a failed start
+    raises with the log's tail."""
     import atexit
+    import tempfile
 
     from rlrf_nb.serve import ModelServer
 
     key = str(path)
     srv = _SERVERS.get(key)
     if srv is None or srv.proc is None or srv.proc.poll() is not None:
-        srv = ModelServer(path, Path(path).parent / "serve")
+        srv = ModelServer(path, Path(tempfile.mkdtemp(prefix="rlrf-serve-")))
         srv.start(timeout=300)
         atexit.register(srv.stop)
         _SERVERS[key] = srv
