@@ -150,21 +150,17 @@ class VerifierJudge:
                 "readability": (read, read_note), "overall_quality": overall}, meta
 
 
-def make_llm_judge(cfg, rubrics, model=None, tokenizer=None, judge_id: str | None = None):
+def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
     """An LLM judge from a ``FeedbackConfig``: over HTTP (any OpenAI-compatible server) when ``judge_url`` is set, else
     local ``transformers`` generation with ``judge_model`` (or the given ``model`` / ``tokenizer``). With
     ``consensus_k > 1`` it samples (temperature 1; over HTTP sample i seeded from i and the prompt) and a
-    :class:`ConsensusJudge` takes the median of k judgements per aspect; with k = 1 it decodes greedily. ``judge_id``
-    replaces the default id (``llm:<model>@<url>``; a consensus then is ``<judge_id>/k<k>``), e.g. the learned
-    judge's, which names its weights rather than the port it is served on.
+    :class:`ConsensusJudge` takes the median of k judgements per aspect; with k = 1 it decodes greedily.
     """
     from rlrf_nb.llm_judge import LLMJudge, judge_transport, redact_url
 
     sample = cfg.consensus_k > 1
     transport = judge_transport(cfg, sample, model=model, tokenizer=tokenizer)
-    own_id = judge_id is not None
-    if not own_id:
-        judge_id = f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
+    judge_id = f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
 
     def one(jid, t=transport):
         return LLMJudge(t, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
@@ -173,10 +169,8 @@ def make_llm_judge(cfg, rubrics, model=None, tokenizer=None, judge_id: str | Non
     if not sample:
         return one(judge_id)
     # over HTTP each sample has its own seeded transport, so a rerun draws the same votes
-    members = [one(f"{judge_id}#{i}", judge_transport(cfg, sample, seed=i) if cfg.judge_url else transport)
-               for i in range(cfg.consensus_k)]
-    k = cfg.consensus_k
-    return ConsensusJudge(members, judge_id=f"{judge_id}/k{k}" if own_id else f"consensus{k}({judge_id})")
+    return ConsensusJudge([one(f"{judge_id}#{i}", judge_transport(cfg, sample, seed=i) if cfg.judge_url else transport)
+                           for i in range(cfg.consensus_k)], judge_id=f"consensus{cfg.consensus_k}({judge_id})")
 
 
 _SERVERS: dict = {}  # learned judge path -> its ModelServer, one per process
