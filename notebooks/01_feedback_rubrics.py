@@ -59,12 +59,13 @@ from rlrf_nb.feedback import (
 )
 from rlrf_nb.generation import sample_to_store
 from rlrf_nb.judge_model import as_teacher_rows, judge_report, report_table, score_pairs, served_judge
+from rlrf_nb.llm_judge import make_llm_judge
 from rlrf_nb.paths import resolve_path
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.runs import open_run
 from rlrf_nb.serve import ModelServer
 from rlrf_nb.stats import format_rate
-from rlrf_nb.verifier import VerifierJudge, make_llm_judge
+from rlrf_nb.verifier import VerifierJudge
 from rlrf_nb.widgets import FeedbackBrowser, feedback_keys, static_feedback_table
 
 logging.basicConfig(level=logging.WARNING)

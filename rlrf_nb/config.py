@@ -259,6 +259,11 @@ class FeedbackConfig:
     max_new_tokens: int = field(default=256, metadata={"help": "Judge output cap in tokens (max_tokens of an HTTP "
                                                                "judge's requests, max_new_tokens of a local one)."})
     consensus_k: int = field(default=1, metadata={"help": "Judge samples per response; median score per aspect."})
+    concurrency: int = field(default=1, metadata={
+        "help": "HTTP and learned judges: requests in flight at once (threads); the stored judgements are the same "
+                "for any value. The learned judge is then served with continuous batching. A sampled consensus "
+                "(consensus_k > 1) needs a server that seeds each request on its own (vLLM does; `transformers serve` "
+                "seeds one global generator, so the learned judge allows it only with concurrency 1)."})
     weights: dict = field(default_factory=dict,
                           metadata={"help": "Aspect weights for the scalar reward, by aspect name (default 1)."})
     n_math: int = field(default=200, metadata={"help": "Notebook 01: dev math prompts to sample and judge."})
@@ -283,6 +288,10 @@ class FeedbackConfig:
               f"must be 'verifier', 'llm' or 'learned', got {self.judge!r}")
         check(self.judge != "learned" or bool(self.learned_judge), "feedback.learned_judge",
               "must name a trained judge (rlrf-nb train-judge's output) when feedback.judge is 'learned'")
+        check(self.judge != "learned" or self.consensus_k == 1 or self.concurrency == 1, "feedback.concurrency",
+              f"must be 1 for the learned judge's sampled consensus (consensus_k={self.consensus_k}), got "
+              f"{self.concurrency}: `transformers serve` seeds one global generator per request, so concurrent "
+              "sampled requests would draw different votes on every run")
         if self.judge_url_env:
             url = os.environ.get(self.judge_url_env)
             check(bool(url), "feedback.judge_url_env", f"names environment variable {self.judge_url_env!r}, which is "
@@ -296,7 +305,7 @@ class FeedbackConfig:
               f"must be >= feedback.backoff ({self.backoff}), got {self.backoff_max}")
         check_at_least(self, "feedback", ("max_retries", "max_repairs", "n_math", "n_bios", "n_llm_judged",
                                           "n_learned_judged"), 0)
-        check_at_least(self, "feedback", ("consensus_k", "samples_per_prompt", "max_new_tokens",
+        check_at_least(self, "feedback", ("consensus_k", "concurrency", "samples_per_prompt", "max_new_tokens",
                                     "max_response_tokens", "learned_consensus_k", "learned_max_new_tokens"), 1)
         check(0 < self.temperature <= 5, "feedback.temperature", f"must be in (0, 5], got {self.temperature}")
         check(0 < self.top_p <= 1, "feedback.top_p", f"must be in (0, 1], got {self.top_p}")

@@ -248,7 +248,8 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
     score). Each record holds the aspects and how they were chosen, the judge id, the rubric version, the per-aspect
     feedback (critique, score, scale, parse status, error), the raw judge text and the scalar reward (``weights`` by
     aspect). Records are keyed by (judge, rubric version, prompt, response, aspects), so a rerun recomputes nothing and
-    a crash loses at most the record in flight.
+    a crash loses at most the records in flight. A judge with a ``concurrency`` attribute above 1 (an HTTP judge built
+    with ``feedback.concurrency``) is asked that many requests at a time.
     """
     examples = {r["example"].id: r["example"] for r in rows}  # each prompt once, in order of first appearance
     chosen = {i: (list(aspects), "fixed") if aspects else select_aspects(ex, rubrics, aspect_judge)
@@ -270,7 +271,8 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
                 "rubric_version": fb.rubric_version, "round": round_, "parse_ok": fb.parse_ok,
                 "reward": scalar_reward(fb, weights), "feedback": fb.to_dict()}
 
-    recs = store.map(name, rows, key, run, desc=f"judge ({judge.id})")
+    # an HTTP judge answers several requests at once (feedback.concurrency); the records are the same for any value
+    recs = store.map(name, rows, key, run, desc=f"judge ({judge.id})", workers=getattr(judge, "concurrency", 1))
     # Identical responses share one stored judgement (same key); each candidate keeps its own ids.
     return [{**rec, "response_id": r["response_id"], "example_id": r["example"].id} for rec, r in zip(recs, rows)]
 

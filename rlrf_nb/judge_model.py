@@ -179,22 +179,15 @@ def served_judge(path: str | Path, base_url: str, rubrics, *, consensus_k: int =
     (median score per aspect), sample i seeded from i and the prompt (``OpenAITransport.request_seed``), so a rerun
     draws the same votes. Its id, which keys stored judgements, names what decides them: ``learned:<weights_id>``,
     the output cap (a lower cap truncates replies into parse failures), re-asks if any, and ``/k<k>``."""
-    from rlrf_nb.feedback import ConsensusJudge
-    from rlrf_nb.llm_judge import LLMJudge, OpenAITransport
+    from rlrf_nb.config import FeedbackConfig
+    from rlrf_nb.llm_judge import make_llm_judge
 
     if consensus_k < 1:
         raise ValueError(f"consensus_k must be >= 1, got {consensus_k}")
     jid = f"learned:{weights_id(path)}/cap{max_new_tokens}" + (f"/repairs{max_repairs}" if max_repairs else "")
-
-    def one(i: int | None) -> LLMJudge:  # i: the sample's seed (None: greedy)
-        transport = OpenAITransport(base_url, str(path), timeout=timeout, max_retries=2, max_tokens=max_new_tokens,
-                                    temperature=0.0 if i is None else 1.0, seed=i)
-        return LLMJudge(transport, lambda names: aspect_specs(rubrics, names), rubrics.version,
-                        jid if i is None else f"{jid}#{i}", max_repairs=max_repairs)
-
-    if consensus_k == 1:
-        return one(None)
-    return ConsensusJudge([one(i) for i in range(consensus_k)], judge_id=f"{jid}/k{consensus_k}")
+    cfg = FeedbackConfig(judge="llm", judge_url=base_url, judge_model=str(path), consensus_k=consensus_k,
+                         max_new_tokens=max_new_tokens, max_repairs=max_repairs, timeout=timeout, max_retries=2)
+    return make_llm_judge(cfg, rubrics, judge_id=jid)
 
 
 def named_step(critique: str) -> int | None:

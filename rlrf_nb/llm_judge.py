@@ -13,15 +13,16 @@ import hashlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
-from rlrf_nb.feedback import AspectFeedback, Feedback
+from rlrf_nb.feedback import AspectFeedback, ConsensusJudge, Feedback
 from rlrf_nb.generation import generate
 from rlrf_nb.judge_json import check_aspects, load_json_object
 from rlrf_nb.paths import resolve_path
-from rlrf_nb.rubrics import AspectSpec
+from rlrf_nb.rubrics import AspectSpec, aspect_specs
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class OpenAITransport:
         self.seed = seed  # sampling: each request's seed is derived from this and the messages (reproducible)
         self._sleep = sleep
         self._client = None  # the openai.OpenAI client, built at the first request
+        self._lock = threading.Lock()  # requests may come from several threads (feedback.concurrency)
         self.retries = 0  # retries over this transport's life: ours, and the SDK's on requests that were answered
 
     def __repr__(self) -> str:
@@ -185,7 +187,11 @@ class OpenAITransport:
 
     def __getstate__(self) -> dict:
         # the client holds the key and open sockets: a copy builds its own at its first request
-        return {**vars(self), "_client": None}
+        return {**vars(self), "_client": None, "_lock": None}
+
+    def __setstate__(self, state: dict) -> None:
+        vars(self).update(state)
+        self._lock = threading.Lock()
 
     def describe(self) -> dict:
         """Where the judge runs; ``api_key_env`` is the variable's name, never its value."""
@@ -218,9 +224,11 @@ class OpenAITransport:
     def complete(self, messages: list[dict]) -> str:
         import openai  # imported here: only this transport needs the SDK
 
-        if self._client is None:
-            self._client = openai.OpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or "EMPTY",
-                                         timeout=self.timeout, max_retries=self.SDK_RETRIES)
+        with self._lock:  # one client (thread-safe, one connection pool) for every thread
+            if self._client is None:
+                self._client = openai.OpenAI(base_url=self.base_url,
+                                             api_key=os.environ.get(self.api_key_env) or "EMPTY",
+                                             timeout=self.timeout, max_retries=self.SDK_RETRIES)
         t0 = time.monotonic()
         for attempt in range(1 + self.max_retries):
             try:
@@ -244,13 +252,15 @@ class OpenAITransport:
                 wait = self.delay(attempt)
                 log.warning("judge request to %s failed after the openai SDK's %d retries (%s); retry %d of %d in "
                             "%.1f s", self.shown_url, self.SDK_RETRIES, error, attempt + 1, self.max_retries, wait)
-                self.retries += 1
+                with self._lock:
+                    self.retries += 1
                 self._sleep(wait)
                 continue
             out = raw.parse()
             if not out.choices or out.choices[0].message is None:
                 raise JudgeTransportError(f"judge server {self.shown_url} sent a completion with no message")
-            self.retries += raw.retries_taken
+            with self._lock:
+                self.retries += raw.retries_taken
             if attempt or raw.retries_taken:
                 log.warning("judge server %s answered again after %d retries of ours and %d of the openai SDK "
                             "(%.1f s)", self.shown_url, attempt, raw.retries_taken, time.monotonic() - t0)
@@ -328,3 +338,34 @@ class LLMJudge:
         if error:
             log.debug("judge %s: aspect selection unusable (%s)", self.id, error)
         return names, raw
+
+
+# ---------------------------------------------------------------------------------------------- from a recipe
+
+def make_llm_judge(cfg, rubrics, model=None, tokenizer=None, judge_id: str | None = None):
+    """An LLM judge from a ``FeedbackConfig``: over HTTP (any OpenAI-compatible server) when ``judge_url`` is set, else
+    local ``transformers`` generation with ``judge_model`` (or the given ``model`` / ``tokenizer``). With
+    ``consensus_k > 1`` it samples (temperature 1; over HTTP sample i seeded from i and the prompt) and a
+    :class:`~rlrf_nb.feedback.ConsensusJudge` takes the median of k judgements per aspect; with k = 1 it decodes
+    greedily. Its id names the model and the URL (never the key), or is ``judge_id`` (a consensus then is
+    ``<judge_id>/k<k>``); an HTTP judge is asked ``feedback.concurrency`` requests at a time, a local one one at a
+    time (one model in one process).
+    """
+    sample = cfg.consensus_k > 1
+    transport = judge_transport(cfg, sample, model=model, tokenizer=tokenizer)
+    named = judge_id is not None
+    judge_id = judge_id or f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
+
+    def one(jid, t=transport):
+        return LLMJudge(t, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
+                        max_repairs=cfg.max_repairs)
+
+    if not sample:
+        judge = one(judge_id)
+    else:  # over HTTP each sample has its own seeded transport, so a rerun draws the same votes
+        judge = ConsensusJudge([one(f"{judge_id}#{i}", judge_transport(cfg, sample, seed=i) if cfg.judge_url else
+                                    transport) for i in range(cfg.consensus_k)],
+                               judge_id=f"{judge_id}/k{cfg.consensus_k}" if named else
+                               f"consensus{cfg.consensus_k}({judge_id})")
+    judge.concurrency = cfg.concurrency if cfg.judge_url else 1  # requests in flight
+    return judge

@@ -20,6 +20,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor, as_completed, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -212,32 +213,64 @@ class RunStore:
         return self._artifacts[name]
 
     def map(self, name: str, items: Iterable, key_fn: Callable[[object], str],
-            fn: Callable[[object], dict], desc: str | None = None) -> list[dict]:
+            fn: Callable[[object], dict], desc: str | None = None, workers: int = 1) -> list[dict]:
         """``fn(item)`` for each item whose ``key_fn(item)`` is not stored yet in artifact ``name``; returns the records
         (stored or new) in item order. New records are appended together at most :data:`FLUSH_SECONDS` after they are
         computed (and when ``fn`` raises), so an interrupted map resumes where it stopped, having lost at most that
         much work (an fsync per record cost a fast judge half its time). ``desc`` labels the progress bar (default:
         ``name``).
+
+        ``workers`` > 1 runs ``fn`` in that many threads at once (an HTTP judge: requests in flight); ``fn`` must then
+        be thread-safe and its result must not depend on the order of the calls. Records are stored as they finish
+        and returned in item order, so the result is the same for any ``workers``. When one call raises, no new call
+        starts, the calls in flight finish and are stored, and the first error is raised.
         """
         art = self.artifact(name)
         items = list(items)
         keys = [key_fn(it) for it in items]
-        todo = [i for i, k in enumerate(keys) if k not in art]
+        todo, seen = [], set()
+        for i, k in enumerate(keys):
+            if k not in art and k not in seen:  # the same inputs twice in one call: computed once
+                todo.append(i)
+                seen.add(k)
         pending: dict[str, dict] = {}
+        kept: set[int] = set()
         every = flush_seconds()
         last = time.monotonic()
+
+        def keep(i: int, rec) -> None:
+            nonlocal pending, last
+            kept.add(i)
+            if not isinstance(rec, dict):
+                raise TypeError(f"{name}: fn must return dicts, got {type(rec).__name__}")
+            pending[keys[i]] = {**rec, "key": keys[i]}
+            if time.monotonic() - last >= every:
+                art.extend(list(pending.values()))
+                pending, last = {}, time.monotonic()
+
+        bar = tqdm(total=len(todo), desc=desc or name, disable=not todo)
         try:
-            for i in tqdm(todo, desc=desc or name, disable=not todo):
-                if keys[i] in art or keys[i] in pending:
-                    continue  # the same inputs twice in one call: keep the first
-                rec = fn(items[i])
-                if not isinstance(rec, dict):
-                    raise TypeError(f"{name}: fn must return dicts, got {type(rec).__name__}")
-                pending[keys[i]] = {**rec, "key": keys[i]}
-                if time.monotonic() - last >= every:
-                    art.extend(list(pending.values()))
-                    pending, last = {}, time.monotonic()
+            if workers <= 1:
+                for i in todo:
+                    keep(i, fn(items[i]))
+                    bar.update()
+            else:
+                with ThreadPoolExecutor(workers) as pool:
+                    futures = {pool.submit(fn, items[i]): i for i in todo}
+                    try:
+                        for fut in as_completed(futures):
+                            keep(futures[fut], fut.result())
+                            bar.update()
+                    except BaseException:
+                        for fut in futures:
+                            fut.cancel()
+                        wait(futures)  # what is in flight finishes and is kept
+                        for fut, i in futures.items():
+                            if i not in kept and not fut.cancelled() and fut.exception() is None:
+                                keep(i, fut.result())
+                        raise
         finally:
+            bar.close()
             art.extend(list(pending.values()))
         log.info("%s: %d records reused, %d computed", art.path, len(items) - len(todo), len(todo))
         return [art.get(k) for k in keys]

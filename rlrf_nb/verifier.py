@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rlrf_nb.feedback import AspectFeedback, ConsensusJudge, Feedback
+from rlrf_nb.feedback import AspectFeedback, Feedback
 from rlrf_nb.paths import resolve_path
-from rlrf_nb.rubrics import aspect_specs
 from rlrf_nb.tasks import bios, math
 from rlrf_nb.tasks.schema import Example
 
@@ -150,45 +149,23 @@ class VerifierJudge:
                 "readability": (read, read_note), "overall_quality": overall}, meta
 
 
-def make_llm_judge(cfg, rubrics, model=None, tokenizer=None):
-    """An LLM judge from a ``FeedbackConfig``: over HTTP (any OpenAI-compatible server) when ``judge_url`` is set, else
-    local ``transformers`` generation with ``judge_model`` (or the given ``model`` / ``tokenizer``). With
-    ``consensus_k > 1`` it samples (temperature 1; over HTTP sample i seeded from i and the prompt) and a
-    :class:`ConsensusJudge` takes the median of k judgements per aspect; with k = 1 it decodes greedily.
-    """
-    from rlrf_nb.llm_judge import LLMJudge, judge_transport, redact_url
-
-    sample = cfg.consensus_k > 1
-    transport = judge_transport(cfg, sample, model=model, tokenizer=tokenizer)
-    judge_id = f"llm:{cfg.judge_model}" + (f"@{redact_url(cfg.judge_url)}" if cfg.judge_url else "")
-
-    def one(jid, t=transport):
-        return LLMJudge(t, lambda names: aspect_specs(rubrics, names), rubrics.version, jid,
-                        max_repairs=cfg.max_repairs)
-
-    if not sample:
-        return one(judge_id)
-    # over HTTP each sample has its own seeded transport, so a rerun draws the same votes
-    return ConsensusJudge([one(f"{judge_id}#{i}", judge_transport(cfg, sample, seed=i) if cfg.judge_url else transport)
-                           for i in range(cfg.consensus_k)], judge_id=f"consensus{cfg.consensus_k}({judge_id})")
-
-
 _SERVERS: dict = {}  # learned judge path -> its ModelServer, one per process
 
 
-def learned_judge_server(path):
-    """The process's ``transformers serve`` of the trained judge at ``path``, started at the first call and stopped
-    when the process exits. Its log goes to a temporary directory (never beside a committed judge); a failed start
-    raises with the log's tail."""
+def learned_judge_server(path, continuous_batching: bool = False):
+    """The process's ``transformers serve`` of the trained judge at ``path`` (with ``--continuous-batching`` when
+    asked: several requests decoded together), started at the first call and stopped when the process exits. Its log
+    goes to a temporary directory (never beside a committed judge); a failed start raises with the log's tail."""
     import atexit
     import tempfile
 
     from rlrf_nb.serve import ModelServer
 
-    key = str(path)
+    key = (str(path), continuous_batching)
     srv = _SERVERS.get(key)
     if srv is None or srv.proc is None or srv.proc.poll() is not None:
-        srv = ModelServer(path, Path(tempfile.mkdtemp(prefix="rlrf-serve-")))
+        srv = ModelServer(path, Path(tempfile.mkdtemp(prefix="rlrf-serve-")),
+                          extra=["--continuous-batching"] if continuous_batching else [])
         srv.start(timeout=300)
         atexit.register(srv.stop)
         _SERVERS[key] = srv
@@ -198,16 +175,22 @@ def learned_judge_server(path):
 def make_learned_judge(cfg, rubrics):
     """``feedback.judge: learned``: the trained judge at ``feedback.learned_judge``, served on 127.0.0.1
     (:func:`learned_judge_server`) and asked through ``LLMJudge`` (:func:`rlrf_nb.judge_model.served_judge`), greedy,
-    or a consensus of ``feedback.consensus_k`` seeded samples; its id hashes the judge's weights."""
+    or a consensus of ``feedback.consensus_k`` seeded samples; its id hashes the judge's weights. With
+    ``feedback.concurrency`` > 1 it is asked that many requests at a time, served with continuous batching."""
     from rlrf_nb.judge_model import served_judge
 
     path = resolve_path(cfg.learned_judge)
-    return served_judge(path, learned_judge_server(path).base_url, rubrics, consensus_k=cfg.consensus_k,
-                        max_new_tokens=cfg.learned_max_new_tokens, max_repairs=cfg.max_repairs)
+    judge = served_judge(path, learned_judge_server(path, cfg.concurrency > 1).base_url, rubrics,
+                         consensus_k=cfg.consensus_k, max_new_tokens=cfg.learned_max_new_tokens,
+                         max_repairs=cfg.max_repairs)
+    judge.concurrency = cfg.concurrency
+    return judge
 
 
 def make_judge(cfg, rubrics, kb: dict[str, dict]):
     """The main judge of a ``FeedbackConfig``: the verifier (tiny world), the LLM judge, or the learned judge."""
+    from rlrf_nb.llm_judge import make_llm_judge
+
     if cfg.judge == "learned":
         return make_learned_judge(cfg, rubrics)
     return VerifierJudge(rubrics, kb) if cfg.judge == "verifier" else make_llm_judge(cfg, rubrics)

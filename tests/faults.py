@@ -207,8 +207,9 @@ def stage_judge(run_dir: Path, sets: dict) -> None:
     """Every sample judged by the verifier (``feedback``), the first ``feedback.n_llm_judged`` also by the LLM
     judge (``feedback_llm``): local M0 greedy, or over HTTP when ``feedback.judge_url`` is set."""
     from rlrf_nb.feedback import judge_responses
+    from rlrf_nb.llm_judge import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.verifier import make_judge, make_llm_judge
+    from rlrf_nb.verifier import make_judge
 
     recipe, store, world = _context(run_dir, sets)
     fb = recipe.feedback

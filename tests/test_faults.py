@@ -497,8 +497,8 @@ def test_new_reliability_fields_are_validated_naming_the_key(yaml_text, needle, 
 
 def test_missing_judge_checkpoint_names_the_path(record_property):
     from rlrf_nb.config import FeedbackConfig
+    from rlrf_nb.llm_judge import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.verifier import make_llm_judge
 
     record_property("fault_bad_input", "missing checkpoint path: LLM judge model")
     cfg = FeedbackConfig(judge="llm", judge_model="data/tiny_world/no_such_judge")

@@ -10,7 +10,7 @@ import pytest
 from faults import JudgeServer  # the real `transformers serve` of the HTTP judge tests
 
 from rlrf_nb.config import DPOStageConfig
-from rlrf_nb.feedback import AspectFeedback, Feedback
+from rlrf_nb.feedback import AspectFeedback, Feedback, judge_responses
 from rlrf_nb.judge_model import (
     balanced,
     judge_report,
@@ -24,6 +24,7 @@ from rlrf_nb.judge_model import (
 )
 from rlrf_nb.llm_judge import LLMJudge, OpenAITransport, parse_judgement
 from rlrf_nb.rubrics import aspect_specs, load_rubric_set
+from rlrf_nb.store import RunStore
 from rlrf_nb.tasks.schema import Example
 from rlrf_nb.verifier import VerifierJudge
 
@@ -159,6 +160,19 @@ def test_tiny_judge_trains_then_judges_through_transformers_serve(tmp_path):
         assert first.raw == again.raw and first.meta["votes"] == again.meta["votes"]  # the same seeded samples
         a, b = first.raw.split("\n---\n")
         assert a != b  # two seeds, two samples (transformers serve samples only if the judge's config says so)
+        # feedback.concurrency: greedy requests in flight together (continuous batching) store the same records
+        with pytest.raises(ConfigError, match="concurrency"):
+            dataclasses.replace(cfg, concurrency=4)  # a sampled consensus over transformers serve: one seed
+        store_rows = [{"example": Example(f"math-x-{i}", "math", "dev", r["question"]), "response_id": f"r{i}",
+                       "response": r["response"]} for i, r in enumerate(rows["held_out"][:6])]
+        recs = {}
+        for n in (1, 4):
+            judge = verifier.make_judge(dataclasses.replace(cfg, consensus_k=1, concurrency=n), RUBRICS, {})
+            assert judge.concurrency == n
+            recs[n] = judge_responses(RunStore(tmp_path / f"c{n}"), "feedback", judge, store_rows, RUBRICS,
+                                      aspects=ASPECTS)
+        assert [r["feedback"] for r in recs[4]] == [r["feedback"] for r in recs[1]]
+        assert len(verifier._SERVERS) == 2  # the continuous-batching server is its own
     finally:
         for srv in verifier._SERVERS.values():
             srv.stop()

@@ -170,8 +170,8 @@ def test_trust_remote_code_comes_only_from_the_recipe(monkeypatch, record_proper
     """Off by default; a recipe's feedback.trust_remote_code reaches the judge model's loader unchanged."""
     from rlrf_nb import models
     from rlrf_nb.config import FeedbackConfig, M0Config
+    from rlrf_nb.llm_judge import make_llm_judge
     from rlrf_nb.rubrics import load_rubric_set
-    from rlrf_nb.verifier import make_llm_judge
 
     record_property("fault_security", "trust_remote_code is off unless the recipe sets feedback.trust_remote_code")
     assert FeedbackConfig().trust_remote_code is False
@@ -242,10 +242,9 @@ def test_fake_api_key_reaches_no_file_of_a_papermill_run(server, tmp_path, recor
 ])
 def test_judge_url_credentials_never_reach_the_judge_id(url, shown, tmp_path):
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.llm_judge import OpenAITransport, redact_url
+    from rlrf_nb.llm_judge import OpenAITransport, make_llm_judge, redact_url
     from rlrf_nb.rubrics import load_rubric_set
     from rlrf_nb.runs import open_run
-    from rlrf_nb.verifier import make_llm_judge
 
     assert redact_url(url) == shown
     cfg = FeedbackConfig(judge="llm", judge_url=url, judge_model="tiny")

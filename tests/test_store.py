@@ -84,6 +84,62 @@ def test_map_appends_each_record_immediately(tmp_path):
     assert [r["x"] for r in read_jsonl(tmp_path / "part.jsonl")] == [1, 2]
 
 
+def test_map_with_workers_gives_the_records_of_one_worker_in_item_order(tmp_path):
+    """feedback.concurrency: threads finish out of order; map still returns item order, computes a duplicate once,
+    and stores the same records as a single worker."""
+    import random
+    import threading
+    import time
+
+    live, peak, lock = [0], [0], threading.Lock()
+
+    def fn(x):
+        with lock:
+            live[0] += 1
+            peak[0] = max(peak[0], live[0])
+        time.sleep(random.Random(x).uniform(0, 0.02))  # finish in a shuffled order
+        with lock:
+            live[0] -= 1
+        return {"x": x, "y": x * x}
+
+    items = [5, 3, 8, 3, 1, 9, 2, 7, 4, 6, 0]
+    one = RunStore(tmp_path / "one").map("sq", items, key_fn=str, fn=fn)
+    many = RunStore(tmp_path / "many").map("sq", items, key_fn=str, fn=fn, workers=4)
+    assert many == one and [r["x"] for r in many] == items
+    assert 1 < peak[0] <= 4
+    stored = list(read_jsonl(tmp_path / "many/sq.jsonl"))
+    assert sorted(r["x"] for r in stored) == sorted(set(items))  # each key once
+    calls = []
+    again = RunStore(tmp_path / "many").map("sq", items, key_fn=str, fn=lambda x: calls.append(x), workers=4)
+    assert again == one and calls == []  # a rerun computes nothing
+
+
+def test_map_with_workers_keeps_what_finished_and_raises_the_error(tmp_path):
+    """One failing call: nothing new starts, the calls in flight finish and are stored, the error is raised; a rerun
+    computes only what is missing."""
+    import threading
+    import time
+
+    started = threading.Event()
+
+    def fn(x):
+        if x == 0:
+            started.wait(5)  # fail only once another call is in flight
+            raise RuntimeError("judge down")
+        started.set()
+        time.sleep(0.005)
+        return {"x": x}
+
+    with pytest.raises(RuntimeError, match="judge down"):
+        RunStore(tmp_path).map("part", list(range(200)), key_fn=str, fn=fn, workers=2)
+    kept = {r["x"] for r in read_jsonl(tmp_path / "part.jsonl")}
+    assert kept and 0 not in kept and len(kept) < 199  # the queue was cancelled
+    calls = []
+    out = RunStore(tmp_path).map("part", list(range(200)), key_fn=str,
+                                 fn=lambda x: (calls.append(x), {"x": x})[1], workers=2)
+    assert [r["x"] for r in out] == list(range(200)) and sorted(calls) == sorted(set(range(200)) - kept)
+
+
 def test_torn_last_line_is_truncated_with_warning_and_appends_stay_clean(tmp_path, caplog):
     path = tmp_path / "gen.jsonl"
     path.write_text('{"key": "a", "v": 1}\n{"key": "b", "v": 2}\n{"key": "c", "v"', encoding="utf-8")

@@ -146,7 +146,7 @@ def test_judging_stage_records_resume_and_summary(tmp_path):
 def test_http_judge_reply_length_is_feedback_max_new_tokens():
     """Issue 15, item 11: the HTTP judge's max_tokens was fixed at 512 whatever feedback.max_new_tokens said."""
     from rlrf_nb.config import FeedbackConfig
-    from rlrf_nb.verifier import make_llm_judge
+    from rlrf_nb.llm_judge import make_llm_judge
 
     cfg = FeedbackConfig(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m", max_new_tokens=77)
     judge = make_llm_judge(cfg, load_rubric_set())
@@ -154,3 +154,23 @@ def test_http_judge_reply_length_is_feedback_max_new_tokens():
     consensus = make_llm_judge(FeedbackConfig(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m",
                                               max_new_tokens=1024, consensus_k=3), load_rubric_set())
     assert [j.transport.max_tokens for j in consensus.judges] == [1024] * 3
+
+
+def test_http_judge_takes_feedback_concurrency_and_a_local_one_stays_sequential():
+    """feedback.concurrency: requests in flight for an HTTP judge (judge_responses passes it to the store's map); a
+    local judge is one model in one process and is asked one request at a time."""
+    import pickle
+
+    from rlrf_nb.config import ConfigError, FeedbackConfig
+    from rlrf_nb.llm_judge import make_llm_judge
+
+    http = dict(judge="llm", judge_url="http://127.0.0.1:9/v1", judge_model="m")
+    assert make_llm_judge(FeedbackConfig(**http, concurrency=8), load_rubric_set()).concurrency == 8
+    assert make_llm_judge(FeedbackConfig(**http, concurrency=8, consensus_k=3), load_rubric_set()).concurrency == 8
+    assert make_llm_judge(FeedbackConfig(judge="llm", concurrency=8), load_rubric_set(), model=object(),
+                          tokenizer=object()).concurrency == 1
+    with pytest.raises(ConfigError, match="feedback.concurrency"):
+        FeedbackConfig(concurrency=0)
+    t = make_llm_judge(FeedbackConfig(**http), load_rubric_set()).transport
+    copy = pickle.loads(pickle.dumps(t))  # a copy has its own lock and builds its own client
+    assert copy._lock is not t._lock and copy._client is None
