@@ -20,7 +20,7 @@ import platform
 import subprocess
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor, as_completed, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -221,9 +221,10 @@ class RunStore:
         ``name``).
 
         ``workers`` > 1 runs ``fn`` in that many threads at once (an HTTP judge: requests in flight); ``fn`` must then
-        be thread-safe and its result must not depend on the order of the calls. Records are stored as they finish
-        and returned in item order, so the result is the same for any ``workers``. When one call raises, no new call
-        starts, the calls in flight finish and are stored, and the first error is raised.
+        be thread-safe and its result must not depend on the order of the calls. Records are taken in item order (a
+        finished record waits for the ones before it), so the artifact's file, which readers such as
+        ``rlrf-nb train-judge`` take in order, is the same for any ``workers``. When a call raises, no new call
+        starts, the calls in flight finish, everything finished is stored, and the error is raised.
         """
         art = self.artifact(name)
         items = list(items)
@@ -256,16 +257,16 @@ class RunStore:
                     bar.update()
             else:
                 with ThreadPoolExecutor(workers) as pool:
-                    futures = {pool.submit(fn, items[i]): i for i in todo}
+                    futures = [(i, pool.submit(fn, items[i])) for i in todo]
                     try:
-                        for fut in as_completed(futures):
-                            keep(futures[fut], fut.result())
+                        for i, fut in futures:  # in item order: the file's order does not depend on timing
+                            keep(i, fut.result())
                             bar.update()
                     except BaseException:
-                        for fut in futures:
+                        for _, fut in futures:
                             fut.cancel()
-                        wait(futures)  # what is in flight finishes and is kept
-                        for fut, i in futures.items():
+                        wait([fut for _, fut in futures])  # what is in flight finishes and is kept
+                        for i, fut in futures:
                             if i not in kept and not fut.cancelled() and fut.exception() is None:
                                 keep(i, fut.result())
                         raise
