@@ -384,6 +384,10 @@ class PairsConfig:
     policy: str = field(default="best_vs_worst", metadata={"help": f"Pair policy, one of {PAIR_POLICIES}."})
     min_margin: float = field(default=0.0, metadata={"help": "Drop pairs whose reward gap is below this (a "
                                                               "right-over-wrong math pair always counts)."})
+    gold_override: bool = field(default=True, metadata={
+        "help": "A right final answer (math with a gold answer) outranks a wrong one whatever the judge says. "
+                "false: the judge's reward alone ranks the candidates, so a loop with a learned judge measures "
+                "that judge and not the gold answers."})
     per_prompt: int = field(default=1, metadata={"help": "Pairs per prompt for best_vs_worst, scalar and "
                                                          "no_reflection: the i-th best vs the i-th worst distinct "
                                                          "candidate, i < per_prompt."})

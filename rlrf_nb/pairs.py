@@ -72,18 +72,19 @@ def _value(c: Candidate, policy: str) -> float | None:
     return c.overall if policy == "scalar" else c.reward
 
 
-def _rank_key(c: Candidate, policy: str):
-    """Verifiable override first (a right answer outranks a wrong one), then the reward."""
-    return (c.correct is True, _value(c, policy))
+def _rank_key(c: Candidate, policy: str, gold_override: bool = True):
+    """Verifiable override first (a right answer outranks a wrong one), then the reward; without the override, the
+    reward alone."""
+    return (gold_override and c.correct is True, _value(c, policy))
 
 
 def _pair(chosen: Candidate, rejected: Candidate, policy: str, margin: float, round_: int,
-          conversational: bool) -> dict | None:
-    if _rank_key(chosen, policy) < _rank_key(rejected, policy):
+          conversational: bool, gold_override: bool = True) -> dict | None:
+    if _rank_key(chosen, policy, gold_override) < _rank_key(rejected, policy, gold_override):
         chosen, rejected = rejected, chosen
     vc, vr = _value(chosen, policy), _value(rejected, policy)
     gap = vc - vr
-    right_over_wrong = chosen.correct is True and rejected.correct is False
+    right_over_wrong = gold_override and chosen.correct is True and rejected.correct is False
     if chosen.text == rejected.text or (not right_over_wrong and (gap == 0 or gap < margin)):
         return None  # a tie, or too small a margin (a right-over-wrong pair always counts)
     if conversational:
@@ -108,15 +109,21 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
 
 
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
-                conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1) -> list[dict]:
+                conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1,
+                gold_override: bool = True) -> list[dict]:
     """Preference pairs from ``pool`` (any number of prompts) under ``policy``: TRL's preference format (message lists
     when ``conversational``) plus lineage columns (ids, kinds, rewards, margin, scores, correctness, policy, round).
 
     ``min_margin``: the least reward gap kept (a right-over-wrong pair always counts). ``per_prompt`` > 1
     (best_vs_worst, scalar, no_reflection) pairs the i-th best distinct candidate with the i-th worst, for i <
     ``per_prompt``, while the best side stays above the worst. An unknown ``policy`` is a ``ValueError``. ``decisions``
-    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`.
+    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`. ``gold_override`` (``pairs.gold_override``):
+    a right final answer outranks a wrong one whatever the judge says; without it the judge's reward alone ranks the
+    candidates, which is what measures a judge (a learned one) inside the loop.
     """
+    def key(c: Candidate):
+        return _rank_key(c, policy, gold_override)
+
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
     pairs = []
@@ -126,21 +133,19 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         todo: list[tuple[Candidate, Candidate]] = []
         group = {"best_vs_worst": cands, "scalar": cands, "no_reflection": samples}.get(policy)
         if group is not None and len(group) >= 2:
-            distinct = list({c.text: c for c in sorted(group, key=lambda c: _rank_key(c, policy))}.values())
-            ranked = sorted(distinct, key=lambda c: _rank_key(c, policy)) if per_prompt > 1 else \
-                sorted(group, key=lambda c: _rank_key(c, policy))
+            distinct = list({c.text: c for c in sorted(group, key=key)}.values())
+            ranked = sorted(distinct, key=key) if per_prompt > 1 else sorted(group, key=key)
             for i in range(per_prompt):
                 lo, hi = ranked[i], ranked[-1 - i]
-                if len(ranked) - 1 - i <= i or (i and _rank_key(hi, policy) <= _rank_key(lo, policy)):
+                if len(ranked) - 1 - i <= i or (i and key(hi) <= key(lo)):
                     break
                 todo.append((hi, lo))
         elif policy == "best_refined_vs_worst_sample" and refinements and samples:
-            todo.append((max(refinements, key=lambda c: _rank_key(c, policy)),
-                         min(samples, key=lambda c: _rank_key(c, policy))))
+            todo.append((max(refinements, key=key), min(samples, key=key)))
         elif policy == "refined_vs_original":
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
-        made = (_pair(a, b, policy, min_margin, round_, conversational) for a, b in todo)
+        made = (_pair(a, b, policy, min_margin, round_, conversational, gold_override) for a, b in todo)
         pairs += [p for p in made if p is not None]  # a tie or too small a margin makes none
     return apply_decisions(pairs, decisions or {})
 

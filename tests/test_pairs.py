@@ -60,6 +60,20 @@ def test_verifiable_override_never_prefers_a_wrong_answer(trl_tokenize):
                    for p in trl_tokenize(build_pairs(mixed, policy)))
 
 
+def test_without_the_gold_override_the_judge_alone_ranks(trl_tokenize):
+    """pairs.gold_override=false (a loop that measures a learned judge): the reward alone decides, and a
+    right-over-wrong pair gets no exemption from ties or the margin."""
+    pool = [c("wrong", 0.9, correct=False), c("right", 0.3, correct=True)]
+    (p,) = trl_tokenize(build_pairs(pool, "best_vs_worst", gold_override=False))
+    assert (p["chosen_id"], p["rejected_id"]) == ("wrong", "right") and p["margin"] > 0
+    assert p["chosen_correct"] is False  # the lineage still records what the gold answer says
+    assert build_pairs(pool, "best_vs_worst", min_margin=0.7, gold_override=False) == []
+    assert build_pairs([c("a", 0.5, correct=True), c("b", 0.5, correct=False)], "best_vs_worst",
+                       gold_override=False) == []  # a tie by the judge is a tie
+    refined = [c("s", 0.9, correct=False), c("r", 0.2, "refinement", "s", correct=True)]
+    assert ids(trl_tokenize(build_pairs(refined, "refined_vs_original", gold_override=False))) == [("s", "r")]
+
+
 def test_scalar_ablation_ranks_by_the_overall_score(trl_tokenize):
     pool = [c("a", 0.9, overall=0.1), c("b", 0.1, overall=0.8)]
     assert ids(trl_tokenize(build_pairs(pool, "scalar"))) == [("b", "a")]
