@@ -68,16 +68,18 @@ reproduce-v2: $(STAMP) nbstrip
 
 # RLRF with the learned judge (issue 19): reproduce-v2's loop with feedback.judge=learned, i.e. the search's and the
 # rounds' feedback comes from the committed judge LM (data/tiny_world_v2/judge) served by `transformers serve` on
-# 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-v2's. RLRF's pairs do
-# not read the scalar ablation's overall score, which the judge was never trained to give, so it is not asked for.
-# Not run yet: with 32 requests in flight (the recipe's feedback.concurrency) the judge answers about 6 judgements a
-# second on 2 idle cores (docs/feedback_model.md), so one seed's 2 x 1,000-prompt search (about 38,000 judgements)
-# costs about 1.7 h of judging alone, beside the sampling it shares the cores with.
+# 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-v2's. The pairs come
+# from the judge alone (pairs.gold_override=false): with the override, a right final answer outranks a wrong one
+# whatever the judge says, and on world v2's search most of the learned judge's pairs would be the gold answers'
+# (scripts/learned_judge_pairs.py). RLRF's pairs do not read the scalar ablation's overall score, which the judge
+# was never trained to give, so it is not asked for. Not run: on 2 cores, with 32 requests in flight, a 500-prompt
+# search judged its samples at 3-4 a second (about 21 min) and its refinements at about 1 a second, and was stopped
+# with most refinements to come (docs/feedback_model.md); one seed's 2 x 1,000 prompts would take several hours.
 REPRODUCE_JUDGE_NAME ?= reproduce-judge
 reproduce-judge: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_JUDGE_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p feedback.judge=learned -p reflection.overall_score=false \
-		-p export_figures=false --grid run.seed=0,1,2
+		-p pairs.gold_override=false -p export_figures=false --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_JUDGE_NAME).sweep.json \
 		--out runs/$(REPRODUCE_JUDGE_NAME).collated --metric 'benchmarks.claims.*.diff' \
 		--metric 'benchmarks.summary.*.math_perfect' --metric 'benchmarks.summary.*.gsm8k_strict' \

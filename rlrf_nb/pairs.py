@@ -117,9 +117,9 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
     ``min_margin``: the least reward gap kept (a right-over-wrong pair always counts). ``per_prompt`` > 1
     (best_vs_worst, scalar, no_reflection) pairs the i-th best distinct candidate with the i-th worst, for i <
     ``per_prompt``, while the best side stays above the worst. An unknown ``policy`` is a ``ValueError``. ``decisions``
-    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`. ``gold_override`` (``pairs.gold_override``):
-    a right final answer outranks a wrong one whatever the judge says; without it the judge's reward alone ranks the
-    candidates, which is what measures a judge (a learned one) inside the loop.
+    (:func:`load_decisions`) are applied last, with :func:`apply_decisions`. ``gold_override``
+    (``pairs.gold_override``): a right final answer outranks a wrong one whatever the judge says; without it the
+    judge's reward alone ranks the candidates, which is what measures a judge (a learned one) inside the loop.
     """
     def key(c: Candidate):
         return _rank_key(c, policy, gold_override)

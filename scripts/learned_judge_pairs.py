@@ -28,6 +28,22 @@ def samples(run: Path) -> dict[str, dict]:
     return {r["response_id"]: r for r in read_jsonl(run / "feedback.jsonl") if "/r" not in r["response_id"]}
 
 
+def read_pairs(pairs: list[dict], reward: dict, perfect: dict) -> dict:
+    """How the verifier reads ``pairs``: its reward for the chosen side above, equal to or below the rejected one's,
+    and how often either side has every step right."""
+    def count(test):
+        return rate(sum(test(p["chosen_id"], p["rejected_id"]) for p in pairs), len(pairs))
+
+    def known(c, r):
+        return reward[c] is not None and reward[r] is not None
+
+    return {"verifier_prefers_chosen": count(lambda c, r: known(c, r) and reward[c] > reward[r]),
+            "verifier_ties": count(lambda c, r: known(c, r) and reward[c] == reward[r]),
+            "verifier_prefers_rejected": count(lambda c, r: known(c, r) and reward[c] < reward[r]),
+            "chosen_every_step_right": count(lambda c, r: perfect[c]),
+            "rejected_every_step_right": count(lambda c, r: perfect[r])}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--learned", type=Path, required=True)
@@ -53,19 +69,7 @@ def main(argv=None) -> dict:
         pool = [Candidate(i, recs[i]["example_id"], recs[i]["prompt"], recs[i]["response"], "sample",
                           recs[i]["reward"], {}, correct=correct[i]) for i in ids]
         pairs = build_pairs(pool, "no_reflection", gold_override=override)
-        n = len(pairs)
-
-        def count(test):
-            return rate(sum(test(p["chosen_id"], p["rejected_id"]) for p in pairs), n)
-
-        known = lambda c, r: reward[c] is not None and reward[r] is not None  # noqa: E731
-        out["pairs"][name] = {
-            "pairs": n,
-            "verifier_prefers_chosen": count(lambda c, r: known(c, r) and reward[c] > reward[r]),
-            "verifier_ties": count(lambda c, r: known(c, r) and reward[c] == reward[r]),
-            "verifier_prefers_rejected": count(lambda c, r: known(c, r) and reward[c] < reward[r]),
-            "chosen_every_step_right": count(lambda c, r: perfect[c]),
-            "rejected_every_step_right": count(lambda c, r: perfect[r])}
+        out["pairs"][name] = {"pairs": len(pairs), **read_pairs(pairs, reward, perfect)}
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out, indent=1))
