@@ -172,21 +172,21 @@ def weights_id(path: str | Path) -> str:
 
 
 def served_judge(path: str | Path, base_url: str, rubrics, *, consensus_k: int = 1, max_new_tokens: int = 768,
-                 timeout: float = 600.0, max_repairs: int = 0):
+                 timeout: float = 600.0, max_repairs: int = 0, concurrency: int = 1):
     """The learned judge saved at ``path`` and served at ``base_url`` (:class:`rlrf_nb.serve.ModelServer`) as the
     kit's own :class:`~rlrf_nb.llm_judge.LLMJudge` over :class:`~rlrf_nb.llm_judge.OpenAITransport`: greedy with
     ``consensus_k`` 1, else a :class:`~rlrf_nb.feedback.ConsensusJudge` of ``consensus_k`` samples at temperature 1
     (median score per aspect), sample i seeded from i and the prompt (``OpenAITransport.request_seed``), so a rerun
     draws the same votes. Its id, which keys stored judgements, names what decides them: ``learned:<weights_id>``,
-    the output cap (a lower cap truncates replies into parse failures), re-asks if any, and ``/k<k>``."""
+    the output cap (a lower cap truncates replies into parse failures), re-asks if any, and ``/k<k>``. It is asked
+    ``concurrency`` requests at a time."""
     from rlrf_nb.config import FeedbackConfig
     from rlrf_nb.llm_judge import make_llm_judge
 
-    if consensus_k < 1:
-        raise ValueError(f"consensus_k must be >= 1, got {consensus_k}")
     jid = f"learned:{weights_id(path)}/cap{max_new_tokens}" + (f"/repairs{max_repairs}" if max_repairs else "")
     cfg = FeedbackConfig(judge="llm", judge_url=base_url, judge_model=str(path), consensus_k=consensus_k,
-                         max_new_tokens=max_new_tokens, max_repairs=max_repairs, timeout=timeout, max_retries=2)
+                         max_new_tokens=max_new_tokens, max_repairs=max_repairs, timeout=timeout, max_retries=2,
+                         concurrency=concurrency)  # FeedbackConfig checks consensus_k >= 1
     return make_llm_judge(cfg, rubrics, judge_id=jid)
 
 

@@ -183,11 +183,9 @@ def make_learned_judge(cfg, rubrics):
     from rlrf_nb.judge_model import served_judge
 
     path = resolve_path(cfg.learned_judge)
-    judge = served_judge(path, learned_judge_server(path, cfg.concurrency > 1).base_url, rubrics,
-                         consensus_k=cfg.consensus_k, max_new_tokens=cfg.learned_max_new_tokens,
-                         max_repairs=cfg.max_repairs)
-    judge.concurrency = cfg.concurrency
-    return judge
+    return served_judge(path, learned_judge_server(path, cfg.concurrency > 1).base_url, rubrics,
+                        consensus_k=cfg.consensus_k, max_new_tokens=cfg.learned_max_new_tokens,
+                        max_repairs=cfg.max_repairs, concurrency=cfg.concurrency)
 
 
 def make_judge(cfg, rubrics, kb: dict[str, dict]):
