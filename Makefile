@@ -12,7 +12,8 @@ STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
-.PHONY: demo test install lint clean-runs fault bench nbstrip reproduce reproduce-v2 reproduce-judge
+.PHONY: demo demo-v1 diagnose test install lint clean-runs fault bench nbstrip reproduce reproduce-v1 reproduce-1000 \
+	reproduce-judge
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,41 +35,68 @@ nbstrip:
 	@if git rev-parse --git-dir > /dev/null 2>&1; then \
 		git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py" && git config filter.nbstrip.smudge cat; fi
 
+# The demo runs world v2 (recipes/tiny-v2.yaml, the default): notebooks 00-05 at 300 search prompts a round, about
+# 20 min on 2 idle cores. demo-v1 runs the first tiny world (recipes/tiny.yaml), whose M0 is no organism of RLRF's
+# setting (docs/tiny_world.md).
 demo: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny-v2.yaml --name $(NAME)
+
+demo-v1: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)-v1
+
+# The organism's properties in full (issue 16's targets are stated on this): M0 v2 on the 500 test problems, 16
+# samples at T 1.0 and 0.7, 5 refinements, 60 bios. Notebook 00 in the demo runs a reduced version (recipe section
+# diagnose). About 25 min on 2 idle cores.
+diagnose: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diagnose --set diagnose.n_math=500 \
+		--set diagnose.n_bios=60 --set diagnose.k=16 --set 'diagnose.temperatures=[1.0,0.7]'
 
 test: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-# The claims with seeds: every round variant (RLRF, its ablations, RS-SFT, GRPO, RLOO, reflective GRPO) M0 -> M2 for
+# The claims with 3 seeds on world v2 (issue 16; the README's table): notebooks 02-05 of the demo for search seeds
+# run.seed=0,1,2 (DPO's data-order seed stays the recipe's): the search, one DPO round with its ablations and the two
+# positive controls (gold SFT, gold DPO; on test), RLRF M0 -> M1 -> M2, and the benchmarks on test; then collated over
+# the seeds as mean and Student-t 95% interval.
+REPRODUCE_NAME ?= reproduce
+reproduce: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_NAME) \
+		--stages 02 03 04 05 -p export_figures=false --grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json --out runs/$(REPRODUCE_NAME).collated \
+		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
+		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score' \
+		--metric 'dpo.positive_controls.*.diff' --metric 'dpo.*.math_accuracy'
+
+# World v1's claims with seeds: every round variant (RLRF, its ablations, RS-SFT, GRPO, RLOO, reflective GRPO) M0 -> M2 for
 # seeds 0, 1, 2 (notebooks 02, 04 and 05 on the committed M0), evaluated on test, then collated over the seeds: the
 # claims and the per-variant comparison with compute, as mean and Student-t 95% interval. Not yet timed as a whole:
 # the same sweep with five variants and stages 04 05 took 47 min on the 2-core machine.
-REPRODUCE_NAME ?= reproduce
+REPRODUCE_V1_NAME ?= reproduce-v1
 REPRODUCE_VARIANTS ?= [rlrf,no_reflection,scalar,rs_sft,grpo,rloo,grpo_reflect]
-reproduce: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny.yaml --name $(REPRODUCE_NAME) --stages 02 04 05 \
+reproduce-v1: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny.yaml --name $(REPRODUCE_V1_NAME) --stages 02 04 05 \
 		-p 'rounds.variants=$(REPRODUCE_VARIANTS)' -p export_figures=false --grid seed=0,1,2
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json --out runs/$(REPRODUCE_NAME).collated \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_V1_NAME).sweep.json --out runs/$(REPRODUCE_V1_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' \
 		--metric 'benchmarks.comparison.*_diff' --metric 'benchmarks.comparison.*.generated_tokens'
 
-# World v2's claims (issue 16): RLRF M0 -> M2 on recipes/tiny-v2.yaml (2 rounds x 1,000 prompts + 50 bios) for search
-# seeds run.seed=0,1,2 (DPO's data-order seed stays the recipe's), evaluated on test, then collated; the table is in
-# the README. Not timed as one command: the sweep runs the seeds one after another, about 45 min each on 2 idle cores
+# World v2's claims at 1,000 prompts a round (issue 16): RLRF M0 -> M2 on recipes/tiny-v2.yaml (2 rounds x 1,000
+# prompts + 50 bios, where the demo has 300 + 20) for search seeds run.seed=0,1,2 (DPO's data-order seed stays the
+# recipe's), evaluated on test, then collated; the table is in docs/experiments.md. Not timed as one command: the sweep runs the seeds one after another, about 45 min each on 2 idle cores
 # by its parts (two 1,000-prompt searches of about 15 min, two DPO rounds of about 5 min, notebook 05 2 min), so
 # about 2.2 h (docs/experiments.md). Notebook 02 searches round 1's 1,000 prompts; round 1 reads them from the store.
-REPRODUCE_V2_NAME ?= reproduce-v2
-reproduce-v2: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_V2_NAME) \
-		--stages 02 04 05 -p reflection.n_prompts=1000 -p export_figures=false --grid run.seed=0,1,2
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_V2_NAME).sweep.json --out runs/$(REPRODUCE_V2_NAME).collated \
+REPRODUCE_1000_NAME ?= reproduce-1000
+reproduce-1000: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_1000_NAME) \
+		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
+		-p rounds.bios_per_round=50 -p export_figures=false --grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_1000_NAME).sweep.json --out runs/$(REPRODUCE_1000_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score'
 
-# RLRF with the learned judge (issue 19): reproduce-v2's loop with feedback.judge=learned, i.e. the search's and the
+# RLRF with the learned judge (issue 19): reproduce-1000's loop with feedback.judge=learned, i.e. the search's and the
 # rounds' feedback comes from the committed judge LM (data/tiny_world_v2/judge) served by `transformers serve` on
-# 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-v2's. The pairs come
+# 127.0.0.1, not from the verifier; evaluation stays exact. Compare its claims with reproduce-1000's. The pairs come
 # from the judge alone (pairs.gold_override=false): with the override, a right final answer outranks a wrong one
 # whatever the judge says, and on world v2's search most of the learned judge's pairs would be the gold answers'
 # (scripts/learned_judge_pairs.py). RLRF's pairs do not read the scalar ablation's overall score, which the judge
@@ -78,7 +106,8 @@ reproduce-v2: $(STAMP) nbstrip
 REPRODUCE_JUDGE_NAME ?= reproduce-judge
 reproduce-judge: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_JUDGE_NAME) \
-		--stages 02 04 05 -p reflection.n_prompts=1000 -p feedback.judge=learned -p reflection.overall_score=false \
+		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
+		-p rounds.bios_per_round=50 -p feedback.judge=learned -p reflection.overall_score=false \
 		-p pairs.gold_override=false -p export_figures=false --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_JUDGE_NAME).sweep.json \
 		--out runs/$(REPRODUCE_JUDGE_NAME).collated --metric 'benchmarks.claims.*.diff' \

@@ -28,11 +28,17 @@
 # when given a verbal critique — the self-reflection that RLRF's search relies on (paper §3.2).
 #
 # This notebook generates the world, loads (or retrains) M0, and measures exactly that.
+#
+# The kit has two tiny worlds. **World v2** (`recipes/tiny-v2.yaml`, the default) has three-digit + and − chains
+# whose solutions work each sum column by column, about 900 possible answers, a popularity tail of bio documents,
+# and an M0 whose measured properties make it a model organism of RLRF's setting (section 4). **World v1**
+# (`recipes/tiny.yaml`, `make demo-v1`) is the first one: answers up to 20, which guessing often hits, and an M0
+# that knows no bio facts; `docs/tiny_world.md` measures both.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny.yaml"  # recipe file; its sections match the dataclasses in rlrf_nb.config
+recipe_path = "recipes/tiny-v2.yaml"  # recipe file; its sections match the dataclasses in rlrf_nb.config
 run_name = "demo"  # everything is written to runs/<run_name>/
-retrain = False  # True: pre-train M0 from scratch here (about 7 CPU minutes; cached by config hash)
+retrain = False  # True: retrain the recipe's M0 here, cached by config hash (v2: the last phase, docs/tiny_world.md)
 overrides = {}  # dotted recipe overrides, e.g. {"eval.n_math": 100, "run.runs_dir": "/tmp/runs"}
 
 # %%
@@ -101,8 +107,9 @@ print("\n--- target ---\n" + demo_item["messages"][1]["content"])
 # %% [markdown]
 # ## 2 · M0
 # A small Llama (`LlamaForCausalLM`) with a BPE tokenizer trained on the world (digits split one per token)
-# and a chat template, saved with `save_pretrained`. With `retrain=False` the committed M0 in
-# `data/tiny_world/m0/` is loaded exactly as a Hub model would be (`AutoModelForCausalLM.from_pretrained`).
+# and a chat template, saved with `save_pretrained`. With `retrain=False` the recipe's committed M0 (`m0.pretrained`:
+# `data/tiny_world_v2/m0/` in world v2, `data/tiny_world/m0/` in world v1) is loaded exactly as a Hub model would be
+# (`AutoModelForCausalLM.from_pretrained`).
 
 # %%
 model, tok, info = tw.get_m0(recipe, store, world)
@@ -177,7 +184,11 @@ fig.show()
 # * **every prompt the loop builds fits the context**.
 #
 # The sizes come from the recipe's `diagnose` section; `rlrf-nb diagnose` runs the same measurement from a
-# terminal (for any checkpoint with `--policy`).
+# terminal (for any checkpoint with `--policy`). The demo's recipe measures a small sample (100 test problems, 8
+# samples at T = 1.0, 20 bios: about two minutes), so its intervals are wide and its pass@8 is not the targets'
+# pass@16. The targets are judged on the full measurement, `make diagnose` (500 problems, 16 samples at T = 1.0 and
+# 0.7, 60 bios), committed for M0 v2 in `benchmarks/world_v2/diagnose_onpolicy_j_test.txt`: 7 of 8 pass, and
+# headroom fails (10.4 points of 20).
 
 # %%
 from rlrf_nb.diagnose import diagnose, headline, report_lines, verdicts

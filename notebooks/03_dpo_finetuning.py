@@ -31,7 +31,7 @@
 # Iterative RPO, arXiv 2404.19733); any of TRL's losses (`ipo`, `robust`, `apo_zero`, ...) is one switch away.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
+recipe_path = "recipes/tiny-v2.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
 run_name = "demo"  # the run of notebook 02 (its pairs and search records are reused from the store)
 compare_variants = True  # also train the no-reflection, scalar-reward and RS-SFT variants
 positive_controls = True  # also train the gold-SFT and gold-DPO controls and measure them on test

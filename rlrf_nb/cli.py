@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help)
         p.set_defaults(fn=fn)
         if recipe:
-            p.add_argument("--recipe", default="recipes/tiny.yaml")
+            p.add_argument("--recipe", default="recipes/tiny-v2.yaml")
         return p
 
     def run_args(p, default_name):

@@ -23,7 +23,9 @@ HEADLINE = ["m0_math_accuracy", "rounds.M*.math_accuracy", "rounds.M*.bio_claims
             "reflection.refinement_beats_parent", "reflection.best_is_refinement",
             # notebook 05's per-variant test gains over M0 and their compute (issue 20's comparison)
             "benchmarks.comparison.*.*_diff", "benchmarks.comparison.*.generated_tokens",
-            "benchmarks.comparison.*.wall_seconds", "benchmarks.claims.*.diff"]
+            "benchmarks.comparison.*.wall_seconds", "benchmarks.claims.*.diff",
+            # notebook 03's positive controls on test: gold SFT's and gold DPO's paired difference to M0
+            "dpo.positive_controls.*.diff"]
 SEED_KEYS = ("seed", "run.seed", "dpo.seed")
 
 # Two-sided 95% Student-t quantiles t_{0.975, df}; df > 30 uses the normal 1.96 (within 4%).
@@ -69,6 +71,11 @@ def flatten_metrics(results: dict, prefix: str = "") -> dict[str, float]:
         elif isinstance(obj, list) and obj and all(isinstance(r, dict) and "claim" in r for r in obj):
             for r in obj:  # notebook 05's claims, keyed by the claim
                 walk({k: v for k, v in r.items() if k != "claim"}, f"{path}.{r['claim']}")
+        elif isinstance(obj, list) and obj and all(isinstance(r, dict) and {"model", "measure"} <= r.keys()
+                                                   for r in obj):
+            for r in obj:  # notebook 03's positive controls, keyed by model and measure
+                row = {k: v for k, v in r.items() if k not in ("model", "measure")}
+                walk(row, f"{path}.{r['model']}.{r['measure']}")
 
     walk(results, prefix)
     return out

@@ -242,9 +242,15 @@ def test_collate_reads_notebook_05s_claims_and_variant_comparison(tmp_path):
             "claims": [{"claim": "M2 beats M0, gsm8k_strict", "diff": diff, "ci_low": diff - 0.03, "bar": 0.1,
                         "verdict": "not shown"}],
             "comparison": {"GRPO M2": {"variant": "grpo", "gsm8k_strict_diff": diff, "generated_tokens": 1000 + seed,
-                                       "wall_seconds": 90.0, "judge_calls": 7}}}}
+                                       "wall_seconds": 90.0, "judge_calls": 7}}},
+               "dpo": {"positive_controls": [  # notebook 03's rows: keyed by model and measure
+                   {"model": "M0", "measure": "every step", "value": 0.3, "diff": None, "verdict": None},
+                   {"model": "gold DPO", "measure": "every step", "value": 0.3 + diff, "diff": diff,
+                    "diff_low": diff - 0.01, "verdict": "raises"}]}}
         (d / "results.json").write_text(json.dumps(res))
     table = collate(sorted(tmp_path.iterdir())).set_index("metric")
+    assert table.loc["dpo.positive_controls.gold DPO.every step.diff", "n_runs"] == 3
+    assert "dpo.positive_controls.M0.every step.diff" not in table.index  # M0's row has no difference
     assert table.loc["benchmarks.claims.M2 beats M0, gsm8k_strict.diff", "mean"] == pytest.approx(0.0)
     assert table.loc["benchmarks.comparison.GRPO M2.gsm8k_strict_diff", "n_runs"] == 3
     assert table.loc["benchmarks.comparison.GRPO M2.generated_tokens", "mean"] == pytest.approx(1001)
