@@ -174,8 +174,9 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
     """The paper's claims in miniature, each a paired difference on the same items with a 95% bootstrap interval:
     ``final`` against M0 (bars: :data:`HEADLINE_BARS`) and against each ablation's last round (``ablations``:
     ``{"reflection helps": "no reflection M2", ...}``). A claim *holds* when its interval excludes 0 on the right side
-    and it reaches its bar (if any); else it is not shown or reversed, and "no data" (difference NaN) when no item has a
-    value for both models. Pairs whose models are missing are skipped."""
+    and it reaches its bar (if any); it is *under the bar* when its interval excludes 0 on the right side but the
+    difference falls short of its bar; else it is not shown or reversed, and "no data" (difference NaN) when no item
+    has a value for both models. Pairs whose models are missing are skipped."""
     ablations = ablations or {}
     todo = [(f"{final} beats M0", "M0")] + [(f"{name} ({final} vs {other})", other) for name, other in
                                                 ablations.items()]
@@ -188,8 +189,10 @@ def headline_claims(per_item: dict[str, dict[str, list]], final: str = "M2",
                 continue
             t = paired_test(per_item[other][m], per_item[final][m], n_boot=n_boot, seed=seed)
             bar = HEADLINE_BARS.get(m) if other == "M0" else None
-            shown = t["ci_low"] > 0 and (bar is None or t["diff"] >= bar)
-            verdict = "holds" if shown else ("reversed" if t["ci_high"] < 0 else "not shown")
+            if t["ci_low"] > 0:
+                verdict = "holds" if bar is None or t["diff"] >= bar else "under the bar"
+            else:
+                verdict = "reversed" if t["ci_high"] < 0 else "not shown"
             if not t["n"]:  # e.g. FactScore with no scored bio: nothing to compare, said so rather than "not shown"
                 verdict = "no data"
             out.append({"claim": f"{claim}, {m}", "a": final, "b": other, "metric": m, "diff": t["diff"],

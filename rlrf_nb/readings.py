@@ -353,12 +353,13 @@ def claims(rows: list[dict]) -> str:
         by.setdefault(c["verdict"], []).append(c)
     counts = ", ".join(f"{len(v)} {k}" for k, v in by.items())
     out = [f"**Of {len(rows)} claims: {counts}.**"]
-    for verdict in ("holds", "reversed"):
+    for verdict in ("holds", "under the bar", "reversed"):
         for c in by.get(verdict, []):
-            out.append(f"{c['claim']}: {c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {verdict}.")
+            said = f"above 0 but under its bar of {c['bar']:+.2f}" if verdict == "under the bar" else verdict
+            out.append(f"{c['claim']}: {c['diff']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], {said}.")
     if not by.get("holds"):
-        out.append("None of the paper's claims shows in this run: each difference's interval includes zero or falls "
-                   "short of its bar.")
+        out.append("None of the paper's claims holds in this run: each difference's interval includes zero or the "
+                   "difference falls short of its bar.")
     if by.get("no data"):
         out.append(f"{len(by['no data'])} have no paired items (e.g. FactScore without scored bios).")
     return " ".join(out)

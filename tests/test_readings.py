@@ -179,7 +179,10 @@ def test_claims_token_shift_and_blind_spot_readings():
               {"claim": "M2 beats M0, factscore", "diff": 0.003, "ci_low": -0.003, "ci_high": 0.009,
                "verdict": "not shown"}]
     text = R.claims(claims)
-    assert "Of 2 claims: 2 not shown." in text and "None of the paper's claims shows" in text
+    assert "Of 2 claims: 2 not shown." in text and "None of the paper's claims holds" in text
+    claims[0].update(diff=0.03, ci_low=0.01, ci_high=0.05, bar=0.10, verdict="under the bar")
+    text = R.claims(claims)
+    assert "+0.030 [+0.010, +0.050], above 0 but under its bar of +0.10" in text and "None of" in text
     claims[0].update(diff=0.12, ci_low=0.05, ci_high=0.2, verdict="holds")
     text = R.claims(claims)
     assert "1 holds" in text and "+0.120 [+0.050, +0.200], holds" in text and "None of" not in text

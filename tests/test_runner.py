@@ -81,7 +81,7 @@ def test_runner_smoke_end_to_end_resumes_after_a_kill(smoke_run):
     assert {"M2", "no reflection M2", "scalar reward M2", "RS-SFT M2"} <= set(res["benchmarks"]["summary"])
     claims = {c["claim"]: c for c in res["benchmarks"]["claims"]}
     assert "M2 beats M0, gsm8k_strict" in claims and "reflection helps (M2 vs no reflection M2), gsm8k_strict" in claims
-    assert all(c["verdict"] in ("holds", "not shown", "reversed") for c in claims.values())
+    assert all(c["verdict"] in ("holds", "under the bar", "not shown", "reversed") for c in claims.values())
     # no duplicate records in what notebook 02 was writing when it was killed
     from rlrf_nb.jsonl import read_jsonl
 
