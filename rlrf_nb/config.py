@@ -215,9 +215,14 @@ class EvalConfig:
                 "None: gsm8k_source's train split when that is a Hub id. Shots never come from the test set."})
     gsm8k_k: int = field(default=0, metadata={"help": "Few-shot exemplars for GSM8K (8 for real chat models; the "
                                                       "tiny M0's 384-token context allows 0)."})
+    n_refine: int | None = field(default=None, metadata={
+        "help": "Notebook 00's refinement checks: M0 refines its first n wrong greedy answers and the first n of the "
+                "problems with an injected wrong step (None: every one of the n_math)."})
 
     def __post_init__(self):
         check(self.split in ("dev", "test"), "eval.split", f"must be 'dev' or 'test', got {self.split!r}")
+        check(self.n_refine is None or self.n_refine >= 1, "eval.n_refine",
+              f"must be None (all) or >= 1, got {self.n_refine}")
         check(0 <= self.gsm8k_k <= 16, "eval.gsm8k_k", f"must be in [0, 16], got {self.gsm8k_k}")
         check_at_least(self, "eval", ("n_math", "max_new_tokens", "batch_size"), 1)
         check(self.n_bios >= 0, "eval.n_bios", f"must be >= 0 (0 in a real recipe: the bios are the tiny world's), "

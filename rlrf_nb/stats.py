@@ -5,9 +5,12 @@ paired tests, FactScore, Just-Eval, the diagnosis), so the same data gets the sa
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
 
 
 def wilson_ci(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -57,11 +60,28 @@ def resamples(n: int, n_boot: int, seed: int) -> Iterator[list[int]]:
         yield [rng.randrange(n) for _ in range(n)]
 
 
+@functools.lru_cache(maxsize=4)
+def _resample_matrix(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """:func:`resamples` as an ``[n_boot, n]`` index array, kept for the next statistic on as many items with the same
+    seed (a results table bootstraps every model and metric over the same 500 items and seed)."""
+    out = np.array(list(resamples(n, n_boot, seed)), dtype=np.int32)
+    out.setflags(write=False)
+    return out
+
+
 def bootstrap(items: Sequence, stat: Callable = mean, n_boot: int = 2000, seed: int = 0) -> list:
-    """``stat`` of each of ``n_boot`` seeded resamples of ``items`` (:func:`resamples`); [] when there are none."""
+    """``stat`` of each of ``n_boot`` seeded resamples of ``items`` (:func:`resamples`); [] when there are none.
+
+    For :func:`mean` over numbers the resampled means come from one numpy gather and a running sum along each
+    resample (``cumsum`` adds left to right, as ``sum`` does), so they are bit for bit the pure-Python ones, about
+    100x faster."""
     if not len(items):
         return []
-    return [stat([items[i] for i in idx]) for idx in resamples(len(items), n_boot, seed)]
+    idx = _resample_matrix(len(items), n_boot, seed)
+    if stat is mean and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in items):
+        sums = np.cumsum(np.asarray(items, dtype=np.float64)[idx], axis=1)[:, -1]
+        return [float(t) / len(items) for t in sums]
+    return [stat([items[i] for i in row]) for row in idx.tolist()]
 
 
 def percentile_ci(samples: Sequence[float], alpha: float = 0.05) -> tuple[float, float]:

@@ -361,12 +361,13 @@ def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: Run
     wrong = [{"id": r["id"], "ex": by_id[r["id"]], "draft": r["response"],
               "check": math.check_example(r["response"], by_id[r["id"]])}
              for r in recs if not r["correct"]]
-    own = _refine(store, f"eval/{policy_id}/refine_own", model, tok, fingerprint, wrong, ecfg)
+    n_refine = getattr(ecfg, "n_refine", None)
+    own = _refine(store, f"eval/{policy_id}/refine_own", model, tok, fingerprint, wrong[:n_refine], ecfg)
 
     # Refinement of drafts with one injected error (the wrong step is known exactly).
     rng = random.Random(f"inject:{ecfg.split}")
     injected = []
-    for ex in examples:
+    for ex in examples[:n_refine]:
         draft, _ = math.corrupt_solution(rng, ex)
         injected.append({"id": ex.id, "ex": ex, "draft": draft,
                          "check": math.check_example(draft, ex)})

@@ -76,3 +76,14 @@ def test_just_eval_intervals_equal_stats_intervals():
     assert r["overall"]["ci_low"] <= r["overall"]["mean"] <= r["overall"]["ci_high"]
     with pytest.raises(ValueError, match="at least one"):
         aggregate([])
+
+
+def test_bootstraps_fast_mean_is_bit_for_bit_the_pure_python_one():
+    """The mean's fast path (numpy gather, cumsum left to right) gives exactly ``sum(xs) / len(xs)`` of every
+    resample, on 0/1, fractional and negative values, whatever the item count."""
+    rng = random.Random(3)
+    for n in (1, 2, 9, 500):
+        for xs in ([float(rng.random() < 0.4) for _ in range(n)], [rng.random() * 0.37 for _ in range(n)],
+                   [rng.choice([-1.0, 0.1, 0.7, 2]) for _ in range(n)]):
+            slow = [sum(xs[i] for i in idx) / n for idx in stats.resamples(n, 300, 11)]
+            assert stats.bootstrap(xs, stats.mean, 300, 11) == slow

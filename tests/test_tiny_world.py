@@ -77,3 +77,29 @@ def test_load_split_errors_name_file_and_line(tmp_path):
         load_split(tmp_path, "math", "test")
     with pytest.raises(FileNotFoundError, match="math_dev.jsonl"):
         load_split(tmp_path, "math", "dev")
+
+
+def test_eval_n_refine_caps_notebook_00s_refinement_checks(tmp_path):
+    """``eval.n_refine`` refines only the first n wrong greedy answers and the first n injected drafts; those are the
+    same drafts the uncapped check refines first."""
+    from rlrf_nb.config import EvalConfig
+    from rlrf_nb.models import load_policy, model_fingerprint
+    from rlrf_nb.store import RunStore
+    from rlrf_nb.tiny_world import evaluate_math
+
+    with pytest.raises(ValueError, match="eval.n_refine"):
+        EvalConfig(n_refine=0)
+    world = build_world(load_recipe(ROOT / "recipes/tiny-smoke.yaml").world)
+    m0 = ROOT / "data/tiny_world/m0"
+    model, tok = load_policy(m0)
+    runs = {}
+    for n_refine in (None, 2):
+        cfg = EvalConfig(split="dev", n_math=6, n_bios=0, max_new_tokens=96, batch_size=8, n_refine=n_refine)
+        store = RunStore(tmp_path / str(n_refine))
+        runs[n_refine] = evaluate_math(model, tok, model_fingerprint(m0), world, cfg, store)
+    full, capped = runs[None], runs[2]
+    assert capped["refine_injected"]["n"] == 2 and full["refine_injected"]["n"] == 6
+    assert capped["refine_own"]["n"] == min(2, full["refine_own"]["n"])
+    first = full["refine_injected_records"][:2]
+    assert [(r["id"], r["response"]) for r in capped["refine_injected_records"]] == \
+        [(r["id"], r["response"]) for r in first]
