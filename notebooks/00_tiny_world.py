@@ -184,7 +184,7 @@ fig.show()
 # * **every prompt the loop builds fits the context**.
 #
 # The sizes come from the recipe's `diagnose` section; `rlrf-nb diagnose` runs the same measurement from a
-# terminal (for any checkpoint with `--policy`). The demo's recipe measures a small sample (100 test problems, 8
+# terminal (for any checkpoint with `--policy`). The demo's recipe measures a small sample (80 test problems, 8
 # samples at T = 1.0, 20 bios: about two minutes), so its intervals are wide and its pass@8 is not the targets'
 # pass@16. The targets are judged on the full measurement, `make diagnose` (500 problems, 16 samples at T = 1.0 and
 # 0.7, 60 bios), committed for M0 v2 in `benchmarks/world_v2/diagnose_onpolicy_j_test.txt`: 7 of 8 pass, and

@@ -231,8 +231,9 @@ else:
 # trains one on the verifier's feedback of the policy's own search (`rlrf-nb train-judge`, TRL's `SFTTrainer`,
 # saved in safetensors; `docs/feedback_model.md` has how and how well), and `feedback.learned_judge` names it. Here it
 # is served by `transformers serve` on 127.0.0.1 and asked through the same `LLMJudge` and HTTP transport as any judge
-# URL, on the dev responses above, which it never saw in training: greedily, and as a consensus of
-# `feedback.learned_consensus_k` samples (median score per aspect). Every judgement is stored
+# URL, on the dev responses above, which it never saw in training: greedily, and, when `feedback.learned_consensus_k`
+# is above 1, as a consensus of that many samples (median score per aspect; world v2's demo recipe asks greedily only,
+# to save time). Every judgement is stored
 # (`feedback_learned_k*.jsonl`, keyed by a hash of the judge's weights), so a rerun asks nothing again.
 
 # %%

@@ -184,8 +184,8 @@ if positive_controls:
                                        gold_pairs(math_examples, pool), dataclasses.replace(cfg, method="dpo"),
                                        place=place)
 test_records = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world,
-                                         store, "control-" + name.replace(" ", "_"))
-                for name, v in controls.items()}
+                                         store, "M0" if name == "M0" else "control-" + name.replace(" ", "_"))
+                for name, v in controls.items()}  # M0's answers are notebook 00's, when it ran (same key: not redone)
 control_table = paired_math_table(test_records)
 display(control_table.round(3))
 display(Markdown(readings.positive_controls(control_table.to_dict(orient="records"))))
