@@ -243,11 +243,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    def command(name, fn, help, recipe=True):
+    def command(name, fn, help, recipe="recipes/tiny-v2.yaml"):
         p = sub.add_parser(name, help=help)
         p.set_defaults(fn=fn)
         if recipe:
-            p.add_argument("--recipe", default="recipes/tiny-v2.yaml")
+            p.add_argument("--recipe", default=recipe)
         return p
 
     def run_args(p, default_name):
@@ -287,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
                                                  "'judge_train')")
     tj.add_argument("--name", default="judge", help="run name: outputs go to runs/<name>/")
     tj.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="recipe override (repeatable)")
-    w = command("world", cmd_world, "write the tiny world's fixed splits and KB")
+    # world v1's committed splits (data/tiny_world) are what this writes by default, so its recipe is the default here
+    w = command("world", cmd_world, "write the tiny world's fixed splits and KB", recipe="recipes/tiny.yaml")
     w.add_argument("--out", default="data/tiny_world")
     args = ap.parse_args(argv)
     return args.fn(args)

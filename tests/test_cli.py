@@ -24,3 +24,16 @@ def test_results_table_prints_a_claim_without_a_value(tmp_path, caplog):
     text = caplog.text
     assert "M2 beats M0, factscore" in text and "n/a (no paired items)" in text and "no data" in text
     assert "0.667 [n/a, n/a] +0.000 [n/a, n/a]" in text
+
+
+def test_world_writes_world_v1s_committed_splits_by_default(tmp_path):
+    """``rlrf-nb world`` writes to data/tiny_world by default, world v1's committed splits, so its default recipe is
+    world v1's even though the other commands default to world v2 (which would overwrite them with another world)."""
+    from pathlib import Path
+
+    from rlrf_nb.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["world", "--out", str(tmp_path)]) == 0
+    for name in ("kb.jsonl", "math_test.jsonl"):
+        assert (tmp_path / name).read_bytes() == (root / "data/tiny_world" / name).read_bytes(), name
