@@ -112,7 +112,8 @@ display_table
 # Each claim is a paired difference on the same test items, with its 95% bootstrap interval: the last RLRF round
 # against M0 (the bars this kit sets for the tiny world: +0.10 on math, +0.08 on FactScore), and against the
 # last round of each ablation run by notebook 04 (`rounds.variants`). A claim *holds* only when its interval
-# excludes zero (and reaches the bar, where there is one); the others are printed as plainly.
+# excludes zero and reaches the bar, where there is one; one whose interval excludes zero but falls short of its bar
+# is *under the bar*; the others are *not shown* or *reversed*, printed as plainly.
 
 # %%
 from rlrf_nb.analysis import headline_claims
