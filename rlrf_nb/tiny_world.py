@@ -361,7 +361,7 @@ def evaluate_math(model, tok, fingerprint, world: World | None, ecfg, store: Run
     wrong = [{"id": r["id"], "ex": by_id[r["id"]], "draft": r["response"],
               "check": math.check_example(r["response"], by_id[r["id"]])}
              for r in recs if not r["correct"]]
-    n_refine = getattr(ecfg, "n_refine", None)
+    n_refine = ecfg.n_refine
     own = _refine(store, f"eval/{policy_id}/refine_own", model, tok, fingerprint, wrong[:n_refine], ecfg)
 
     # Refinement of drafts with one injected error (the wrong step is known exactly).
