@@ -175,12 +175,19 @@ class M0Config:
                 "(issue 16: M0 learns to read critiques of its own mistakes). Empty: none."})
     draft_model: str = field(default="", metadata={"help": "The checkpoint that writes own_drafts (default: "
                                                            "init_from)."})
+    math_steps_mix: list[int] = field(default_factory=list, metadata={
+        "help": "Extra worked solutions by number of steps, from world.min_steps up: [n2, n3, n4] adds n2 2-step, "
+                "n3 3-step and n4 4-step problems' gold solutions, a seeded sample of the train split beyond "
+                "n_math (the own_drafts range excluded). Issue 16: M0 v2's natural mix left 3- and 4-step problems "
+                "near 0 (phase 7 weights them). Empty: none."})
 
     def __post_init__(self):
         check(not self.own_drafts or (len(self.own_drafts) == 2 and 0 <= self.own_drafts[0] < self.own_drafts[1]),
               "m0.own_drafts", f"must be empty or [start, stop] with 0 <= start < stop, got {self.own_drafts!r}")
         check(not self.own_drafts or bool(self.draft_model or self.init_from), "m0.draft_model",
               "own_drafts needs a model to write them: set m0.draft_model or m0.init_from")
+        check(all(n >= 0 for n in self.math_steps_mix), "m0.math_steps_mix",
+              f"must be counts >= 0, one per number of steps from world.min_steps, got {self.math_steps_mix!r}")
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",
                                     "num_heads", "max_length", "batch_size", "logging_steps", "drill_lines"), 1)
         check(self.vocab_size >= 300, "m0.vocab_size",

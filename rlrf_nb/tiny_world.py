@@ -219,6 +219,24 @@ def own_draft_examples(world: World, cfg) -> list[dict]:
             if not math.check_example(text, e).perfect]
 
 
+def steps_mix(world: World, cfg, seed: int) -> list[Example]:
+    """``m0.math_steps_mix``: ``[n2, n3, ...]`` train problems with ``world.min_steps``, ``min_steps + 1``, ...
+    steps, a seeded sample of ``train[n_math:]`` without the ``own_drafts`` range (their own random stream, so a mix
+    without them is unchanged)."""
+    if not cfg.math_steps_mix:
+        return []
+    lo, hi = cfg.own_drafts or (0, 0)
+    pool = [e for i, e in enumerate(world.math["train"]) if i >= cfg.n_math and not lo <= i < hi]
+    rng, out = random.Random(f"steps-mix:{seed}"), []
+    for n_steps, n in enumerate(cfg.math_steps_mix, start=world.config.min_steps):
+        group = [e for e in pool if len(e.meta["steps"]) == n_steps]
+        if n > len(group):
+            raise ValueError(f"m0.math_steps_mix asks for {n} {n_steps}-step problems; the train split has "
+                             f"{len(group)} beyond n_math and own_drafts")
+        out += rng.sample(group, n)
+    return out
+
+
 def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dict]:
     """M0's SFT mix (an ``M0Config``): web documents (plain text, the noisy knowledge source),
     math solutions, bio answers for the SFT people, and refinement examples for both tasks; ``own``
@@ -231,6 +249,7 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
               for _ in range(cfg.n_drills)]
     train = world.math["train"]
     items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
+    items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in steps_mix(world, cfg, seed)]
     items += [math_refinement_example(rng, rng.choice(train), cfg.scalar_refine_share)
               for _ in range(cfg.n_math_refine)]
     sft_people = [world.person(e.meta["entity"]) for e in world.bios["sft"]]
@@ -255,7 +274,8 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
 
 #: Fields added after M0s were committed: at these values (off: the mix those M0s were trained on) they stay out of
 #: M0's key, so the committed M0s keep theirs.
-LATER_FIELDS = {"world": {"critique_quotes": False}, "m0": {"own_drafts": [], "draft_model": ""}}
+LATER_FIELDS = {"world": {"critique_quotes": False},
+                "m0": {"own_drafts": [], "draft_model": "", "math_steps_mix": []}}
 
 
 def m0_config_hash(world_cfg, m0_cfg) -> str:

@@ -119,6 +119,35 @@ def test_own_draft_examples_train_from_the_first_line_the_gold_solution_changes(
         load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.own_drafts": [5, 2]})
 
 
+def test_math_steps_mix_adds_solutions_by_number_of_steps():
+    """``m0.math_steps_mix`` (phase 7): extra gold solutions per number of steps, never from ``train[:n_math]`` or the
+    own-draft range; unset, the mix and M0's key are what they were; asking for more than the split has is an error
+    that names the field."""
+    import dataclasses
+
+    from rlrf_nb.tiny_world import steps_mix, training_mix
+
+    w = build_world(SMALL)
+    m0 = dataclasses.replace(load_recipe(ROOT / "recipes/tiny-v2-phase4.yaml").m0, n_math=5, n_math_refine=5,
+                             n_drills=2, n_bio_refine=2)
+    cfg = dataclasses.replace(m0, math_steps_mix=[2, 3, 1], own_drafts=[10, 20], draft_model="x")
+    extra = steps_mix(w, cfg, 0)
+    assert [len(e.meta["steps"]) for e in extra] == [2, 2, 3, 3, 3, 4]
+    index = {e.prompt: i for i, e in enumerate(w.math["train"])}
+    assert all(i >= 5 and not 10 <= i < 20 for i in (index[e.prompt] for e in extra))
+    assert extra == steps_mix(w, cfg, 0) and extra != steps_mix(w, cfg, 1)
+    base = training_mix(w, m0, 0)
+    assert training_mix(w, dataclasses.replace(m0, math_steps_mix=[]), 0) == base
+    mixed = training_mix(w, dataclasses.replace(m0, math_steps_mix=[2, 3, 1]), 0)
+    assert sum(it["kind"] == "math" for it in mixed) == sum(it["kind"] == "math" for it in base) + 6
+    assert m0_config_hash(SMALL, dataclasses.replace(m0, math_steps_mix=[])) == m0_config_hash(SMALL, m0)
+    assert m0_config_hash(SMALL, dataclasses.replace(m0, math_steps_mix=[2, 3, 1])) != m0_config_hash(SMALL, m0)
+    with pytest.raises(ValueError, match="math_steps_mix asks for 1000 2-step"):
+        steps_mix(w, dataclasses.replace(m0, math_steps_mix=[1000]), 0)
+    with pytest.raises(ConfigError, match="m0.math_steps_mix"):
+        load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.math_steps_mix": [1, -1]})
+
+
 def test_scalar_share_gives_scalar_only_refinement_examples():
     w = build_world(SMALL)
     rng = random.Random(0)
