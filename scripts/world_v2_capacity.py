@@ -11,8 +11,9 @@ Headroom needs problems of middle difficulty for M0, which a model that copies b
    solutions) with replay of the rest of M0 v2's mix (web documents, SFT bios, drills, refinements).
    ``train x4``: the control, M0 v2 itself on the same mix, with the same steps and schedule, so what ``x8`` gains
    over ``x4`` is the extra capacity, not the extra training.
-3. ``probe``: greedy and 16 samples at T = 1.0 on the first 200 dev problems for M0 v2, ``x4`` and ``x8``: every step
-   right and the final answer, greedy and pass@16, per number of steps, with 95% intervals; and the probe's cost.
+3. ``probe``: greedy and 16 samples at T = 1.0 on the first 200 dev problems for M0 v2, ``x4`` and ``x8`` (and
+   ``phase7``: ``recipes/tiny-v2-phase7.yaml`` trained into ``runs/v2-phase7``): every step right and the final
+   answer, greedy and pass@16, per number of steps, with 95% intervals; and the probe's cost.
 
 Results: ``benchmarks/world_v2/capacity_probe.json``; docs/tiny_world.md, "Is the headroom a matter of capacity?".
 """
@@ -127,8 +128,8 @@ def probe(names: list[str], n: int = 200, k: int = 16) -> None:
     problems = tw.build_world(recipe.world).math["dev"][:n]
     result = json.loads(RESULT.read_text()) if RESULT.exists() else {}
     paths = {"m0": M0}
-    for v in ("x4", "x8"):
-        done = list((OUT / v / "checkpoints").glob("M0-*")) if (OUT / v / "checkpoints").exists() else []
+    for v, run in (("x4", OUT / "x4"), ("x8", OUT / "x8"), ("phase7", Path("runs/v2-phase7"))):
+        done = list((run / "checkpoints").glob("M0-*")) if (run / "checkpoints").exists() else []
         if done:
             paths[v] = str(done[0])
     for name in names:
