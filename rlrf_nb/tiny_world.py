@@ -248,8 +248,8 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
     items += [{"kind": "drill", "text": math.arithmetic_drill(rng, cfg.drill_lines, **drill_kw)}
               for _ in range(cfg.n_drills)]
     train = world.math["train"]
-    items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in train[: cfg.n_math]]
-    items += [{"kind": "math", "messages": chat(e.prompt, e.reference)} for e in steps_mix(world, cfg, seed)]
+    items += [{"kind": "math", "messages": chat(e.prompt, e.reference)}
+              for e in [*train[: cfg.n_math], *steps_mix(world, cfg, seed)]]
     items += [math_refinement_example(rng, rng.choice(train), cfg.scalar_refine_share)
               for _ in range(cfg.n_math_refine)]
     sft_people = [world.person(e.meta["entity"]) for e in world.bios["sft"]]
