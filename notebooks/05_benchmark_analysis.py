@@ -95,7 +95,8 @@ print(f"GSM8K: {len(math_examples)} test problems ({math_examples[0].id} ...), {
       f"{exemplars[0].id if exemplars and gsm8k_k else '-'} ...; Just-Eval judge {je_judge.id}; on {place.describe()}")
 suite = evaluate_suite(policies, world, store, math_examples=math_examples, bio_examples=bio_examples,
                        just_eval_judge=je_judge, gsm8k_kwargs={"exemplars": exemplars, "k": gsm8k_k},
-                       max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size, place=place)
+                       max_new_tokens=recipe.eval.max_new_tokens, batch_size=recipe.eval.batch_size, place=place,
+                       processes=recipe.eval.processes)
 
 # %% [markdown]
 # ## 2 · The results table

@@ -214,6 +214,9 @@ class EvalConfig:
     n_bios: int = field(default=60, metadata={"help": "Bio prompts to evaluate (first n of the split)."})
     max_new_tokens: int = field(default=160, metadata={"help": "Generation cap per response."})
     batch_size: int = field(default=100, metadata={"help": "Prompts per generate() call."})
+    processes: int = field(default=1, metadata={
+        "help": "Greedy evaluation processes on a CPU, one thread each (2 on a 2-core machine; notebooks 00, 03-05): "
+                "the answers are the same for any value."})
     gsm8k_source: str | None = field(default=None, metadata={
         "help": "Notebook 05's math benchmark: None for the tiny world's held-out split, or GSM8K test for real "
                 "runs: a local JSONL (the test file itself) or a Hub id (openai/gsm8k: its test split)."})
@@ -231,7 +234,7 @@ class EvalConfig:
         check(self.n_refine is None or self.n_refine >= 1, "eval.n_refine",
               f"must be None (all) or >= 1, got {self.n_refine}")
         check(0 <= self.gsm8k_k <= 16, "eval.gsm8k_k", f"must be in [0, 16], got {self.gsm8k_k}")
-        check_at_least(self, "eval", ("n_math", "max_new_tokens", "batch_size"), 1)
+        check_at_least(self, "eval", ("n_math", "max_new_tokens", "batch_size", "processes"), 1)
         check(self.n_bios >= 0, "eval.n_bios", f"must be >= 0 (0 in a real recipe: the bios are the tiny world's), "
                                                f"got {self.n_bios}")
         local_test = self.gsm8k_source is not None and not is_hub_dataset(self.gsm8k_source)
@@ -583,10 +586,12 @@ class DiagnoseConfig:
                                       metadata={"help": "Sampling temperatures (the first one states the targets)."})
     max_new_tokens: int = field(default=160, metadata={"help": "Response cap in tokens."})
     batch_size: int = field(default=256, metadata={"help": "Rows per generate() call."})
+    processes: int = field(default=1, metadata={"help": "Generation processes on a CPU, one thread each (2 on a "
+                                                         "2-core machine); the texts are the same for any value."})
 
     def __post_init__(self):
         check(self.split in ("dev", "test"), "diagnose.split", f"must be 'dev' or 'test', got {self.split!r}")
-        check_at_least(self, "diagnose", ("n_math", "k", "m", "max_new_tokens", "batch_size"), 1)
+        check_at_least(self, "diagnose", ("n_math", "k", "m", "max_new_tokens", "batch_size", "processes"), 1)
         check(self.n_bios >= 0, "diagnose.n_bios", f"must be >= 0, got {self.n_bios}")
         check(bool(self.temperatures) and all(0 < t <= 5 for t in self.temperatures), "diagnose.temperatures",
               f"must be a non-empty list of temperatures in (0, 5], got {self.temperatures}")

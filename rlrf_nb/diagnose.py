@@ -55,26 +55,30 @@ def grade_math(text: str, ex) -> dict:
             "answer": math.extract_answer(text, "strict")}
 
 
-def _greedy(store, name, model, tok, fp, prompts: list[tuple[str, str]], max_new_tokens: int, batch_size: int):
-    """Greedy responses for ``(id, user message)`` pairs, through the store."""
+def _greedy(store, name, model, tok, fp, prompts: list[tuple[str, str]], max_new_tokens: int, batch_size: int,
+            workers=None):
+    """Greedy responses for ``(id, user message)`` pairs, through the store (in ``workers`` when given)."""
     decode = {"max_new_tokens": max_new_tokens, "do_sample": False}
 
     def key(it):
         return content_key({"model": fp, "prompt": it[1], "decode": decode})
 
-    def run(batch):
-        outs = generation.generate(model, tok, [chat(p) for _, p in batch], batch_size=len(batch), progress=False,
-                                   **decode)
+    def job(batch):
+        return [chat(p) for _, p in batch], {"batch_size": len(batch), "progress": False, **decode}
+
+    def records(batch, outs):
         return [{"id": i, "prompt": p, "response": o[0]} for (i, p), o in zip(batch, outs)]
 
-    return store.map_batches(name, prompts, key, run, batch_size=batch_size, desc=name)
+    return store.map_batches(name, prompts, key, records, batch_size=batch_size, desc=name,
+                             imap=generation.store_imap(model, tok, job, workers))
 
 
 def _samples(store, name, model, tok, fp, prompts: list[tuple[str, str]], n: int, temperature: float,
-             max_new_tokens: int, seed: int, batch_size: int) -> dict[str, list[str]]:
+             max_new_tokens: int, seed: int, batch_size: int, workers=None) -> dict[str, list[str]]:
     recs = generation.generate_to_store(store, name, model, tok, fp, [{"id": i, "prompt": p} for i, p in prompts],
                                         n=n, temperature=temperature, top_p=1.0, max_new_tokens=max_new_tokens,
-                                        seed=seed, batch_size=max(1, batch_size // n), policy_id="diagnose")
+                                        seed=seed, batch_size=max(1, batch_size // n), policy_id="diagnose",
+                                        workers=workers)
     out: dict[str, list[str]] = {}
     for r in recs:
         out.setdefault(r["source_id"], []).append(r["text"])
@@ -289,20 +293,28 @@ def context_length(model) -> int:
 
 
 def diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, rubrics, seed: int = 0) -> dict:
-    """Every property of the organism for one policy (a ``DiagnoseConfig``); see the module docstring."""
+    """Every property of the organism for one policy (a ``DiagnoseConfig``); see the module docstring. With
+    ``cfg.processes`` > 1 on a CPU, the generations run in that many one-thread processes (the same texts)."""
+    with generation.sampling_processes(model, tokenizer, cfg.processes) as workers:
+        return _diagnose(model, tokenizer, fingerprint, world, store, cfg, judge=judge, rubrics=rubrics, seed=seed,
+                         workers=workers)
+
+
+def _diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, rubrics, seed: int, workers) -> dict:
     exs = world.math[cfg.split][: cfg.n_math]
     bio_exs = world.bios[cfg.split][: cfg.n_bios]
     pre = f"diagnose/{cfg.split}"
     greedy = {r["id"]: r["response"] for r in _greedy(store, f"{pre}/math_greedy", model, tokenizer, fingerprint,
                                                       [(ex.id, ex.prompt) for ex in exs], cfg.max_new_tokens,
-                                                      cfg.batch_size)}
+                                                      cfg.batch_size, workers)}
     out = {"split": cfg.split, "n_math": len(exs), "n_bios": len(bio_exs), "k": cfg.k, "m": cfg.m,
            "fingerprint": fingerprint, "math": {}, "reflection": {}}
     all_refine_prompts = []
     for temp in cfg.temperatures:
         tag = f"T{temp:g}"
         samples = _samples(store, f"{pre}/math_samples_{tag}", model, tokenizer, fingerprint,
-                           [(ex.id, ex.prompt) for ex in exs], cfg.k, temp, cfg.max_new_tokens, seed, cfg.batch_size)
+                           [(ex.id, ex.prompt) for ex in exs], cfg.k, temp, cfg.max_new_tokens, seed, cfg.batch_size,
+                           workers)
         out["math"][tag] = math_sampling(exs, greedy, samples, cfg.k, seed)
         refined = {}
         for kind in ("critique", "scalar"):
@@ -310,17 +322,17 @@ def diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, ru
             all_refine_prompts += [it["prompt"] for it in items]
             recs = _samples(store, f"{pre}/refine_{kind}_{tag}", model, tokenizer, fingerprint,
                             [(it["id"], it["prompt"]) for it in items], cfg.m, temp, cfg.max_new_tokens, seed + 1,
-                            cfg.batch_size)
+                            cfg.batch_size, workers)
             refined[kind] = recs
         out["reflection"][tag] = refinement_vs_fresh(exs, greedy, samples, refined, cfg.m, seed)
         out["reflection"][tag]["named_step"] = critique_used(exs, greedy, refined, cfg.m, seed)
     if bio_exs:
         bgreedy = {r["id"]: r["response"] for r in _greedy(store, f"{pre}/bio_greedy", model, tokenizer, fingerprint,
                                                            [(ex.id, ex.prompt) for ex in bio_exs],
-                                                           cfg.max_new_tokens, cfg.batch_size)}
+                                                           cfg.max_new_tokens, cfg.batch_size, workers)}
         bsamples = _samples(store, f"{pre}/bio_samples_T{cfg.temperatures[0]:g}", model, tokenizer, fingerprint,
                             [(ex.id, ex.prompt) for ex in bio_exs], cfg.k, cfg.temperatures[0], cfg.max_new_tokens,
-                            seed, cfg.batch_size)
+                            seed, cfg.batch_size, workers)
         out["bios"] = bio_facts(bio_exs, world, bgreedy, bsamples, seed)
     prompts = loop_prompts(world, judge, rubrics, greedy_drafts=greedy, examples=exs)
     prompts["math refinement (diagnosed drafts)"] = all_refine_prompts

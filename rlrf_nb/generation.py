@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import inspect
+import itertools
 import logging
 import multiprocessing
 import os
@@ -778,10 +779,24 @@ class SamplingProcesses:
 
 
 def sampling_processes(model, tokenizer, processes: int):
-    """A :class:`SamplingProcesses` for ``processes`` > 1 (``transformers`` models only), else a null context."""
-    if processes <= 1 or not isinstance(model, torch.nn.Module):
+    """A :class:`SamplingProcesses` for ``processes`` > 1 (``transformers`` models on the CPU only: a GPU is one
+    device, and CUDA does not survive a fork), else a null context."""
+    if (processes <= 1 or not isinstance(model, torch.nn.Module)
+            or any(p.device.type != "cpu" for p in itertools.islice(model.parameters(), 1))):
         return contextlib.nullcontext(None)
     return SamplingProcesses(model, tokenizer, processes)
+
+
+def store_imap(model, tokenizer, job, workers: SamplingProcesses | None = None):
+    """An ``imap`` for :meth:`rlrf_nb.store.RunStore.map_batches`: ``job(batch)`` gives a batch's ``(conversations,
+    generate kwargs)``, which :func:`generate` runs here or, with ``workers`` (:func:`sampling_processes`), in those
+    processes with the same outputs; the store's ``fn(batch, outputs)`` then makes the batch's records."""
+    def imap(fn, batches):
+        jobs = [job(b) for b in batches]
+        outs = (workers.imap(jobs) if workers is not None
+                else (generate(model, tokenizer, convs, **kw) for convs, kw in jobs))
+        return (fn(b, o) for b, o in zip(batches, outs))
+    return imap
 
 
 def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, items: list[dict], *, n: int,
@@ -815,14 +830,8 @@ def generate_to_store(store, name: str, model, tokenizer, fingerprint: str, item
             on_batch(recs)
         return recs
 
-    def imap(fn, batches):
-        jobs = [job(b) for b in batches]
-        outs = (workers.imap(jobs) if workers is not None
-                else (generate(model, tokenizer, convs, **kw) for convs, kw in jobs))
-        return (fn(b, o) for b, o in zip(batches, outs))
-
     return store.map_batches(name, todo, key, records, batch_size=max(1, batch_size) * n,
-                             desc=f"{name} ({policy_id})", imap=imap)
+                             desc=f"{name} ({policy_id})", imap=store_imap(model, tokenizer, job, workers))
 
 
 def sample_to_store(store, name: str, model, tokenizer, fingerprint: str, examples: list, **kw) -> list[dict]:

@@ -59,7 +59,7 @@ def evaluate_policy(model, tok, fingerprint: str, recipe, world, store, policy_i
     rcfg, ecfg = recipe.rounds, recipe.eval
     t0 = time.monotonic()
     cfg = EvalConfig(split="dev", n_math=rcfg.eval_n_math, n_bios=rcfg.eval_n_bios,
-                     max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size)
+                     max_new_tokens=ecfg.max_new_tokens, batch_size=ecfg.batch_size, processes=ecfg.processes)
     m = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False,
                       examples=task_data.dev_math(recipe, world, rcfg.eval_n_math))
     out = {"math_accuracy": m["accuracy"]}
@@ -79,7 +79,7 @@ def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, polic
     ecfg = recipe.eval
     examples = task_data.gsm8k_test(recipe, world, n or ecfg.n_math)
     cfg = EvalConfig(split="test", n_math=len(examples), n_bios=0, max_new_tokens=ecfg.max_new_tokens,
-                     batch_size=ecfg.batch_size)
+                     batch_size=ecfg.batch_size, processes=ecfg.processes)
     recs = evaluate_math(model, tok, fingerprint, world, cfg, store, policy_id=policy_id, refine=False,
                          examples=examples)["records"]
     return [{**r, "perfect": bool(r["correct"] and r["first_error"] is None)} for r in recs]

@@ -336,19 +336,23 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
 
 
 def _gen_records(store, name, model, tok, fingerprint, items, prompt_fn, ecfg, extra_fn):
-    """Greedy generations for ``items`` through the store: one record per item, keyed by its inputs."""
+    """Greedy generations for ``items`` through the store: one record per item, keyed by its inputs; with
+    ``ecfg.processes`` > 1 the batches run in that many one-thread processes (the same answers)."""
     decode = {"max_new_tokens": ecfg.max_new_tokens, "do_sample": False}
 
     def key(it):
         return content_key({"model": fingerprint, "prompt": prompt_fn(it), "decode": decode})
 
-    def run(batch):
-        outs = generation.generate(model, tok, [chat(prompt_fn(it)) for it in batch], batch_size=len(batch),
-                                   progress=False, **decode)
+    def job(batch):
+        return [chat(prompt_fn(it)) for it in batch], {"batch_size": len(batch), "progress": False, **decode}
+
+    def records(batch, outs):
         return [{"id": it_id(it), "prompt": prompt_fn(it), "response": o[0], **extra_fn(it, o[0])}
                 for it, o in zip(batch, outs)]
 
-    return store.map_batches(name, items, key, run, batch_size=ecfg.batch_size, desc=name)
+    with generation.sampling_processes(model, tok, ecfg.processes) as workers:
+        return store.map_batches(name, items, key, records, batch_size=ecfg.batch_size, desc=name,
+                                 imap=generation.store_imap(model, tok, job, workers))
 
 
 def it_id(it) -> str:

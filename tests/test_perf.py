@@ -416,3 +416,40 @@ def test_decoding_restores_the_models_attention_setting(m0, convs):
     before = model.config._attn_implementation
     generate(model, tok, convs[:1], max_new_tokens=4, progress=False)
     assert model.config._attn_implementation == before and generation.fast_engine_ok(model)
+
+
+def test_greedy_evaluation_in_processes_stores_the_same_answers(m0, world, tmp_path):
+    """``eval.processes`` and ``diagnose.processes``: notebook 00's checks, the round's dev and test checks (through
+    ``evaluate_math``), notebook 05's GSM8K and FactScore and the diagnose's greedy answers, computed in two
+    one-thread processes, are the records one process writes; a model off the CPU gets no processes."""
+    from rlrf_nb.config import EvalConfig
+    from rlrf_nb.diagnose import _greedy
+    from rlrf_nb.evals.factscore import evaluate_factscore
+    from rlrf_nb.evals.gsm8k import evaluate_gsm8k
+    from rlrf_nb.tiny_world import evaluate_math
+
+    model, tok = m0
+    exs, bios = world.math["dev"][:5], world.bios["dev"][:3]
+
+    def run(root, processes):
+        store = RunStore(tmp_path / root)
+        cfg = EvalConfig(split="dev", n_math=5, n_bios=0, max_new_tokens=16, batch_size=2, n_refine=2,
+                         processes=processes)
+        out = {"math": evaluate_math(model, tok, "fp", world, cfg, store)}
+        with sampling_processes(model, tok, processes) as workers:
+            out["gsm8k"] = evaluate_gsm8k(model, tok, "fp", exs, store, "M0", max_new_tokens=16, batch_size=2,
+                                          workers=workers)["records"]
+            out["factscore"] = evaluate_factscore(model, tok, "fp", bios, world, store, "M0", max_new_tokens=16,
+                                                  batch_size=2, workers=workers)["records"]
+            out["diagnose"] = _greedy(store, "diag", model, tok, "fp", [(e.id, e.prompt) for e in exs], 16, 2,
+                                      workers)
+        return out
+
+    assert run("two", 2) == run("one", 1)
+
+    class OnGPU(torch.nn.Module):  # a model whose parameters sit on another device is never forked
+        def parameters(self, recurse=True):
+            yield torch.nn.Parameter(torch.zeros(1, device="meta"))
+
+    with sampling_processes(OnGPU(), tok, 2) as none:
+        assert none is None

@@ -42,7 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from rlrf_nb.generation import generate
+from rlrf_nb.generation import store_imap
 from rlrf_nb.jsonl import JsonlError, iter_jsonl
 from rlrf_nb.llm_judge import TransformersTransport
 from rlrf_nb.prompts import chat
@@ -457,11 +457,13 @@ def factscore(responses: Sequence[str], topics: Sequence[str], decomposer: Decom
 # ---------------------------------------------------------------------------------------------- tiny world
 
 def evaluate_factscore(model, tok, fingerprint: str, examples: list, world, store, policy_id: str,
-                       max_new_tokens: int = 160, batch_size: int = 32, gamma: float | None = GAMMA) -> dict:
+                       max_new_tokens: int = 160, batch_size: int = 32, gamma: float | None = GAMMA,
+                       workers=None) -> dict:
     """FactScore of ``policy_id``'s greedy bios for tiny-world bio ``examples`` (``meta["entity"]`` = topic).
     Generations are stored in ``eval/<policy_id>/factscore``, keyed by fingerprint, prompt and decode settings (a rerun
     generates nothing); the exact scoring (:class:`SentenceDecomposer` + :class:`KBVerifier`) is recomputed from them
-    each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``.
+    each time. Returns :func:`factscore`'s dict plus ``records`` and ``policy_id``. With ``workers``
+    (:func:`rlrf_nb.generation.sampling_processes`) the batches run in those processes, with the same outputs.
     """
     decode = {"max_new_tokens": max_new_tokens, "do_sample": False}
     for ex in examples:
@@ -471,13 +473,15 @@ def evaluate_factscore(model, tok, fingerprint: str, examples: list, world, stor
     def key(ex):
         return content_key({"model": fingerprint, "prompt": ex.prompt, "decode": decode})
 
-    def run(batch):
-        outs = generate(model, tok, [chat(ex.prompt) for ex in batch], batch_size=len(batch), progress=False,
-                        **decode)
+    def job(batch):
+        return [chat(ex.prompt) for ex in batch], {"batch_size": len(batch), "progress": False, **decode}
+
+    def run(batch, outs):
         return [{"id": ex.id, "entity": ex.meta["entity"], "prompt": ex.prompt, "policy": policy_id,
                  "decode": decode, "response": o[0]} for ex, o in zip(batch, outs)]
 
     recs = store.map_batches(f"eval/{policy_id}/factscore", examples, key, run, batch_size=batch_size,
+                             imap=store_imap(model, tok, job, workers),
                              desc=f"factscore ({policy_id})")
     res = factscore([r["response"] for r in recs], [ex.meta["entity"] for ex in examples], SentenceDecomposer(),
                     KBVerifier(KBSource(world)), gamma=gamma)

@@ -209,7 +209,8 @@ def _check_context(model, tokenizer, examples: list[Example], convs: list[list[d
 
 def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Example], store: RunStore,
                    policy_id: str, *, exemplars: Sequence[Example] = (), k: int = 0, style: str = "multiturn",
-                   max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP) -> dict:
+                   max_new_tokens: int = 256, batch_size: int = 32, stop: Sequence[str] = DEFAULT_STOP,
+                   workers=None) -> dict:
     """Greedy k-shot accuracy on ``examples``, strict and flexible side by side, each with a 95% interval.
 
     One record per example (``eval/<policy_id>/gsm8k``: ``id``, ``question``, ``gold``, shot ids, raw ``output``, cut
@@ -218,7 +219,8 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
     the raw output on every call, so a new ``stop`` or extractor applies to old records (a warning counts those that
     then grade differently). Returns the ``strict``, ``flexible``, ``lm_eval_strict``, ``lm_eval_flexible`` and
     ``truncated`` rates (:func:`rlrf_nb.stats.rate`), ``n``, ``strict_flexible_gap`` (flexible minus strict) and the
-    ``records`` in example order. A prompt longer than the model's context is a ``ValueError``.
+    ``records`` in example order. A prompt longer than the model's context is a ``ValueError``. With ``workers``
+    (:func:`rlrf_nb.generation.sampling_processes`) the batches run in those processes, with the same outputs.
     """
     truncate_at_stop("", stop)  # a malformed stop list fails here, before any generation
     examples = list(examples)
@@ -233,17 +235,20 @@ def evaluate_gsm8k(model, tokenizer, fingerprint: str, examples: Sequence[Exampl
     def key(item) -> str:
         return content_key({"model": fingerprint, "prompt": item[1], "decode": decode})
 
-    def run(batch: list) -> list[dict]:
+    def job(batch: list) -> tuple[list, dict]:
         exs, convs = [it[0] for it in batch], [it[1] for it in batch]
         _check_context(model, tokenizer, exs, convs, max_new_tokens, k)
-        outs = generation.generate(model, tokenizer, convs, batch_size=len(batch), progress=False, **decode)
+        return convs, {"batch_size": len(batch), "progress": False, **decode}
+
+    def run(batch: list, outs: list) -> list[dict]:
         return [{"id": ex.id, "question": ex.prompt, "gold": ex.answer, "policy": policy_id, "k": k,
                  "style": style, "shots": shots, "decode": decode, "output": o[0],
                  **grade_output(o[0], ex.answer, stop, lm_eval_target(ex))}
                 for (ex, _, shots), o in zip(batch, outs)]
 
     name = f"eval/{policy_id}/gsm8k"
-    stored = store.map_batches(name, items, key, run, batch_size=batch_size, desc=f"gsm8k ({policy_id})")
+    stored = store.map_batches(name, items, key, run, batch_size=batch_size, desc=f"gsm8k ({policy_id})",
+                               imap=generation.store_imap(model, tokenizer, job, workers))
     records, regraded = [], 0
     for ex, rec in zip(examples, stored):
         fresh = grade_output(rec["output"], ex.answer, stop, lm_eval_target(ex))
