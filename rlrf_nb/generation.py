@@ -790,10 +790,11 @@ def sampling_processes(model, tokenizer, processes: int):
 def store_imap(model, tokenizer, job, workers: SamplingProcesses | None = None):
     """An ``imap`` for :meth:`rlrf_nb.store.RunStore.map_batches`: ``job(batch)`` gives a batch's ``(conversations,
     generate kwargs)``, which :func:`generate` runs here or, with ``workers`` (:func:`sampling_processes`), in those
-    processes with the same outputs; the store's ``fn(batch, outputs)`` then makes the batch's records."""
+    processes with the same outputs; the store's ``fn(batch, outputs)`` then makes the batch's records. A lone batch
+    runs here, on the caller's threads: one worker would leave the other core idle and start a pool for nothing."""
     def imap(fn, batches):
         jobs = [job(b) for b in batches]
-        outs = (workers.imap(jobs) if workers is not None
+        outs = (workers.imap(jobs) if workers is not None and len(jobs) > 1
                 else (generate(model, tokenizer, convs, **kw) for convs, kw in jobs))
         return (fn(b, o) for b, o in zip(batches, outs))
     return imap
