@@ -167,13 +167,27 @@ def _step_annotation(text: str, j: int) -> tuple[str, str] | None:
     return (found[j][0].replace(" ", ""), found[j][1]) if len(found) > j else None
 
 
+def _where_wrong(text: str, ex, j: int) -> str:
+    """Where ``text`` first goes wrong against step ``j`` (0-based): perfect, before, at or after it."""
+    c = math.check_example(text, ex)
+    if c.perfect:
+        return "perfect"
+    first = (c.first_error or len(ex.meta["steps"]) + 1) - 1  # a wrong final line alone counts as after every step
+    return "before" if first < j else "at" if first == j else "after"
+
+
 def critique_used(examples: list, greedy: dict[str, str], refined: dict[str, dict[str, list[str]]], m: int,
                   seed: int = 0) -> dict:
     """Does the policy read the critique? On the greedy-wrong problems whose critique names a wrong or missing step
     and states its right expression, the per-problem share of the m refinements that write that step as stated
     (its annotation), for each kind of message, and how often they repeat the draft's wrong step. A scalar-only
-    message does not state the step, so critique minus scalar is what the critique's words are worth."""
+    message does not state the step, so critique minus scalar is what the critique's words are worth.
+
+    ``<kind>_first_error``: where each refinement goes wrong, against the named step, as shares of the m refinements
+    averaged over the problems: ``perfect``, ``before`` (a step the draft had right: the kept prefix is broken),
+    ``at`` (the named step is still wrong) and ``after`` (the named step is fixed and a later one is not)."""
     named = []  # (problem id, step index, the right annotation, the draft's annotation of that step)
+    by_id = {ex.id: ex for ex in examples}
     for ex in examples:
         c = math.check_example(greedy[ex.id], ex)
         if c.error_kind in ("wrong_step", "missing_step"):
@@ -187,6 +201,9 @@ def critique_used(examples: list, greedy: dict[str, str], refined: dict[str, dic
         out[f"{kind}_repeats_draft"] = _mean_ci(
             [sum(drafted is not None and _step_annotation(t, j) == drafted for t in texts[i][:m]) / m
              for i, j, _, drafted in named], seed)
+        where = [[_where_wrong(t, by_id[i], j) for t in texts[i][:m]] for i, j, _, _ in named]
+        out[f"{kind}_first_error"] = {w: _mean_ci([ws.count(w) / m for ws in where], seed)
+                                      for w in ("perfect", "before", "at", "after")}
     if "critique" in per and "scalar" in per:
         out["critique_minus_scalar"] = paired_test(per["scalar"], per["critique"], seed=seed)
     return out
@@ -434,6 +451,13 @@ def report_lines(d: dict) -> list[str]:
                          f"{100 * cs['diff']:+.1f} [{100 * cs['ci_low']:+.1f}, {100 * cs['ci_high']:+.1f}] points; "
                          f"they repeat the draft's wrong step {_fmt(u['critique_repeats_draft'])} and "
                          f"{_fmt(u['scalar_repeats_draft'])}")
+            for kind, said in (("critique", "the critique"), ("scalar", "a scalar-only message")):
+                if f"{kind}_first_error" in u:
+                    f = u[f"{kind}_first_error"]
+                    lines.append(f"  where the refinements from {said} first go wrong: before the named step (the "
+                                 f"kept prefix broken) "
+                                 f"{_fmt(f['before'])}, at it {_fmt(f['at'])}, after it {_fmt(f['after'])}; perfect "
+                                 f"{_fmt(f['perfect'])}")
     if "bios" in d:
         b = d["bios"]
         lines.append(f"bios: greedy claims supported {_fmt(b['greedy_supported'])}; sampled "

@@ -78,6 +78,13 @@ def test_critique_used_counts_refinements_that_write_the_named_step_as_stated():
     # only m0's draft has a wrong step to repeat: the critique's refinements repeat it once, the scalar's twice
     assert u["critique_repeats_draft"]["rate"] == 0.25 and u["scalar_repeats_draft"]["rate"] == 0.5
     assert u["critique_minus_scalar"]["diff"] == 0.5
+    # where each refinement first goes wrong, against the named step: a right one is perfect, the rest fail at it
+    assert {w: r["rate"] for w, r in u["critique_first_error"].items()} == {"perfect": 0.5, "before": 0.0,
+                                                                            "at": 0.5, "after": 0.0}
+    assert u["scalar_first_error"]["at"]["rate"] == 1.0
+    broken = "so x is 300-60=<<300-60=240>>240.\n#### 240"  # m1's step 1, right in its draft, now wrong
+    step2 = D.critique_used(EXS, greedy, {"critique": {"m0": [RIGHT[0]] * 2, "m1": [broken, RIGHT[1]]}}, m=2)
+    assert step2["critique_first_error"]["before"]["rate"] == 0.25
 
 
 def test_refinement_items_hold_the_critique_or_only_a_score():
