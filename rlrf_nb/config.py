@@ -180,6 +180,11 @@ class M0Config:
                 "n3 3-step and n4 4-step problems' gold solutions, a seeded sample of the train split beyond "
                 "n_math (the own_drafts range excluded). Issue 16: M0 v2's natural mix left 3- and 4-step problems "
                 "near 0 (phase 7 weights them). Empty: none."})
+    n_critique_source: int = field(default=0, metadata={
+        "help": "Math refinement examples in which the critique is the only source of the right number: the "
+                "problem's sentence and the draft both carry one miscopied operand at the named step, the critique "
+                "(against the true problem) states the right expression, and the target is the gold solution "
+                "(issue 16: M0's refinements copy the draft or the problem, never the critique). 0: none."})
 
     def __post_init__(self):
         check(not self.own_drafts or (len(self.own_drafts) == 2 and 0 <= self.own_drafts[0] < self.own_drafts[1]),
@@ -195,7 +200,7 @@ class M0Config:
         check(self.hidden_size % self.num_heads == 0, "m0.hidden_size",
               f"must be divisible by num_heads={self.num_heads}, got {self.hidden_size}")
         check_at_least(self, "m0", ("n_math", "n_math_refine", "n_drills", "n_bio_refine", "web_epochs",
-                                    "bio_sft_epochs", "warmup_steps"), 0)
+                                    "bio_sft_epochs", "warmup_steps", "n_critique_source"), 0)
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
         check(0 < self.adam_beta2 < 1, "m0.adam_beta2", f"must be in (0, 1), got {self.adam_beta2}")
         check(0 <= self.min_lr_rate < 1, "m0.min_lr_rate", f"must be in [0, 1), got {self.min_lr_rate}")

@@ -148,6 +148,42 @@ def test_math_steps_mix_adds_solutions_by_number_of_steps():
         load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.math_steps_mix": [1, -1]})
 
 
+def test_critique_source_examples_hold_the_right_number_only_in_the_critique():
+    """``m0.n_critique_source``: the problem's sentence and the draft carry one miscopied operand, the critique
+    (against the true problem) states the right expression, the target is the gold solution; unset, the mix and M0's
+    key are unchanged; a negative count is a config error that names the field."""
+    import dataclasses
+
+    from rlrf_nb.tiny_world import critique_source_example, training_mix
+
+    w = build_world(SMALL)
+    rng = random.Random(0)
+    made = [it for it in (critique_source_example(rng, ex) for ex in w.math["train"][:20]) if it]
+    assert len(made) >= 15
+    for it in made:
+        prompt, target = it["messages"][0]["content"], it["messages"][1]["content"]
+        draft = prompt.split("Draft:\n")[1].split("\n\nFeedback:")[0]
+        problem = prompt.split("\n\nDraft:")[0]
+        critique = re.search(r"should be (\d+[-+]\d+=\d+)", prompt).group(1)
+        expr = critique.split("=")[0]
+        assert expr in target and expr not in draft and critique.split("=")[0].split("+")[-1].split("-")[-1] \
+            not in problem  # the right operand is in the critique and the target only
+        assert draft == it["draft"] and draft != target and M.check_example(target, _example(w, target)).perfect
+    m0 = dataclasses.replace(load_recipe(ROOT / "recipes/tiny-v2-phase4.yaml").m0, n_math=5, n_math_refine=5,
+                             n_drills=2, n_bio_refine=2)
+    base = training_mix(w, m0, 0)
+    assert training_mix(w, dataclasses.replace(m0, n_critique_source=0), 0) == base
+    assert m0_config_hash(SMALL, dataclasses.replace(m0, n_critique_source=0)) == m0_config_hash(SMALL, m0)
+    mixed = training_mix(w, dataclasses.replace(m0, n_critique_source=7), 0)
+    assert sum(it["kind"] == "math_refine_critique_source" for it in mixed) == 7 and len(mixed) == len(base) + 7
+    with pytest.raises(ConfigError, match="m0.n_critique_source"):
+        load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.n_critique_source": -1})
+
+
+def _example(world, reference: str):
+    return next(e for e in world.math["train"] if e.reference == reference)
+
+
 def test_scalar_share_gives_scalar_only_refinement_examples():
     w = build_world(SMALL)
     rng = random.Random(0)
