@@ -46,7 +46,8 @@ demo-v1: $(STAMP) nbstrip
 
 # The organism's properties in full (issue 16's targets are stated on this): M0 v2 on the 500 test problems, 16
 # samples at T 1.0 and 0.7, 5 refinements, 60 bios. Notebook 00 in the demo runs a reduced version (recipe section
-# diagnose). About 25 min on 2 idle cores.
+# diagnose). With diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
+# (2026-11-30; 10-13 min before); both temperatures take about twice that.
 diagnose: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diagnose --set diagnose.n_math=500 \
 		--set diagnose.n_bios=60 --set diagnose.k=16 --set 'diagnose.temperatures=[1.0,0.7]'
