@@ -15,6 +15,7 @@ import dataclasses
 import logging
 import math as pymath
 import random
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,12 +180,14 @@ def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
     return math.rewrite_from_step(ex, j, operand=new_b)
 
 
-def critique_source_example(rng: random.Random, ex: Example) -> dict | None:
+def critique_source_example(rng: random.Random, ex: Example, operand: str = "digit") -> dict | None:
     """``m0.n_critique_source``: one operand of a world-v2 problem miscopied (one digit) both in the problem's
     sentence and in the draft, which computes on with it; the verifier's critique, checked against the *true* problem,
     names the step and states its right expression; the target is the gold solution. Only the critique holds the right
-    number, so the example rewards reading it. The ``draft`` key trains from the first line the target changes. None
-    when the problem has no usable step (a sentence that occurs twice, or v1's small operands)."""
+    number, so the example rewards reading it. ``operand="digit"``: one digit miscopied, and the ``draft`` key trains
+    from the first line the target changes; ``"far"``: a number that differs in at least two digits (no "change one
+    digit of the draft" shortcut), and the whole target is trained (the kept prefix too). None when the problem has no
+    usable step (a sentence that occurs twice, v1's small operands, or a draft that would go below 0)."""
     steps = ex.meta["steps"]
     j = rng.randrange(len(steps))
     x, op, b, _ = steps[j]
@@ -194,18 +197,24 @@ def critique_source_example(rng: random.Random, ex: Example) -> dict | None:
     sentence = line[: line.index(f" {x}{op}{b}: ")]
     if ex.prompt.count(sentence) != 1 or sentence.count(str(b)) != 1:
         return None
-    k = rng.randrange(3)
-    digits = [int(c) for c in str(b)]
-    digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
-    wrong_b = int("".join(map(str, digits)))
+    if operand == "far":
+        wrong_b = rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
+                              if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
+    else:
+        k = rng.randrange(3)
+        digits = [int(c) for c in str(b)]
+        digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
+        wrong_b = int("".join(map(str, digits)))
     wrong_sentence = sentence.replace(str(b), str(wrong_b))
     draft_lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
     draft_lines[j] = draft_lines[j].replace(sentence, wrong_sentence, 1)
     draft = "\n".join(draft_lines)
+    if operand == "far" and any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft)):
+        return None
     notes = math_notes(math.check_example(draft, ex), rng)
     prompt = refinement_prompt(ex.prompt.replace(sentence, wrong_sentence), draft, notes)
     return {"kind": "math_refine_critique_source", "mask_prompt": True, "messages": chat(prompt, ex.reference),
-            "draft": draft}
+            **({"draft": draft} if operand == "digit" else {})}
 
 
 def bio_notes(claims: list[bios.Claim], name: str) -> list[AspectNote]:
@@ -284,7 +293,8 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
     if cfg.n_critique_source:  # their own random stream: a mix without them is unchanged
         src_rng, found = random.Random(f"critique-source:{seed}"), []
         while len(found) < cfg.n_critique_source:
-            found += [it for it in [critique_source_example(src_rng, src_rng.choice(train))] if it]
+            found += [it for it in [critique_source_example(src_rng, src_rng.choice(train),
+                                                            cfg.critique_source_operand)] if it]
         items += found
     sft_people = [world.person(e.meta["entity"]) for e in world.bios["sft"]]
     items += [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), bios.reference_bio(p))}
@@ -309,7 +319,8 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
 #: Fields added after M0s were committed: at these values (off: the mix those M0s were trained on) they stay out of
 #: M0's key, so the committed M0s keep theirs.
 LATER_FIELDS = {"world": {"critique_quotes": False},
-                "m0": {"own_drafts": [], "draft_model": "", "math_steps_mix": [], "n_critique_source": 0}}
+                "m0": {"own_drafts": [], "draft_model": "", "math_steps_mix": [], "n_critique_source": 0,
+                       "critique_source_operand": "digit"}}
 
 
 def m0_config_hash(world_cfg, m0_cfg) -> str:

@@ -178,6 +178,19 @@ def test_critique_source_examples_hold_the_right_number_only_in_the_critique():
     assert sum(it["kind"] == "math_refine_critique_source" for it in mixed) == 7 and len(mixed) == len(base) + 7
     with pytest.raises(ConfigError, match="m0.n_critique_source"):
         load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.n_critique_source": -1})
+    # "far": the wrong operand differs in at least two digits, and the whole target is trained (no draft key)
+    far = [it for it in (critique_source_example(random.Random(i), ex, "far")
+                         for i, ex in enumerate(w.math["train"][:20])) if it]
+    assert len(far) >= 10 and not any("draft" in it for it in far)
+    for it in far:
+        prompt = it["messages"][0]["content"]
+        right = re.search(r"should be \d+[-+](\d+)=", prompt).group(1)
+        wrong = re.search(r"computes \d+[-+](\d+)=", prompt).group(1)
+        assert sum(a != b for a, b in zip(right, wrong)) >= 2
+    assert m0_config_hash(SMALL, dataclasses.replace(m0, n_critique_source=7, critique_source_operand="digit")) == \
+        m0_config_hash(SMALL, dataclasses.replace(m0, n_critique_source=7))
+    with pytest.raises(ConfigError, match="m0.critique_source_operand"):
+        load_recipe(ROOT / "recipes/tiny-v2.yaml", {"m0.critique_source_operand": "near"})
 
 
 def _example(world, reference: str):
