@@ -455,9 +455,8 @@ def report_lines(d: dict) -> list[str]:
                 if f"{kind}_first_error" in u:
                     f = u[f"{kind}_first_error"]
                     lines.append(f"  where the refinements from {said} first go wrong: before the named step (the "
-                                 f"kept prefix broken) "
-                                 f"{_fmt(f['before'])}, at it {_fmt(f['at'])}, after it {_fmt(f['after'])}; perfect "
-                                 f"{_fmt(f['perfect'])}")
+                                 f"kept prefix broken) {_fmt(f['before'])}, at it {_fmt(f['at'])}, after it "
+                                 f"{_fmt(f['after'])}; perfect {_fmt(f['perfect'])}")
     if "bios" in d:
         b = d["bios"]
         lines.append(f"bios: greedy claims supported {_fmt(b['greedy_supported'])}; sampled "

@@ -164,16 +164,21 @@ def math_notes(check: math.MathCheck, rng: random.Random | None = None) -> list[
                        "The steps after the wrong one build on the wrong value.")]
 
 
+def _miscopy_digit(rng: random.Random, b: int) -> int:
+    """A three-digit ``b`` with one digit changed (never to a leading 0)."""
+    k = rng.randrange(3)
+    digits = [int(c) for c in str(b)]
+    digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
+    return int("".join(map(str, digits)))
+
+
 def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
     """A draft that copies a wrong number into one step but computes consistently from there."""
     steps = ex.meta["steps"]
     j = rng.randrange(len(steps))
     _, op, b, _ = steps[j]
     if b >= 100:  # world v2: one digit of the operand miscopied, M0 v2's commonest slip
-        k = rng.randrange(3)
-        digits = [int(c) for c in str(b)]
-        digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
-        return math.rewrite_from_step(ex, j, operand=int("".join(map(str, digits))))
+        return math.rewrite_from_step(ex, j, operand=_miscopy_digit(rng, b))
     new_b = b + rng.choice([1, 2, 3]) if op in "+-" else b
     if new_b == b:  # * and / keep their factor; perturb the carried value instead
         return math.corrupt_solution(rng, ex)[0]
@@ -181,8 +186,8 @@ def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
 
 
 def critique_source_example(rng: random.Random, ex: Example, operand: str = "digit") -> dict | None:
-    """``m0.n_critique_source``: one operand of a world-v2 problem miscopied (one digit) both in the problem's
-    sentence and in the draft, which computes on with it; the verifier's critique, checked against the *true* problem,
+    """``m0.n_critique_source``: one operand of a world-v2 problem miscopied both in the problem's sentence and in the
+    draft, which computes on with it; the verifier's critique, checked against the *true* problem,
     names the step and states its right expression; the target is the gold solution. Only the critique holds the right
     number, so the example rewards reading it. ``operand="digit"``: one digit miscopied, and the ``draft`` key trains
     from the first line the target changes; ``"far"``: a number that differs in at least two digits (no "change one
@@ -201,10 +206,7 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
         wrong_b = rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
                               if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
     else:
-        k = rng.randrange(3)
-        digits = [int(c) for c in str(b)]
-        digits[k] = rng.choice([d for d in range(1 if k == 0 else 0, 10) if d != digits[k]])
-        wrong_b = int("".join(map(str, digits)))
+        wrong_b = _miscopy_digit(rng, b)
     wrong_sentence = sentence.replace(str(b), str(wrong_b))
     draft_lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
     draft_lines[j] = draft_lines[j].replace(sentence, wrong_sentence, 1)
