@@ -35,11 +35,13 @@ nbstrip:
 	@if git rev-parse --git-dir > /dev/null 2>&1; then \
 		git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py" && git config filter.nbstrip.smudge cat; fi
 
-# The demo runs world v2 (recipes/tiny-v2.yaml, the default): notebooks 00-05 at 300 search prompts a round, about
-# 20 min on 2 idle cores. demo-v1 runs the first tiny world (recipes/tiny.yaml), whose M0 is no organism of RLRF's
-# setting (docs/tiny_world.md).
+# The demo runs world v2 (recipes/tiny-v2.yaml, the default): notebooks 00-05 at 300 search prompts a round, with
+# notebook 03's positive controls but without its one-round ablations (no reflection, scalar reward, RS-SFT; about
+# 2.5 min with their benchmarks), which make reproduce runs on 3 seeds. DEMO_PARAMS= brings them back.
+# demo-v1 runs the first tiny world (recipes/tiny.yaml), whose M0 is no organism of RLRF's setting (docs/tiny_world.md).
+DEMO_PARAMS ?= -p compare_variants=false
 demo: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny-v2.yaml --name $(NAME)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny-v2.yaml --name $(NAME) $(DEMO_PARAMS)
 
 demo-v1: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)-v1
