@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 
 from rlrf_nb import diagnose as dg
 from rlrf_nb import generation
 from rlrf_nb import tiny_world as tw
-from rlrf_nb.analysis import paired_test
 from rlrf_nb.config import load_recipe
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy
@@ -59,22 +57,17 @@ t0 = time.time()
 outs = generation.generate(model, tok, [[{"role": "user", "content": it["prompt"]}] for it in items],
                            max_new_tokens=400, batch_size=20, do_sample=True, temperature=1.0,
                            num_return_sequences=a.m, seed=7, progress=False)
-stored["critique_keep_prefix"] = {it["id"]: [prefix[it["prompt"]] + o for o in os_] for it, os_ in zip(items, outs)}
-wrong = [it["id"] for it in items]
-hit = {kind: [any(math.check_example(t, by_id[i]).perfect for t in texts[i][: a.m]) for i in wrong]
-       for kind, texts in stored.items()}
-rng, n, ratios = random.Random(0), len(wrong), []
-for _ in range(1000):
-    idx = [rng.randrange(n) for _ in range(n)]
-    f, c = sum(hit["fresh"][j] for j in idx), sum(hit["critique_keep_prefix"][j] for j in idx)
-    ratios.append(c / f if f else float("inf"))
-ratios.sort()
-res = {"run": a.run, "policy": a.policy, "greedy_wrong": n, "seconds": round(time.time() - t0, 1),
-       **{k: round(100 * sum(v) / n, 1) for k, v in hit.items()},
-       "keep_vs_fresh": round(sum(hit["critique_keep_prefix"]) / max(1, sum(hit["fresh"])), 2),
-       "keep_vs_fresh_ci": [round(ratios[25], 2), round(ratios[974], 2)],
-       "keep_minus_scalar": paired_test([float(x) for x in hit["scalar"]],
-                                        [float(x) for x in hit["critique_keep_prefix"]])}
+keep = {it["id"]: [prefix[it["prompt"]] + o for o in os_] for it, os_ in zip(items, outs)}
+seconds = round(time.time() - t0, 1)
+plain = dg.refinement_vs_fresh(examples, greedy, stored["fresh"], {k: stored[k] for k in ("critique", "scalar")}, a.m)
+kept = dg.refinement_vs_fresh(examples, greedy, stored["fresh"], {"critique": keep, "scalar": stored["scalar"]}, a.m)
+res = {"run": a.run, "policy": a.policy, "greedy_wrong": kept["greedy_wrong"], "seconds": seconds,
+       "fresh": round(100 * kept["fresh"]["rate"], 1), "critique": round(100 * plain["critique"]["rate"], 1),
+       "scalar": round(100 * kept["scalar"]["rate"], 1),
+       "critique_keep_prefix": round(100 * kept["critique"]["rate"], 1),
+       "keep_vs_fresh": round(kept["critique_vs_fresh"]["ratio"], 2),
+       "keep_vs_fresh_ci": [round(kept["critique_vs_fresh"][k], 2) for k in ("ci_low", "ci_high")],
+       "keep_minus_scalar": kept["critique_minus_scalar"]}
 print(json.dumps(res))
 if a.out:
     with open(a.out, "w") as f:
