@@ -188,7 +188,8 @@ class M0Config:
     critique_source_operand: str = field(default="digit", metadata={
         "help": "How n_critique_source miscopies the operand: 'digit' (one digit, trained from the first line the "
                 "target changes: phase 9, which learnt to change a digit of the draft instead of reading the "
-                "critique) or 'far' (a number that differs in at least two digits, the whole target trained)."})
+                "critique), 'far' (a number that differs in at least two digits, the whole target trained: phase 10) "
+                "or 'far_from_step' (a far number, trained from the named step)."})
 
     def __post_init__(self):
         check(not self.own_drafts or (len(self.own_drafts) == 2 and 0 <= self.own_drafts[0] < self.own_drafts[1]),
@@ -208,8 +209,8 @@ class M0Config:
         check(self.epochs > 0, "m0.epochs", f"must be > 0, got {self.epochs}")
         check(0 < self.adam_beta2 < 1, "m0.adam_beta2", f"must be in (0, 1), got {self.adam_beta2}")
         check(0 <= self.min_lr_rate < 1, "m0.min_lr_rate", f"must be in [0, 1), got {self.min_lr_rate}")
-        check(self.critique_source_operand in ("digit", "far"), "m0.critique_source_operand",
-              f"must be 'digit' or 'far', got {self.critique_source_operand!r}")
+        check(self.critique_source_operand in ("digit", "far", "far_from_step"), "m0.critique_source_operand",
+              f"must be 'digit', 'far' or 'far_from_step', got {self.critique_source_operand!r}")
         check(0 <= self.scalar_refine_share <= 1, "m0.scalar_refine_share",
               f"must be in [0, 1], got {self.scalar_refine_share}")
         check(0 < self.learning_rate < 1, "m0.learning_rate", f"must be in (0, 1), got {self.learning_rate}")

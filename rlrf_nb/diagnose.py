@@ -176,6 +176,17 @@ def _where_wrong(text: str, ex, j: int) -> str:
     return "before" if first < j else "at" if first == j else "after"
 
 
+def refinement_by_steps(examples: list, greedy: dict[str, str], samples: dict[str, list[str]],
+                        refined: dict[str, dict[str, list[str]]], m: int, seed: int = 0) -> dict:
+    """:func:`refinement_vs_fresh` per number of steps: where in the difficulty range the critique is worth more than
+    resampling (at stop 41 it was worth 3.3x on the 3-step problems at the edge of M0 v2's ability, and less than
+    resampling on the longer refinement prompts of 4-step problems)."""
+    groups: dict[str, list] = {}
+    for ex in sorted(examples, key=lambda e: len(e.meta["steps"])):
+        groups.setdefault(f"{len(ex.meta['steps'])} steps", []).append(ex)
+    return {g: refinement_vs_fresh(exs, greedy, samples, refined, m, seed) for g, exs in groups.items()}
+
+
 def critique_used(examples: list, greedy: dict[str, str], refined: dict[str, dict[str, list[str]]], m: int,
                   seed: int = 0) -> dict:
     """Does the policy read the critique? On the greedy-wrong problems whose critique names a wrong or missing step
@@ -343,6 +354,7 @@ def _diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, r
             refined[kind] = recs
         out["reflection"][tag] = refinement_vs_fresh(exs, greedy, samples, refined, cfg.m, seed)
         out["reflection"][tag]["named_step"] = critique_used(exs, greedy, refined, cfg.m, seed)
+        out["reflection"][tag]["by_steps"] = refinement_by_steps(exs, greedy, samples, refined, cfg.m, seed)
     if bio_exs:
         bgreedy = {r["id"]: r["response"] for r in _greedy(store, f"{pre}/bio_greedy", model, tokenizer, fingerprint,
                                                            [(ex.id, ex.prompt) for ex in bio_exs],
@@ -443,6 +455,12 @@ def report_lines(d: dict) -> list[str]:
             lines.append(f"  critique / fresh = {c['ratio']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}];  critique "
                          f"- scalar = {100 * cs['diff']:+.1f} [{100 * cs['ci_low']:+.1f}, {100 * cs['ci_high']:+.1f}] "
                          "points")
+        for group, g in r.get("by_steps", {}).items():
+            if g["greedy_wrong"] and "critique_vs_fresh" in g:
+                c = g["critique_vs_fresh"]
+                lines.append(f"    {group}: greedy-wrong {g['greedy_wrong']}, fresh {_fmt(g['fresh'])}, critique "
+                             f"{_fmt(g['critique'])}, scalar-only {_fmt(g['scalar'])}; critique / fresh "
+                             f"{c['ratio']:.2f} [{c['ci_low']:.2f}, {c['ci_high']:.2f}]")
         if "named_step" in r and "critique_minus_scalar" in r["named_step"]:
             u, cs = r["named_step"], r["named_step"]["critique_minus_scalar"]
             lines.append(f"  is the critique read? of {u['problems']} greedy-wrong problems whose critique states the "

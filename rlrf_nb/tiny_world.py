@@ -191,8 +191,9 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
     names the step and states its right expression; the target is the gold solution. Only the critique holds the right
     number, so the example rewards reading it. ``operand="digit"``: one digit miscopied, and the ``draft`` key trains
     from the first line the target changes; ``"far"``: a number that differs in at least two digits (no "change one
-    digit of the draft" shortcut), and the whole target is trained (the kept prefix too). None when the problem has no
-    usable step (a sentence that occurs twice, v1's small operands, or a draft that would go below 0)."""
+    digit of the draft" shortcut), and the whole target is trained (the kept prefix too); ``"far_from_step"``: a far
+    number, trained from the named step (the ``draft`` key, as ``"digit"``). None when the problem has no usable step
+    (a sentence that occurs twice, v1's small operands, or a draft that would go below 0)."""
     steps = ex.meta["steps"]
     j = rng.randrange(len(steps))
     x, op, b, _ = steps[j]
@@ -202,7 +203,7 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
     sentence = line[: line.index(f" {x}{op}{b}: ")]
     if ex.prompt.count(sentence) != 1 or sentence.count(str(b)) != 1:
         return None
-    if operand == "far":
+    if operand.startswith("far"):
         wrong_b = rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
                               if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
     else:
@@ -211,12 +212,12 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
     draft_lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
     draft_lines[j] = draft_lines[j].replace(sentence, wrong_sentence, 1)
     draft = "\n".join(draft_lines)
-    if operand == "far" and any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft)):
+    if operand.startswith("far") and any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft)):
         return None
     notes = math_notes(math.check_example(draft, ex), rng)
     prompt = refinement_prompt(ex.prompt.replace(sentence, wrong_sentence), draft, notes)
     return {"kind": "math_refine_critique_source", "mask_prompt": True, "messages": chat(prompt, ex.reference),
-            **({"draft": draft} if operand == "digit" else {})}
+            **({"draft": draft} if operand != "far" else {})}
 
 
 def bio_notes(claims: list[bios.Claim], name: str) -> list[AspectNote]:

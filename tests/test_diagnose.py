@@ -67,6 +67,19 @@ def test_refinement_vs_fresh_counts_only_greedy_wrong_problems():
     assert r["critique_minus_scalar"]["diff"] == 1.0
 
 
+def test_refinement_by_steps_splits_the_greedy_wrong_problems_by_their_number_of_steps():
+    greedy = {"m0": WRONG0, "m1": WRONG1}
+    samples = {"m0": [WRONG0, WRONG0, RIGHT[0]], "m1": [WRONG1] * 3}
+    refined = {"critique": {"m0": [WRONG0, WRONG0], "m1": [RIGHT[1], WRONG1]},
+               "scalar": {"m0": [WRONG0, WRONG0], "m1": [WRONG1, WRONG1]}}
+    by = D.refinement_by_steps(EXS, greedy, samples, refined, m=2)
+    assert list(by) == ["2 steps", "3 steps"]
+    assert by["2 steps"]["greedy_wrong"] == 1 and by["2 steps"]["fresh"]["k"] == 0  # the right sample is the 3rd
+    assert by["3 steps"]["critique"]["k"] == 1 and by["3 steps"]["critique_vs_fresh"]["ratio"] == float("inf")
+    whole = D.refinement_vs_fresh(EXS, greedy, samples, refined, m=2)
+    assert sum(g["critique"]["k"] for g in by.values()) == whole["critique"]["k"]
+
+
 def test_critique_used_counts_refinements_that_write_the_named_step_as_stated():
     step1_wrong = "so x is 100+30=<<100+30=130>>130.\nso x is 130*2=<<130*2=260>>260.\n#### 260"
     greedy = {"m0": step1_wrong, "m1": WRONG1}  # m0: step 1 wrong (wrong_step); m1: step 2 missing

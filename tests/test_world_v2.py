@@ -187,6 +187,12 @@ def test_critique_source_examples_hold_the_right_number_only_in_the_critique():
         right = re.search(r"should be \d+[-+](\d+)=", prompt).group(1)
         wrong = re.search(r"computes \d+[-+](\d+)=", prompt).group(1)
         assert sum(a != b for a, b in zip(right, wrong)) >= 2
+    # "far_from_step": the same far operands (same random draws), trained from the named step (the draft key)
+    train = list(enumerate(w.math["train"][:20]))
+    from_step = [critique_source_example(random.Random(i), ex, "far_from_step") for i, ex in train]
+    assert [it and {k: v for k, v in it.items() if k != "draft"} for it in from_step] == \
+        [critique_source_example(random.Random(i), ex, "far") for i, ex in train]
+    assert all(it["draft"] in it["messages"][0]["content"] for it in from_step if it)
     assert m0_config_hash(SMALL, dataclasses.replace(m0, n_critique_source=7, critique_source_operand="digit")) == \
         m0_config_hash(SMALL, dataclasses.replace(m0, n_critique_source=7))
     with pytest.raises(ConfigError, match="m0.critique_source_operand"):
