@@ -106,6 +106,8 @@ def main():
     ap.add_argument("--n-source", type=int, default=8000)
     ap.add_argument("--n-real", type=int, default=4000)
     ap.add_argument("--n-gold", type=int, default=3000)
+    ap.add_argument("--gold-steps", type=int, nargs="*", help="draw the gold solutions from problems of these lengths")
+    ap.add_argument("--n-refine", type=int, default=0, help="M0's own kind of refinement examples as replay")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
@@ -123,7 +125,10 @@ def main():
     rng = random.Random(f"drill:{a.seed}")
     items = (build(rng, train, lambda r, e: tw.critique_source_example(r, e, "far_from_step"), a.n_source)
              + build(rng, train, real_example, a.n_real)
-             + [{"kind": "math", "messages": tw.chat(e.prompt, e.reference)} for e in rng.sample(train, a.n_gold)])
+             + [{"kind": "math", "messages": tw.chat(e.prompt, e.reference)}
+                for e in rng.sample([e for e in train if not a.gold_steps or len(e.meta["steps"]) in a.gold_steps],
+                                    a.n_gold)]
+             + [tw.math_refinement_example(rng, rng.choice(train)) for _ in range(a.n_refine)])
     rng.shuffle(items)
     model, tok = models.load_policy(a.init)
     src, real = heldout(world)
