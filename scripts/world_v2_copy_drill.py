@@ -22,6 +22,7 @@ import random
 import re
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -108,6 +109,8 @@ def main():
     ap.add_argument("--n-gold", type=int, default=3000)
     ap.add_argument("--gold-steps", type=int, nargs="*", help="draw the gold solutions from problems of these lengths")
     ap.add_argument("--n-refine", type=int, default=0, help="M0's own kind of refinement examples as replay")
+    ap.add_argument("--own-drafts", type=int, nargs=2, metavar=("START", "STOP"),
+                    help="refinements of the init model's own wrong drafts of train[START:STOP] (m0.own_drafts)")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--every", type=int, default=150)
     ap.add_argument("--threads", type=int, default=2)
@@ -129,6 +132,9 @@ def main():
                 for e in rng.sample([e for e in train if not a.gold_steps or len(e.meta["steps"]) in a.gold_steps],
                                     a.n_gold)]
              + [tw.math_refinement_example(rng, rng.choice(train)) for _ in range(a.n_refine)])
+    if a.own_drafts:
+        items += tw.own_draft_examples(world, SimpleNamespace(own_drafts=a.own_drafts, draft_model=a.init,
+                                                              init_from=a.init, scalar_refine_share=0.15))
     rng.shuffle(items)
     model, tok = models.load_policy(a.init)
     src, real = heldout(world)
