@@ -115,12 +115,18 @@ def majority_right(texts: list[str], ex, kind: str) -> bool:
     return grade_math(next(t for t in texts if _signature(t) == sig), ex)["perfect"]
 
 
+def by_steps(examples: list) -> dict[str, list]:
+    """The problems grouped by their number of steps, shortest first ("2 steps", "3 steps", ...)."""
+    groups: dict[str, list] = {}
+    for ex in sorted(examples, key=lambda e: len(e.meta["steps"])):
+        groups.setdefault(f"{len(ex.meta['steps'])} steps", []).append(ex)
+    return groups
+
+
 def math_sampling(examples: list, greedy: dict[str, str], samples: dict[str, list[str]], k: int, seed: int = 0) -> dict:
     """Greedy, pass@1, pass@k, maj@k (final answer and perfect), overall and per number of steps, and the chance
     control (samples scored against a shuffled problem's gold answer)."""
-    groups: dict[str, list] = {"all": list(examples)}
-    for ex in sorted(examples, key=lambda e: len(e.meta["steps"])):
-        groups.setdefault(f"{len(ex.meta['steps'])} steps", []).append(ex)
+    groups = {"all": list(examples), **by_steps(examples)}
     out = {}
     for gname, exs in groups.items():
         row = {}
@@ -179,12 +185,9 @@ def _where_wrong(text: str, ex, j: int) -> str:
 def refinement_by_steps(examples: list, greedy: dict[str, str], samples: dict[str, list[str]],
                         refined: dict[str, dict[str, list[str]]], m: int, seed: int = 0) -> dict:
     """:func:`refinement_vs_fresh` per number of steps: where in the difficulty range the critique is worth more than
-    resampling (at stop 41 it was worth 3.3x on the 3-step problems at the edge of M0 v2's ability, and less than
-    resampling on the longer refinement prompts of 4-step problems)."""
-    groups: dict[str, list] = {}
-    for ex in sorted(examples, key=lambda e: len(e.meta["steps"])):
-        groups.setdefault(f"{len(ex.meta['steps'])} steps", []).append(ex)
-    return {g: refinement_vs_fresh(exs, greedy, samples, refined, m, seed) for g, exs in groups.items()}
+    resampling (at stop 41, 3.3x on the 3-step problems M0 v2 cannot yet solve; less than resampling on the 4-step
+    problems that hold phases 7-10's headroom)."""
+    return {g: refinement_vs_fresh(exs, greedy, samples, refined, m, seed) for g, exs in by_steps(examples).items()}
 
 
 def critique_used(examples: list, greedy: dict[str, str], refined: dict[str, dict[str, list[str]]], m: int,
