@@ -185,6 +185,18 @@ def _wrong_operand_draft(rng: random.Random, ex: Example) -> str:
     return math.rewrite_from_step(ex, j, operand=new_b)
 
 
+def far_operand(rng: random.Random, b: int) -> int:
+    """A three-digit number within 300 of ``b`` that differs from it in at least two digits (no "change one digit"
+    shortcut from the right operand)."""
+    return rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
+                       if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
+
+
+def goes_below_zero(draft: str) -> bool:
+    """A draft whose recomputed steps reach a negative value (the world's quantities never do)."""
+    return any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft))
+
+
 def critique_source_example(rng: random.Random, ex: Example, operand: str = "digit") -> dict | None:
     """``m0.n_critique_source``: one operand of a world-v2 problem miscopied both in the problem's sentence and in the
     draft, which computes on with it; the verifier's critique, checked against the *true* problem,
@@ -204,15 +216,14 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
     if ex.prompt.count(sentence) != 1 or sentence.count(str(b)) != 1:
         return None
     if operand.startswith("far"):
-        wrong_b = rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
-                              if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
+        wrong_b = far_operand(rng, b)
     else:
         wrong_b = _miscopy_digit(rng, b)
     wrong_sentence = sentence.replace(str(b), str(wrong_b))
     draft_lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
     draft_lines[j] = draft_lines[j].replace(sentence, wrong_sentence, 1)
     draft = "\n".join(draft_lines)
-    if operand.startswith("far") and any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft)):
+    if operand.startswith("far") and goes_below_zero(draft):
         return None
     notes = math_notes(math.check_example(draft, ex), rng)
     prompt = refinement_prompt(ex.prompt.replace(sentence, wrong_sentence), draft, notes)

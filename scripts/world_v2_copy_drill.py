@@ -40,10 +40,8 @@ def real_example(rng: random.Random, ex) -> dict | None:
     b = steps[j][2]
     if b < 100:
         return None
-    wrong = rng.choice([v for v in range(max(100, b - 300), min(999, b + 300) + 1)
-                        if sum(p != q for p, q in zip(str(v), str(b))) >= 2])
-    draft = math.rewrite_from_step(ex, j, operand=wrong)
-    if any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft)):
+    draft = math.rewrite_from_step(ex, j, operand=tw.far_operand(rng, b))
+    if tw.goes_below_zero(draft):
         return None
     item = tw.math_refinement_from_draft(rng, ex, draft)
     return item | {"kind": "math_refine_real", "draft": draft}
