@@ -197,6 +197,30 @@ def goes_below_zero(draft: str) -> bool:
     return any(int(v) < 0 for v in re.findall(r">>(-?\d+)", draft))
 
 
+def step_sentence(ex: Example, j: int) -> str | None:
+    """The problem's sentence that step ``j`` (0-based) of a world-v2 solution restates ("He gives 276 coins to a
+    neighbor."), or None when the step has no usable sentence: v1's small operands, a sentence that occurs twice in
+    the problem, or one whose operand is written twice in it."""
+    x, op, b, _ = ex.meta["steps"][j]
+    line = ex.reference.split("\n")[j]
+    if b < 100 or f" {x}{op}{b}: " not in line:
+        return None
+    sentence = line[: line.index(f" {x}{op}{b}: ")]
+    if ex.prompt.count(sentence) != 1 or sentence.count(str(b)) != 1:
+        return None
+    return sentence
+
+
+def slip_draft(ex: Example, j: int, wrong_b: int) -> str:
+    """M0 v2's own commonest slip, made on purpose: step ``j`` restates its sentence with the operand miscopied as
+    ``wrong_b`` and computes on with it, every later step right from the wrong value (the problem is unchanged)."""
+    sentence = step_sentence(ex, j)
+    b = ex.meta["steps"][j][2]
+    lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
+    lines[j] = lines[j].replace(sentence, sentence.replace(str(b), str(wrong_b)), 1)
+    return "\n".join(lines)
+
+
 def critique_source_example(rng: random.Random, ex: Example, operand: str = "digit") -> dict | None:
     """``m0.n_critique_source``: one operand of a world-v2 problem miscopied both in the problem's sentence and in the
     draft, which computes on with it; the verifier's critique, checked against the *true* problem,
@@ -206,27 +230,17 @@ def critique_source_example(rng: random.Random, ex: Example, operand: str = "dig
     digit of the draft" shortcut), and the whole target is trained (the kept prefix too); ``"far_from_step"``: a far
     number, trained from the named step (the ``draft`` key, as ``"digit"``). None when the problem has no usable step
     (a sentence that occurs twice, v1's small operands, or a draft that would go below 0)."""
-    steps = ex.meta["steps"]
-    j = rng.randrange(len(steps))
-    x, op, b, _ = steps[j]
-    line = ex.reference.split("\n")[j]
-    if b < 100 or f" {x}{op}{b}: " not in line:
+    j = rng.randrange(len(ex.meta["steps"]))
+    sentence = step_sentence(ex, j)
+    if sentence is None:
         return None
-    sentence = line[: line.index(f" {x}{op}{b}: ")]
-    if ex.prompt.count(sentence) != 1 or sentence.count(str(b)) != 1:
-        return None
-    if operand.startswith("far"):
-        wrong_b = far_operand(rng, b)
-    else:
-        wrong_b = _miscopy_digit(rng, b)
-    wrong_sentence = sentence.replace(str(b), str(wrong_b))
-    draft_lines = math.rewrite_from_step(ex, j, operand=wrong_b).split("\n")
-    draft_lines[j] = draft_lines[j].replace(sentence, wrong_sentence, 1)
-    draft = "\n".join(draft_lines)
+    b = ex.meta["steps"][j][2]
+    wrong_b = far_operand(rng, b) if operand.startswith("far") else _miscopy_digit(rng, b)
+    draft = slip_draft(ex, j, wrong_b)
     if operand.startswith("far") and goes_below_zero(draft):
         return None
     notes = math_notes(math.check_example(draft, ex), rng)
-    prompt = refinement_prompt(ex.prompt.replace(sentence, wrong_sentence), draft, notes)
+    prompt = refinement_prompt(ex.prompt.replace(sentence, sentence.replace(str(b), str(wrong_b))), draft, notes)
     return {"kind": "math_refine_critique_source", "mask_prompt": True, "messages": chat(prompt, ex.reference),
             **({"draft": draft} if operand != "far" else {})}
 

@@ -267,3 +267,31 @@ def test_each_committed_m0_v2_phase_is_what_its_recipe_trains():
         assert done["config_hash"] == m0_config_hash(r.world, r.m0), path.name
         assert r.m0.init_from == previous, path.name
         previous = r.m0.pretrained
+
+
+def test_slip_draft_miscopies_the_sentence_and_computes_on_from_it():
+    """``tiny_world.slip_draft``: M0 v2's own slip made on purpose. The named step restates its sentence with the
+    wrong number, its expression uses it, the verifier's first error is that step, and the problem is untouched;
+    ``step_sentence`` refuses a step whose sentence is not unique."""
+    import dataclasses
+
+    from rlrf_nb.tiny_world import slip_draft, step_sentence
+
+    w = build_world(SMALL)
+    made = 0
+    for ex in w.math["train"][:20]:
+        for j, (x, op, b, _) in enumerate(ex.meta["steps"]):
+            sentence = step_sentence(ex, j)
+            if sentence is None:
+                continue
+            wrong = b + 100 if b < 800 else b - 100
+            draft = slip_draft(ex, j, wrong)
+            line = draft.split("\n")[j]
+            assert line.startswith(sentence.replace(str(b), str(wrong))) and f"{x}{op}{wrong}=" in line
+            assert draft.split("\n")[:j] == ex.reference.split("\n")[:j]
+            assert M.check_example(draft, ex).first_error == j + 1
+            made += 1
+    assert made >= 20
+    ex = w.math["train"][0]
+    twice = dataclasses.replace(ex, prompt=ex.prompt + " " + step_sentence(ex, 0))
+    assert step_sentence(twice, 0) is None
