@@ -256,17 +256,27 @@ def test_each_committed_m0_v2_phase_is_what_its_recipe_trains():
     """Every phase of M0 v2 is committed with the config hash of the recipe that trains it, and each phase continues
     the weights of the one before (the key holds their fingerprint), so notebook 00's retrain=True on any phase
     recipe retrains exactly the committed checkpoint's config."""
-    phases = sorted((ROOT / "recipes").glob("tiny-v2-phase*.yaml"), key=lambda p: int(p.stem.split("phase")[1]))
+    every = list((ROOT / "recipes").glob("tiny-v2-phase*.yaml"))
+    phases = sorted((p for p in every if p.stem.split("phase")[1].isdigit()),
+                    key=lambda p: int(p.stem.split("phase")[1]))
     default = ROOT / "recipes/tiny-v2.yaml"  # phase 6; later phases continue it
     recipes = [p for p in phases if int(p.stem.split("phase")[1]) < 6] + [default] + \
         [p for p in phases if int(p.stem.split("phase")[1]) > 6]
-    previous = ""
+    previous, committed = "", set()
     for path in recipes:
         r = load_recipe(path)
         done = json.loads((ROOT / r.m0.pretrained / "COMPLETE.json").read_text())
         assert done["config_hash"] == m0_config_hash(r.world, r.m0), path.name
         assert r.m0.init_from == previous, path.name
         previous = r.m0.pretrained
+        committed.add(previous)
+    branches = [p for p in every if p not in phases]  # candidates such as phase 7b: they continue a committed phase
+    assert {p.stem for p in branches} >= {"tiny-v2-phase7b", "tiny-v2-phase7c"}
+    for path in branches:
+        r = load_recipe(path)
+        done = json.loads((ROOT / r.m0.pretrained / "COMPLETE.json").read_text())
+        assert done["config_hash"] == m0_config_hash(r.world, r.m0), path.name
+        assert r.m0.init_from in committed, path.name
 
 
 def test_slip_draft_miscopies_the_sentence_and_computes_on_from_it():
