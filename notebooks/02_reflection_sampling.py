@@ -158,8 +158,7 @@ else:
 
 # %%
 decisions = load_decisions(store.path(recipe.pairs.decisions))
-by_policy = {p: build_pairs(pool, p, min_margin=recipe.pairs.min_margin, decisions=decisions,
-                            gold_override=recipe.pairs.gold_override) for p in POLICIES}
+by_policy = {p: build_pairs(pool, p, decisions=decisions, **recipe.pairs.build_kwargs()) for p in POLICIES}
 n_prompts = len(examples)
 table = pd.DataFrame({p: {**pair_yield(v, n_prompts), "chosen_longer": format_rate(pair_lengths(v)["chosen_longer"])}
                       for p, v in by_policy.items()}).T
@@ -207,8 +206,7 @@ display(Markdown(readings.budget(cmp)))
 # %%
 chosen_pairs = by_policy[recipe.pairs.policy]
 if interactive:
-    unreviewed_build = build_pairs(pool, recipe.pairs.policy, min_margin=recipe.pairs.min_margin,  # no decisions
-                                   gold_override=recipe.pairs.gold_override)
+    unreviewed_build = build_pairs(pool, recipe.pairs.policy, **recipe.pairs.build_kwargs())  # no decisions
     display(PairReviewer(unreviewed_build, store.path(recipe.pairs.decisions), reviewer=reviewer))
 else:
     display(static_pair_table(chosen_pairs, n=8))

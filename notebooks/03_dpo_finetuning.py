@@ -80,8 +80,7 @@ examples = task_data.search_examples(recipe, world)  # reflection.prompt_source:
 pool = reflection_search(store, m0, tok, info["fingerprint"], examples, judge, rubrics, recipe.reflection,
                          seed=recipe.run.seed, weights=recipe.feedback.weights)["pool"]
 decisions = load_decisions(store.path(recipe.pairs.decisions))
-pairs = build_pairs(pool, recipe.pairs.policy, min_margin=recipe.pairs.min_margin, decisions=decisions,
-                    gold_override=recipe.pairs.gold_override)
+pairs = build_pairs(pool, recipe.pairs.policy, decisions=decisions, **recipe.pairs.build_kwargs())
 print(f"{len(pairs)} {recipe.pairs.policy} pairs from {len(examples)} prompts; "
       f"{sum(p['chosen_correct'] is True and p['rejected_correct'] is False for p in pairs)} are right over wrong")
 

@@ -421,11 +421,21 @@ class PairsConfig:
     decisions: str = field(default="decisions.jsonl", metadata={"help": "Human review decisions (accept, reject, "
                                                                          "swap, edit) in the run dir, honoured "
                                                                          "by every pair build."})
+    right_chosen_only: bool = field(default=False, metadata={
+        "help": "Keep only pairs whose chosen response has a right final answer (math with a gold answer; a chosen "
+                "response without a gold answer, a bio, is kept). With dpo.loss_type's 'sft' term the chosen "
+                "response is a training target, so otherwise a less-wrong solution is trained on as if right."})
 
     def __post_init__(self):
         check(self.policy in PAIR_POLICIES, "pairs.policy", f"must be one of {PAIR_POLICIES}, got {self.policy!r}")
         check(0 <= self.min_margin <= 1, "pairs.min_margin", f"must be in [0, 1], got {self.min_margin}")
         check(1 <= self.per_prompt <= 32, "pairs.per_prompt", f"must be in [1, 32], got {self.per_prompt}")
+
+    def build_kwargs(self) -> dict:
+        """The keyword arguments of :func:`rlrf_nb.pairs.build_pairs` that this section sets (every pair build in
+        the notebooks and the rounds passes them, so a new field reaches all of them)."""
+        return {"min_margin": self.min_margin, "gold_override": self.gold_override, "per_prompt": self.per_prompt,
+                "right_chosen_only": self.right_chosen_only}
 
 
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",

@@ -110,7 +110,7 @@ def pair_id(prompt_id: str, a: str, b: str) -> str:
 
 def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, round_: int = 0,
                 conversational: bool = True, decisions: dict | None = None, per_prompt: int = 1,
-                gold_override: bool = True) -> list[dict]:
+                gold_override: bool = True, right_chosen_only: bool = False) -> list[dict]:
     """Preference pairs from ``pool`` (any number of prompts) under ``policy``: TRL's preference format (message lists
     when ``conversational``) plus lineage columns (ids, kinds, rewards, margin, scores, correctness, policy, round).
 
@@ -120,6 +120,8 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
     (:func:`load_decisions`) are applied last, with :func:`apply_decisions`. ``gold_override``
     (``pairs.gold_override``): a right final answer outranks a wrong one whatever the judge says; without it the
     judge's reward alone ranks the candidates, which is what measures a judge (a learned one) inside the loop.
+    ``right_chosen_only`` (``pairs.right_chosen_only``) drops the pairs whose chosen response is graded wrong (a
+    chosen response without a gold answer is kept), before the decisions.
     """
     def key(c: Candidate):
         return _rank_key(c, policy, gold_override)
@@ -146,7 +148,7 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
         made = (_pair(a, b, policy, min_margin, round_, conversational, gold_override) for a, b in todo)
-        pairs += [p for p in made if p is not None]  # a tie or too small a margin makes none
+        pairs += [p for p in made if p is not None and not (right_chosen_only and p["chosen_correct"] is False)]
     return apply_decisions(pairs, decisions or {})
 
 

@@ -125,8 +125,7 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
                          "the tiny world) to train them: their reward is the judge's, on the search prompts")
     for variant in (v for v in VARIANT_LABELS if v != "rlrf" and v not in ONLINE_VARIANTS):
         policy, dcfg, _ = variant_setup(recipe, variant)
-        pairs = build_pairs(pool, policy, min_margin=recipe.pairs.min_margin, decisions=decisions,
-                            gold_override=recipe.pairs.gold_override)
+        pairs = build_pairs(pool, policy, decisions=decisions, **recipe.pairs.build_kwargs())
         if not has_training_data(pool, pairs, dcfg):
             empty.append(VARIANT_LABELS[variant])
             continue
@@ -228,8 +227,7 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     release_vllm()  # the vLLM engine (if any) frees its weights and KV cache while TRL trains on the same GPU
     release_memory()
     search_seconds = time.monotonic() - t0
-    pairs = build_pairs(res["pool"], policy, min_margin=recipe.pairs.min_margin, round_=t, decisions=decisions,
-                        gold_override=recipe.pairs.gold_override)
+    pairs = build_pairs(res["pool"], policy, round_=t, decisions=decisions, **recipe.pairs.build_kwargs())
     pair_dir = f"rounds/r{t}/pairs" if variant == "rlrf" else f"rounds/{variant}/r{t}/pairs"
     save_pairs(store, pairs, pair_dir)
     this_round = len(pairs)

@@ -164,3 +164,22 @@ def test_wrong_above_right_counts_flips_and_right_answers_reached_through_a_wron
             m("right-c", 0.5, True, 5, "c")]  # no wrong candidate: no pair
     assert wrong_above_right(pool) == {"flipped": 2, "lucky": 1}
     assert wrong_above_right([]) == {"flipped": 0, "lucky": 0}
+
+
+def test_right_chosen_only_drops_pairs_whose_chosen_is_wrong_and_the_recipe_reaches_every_build():
+    """``pairs.right_chosen_only``: a pair whose chosen answer is graded wrong (both wrong, the judge prefers one) is
+    dropped, an ungraded chosen (a bio) is kept; ``PairsConfig.build_kwargs`` is what every pair build in the loop
+    passes, and it names only arguments ``build_pairs`` takes (``per_prompt`` was a recipe field no build read)."""
+    import inspect
+
+    from rlrf_nb.config import PairsConfig
+    from rlrf_nb.pairs import build_pairs
+
+    pool = [c("a1", 0.6, correct=False, pid="both-wrong"), c("a2", 0.2, correct=False, pid="both-wrong"),
+            c("b1", 0.9, correct=True, pid="right-wrong"), c("b2", 0.1, correct=False, pid="right-wrong"),
+            c("u1", 0.8, pid="bio"), c("u2", 0.3, pid="bio")]
+    assert sorted(p["prompt_id"] for p in build_pairs(pool, "best_vs_worst")) == ["bio", "both-wrong", "right-wrong"]
+    kept = build_pairs(pool, "best_vs_worst", **PairsConfig(right_chosen_only=True).build_kwargs())
+    assert sorted(p["prompt_id"] for p in kept) == ["bio", "right-wrong"]
+    kwargs = PairsConfig(per_prompt=3).build_kwargs()
+    assert set(kwargs) <= set(inspect.signature(build_pairs).parameters) and kwargs["per_prompt"] == 3
