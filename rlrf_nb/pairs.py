@@ -148,6 +148,7 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
         made = (_pair(a, b, policy, min_margin, round_, conversational, gold_override) for a, b in todo)
+        # a tie or too small a margin makes none; right_chosen_only drops a pair whose chosen answer is wrong
         pairs += [p for p in made if p is not None and not (right_chosen_only and p["chosen_correct"] is False)]
     return apply_decisions(pairs, decisions or {})
 
