@@ -343,7 +343,8 @@ class FeedbackConfig:
 PRIORITIES = ("none", "variance", "low_best")
 ONLINE_VARIANTS = ("grpo", "rloo", "grpo_reflect")
 ROUND_VARIANTS = ("rlrf", "no_reflection", "scalar", "rs_sft", *ONLINE_VARIANTS)
-PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar")
+PAIR_POLICIES = ("best_vs_worst", "refined_vs_original", "best_refined_vs_worst_sample", "no_reflection", "scalar",
+                 "step_prefix")
 VARIANT_LABELS = {"rlrf": "RLRF", "no_reflection": "no reflection", "scalar": "scalar reward", "rs_sft": "RS-SFT",
                   "grpo": "GRPO", "rloo": "RLOO", "grpo_reflect": "GRPO + reflection"}
 
@@ -430,6 +431,9 @@ class PairsConfig:
         check(self.policy in PAIR_POLICIES, "pairs.policy", f"must be one of {PAIR_POLICIES}, got {self.policy!r}")
         check(0 <= self.min_margin <= 1, "pairs.min_margin", f"must be in [0, 1], got {self.min_margin}")
         check(1 <= self.per_prompt <= 32, "pairs.per_prompt", f"must be in [1, 32], got {self.per_prompt}")
+        check(self.gold_override or self.policy != "step_prefix", "pairs.policy",
+              "step_prefix pairs by the verifier's steps; it cannot run with pairs.gold_override false (which "
+              "measures a judge without the gold answers)")
 
     def build_kwargs(self) -> dict:
         """The keyword arguments of :func:`rlrf_nb.pairs.build_pairs` that this section sets (every pair build in
@@ -438,6 +442,7 @@ class PairsConfig:
                 "right_chosen_only": self.right_chosen_only}
 
 
+PAIR_CUTS = ("none", "first_difference", "shared_prefix")
 DPO_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
               "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 
@@ -487,11 +492,12 @@ class DPOStageConfig:
     pair_cut: str = field(default="none", metadata={
         "help": "none: DPO sees whole responses. first_difference: each pair's chosen and rejected are cut right "
                 "after the first token where they differ (step-level pairs: the contrast is the step where they "
-                "part, not the correct arithmetic that follows a wrong step, and no end of turn is trained)."})
+                "part, not the correct arithmetic that follows a wrong step, and no end of turn is trained). "
+                "shared_prefix: the tokens chosen and rejected share at their start move into the prompt, so no "
+                "loss term (APO-zero's, the NLL term's) pushes the shared right steps up or down; both keep the rest."})
 
     def __post_init__(self):
-        check(self.pair_cut in ("none", "first_difference"), "dpo.pair_cut",
-              f"must be 'none' or 'first_difference', got {self.pair_cut!r}")
+        check(self.pair_cut in PAIR_CUTS, "dpo.pair_cut", f"must be one of {PAIR_CUTS}, got {self.pair_cut!r}")
         check(self.method in ("dpo", "rs_sft"), "dpo.method", f"must be 'dpo' or 'rs_sft', got {self.method!r}")
         check(bool(self.loss_type) and all(t in DPO_LOSSES for t in self.loss_type), "dpo.loss_type",
               f"must be a non-empty list of {DPO_LOSSES}, got {self.loss_type!r}")

@@ -3,7 +3,8 @@
 A *pair policy* picks chosen/rejected from each prompt's judged samples and refinements: ``best_vs_worst`` (the whole
 pool's best against its worst), ``refined_vs_original`` (each refinement against the draft it refined),
 ``best_refined_vs_worst_sample``, ``no_reflection`` (samples only: the reflection ablation) and ``scalar`` (one overall
-score instead of per-aspect feedback: the second ablation). Ties and pairs under the margin are dropped, a wrong answer
+score instead of per-aspect feedback: the second ablation) and ``step_prefix`` (step-level pairs: a perfect solution
+against a wrong one that shares its right steps, where the tiny world's verifier knows the steps). Ties and pairs under the margin are dropped, a wrong answer
 is never chosen over a right one (candidates rank by (correct, reward)), and a candidate without a reward (a judge parse
 failure) never enters a pair.
 
@@ -34,7 +35,9 @@ ACTIONS = ("accept", "reject", "swap", "edit")
 @dataclass(frozen=True)
 class Candidate:
     """One judged response in a prompt's pool: ``kind`` sample or refinement (of ``parent_id``), ``reward`` from
-    per-aspect feedback (None on a parse failure), ``overall`` for the scalar ablation, ``correct`` when verifiable.
+    per-aspect feedback (None on a parse failure), ``overall`` for the scalar ablation, ``correct`` when verifiable,
+    ``first_error`` when its steps are (:attr:`rlrf_nb.tasks.math.MathCheck.first_wrong_line`: 0 every step and the answer right, else the 1-based
+    solution line of the first mistake; None unchecked).
     """
 
     candidate_id: str
@@ -47,6 +50,7 @@ class Candidate:
     parent_id: str | None = None
     correct: bool | None = None
     overall: float | None = None
+    first_error: int | None = None
 
     def __post_init__(self):
         if self.kind not in ("sample", "refinement"):
@@ -79,14 +83,16 @@ def _rank_key(c: Candidate, policy: str, gold_override: bool = True):
 
 
 def _pair(chosen: Candidate, rejected: Candidate, policy: str, margin: float, round_: int,
-          conversational: bool, gold_override: bool = True) -> dict | None:
-    if _rank_key(chosen, policy, gold_override) < _rank_key(rejected, policy, gold_override):
+          conversational: bool, gold_override: bool = True, step: int | None = None) -> dict | None:
+    """One pair row; ``step`` (step_prefix): the verifier's order, kept whatever the reward says, and the line where
+    the two part."""
+    if step is None and _rank_key(chosen, policy, gold_override) < _rank_key(rejected, policy, gold_override):
         chosen, rejected = rejected, chosen
     vc, vr = _value(chosen, policy), _value(rejected, policy)
     gap = vc - vr
     right_over_wrong = gold_override and chosen.correct is True and rejected.correct is False
-    if chosen.text == rejected.text or (not right_over_wrong and (gap == 0 or gap < margin)):
-        return None  # a tie, or too small a margin (a right-over-wrong pair always counts)
+    if chosen.text == rejected.text or (step is None and not right_over_wrong and (gap == 0 or gap < margin)):
+        return None  # a tie, or too small a margin (a right-over-wrong or a step-level pair always counts)
     if conversational:
         prompt = [{"role": "user", "content": chosen.prompt}]
         ch = [{"role": "assistant", "content": chosen.text}]
@@ -100,7 +106,31 @@ def _pair(chosen: Candidate, rejected: Candidate, policy: str, margin: float, ro
             "chosen_reward": vc, "rejected_reward": vr, "margin": gap,
             "chosen_scores": chosen.scores, "rejected_scores": rejected.scores,
             "chosen_correct": chosen.correct, "rejected_correct": rejected.correct,
-            "pair_policy": policy, "round": round_}
+            "pair_policy": policy, "round": round_, **({} if step is None else {"step": step})}
+
+
+def _step_prefix_todo(cands: list[Candidate], per_prompt: int) -> list[tuple[Candidate, Candidate, int]]:
+    """step_prefix's (chosen, rejected, step) triples of one prompt: each wrong candidate (deepest first mistake first,
+    then higher reward) against a perfect one that shares its right prefix, the lines before its mistake; of those, its
+    own refinement first, then any refinement, then a sample. At most ``per_prompt`` pairs, one per distinct wrong
+    text."""
+    from rlrf_nb.tasks.math import step_prefix
+
+    perfect = [c for c in cands if c.first_error == 0]
+    wrong = sorted((c for c in cands if c.first_error), key=lambda c: (-c.first_error, -c.reward, c.candidate_id))
+    out, seen = [], set()
+    for w in wrong:
+        prefix = step_prefix(w.text, w.first_error - 1)
+        if w.text in seen or prefix is None:
+            continue
+        right = [p for p in perfect if p.text.startswith(prefix)]
+        if right:
+            out.append((min(right, key=lambda p: (p.parent_id != w.candidate_id, p.kind != "refinement", -p.reward,
+                                                  p.candidate_id)), w, w.first_error))
+            seen.add(w.text)
+        if len(out) == per_prompt:
+            break
+    return out
 
 
 def pair_id(prompt_id: str, a: str, b: str) -> str:
@@ -122,6 +152,12 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
     judge's reward alone ranks the candidates, which is what measures a judge (a learned one) inside the loop.
     ``right_chosen_only`` (``pairs.right_chosen_only``) drops the pairs whose chosen response is graded wrong (a
     chosen response without a gold answer is kept), before the decisions.
+
+    ``step_prefix`` (step-level pairs): on a prompt whose candidates carry ``first_error`` (a known step chain), each
+    wrong candidate against a perfect one that shares its right prefix, so the two part at its first mistake, up to
+    ``per_prompt`` pairs (:func:`_step_prefix_todo`; a prompt without a perfect candidate gives none); every other
+    prompt (bios, GSM8K) is paired best_vs_worst. The pair's ``step`` is the line where they part. With
+    ``dpo.pair_cut: shared_prefix`` DPO scores only what follows the shared prefix.
     """
     def key(c: Candidate):
         return _rank_key(c, policy, gold_override)
@@ -133,7 +169,11 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         samples = [c for c in cands if c.kind == "sample"]
         refinements = [c for c in cands if c.kind == "refinement"]
         todo: list[tuple[Candidate, Candidate]] = []
-        group = {"best_vs_worst": cands, "scalar": cands, "no_reflection": samples}.get(policy)
+        steps = policy == "step_prefix" and any(c.first_error is not None for c in cands)
+        if steps:
+            todo += _step_prefix_todo(cands, per_prompt)
+        group = {"best_vs_worst": cands, "scalar": cands, "no_reflection": samples,
+                 "step_prefix": None if steps else cands}.get(policy)
         if group is not None and len(group) >= 2:
             distinct = list({c.text: c for c in sorted(group, key=key)}.values())
             ranked = sorted(distinct, key=key) if per_prompt > 1 else sorted(group, key=key)
@@ -147,7 +187,7 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
         elif policy == "refined_vs_original":
             by_id = {c.candidate_id: c for c in cands}
             todo += [(r, by_id[r.parent_id]) for r in refinements if r.parent_id in by_id]
-        made = (_pair(a, b, policy, min_margin, round_, conversational, gold_override) for a, b in todo)
+        made = (_pair(*t[:2], policy, min_margin, round_, conversational, gold_override, *t[2:]) for t in todo)
         # a tie or too small a margin makes none; right_chosen_only drops a pair whose chosen answer is wrong
         pairs += [p for p in made if p is not None and not (right_chosen_only and p["chosen_correct"] is False)]
     return apply_decisions(pairs, decisions or {})

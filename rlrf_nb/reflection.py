@@ -142,13 +142,22 @@ def reflection_search(store, model, tokenizer, fingerprint: str, examples: list,
                           parent_id=parents[r["response_id"]],
                           correct=(math.is_correct(r["response"], by_id[r["example_id"]].answer)
                                    if by_id[r["example_id"]].task == "math" else None),
-                          overall=overall.get(r["response_id"]))
+                          overall=overall.get(r["response_id"]),
+                          first_error=first_wrong_line(r["response"], by_id[r["example_id"]]))
                 for r in judged]
         log.info("reflection search: %d candidates for %d prompts in %.0f s", len(pool), len(examples),
                  time.monotonic() - t0)
         budget["over_budget"] = len(budget["prompts_over_budget"])
         return {"pool": pool, "records": judged, "rounds": rounds, "budget": budget, "order": order,
                 "seconds": round(time.monotonic() - t0, 1)}
+
+
+def first_wrong_line(text: str, ex) -> int | None:
+    """A candidate's ``first_error`` (:attr:`rlrf_nb.tasks.math.MathCheck.first_wrong_line`) on a problem whose
+    ground-truth step chain is known (the tiny world's math); None elsewhere (GSM8K's final answer only, bios)."""
+    if ex.task != "math" or "steps" not in (ex.meta or {}):
+        return None
+    return math.check_example(text, ex).first_wrong_line
 
 
 def search_stats(pool: list[Candidate]) -> dict:

@@ -114,6 +114,19 @@ def cut_at_first_difference(row: dict) -> dict:
     return {"chosen_ids": c[:i + 1], "rejected_ids": r[:i + 1]}
 
 
+def move_shared_prefix(row: dict) -> dict:
+    """``dpo.pair_cut: shared_prefix``: the tokens a tokenized pair's chosen and rejected share at their start move
+    into its prompt (each keeps at least its last token), so the collator masks them out of every loss term. DPO's
+    sigmoid term cancels them anyway; APO-zero and the NLL term score each side alone and would not."""
+    c, r = row["chosen_ids"], row["rejected_ids"]
+    i = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+    i = max(0, min(i, len(c) - 1, len(r) - 1))
+    return {"prompt_ids": row["prompt_ids"] + c[:i], "chosen_ids": c[i:], "rejected_ids": r[i:]}
+
+
+PAIR_CUT_FUNCTIONS = {"first_difference": cut_at_first_difference, "shared_prefix": move_shared_prefix}
+
+
 def _pair_lengths(ds) -> list[int]:
     return [len(p) + max(len(c), len(r)) for p, c, r in zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
 
@@ -166,7 +179,8 @@ def cached_dpo_trainer_class():
 
         def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
             dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
-            return dataset.map(cut_at_first_difference) if self._pair_cut == "first_difference" else dataset
+            cut = PAIR_CUT_FUNCTIONS.get(self._pair_cut)
+            return dataset if cut is None else dataset.map(cut)
 
         def _precompute_ref_logps(self, dataset, name, batch_size):
             if self._ref_store is None or self._ref_fp is None or self.accelerator.num_processes > 1:

@@ -183,3 +183,48 @@ def test_right_chosen_only_drops_pairs_whose_chosen_is_wrong_and_the_recipe_reac
     assert sorted(p["prompt_id"] for p in kept) == ["bio", "right-wrong"]
     kwargs = PairsConfig(per_prompt=3).build_kwargs()
     assert set(kwargs) <= set(inspect.signature(build_pairs).parameters) and kwargs["per_prompt"] == 3
+
+
+def test_step_prefix_pairs_part_at_the_first_mistake_and_move_the_shared_prefix_into_the_prompt(trl_tokenize):
+    """``pairs.policy: step_prefix`` (issue 16's step-level pairs): the search marks each tiny-world solution's first
+    wrong line; a wrong candidate is paired with a perfect one that shares its right lines, its own refinement first,
+    in the verifier's order even when the judge prefers the wrong one; a bio falls back to best_vs_worst, a prompt
+    without a perfect candidate or a shared prefix gives none. ``dpo.pair_cut: shared_prefix`` then moves the shared
+    tokens into the prompt."""
+    from rlrf_nb.reflection import first_wrong_line
+    from rlrf_nb.tasks import math
+    from rlrf_nb.training import move_shared_prefix
+
+    (ex,) = math.generate_splits(0, {"test": 1}, min_value=100, max_value=999, max_operand=899, ops="+-",
+                                 scratchpad=True, min_steps=3, max_steps=3)["test"]
+    y = [s[3] for s in ex.meta["steps"]]
+    right = ex.reference
+    slip2 = math.rewrite_from_step(ex, 1, result=y[1] + 1)  # step 2 wrong, step 1 right
+    slip1 = math.rewrite_from_step(ex, 0, result=y[0] + 10)  # step 1 wrong
+    bad_answer = right.rsplit("#### ", 1)[0] + f"#### {y[2] + 1}"  # every step right, the answer line wrong
+    assert [first_wrong_line(t, ex) for t in (right, slip2, slip1, bad_answer)] == [0, 2, 1, 4]
+    assert first_wrong_line("#### 5", dataclasses.replace(ex, meta={})) is None  # no step chain: unchecked
+
+    def m(cid, text, reward, kind="sample", parent=None, pid=ex.id):
+        return Candidate(cid, pid, ex.prompt, text, kind, reward, {}, parent_id=parent,
+                         correct=math.is_correct(text, ex.answer), first_error=first_wrong_line(text, ex))
+
+    pool = [m("d", slip2, 0.9), m("s1", slip1, 0.1), m("a", bad_answer, 0.95), m("ok", right, 0.5),
+            m("r", right + " ", 0.3, "refinement", "d"), m("r2", right + "  ", 0.4, "refinement", "s1")]
+    (p,) = trl_tokenize(build_pairs(pool[:4], "step_prefix"))
+    assert (p["chosen_id"], p["rejected_id"], p["step"]) == ("ok", "a", 4)  # the deepest mistake; kept, margin < 0
+    assert p["margin"] < 0
+    three = build_pairs(pool, "step_prefix", per_prompt=3)
+    assert ids(three) == [("r2", "a"), ("r", "d"), ("r2", "s1")]  # a refinement first, a draft's own before others
+    assert [q["step"] for q in three] == [4, 2, 1]
+    # a bio falls back to best_vs_worst; no perfect candidate, or no shared right prefix: no pair
+    bio = [c("u1", 0.8, pid="bio"), c("u2", 0.3, pid="bio")]
+    other = right.replace("\n", " \n", 1)  # right, but its first line differs from slip2's
+    assert ids(build_pairs(bio + pool[:3], "step_prefix")) == [("u1", "u2")]
+    assert build_pairs([m("d", slip2, 0.9), m("o", other, 0.2)], "step_prefix") == []
+    assert ids(build_pairs([m("s1", slip1, 0.9), m("o", other, 0.2)], "step_prefix")) == [("o", "s1")]
+
+    row = {"prompt_ids": [1, 2], "chosen_ids": [3, 4, 5, 9], "rejected_ids": [3, 4, 6, 9]}
+    assert move_shared_prefix(row) == {"prompt_ids": [1, 2, 3, 4], "chosen_ids": [5, 9], "rejected_ids": [6, 9]}
+    same = {"prompt_ids": [1], "chosen_ids": [3, 4], "rejected_ids": [3, 4, 5]}  # one side is the other's prefix
+    assert move_shared_prefix(same) == {"prompt_ids": [1, 3], "chosen_ids": [4], "rejected_ids": [4, 5]}

@@ -87,6 +87,14 @@ def test_step_level_pairs_are_cut_after_the_first_token_where_chosen_and_rejecte
         assert c["chosen_ids"][:-1] == c["rejected_ids"][:-1] and c["chosen_ids"][-1] != c["rejected_ids"][-1]
     assert "pair_cut" not in stage_config_key(CFG)  # off: checkpoints keep the keys they had before the field
     assert stage_config_key(cut_cfg)["pair_cut"] == "first_difference"
+    # shared_prefix: the tokens both sides share move into the prompt; every token stays, and no loss sees them
+    moved_cfg = dataclasses.replace(CFG, pair_cut="shared_prefix")
+    moved = build_dpo_trainer(model, tok, pairs, moved_cfg, tmp_path / "c").train_dataset
+    for w, m in zip(whole, moved):
+        assert m["prompt_ids"] + m["chosen_ids"] == w["prompt_ids"] + w["chosen_ids"]
+        assert m["prompt_ids"] + m["rejected_ids"] == w["prompt_ids"] + w["rejected_ids"]
+        assert len(m["prompt_ids"]) > len(w["prompt_ids"]) and m["chosen_ids"][0] != m["rejected_ids"][0]
+    assert stage_config_key(moved_cfg)["pair_cut"] == "shared_prefix"
 
 
 def test_rs_sft_changes_parameters_and_lowers_the_loss(pool, tmp_path):

@@ -352,6 +352,26 @@ class MathCheck:
         """Every step right and the final answer right: the measure a guessed answer cannot pass."""
         return self.correct and self.first_error is None
 
+    @property
+    def first_wrong_line(self) -> int:
+        """0 when :attr:`perfect`; else the 1-based line of the first mistake: its first wrong step, or the answer
+        line after its ``n_steps`` steps when every step is right and the answer is not (step-level pairs)."""
+        if self.perfect:
+            return 0
+        return self.first_error if self.first_error is not None else self.n_steps + 1
+
+
+def step_prefix(text: str, k: int) -> str | None:
+    """``text`` through the end of the line that holds its ``k``-th calculator annotation (with the newline), ``""``
+    for ``k`` = 0, None when it has fewer than ``k`` annotated lines: the right prefix a step-level pair shares."""
+    if k == 0:
+        return ""
+    found = list(ANNOTATION.finditer(text))
+    if len(found) < k:
+        return None
+    end = text.find("\n", found[k - 1].end())
+    return text if end < 0 else text[: end + 1]
+
 
 def step_sentences(problem: Example) -> list[str]:
     """The problem's sentence behind each step, as its reference solution restates it."""
