@@ -2,11 +2,11 @@
 
 A *pair policy* picks chosen/rejected from each prompt's judged samples and refinements: ``best_vs_worst`` (the whole
 pool's best against its worst), ``refined_vs_original`` (each refinement against the draft it refined),
-``best_refined_vs_worst_sample``, ``no_reflection`` (samples only: the reflection ablation) and ``scalar`` (one overall
+``best_refined_vs_worst_sample``, ``no_reflection`` (samples only: the reflection ablation), ``scalar`` (one overall
 score instead of per-aspect feedback: the second ablation) and ``step_prefix`` (step-level pairs: a perfect solution
-against a wrong one that shares its right steps, where the tiny world's verifier knows the steps). Ties and pairs under the margin are dropped, a wrong answer
-is never chosen over a right one (candidates rank by (correct, reward)), and a candidate without a reward (a judge parse
-failure) never enters a pair.
+against a wrong one that shares its right steps, where the tiny world's verifier knows the steps). Ties and pairs
+under the margin are dropped, a wrong answer is never chosen over a right one (candidates rank by (correct, reward)),
+and a candidate without a reward (a judge parse failure) never enters a pair.
 
 Human review appends *decisions* (accept, reject, swap, edit) to ``decisions.jsonl``; :func:`build_pairs` honours
 them whenever given them. A pair is identified by its prompt and its two candidates, so a decision holds across
@@ -36,8 +36,8 @@ ACTIONS = ("accept", "reject", "swap", "edit")
 class Candidate:
     """One judged response in a prompt's pool: ``kind`` sample or refinement (of ``parent_id``), ``reward`` from
     per-aspect feedback (None on a parse failure), ``overall`` for the scalar ablation, ``correct`` when verifiable,
-    ``first_error`` when its steps are (:attr:`rlrf_nb.tasks.math.MathCheck.first_wrong_line`: 0 every step and the answer right, else the 1-based
-    solution line of the first mistake; None unchecked).
+    ``first_error`` when its steps are known (:attr:`rlrf_nb.tasks.math.MathCheck.first_wrong_line`: 0 when every
+    step and the answer are right, else the 1-based solution line of the first mistake; None unchecked).
     """
 
     candidate_id: str
