@@ -27,6 +27,7 @@ from rlrf_nb.config import PAIR_POLICIES as POLICIES
 from rlrf_nb.jsonl import JsonlError, append_bytes, dumps_line, read_jsonl, write_jsonl
 from rlrf_nb.stats import rate
 from rlrf_nb.store import content_key
+from rlrf_nb.tasks.math import step_prefix
 
 log = logging.getLogger(__name__)
 ACTIONS = ("accept", "reject", "swap", "edit")
@@ -114,8 +115,6 @@ def _step_prefix_todo(cands: list[Candidate], per_prompt: int) -> list[tuple[Can
     then higher reward) against a perfect one that shares its right prefix, the lines before its mistake; of those, its
     own refinement first, then any refinement, then a sample. At most ``per_prompt`` pairs, one per distinct wrong
     text."""
-    from rlrf_nb.tasks.math import step_prefix
-
     perfect = [c for c in cands if c.first_error == 0]
     wrong = sorted((c for c in cands if c.first_error), key=lambda c: (-c.first_error, -c.reward, c.candidate_id))
     out, seen = [], set()
@@ -164,6 +163,10 @@ def build_pairs(pool: list[Candidate], policy: str, *, min_margin: float = 0.0, 
 
     if policy not in POLICIES:
         raise ValueError(f"unknown pair policy {policy!r}; choose from {POLICIES}")
+    graded = [c for c in pool if c.correct is not None]
+    if policy == "step_prefix" and graded and all(c.first_error is None for c in graded):
+        log.warning("step_prefix: no graded candidate carries first_error (real GSM8K, or a pool saved before the "
+                    "search marked steps), so every prompt is paired best_vs_worst")
     pairs = []
     for cands in group_by_prompt(c for c in pool if _value(c, policy) is not None).values():
         samples = [c for c in cands if c.kind == "sample"]

@@ -185,7 +185,7 @@ def test_right_chosen_only_drops_pairs_whose_chosen_is_wrong_and_the_recipe_reac
     assert set(kwargs) <= set(inspect.signature(build_pairs).parameters) and kwargs["per_prompt"] == 3
 
 
-def test_step_prefix_pairs_part_at_the_first_mistake_and_move_the_shared_prefix_into_the_prompt(trl_tokenize):
+def test_step_prefix_pairs_part_at_the_first_mistake_and_move_the_shared_prefix_into_the_prompt(trl_tokenize, caplog):
     """``pairs.policy: step_prefix`` (issue 16's step-level pairs): the search marks each tiny-world solution's first
     wrong line; a wrong candidate is paired with a perfect one that shares its right lines, its own refinement first,
     in the verifier's order even when the judge prefers the wrong one; a bio falls back to best_vs_worst, a prompt
@@ -221,6 +221,10 @@ def test_step_prefix_pairs_part_at_the_first_mistake_and_move_the_shared_prefix_
     bio = [c("u1", 0.8, pid="bio"), c("u2", 0.3, pid="bio")]
     other = right.replace("\n", " \n", 1)  # right, but its first line differs from slip2's
     assert ids(build_pairs(bio + pool[:3], "step_prefix")) == [("u1", "u2")]
+    unmarked = [dataclasses.replace(k, first_error=None) for k in pool[:4]]  # GSM8K, or a pool saved before steps
+    with caplog.at_level("WARNING", logger="rlrf_nb.pairs"):
+        assert ids(build_pairs(unmarked, "step_prefix")) == [("ok", "s1")]  # best_vs_worst, said in the log
+    assert "no graded candidate carries first_error" in caplog.text
     assert build_pairs([m("d", slip2, 0.9), m("o", other, 0.2)], "step_prefix") == []
     assert ids(build_pairs([m("s1", slip1, 0.9), m("o", other, 0.2)], "step_prefix")) == [("o", "s1")]
 
