@@ -148,10 +148,12 @@ else:
 
 # %% [markdown]
 # ## 3 · Preference pairs
-# Five pair policies turn the pool into pairs (`rlrf_nb.pairs`). Ties are dropped, `pairs.min_margin` applies,
+# Six pair policies turn the pool into pairs (`rlrf_nb.pairs`). Ties are dropped, `pairs.min_margin` applies,
 # and on math a **verifiable override** never prefers a wrong final answer over a right one. Two are ablations:
 # `no_reflection` (samples only: what plain rejection sampling would give) and `scalar` (one overall score per
 # candidate instead of per-aspect feedback; the verifier's overall score looks only at the final answer).
+# `step_prefix` makes step-level pairs where the tiny world's verifier knows the steps: a wrong solution against a
+# perfect one that shares its right steps, so the two part at its first mistake (`pairs.per_prompt` a prompt).
 #
 # Human review decisions in `runs/<run_name>/decisions.jsonl` (from the pair reviewer below) are honoured by
 # every build, batch runs included.
