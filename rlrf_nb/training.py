@@ -105,12 +105,17 @@ def ref_logps_key(ref_fingerprint: str, row: dict, max_length: int | None, trunc
 REF_LOGPS_ARTIFACT = "ref_logps"
 
 
+def _first_difference(c: list, r: list) -> int:
+    """The index of the first token where ``c`` and ``r`` differ (the shorter one's length if one is a prefix)."""
+    return next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+
+
 def cut_at_first_difference(row: dict) -> dict:
     """``dpo.pair_cut: first_difference``: a tokenized pair cut right after the first token where chosen and
     rejected differ (both keep that token). What follows a wrong step is often right arithmetic on the wrong
     number; pushing it down with the rejected response teaches the policy to compute badly."""
     c, r = row["chosen_ids"], row["rejected_ids"]
-    i = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+    i = _first_difference(c, r)
     return {"chosen_ids": c[:i + 1], "rejected_ids": r[:i + 1]}
 
 
@@ -119,8 +124,7 @@ def move_shared_prefix(row: dict) -> dict:
     into its prompt (each keeps at least its last token), so the collator masks them out of every loss term. DPO's
     sigmoid term cancels them anyway; APO-zero and the NLL term score each side alone and would not."""
     c, r = row["chosen_ids"], row["rejected_ids"]
-    i = next((i for i, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
-    i = max(0, min(i, len(c) - 1, len(r) - 1))
+    i = max(0, min(_first_difference(c, r), len(c) - 1, len(r) - 1))
     return {"prompt_ids": row["prompt_ids"] + c[:i], "chosen_ids": c[i:], "rejected_ids": r[i:]}
 
 

@@ -35,10 +35,9 @@ def read(spec: str) -> dict:
     path = Path(args.runs) / run / "eval" / model / "gsm8k.jsonl"
     out = {}
     for lineno, r in enumerate(read_jsonl(path), start=1):
-        pid = r.get("id") or r.get("example_id")
-        if pid not in problems:
-            raise SystemExit(f"{path}:{lineno}: problem {pid!r} is not in {args.recipe}'s math test split")
-        out[pid] = r.get("response") or r.get("text") or ""
+        if r["id"] not in problems:
+            raise SystemExit(f"{path}:{lineno}: problem {r['id']!r} is not in {args.recipe}'s math test split")
+        out[r["id"]] = r["response"]
     return out
 
 
