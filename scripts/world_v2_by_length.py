@@ -59,14 +59,16 @@ def first_quantity(text: str, ex) -> str:
 
 
 texts = {spec: read(spec) for spec in args.specs}
+perfects = {spec: {i: math.check_example(t, problems[i]).perfect for i, t in got.items()}
+            for spec, got in texts.items()}
 base = args.specs[0]
 table = []
 for spec in args.specs:
     for n in (2, 3, 4, None):
-        ids = [i for i in texts[base].keys() & texts[spec].keys()
+        ids = [i for i in sorted(texts[base].keys() & texts[spec].keys())
                if n is None or len(problems[i].meta["steps"]) == n]
-        perfect = sum(math.check_example(texts[spec][i], problems[i]).perfect for i in ids)
-        base_perfect = sum(math.check_example(texts[base][i], problems[i]).perfect for i in ids)
+        perfect = sum(perfects[spec][i] for i in ids)
+        base_perfect = sum(perfects[base][i] for i in ids)
         copies: dict[str, int] = {}
         for i in ids:
             kind = first_quantity(texts[spec][i], problems[i])
