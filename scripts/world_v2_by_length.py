@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Issue 16, a reading of finished demo runs: where does the loop gain and lose on world v2's test problems? For each
-``RUN:MODEL`` (an evaluated policy under ``runs/RUN/eval/MODEL``), every step right by chain length (2, 3 or 4 steps),
+``RUN:MODEL`` (an evaluated policy under ``runs/RUN/eval/MODEL``: notebook 05's ``gsm8k.jsonl``, or the
+``math_test.jsonl`` of notebook 03's controls and the scripts' trainings), every step right by chain length (2, 3 or 4
+steps),
 paired against the first one given, and how often the first solution line copies the problem's first quantity wrong;
 for a copy with one wrong digit, whether that digit is the same place's digit of another number in the question (a
 distractor) rather than any other. Reads only the stored greedy answers; no model is loaded.
@@ -32,7 +34,9 @@ problems = {e.id: e for e in build_world(load_recipe(args.recipe).world).math["t
 
 def read(spec: str) -> dict:
     run, _, model = spec.rpartition(":")
-    path = Path(args.runs) / run / "eval" / model / "gsm8k.jsonl"
+    path = Path(args.runs) / run / "eval" / model / "gsm8k.jsonl"  # notebook 05's records
+    if not path.exists():  # notebook 03's and the gold scripts' test records (rounds.evaluate_test_math)
+        path = path.with_name("math_test.jsonl")
     out = {}
     for lineno, r in enumerate(read_jsonl(path), start=1):
         if r["id"] not in problems:
