@@ -13,7 +13,7 @@ STAMP   = $(VENV)/.installed
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
 .PHONY: demo demo-v1 diagnose test install lint clean-runs fault bench nbstrip reproduce reproduce-v1 reproduce-1000 \
-	reproduce-judge
+	reproduce-judge reproduce-rs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -94,6 +94,23 @@ reproduce-1000: $(STAMP) nbstrip
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
 		-p rounds.bios_per_round=50 -p export_figures=false --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_1000_NAME).sweep.json --out runs/$(REPRODUCE_1000_NAME).collated \
+		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
+		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score'
+
+# RLRF whose fine-tuning step is rejection sampling (issue 16, stop 46): reproduce-1000's loop (2 rounds x 1,000
+# fresh prompts + 50 bios, search seeds run.seed=0,1,2), but each round fine-tunes on the best candidate of each prompt
+# of its reflective search when that candidate is perfect (dpo.method rs_sft, TRL's SFTTrainer), at lr 3e-4 for 4
+# epochs: the paper's other RL fine-tuning step beside DPO, at the training length gold SFT needs on this M0
+# (benchmarks/world_v2/gold_training_length.json). Its table is in the README. About 22 min a seed on 2 idle cores by
+# its parts (notebook 02 about 10 min, notebook 04 about 10, notebook 05 about 2), so about 66 min; not timed as one
+# command.
+REPRODUCE_RS_NAME ?= reproduce-rs
+reproduce-rs: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
+		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
+		-p rounds.bios_per_round=50 -p dpo.method=rs_sft -p dpo.learning_rate=3e-4 -p dpo.epochs=4 \
+		-p export_figures=false --grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_RS_NAME).sweep.json --out runs/$(REPRODUCE_RS_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score'
 
