@@ -125,18 +125,25 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
                          "the tiny world) to train them: their reward is the judge's, on the search prompts")
     for variant in (v for v in VARIANT_LABELS if v != "rlrf" and v not in ONLINE_VARIANTS):
         policy, dcfg, _ = variant_setup(recipe, variant)
-        pairs = build_pairs(pool, policy, decisions=decisions, **recipe.pairs.build_kwargs())
-        if not has_training_data(pool, pairs, dcfg):
+        vpool = variant_pool(pool, variant)
+        pairs = build_pairs(vpool, policy, decisions=decisions, **recipe.pairs.build_kwargs())
+        if not has_training_data(vpool, pairs, dcfg):
             empty.append(VARIANT_LABELS[variant])
             continue
-        trained[VARIANT_LABELS[variant]] = train_cached(store, f"{dcfg.method}-{policy}-M1", start_path, pool, pairs,
-                                                        dcfg, place=place)
+        trained[VARIANT_LABELS[variant]] = train_cached(store, f"{dcfg.method}-{policy}-M1", start_path, vpool,
+                                                        pairs, dcfg, place=place)
     for variant in online:  # the pool's prompts: reflection.n_prompts (+ n_bios) of the search prompts
         trained[VARIANT_LABELS[variant]] = train_online_cached(store, f"{variant}-M1", start_path,
                                                                task_data.search_examples(recipe, world), judge,
                                                                rubrics, recipe, variant, seed=recipe.run.seed,
                                                                place=place)
     return trained, empty
+
+
+def variant_pool(pool: list, variant: str) -> list:
+    """The candidates a variant may train on: for ``no_reflection`` the samples only (round 1's search is shared and
+    holds refinements; its pair policy keeps samples, and RS-SFT, which reads the pool itself, must too), else all."""
+    return [c for c in pool if c.kind == "sample"] if variant == "no_reflection" else pool
 
 
 def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
@@ -227,7 +234,8 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     release_vllm()  # the vLLM engine (if any) frees its weights and KV cache while TRL trains on the same GPU
     release_memory()
     search_seconds = time.monotonic() - t0
-    pairs = build_pairs(res["pool"], policy, round_=t, decisions=decisions, **recipe.pairs.build_kwargs())
+    pool = variant_pool(res["pool"], variant)
+    pairs = build_pairs(pool, policy, round_=t, decisions=decisions, **recipe.pairs.build_kwargs())
     pair_dir = f"rounds/r{t}/pairs" if variant == "rlrf" else f"rounds/{variant}/r{t}/pairs"
     save_pairs(store, pairs, pair_dir)
     this_round = len(pairs)
@@ -239,13 +247,13 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     ref_model = None if dcfg.lora or dcfg.precompute_ref or dcfg.method != "dpo" else \
         load_policy(ref, place=place, train=True)[0]
     t1 = time.monotonic()
-    if not has_training_data(res["pool"], pairs, dcfg):
+    if not has_training_data(pool, pairs, dcfg):
         what = "no pairs" if dcfg.method == "dpo" else "no candidate good enough for RS-SFT"
         log.info(f"{label}round {t}: {what}, so M{t} = its starting policy (nothing to learn from)")
         out = {"model": model, "history": [], "seconds": 0.0, "steps": 0, "method": f"none ({what})"}
     else:
         tmp = f"r{t}" if variant == "rlrf" else f"{variant}-r{t}"
-        out = train_stage(model, tok, res["pool"], pairs, dcfg, store.path("trainer_tmp", tmp), ref_model=ref_model,
+        out = train_stage(model, tok, pool, pairs, dcfg, store.path("trainer_tmp", tmp), ref_model=ref_model,
                           place=place)
     info = {"round": t, "variant": variant, "pair_policy": policy, "start_from": start,
             "reference": ref if dcfg.method == "dpo" else None, "search_prefix": prefix,

@@ -120,3 +120,36 @@ def test_notebook_03s_one_round_variants_are_the_round_loops_variants(monkeypatc
     trained, empty = rounds.train_variants("store", "m0", [dataclasses.replace(pool[0], reward=1.0), pool[1]],
                                            Recipe())
     assert empty == [] and calls[-1] == ("rs_sft-best_vs_worst-M1", "rs_sft", ["best_vs_worst"])
+
+
+def test_no_reflection_trains_on_samples_only_whatever_the_method(monkeypatch):
+    """Stop 46: round 1's search is shared by every variant and holds refinements. The no-reflection ablation's pair
+    policy keeps samples only, but RS-SFT reads the pool itself: with ``dpo.method: rs_sft`` the ablation trained on
+    refinements in round 1 (its M1 was RLRF's). Notebook 03's variants and the round loop now hand it samples only."""
+    import dataclasses
+
+    from rlrf_nb import rounds
+    from rlrf_nb.config import Recipe
+    from rlrf_nb.pairs import Candidate
+    from rlrf_nb.training import rs_sft_rows
+
+    q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
+    pool = [Candidate("s", "p", q, "3+2=6\n#### 6", "sample", 0.2, {}, correct=False),
+            Candidate("r", "p", q, "3+2=5\n#### 5", "refinement", 1.0, {}, parent_id="s", correct=True)]
+    assert [c.candidate_id for c in rounds.variant_pool(pool, "no_reflection")] == ["s"]
+    assert rounds.variant_pool(pool, "rlrf") == pool and rounds.variant_pool(pool, "rs_sft") == pool
+    assert rs_sft_rows(rounds.variant_pool(pool, "no_reflection")) == []  # the refinement is not imitated
+
+    seen = {}
+
+    def fake_train(store, name, start, pool, pairs, cfg, place=None):
+        seen[name] = [c.candidate_id for c in pool]
+        return {"name": name}
+
+    monkeypatch.setattr(rounds, "train_cached", fake_train)
+    recipe = Recipe()
+    recipe.dpo = dataclasses.replace(recipe.dpo, method="rs_sft")
+    pool.append(Candidate("s2", "p", q, "3+2=5\n#### 5", "sample", 1.0, {}, correct=True))
+    rounds.train_variants("store", "m0", pool, recipe)
+    assert seen["rs_sft-no_reflection-M1"] == ["s", "s2"]
+    assert seen["rs_sft-best_vs_worst-M1"] == ["s", "r", "s2"]
