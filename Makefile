@@ -102,7 +102,7 @@ reproduce-1000: $(STAMP) nbstrip
 # of its reflective search when that candidate is perfect (dpo.method rs_sft, TRL's SFTTrainer), at lr 3e-4 for 4
 # epochs: the paper's other RL fine-tuning step beside DPO, at the training length gold SFT needs on this M0
 # (benchmarks/world_v2/gold_training_length.json). Its table is in the README. About 22 min a seed on 2 idle cores by
-# its parts (notebook 02 about 10 min, notebook 04 about 10, notebook 05 about 2), so about 66 min; not timed as one
+# its parts (notebook 02 about 9.5 min, notebook 04 about 11, notebook 05 under 1), so about 66 min; not timed as one
 # command.
 REPRODUCE_RS_NAME ?= reproduce-rs
 reproduce-rs: $(STAMP) nbstrip

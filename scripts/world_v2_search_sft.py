@@ -13,10 +13,11 @@ trains M0 on it in the ways that separate the two questions, each scored on the 
   against ``search-sft`` it says whether the search's right solutions are worth gold's;
 - ``gold-sft-all``: SFT on the reference solutions of every search prompt: against ``gold-sft-same`` it says what the
   prompts the search did not solve would add;
-- ``dpo``: the recipe's DPO (its loss, lr and pair policy, ``--dpo-epochs``) on the search's pairs, as the loop's
-  first round trains, with ``--dpo-set`` changing its fields (epochs, learning_rate, loss_weights, ...).
+- ``dpo``: the recipe's DPO (its loss, lr, epochs and pair policy) on the search's pairs, as the loop's first round
+  trains, with ``--dpo-set`` changing its fields (epochs, learning_rate, loss_weights, ...).
 
-    python scripts/world_v2_search_sft.py --run s46-s1000 --lr 3e-4 --epochs 4 --which search-sft gold-sft-same
+    python scripts/world_v2_search_sft.py --run s46-s1000 --lr 3e-4 --epochs 4 --set run.seed=0 \
+        --set reflection.n_prompts=1000 --set rounds.prompts_per_round=1000 --set rounds.bios_per_round=50
 
 The search must have run first (``rlrf-nb demo --stages 02 -p reflection.n_prompts=1000 ...``) with the same
 ``--set`` overrides; this script reads it from the store and would otherwise run it.
