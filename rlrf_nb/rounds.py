@@ -141,9 +141,16 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
 
 
 def variant_pool(pool: list, variant: str) -> list:
-    """The candidates a variant may train on: for ``no_reflection`` the samples only (round 1's search is shared and
-    holds refinements; its pair policy keeps samples, and RS-SFT, which reads the pool itself, must too), else all."""
-    return [c for c in pool if c.kind == "sample"] if variant == "no_reflection" else pool
+    """The candidates a variant may train on, as it sees them. Round 1's search is shared by every variant and RS-SFT
+    reads the pool itself (:func:`rlrf_nb.training.rs_sft_rows`), so each variant's view is set here, not only in its
+    pair policy: ``no_reflection`` gets the samples only (the search holds refinements); ``scalar`` gets every
+    candidate with its overall score as its reward (its pairs already rank by that score, RS-SFT must select by it
+    too; a candidate whose overall score did not parse has no reward); any other variant gets the pool as it is."""
+    if variant == "no_reflection":
+        return [c for c in pool if c.kind == "sample"]
+    if variant == "scalar":
+        return [dataclasses.replace(c, reward=c.overall) for c in pool]
+    return pool
 
 
 def search_args(recipe, t: int, variant: str) -> tuple[str, int]:

@@ -153,3 +153,26 @@ def test_no_reflection_trains_on_samples_only_whatever_the_method(monkeypatch):
     rounds.train_variants("store", "m0", pool, recipe)
     assert seen["rs_sft-no_reflection-M1"] == ["s", "s2"]
     assert seen["rs_sft-best_vs_worst-M1"] == ["s", "r", "s2"]
+
+
+def test_scalar_rs_sft_selects_by_the_overall_score():
+    """Stop 47: RS-SFT picks each prompt's best candidate by its reward, which is the fine-grained one. The scalar
+    ablation ranks its pairs by the overall score, but with ``dpo.method: rs_sft`` it imitated what RLRF imitates. Its
+    view of the pool now carries the overall score as the reward: a lucky right answer (wrong steps) and a perfect
+    one both score 1 overall, and the first of the tie wins, as the scalar judge cannot tell them apart."""
+    from rlrf_nb import rounds
+    from rlrf_nb.pairs import Candidate
+    from rlrf_nb.training import rs_sft_rows
+
+    q = "Ava has 3 apples. She buys 2 more apples. How many apples does Ava have now?"
+    lucky = Candidate("s", "p", q, "3+2=4\n4+1=5\n#### 5", "sample", 0.5, {}, correct=True, overall=1.0,
+                      first_error=1)
+    perfect = Candidate("r", "p", q, "3+2=5\n#### 5", "refinement", 1.0, {}, parent_id="s", correct=True,
+                        overall=1.0, first_error=0)
+    unparsed = Candidate("u", "p2", q, "3+2=5\n#### 5", "sample", 1.0, {}, correct=True, overall=None)
+    pool = [lucky, perfect, unparsed]
+    assert [r["candidate_id"] for r in rs_sft_rows(rounds.variant_pool(pool, "rlrf"))] == ["r", "u"]
+    scalar = rounds.variant_pool(pool, "scalar")
+    assert [c.reward for c in scalar] == [1.0, 1.0, None] and [c.overall for c in scalar] == [1.0, 1.0, None]
+    assert [r["candidate_id"] for r in rs_sft_rows(scalar)] == ["s"]  # no overall score: not a reward of 1
+    assert pool[0].reward == 0.5  # the shared search's candidates are not changed
