@@ -5,7 +5,8 @@ measures, each with a 95% interval: math ability (greedy, pass@1, pass@k, maj@k;
 chance control (samples scored against another problem's gold: a small answer space that lets guesses pass shows up
 high), reflection against resampling at equal budget on the problems greedy gets wrong (m refinements from the
 verifier's critique against m fresh samples, and against m refinements from a scalar-only message), facts known with
-uncertainty (KB-supported bio claims, greedy and sampled, against chance), and context coverage (every prompt the loop
+uncertainty (KB-supported bio claims, greedy and sampled, against chance; and the FactScore that picking among the
+policy's own samples could reach, :func:`fact_headroom`), and context coverage (every prompt the loop
 builds plus the response cap, against the policy's context length).
 
 Every generation goes through the run store (``diagnose/...`` artifacts keyed by model fingerprint, prompt and
@@ -306,6 +307,61 @@ def bio_facts(examples: list, world, greedy: dict[str, str], samples: dict[str, 
             "samples_add_above_chance": add["rate"] - add_chance["rate"]}
 
 
+def _stated(text: str, person: dict) -> dict[str, str]:
+    """attribute -> the value ``text`` states about ``person`` (sentences naming them; the first per attribute)."""
+    out: dict[str, str] = {}
+    for c in bios.check_bio(text, person):
+        if c.attribute is not None and c.status != "unsupported":
+            out.setdefault(c.attribute, c.value)
+    return out
+
+
+def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[str, list[str]]) -> dict:
+    """How far FactScore (notebook 05's scorer: :func:`rlrf_nb.evals.factscore.factscore`, exact decomposer and KB
+    verifier, gamma 10) can move if a policy only picks among what it already writes, per test person:
+
+    - ``greedy``: its greedy bios;
+    - ``majority``: per attribute, the value most of its samples state (a tie keeps greedy's value if tied, else the
+      first met; greedy's value where no sample states one): a policy sharpened onto its own modes;
+    - ``oracle``: per attribute, the true value if any sample states it, else greedy's: picking right among its own
+      samples, the most that fine-tuning on them can reach for people it is not trained on;
+    - ``all_right``: every attribute true, the world's ceiling (a person has ``len(bios.ATTRIBUTES)`` facts, so the
+      length penalty caps it at ``length_penalty(6)`` = 0.513).
+
+    Each entry holds ``score`` with its interval, ``init_score`` (supported fraction) and ``facts_per_response``."""
+    from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore
+
+    people = [world.person(ex.meta["entity"]) for ex in examples]
+    bios_of: dict[str, list[str]] = {"greedy": [], "majority": [], "oracle": [], "all_right": []}
+    for ex, person in zip(examples, people):
+        g = _stated(greedy[ex.id], person)
+        stated = [_stated(t, person) for t in samples.get(ex.id, [])]
+        maj, orc = {}, {}
+        for a in bios.ATTRIBUTES:
+            votes = Counter(s[a] for s in stated if a in s)
+            if votes:
+                top = max(votes.values())
+                modes = [v for v, n in votes.items() if n == top]
+                maj[a] = g[a] if g.get(a) in modes else modes[0]
+            elif a in g:
+                maj[a] = g[a]
+            if any(s.get(a) == person[a] for s in stated):
+                orc[a] = person[a]
+            elif a in g:
+                orc[a] = g[a]
+        bios_of["greedy"].append(greedy[ex.id])
+        for name, vals in (("majority", maj), ("oracle", orc), ("all_right", dict(person))):
+            bios_of[name].append(" ".join(bios.fact_sentence(person["name"], a, vals[a])
+                                          for a in bios.ATTRIBUTES if a in vals))
+    topics = [p["name"] for p in people]
+    verifier = KBVerifier(world)
+    out = {}
+    for name, texts in bios_of.items():
+        fs = factscore(texts, topics, SentenceDecomposer(), verifier)
+        out[name] = {k: fs[k] for k in ("score", "ci_low", "ci_high", "init_score", "facts_per_response")}
+    return out
+
+
 def context_coverage(tokenizer, prompts: dict[str, list[str]], max_new_tokens: int, context: int) -> dict:
     """Per prompt kind: how many prompts, the longest in tokens, and the share whose prompt plus the response cap
     fits the context."""
@@ -366,6 +422,7 @@ def _diagnose(model, tokenizer, fingerprint: str, world, store, cfg, *, judge, r
                             [(ex.id, ex.prompt) for ex in bio_exs], cfg.k, cfg.temperatures[0], cfg.max_new_tokens,
                             seed, cfg.batch_size, workers)
         out["bios"] = bio_facts(bio_exs, world, bgreedy, bsamples, seed)
+        out["bios"]["factscore_headroom"] = fact_headroom(bio_exs, world, bgreedy, bsamples)
     prompts = loop_prompts(world, judge, rubrics, greedy_drafts=greedy, examples=exs)
     prompts["math refinement (diagnosed drafts)"] = all_refine_prompts
     out["context"] = context_coverage(tokenizer, prompts, cfg.max_new_tokens, context_length(model))
@@ -487,6 +544,12 @@ def report_lines(d: dict) -> list[str]:
         lines.append("  (person, attribute) facts greedy misses that a sample gets right: "
                      f"{_fmt(b['samples_add_facts'])}; against a shuffled person (guessing) "
                      f"{_fmt(b['samples_add_facts_chance'])}")
+        if "factscore_headroom" in b:
+            h = b["factscore_headroom"]
+            cells = ", ".join(f"{name.replace('_', ' ')} {h[name]['score']:.3f} [{h[name]['ci_low']:.3f}, "
+                              f"{h[name]['ci_high']:.3f}] ({100 * h[name]['init_score']:.1f}% supported)"
+                              for name in ("greedy", "majority", "oracle", "all_right"))
+            lines.append(f"  FactScore of bios that pick among the policy's own: {cells}")
     lines.append("context coverage (prompt + response cap within the context):")
     for kind, c in d["context"].items():
         lines.append(f"  {kind:<36} {c['prompts']:>6} prompts, longest {c['max_tokens']:>4} tokens, fits "

@@ -138,6 +138,37 @@ def test_bio_facts_supported_chance_and_facts_only_samples_find():
     assert 0 < r["chance_uniform"] < 0.2
 
 
+
+def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypatch):
+    """Stop 47: how far FactScore can move by picking among the policy's own bios (the FactScore bar's ceiling)."""
+    import math as pymath
+
+    from rlrf_nb.tasks import bios
+
+    (a,) = bios.make_people(0, 1)
+    ex = Example(id="b0", task="bios", split="test", prompt=bios.bio_prompt(a["name"]), tags=["bios"],
+                 meta={"entity": a["name"]})
+    other = next(c for c in bios.CITIES if c != a["birthplace"])
+
+    def bio(**vals):
+        return " ".join(bios.fact_sentence(a["name"], k, v) for k, v in vals.items())
+
+    greedy = {"b0": bio(occupation=a["occupation"], birthplace=other)}
+    samples = {"b0": [bio(birthplace=other), bio(birthplace=other), bio(birthplace=a["birthplace"]),
+                      bio(employer="x" + a["employer"])]}
+    h = D.fact_headroom([ex], _World([a]), greedy, samples)
+    assert h["greedy"]["init_score"] == 0.5 and h["greedy"]["facts_per_response"] == 2
+    assert h["majority"]["init_score"] == pytest.approx(1 / 3)  # greedy's occupation, the mode birthplace, employer
+    # a sample states the true birthplace; the employer only samples state, wrongly, is left to greedy (unstated)
+    assert h["oracle"]["init_score"] == 1.0 and h["oracle"]["facts_per_response"] == 2
+    assert h["all_right"]["init_score"] == 1.0 and h["all_right"]["facts_per_response"] == len(bios.ATTRIBUTES)
+    assert h["all_right"]["score"] == pytest.approx(pymath.exp(1 - 10 / 6))  # 6 facts: FActScore's penalty caps it
+    monkeypatch.setattr(D, "verdicts", lambda d: [])  # no math measured here: only the bio lines are read
+    lines = D.report_lines({"k": 4, "m": 1, "split": "test", "n_math": 0, "n_bios": 1, "dev_problems": 0, "math": {},
+                            "reflection": {}, "context": {}, "bios": {
+                                **D.bio_facts([ex], _World([a]), greedy, samples), "factscore_headroom": h}})
+    assert any("oracle" in line and "all right 0.513" in line for line in lines)
+
 def test_context_coverage_counts_prompts_that_do_not_fit():
     from rlrf_nb.models import load_policy
 
