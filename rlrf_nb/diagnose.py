@@ -322,7 +322,9 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
 
     - ``greedy``: its greedy bios;
     - ``majority``: per attribute, the value most of its samples state (a tie keeps greedy's value if tied, else the
-      first met; greedy's value where no sample states one): a policy sharpened onto its own modes;
+      first met; greedy's value where no sample states one; greedy's whole bio where neither states anything about
+      the person, so it scores as greedy does instead of dropping out as an abstention): a policy sharpened onto its
+      own modes;
     - ``oracle``: per attribute, the true value if any sample states it, else greedy's: picking right among its own
       samples, the most that fine-tuning on them can reach for people it is not trained on;
     - ``all_right``: every attribute true, the world's ceiling (a person has ``len(bios.ATTRIBUTES)`` facts, so the
@@ -351,8 +353,8 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
                 orc[a] = g[a]
         bios_of["greedy"].append(greedy[ex.id])
         for name, vals in (("majority", maj), ("oracle", orc), ("all_right", dict(person))):
-            bios_of[name].append(" ".join(bios.fact_sentence(person["name"], a, vals[a])
-                                          for a in bios.ATTRIBUTES if a in vals))
+            text = " ".join(bios.fact_sentence(person["name"], a, vals[a]) for a in bios.ATTRIBUTES if a in vals)
+            bios_of[name].append(text or greedy[ex.id])  # nothing stated about them: greedy's bio, scored as it is
     topics = [p["name"] for p in people]
     verifier = KBVerifier(world)
     out = {}

@@ -163,6 +163,10 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
     assert h["oracle"]["init_score"] == 1.0 and h["oracle"]["facts_per_response"] == 2
     assert h["all_right"]["init_score"] == 1.0 and h["all_right"]["facts_per_response"] == len(bios.ATTRIBUTES)
     assert h["all_right"]["score"] == pytest.approx(pymath.exp(1 - 10 / 6))  # 6 facts: FActScore's penalty caps it
+    # a person nothing is stated about (greedy and samples miscopy the name) keeps greedy's bio: scored 0, not dropped
+    miss = {"b0": bios.fact_sentence("Nobody " + a["name"], "occupation", a["occupation"])}
+    h0 = D.fact_headroom([ex], _World([a]), miss, {"b0": [miss["b0"]]})
+    assert all(h0[k]["score"] == 0.0 for k in ("greedy", "majority", "oracle"))
     monkeypatch.setattr(D, "verdicts", lambda d: [])  # no math measured here: only the bio lines are read
     lines = D.report_lines({"k": 4, "m": 1, "split": "test", "n_math": 0, "n_bios": 1, "dev_problems": 0, "math": {},
                             "reflection": {}, "context": {}, "bios": {
