@@ -29,15 +29,16 @@ from pathlib import Path
 from rlrf_nb.config import load_recipe
 from rlrf_nb.diagnose import fact_headroom
 from rlrf_nb.evals.factscore import GAMMA, length_penalty
+from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.tiny_world import build_world
 
 
 def load(diag: Path, split: str) -> tuple[dict[str, str], dict[str, list[str]]]:
     d = diag / "diagnose" / split
-    greedy = {r["id"]: r["response"] for r in map(json.loads, (d / "bio_greedy.jsonl").open())}
+    greedy = {r["id"]: r["response"] for r in read_jsonl(d / "bio_greedy.jsonl")}
     samples = defaultdict(list)
     for path in sorted(d.glob("bio_samples_T*.jsonl")):
-        for r in map(json.loads, path.open()):
+        for r in read_jsonl(path):  # a bad line is an error naming the file and line
             samples[r["source_id"]].append(r["text"])
     return greedy, samples
 
