@@ -657,8 +657,8 @@ class JudgeServer(ModelServer):
     whose :meth:`kill` is a crash a test can aim: SIGKILL of the server and everything below it, then a restart on
     the same port."""
 
-    def __init__(self, model: str | Path, log_dir: Path, port: int | None = None):
-        super().__init__(model, log_dir, port, env=stage_env())
+    def __init__(self, model: str | Path, log_dir: Path, port: int | None = None, env: dict | None = None):
+        super().__init__(model, log_dir, port, env=stage_env(env))
 
     def kill(self) -> None:
         """SIGKILL the server (a crash: in-flight requests get a reset connection)."""

@@ -203,10 +203,18 @@ def test_notebook_03_smoke(tmp_path):
     assert len([o for o in outputs if "application/vnd.plotly.v1+json" in o.get("data", {})]) == 2
 
 
-def test_notebook_04_smoke(tmp_path):
+@pytest.fixture(scope="module")
+def rounds_run(tmp_path_factory):
+    """Notebook 04 run once for the module: its own smoke test checks it, and notebook 05's reads its rounds."""
+    base = tmp_path_factory.mktemp("rounds")
+    _run_nb("04_rlrf_rounds.ipynb", base)
+    return base
+
+
+def test_notebook_04_smoke(rounds_run):
     """Notebook 04: two rounds M0 -> M1 -> M2 on fresh prompts, with dev metrics per round and a rerun that
     skips the finished rounds."""
-    _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    tmp_path = rounds_run
     rows = json.loads((tmp_path / "smoke/results.json").read_text())["rounds"]
     assert [r["policy"] for r in rows] == ["M0", "M1", "M2"]
     assert all(r["math_accuracy"]["n"] == 12 for r in rows) and rows[1]["pairs_this_round"] >= 1
@@ -248,10 +256,10 @@ def _notebook_02_pool(tmp_path):
     return pool
 
 
-def test_notebook_05_smoke(tmp_path):
+def test_notebook_05_smoke(rounds_run):
     """Notebook 05 on a run with rounds: every checkpoint on GSM8K (strict and flexible), FactScore and the Just-Eval
     stand-in, the paired results table, token shift, blind spot, drill-down, and exported figures."""
-    _run_nb("04_rlrf_rounds.ipynb", tmp_path)
+    tmp_path = rounds_run  # notebook 04's rounds
     searched = _notebook_02_pool(tmp_path)  # the blind spot's data, saved as notebook 02 saves it
     _run_nb("05_benchmark_analysis.ipynb", tmp_path, interactive=False, shift_prompts=4)
     res = json.loads((tmp_path / "smoke/results.json").read_text())["benchmarks"]

@@ -80,23 +80,31 @@ def world(tmp_path_factory):
            "RLRF_AUDIT_ROOT": str(ROOT / "data" / "tiny_world"),
            "RLRF_AUDIT_LOG": str(audit), "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
-    def run(name: str, url: str) -> subprocess.CompletedProcess:
+    def start(name: str, url: str) -> subprocess.Popen:
+        # one thread each: the two runs go side by side on CI's two cores (each run is mostly kernel start-up and
+        # imports), and two-thread OpenMP pools sharing two cores stall
         cmd = [str(BIN / "rlrf-nb"), "run", "--recipe", "recipes/qwen2.5-1.5b-gsm8k.yaml", "--name", name,
                "--stages", "01", "02", "03", "04", "05", "-p", "shift_prompts=2", "-p", "export_figures=false",
                *_overrides(base, train, test, str(snapshot))]
-        return subprocess.run(cmd, cwd=ROOT, env={**env, "RLRF_JUDGE_URL": url}, capture_output=True, text=True,
-                              timeout=800)
+        return subprocess.Popen(cmd, cwd=ROOT, env={**env, "RLRF_JUDGE_URL": url, "OMP_NUM_THREADS": "1"},
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    serve = JudgeServer(snapshot, base / "serve")
-    try:
-        serve.start(timeout=120)
-        a = run("judge-serve", serve.base_url)
-    finally:
-        serve.kill()
+    def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+        try:
+            out, err = proc.communicate(timeout=800)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    serve = JudgeServer(snapshot, base / "serve", env={"OMP_NUM_THREADS": "1"})
     rubric = RubricJudgeServer()
     try:
-        b = run("judge-rubric", rubric.base_url)
+        serve.start(timeout=120)
+        procs = {"a": start("judge-serve", serve.base_url), "b": start("judge-rubric", rubric.base_url)}
+        a, b = finish(procs["a"]), finish(procs["b"])
     finally:
+        serve.kill()
         rubric.stop()
     return {"base": base, "train": train, "test": test, "hub": hub, "audit": audit, "a": a, "b": b,
             "rubric_requests": rubric.requests, "snapshot": snapshot, "env": env}
