@@ -13,7 +13,7 @@ STAMP   = $(VENV)/.installed
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
 .PHONY: demo demo-v1 diagnose test install lint clean-runs fault bench nbstrip reproduce reproduce-v1 reproduce-1000 \
-	reproduce-judge reproduce-rs
+	reproduce-judge reproduce-rs reproduce-rs-ablations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -113,6 +113,23 @@ reproduce-rs: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_RS_NAME).sweep.json --out runs/$(REPRODUCE_RS_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score'
+
+# reproduce-rs's two ablations on its own runs (issue 16, stop 47's table in the README): for each seed, notebooks 04-05
+# again with rounds.variants [rlrf, no_reflection, scalar]. RLRF's rounds and round 1's shared search come from the
+# store (`make reproduce-rs` first: it is run here, and skips every stage it has finished); each ablation runs its own
+# two rounds (round 2 searches with its own M1). Then collated over the seeds, with the ablation claims ("reflection
+# helps", "fine-grained feedback helps"). About 19-25 min a seed after reproduce-rs by stop 47's runs of the same
+# stages; not timed as one command. A later plain `make reproduce-rs` reruns notebooks 04-05 without the variants.
+reproduce-rs-ablations: $(STAMP) nbstrip
+	$(MAKE) reproduce-rs REPRODUCE_RS_NAME=$(REPRODUCE_RS_NAME)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
+		--stages 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
+		-p rounds.bios_per_round=50 -p dpo.method=rs_sft -p dpo.learning_rate=3e-4 -p dpo.epochs=4 \
+		-p export_figures=false -p 'rounds.variants=[rlrf,no_reflection,scalar]' --grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_RS_NAME).sweep.json \
+		--out runs/$(REPRODUCE_RS_NAME)-ablations.collated --metric 'benchmarks.claims.*.diff' \
+		--metric 'benchmarks.summary.*.math_perfect' --metric 'benchmarks.summary.*.gsm8k_strict' \
+		--metric 'benchmarks.summary.*.factscore.score'
 
 # RLRF with the learned judge (issue 19): reproduce-1000's loop with feedback.judge=learned, i.e. the search's and the
 # rounds' feedback comes from the committed judge LM (data/tiny_world_v2/judge) served by `transformers serve` on
