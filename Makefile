@@ -101,9 +101,10 @@ reproduce-1000: $(STAMP) nbstrip
 # fresh prompts + 50 bios, search seeds run.seed=0,1,2), but each round fine-tunes on the best candidate of each prompt
 # of its reflective search when that candidate is perfect (dpo.method rs_sft, TRL's SFTTrainer), at lr 3e-4 for 4
 # epochs: the paper's other RL fine-tuning step beside DPO, at the training length gold SFT needs on this M0
-# (benchmarks/world_v2/gold_training_length.json). Its table is in the README. About 22 min a seed on 2 idle cores by
-# its parts (notebook 02 about 9.5 min, notebook 04 about 11, notebook 05 under 1), so about 66 min; not timed as one
-# command.
+# (benchmarks/world_v2/gold_training_length.json). Its table is in the README. From a fresh clone on 2 idle cores
+# after make install: 86 min 24 s (stop 48, 2026-12-02; seeds 29, 31 and 27 min: notebook 02 690-871 s, 04 815-913 s,
+# 05 58-99 s), on a machine about 1.3x slower than at stop 46, where its parts took about 22 min a seed; every number
+# equal to the README's.
 REPRODUCE_RS_NAME ?= reproduce-rs
 reproduce-rs: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
