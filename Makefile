@@ -119,8 +119,8 @@ reproduce-rs: $(STAMP) nbstrip
 # again with rounds.variants [rlrf, no_reflection, scalar]. RLRF's rounds and round 1's shared search come from the
 # store (`make reproduce-rs` first: it is run here, and skips every stage it has finished); each ablation runs its own
 # two rounds (round 2 searches with its own M1). Then collated over the seeds, with the ablation claims ("reflection
-# helps", "fine-grained feedback helps"). About 19-25 min a seed after reproduce-rs by stop 47's runs of the same
-# stages; not timed as one command. A later plain `make reproduce-rs` reruns notebooks 04-05 without the variants.
+# helps", "fine-grained feedback helps"). About 22-25 min a seed after reproduce-rs (stop 47's two-variant runs of
+# the same stages); not timed as one command. A later plain `make reproduce-rs` reruns notebooks 04-05 without the variants.
 reproduce-rs-ablations: $(STAMP) nbstrip
 	$(MAKE) reproduce-rs REPRODUCE_RS_NAME=$(REPRODUCE_RS_NAME)
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
