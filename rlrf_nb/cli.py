@@ -238,8 +238,8 @@ def console_logging() -> None:
     kit.propagate = False  # not a second time through the root handler
 
 
-def main(argv: list[str] | None = None) -> int:
-    console_logging()
+def build_parser() -> argparse.ArgumentParser:
+    """The ``rlrf-nb`` command line: one sub-command per task, each with its handler as ``fn``."""
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
@@ -290,7 +290,12 @@ def main(argv: list[str] | None = None) -> int:
     # world v1's committed splits (data/tiny_world) are what this writes by default, so its recipe is the default here
     w = command("world", cmd_world, "write the tiny world's fixed splits and KB", recipe="recipes/tiny.yaml")
     w.add_argument("--out", default="data/tiny_world")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    console_logging()
+    args = build_parser().parse_args(argv)
     return args.fn(args)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rlrf_nb.cli import build_parser
 from rlrf_nb.config import load_recipe
 from rlrf_nb.runner import _select, parse_grid, resolve_grid_key, split_params, validate_params
 
@@ -30,34 +31,21 @@ def _commands(target: str) -> list[list[str]]:
     return cmds
 
 
-def _options(args: list[str]) -> dict[str, list[str]]:
-    opts: dict[str, list[str]] = {}
-    key = None
-    for a in args[1:]:
-        if a.startswith("-"):
-            key = a
-            opts.setdefault(key, [])
-        elif key is not None:
-            opts[key].append(a)
-    return opts
-
-
 @pytest.mark.skipif(shutil.which("make") is None, reason="needs make")
 @pytest.mark.parametrize("target", TARGETS)
 def test_every_make_target_runs_a_recipe_with_valid_overrides_and_parameters(target):
     cmds = _commands(target)
     assert cmds, f"make -n {target} runs no rlrf-nb command"
-    for args in cmds:
-        sub, opts = args[0], _options(args)
-        if sub == "collate":
-            assert re.fullmatch(r"runs/[A-Za-z0-9._-]+\.sweep\.json", args[1]), args
+    for argv in cmds:
+        args = build_parser().parse_args(argv)  # the CLI's own parser: an unknown option exits here
+        if args.cmd == "collate":
+            assert all(re.fullmatch(r"runs/[A-Za-z0-9._-]+\.sweep\.json", r) for r in args.runs), argv
             continue
-        assert sub in ("demo", "run", "sweep", "diagnose"), args
-        recipe = ROOT / opts["--recipe"][0]
-        ovr, nb_params = split_params(opts.get("-p", []))
-        ovr.update(split_params(opts.get("--set", []))[0])
-        for key, values in parse_grid(opts.get("--grid", [])):  # the grid's first point
+        assert args.cmd in ("demo", "run", "sweep", "diagnose"), argv
+        ovr, nb_params = split_params(getattr(args, "param", None))
+        ovr.update(split_params(getattr(args, "set", None))[0])
+        for key, values in parse_grid(getattr(args, "grid", None) or []):  # the grid's first point
             ovr.update({field: values[0] for field in resolve_grid_key(key)})
-        load_recipe(recipe, ovr)  # raises ConfigError naming the field
-        if sub != "diagnose":
-            validate_params(nb_params, _select(opts.get("--stages")))
+        load_recipe(ROOT / args.recipe, ovr)  # raises ConfigError naming the field
+        if args.cmd != "diagnose":
+            validate_params(nb_params, _select(args.stages))

@@ -20,7 +20,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from faults import JudgeServer
+from faults import JudgeServer, kill_tree
 from stand_in import RubricJudgeServer, save_hub_standin, write_gsm8k
 
 pytestmark = pytest.mark.timeout(900)
@@ -87,13 +87,13 @@ def world(tmp_path_factory):
                "--stages", "01", "02", "03", "04", "05", "-p", "shift_prompts=2", "-p", "export_figures=false",
                *_overrides(base, train, test, str(snapshot))]
         return subprocess.Popen(cmd, cwd=ROOT, env={**env, "RLRF_JUDGE_URL": url, "OMP_NUM_THREADS": "1"},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def finish(proc: subprocess.Popen) -> subprocess.CompletedProcess:
         try:
             out, err = proc.communicate(timeout=800)
         except subprocess.TimeoutExpired:
-            proc.kill()
+            kill_tree(proc.pid)  # the runner and its kernel
             out, err = proc.communicate()
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -101,8 +101,8 @@ def world(tmp_path_factory):
     rubric = RubricJudgeServer()
     try:
         serve.start(timeout=120)
-        procs = {"a": start("judge-serve", serve.base_url), "b": start("judge-rubric", rubric.base_url)}
-        a, b = finish(procs["a"]), finish(procs["b"])
+        proc_a, proc_b = start("judge-serve", serve.base_url), start("judge-rubric", rubric.base_url)
+        a, b = finish(proc_a), finish(proc_b)
     finally:
         serve.kill()
         rubric.stop()
