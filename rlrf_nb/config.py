@@ -102,6 +102,11 @@ class WorldConfig:
                                                                   "number of documents in [min, docs_per_person] (a "
                                                                   "popularity tail); 0: docs_per_person each."})
     bio_error_rate: float = field(default=0.1, metadata={"help": "Chance that a fact in a web document is wrong."})
+    facts_per_person: int = field(default=6, metadata={"help": "Facts (KB attributes) per person, 6-12: the six of "
+                                                               "worlds v1 and v2, then residence, instrument, sport, "
+                                                               "pet, award, language. FActScore's length penalty "
+                                                               "(gamma 10) caps a bio of 6 facts at 0.513; 10 or more "
+                                                               "lift the cap."})
 
     def __post_init__(self):
         check(1 <= self.min_steps <= self.max_steps <= 8, "world.min_steps/max_steps",
@@ -116,6 +121,8 @@ class WorldConfig:
               "world.ops", f"must be some of '+-*/' ('+-*' with min_value > 0), got {self.ops!r}")
         check(0 <= self.min_docs_per_person <= self.docs_per_person, "world.min_docs_per_person",
               f"must be in [0, docs_per_person], got {self.min_docs_per_person}")
+        check(6 <= self.facts_per_person <= 12, "world.facts_per_person",
+              f"must be in [6, 12], got {self.facts_per_person}")
         check_at_least(self, "world", ("math_test", "math_dev", "math_rl", "math_train", "people_test",
                                     "people_dev", "people_rl", "docs_per_person"), 1)
         people = self.people_test + self.people_dev + self.people_rl

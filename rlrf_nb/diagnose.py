@@ -280,7 +280,8 @@ def bio_facts(examples: list, world, greedy: dict[str, str], samples: dict[str, 
     shuffled = sum(c.attribute is not None and c.value == people[perm[i]][c.attribute]
                    for i, cs in enumerate(g_claims) for c in cs)
     counts = _attr_values()
-    uniform = sum(1 / counts[a] for a in bios.ATTRIBUTES) / len(bios.ATTRIBUTES)
+    attrs = bios.attributes_of(people[0] if people else None)
+    uniform = sum(1 / counts[a] for a in attrs) / len(attrs)
     # facts samples supply that greedy misses, per (person, attribute); the same count against a shuffled person's
     # record is what guessing alone supplies (16 samples of a 10-value attribute hit often by luck)
     def right(claims, person) -> set:
@@ -292,10 +293,10 @@ def bio_facts(examples: list, world, greedy: dict[str, str], samples: dict[str, 
             g_ok = right(cs, person)
             s_ok = set().union(*(right(c2, person) for c2 in scs)) if scs else set()
             if counts_to == "true":
-                missed += len(bios.ATTRIBUTES) - len(g_ok)
+                missed += len(bios.attributes_of(person)) - len(g_ok)
                 added += len(s_ok - g_ok)
             else:
-                missed_chance += len(bios.ATTRIBUTES) - len(g_ok)
+                missed_chance += len(bios.attributes_of(person)) - len(g_ok)
                 added_chance += len(s_ok - g_ok)
     sup = rate(g_sup, n_claims)
     add, add_chance = rate(added, missed), rate(added_chance, missed_chance)
@@ -326,9 +327,10 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
       the person, so it scores as greedy does instead of dropping out as an abstention): a policy sharpened onto its
       own modes;
     - ``oracle``: per attribute, the true value if any sample states it, else greedy's: picking right among its own
-      samples, the most that fine-tuning on them can reach for people it is not trained on;
-    - ``all_right``: every attribute true, the world's ceiling (a person has ``len(bios.ATTRIBUTES)`` facts, so the
-      length penalty caps it at ``length_penalty(6)`` = 0.513).
+      samples, an upper bound for people it is not trained on (fine-tuning on other people's bios reaches it only if
+      the policy learns which of its own facts are wrong; the stop-49 bios pilots stayed at the mode);
+    - ``all_right``: every attribute true, the world's ceiling (a world v2 person has ``len(bios.ATTRIBUTES)`` = 6
+      facts, so the length penalty caps it at ``length_penalty(6)`` = 0.513; 10 or more facts, at 1).
 
     Each entry holds ``score`` with its interval, ``init_score`` (supported fraction) and ``facts_per_response``."""
     from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore
@@ -339,7 +341,8 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
         g = _stated(greedy[ex.id], person)
         stated = [_stated(t, person) for t in samples.get(ex.id, [])]
         maj, orc = {}, {}
-        for a in bios.ATTRIBUTES:
+        attrs = bios.attributes_of(person)
+        for a in attrs:
             votes = Counter(s[a] for s in stated if a in s)
             if votes:
                 top = max(votes.values())
@@ -353,7 +356,7 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
                 orc[a] = g[a]
         bios_of["greedy"].append(greedy[ex.id])
         for name, vals in (("majority", maj), ("oracle", orc), ("all_right", dict(person))):
-            text = " ".join(bios.fact_sentence(person["name"], a, vals[a]) for a in bios.ATTRIBUTES if a in vals)
+            text = " ".join(bios.fact_sentence(person["name"], a, vals[a]) for a in attrs if a in vals)
             bios_of[name].append(text or greedy[ex.id])  # nothing stated about them: greedy's bio, scored as it is
     topics = [p["name"] for p in people]
     verifier = KBVerifier(world)
@@ -444,7 +447,7 @@ def loop_prompts(world, judge, rubrics, *, greedy_drafts: dict[str, str], exampl
     rng = random.Random(0)
     for ex in [e for split in world.bios.values() for e in split][:200]:
         person = world.person(ex.meta["entity"])
-        draft, _ = bios.corrupt_bio(rng, person, n_wrong=len(bios.ATTRIBUTES))
+        draft, _ = bios.corrupt_bio(rng, person, n_wrong=len(bios.attributes_of(person)))
         fb = judge.judge(ex.prompt, draft, aspects_for_tags(list(ex.tags)), example=ex).to_dict()
         bio_ref.append(refinement_prompt(ex.prompt, draft, notes_from_feedback(fb, rubrics)))
     return {"math question": questions, "bio question": bio_q, "bio refinement (all facts wrong)": bio_ref}

@@ -64,7 +64,7 @@ def build_world(cfg) -> World:
     if cfg.critique_quotes:
         for ex in (e for split in math_splits.values() for e in split):
             ex.meta["quotes"] = math.step_sentences(ex)
-    people = bios.make_people(cfg.seed, cfg.n_people)
+    people = bios.make_people(cfg.seed, cfg.n_people, cfg.facts_per_person)
     bio_splits = bios.split_people(people, {"test": cfg.people_test, "dev": cfg.people_dev, "rl": cfg.people_rl,
                                             "sft": -1})
     if cfg.min_docs_per_person:  # world v2: a popularity tail, as FactScore's rare and frequent entities
@@ -346,7 +346,7 @@ def training_mix(world: World, cfg, seed: int, own: list[dict] = ()) -> list[dic
 
 #: Fields added after M0s were committed: at these values (off: the mix those M0s were trained on) they stay out of
 #: M0's key, so the committed M0s keep theirs.
-LATER_FIELDS = {"world": {"critique_quotes": False},
+LATER_FIELDS = {"world": {"critique_quotes": False, "facts_per_person": 6},
                 "m0": {"own_drafts": [], "draft_model": "", "math_steps_mix": [], "n_critique_source": 0,
                        "critique_source_operand": "digit"}}
 

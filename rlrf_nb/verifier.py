@@ -122,8 +122,9 @@ class VerifierJudge:
             fact = precision_level(precision)
             fact_note = " ".join(bios.claim_critique(c, name) for c in bad)
         covered = {c.attribute for c in claims if c.attribute and c.status != "unsupported"}
-        missing = [a for a in bios.ATTRIBUTES if a not in covered]
-        comp = 1 + round(4 * (len(bios.ATTRIBUTES) - len(missing)) / len(bios.ATTRIBUTES))
+        known = bios.attributes_of(person)
+        missing = [a for a in known if a not in covered]
+        comp = 1 + round(4 * (len(known) - len(missing)) / len(known))
         comp_note = ("The bio covers every known attribute." if not missing else
                      "The bio does not mention: " + ", ".join(a.replace("_", " ") for a in missing) + ".")
         sents = bios.split_claims(text)

@@ -47,7 +47,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from rlrf_nb import generation, models  # noqa: E402
-from rlrf_nb.diagnose import _attr_values, bio_facts  # noqa: E402
+from rlrf_nb.diagnose import _attr_values, bio_facts, fact_headroom  # noqa: E402
 from rlrf_nb.prompts import chat  # noqa: E402
 from rlrf_nb.stats import format_rate, rate  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
@@ -64,9 +64,19 @@ def docs_counts(a) -> list[int]:
     return [min(a.docs_per_person, int(math.exp(rng.uniform(lo, hi)))) for _ in range(a.n_people)]
 
 
+def sft_bio(person: dict, rng: random.Random, min_facts: int | None = None) -> str:
+    """An SFT person's bio: the reference bio, or (``min_facts``) a random subset of at least ``min_facts`` of its
+    facts in canonical order, one subset per person: bios that do not always state every fact."""
+    attrs = bios.attributes_of(person)
+    if min_facts is None or min_facts >= len(attrs):
+        return bios.reference_bio(person)
+    keep = set(rng.sample(attrs, rng.randint(min_facts, len(attrs))))
+    return " ".join(bios.fact_sentence(person["name"], at, person[at]) for at in attrs if at in keep)
+
+
 def build_data(a) -> dict:
     """People (test first, then SFT), web documents for everyone, SFT bios for the SFT people only."""
-    people = bios.make_people(a.seed, a.n_people)
+    people = bios.make_people(a.seed, a.n_people, a.attributes)
     test, sft = people[: a.n_test], people[a.n_test:]
     counts = docs_counts(a)
     if len(set(counts)) == 1:  # one call: the corpus of the first pilot run
@@ -76,7 +86,8 @@ def build_data(a) -> dict:
         seeds = [f"{a.seed}:{i}" for i in range(len(people))]
         docs = [d for p, sd, n in zip(people, seeds, counts) for d in bios.web_documents([p], sd, n, a.noise)]
         random.Random(f"docs:{a.seed}").shuffle(docs)
-    sft_items = [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), bios.reference_bio(p))} for p in sft]
+    sft_items = [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), sft_bio(p, rng, a.sft_min_facts))}
+                 for rng in [random.Random(f"sft-facts:{a.seed}")] for p in sft]
     return {"people": people, "test": test, "sft": sft, "docs": docs, "sft_items": sft_items, "docs_counts": counts,
             "doc_seeds": seeds}
 
@@ -136,7 +147,7 @@ def storage_probe(model, tok, people: list[dict]) -> dict:
     model.eval()
     rows = []
     for p in people:
-        for a in bios.ATTRIBUTES:
+        for a in bios.attributes_of(p):
             full = bios.fact_sentence(p["name"], a, p[a])
             prefix = PROBE_TEMPLATE[a].format(N=p["name"], a=bios._article(p[a])).rstrip()
             pre = [tok.bos_token_id] + tok(prefix, add_special_tokens=False)["input_ids"]
@@ -144,7 +155,7 @@ def storage_probe(model, tok, people: list[dict]) -> dict:
             if ids[: len(pre)] != pre:  # tokenisation of the prefix differs inside the sentence: skip
                 continue
             rows.append((ids, len(pre), a))
-    ok_by_attr: dict[str, list[int]] = {a: [0, 0] for a in bios.ATTRIBUTES}
+    ok_by_attr: dict[str, list[int]] = {a: [0, 0] for a in bios.attributes_of(people[0] if people else None)}
     hits = 0
     with torch.no_grad():
         for s in range(0, len(rows), 64):
@@ -282,6 +293,7 @@ def evaluate(model, tok, data, a) -> dict:
                                    seed=a.seed, max_new_tokens=a.max_new_tokens, batch_size=8, progress=False)
         samples = {e.id: o for e, o in zip(exs, outs)}
         f = bio_facts(exs, world, greedy, samples, seed=a.seed)
+        f["factscore_headroom"] = fact_headroom(exs, world, greedy, samples)
         out[f"T={temp}"] = f
         out["examples"][0][f"sample_T={temp}"] = samples[exs[0].id][0]
     # greedy bios of SFT people (bios seen in training): the format and memorised facts
@@ -297,9 +309,10 @@ def count_mentions(data, a) -> dict:
     """Mentions per (person, attribute) in one corpus epoch, true and wrong, replaying ``web_documents``' seeded
     generator; averaged over all people, and per test person (true mentions of each attribute)."""
     def replay(rng, person, n):
-        c = {at: [0, 0] for at in bios.ATTRIBUTES}
+        own = bios.attributes_of(person)
+        c = {at: [0, 0] for at in own}
         for _ in range(n):
-            attrs = rng.sample(bios.ATTRIBUTES, rng.randint(3, len(bios.ATTRIBUTES)))
+            attrs = rng.sample(own, rng.randint(3, len(own)))
             for at in attrs:
                 if rng.random() >= a.noise:
                     c[at][0] += 1
@@ -315,7 +328,7 @@ def count_mentions(data, a) -> dict:
         per = [replay(rng, p, n) for p, n in zip(data["people"], counts)]
     else:
         per = [replay(random.Random(f"web:{sd}"), p, n) for p, sd, n in zip(data["people"], data["doc_seeds"], counts)]
-    n = len(per) * len(bios.ATTRIBUTES)
+    n = sum(len(c) for c in per)
     return {"true_per_fact": sum(c[at][0] for c in per for at in c) / n,
             "wrong_per_fact": sum(c[at][1] for c in per for at in c) / n,
             "test_true": [{at: c[at][0] for at in c} for c in per[: a.n_test]],
@@ -334,7 +347,8 @@ def report(res: dict) -> str:
     docs = cfg["docs_per_person"] if cfg.get("docs_min") is None else f"{cfg['docs_min']}-{cfg['docs_per_person']}"
     lines = [
         "=" * 100,
-        f"pilot_bios_v2: {cfg['n_people']} people ({cfg['n_test']} test, only in web docs; {res['n_sft']} SFT), "
+        f"pilot_bios_v2: {cfg['n_people']} people with {cfg.get('attributes', 6)} facts ({cfg['n_test']} test, "
+        f"only in web docs; {res['n_sft']} SFT), "
         f"{docs} docs/person (mean {res['docs_mean']:.1f}), noise {cfg['noise']}, "
         f"SFT bios x{cfg['sft_repeat']} per epoch",
         f"model: hidden {cfg['hidden']} x {cfg['layers']} layers, MLP {cfg['mlp']}, vocab {res['vocab']}, "
@@ -356,6 +370,13 @@ def report(res: dict) -> str:
                   f"       facts greedy misses that one of {e['k']} samples gets right {fmt(f['samples_add_facts'])}"
                   f"; shuffled person {fmt(f['samples_add_facts_chance'])}; difference "
                   f"{100 * f['samples_add_above_chance']:+.1f} points"]
+        if "factscore_headroom" in f:
+            h = f["factscore_headroom"]
+            lines.append("       FactScore (gamma 10): " + "; ".join(
+                f"{k} {h[k]['score']:.3f} [{h[k]['ci_low']:.3f}, {h[k]['ci_high']:.3f}] "
+                f"({100 * h[k]['init_score']:.1f}% supported, {h[k]['facts_per_response']:.1f} facts)"
+                for k in ("greedy", "majority", "oracle", "all_right"))
+                + f"; oracle - greedy {h['oracle']['score'] - h['greedy']['score']:+.3f}")
     if len(e["greedy_by_docs"]) > 1:
         lines.append("test greedy by web documents per person: " + "; ".join(
             f"{b} ({r['people']} people) {fmt(r)}" for b, r in e["greedy_by_docs"].items()))
@@ -383,7 +404,11 @@ def main(argv=None):
     p.add_argument("--docs-min", type=int, default=None,
                    help="popularity tail: docs per person log-uniform in [docs-min, docs-per-person]")
     p.add_argument("--noise", type=float, default=0.1, help="probability that a fact mention is wrong")
+    p.add_argument("--attributes", type=int, default=len(bios.ATTRIBUTES),
+                   help=f"facts per person, {len(bios.ATTRIBUTES)}-{len(bios.ALL_ATTRIBUTES)} (bios.make_people)")
     p.add_argument("--sft-repeat", type=int, default=4, help="copies of each SFT person's bio per corpus epoch")
+    p.add_argument("--sft-min-facts", type=int, default=None,
+                   help="SFT bios state a random subset of at least this many facts (default: every fact)")
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)

@@ -49,3 +49,36 @@ def test_check_bio_verdicts():
     assert p[bad.attribute] in B.claim_critique(bad, p["name"])
     # A claim about a person not in the KB is unsupported, never supported.
     assert {c.status for c in B.check_bio(ref, None)} == {"unsupported"}
+
+
+def test_more_facts_per_person_extend_world_v2s_people_and_parse_back():
+    """``n_attributes`` adds EXTRA_ATTRIBUTES after the six; 6 (the default) is world v2's people, value for value."""
+    six, twelve = B.make_people(0, 50), B.make_people(0, 50, 12)
+    assert all(tuple(k for k in p if k != "name") == B.ATTRIBUTES for p in six)
+    assert all(B.attributes_of(p) == B.ALL_ATTRIBUTES for p in twelve) and len(B.ALL_ATTRIBUTES) == 12
+    assert [{a: p[a] for a in ("name", *B.ATTRIBUTES)} for p in twelve] == six  # the same people, facts added
+    assert B.attributes_of(B.make_people(0, 1, 8)[0]) == B.ATTRIBUTES + B.EXTRA_ATTRIBUTES[:2]
+    assert B.attributes_of(None) == B.ATTRIBUTES
+    for bad in (5, 13):
+        try:
+            B.make_people(0, 5, bad)
+        except ValueError as e:
+            assert "n_attributes must be 6-12" in str(e)
+        else:
+            raise AssertionError(f"n_attributes={bad} accepted")
+    p = twelve[0]
+    assert [c.status for c in B.check_bio(B.reference_bio(p), p)] == ["supported"] * 12
+    draft, wrong = B.corrupt_bio(random.Random(1), p, 4)
+    verdicts = {c.attribute: c.status for c in B.check_bio(draft, p)}
+    assert len(verdicts) == 12 and {a for a, s in verdicts.items() if s == "contradicted"} == set(wrong)
+    # a six-fact person's KB has no residence: the claim parses, and is not supported
+    claim = B.check_bio(f"{six[0]['name']} lives in Lowmoor.", six[0])[0]
+    assert (claim.attribute, claim.status) == ("residence", "unsupported")
+    # every web paraphrase of a new fact is either the canonical sentence or parses as no claim, never another fact
+    for a in B.EXTRA_ATTRIBUTES:
+        for t in B.WEB[a]:
+            s = B.fact_sentence(p["name"], a, p[a], t)
+            c = B.check_bio(s[0].upper() + s[1:], p)[0]
+            assert c.attribute in (None, a), s
+    docs = B.web_documents(twelve[:5], 0, 20, 0.0)
+    assert max(len(B.split_claims(d)) for d in docs) == 12 and min(len(B.split_claims(d)) for d in docs) >= 3

@@ -172,6 +172,17 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
                             "reflection": {}, "context": {}, "bios": {
                                 **D.bio_facts([ex], _World([a]), greedy, samples), "factscore_headroom": h}})
     assert any("oracle" in line and "all right 0.513" in line for line in lines)
+    # people with 12 facts (bios.make_people(n_attributes=12)): the oracle fills all 12, and the penalty is gone
+    (c,) = bios.make_people(0, 1, 12)
+    exc = Example(id="c0", task="bios", split="test", prompt=bios.bio_prompt(c["name"]), tags=["bios"],
+                  meta={"entity": c["name"]})
+    g12 = {"c0": " ".join(bios.fact_sentence(c["name"], k, c[k] if k != "pet" else "owl" if c[k] != "owl" else "cat")
+                          for k in bios.ALL_ATTRIBUTES)}
+    h12 = D.fact_headroom([exc], _World([c]), g12, {"c0": [bios.reference_bio(c)]})
+    assert h12["greedy"]["score"] == pytest.approx(11 / 12) and h12["greedy"]["facts_per_response"] == 12
+    assert h12["oracle"]["score"] == 1.0 and h12["all_right"]["score"] == 1.0
+    f12 = D.bio_facts([exc], _World([c]), g12, {"c0": [bios.reference_bio(c)]})
+    assert f12["samples_add_facts"]["k"] == 1 and f12["samples_add_facts"]["n"] == 1  # the pet, of 12 facts
 
 def test_context_coverage_counts_prompts_that_do_not_fit():
     from rlrf_nb.models import load_policy

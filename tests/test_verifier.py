@@ -174,3 +174,33 @@ def test_http_judge_takes_feedback_concurrency_and_a_local_one_stays_sequential(
     t = make_llm_judge(FeedbackConfig(**http), load_rubric_set()).transport
     copy = pickle.loads(pickle.dumps(t))  # a copy has its own lock and builds its own client
     assert copy._lock is not t._lock and copy._client is None
+
+
+def test_bio_completeness_counts_the_persons_own_facts():
+    """A person with 12 facts (bios.make_people(n_attributes=12)): their six world-v2 facts alone are half complete."""
+    (p,) = B.make_people(0, 1, 12)
+    judge = VerifierJudge(RUBRICS, {p["name"]: p})
+    ex = Example("b12", "bios", "test", B.bio_prompt(p["name"]), tags=["bios"], meta={"entity": p["name"]})
+    aspects = ["factuality", "completeness"]
+    assert _scores(judge.judge(ex.prompt, B.reference_bio(p), aspects, ex)) == {"factuality": 5, "completeness": 5}
+    six = " ".join(B.fact_sentence(p["name"], a, p[a]) for a in B.ATTRIBUTES)
+    fb = judge.judge(ex.prompt, six, aspects, ex)
+    assert fb.score("completeness") == 3 and "award" in fb.aspects[1].critique
+
+
+def test_a_bios_judgement_is_keyed_by_the_persons_kb_record(tmp_path):
+    """Two worlds can name one person with other facts (``make_people`` with 6 and 12 facts draws the same first
+    name): in one store each gets its own verdict, none served from the other."""
+    from rlrf_nb.feedback import judge_responses
+    from rlrf_nb.store import RunStore
+
+    six, twelve = B.make_people(0, 1)[0], B.make_people(0, 1, 12)[0]
+    assert six["name"] == twelve["name"]
+    ex = Example("b0", "bios", "test", B.bio_prompt(six["name"]), tags=["bios"], meta={"entity": six["name"]})
+    rows = [{"example": ex, "response_id": "r0", "response": B.reference_bio(six)}]
+    store = RunStore(tmp_path / "run")
+    scores = []
+    for p in (six, twelve, six):
+        fb = judge_responses(store, "feedback", VerifierJudge(RUBRICS, {p["name"]: p}), rows, RUBRICS)[0]
+        scores.append({a["aspect"]: a["score"] for a in fb["feedback"]["aspects"]}["completeness"])
+    assert scores == [5, 3, 5] and len(store.artifact("feedback")) == 2

@@ -303,3 +303,24 @@ def test_slip_draft_miscopies_the_sentence_and_computes_on_from_it():
     ex = w.math["train"][0]
     twice = dataclasses.replace(ex, prompt=ex.prompt + " " + step_sentence(ex, 0))
     assert step_sentence(twice, 0) is None
+
+
+def test_facts_per_person_builds_people_with_more_facts_and_keeps_committed_m0_keys():
+    """``world.facts_per_person``: 6 is world v2 (the same people and the same M0 key as before the field existed);
+    12 gives every person 12 facts in the KB, the reference bios and the web documents."""
+    import dataclasses
+
+    from rlrf_nb.tasks import bios
+
+    m0 = load_recipe(ROOT / "recipes/tiny-v2.yaml").m0
+    wide = dataclasses.replace(SMALL, facts_per_person=12)
+    assert m0_config_hash(dataclasses.replace(SMALL, facts_per_person=6), m0) == m0_config_hash(SMALL, m0)
+    assert m0_config_hash(wide, m0) != m0_config_hash(SMALL, m0)
+    w6, w12 = build_world(SMALL), build_world(wide)
+    assert w6.people == bios.make_people(SMALL.seed, SMALL.n_people)
+    assert all(len(bios.attributes_of(p)) == 12 for p in w12.people)
+    ex = w12.bios["test"][0]
+    assert len(bios.split_claims(ex.reference)) == 12
+    assert any(" plays the " in d for d in w12.web_docs) and not any(" plays the " in d for d in w6.web_docs)
+    with pytest.raises(ConfigError, match="facts_per_person"):
+        dataclasses.replace(SMALL, facts_per_person=13)

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from rlrf_nb.tasks.schema import Example
 
 ATTRIBUTES = ("birth_year", "birthplace", "occupation", "employer", "notable_work", "education")
+# Six more, for worlds whose people have more facts than FActScore's length penalty asks for (gamma 10: a bio of 6
+# facts scores at most exp(1 - 10/6) = 0.513). World v2 uses ATTRIBUTES alone; ``make_people(n_attributes=...)``
+# adds these in this order.
+EXTRA_ATTRIBUTES = ("residence", "instrument", "sport", "pet", "award", "language")
+ALL_ATTRIBUTES = ATTRIBUTES + EXTRA_ATTRIBUTES
 
 _SYL = ["ka", "lo", "mi", "ren", "tas", "vel", "dor", "ni", "sha", "bri", "ton", "ela", "mar", "quo", "zen",
         "fal", "ri", "gan", "sol", "pe", "th", "var", "lin", "co", "dra", "ves", "ul", "hen", "ora", "bek"]
@@ -31,9 +36,18 @@ WORKS = ["the Azure Bridge", "the Silent Atlas", "the Copper Garden", "the Winte
          "the Paper Comet", "the Salt Archive", "the Velvet Engine", "the Quiet Harbor"]
 SCHOOLS = ["Kelmont University", "Dravin College", "Eston Polytechnic", "Harlow University", "Mercer College",
            "Orrin Institute", "Selby University", "Tarn College"]
+TOWNS = ["Ashcombe", "Bellhaven", "Cinderford", "Deepwell", "Elmstead", "Foxhollow", "Greywater", "Hollins End",
+         "Irongate", "Kingsmere", "Lowmoor", "Marsh Green"]
+INSTRUMENTS = ["cello", "flute", "harp", "oboe", "piano", "trumpet", "viola", "banjo", "clarinet", "accordion"]
+SPORTS = ["rowing", "fencing", "archery", "tennis", "cycling", "sailing", "climbing", "judo", "squash", "curling"]
+PETS = ["cat", "dog", "parrot", "tortoise", "ferret", "rabbit", "goldfish", "hamster", "lizard", "owl"]
+AWARDS = ["Marlow Prize", "Quence Medal", "Orvel Award", "Tessary Cup", "Hallam Medal", "Brisk Prize", "Vesper Award",
+          "Calder Medal", "Ember Prize", "Lindqvist Award", "Norrow Cup", "Sterling Medal"]
+LANGUAGES = ["Veltish", "Orran", "Kessic", "Dralian", "Munese", "Tarvic", "Lorish", "Pennic", "Sorvan", "Yeltic"]
 YEAR_RANGE = (1900, 1999)  # birth years are drawn uniformly from this range
 _VALUES = {"birthplace": CITIES, "occupation": OCCUPATIONS, "employer": EMPLOYERS, "notable_work": WORKS,
-           "education": SCHOOLS}
+           "education": SCHOOLS, "residence": TOWNS, "instrument": INSTRUMENTS, "sport": SPORTS, "pet": PETS,
+           "award": AWARDS, "language": LANGUAGES}
 
 
 def _article(word: str) -> str:
@@ -49,6 +63,12 @@ CANONICAL = {
     "employer": "{N} works for {v}.",
     "notable_work": "{N} is known for {v}.",
     "education": "{N} studied at {v}.",
+    "residence": "{N} lives in {v}.",
+    "instrument": "{N} plays the {v}.",
+    "sport": "{N} competes in {v}.",
+    "pet": "{N} keeps {a} {v} as a pet.",
+    "award": "{N} won the {v}.",
+    "language": "{N} speaks {v}.",
 }
 
 # Web-text paraphrases used only in pre-training documents.
@@ -59,6 +79,12 @@ WEB = {
     "employer": ["{N} works for {v}.", "{N} has a job at {v}.", "{v} employs {N}."],
     "notable_work": ["{N} is known for {v}.", "{N} is famous for {v}.", "{v} made {N} well known."],
     "education": ["{N} studied at {v}.", "{N} is a graduate of {v}.", "{N} went to {v}."],
+    "residence": ["{N} lives in {v}.", "{N} now makes a home in {v}.", "These days {N} resides in {v}."],
+    "instrument": ["{N} plays the {v}.", "In spare hours, {N} practises the {v}.", "{N} is a keen player of the {v}."],
+    "sport": ["{N} competes in {v}.", "{N} is a regular at {v} meets.", "{v} is the sport of {N}."],
+    "pet": ["{N} keeps {a} {v} as a pet.", "At home, {N} has {a} {v}.", "{N} looks after a pet {v}."],
+    "award": ["{N} won the {v}.", "{N} received the {v}.", "The {v} went to {N}."],
+    "language": ["{N} speaks {v}.", "{N} is fluent in {v}.", "{v} is a language {N} speaks."],
 }
 
 
@@ -76,8 +102,22 @@ def _name_parts(seed: int) -> tuple[list[str], list[str]]:
     return sorted(firsts), sorted(lasts)
 
 
-def make_people(seed: int, n: int) -> list[dict]:
-    """``n`` fictional people with unique names and one value per attribute."""
+def attributes_of(person: dict | None) -> tuple[str, ...]:
+    """The attributes ``person``'s KB record holds, in :data:`ALL_ATTRIBUTES` order (:data:`ATTRIBUTES` for a person
+    the KB does not know)."""
+    if person is None:
+        return ATTRIBUTES
+    return tuple(a for a in ALL_ATTRIBUTES if a in person)
+
+
+def make_people(seed: int, n: int, n_attributes: int = len(ATTRIBUTES)) -> list[dict]:
+    """``n`` fictional people with unique names and one value per attribute: :data:`ATTRIBUTES`, then the first
+    ``n_attributes - 6`` of :data:`EXTRA_ATTRIBUTES`, drawn from a second stream: the people and their first six
+    facts do not depend on ``n_attributes`` (6, the default, is world v2's people), so a world with more facts is
+    world v2's people with facts added."""
+    if not len(ATTRIBUTES) <= n_attributes <= len(ALL_ATTRIBUTES):
+        raise ValueError(f"make_people: n_attributes must be {len(ATTRIBUTES)}-{len(ALL_ATTRIBUTES)}, "
+                         f"got {n_attributes}")
     firsts, lasts = _name_parts(seed)
     if n > len(firsts) * len(lasts):
         raise ValueError(f"make_people: at most {len(firsts) * len(lasts)} unique names, asked for {n}")
@@ -89,9 +129,13 @@ def make_people(seed: int, n: int) -> list[dict]:
             continue
         names.add(name)
         person = {"name": name, "birth_year": str(rng.randint(*YEAR_RANGE))}
-        for attr, vals in _VALUES.items():
-            person[attr] = rng.choice(vals)
+        for attr in ATTRIBUTES[1:]:
+            person[attr] = rng.choice(_VALUES[attr])
         people.append(person)
+    extra = random.Random(f"bios-extra:{seed}")  # a stream of its own: more facts keep the same people
+    for person in people:
+        for attr in EXTRA_ATTRIBUTES[:n_attributes - len(ATTRIBUTES)]:
+            person[attr] = extra.choice(_VALUES[attr])
     return people
 
 
@@ -101,7 +145,7 @@ def fact_sentence(name: str, attr: str, value: str, template: str | None = None)
 
 
 def reference_bio(person: dict) -> str:
-    return " ".join(fact_sentence(person["name"], a, person[a]) for a in ATTRIBUTES)
+    return " ".join(fact_sentence(person["name"], a, person[a]) for a in attributes_of(person))
 
 
 def _wrong_value(rng: random.Random, attr: str, true: str) -> str:
@@ -117,7 +161,8 @@ def web_documents(people: list[dict], seed: int, docs_per_person: int, error_rat
     docs = []
     for person in people:
         for _ in range(docs_per_person):
-            attrs = rng.sample(ATTRIBUTES, rng.randint(3, len(ATTRIBUTES)))
+            own = attributes_of(person)
+            attrs = rng.sample(own, rng.randint(3, len(own)))
             sents = []
             for a in attrs:
                 v = person[a] if rng.random() >= error_rate else _wrong_value(rng, a, person[a])
@@ -185,7 +230,7 @@ def check_bio(text: str, person: dict | None) -> list[Claim]:
             claims.append(Claim(sent, None, None, "unsupported"))
             continue
         name, value = m.group("name"), m.group("v")
-        if person is None or name != person["name"]:
+        if person is None or name != person["name"] or attr not in person:
             claims.append(Claim(sent, attr, value, "unsupported"))
         elif value == person[attr]:
             claims.append(Claim(sent, attr, value, "supported", person[attr]))
@@ -204,7 +249,8 @@ def claim_critique(claim: Claim, name: str) -> str:
 
 def corrupt_bio(rng: random.Random, person: dict, n_wrong: int = 1) -> tuple[str, list[str]]:
     """A flawed draft bio with ``n_wrong`` contradicted facts; returns (draft, wrong attributes)."""
-    wrong = rng.sample(ATTRIBUTES, n_wrong)
+    own = attributes_of(person)
+    wrong = rng.sample(own, n_wrong)
     sents = [fact_sentence(person["name"], a, _wrong_value(rng, a, person[a]) if a in wrong else person[a])
-             for a in ATTRIBUTES]
+             for a in own]
     return " ".join(sents), wrong

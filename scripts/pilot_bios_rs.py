@@ -1,0 +1,166 @@
+"""Issue 16, the FactScore bar: does the RS loop's fine-tuning step move FactScore on held-out people when the world
+lets it? A bios-only pilot on a model from ``scripts/pilot_bios_v2.py``.
+
+The question. In world v2 a person has 6 facts, so FActScore's length penalty caps every bio at 0.513 and an oracle
+over M0's own samples reaches only +0.073 (stop 47). With 12 facts per person (``bios.make_people(n_attributes=12)``)
+the penalty is 1 and the ceilings move (``scripts/pilot_bios_v2.py --attributes 12``). This script runs the loop's
+fine-tuning step of ``make reproduce-rs`` on bios alone and measures FactScore on test:
+
+- M0: a ``pilot_bios_v2.py`` model trained with ``--n-test 220``, so the world's test (60), dev (60) and rl (100)
+  people (``WorldConfig``'s splits, in that order) are known only from web documents, as in world v2;
+- each round: ``--k`` samples at ``--temperature`` for ``--people-per-round`` fresh rl people (notebook 04's
+  ``rounds.bios_per_round``), judged by the kit's verifier (factuality, completeness, readability; the recipe's
+  weights, or ``--weights``), then RS-SFT on the best sample per person with reward >= ``--min-reward``
+  (:func:`rlrf_nb.training.rs_sft_rows`' rule: 1.0, every aspect at its top) with the RS recipe's settings (TRL's
+  ``SFTTrainer`` through :func:`rlrf_nb.training.train_rs_sft`, lr 3e-4, 4 epochs);
+- no reflection: the pilot model was never trained on refinement prompts. What is measured is selection alone.
+
+Test and dev: greedy bios, FactScore (notebook 05's scorer, gamma 10) and its paired difference against M0 per person
+(bootstrap 95% interval), and the supported share and facts per bio.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_rs.py --model runs/s49/pilot_d12/model --attributes 12 \\
+        --seed 0 --out runs/s49/bios_rs_d12_s0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+from rlrf_nb import generation, models  # noqa: E402
+from rlrf_nb.analysis import paired_test  # noqa: E402
+from rlrf_nb.config import load_recipe  # noqa: E402
+from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore  # noqa: E402
+from rlrf_nb.feedback import scalar_reward  # noqa: E402
+from rlrf_nb.prompts import chat  # noqa: E402
+from rlrf_nb.rubrics import aspects_for_tags, load_rubric_set  # noqa: E402
+from rlrf_nb.tasks import bios  # noqa: E402
+from rlrf_nb.training import train_rs_sft  # noqa: E402
+from rlrf_nb.verifier import VerifierJudge  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _World:  # what KBVerifier reads: world.person(name)
+    def __init__(self, people):
+        self._by = {p["name"]: p for p in people}
+
+    def person(self, name):
+        return self._by.get(name)
+
+
+def greedy_bios(model, tok, people: list[dict], max_new_tokens: int) -> list[str]:
+    outs = generation.generate(model, tok, [chat(bios.bio_prompt(p["name"])) for p in people], do_sample=False,
+                               max_new_tokens=max_new_tokens, batch_size=64, progress=False)
+    return [o[0] for o in outs]
+
+
+def score(texts: list[str], people: list[dict], world) -> dict:
+    fs = factscore(texts, [p["name"] for p in people], SentenceDecomposer(), KBVerifier(world))
+    return {"score": fs["score"], "ci_low": fs["ci_low"], "ci_high": fs["ci_high"], "init_score": fs["init_score"],
+            "facts_per_response": fs["facts_per_response"], "n_scored": fs["n_scored"],
+            "per_person": [r["score"] if r["score"] is not None else 0.0 for r in fs["rows"]]}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="a pilot_bios_v2.py model (its --out/model)")
+    p.add_argument("--attributes", type=int, default=12)
+    p.add_argument("--world-seed", type=int, default=0, help="pilot_bios_v2.py's --seed (the people)")
+    p.add_argument("--n-people", type=int, default=600)
+    p.add_argument("--seed", type=int, default=0, help="sampling and training seed (the loop's run.seed)")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--people-per-round", type=int, default=50)
+    p.add_argument("--k", type=int, default=16)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--min-reward", type=float, default=1.0)
+    p.add_argument("--weights", default="", help="aspect weights of the reward, e.g. 'completeness=0' (default: the "
+                                                "recipe's feedback.weights)")
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    torch.set_num_threads(1)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    people = bios.make_people(a.world_seed, a.n_people, a.attributes)
+    test, dev, rl = people[:60], people[60:120], people[120:220]
+    if a.rounds * a.people_per_round > len(rl):
+        raise SystemExit(f"{a.rounds} rounds x {a.people_per_round} people need more than the {len(rl)} rl people")
+    world = _World(people)
+    recipe = load_recipe(ROOT / "recipes/tiny-v2.yaml", overrides={
+        "dpo.method": "rs_sft", "dpo.learning_rate": a.lr, "dpo.epochs": a.epochs, "run.seed": a.seed})
+    rubrics = load_rubric_set()
+    judge = VerifierJudge(rubrics, {q["name"]: q for q in people})
+    weights = dict(recipe.feedback.weights)
+    for item in filter(None, a.weights.split(",")):
+        name, _, value = item.partition("=")
+        weights[name.strip()] = float(value)
+    aspects = aspects_for_tags(["bios"])
+
+    model, tok = models.load_policy(a.model)
+    res = {"config": vars(a), "rounds": [], "models": {}}
+
+    def evaluate(label):
+        t0 = time.monotonic()
+        r = {}
+        for split, ppl in (("test", test), ("dev", dev)):
+            r[split] = score(greedy_bios(model, tok, ppl, a.max_new_tokens), ppl, world)
+        r["seconds"] = round(time.monotonic() - t0, 1)
+        res["models"][label] = r
+        print(f"{label}: test FactScore {r['test']['score']:.3f} [{r['test']['ci_low']:.3f}, "
+              f"{r['test']['ci_high']:.3f}] ({100 * r['test']['init_score']:.1f}% supported, "
+              f"{r['test']['facts_per_response']:.1f} facts); dev {r['dev']['score']:.3f}", flush=True)
+
+    evaluate("M0")
+    for t in range(1, a.rounds + 1):
+        t0 = time.monotonic()
+        ppl = rl[(t - 1) * a.people_per_round: t * a.people_per_round]
+        model.eval()
+        samples = generation.generate(model, tok, [chat(bios.bio_prompt(q["name"])) for q in ppl], do_sample=True,
+                                      temperature=a.temperature, num_return_sequences=a.k, seed=a.seed * 1000 + t,
+                                      max_new_tokens=a.max_new_tokens, batch_size=8, progress=False)
+        rows, rewards, best_rewards = [], [], []
+        for q, outs in zip(ppl, samples):
+            ex = bios.split_people([q], {"rl": 1})["rl"][0]
+            scored = [(scalar_reward(judge.judge(ex.prompt, o, aspects, ex), weights), o) for o in outs]
+            rewards += [r for r, _ in scored]
+            best_r, best = max(scored, key=lambda x: x[0])  # the first of ties, as rs_sft_rows
+            best_rewards.append(best_r)
+            if best_r >= a.min_reward:
+                rows.append({"prompt": [{"role": "user", "content": ex.prompt}],
+                             "completion": [{"role": "assistant", "content": best}]})
+        search_s = time.monotonic() - t0
+        tr = train_rs_sft(model, tok, rows, recipe.dpo, out / f"trainer_round{t}") if rows else {"skipped": True}
+        model.eval()
+        rd = {"round": t, "people": len(ppl), "rows": len(rows), "mean_reward": sum(rewards) / len(rewards),
+              "mean_best_reward": sum(best_rewards) / len(best_rewards), "search_seconds": round(search_s, 1),
+              "train": {k: v for k, v in tr.items() if k in ("seconds", "steps", "train_loss", "skipped")}}
+        res["rounds"].append(rd)
+        print(f"round {t}: {len(ppl)} people x {a.k} samples, {len(rows)} RS rows (best reward >= {a.min_reward}),"
+              f" mean reward {rd['mean_reward']:.3f}, best {rd['mean_best_reward']:.3f}; {rd['train']}", flush=True)
+        evaluate(f"M{t}")
+
+    base = res["models"]["M0"]
+    for label, r in res["models"].items():
+        if label != "M0":
+            for split in ("test", "dev"):
+                d = paired_test(base[split]["per_person"], r[split]["per_person"], seed=a.seed)
+                r[split]["minus_M0"] = {k: d[k] for k in ("diff", "ci_low", "ci_high", "n", "p_bootstrap")}
+    last = res["models"][f"M{a.rounds}"]
+    print(f"M{a.rounds} - M0 FactScore, test: {last['test']['minus_M0']}; dev: {last['dev']['minus_M0']}")
+    (out / "result.json").write_text(json.dumps(res, indent=1, default=str))
+    print(f"wrote {out / 'result.json'}")
+
+
+if __name__ == "__main__":
+    main()
