@@ -30,6 +30,15 @@ The two runs of docs/tiny_world.md ("World v2: what was tried"; results in bench
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_v2.py --n-people 600 --docs-min 1 --docs-per-person 30 \
         --sft-repeat 1 --budget-min 25 --probe-every-min 2.5 --out runs/pilot_bios_v2/run2
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_v2.py --smoke        # seconds: the code path only
+
+Stop 49's four runs (docs/tiny_world.md, "More facts per person"; benchmarks/pilot_bios_v2/run3-run6), all with
+``--n-people 600 --docs-min 1 --docs-per-person 30 --sft-repeat 1 --probe-every-min 5 --context 256
+--max-new-tokens 200``:
+
+    run 3: --n-test 60 --attributes 6 --budget-min 25
+    run 4: --n-test 60 --attributes 12 --budget-min 50
+    run 5: --n-test 220 --attributes 12 --budget-min 25       # world v2's test, dev and rl people held out
+    run 6: --n-test 220 --attributes 12 --budget-min 25 --sft-min-facts 8
 """
 
 from __future__ import annotations
