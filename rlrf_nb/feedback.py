@@ -260,9 +260,9 @@ def judge_responses(store, name: str, judge, rows: list[dict], rubrics, weights:
              "response": r["response"], "aspects": chosen[r["example"].id][0]}
         if "quotes" in r["example"].meta:  # world.critique_quotes: the verifier's critiques quote the problem
             k["quotes"] = True
-        kb = getattr(judge, "kb", None)  # a judge that reads a KB (the verifier) judges a bio against the person's
-        if kb is not None and r["example"].task == "bios":  # record, which the prompt does not determine: two
-            k["kb"] = kb.get(r["example"].meta.get("entity"))  # worlds can name one person with other facts
+        truth = getattr(judge, "truth_key", None)  # what a judge reads beyond the prompt (the verifier: a KB record)
+        if truth is not None:
+            k.update(truth(r["example"]))
         return content_key(k)
 
     def run(r):

@@ -40,6 +40,11 @@ class VerifierJudge:
     def __init__(self, rubrics, kb: dict[str, dict]):
         self.rubrics, self.kb = rubrics, kb
 
+    def truth_key(self, example: Example) -> dict:
+        """What a judgement depends on beyond the prompt and response, for the store key: a bio is judged against the
+        person's KB record, which the prompt names but does not fix (two worlds can give one person other facts)."""
+        return {"kb": self.kb.get(example.meta.get("entity"))} if example.task == "bios" else {}
+
     def judge(self, prompt: str, response: str, aspects: list[str], example: Example | None = None) -> Feedback:
         if example is None:
             raise ValueError("VerifierJudge needs the example (its ground truth) to judge a response")

@@ -42,18 +42,11 @@ from rlrf_nb.feedback import scalar_reward  # noqa: E402
 from rlrf_nb.prompts import chat  # noqa: E402
 from rlrf_nb.rubrics import aspects_for_tags, load_rubric_set  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
+from rlrf_nb.tiny_world import World  # noqa: E402
 from rlrf_nb.training import train_rs_sft  # noqa: E402
 from rlrf_nb.verifier import VerifierJudge  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class _World:  # what KBVerifier reads: world.person(name)
-    def __init__(self, people):
-        self._by = {p["name"]: p for p in people}
-
-    def person(self, name):
-        return self._by.get(name)
 
 
 def greedy_bios(model, tok, people: list[dict], max_new_tokens: int) -> list[str]:
@@ -96,7 +89,7 @@ def main(argv=None):
     test, dev, rl = people[:60], people[60:120], people[120:220]
     if a.rounds * a.people_per_round > len(rl):
         raise SystemExit(f"{a.rounds} rounds x {a.people_per_round} people need more than the {len(rl)} rl people")
-    world = _World(people)
+    world = World(people, {}, {}, [])  # the KB alone: what KBVerifier reads
     recipe = load_recipe(ROOT / "recipes/tiny-v2.yaml", overrides={
         "dpo.method": "rs_sft", "dpo.learning_rate": a.lr, "dpo.epochs": a.epochs, "run.seed": a.seed})
     rubrics = load_rubric_set()
