@@ -329,14 +329,17 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
     - ``oracle``: per attribute, the true value if any sample states it, else greedy's: picking right among its own
       samples, an upper bound for people it is not trained on (fine-tuning on other people's bios reaches it only if
       the policy learns which of its own facts are wrong; the stop-49 bios pilots stayed at the mode);
+    - ``omit_wrong``: greedy's facts with its wrong ones left out, as many as raise the person's score (FActScore's
+      length penalty charges every fact dropped below 10): the most a policy gains by *leaving out* what it gets
+      wrong, with no fact put right (the FactTune-style lever; stop 50);
     - ``all_right``: every attribute true, the world's ceiling (a world v2 person has ``len(bios.ATTRIBUTES)`` = 6
       facts, so the length penalty caps it at ``length_penalty(6)`` = 0.513; 10 or more facts, at 1).
 
     Each entry holds ``score`` with its interval, ``init_score`` (supported fraction) and ``facts_per_response``."""
-    from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore
+    from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore, length_penalty
 
     people = [world.person(ex.meta["entity"]) for ex in examples]
-    bios_of: dict[str, list[str]] = {"greedy": [], "majority": [], "oracle": [], "all_right": []}
+    bios_of: dict[str, list[str]] = {"greedy": [], "majority": [], "oracle": [], "omit_wrong": [], "all_right": []}
     for ex, person in zip(examples, people):
         g = _stated(greedy[ex.id], person)
         stated = [_stated(t, person) for t in samples.get(ex.id, [])]
@@ -354,8 +357,13 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
                 orc[a] = person[a]
             elif a in g:
                 orc[a] = g[a]
+        right = [a for a in attrs if g.get(a) == person[a]]
+        wrong = [a for a in attrs if a in g and g[a] != person[a]]
+        n_fin = max(range(len(wrong) + 1), key=lambda j: len(right) / (len(g) - j) * length_penalty(len(g) - j)
+                    if len(g) - j else 0.0)  # wrong facts dropped; the first of ties, so the fewest
+        omit = {a: g[a] for a in attrs if a in g and a not in wrong[:n_fin]}
         bios_of["greedy"].append(greedy[ex.id])
-        for name, vals in (("majority", maj), ("oracle", orc), ("all_right", dict(person))):
+        for name, vals in (("majority", maj), ("oracle", orc), ("omit_wrong", omit), ("all_right", dict(person))):
             text = " ".join(bios.fact_sentence(person["name"], a, vals[a]) for a in attrs if a in vals)
             bios_of[name].append(text or greedy[ex.id])  # nothing stated about them: greedy's bio, scored as it is
     topics = [p["name"] for p in people]
@@ -553,7 +561,8 @@ def report_lines(d: dict) -> list[str]:
             h = b["factscore_headroom"]
             cells = ", ".join(f"{name.replace('_', ' ')} {h[name]['score']:.3f} [{h[name]['ci_low']:.3f}, "
                               f"{h[name]['ci_high']:.3f}] ({100 * h[name]['init_score']:.1f}% supported)"
-                              for name in ("greedy", "majority", "oracle", "all_right"))
+                              for name in ("greedy", "majority", "oracle", "omit_wrong", "all_right")
+                              if name in h)
             lines.append(f"  FactScore of bios that pick among the policy's own: {cells}")
     lines.append("context coverage (prompt + response cap within the context):")
     for kind, c in d["context"].items():

@@ -171,7 +171,9 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
     lines = D.report_lines({"k": 4, "m": 1, "split": "test", "n_math": 0, "n_bios": 1, "dev_problems": 0, "math": {},
                             "reflection": {}, "context": {}, "bios": {
                                 **D.bio_facts([ex], _World([a]), greedy, samples), "factscore_headroom": h}})
-    assert any("oracle" in line and "all right 0.513" in line for line in lines)
+    assert any("oracle" in line and "omit wrong" in line and "all right 0.513" in line for line in lines)
+    # world v2's greedy above: 1 right of 2; dropping the wrong birthplace leaves 1 fact (penalty exp(-9)): kept
+    assert h["omit_wrong"]["facts_per_response"] == 2 and h["omit_wrong"]["score"] == h["greedy"]["score"]
     # people with 12 facts (bios.make_people(n_attributes=12)): the oracle fills all 12, and the penalty is gone
     (c,) = bios.make_people(0, 1, 12)
     exc = Example(id="c0", task="bios", split="test", prompt=bios.bio_prompt(c["name"]), tags=["bios"],
@@ -181,6 +183,17 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
     h12 = D.fact_headroom([exc], _World([c]), g12, {"c0": [bios.reference_bio(c)]})
     assert h12["greedy"]["score"] == pytest.approx(11 / 12) and h12["greedy"]["facts_per_response"] == 12
     assert h12["oracle"]["score"] == 1.0 and h12["all_right"]["score"] == 1.0
+    # omission alone: leaving out the wrong pet (11 facts, no penalty) puts FactScore at 1
+    assert h12["omit_wrong"]["score"] == 1.0 and h12["omit_wrong"]["facts_per_response"] == 11
+    # 12 facts, 3 wrong: dropping all 3 leaves 9 and costs exp(1 - 10/9) of 1.0 (0.895) against 9/10 at 10 facts: the
+    # best is to drop 2 (9 right of 10: 0.900); with 6 facts a wrong one is kept (2 right of 6 beats 2 of 5)
+    wrong3 = {k: next(v for v in bios._VALUES[k] if v != c[k]) if k in ("birthplace", "residence", "pet") else c[k]
+              for k in bios.ALL_ATTRIBUTES}
+    g3 = {"c0": " ".join(bios.fact_sentence(c["name"], k, v) for k, v in wrong3.items())}
+    h3 = D.fact_headroom([exc], _World([c]), g3, {"c0": [g3["c0"]]})
+    assert h3["greedy"]["score"] == pytest.approx(9 / 12)
+    assert h3["omit_wrong"]["facts_per_response"] == 10 and h3["omit_wrong"]["score"] == pytest.approx(0.9)
+    assert h0["omit_wrong"]["score"] == 0.0
     f12 = D.bio_facts([exc], _World([c]), g12, {"c0": [bios.reference_bio(c)]})
     assert f12["samples_add_facts"]["k"] == 1 and f12["samples_add_facts"]["n"] == 1  # the pet, of 12 facts
 
