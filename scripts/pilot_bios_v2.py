@@ -73,10 +73,18 @@ def docs_counts(a) -> list[int]:
     return [min(a.docs_per_person, int(math.exp(rng.uniform(lo, hi)))) for _ in range(a.n_people)]
 
 
-def sft_bio(person: dict, rng: random.Random, min_facts: int | None = None) -> str:
-    """An SFT person's bio: the reference bio, or (``min_facts``) a random subset of at least ``min_facts`` of its
-    facts in canonical order, one subset per person: bios that do not always state every fact."""
+def sft_bio(person: dict, rng: random.Random, min_facts: int | None = None, true_mentions: dict | None = None,
+            known_min: int | None = None, omit_p: float = 1.0) -> str:
+    """An SFT person's bio: the reference bio; or (``min_facts``) a random subset of at least ``min_facts`` of its
+    facts in canonical order, one subset per person: bios that do not always state every fact; or (``known_min``)
+    the facts its documents support: a fact whose true value is mentioned in fewer than ``known_min`` of the person's
+    web documents is left out with probability ``omit_p`` (bios whose length follows what can be known; at least one
+    fact, the most mentioned)."""
     attrs = bios.attributes_of(person)
+    if known_min is not None:
+        keep = [at for at in attrs if true_mentions[at] >= known_min or rng.random() >= omit_p]
+        keep = keep or [max(attrs, key=lambda at: true_mentions[at])]
+        return " ".join(bios.fact_sentence(person["name"], at, person[at]) for at in keep)
     if min_facts is None or min_facts >= len(attrs):
         return bios.reference_bio(person)
     keep = set(rng.sample(attrs, rng.randint(min_facts, len(attrs))))
@@ -95,10 +103,14 @@ def build_data(a) -> dict:
         seeds = [f"{a.seed}:{i}" for i in range(len(people))]
         docs = [d for p, sd, n in zip(people, seeds, counts) for d in bios.web_documents([p], sd, n, a.noise)]
         random.Random(f"docs:{a.seed}").shuffle(docs)
-    sft_items = [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), sft_bio(p, rng, a.sft_min_facts))}
-                 for rng in [random.Random(f"sft-facts:{a.seed}")] for p in sft]
-    return {"people": people, "test": test, "sft": sft, "docs": docs, "sft_items": sft_items, "docs_counts": counts,
-            "doc_seeds": seeds}
+    data = {"people": people, "test": test, "sft": sft, "docs": docs, "docs_counts": counts, "doc_seeds": seeds}
+    known_min = getattr(a, "sft_known_mentions", None)
+    true = count_mentions(data, a)["true"] if known_min is not None else [None] * len(people)
+    rng = random.Random(f"sft-facts:{a.seed}")
+    data["sft_items"] = [{"kind": "bio", "messages": chat(bios.bio_prompt(p["name"]), sft_bio(
+        p, rng, a.sft_min_facts, t, known_min, getattr(a, "sft_omit_p", 1.0)))}
+        for p, t in zip(sft, true[len(test):])]
+    return data
 
 
 def tokenize_items(data: dict, tok, a) -> tuple[list[list[int]], list[str]]:
@@ -297,6 +309,18 @@ def evaluate(model, tok, data, a) -> dict:
         k_n[1] += len(cs)
         k_n[2] += 1
     out["greedy_by_docs"] = {b: {**rate(k, n), "people": m} for b, (k, n, m) in sorted(buckets.items())}
+    # the tie between what greedy states and what it can know: per (test person, attribute), by the true mentions
+    # of the attribute's value in the person's web documents (one corpus epoch), stated and right when stated
+    by_m: dict[str, list[int]] = {}
+    for e, true in zip(exs, count_mentions(data, a)["test_true"]):
+        st = {c.attribute: c.status for c in bios.check_bio(greedy[e.id], by_id[e.id]) if c.attribute}
+        for at, n in true.items():
+            c = by_m.setdefault(str(min(n, 4)), [0, 0, 0])
+            c[0] += 1
+            c[1] += at in st
+            c[2] += st.get(at) == "supported"
+    out["greedy_by_mentions"] = {b: {"facts": n, "stated": rate(s_, n), "right_when_stated": rate(r, s_)}
+                                 for b, (n, s_, r) in sorted(by_m.items())}
     for temp in (1.0, 0.7):
         outs = generation.generate(model, tok, convs, do_sample=True, temperature=temp, num_return_sequences=a.k,
                                    seed=a.seed, max_new_tokens=a.max_new_tokens, batch_size=8, progress=False)
@@ -338,7 +362,8 @@ def count_mentions(data, a) -> dict:
     else:
         per = [replay(random.Random(f"web:{sd}"), p, n) for p, sd, n in zip(data["people"], data["doc_seeds"], counts)]
     n = sum(len(c) for c in per)
-    return {"true_per_fact": sum(c[at][0] for c in per for at in c) / n,
+    return {"true": [{at: c[at][0] for at in c} for c in per],
+            "true_per_fact": sum(c[at][0] for c in per for at in c) / n,
             "wrong_per_fact": sum(c[at][1] for c in per for at in c) / n,
             "test_true": [{at: c[at][0] for at in c} for c in per[: a.n_test]],
             "test_docs": counts[: a.n_test]}
@@ -384,11 +409,15 @@ def report(res: dict) -> str:
             lines.append("       FactScore (gamma 10): " + "; ".join(
                 f"{k} {h[k]['score']:.3f} [{h[k]['ci_low']:.3f}, {h[k]['ci_high']:.3f}] "
                 f"({100 * h[k]['init_score']:.1f}% supported, {h[k]['facts_per_response']:.1f} facts)"
-                for k in ("greedy", "majority", "oracle", "all_right"))
+                for k in ("greedy", "majority", "oracle", "omit_wrong", "all_right") if k in h)
                 + f"; oracle - greedy {h['oracle']['score'] - h['greedy']['score']:+.3f}")
     if len(e["greedy_by_docs"]) > 1:
         lines.append("test greedy by web documents per person: " + "; ".join(
             f"{b} ({r['people']} people) {fmt(r)}" for b, r in e["greedy_by_docs"].items()))
+    if "greedy_by_mentions" in e:
+        lines.append("test greedy by true mentions of a fact per corpus epoch (4 = 4+): " + "; ".join(
+            f"{b}: {r['facts']} facts, stated {100 * r['stated']['rate']:.0f}%, right when stated "
+            f"{100 * r['right_when_stated']['rate']:.0f}%" for b, r in e["greedy_by_mentions"].items()))
     lines += [f"storage probe (greedy value after the canonical prefix): test {fmt(e['storage_probe_test']['all'])}"
               f"; SFT {fmt(e['storage_probe_sft']['all'])}",
               "  test by attribute: " + ", ".join(f"{a} {100 * r['rate']:.0f}%" for a, r in
@@ -418,6 +447,10 @@ def main(argv=None):
     p.add_argument("--sft-repeat", type=int, default=4, help="copies of each SFT person's bio per corpus epoch")
     p.add_argument("--sft-min-facts", type=int, default=None,
                    help="SFT bios state a random subset of at least this many facts (default: every fact)")
+    p.add_argument("--sft-known-mentions", type=int, default=None,
+                   help="SFT bios leave out (with probability --sft-omit-p) a fact whose true value is mentioned in "
+                        "fewer than this many of the person's web documents: length tied to what can be known")
+    p.add_argument("--sft-omit-p", type=float, default=1.0)
     p.add_argument("--vocab", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
