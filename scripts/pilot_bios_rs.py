@@ -7,7 +7,8 @@ the penalty is 1 and the ceilings move (``scripts/pilot_bios_v2.py --attributes 
 fine-tuning step of ``make reproduce-rs`` on bios alone and measures FactScore on test:
 
 - M0: a ``pilot_bios_v2.py`` model trained with ``--n-test 220``, so the world's test (60), dev (60) and rl (100)
-  people (``WorldConfig``'s splits, in that order) are known only from web documents, as in world v2;
+  people (``WorldConfig``'s splits, in that order) are known only from web documents, as in world v2 (a larger rl
+  pool, ``--rl-people``, needs a model that holds out ``120 + --rl-people``);
 - each round: ``--k`` samples at ``--temperature`` for ``--people-per-round`` fresh rl people (notebook 04's
   ``rounds.bios_per_round``), judged by the kit's verifier (factuality, completeness, readability; the recipe's
   weights, or ``--weights``), then RS-SFT on the best sample per person with reward >= ``--min-reward``
@@ -71,6 +72,9 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0, help="sampling and training seed (the loop's run.seed)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--people-per-round", type=int, default=50)
+    p.add_argument("--rl-people", type=int, default=100,
+                   help="the rl pool after test (60) and dev (60); the pilot model must hold out 120 + this many "
+                        "people (its --n-test)")
     p.add_argument("--k", type=int, default=16)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--min-reward", type=float, default=1.0)
@@ -86,7 +90,7 @@ def main(argv=None):
     out.mkdir(parents=True, exist_ok=True)
 
     people = bios.make_people(a.world_seed, a.n_people, a.attributes)
-    test, dev, rl = people[:60], people[60:120], people[120:220]
+    test, dev, rl = people[:60], people[60:120], people[120:120 + a.rl_people]
     if a.rounds * a.people_per_round > len(rl):
         raise SystemExit(f"{a.rounds} rounds x {a.people_per_round} people need more than the {len(rl)} rl people")
     world = World(people, {}, {}, [])  # the KB alone: what KBVerifier reads
