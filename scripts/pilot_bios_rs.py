@@ -21,6 +21,12 @@ Test and dev: greedy bios, FactScore (notebook 05's scorer, gamma 10) and its pa
 
     OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_rs.py --model runs/s49/pilot_d12/model --attributes 12 \\
         --seed 0 --out runs/s49/bios_rs_d12_s0
+
+Stop 50's best run (run 10's M0: 50 SFT bios, 620 held out; the best sample of every rl person, chosen on dev):
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/pilot_bios_rs.py --model runs/s50/pilot_rl500_sft50/model \
+        --n-people 670 --rl-people 500 --people-per-round 250 --attributes 12 --min-reward 0.0 --seed 0 \
+        --out runs/s50/rs500_sft50_s0_any_v2
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore  #
 from rlrf_nb.feedback import scalar_reward  # noqa: E402
 from rlrf_nb.prompts import chat  # noqa: E402
 from rlrf_nb.rubrics import aspects_for_tags, load_rubric_set  # noqa: E402
+from rlrf_nb.stats import format_rate, rate  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
 from rlrf_nb.tiny_world import World  # noqa: E402
 from rlrf_nb.training import train_rs_sft  # noqa: E402
@@ -57,9 +64,15 @@ def greedy_bios(model, tok, people: list[dict], max_new_tokens: int) -> list[str
 
 
 def score(texts: list[str], people: list[dict], world) -> dict:
+    """FactScore, and where its errors are: claims that miscopy the person's name (a habit any person's bios can
+    teach), and the supported share of the claims that do name the person (what the policy knows about them)."""
     fs = factscore(texts, [p["name"] for p in people], SentenceDecomposer(), KBVerifier(world))
+    claims = [c for t, q in zip(texts, people) for c in bios.check_bio(t, q) if c.attribute is not None]
+    named = [c for c in claims if c.status != "unsupported"]
     return {"score": fs["score"], "ci_low": fs["ci_low"], "ci_high": fs["ci_high"], "init_score": fs["init_score"],
             "facts_per_response": fs["facts_per_response"], "n_scored": fs["n_scored"],
+            "name_miscopied": rate(len(claims) - len(named), len(claims)),
+            "supported_when_named": rate(sum(c.status == "supported" for c in named), len(named)),
             "per_person": [r["score"] if r["score"] is not None else 0.0 for r in fs["rows"]]}
 
 
@@ -116,7 +129,9 @@ def main(argv=None):
         res["models"][label] = r
         print(f"{label}: test FactScore {r['test']['score']:.3f} [{r['test']['ci_low']:.3f}, "
               f"{r['test']['ci_high']:.3f}] ({100 * r['test']['init_score']:.1f}% supported, "
-              f"{r['test']['facts_per_response']:.1f} facts); dev {r['dev']['score']:.3f}", flush=True)
+              f"{r['test']['facts_per_response']:.1f} facts; name miscopied "
+              f"{format_rate(r['test']['name_miscopied'])}, supported when named "
+              f"{format_rate(r['test']['supported_when_named'])}); dev {r['dev']['score']:.3f}", flush=True)
 
     evaluate("M0")
     for t in range(1, a.rounds + 1):

@@ -39,6 +39,14 @@ Stop 49's four runs (docs/tiny_world.md, "More facts per person"; benchmarks/pil
     run 4: --n-test 60 --attributes 12 --budget-min 50
     run 5: --n-test 220 --attributes 12 --budget-min 25       # world v2's test, dev and rl people held out
     run 6: --n-test 220 --attributes 12 --budget-min 25 --sft-min-facts 8
+
+Stop 50's four (docs/tiny_world.md, "Leaving facts out, and a weaker M0"; benchmarks/pilot_bios_v2/run7-run10), the
+same flags with ``--attributes 12 --budget-min 25``; fewer SFT people (``--n-people`` minus ``--n-test``):
+
+    run 7: --n-people 320 --n-test 220        # 100 SFT bios
+    run 8: --n-people 270 --n-test 220        # 50
+    run 9: --n-people 720 --n-test 620        # 100, and a 500-person rl pool for pilot_bios_rs.py --rl-people 500
+    run 10: --n-people 670 --n-test 620       # 50
 """
 
 from __future__ import annotations
