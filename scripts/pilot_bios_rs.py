@@ -14,7 +14,9 @@ fine-tuning step of ``make reproduce-rs`` on bios alone and measures FactScore o
   weights, or ``--weights``), then RS-SFT on the best sample per person with reward >= ``--min-reward``
   (:func:`rlrf_nb.training.rs_sft_rows`' rule: 1.0, every aspect at its top) with the RS recipe's settings (TRL's
   ``SFTTrainer`` through :func:`rlrf_nb.training.train_rs_sft`, lr 3e-4, 4 epochs);
-- no reflection: the pilot model was never trained on refinement prompts. What is measured is selection alone.
+- no reflection: the pilot model was never trained on refinement prompts. What is measured is selection alone;
+- ``--gold``: the positive control, the same step on the rl people's reference bios (every fact right, the name
+  right): what other people's bios, however good, can carry to the test people.
 
 Test and dev: greedy bios, FactScore (notebook 05's scorer, gamma 10) and its paired difference against M0 per person
 (bootstrap 95% interval), and the supported share and facts per bio.
@@ -93,6 +95,8 @@ def main(argv=None):
     p.add_argument("--min-reward", type=float, default=1.0)
     p.add_argument("--weights", default="", help="aspect weights of the reward, e.g. 'completeness=0' (default: the "
                                                 "recipe's feedback.weights)")
+    p.add_argument("--gold", action="store_true",
+                   help="positive control: fine-tune on the rl people's reference bios instead of the best samples")
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=200)
@@ -148,7 +152,10 @@ def main(argv=None):
             rewards += [r for r, _ in scored]
             best_r, best = max(scored, key=lambda x: x[0])  # the first of ties, as rs_sft_rows
             best_rewards.append(best_r)
-            if best_r >= a.min_reward:
+            if a.gold:  # the positive control: the person's reference bio, whatever the samples were
+                rows.append({"prompt": [{"role": "user", "content": ex.prompt}],
+                             "completion": [{"role": "assistant", "content": bios.reference_bio(q)}]})
+            elif best_r >= a.min_reward:
                 rows.append({"prompt": [{"role": "user", "content": ex.prompt}],
                              "completion": [{"role": "assistant", "content": best}]})
         search_s = time.monotonic() - t0
