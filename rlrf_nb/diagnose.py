@@ -329,9 +329,13 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
     - ``oracle``: per attribute, the true value if any sample states it, else greedy's: picking right among its own
       samples, an upper bound for people it is not trained on (fine-tuning on other people's bios reaches it only if
       the policy learns which of its own facts are wrong; the stop-49 bios pilots stayed at the mode);
-    - ``omit_wrong``: greedy's facts with its wrong ones left out, as many as raise the person's score (FActScore's
-      length penalty charges every fact dropped below 10): the most a policy gains by *leaving out* what it gets
-      wrong, with no fact put right (the FactTune-style lever; stop 50);
+    - ``canonical``: greedy's facts about the person (claims that name them, the first per attribute) rewritten as
+      one canonical sentence each: what ``majority`` and ``oracle`` get from their rebuilding alone (a miscopied
+      name, an unparsed wording and a repeated sentence are gone before any value is picked);
+    - ``omit_wrong``: greedy's own sentences with its unsupported ones deleted, as many as raise the person's score
+      (FActScore's length penalty charges every sentence dropped below 10; none dropped is greedy itself): the most a
+      policy gains by *leaving out* what it gets wrong, with nothing put right or reworded (the FactTune-style
+      lever; stop 50);
     - ``all_right``: every attribute true, the world's ceiling (a world v2 person has ``len(bios.ATTRIBUTES)`` = 6
       facts, so the length penalty caps it at ``length_penalty(6)`` = 0.513; 10 or more facts, at 1).
 
@@ -339,7 +343,9 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
     from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore, length_penalty
 
     people = [world.person(ex.meta["entity"]) for ex in examples]
-    bios_of: dict[str, list[str]] = {"greedy": [], "majority": [], "oracle": [], "omit_wrong": [], "all_right": []}
+    verifier = KBVerifier(world)
+    bios_of: dict[str, list[str]] = {"greedy": [], "canonical": [], "majority": [], "oracle": [], "omit_wrong": [],
+                                     "all_right": []}
     for ex, person in zip(examples, people):
         g = _stated(greedy[ex.id], person)
         stated = [_stated(t, person) for t in samples.get(ex.id, [])]
@@ -357,17 +363,17 @@ def fact_headroom(examples: list, world, greedy: dict[str, str], samples: dict[s
                 orc[a] = person[a]
             elif a in g:
                 orc[a] = g[a]
-        right = [a for a in attrs if g.get(a) == person[a]]
-        wrong = [a for a in attrs if a in g and g[a] != person[a]]
-        n_fin = max(range(len(wrong) + 1), key=lambda j: len(right) / (len(g) - j) * length_penalty(len(g) - j)
-                    if len(g) - j else 0.0)  # wrong facts dropped; the first of ties, so the fewest
-        omit = {a: g[a] for a in attrs if a in g and a not in wrong[:n_fin]}
+        sents = bios.split_claims(greedy[ex.id])
+        ok = [v.supported for v in verifier.verify(person["name"], sents)] if sents else []
+        n, right = len(sents), sum(bool(v) for v in ok)
+        drops = max(range(n - right + 1), key=lambda j: right / (n - j) * length_penalty(n - j) if n - j else 0.0)
+        bad = [i for i, v in enumerate(ok) if not v][:drops]  # the first of ties above: the fewest dropped
+        bios_of["omit_wrong"].append(" ".join(t for i, t in enumerate(sents) if i not in bad) or greedy[ex.id])
         bios_of["greedy"].append(greedy[ex.id])
-        for name, vals in (("majority", maj), ("oracle", orc), ("omit_wrong", omit), ("all_right", dict(person))):
+        for name, vals in (("canonical", g), ("majority", maj), ("oracle", orc), ("all_right", dict(person))):
             text = " ".join(bios.fact_sentence(person["name"], a, vals[a]) for a in attrs if a in vals)
             bios_of[name].append(text or greedy[ex.id])  # nothing stated about them: greedy's bio, scored as it is
     topics = [p["name"] for p in people]
-    verifier = KBVerifier(world)
     out = {}
     for name, texts in bios_of.items():
         fs = factscore(texts, topics, SentenceDecomposer(), verifier)
@@ -561,7 +567,7 @@ def report_lines(d: dict) -> list[str]:
             h = b["factscore_headroom"]
             cells = ", ".join(f"{name.replace('_', ' ')} {h[name]['score']:.3f} [{h[name]['ci_low']:.3f}, "
                               f"{h[name]['ci_high']:.3f}] ({100 * h[name]['init_score']:.1f}% supported)"
-                              for name in ("greedy", "majority", "oracle", "omit_wrong", "all_right")
+                              for name in ("greedy", "canonical", "majority", "oracle", "omit_wrong", "all_right")
                               if name in h)
             lines.append(f"  FactScore of bios that pick among the policy's own: {cells}")
     lines.append("context coverage (prompt + response cap within the context):")

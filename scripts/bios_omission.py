@@ -8,11 +8,14 @@ fact a bio states below 10. This script asks how much omission can be worth ther
   in the person's web documents (one corpus epoch, replayed by ``pilot_bios_v2.count_mentions``), how often greedy
   states the attribute and how often it is right when it does;
 - FactScore (notebook 05's scorer, gamma 10) of greedy's bios, and of the same bios with a rule applied:
-  - ``mentions >= M``: leave out every fact whose true value is mentioned in fewer than ``M`` of the person's
-    documents (the best a policy could do that ties what it states to what it read; at least one fact kept, the most
-    mentioned);
-  - ``omit_wrong``: leave out greedy's wrong facts, as many as raise the person's score
-    (:func:`rlrf_nb.diagnose.fact_headroom`'s entry: omission with perfect knowledge of its own errors).
+  - ``canonical``: greedy's facts about the person (claims naming them, the first per attribute) rewritten one
+    canonical sentence each: the baseline of the rules below, which rewrite the same way (a miscopied name, an
+    unparsed wording and a repeat are gone before any rule applies);
+  - ``mentions >= M``: the canonical bio without every fact whose true value is mentioned in fewer than ``M`` of the
+    person's documents (omission tied to what the documents give; at least one fact kept, the most mentioned);
+  - ``omit_wrong``: greedy's own sentences with its unsupported ones deleted, as many as raise the person's score
+    (:func:`rlrf_nb.diagnose.fact_headroom`'s entry: omission with perfect knowledge of its own errors, nothing
+    reworded).
 
 Greedy decoding is deterministic, so a rerun gives the same numbers. About a minute for 220 people on one thread.
 
@@ -45,7 +48,6 @@ from rlrf_nb.tasks import bios  # noqa: E402
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run", help="a pilot_bios_v2.py --out directory (result.json and model/)")
-    p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--out", default=None, help="where to write the JSON (default: RUN/omission.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -57,7 +59,7 @@ def main(argv=None):
     model, tok = models.load_policy(run / "model")
     model.eval()
     outs = generation.generate(model, tok, [chat(bios.bio_prompt(q["name"])) for q in test], do_sample=False,
-                               max_new_tokens=a.max_new_tokens, batch_size=64, progress=False)
+                               max_new_tokens=cfg.max_new_tokens, batch_size=64, progress=False)
     greedy = [o[0] for o in outs]
 
     by_m: dict[str, list[int]] = {}
@@ -80,18 +82,19 @@ def main(argv=None):
         return {k: r[k] for k in ("score", "ci_low", "ci_high", "init_score", "facts_per_response")}
 
     rules = {"greedy": greedy}
-    for m in (1, 2, 3):
+    for m in (0, 1, 2, 3):  # 0: every stated fact, rewritten canonically (the rules' own baseline)
         texts = []
         for q, text, t in zip(test, greedy, true):
             st = _stated(text, q)
             keep = [at for at in bios.attributes_of(q) if at in st and t[at] >= m]
             keep = keep or ([max(st, key=lambda at: t[at])] if st else [])
             texts.append(" ".join(bios.fact_sentence(q["name"], at, st[at]) for at in keep) or text)
-        rules[f"mentions >= {m}"] = texts
+        rules["canonical" if m == 0 else f"mentions >= {m}"] = texts
     res["factscore"] = {name: fs(texts) for name, texts in rules.items()}
     exs = bios.split_people(test, {"test": len(test)})["test"]
-    res["factscore"]["omit_wrong"] = fact_headroom(exs, world, {e.id: g for e, g in zip(exs, greedy)}, {})[
-        "omit_wrong"]
+    h = fact_headroom(exs, world, {e.id: g for e, g in zip(exs, greedy)}, {})
+    res["factscore"]["omit_wrong"] = h["omit_wrong"]
+    assert abs(h["canonical"]["score"] - res["factscore"]["canonical"]["score"]) < 1e-9, "two canonical rewrites"
 
     print(f"{run}: {len(test)} held-out people")
     for b, r in res["by_mentions"].items():

@@ -66,14 +66,18 @@ def greedy_bios(model, tok, people: list[dict], max_new_tokens: int) -> list[str
 
 
 def score(texts: list[str], people: list[dict], world) -> dict:
-    """FactScore, and where its errors are: claims that miscopy the person's name (a habit any person's bios can
-    teach), and the supported share of the claims that do name the person (what the policy knows about them)."""
+    """FactScore, and where its errors are, as shares of all sentences: claims that miscopy the person's name, and
+    sentences the claim checker cannot read (a web wording, a broken sentence; FactScore counts them unsupported),
+    both habits that any person's bios can teach; and the supported share of the claims that do name the person
+    (what the policy knows about them)."""
     fs = factscore(texts, [p["name"] for p in people], SentenceDecomposer(), KBVerifier(world))
-    claims = [c for t, q in zip(texts, people) for c in bios.check_bio(t, q) if c.attribute is not None]
+    every = [c for t, q in zip(texts, people) for c in bios.check_bio(t, q)]
+    claims = [c for c in every if c.attribute is not None]
     named = [c for c in claims if c.status != "unsupported"]
     return {"score": fs["score"], "ci_low": fs["ci_low"], "ci_high": fs["ci_high"], "init_score": fs["init_score"],
             "facts_per_response": fs["facts_per_response"], "n_scored": fs["n_scored"],
-            "name_miscopied": rate(len(claims) - len(named), len(claims)),
+            "name_miscopied": rate(len(claims) - len(named), len(every)),
+            "unparsed": rate(len(every) - len(claims), len(every)),
             "supported_when_named": rate(sum(c.status == "supported" for c in named), len(named)),
             "per_person": [r["score"] if r["score"] is not None else 0.0 for r in fs["rows"]]}
 
@@ -106,6 +110,16 @@ def main(argv=None):
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
+    pilot = Path(a.model).parent / "result.json"  # the pilot that trained M0: who it held out
+    if pilot.exists():
+        pc = json.loads(pilot.read_text())["config"]
+        held, want = pc["n_test"], 120 + a.rl_people
+        if held < want or pc["seed"] != a.world_seed or pc.get("attributes", 6) != a.attributes \
+                or pc["n_people"] != a.n_people:
+            raise SystemExit(f"{pilot}: the model held out {held} of {pc['n_people']} people (seed {pc['seed']}, "
+                             f"{pc.get('attributes', 6)} facts); this run needs {want} held out of {a.n_people} "
+                             f"(--world-seed {a.world_seed}, --attributes {a.attributes}): the rl people would "
+                             f"include SFT people, or the KB would not be the model's")
     people = bios.make_people(a.world_seed, a.n_people, a.attributes)
     test, dev, rl = people[:60], people[60:120], people[120:120 + a.rl_people]
     if a.rounds * a.people_per_round > len(rl):
@@ -133,8 +147,9 @@ def main(argv=None):
         res["models"][label] = r
         print(f"{label}: test FactScore {r['test']['score']:.3f} [{r['test']['ci_low']:.3f}, "
               f"{r['test']['ci_high']:.3f}] ({100 * r['test']['init_score']:.1f}% supported, "
-              f"{r['test']['facts_per_response']:.1f} facts; name miscopied "
-              f"{format_rate(r['test']['name_miscopied'])}, supported when named "
+              f"{r['test']['facts_per_response']:.1f} facts; of all sentences, name miscopied "
+              f"{format_rate(r['test']['name_miscopied'])}, unparsed {format_rate(r['test']['unparsed'])}; "
+              f"supported when named "
               f"{format_rate(r['test']['supported_when_named'])}); dev {r['dev']['score']:.3f}", flush=True)
 
     evaluate("M0")
@@ -165,7 +180,8 @@ def main(argv=None):
               "mean_best_reward": sum(best_rewards) / len(best_rewards), "search_seconds": round(search_s, 1),
               "train": {k: v for k, v in tr.items() if k in ("seconds", "steps", "train_loss", "skipped")}}
         res["rounds"].append(rd)
-        print(f"round {t}: {len(ppl)} people x {a.k} samples, {len(rows)} RS rows (best reward >= {a.min_reward}),"
+        rule = "reference bios" if a.gold else f"best reward >= {a.min_reward}"
+        print(f"round {t}: {len(ppl)} people x {a.k} samples, {len(rows)} RS rows ({rule}),"
               f" mean reward {rd['mean_reward']:.3f}, best {rd['mean_best_reward']:.3f}; {rd['train']}", flush=True)
         evaluate(f"M{t}")
 

@@ -64,7 +64,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from rlrf_nb import generation, models  # noqa: E402
-from rlrf_nb.diagnose import _attr_values, bio_facts, fact_headroom  # noqa: E402
+from rlrf_nb.diagnose import _attr_values, _stated, bio_facts, fact_headroom  # noqa: E402
 from rlrf_nb.prompts import chat  # noqa: E402
 from rlrf_nb.stats import format_rate, rate  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
@@ -321,12 +321,13 @@ def evaluate(model, tok, data, a) -> dict:
     # of the attribute's value in the person's web documents (one corpus epoch), stated and right when stated
     by_m: dict[str, list[int]] = {}
     for e, true in zip(exs, count_mentions(data, a)["test_true"]):
-        st = {c.attribute: c.status for c in bios.check_bio(greedy[e.id], by_id[e.id]) if c.attribute}
+        person = by_id[e.id]
+        st = _stated(greedy[e.id], person)  # claims that name the person, the first per attribute (as diagnose)
         for at, n in true.items():
             c = by_m.setdefault(str(min(n, 4)), [0, 0, 0])
             c[0] += 1
             c[1] += at in st
-            c[2] += st.get(at) == "supported"
+            c[2] += st.get(at) == person[at]
     out["greedy_by_mentions"] = {b: {"facts": n, "stated": rate(s_, n), "right_when_stated": rate(r, s_)}
                                  for b, (n, s_, r) in sorted(by_m.items())}
     for temp in (1.0, 0.7):
@@ -417,7 +418,7 @@ def report(res: dict) -> str:
             lines.append("       FactScore (gamma 10): " + "; ".join(
                 f"{k} {h[k]['score']:.3f} [{h[k]['ci_low']:.3f}, {h[k]['ci_high']:.3f}] "
                 f"({100 * h[k]['init_score']:.1f}% supported, {h[k]['facts_per_response']:.1f} facts)"
-                for k in ("greedy", "majority", "oracle", "omit_wrong", "all_right") if k in h)
+                for k in ("greedy", "canonical", "majority", "oracle", "omit_wrong", "all_right") if k in h)
                 + f"; oracle - greedy {h['oracle']['score'] - h['greedy']['score']:+.3f}")
     if len(e["greedy_by_docs"]) > 1:
         lines.append("test greedy by web documents per person: " + "; ".join(

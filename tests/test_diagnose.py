@@ -171,7 +171,8 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
     lines = D.report_lines({"k": 4, "m": 1, "split": "test", "n_math": 0, "n_bios": 1, "dev_problems": 0, "math": {},
                             "reflection": {}, "context": {}, "bios": {
                                 **D.bio_facts([ex], _World([a]), greedy, samples), "factscore_headroom": h}})
-    assert any("oracle" in line and "omit wrong" in line and "all right 0.513" in line for line in lines)
+    assert any("canonical" in line and "oracle" in line and "omit wrong" in line and "all right 0.513" in line
+               for line in lines)
     # world v2's greedy above: 1 right of 2; dropping the wrong birthplace leaves 1 fact (penalty exp(-9)): kept
     assert h["omit_wrong"]["facts_per_response"] == 2 and h["omit_wrong"]["score"] == h["greedy"]["score"]
     # people with 12 facts (bios.make_people(n_attributes=12)): the oracle fills all 12, and the penalty is gone
@@ -194,6 +195,21 @@ def test_fact_headroom_scores_greedy_majority_oracle_and_all_right_bios(monkeypa
     assert h3["greedy"]["score"] == pytest.approx(9 / 12)
     assert h3["omit_wrong"]["facts_per_response"] == 10 and h3["omit_wrong"]["score"] == pytest.approx(0.9)
     assert h0["omit_wrong"]["score"] == 0.0
+    # omission works on greedy's own sentences: 4 right and 8 about a miscopied name keeps 10 sentences (4 of 10, 0.4)
+    # where the canonical rewrite keeps the 4 named facts (0.223 under the penalty); 9 right sentences and 3 repeats
+    # (all supported) drop nothing, where the rewrite keeps 9 facts (0.895)
+    right4 = [bios.fact_sentence(c["name"], k, c[k]) for k in bios.ALL_ATTRIBUTES[:4]]
+    named8 = [bios.fact_sentence("Nobody " + c["name"], k, c[k]) for k in bios.ALL_ATTRIBUTES[4:]]
+    hm = D.fact_headroom([exc], _World([c]), {"c0": " ".join(right4 + named8)}, {})
+    assert hm["greedy"]["score"] == pytest.approx(4 / 12)
+    assert hm["omit_wrong"]["facts_per_response"] == 10 and hm["omit_wrong"]["score"] == pytest.approx(0.4)
+    assert hm["canonical"]["facts_per_response"] == 4
+    assert hm["canonical"]["score"] == pytest.approx(pymath.exp(1 - 10 / 4))
+    right9 = [bios.fact_sentence(c["name"], k, c[k]) for k in bios.ALL_ATTRIBUTES[:9]]
+    hr = D.fact_headroom([exc], _World([c]), {"c0": " ".join(right9 + right9[:3])}, {})
+    assert hr["greedy"]["score"] == 1.0 and hr["omit_wrong"]["score"] == 1.0
+    assert hr["omit_wrong"]["facts_per_response"] == 12
+    assert hr["canonical"]["score"] == pytest.approx(pymath.exp(1 - 10 / 9))
     f12 = D.bio_facts([exc], _World([c]), g12, {"c0": [bios.reference_bio(c)]})
     assert f12["samples_add_facts"]["k"] == 1 and f12["samples_add_facts"]["n"] == 1  # the pet, of 12 facts
 
