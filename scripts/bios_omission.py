@@ -41,7 +41,7 @@ from rlrf_nb import generation, models  # noqa: E402
 from rlrf_nb.diagnose import _stated, fact_headroom  # noqa: E402
 from rlrf_nb.evals.factscore import KBVerifier, SentenceDecomposer, factscore  # noqa: E402
 from rlrf_nb.prompts import chat  # noqa: E402
-from rlrf_nb.stats import format_rate, rate  # noqa: E402
+from rlrf_nb.stats import format_rate  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
 
 
@@ -62,19 +62,9 @@ def main(argv=None):
                                max_new_tokens=cfg.max_new_tokens, batch_size=64, progress=False)
     greedy = [o[0] for o in outs]
 
-    by_m: dict[str, list[int]] = {}
-    for q, text, t in zip(test, greedy, true):
-        st = _stated(text, q)
-        for at, n in t.items():
-            c = by_m.setdefault(str(min(n, 4)), [0, 0, 0])
-            c[0] += 1
-            c[1] += at in st
-            c[2] += st.get(at) == q[at]
-    res = {"run": str(run), "people": len(test),
-           "by_mentions": {b: {"facts": n, "stated": rate(s, n), "right_when_stated": rate(r, s)}
-                           for b, (n, s, r) in sorted(by_m.items())}}
+    res = {"run": str(run), "people": len(test), "by_mentions": pilot.by_mentions(test, greedy, true)}
 
-    world = pilot._World(data["people"])
+    world = pilot.kb_world(data["people"])
     names = [q["name"] for q in test]
 
     def fs(texts):

@@ -68,6 +68,7 @@ from rlrf_nb.diagnose import _attr_values, _stated, bio_facts, fact_headroom  # 
 from rlrf_nb.prompts import chat  # noqa: E402
 from rlrf_nb.stats import format_rate, rate  # noqa: E402
 from rlrf_nb.tasks import bios  # noqa: E402
+from rlrf_nb.tiny_world import World  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------- data
 
@@ -277,12 +278,26 @@ def greedy_supported(model, tok, people: list[dict], max_new_tokens: int) -> dic
     return rate(sup, n)
 
 
-class _World:  # what diagnose.bio_facts reads: world.person(name)
-    def __init__(self, people):
-        self._by = {p["name"]: p for p in people}
+def by_mentions(people: list[dict], texts: list[str], true: list[dict[str, int]]) -> dict:
+    """The tie between what a bio states and what can be known: per (person, attribute), bucketed by the true mentions
+    of the attribute's value in the person's web documents (``count_mentions``' ``test_true``; 4 = 4 or more), how
+    often the bio states it (claims that name the person, the first per attribute, as ``rlrf-nb diagnose``) and how
+    often it is right when stated."""
+    by_m: dict[str, list[int]] = {}
+    for person, text, t in zip(people, texts, true):
+        st = _stated(text, person)
+        for at, n in t.items():
+            c = by_m.setdefault(str(min(n, 4)), [0, 0, 0])
+            c[0] += 1
+            c[1] += at in st
+            c[2] += st.get(at) == person[at]
+    return {b: {"facts": n, "stated": rate(s, n), "right_when_stated": rate(r, s)}
+            for b, (n, s, r) in sorted(by_m.items())}
 
-    def person(self, name):
-        return self._by.get(name)
+
+def kb_world(people: list[dict]) -> World:
+    """The KB alone (what ``diagnose.bio_facts`` and the FactScore verifier read: ``world.person(name)``)."""
+    return World(people, {}, {}, [])
 
 
 def name_miscopy(texts: dict[str, str], people: dict[str, dict]) -> dict:
@@ -298,7 +313,7 @@ def name_miscopy(texts: dict[str, str], people: dict[str, dict]) -> dict:
 
 def evaluate(model, tok, data, a) -> dict:
     exs = bios.split_people(data["test"], {"test": len(data["test"])})["test"]
-    world = _World(data["people"])
+    world = kb_world(data["people"])
     convs = [chat(e.prompt) for e in exs]
     kw = {"max_new_tokens": a.max_new_tokens, "batch_size": 64, "progress": False}
     t0 = time.monotonic()
@@ -319,17 +334,8 @@ def evaluate(model, tok, data, a) -> dict:
     out["greedy_by_docs"] = {b: {**rate(k, n), "people": m} for b, (k, n, m) in sorted(buckets.items())}
     # the tie between what greedy states and what it can know: per (test person, attribute), by the true mentions
     # of the attribute's value in the person's web documents (one corpus epoch), stated and right when stated
-    by_m: dict[str, list[int]] = {}
-    for e, true in zip(exs, count_mentions(data, a)["test_true"]):
-        person = by_id[e.id]
-        st = _stated(greedy[e.id], person)  # claims that name the person, the first per attribute (as diagnose)
-        for at, n in true.items():
-            c = by_m.setdefault(str(min(n, 4)), [0, 0, 0])
-            c[0] += 1
-            c[1] += at in st
-            c[2] += st.get(at) == person[at]
-    out["greedy_by_mentions"] = {b: {"facts": n, "stated": rate(s_, n), "right_when_stated": rate(r, s_)}
-                                 for b, (n, s_, r) in sorted(by_m.items())}
+    out["greedy_by_mentions"] = by_mentions([by_id[e.id] for e in exs], [greedy[e.id] for e in exs],
+                                            count_mentions(data, a)["test_true"])
     for temp in (1.0, 0.7):
         outs = generation.generate(model, tok, convs, do_sample=True, temperature=temp, num_return_sequences=a.k,
                                    seed=a.seed, max_new_tokens=a.max_new_tokens, batch_size=8, progress=False)
