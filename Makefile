@@ -8,6 +8,8 @@ BIN     = $(VENV)/bin
 # Extra pip arguments for torch only, e.g. a CPU wheel index on machines without a local torch wheel.
 TORCH_PIP_ARGS ?=
 NAME   ?= demo
+# The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2-short.yaml (world v2-short).
+RECIPE ?= recipes/tiny-v2.yaml
 STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
@@ -41,7 +43,7 @@ nbstrip:
 # demo-v1 runs the first tiny world (recipes/tiny.yaml), whose M0 is no organism of RLRF's setting (docs/tiny_world.md).
 DEMO_PARAMS ?= -p compare_variants=false
 demo: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny-v2.yaml --name $(NAME) $(DEMO_PARAMS)
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe $(RECIPE) --name $(NAME) $(DEMO_PARAMS)
 
 demo-v1: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)-v1
@@ -51,7 +53,7 @@ demo-v1: $(STAMP) nbstrip
 # diagnose). With diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
 # (2026-11-30; 10-13 min before); both temperatures take about twice that.
 diagnose: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diagnose --set diagnose.n_math=500 \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe $(RECIPE) --name diagnose --set diagnose.n_math=500 \
 		--set diagnose.n_bios=60 --set diagnose.k=16 --set 'diagnose.temperatures=[1.0,0.7]'
 
 test: $(STAMP) nbstrip
@@ -63,7 +65,7 @@ test: $(STAMP) nbstrip
 # the seeds as mean and Student-t 95% interval. 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30).
 REPRODUCE_NAME ?= reproduce
 reproduce: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_NAME) \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
 		--stages 02 03 04 05 -p export_figures=false --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json --out runs/$(REPRODUCE_NAME).collated \
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
@@ -90,7 +92,7 @@ reproduce-v1: $(STAMP) nbstrip
 # about 2.2 h (docs/experiments.md). Notebook 02 searches round 1's 1,000 prompts; round 1 reads them from the store.
 REPRODUCE_1000_NAME ?= reproduce-1000
 reproduce-1000: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_1000_NAME) \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_1000_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
 		-p rounds.bios_per_round=50 -p export_figures=false --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_1000_NAME).sweep.json --out runs/$(REPRODUCE_1000_NAME).collated \
@@ -107,7 +109,7 @@ reproduce-1000: $(STAMP) nbstrip
 # equal to the README's.
 REPRODUCE_RS_NAME ?= reproduce-rs
 reproduce-rs: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_RS_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
 		-p rounds.bios_per_round=50 -p dpo.method=rs_sft -p dpo.learning_rate=3e-4 -p dpo.epochs=4 \
 		-p export_figures=false --grid run.seed=0,1,2
@@ -123,7 +125,7 @@ reproduce-rs: $(STAMP) nbstrip
 # the same stages); not timed as one command. A later plain `make reproduce-rs` reruns notebooks 04-05 without the variants.
 reproduce-rs-ablations: $(STAMP) nbstrip
 	$(MAKE) reproduce-rs REPRODUCE_RS_NAME=$(REPRODUCE_RS_NAME)
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_RS_NAME) \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_RS_NAME) \
 		--stages 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
 		-p rounds.bios_per_round=50 -p dpo.method=rs_sft -p dpo.learning_rate=3e-4 -p dpo.epochs=4 \
 		-p export_figures=false -p 'rounds.variants=[rlrf,no_reflection,scalar]' --grid run.seed=0,1,2
@@ -143,7 +145,7 @@ reproduce-rs-ablations: $(STAMP) nbstrip
 # with most refinements to come (docs/feedback_model.md); one seed's 2 x 1,000 prompts would take several hours.
 REPRODUCE_JUDGE_NAME ?= reproduce-judge
 reproduce-judge: $(STAMP) nbstrip
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe recipes/tiny-v2.yaml --name $(REPRODUCE_JUDGE_NAME) \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_JUDGE_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
 		-p rounds.bios_per_round=50 -p feedback.judge=learned -p reflection.overall_score=false \
 		-p pairs.gold_override=false -p export_figures=false --grid run.seed=0,1,2

@@ -182,6 +182,11 @@ class M0Config:
                 "(issue 16: M0 learns to read critiques of its own mistakes). Empty: none."})
     draft_model: str = field(default="", metadata={"help": "The checkpoint that writes own_drafts (default: "
                                                            "init_from)."})
+    train_world: dict = field(default_factory=dict, metadata={
+        "help": "World fields in which the world M0 was trained on differs from the recipe's, e.g. {max_steps: 4}: "
+                "a retrain builds its training mix (train split, SFT people, own drafts) from the recipe's world with "
+                "these fields replaced, so a recipe can evaluate a committed M0 on another world and still retrain "
+                "that M0 (world v2-short: M0 trained on world v2's 2-4-step problems). Empty: the recipe's world."})
     math_steps_mix: list[int] = field(default_factory=list, metadata={
         "help": "Extra worked solutions by number of steps, from world.min_steps up: [n2, n3, n4] adds n2 2-step, "
                 "n3 3-step and n4 4-step problems' gold solutions, a seeded sample of the train split beyond "
@@ -203,6 +208,8 @@ class M0Config:
               "m0.own_drafts", f"must be empty or [start, stop] with 0 <= start < stop, got {self.own_drafts!r}")
         check(not self.own_drafts or bool(self.draft_model or self.init_from), "m0.draft_model",
               "own_drafts needs a model to write them: set m0.draft_model or m0.init_from")
+        bad = sorted(set(self.train_world) - {f.name for f in dataclasses.fields(WorldConfig)})
+        check(not bad, "m0.train_world", f"names no field of the world section: {bad}")
         check(all(n >= 0 for n in self.math_steps_mix), "m0.math_steps_mix",
               f"must be counts >= 0, one per number of steps from world.min_steps, got {self.math_steps_mix!r}")
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",

@@ -351,9 +351,17 @@ LATER_FIELDS = {"world": {"critique_quotes": False, "facts_per_person": 6},
                        "critique_source_operand": "digit"}}
 
 
+def training_world_config(world_cfg, m0_cfg):
+    """The world M0 is trained on: the recipe's, with ``m0.train_world``'s fields replaced."""
+    return dataclasses.replace(world_cfg, **m0_cfg.train_world) if m0_cfg.train_world else world_cfg
+
+
 def m0_config_hash(world_cfg, m0_cfg) -> str:
-    """What determines a retrained M0: the world and the M0 training fields (not where to load from)."""
-    m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items() if k not in ("pretrained", "retrain", "max_seconds")}
+    """What determines a retrained M0: the world it is trained on (:func:`training_world_config`) and the M0 training
+    fields (not where to load from)."""
+    world_cfg = training_world_config(world_cfg, m0_cfg)
+    m0 = {k: v for k, v in dataclasses.asdict(m0_cfg).items()
+          if k not in ("pretrained", "retrain", "max_seconds", "train_world")}
     if m0_cfg.init_from:  # the weights it continues from, not only their path
         m0["init_from"] = model_fingerprint(resolve_path(m0_cfg.init_from))
     if m0_cfg.own_drafts:  # the weights that write them
@@ -375,6 +383,8 @@ def get_m0(recipe, store: RunStore, world: World | None = None):
     if cfg.retrain:
         path = store.checkpoint_dir(f"M0-{m0_config_hash(recipe.world, cfg)}")
         if not is_complete(path):
+            if cfg.train_world:  # M0's own training world, not the one the recipe evaluates on
+                world = build_world(training_world_config(recipe.world, cfg))
             world = world or build_world(recipe.world)
             items = training_mix(world, cfg, cfg.seed, own_draft_examples(world, cfg))
             if cfg.init_from:

@@ -277,6 +277,25 @@ def test_each_committed_m0_v2_phase_is_what_its_recipe_trains():
             committed.add(previous)
 
 
+def test_train_world_keys_m0_by_the_world_it_was_trained_on():
+    """``m0.train_world``: world v2-short evaluates phase 7b, trained on world v2's 2-4-step problems, on problems of
+    2-3 steps; its M0 key is the committed checkpoint's (a retrain trains that config), and the field must name world
+    fields."""
+    import dataclasses
+
+    from rlrf_nb.tiny_world import training_world_config
+
+    short = load_recipe(ROOT / "recipes/tiny-v2-short.yaml")
+    phase7b = load_recipe(ROOT / "recipes/tiny-v2-phase7b.yaml")
+    assert short.world.max_steps == 3 and training_world_config(short.world, short.m0) == phase7b.world
+    assert m0_config_hash(short.world, short.m0) == m0_config_hash(phase7b.world, phase7b.m0)
+    done = json.loads((ROOT / short.m0.pretrained / "COMPLETE.json").read_text())
+    assert done["config_hash"] == m0_config_hash(short.world, short.m0)
+    assert m0_config_hash(short.world, dataclasses.replace(short.m0, train_world={})) != done["config_hash"]
+    with pytest.raises(ConfigError, match="m0.train_world"):
+        load_recipe(ROOT / "recipes/tiny-v2-short.yaml", {"m0.train_world": {"max_step": 4}})
+
+
 def test_slip_draft_miscopies_the_sentence_and_computes_on_from_it():
     """``tiny_world.slip_draft``: M0 v2's own slip made on purpose. The named step restates its sentence with the
     wrong number, its expression uses it, the verifier's first error is that step, and the problem is untouched;
