@@ -2,7 +2,7 @@
 """Issue 16, a reading of finished demo runs: where does the loop gain and lose on world v2's test problems? For each
 ``RUN:MODEL`` (an evaluated policy under ``runs/RUN/eval/MODEL``: notebook 05's ``gsm8k.jsonl``, or the
 ``math_test.jsonl`` of notebook 03's controls and the scripts' trainings), every step right by chain length (2, 3 or 4
-steps),
+steps; world v2-short's 2 or 3 with ``--recipe recipes/tiny-v2-short.yaml``),
 paired against the first one given, and how often the first solution line copies the problem's first quantity wrong;
 for a copy with one wrong digit, whether that digit is the same place's digit of another number in the question (a
 distractor) rather than any other. Reads only the stored greedy answers; no model is loaded.
@@ -67,8 +67,9 @@ perfects = {spec: {i: math.check_example(t, problems[i]).perfect for i, t in got
             for spec, got in texts.items()}
 base = args.specs[0]
 table = []
+lengths = sorted({len(p.meta["steps"]) for p in problems.values()})  # world v2: 2-4 steps; v2-short: 2-3
 for spec in args.specs:
-    for n in (2, 3, 4, None):
+    for n in (*lengths, None):
         ids = [i for i in sorted(texts[base].keys() & texts[spec].keys())
                if n is None or len(problems[i].meta["steps"]) == n]
         perfect = sum(perfects[spec][i] for i in ids)

@@ -8,7 +8,8 @@ interval, written as JSON.
         --out benchmarks/world_v2/claims_v2.json
 
 Each M2 diagnose is `rlrf-nb diagnose --recipe recipes/tiny-v2.yaml --name diag-M2-s<seed> --policy
-<run>/checkpoints/rounds/M2 --set 'diagnose.temperatures=[0.7]'`.
+<run>/checkpoints/rounds/M2 --set 'diagnose.temperatures=[0.7]'`. World v2-short (stop 51): add `--recipe
+recipes/tiny-v2-short.yaml` to both.
 """
 
 import argparse
@@ -62,9 +63,10 @@ def main() -> None:
     ap.add_argument("--m0-diagnose", type=Path, required=True, help="M0's diagnose run directory")
     ap.add_argument("--m2-diagnose", nargs="+", type=Path, required=True, help="each seed's M2 diagnose, in order")
     ap.add_argument("--temperature", default="0.7")
+    ap.add_argument("--recipe", default="recipes/tiny-v2.yaml", help="the runs' recipe (its world's test problems)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
-    world = build_world(load_recipe("recipes/tiny-v2.yaml").world)
+    world = build_world(load_recipe(args.recipe).world)
     exs = {e.id: e for e in world.math["test"]}
     by_steps = defaultdict(list)
     for e in exs.values():

@@ -14,7 +14,11 @@ trains gold DPO instead: the reference solution against one T = 1.0 sample of M0
 
 Training length matters as much as the data (``benchmarks/world_v2/gold_training_length.json``): on M0 v2,
 ``--n 1000 --lr 3e-4 --epochs 4`` gives about +10 points every step right; ``--set dpo.seed=1`` changes the training
-seed. The printed JSON carries the seed, the optimizer steps and (gold DPO) the pairs trained on.
+seed. The printed JSON carries the seed, the optimizer steps and (gold DPO) the pairs trained on. World v2-short's
+controls at the RS loop's settings (stop 51):
+
+    python scripts/world_v2_gold_sft.py --recipe recipes/tiny-v2-short.yaml --run s51-short-gold --n 1000 \
+        --lr 3e-4 --epochs 4
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from rlrf_nb.training import gold_candidates, gold_pairs, train_cached
 
 p = argparse.ArgumentParser()
 p.add_argument("--run", required=True)
+p.add_argument("--recipe", default="recipes/tiny-v2.yaml", help="e.g. recipes/tiny-v2-short.yaml (world v2-short)")
 p.add_argument("--n", type=int, default=2000)
 p.add_argument("--lr", type=float, default=None)
 p.add_argument("--epochs", type=float, default=None)
@@ -49,7 +54,7 @@ p.add_argument("--per-prompt", type=int, default=1,
                     "of this many T = 1.0 samples of M0 that are wrong")
 p.add_argument("--set", action="append", default=[])
 a = p.parse_args()
-recipe, store = open_run("recipes/tiny-v2.yaml", a.run, dict(s.split("=", 1) for s in a.set))
+recipe, store = open_run(a.recipe, a.run, dict(s.split("=", 1) for s in a.set))
 world = task_data.load_world(recipe)
 m0, tok, info = tw.get_m0(recipe, store, world)
 cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft", **({"learning_rate": a.lr} if a.lr else {}),
