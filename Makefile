@@ -7,9 +7,11 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Extra pip arguments for torch only, e.g. a CPU wheel index on machines without a local torch wheel.
 TORCH_PIP_ARGS ?=
-NAME   ?= demo
-# The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2-short.yaml (world v2-short).
+# The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2-short.yaml (world v2-short);
+# another recipe than the default tags the run names (runs/reproduce-rs-tiny-v2-short-seed0, ...), so the two never mix.
 RECIPE ?= recipes/tiny-v2.yaml
+RECIPE_TAG = $(if $(filter recipes/tiny-v2.yaml,$(RECIPE)),,-$(notdir $(basename $(RECIPE))))
+NAME   ?= demo$(RECIPE_TAG)
 STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
@@ -53,7 +55,7 @@ demo-v1: $(STAMP) nbstrip
 # diagnose). With diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
 # (2026-11-30; 10-13 min before); both temperatures take about twice that.
 diagnose: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe $(RECIPE) --name diagnose --set diagnose.n_math=500 \
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe $(RECIPE) --name diagnose$(RECIPE_TAG) --set diagnose.n_math=500 \
 		--set diagnose.n_bios=60 --set diagnose.k=16 --set 'diagnose.temperatures=[1.0,0.7]'
 
 test: $(STAMP) nbstrip
@@ -63,7 +65,7 @@ test: $(STAMP) nbstrip
 # run.seed=0,1,2 (DPO's data-order seed stays the recipe's): the search, one DPO round with its ablations and the two
 # positive controls (gold SFT, gold DPO; on test), RLRF M0 -> M1 -> M2, and the benchmarks on test; then collated over
 # the seeds as mean and Student-t 95% interval. 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30).
-REPRODUCE_NAME ?= reproduce
+REPRODUCE_NAME ?= reproduce$(RECIPE_TAG)
 reproduce: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
 		--stages 02 03 04 05 -p export_figures=false --grid run.seed=0,1,2
@@ -90,7 +92,7 @@ reproduce-v1: $(STAMP) nbstrip
 # recipe's), evaluated on test, then collated; the table is in docs/experiments.md. Not timed as one command: the sweep runs the seeds one after another, about 45 min each on 2 idle cores
 # by its parts (two 1,000-prompt searches of about 15 min, two DPO rounds of about 5 min, notebook 05 2 min), so
 # about 2.2 h (docs/experiments.md). Notebook 02 searches round 1's 1,000 prompts; round 1 reads them from the store.
-REPRODUCE_1000_NAME ?= reproduce-1000
+REPRODUCE_1000_NAME ?= reproduce-1000$(RECIPE_TAG)
 reproduce-1000: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_1000_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
@@ -107,7 +109,7 @@ reproduce-1000: $(STAMP) nbstrip
 # after make install: 86 min 24 s (stop 48, 2026-12-02; seeds 29, 31 and 27 min: notebook 02 690-871 s, 04 815-913 s,
 # 05 58-99 s), on a machine about 1.3x slower than at stop 46, where its parts took about 22 min a seed; every number
 # equal to the README's.
-REPRODUCE_RS_NAME ?= reproduce-rs
+REPRODUCE_RS_NAME ?= reproduce-rs$(RECIPE_TAG)
 reproduce-rs: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_RS_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \
@@ -143,7 +145,7 @@ reproduce-rs-ablations: $(STAMP) nbstrip
 # was never trained to give, so it is not asked for. Not run: on 2 cores, with 32 requests in flight, a 500-prompt
 # search judged its samples at 3-4 a second (about 21 min) and its refinements at about 1 a second, and was stopped
 # with most refinements to come (docs/feedback_model.md); one seed's 2 x 1,000 prompts would take several hours.
-REPRODUCE_JUDGE_NAME ?= reproduce-judge
+REPRODUCE_JUDGE_NAME ?= reproduce-judge$(RECIPE_TAG)
 reproduce-judge: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_JUDGE_NAME) \
 		--stages 02 04 05 -p reflection.n_prompts=1000 -p rounds.prompts_per_round=1000 \

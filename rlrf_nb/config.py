@@ -747,7 +747,14 @@ class Recipe(types.SimpleNamespace):
             if section not in SECTIONS:
                 raise ConfigError(f"{source}: unknown section {section!r}{_suggest(section, SECTIONS)}")
             built[section] = _build_section(section, values, source)
-        return cls(**built)
+        recipe = cls(**built)
+        if recipe.m0.train_world:  # the training world must itself be a valid world section
+            try:
+                dataclasses.replace(recipe.world, **recipe.m0.train_world)
+            except (ConfigError, TypeError) as e:
+                raise ConfigError(f"{source}: m0.train_world {recipe.m0.train_world!r} gives no valid world: "
+                                  f"{e}") from e
+        return recipe
 
 
 def _suggest(word: object, choices: typing.Iterable[str]) -> str:

@@ -137,13 +137,16 @@ def math_sampling(examples: list, greedy: dict[str, str], samples: dict[str, lis
             maj = [majority_right(samples[ex.id][:k], ex, kind) for ex in exs]
             row[kind] = {"greedy": _rate_ci(g), "pass@1": _mean_ci([sum(x) / len(x) for x in s], seed),
                          f"pass@{k}": _rate_ci([any(x) for x in s]), f"maj@{k}": _rate_ci(maj)}
+            if gname == "all" and kind == "perfect":  # the headroom target, paired over problems
+                headroom = paired_test([float(x) for x in g], [float(any(x)) for x in s], seed=seed)
         out[gname] = row
     perm = derangement(len(examples), seed)
     chance = [any(math.is_correct(t, examples[perm[i]].answer) for t in samples[ex.id][:k])
               for i, ex in enumerate(examples)]
     chance1 = [sum(math.is_correct(t, examples[perm[i]].answer) for t in samples[ex.id][:k]) / k
                for i, ex in enumerate(examples)]
-    return {"by_steps": out, "chance": {f"pass@{k}": _rate_ci(chance), "pass@1": _mean_ci(chance1, seed)}}
+    return {"by_steps": out, "chance": {f"pass@{k}": _rate_ci(chance), "pass@1": _mean_ci(chance1, seed)},
+            "headroom": headroom}
 
 
 def refinement_items(examples: list, greedy: dict[str, str], judge, rubrics, kind: str) -> list[dict]:
@@ -524,6 +527,10 @@ def report_lines(d: dict) -> list[str]:
                 lines.append(f"  {group:<8} {'final answer' if kind == 'correct' else 'every step':<12} {cells}")
         lines.append(f"  chance (samples vs a shuffled problem's answer): pass@{k} {_fmt(res['chance'][f'pass@{k}'])}"
                      f"  pass@1 {_fmt(res['chance']['pass@1'])}")
+        if "headroom" in res:  # diagnoses written before stop 51 lack it
+            h = res["headroom"]
+            lines.append(f"  headroom (pass@{k} minus greedy, every step right, paired over problems): "
+                         f"{100 * h['diff']:+.1f} [{100 * h['ci_low']:+.1f}, {100 * h['ci_high']:+.1f}] points")
         r = d["reflection"][tag]
         lines.append(f"  greedy-wrong problems ({r['greedy_wrong']}) with >= 1 perfect of {m}: fresh samples "
                      f"{_fmt(r['fresh'])}, refinements from the critique {_fmt(r['critique'])}, from a scalar-only "

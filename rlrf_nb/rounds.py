@@ -33,10 +33,10 @@ from rlrf_nb.store import is_complete
 from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
 from rlrf_nb.training import (
-    dpo_diagnostics,
     has_training_data,
     release_memory,
     save_checkpoint,
+    stage_diagnostics,
     train_cached,
     train_stage,
 )
@@ -274,7 +274,7 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "judged": judged,
             "parse_failures": parse_failures,
             "history": out["history"], "probe": out.get("eval"),
-            "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
+            "diagnostics": stage_diagnostics(out)}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
     del model, ref_model, out
     release_memory()

@@ -333,6 +333,19 @@ def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
 
 
+def stage_diagnostics(out: dict) -> dict:
+    """Notes on a training stage's log for notebooks 03 and 04: :func:`dpo_diagnostics` for DPO; for RS-SFT
+    (``dpo.method: rs_sft``), which has no reference model and no preference margin, its training loss."""
+    if out["method"] == "dpo":
+        return dpo_diagnostics(out["history"], out.get("eval"))
+    losses = [h["loss"] for h in out["history"] if "loss" in h]
+    what = f"{out['method']}: supervised fine-tuning on the best candidate of each prompt (no reference, no margins)"
+    if not losses:
+        return {"notes": [f"{what}; no training loss was logged ({out.get('steps', 0)} steps)"]}
+    return {"notes": [f"{what}; training loss {losses[0]:.3f} -> {losses[-1]:.3f} over {out.get('steps', '?')} "
+                      f"steps ({len(losses)} logged)"]}
+
+
 def dpo_diagnostics(history: list[dict], probe: dict | None = None) -> dict:
     """What DPO's diagnostics say, in plain words: ``rewards/margins`` (beta x the policy-vs-reference log-ratio of
     chosen minus rejected), ``rewards/accuracies`` (share of positive margins), ``logps/chosen`` / ``logps/rejected``
@@ -468,7 +481,7 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
                 "preflight": {k: v for k, v in out.get("preflight", {}).items() if k != "decoded"},
                 "probe": out.get("eval"), "ref_cache": out.get("ref_cache"),
                 "placement": place.describe() if place is not None else None, "lora_merged": bool(cfg.lora),
-                "diagnostics": dpo_diagnostics(out["history"], out.get("eval")) if out["method"] == "dpo" else None}
+                "diagnostics": stage_diagnostics(out)}
         save_checkpoint(out["model"], tok, path, info)
         del model, ref, out
         release_memory()

@@ -41,6 +41,9 @@ def read(spec: str) -> dict:
     for lineno, r in enumerate(read_jsonl(path), start=1):
         if r["id"] not in problems:
             raise SystemExit(f"{path}:{lineno}: problem {r['id']!r} is not in {args.recipe}'s math test split")
+        if "gold" in r and r["gold"] != math.normalize_number(problems[r["id"]].answer):  # ids repeat across worlds
+            raise SystemExit(f"{path}:{lineno}: gold {r['gold']!r} is not {r['id']}'s answer in {args.recipe}: "
+                             "the run used another world (--recipe)")
         out[r["id"]] = r["response"]
     return out
 

@@ -26,7 +26,10 @@ from rlrf_nb.tiny_world import build_world
 
 
 def greedy_perfect(run: Path, policy: str, exs: dict) -> dict[str, float]:
-    rows = (json.loads(line) for line in (run / "eval" / policy / "gsm8k.jsonl").open())
+    rows = [json.loads(line) for line in (run / "eval" / policy / "gsm8k.jsonl").open()]
+    for r in rows:  # ids repeat across worlds (world v2 and v2-short): the gold answers tell them apart
+        if r["gold"] != math.normalize_number(exs[r["id"]].answer):
+            raise SystemExit(f"{run}: {r['id']}'s gold {r['gold']!r} differs from --recipe's world: another world")
     return {r["id"]: float(math.check_example(r["output"], exs[r["id"]]).perfect) for r in rows}
 
 

@@ -55,6 +55,8 @@ def test_math_sampling_pass_maj_and_chance():
     assert set(res["by_steps"]) == {"all", "2 steps", "3 steps"}
     # chance: m0's samples (answers 250, 240) against m1's gold 120 and m1's (120, 250) against m0's gold 240
     assert res["chance"]["pass@4"]["k"] == 0
+    # headroom, paired: m0 greedy wrong but a perfect sample (+1), m1 greedy perfect and so is a sample (0)
+    assert res["headroom"]["diff"] == pytest.approx(allp["pass@4"]["rate"] - allp["greedy"]["rate"]) == 0.5
 
 
 def test_refinement_vs_fresh_counts_only_greedy_wrong_problems():

@@ -229,3 +229,17 @@ def test_diagnostics_explain_a_falling_chosen_log_prob():
              "after": {f"eval_{k}": v for k, v in hist[2].items()}}
     p = dpo_diagnostics([], probe)
     assert p["chosen_logp_change"] == -8.0 and "probe" in p["source"] and p["rewards/margins"]["last"] == 0.9
+
+
+def test_stage_diagnostics_give_notes_for_rs_sft_too():
+    """Stop 51: notebook 03 with ``dpo.method: rs_sft`` crashed reading ``diagnostics["notes"]`` (None for RS-SFT).
+    Every method now has notes: DPO's reading, or RS-SFT's training loss."""
+    from rlrf_nb.training import stage_diagnostics
+
+    hist = [{"loss": 0.9, "step": 1}, {"loss": 0.4, "step": 2}, {"train_runtime": 1.0, "step": 2}]
+    d = stage_diagnostics({"method": "rs_sft", "history": hist, "steps": 2})
+    assert "rs_sft" in d["notes"][0] and "0.900 -> 0.400 over 2 steps" in d["notes"][0]
+    assert "no training loss" in stage_diagnostics({"method": "rs_sft", "history": [], "steps": 0})["notes"][0]
+    dpo = [{"loss": 0.7, "rewards/margins": m, "rewards/accuracies": 0.5, "logps/chosen": -7.0,
+            "logps/rejected": -9.0, "step": i} for i, m in enumerate((0.0, 0.5, 0.9), 1)]
+    assert stage_diagnostics({"method": "dpo", "history": dpo}) == dpo_diagnostics(dpo)

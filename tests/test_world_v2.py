@@ -294,6 +294,8 @@ def test_train_world_keys_m0_by_the_world_it_was_trained_on():
     assert m0_config_hash(short.world, dataclasses.replace(short.m0, train_world={})) != done["config_hash"]
     with pytest.raises(ConfigError, match="m0.train_world"):
         load_recipe(ROOT / "recipes/tiny-v2-short.yaml", {"m0.train_world": {"max_step": 4}})
+    with pytest.raises(ConfigError, match="m0.train_world.*gives no valid world.*max_steps"):
+        load_recipe(ROOT / "recipes/tiny-v2-short.yaml", {"m0.train_world": {"max_steps": 1}})
 
 
 def test_slip_draft_miscopies_the_sentence_and_computes_on_from_it():
