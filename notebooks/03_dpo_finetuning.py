@@ -117,7 +117,7 @@ plots.training_curves(hist, f"DPO on {len(pairs)} {recipe.pairs.policy} pairs (l
 # log-prob that falls far is the pattern that preceded an accuracy collapse in this kit's feasibility probe.
 
 # %%
-for note in (main["info"].get("diagnostics") or {}).get("notes", []):  # RS-SFT checkpoints cached before stop 51: none
+for note in main["info"]["diagnostics"]["notes"]:
     print("•", note)
 
 # %% [markdown]

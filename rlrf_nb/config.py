@@ -208,8 +208,6 @@ class M0Config:
               "m0.own_drafts", f"must be empty or [start, stop] with 0 <= start < stop, got {self.own_drafts!r}")
         check(not self.own_drafts or bool(self.draft_model or self.init_from), "m0.draft_model",
               "own_drafts needs a model to write them: set m0.draft_model or m0.init_from")
-        bad = sorted(set(self.train_world) - {f.name for f in dataclasses.fields(WorldConfig)})
-        check(not bad, "m0.train_world", f"names no field of the world section: {bad}")
         check(all(n >= 0 for n in self.math_steps_mix), "m0.math_steps_mix",
               f"must be counts >= 0, one per number of steps from world.min_steps, got {self.math_steps_mix!r}")
         check_at_least(self, "m0", ("vocab_size", "hidden_size", "intermediate_size", "num_layers",

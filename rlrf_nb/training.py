@@ -486,8 +486,12 @@ def train_cached(store, name: str, start_path, pool: list, pairs: list[dict], cf
         del model, ref, out
         release_memory()
     model, tok = models.load_policy(path, place=place)
-    return {"path": path, "model": model, "tokenizer": tok, "info": models.training_log(path), "cached": cached,
-            "trained": True}
+    info = models.training_log(path)
+    if info is not None and info.get("diagnostics") is None:  # RS-SFT, cached before stage_diagnostics (stop 51)
+        info["diagnostics"] = stage_diagnostics({"method": info.get("method", "rs_sft"),
+                                                 "history": info.get("history", []), "eval": info.get("probe"),
+                                                 "steps": info.get("steps")})
+    return {"path": path, "model": model, "tokenizer": tok, "info": info, "cached": cached, "trained": True}
 
 
 # ---------------------------------------------------------------------------------------------------------------
