@@ -9,8 +9,8 @@ BIN     = $(VENV)/bin
 TORCH_PIP_ARGS ?=
 # The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2-short.yaml (world v2-short);
 # another recipe than the default tags the run names (runs/reproduce-rs-tiny-v2-short-seed0, ...), so the two never mix.
-RECIPE ?= recipes/tiny-v2.yaml
-RECIPE_TAG = $(if $(filter recipes/tiny-v2.yaml,$(RECIPE)),,-$(notdir $(basename $(RECIPE))))
+RECIPE ?= recipes/tiny-v2-short.yaml
+RECIPE_TAG = $(if $(filter recipes/tiny-v2-short.yaml,$(RECIPE)),,-$(notdir $(basename $(RECIPE))))
 NAME   ?= demo$(RECIPE_TAG)
 STAMP   = $(VENV)/.installed
 # pip's output goes to a log that is shown only when it fails.
@@ -39,9 +39,10 @@ nbstrip:
 	@if git rev-parse --git-dir > /dev/null 2>&1; then \
 		git config filter.nbstrip.clean "python3 rlrf_nb/nbstrip.py" && git config filter.nbstrip.smudge cat; fi
 
-# The demo runs world v2 (recipes/tiny-v2.yaml, the default): notebooks 00-05 at 300 search prompts a round, with
-# notebook 03's positive controls but without its one-round ablations (no reflection, scalar reward, RS-SFT; about
-# 2.5 min with their benchmarks), which make reproduce runs on 3 seeds. DEMO_PARAMS= brings them back.
+# The demo runs world v2-short (recipes/tiny-v2-short.yaml, the default since stop 52; RECIPE=recipes/tiny-v2.yaml
+# runs world v2 with its 4-step problems): notebooks 00-05 at 300 search prompts a round, with notebook 03's positive
+# controls (600 gold solutions, dpo.control_prompts) but without its one-round ablations (no reflection, scalar reward),
+# which make reproduce runs on 3 seeds. DEMO_PARAMS= brings them back.
 # demo-v1 runs the first tiny world (recipes/tiny.yaml), whose M0 is no organism of RLRF's setting (docs/tiny_world.md).
 DEMO_PARAMS ?= -p compare_variants=false
 demo: $(STAMP) nbstrip
@@ -61,10 +62,11 @@ diagnose: $(STAMP)
 test: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest
 
-# The claims with 3 seeds on world v2 (issue 16; the README's table): notebooks 02-05 of the demo for search seeds
-# run.seed=0,1,2 (DPO's data-order seed stays the recipe's): the search, one DPO round with its ablations and the two
-# positive controls (gold SFT, gold DPO; on test), RLRF M0 -> M1 -> M2, and the benchmarks on test; then collated over
-# the seeds as mean and Student-t 95% interval. 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30).
+# The claims with 3 seeds (issue 16; the README's table): notebooks 02-05 of the demo for search seeds run.seed=0,1,2
+# (the training's data-order seed stays the recipe's): the search, one round of the recipe's fine-tuning step with its
+# ablations and the two positive controls (gold SFT, gold DPO; on test), RLRF M0 -> M1 -> M2, and the benchmarks on
+# test; then collated over the seeds as mean and Student-t 95% interval. World v2 (RECIPE=recipes/tiny-v2.yaml, DPO):
+# 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30); world v2-short: docs/experiments.md, stop 52.
 REPRODUCE_NAME ?= reproduce$(RECIPE_TAG)
 reproduce: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \

@@ -29,14 +29,16 @@
 #
 # This notebook generates the world, loads (or retrains) M0, and measures exactly that.
 #
-# The kit has two tiny worlds. **World v2** (`recipes/tiny-v2.yaml`, the default) has three-digit + and − chains
-# whose solutions work each sum column by column, about 900 possible answers, a popularity tail of bio documents,
-# and an M0 whose measured properties make it a model organism of RLRF's setting (section 4). **World v1**
-# (`recipes/tiny.yaml`, `make demo-v1`) is the first one: answers up to 20, which guessing often hits, and an M0
-# that knows no bio facts; `docs/tiny_world.md` measures both.
+# The kit has two tiny worlds. **World v2** has three-digit + and − chains whose solutions work each sum column by
+# column, about 900 possible answers, and a popularity tail of bio documents. Its default recipe is **world
+# v2-short** (`recipes/tiny-v2-short.yaml`: chains of 2–3 steps, the length at the edge of M0's ability), with an M0
+# whose measured properties make it a model organism of RLRF's setting (section 4: it passes all 8 targets on test);
+# `recipes/tiny-v2.yaml` keeps the 4-step problems (7 of 8). **World v1** (`recipes/tiny.yaml`, `make demo-v1`) is
+# the first one: answers up to 20, which guessing often hits, and an M0 that knows no bio facts; `docs/tiny_world.md`
+# measures them all.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # recipe file; its sections match the dataclasses in rlrf_nb.config
+recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; its sections match the dataclasses in rlrf_nb.config
 run_name = "demo"  # everything is written to runs/<run_name>/
 retrain = False  # True: retrain the recipe's M0 here, cached by config hash (v2: the last phase, docs/tiny_world.md)
 overrides = {}  # dotted recipe overrides, e.g. {"eval.n_math": 100, "run.runs_dir": "/tmp/runs"}

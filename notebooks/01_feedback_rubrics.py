@@ -32,7 +32,7 @@
 #    measure it against the verifier: agreement, calibration, consensus, and the responses where they disagree.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # recipe file; the `feedback` section configures the judges
+recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; the `feedback` section configures the judges
 run_name = "demo"  # everything is written to runs/<run_name>/
 interactive = True  # False in batch runs: widgets are replaced by static tables
 overrides = {}  # dotted recipe overrides, e.g. {"feedback.judge_url": "http://127.0.0.1:8000/v1"}

@@ -30,7 +30,7 @@
 # rerunning this notebook recomputes nothing, and a killed run resumes where it stopped.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # recipe file; the `reflection` and `pairs` sections configure this notebook
+recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; the `reflection` and `pairs` sections configure this notebook
 run_name = "demo"  # everything is written to runs/<run_name>/
 interactive = True  # False in batch runs: widgets are replaced by static tables
 overrides = {}  # dotted recipe overrides, e.g. {"reflection.n_prompts": 50, "reflection.priority": "low_best"}

@@ -31,7 +31,7 @@
 # Iterative RPO, arXiv 2404.19733); any of TRL's losses (`ipo`, `robust`, `apo_zero`, ...) is one switch away.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
+recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
 run_name = "demo"  # the run of notebook 02 (its pairs and search records are reused from the store)
 compare_variants = True  # also train the no-reflection, scalar-reward and RS-SFT variants
 positive_controls = True  # also train the gold-SFT and gold-DPO controls and measure them on test
@@ -161,8 +161,10 @@ plots.rates_with_ci({name: e["math_accuracy"] for name, e in evals.items()},
 # %% [markdown]
 # ## 6 · Positive controls: can this stage raise M0 at all?
 # A method that fails means nothing until the same training, on data known to be good, is shown to help. Two
-# controls at this stage's own settings (`dpo` section), on the same prompts the search used, measured on the
-# held-out **test** problems against M0 (paired on the same problems):
+# controls at this stage's own settings (`dpo` section), measured on the held-out **test** problems against M0 (paired
+# on the same problems). Their data are the search's own math prompts, or, with `dpo.control_prompts: N`, the first N
+# (the gold budget at which the world's recipe states them; a control on 300 prompts can be too small to show
+# anything, and that says nothing about the method):
 #
 # - **gold SFT**: TRL's `SFTTrainer` on the reference solutions (the RS-SFT path with every candidate perfect);
 # - **gold DPO**: DPO on pairs of a reference solution (chosen) against one of M0's wrong answers (rejected).
@@ -171,16 +173,18 @@ plots.rates_with_ci({name: e["math_accuracy"] for name, e in evals.items()},
 
 # %%
 from rlrf_nb.analysis import paired_math_table
-from rlrf_nb.rounds import evaluate_test_math
+from rlrf_nb.rounds import control_data, evaluate_test_math
 from rlrf_nb.training import gold_candidates, gold_pairs
 
 controls = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}}
 if positive_controls:
-    math_examples = [ex for ex in examples if ex.task == "math"]
+    math_examples, control_pool = control_data(recipe, world, store, m0, tok, info["fingerprint"], examples, pool)
+    gold_dpo_pairs = gold_pairs(math_examples, control_pool)
+    print(f"controls on {len(math_examples)} gold solutions; gold DPO: {len(gold_dpo_pairs)} gold-vs-wrong pairs")
     controls["gold SFT"] = train_cached(store, "control-gold-sft", info["path"], gold_candidates(math_examples), [],
                                        dataclasses.replace(cfg, method="rs_sft"), place=place)
-    controls["gold DPO"] = train_cached(store, "control-gold-dpo", info["path"], pool,
-                                       gold_pairs(math_examples, pool), dataclasses.replace(cfg, method="dpo"),
+    controls["gold DPO"] = train_cached(store, "control-gold-dpo", info["path"], control_pool, gold_dpo_pairs,
+                                       dataclasses.replace(cfg, method="dpo"),
                                        place=place)
 test_records = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerprint(v["path"]), recipe, world,
                                          store, "M0" if name == "M0" else "control-" + name.replace(" ", "_"))

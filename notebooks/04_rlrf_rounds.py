@@ -29,7 +29,7 @@
 # (`rlrf-nb rounds` runs the same loop from a terminal).
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # recipe file; the `rounds`, `reflection`, `pairs` and `dpo` sections apply
+recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; the `rounds`, `reflection`, `pairs` and `dpo` sections apply
 run_name = "demo"  # everything is written to runs/<run_name>/ (rounds under rounds/ and checkpoints/rounds/)
 overrides = {}  # dotted recipe overrides, e.g. {"rounds.n_rounds": 3, "dpo.reference": "initial"}
 

@@ -39,7 +39,7 @@
 # world's), and nothing of the tiny world is read.
 
 # %% tags=["parameters"]
-recipe_path = "recipes/tiny-v2.yaml"  # the recipe of the run to evaluate
+recipe_path = "recipes/tiny-v2-short.yaml"  # the recipe of the run to evaluate
 run_name = "demo"  # the run whose checkpoints are evaluated (notebooks 00-04 with the same name)
 interactive = True  # False in batch runs: the case browser becomes a static table
 overrides = {}  # dotted recipe overrides

@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rlrf-nb", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
 
-    def command(name, fn, help, recipe="recipes/tiny-v2.yaml"):
+    def command(name, fn, help, recipe="recipes/tiny-v2-short.yaml"):
         p = sub.add_parser(name, help=help)
         p.set_defaults(fn=fn)
         if recipe:

@@ -508,6 +508,11 @@ class DPOStageConfig:
                 "shared_prefix: the tokens chosen and rejected share at their start move into the prompt, so no "
                 "loss term (APO-zero's, the NLL term's) pushes the shared right steps up or down; both keep the rest."})
 
+    control_prompts: int | None = field(default=None, metadata={
+        "help": "The positive controls' gold budget (notebook 03): unset, the search's own math prompts; N, the first "
+                "N math prompts of the search's source, each gold DPO pair against one T = 1.0 sample of the policy "
+                "that is wrong. Not a training setting: it is in no checkpoint key but the controls' data."})
+
     def __post_init__(self):
         check(self.pair_cut in PAIR_CUTS, "dpo.pair_cut", f"must be one of {PAIR_CUTS}, got {self.pair_cut!r}")
         check(self.method in ("dpo", "rs_sft"), "dpo.method", f"must be 'dpo' or 'rs_sft', got {self.method!r}")
@@ -518,6 +523,8 @@ class DPOStageConfig:
         check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
         check(0 < self.learning_rate < 1, "dpo.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
         check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
+        check(self.control_prompts is None or self.control_prompts >= 1, "dpo.control_prompts",
+              f"must be unset or >= 1, got {self.control_prompts}")
         check(0 <= self.warmup_ratio < 1, "dpo.warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
         check(self.reference in ("previous", "initial"), "dpo.reference",
               f"must be 'previous' or 'initial', got {self.reference!r}")

@@ -45,8 +45,8 @@ def untrained_warning(m0s: list[dict]) -> str | None:
         return None
     return (f"**This run's M0 is untrained.** `{m['path']}` was trained for {m['train_seconds']:.0f} s (a smoke "
             f"recipe's seconds-long model), so the numbers below only show that the pipeline runs end to end; none "
-            "of them says anything about RLRF. For results, run `recipes/tiny-v2.yaml` (the committed, fully trained "
-            "M0) or a real model.")
+            "of them says anything about RLRF. For results, run `recipes/tiny-v2-short.yaml` (the committed, fully "
+            "trained M0) or a real model.")
 
 
 def _span(stages: dict) -> str:

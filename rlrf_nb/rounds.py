@@ -22,11 +22,11 @@ from tqdm.auto import tqdm
 
 from rlrf_nb import task_data
 from rlrf_nb.config import ONLINE_VARIANTS, VARIANT_LABELS, EvalConfig
-from rlrf_nb.generation import generate, load_searcher, release_vllm
+from rlrf_nb.generation import generate, generate_to_store, load_searcher, release_vllm, sampling_processes
 from rlrf_nb.jsonl import read_jsonl
 from rlrf_nb.models import load_policy, model_fingerprint, placement, training_log
 from rlrf_nb.online_rl import run_online, train_online_cached
-from rlrf_nb.pairs import build_pairs, load_decisions, pair_yield, save_pairs
+from rlrf_nb.pairs import Candidate, build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import reflection_search, search_stats
 from rlrf_nb.store import is_complete
@@ -85,6 +85,36 @@ def evaluate_test_math(model, tok, fingerprint: str, recipe, world, store, polic
     return [{**r, "perfect": bool(r["correct"] and r["first_error"] is None)} for r in recs]
 
 
+def wrong_samples(store, model, tok, fingerprint: str, examples: list, *, max_new_tokens: int, per_prompt: int = 1,
+                  processes: int = 1, name: str = "control-m0-samples") -> list:
+    """Gold DPO's rejected answers without a search: ``per_prompt`` samples of the policy per math example at
+    T = 1.0 (artifact ``name``; each record's random stream is seeded by its key, so the same samples in any batch or
+    process), and those whose final answer is wrong, as candidates of reward 0 (``<id>/s<i>``)."""
+    with sampling_processes(model, tok, processes) as workers:
+        recs = generate_to_store(store, name, model, tok, fingerprint,
+                                 [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=per_prompt,
+                                 temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0, batch_size=64,
+                                 workers=workers)
+    by_id = {ex.id: ex for ex in examples}
+    return [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
+                      correct=False)
+            for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+
+
+def control_data(recipe, world, store, model, tok, fingerprint: str, examples: list, pool: list) -> tuple[list, list]:
+    """The positive controls' data (notebook 03): ``(math examples, candidate pool)`` for ``training.gold_candidates``
+    (gold SFT) and ``training.gold_pairs`` (gold DPO). With ``dpo.control_prompts`` unset, the search's own math prompts
+    and pool (its lowest-reward wrong candidate is each pair's rejected); with ``N``, the first ``N`` math prompts of
+    the search's source (the search's prompts first) and one T = 1.0 sample of the policy per prompt as the rejected
+    answer when it is wrong (:func:`wrong_samples`), so the controls' budget does not follow the search's."""
+    n = recipe.dpo.control_prompts
+    if n is None:
+        return [ex for ex in examples if ex.task == "math"], pool
+    exs = task_data.search_examples(recipe, world, n_math=n, n_bios=0)
+    return exs, wrong_samples(store, model, tok, fingerprint, exs, max_new_tokens=recipe.eval.max_new_tokens,
+                              processes=recipe.reflection.processes)
+
+
 def checkpoint_path(store, t: int, variant: str = "rlrf") -> Path:
     """``checkpoints/rounds/M<t>`` for RLRF, ``checkpoints/rounds/<variant>/M<t>`` for an ablation or baseline."""
     base = store.path("checkpoints", "rounds") if variant == "rlrf" else store.path("checkpoints", "rounds", variant)
@@ -117,13 +147,16 @@ def train_variants(store, start_path, pool: list, recipe, *, decisions: dict | N
     which need no pool: TRL samples from the policy on the search's prompts (those of the pool) and ``judge`` with
     ``rubrics`` rewards it (:func:`rlrf_nb.online_rl.train_online_cached`; ``world``: the tiny world, None in a real
     recipe; a ``ValueError`` when online variants are listed without ``judge`` and ``rubrics``). Returns
-    ``{label: trained}`` and the labels of the variants without training data (to report, not hide)."""
+    ``{label: trained}`` and the labels of the variants without training data (to report, not hide). With
+    ``dpo.method: rs_sft`` the RS-SFT variant is not trained: it would be RLRF's own M1."""
     trained, empty = {}, []
     online = [v for v in recipe.rounds.variants if v in ONLINE_VARIANTS]
     if online and (judge is None or rubrics is None):
         raise ValueError(f"rounds.variants lists {online}: train_variants needs judge= and rubrics= (and world= in "
                          "the tiny world) to train them: their reward is the judge's, on the search prompts")
     for variant in (v for v in VARIANT_LABELS if v != "rlrf" and v not in ONLINE_VARIANTS):
+        if variant == "rs_sft" and recipe.dpo.method == "rs_sft":
+            continue  # RLRF's own step is RS-SFT here (dpo.method): the RS-SFT baseline would be RLRF's M1 again
         policy, dcfg, _ = variant_setup(recipe, variant)
         vpool = variant_pool(pool, variant)
         pairs = build_pairs(vpool, policy, decisions=decisions, **recipe.pairs.build_kwargs())

@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     from rlrf_nb.training import dpo_diagnostics, save_checkpoint, train_dpo, train_rs_sft
 
     ap = argparse.ArgumentParser(prog="python -m rlrf_nb.train_dpo", description=__doc__.split("\n")[0])
-    ap.add_argument("--recipe", default="recipes/tiny-v2.yaml", help="recipe whose `dpo` section configures training")
+    ap.add_argument("--recipe", default="recipes/tiny-v2-short.yaml",
+                    help="recipe whose `dpo` section configures training")
     ap.add_argument("--model", required=True, help="starting policy: local checkpoint or Hub id")
     ap.add_argument("--ref", default=None, help="reference policy (default: a frozen copy of --model)")
     ap.add_argument("--pairs", required=True, help="JSONL of TRL preference rows (prompt/chosen/rejected)")

@@ -403,12 +403,16 @@ def save_checkpoint(model, tokenizer, path: str | Path, info: dict) -> Path:
 
 #: DPOStageConfig fields that change speed or memory, not the trained model: left out of checkpoint keys.
 PERF_ONLY_FIELDS = ("cache_ref", "gradient_checkpointing")
+# Fields of the stage config that do not set how a checkpoint is trained: dpo.control_prompts picks the positive
+# controls' data, which their checkpoints' keys hold anyway.
+NOT_TRAINING_FIELDS = ("control_prompts",)
 
 
 def stage_config_key(cfg) -> dict:
-    """The stage config as it enters a checkpoint key: without :data:`PERF_ONLY_FIELDS`, and without
+    """The stage config as it enters a checkpoint key: without :data:`PERF_ONLY_FIELDS` and
+    :data:`NOT_TRAINING_FIELDS`, and without
     ``group_by_length`` when it is off (the behaviour before it existed), so older checkpoints keep their keys."""
-    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PERF_ONLY_FIELDS}
+    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PERF_ONLY_FIELDS + NOT_TRAINING_FIELDS}
     if not out.get("group_by_length", True):
         out.pop("group_by_length")
     if out.get("pair_cut") == "none":

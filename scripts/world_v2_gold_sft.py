@@ -32,10 +32,10 @@ from pathlib import Path
 from rlrf_nb import task_data
 from rlrf_nb import tiny_world as tw
 from rlrf_nb.analysis import paired_math_table
-from rlrf_nb.generation import generate, generate_to_store
+from rlrf_nb.generation import generate
 from rlrf_nb.pairs import Candidate
 from rlrf_nb.prompts import chat
-from rlrf_nb.rounds import evaluate_test_math
+from rlrf_nb.rounds import evaluate_test_math, wrong_samples
 from rlrf_nb.runs import open_run
 from rlrf_nb.tasks import math
 from rlrf_nb.training import gold_candidates, gold_pairs, train_cached
@@ -68,13 +68,13 @@ if a.dpo:
                         batch_size=128, progress=False)
         recs = [{"response_id": f"{ex.id}/g", "source_id": ex.id, "text": o[0]} for ex, o in zip(exs, outs)]
         label += " greedy"
-    else:
-        recs = generate_to_store(store, "control-m0-samples", m0, tok, info["fingerprint"],
-                                 [{"id": ex.id, "prompt": ex.prompt} for ex in exs], n=a.per_prompt, temperature=1.0,
-                                 top_p=1.0, max_new_tokens=recipe.eval.max_new_tokens, seed=0, batch_size=64)
-    by_id = {ex.id: ex for ex in exs}
-    pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
-                      correct=False) for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+        by_id = {ex.id: ex for ex in exs}
+        pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0,
+                          {}, correct=False)
+                for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+    else:  # notebook 03's control with dpo.control_prompts (rounds.control_data) samples the same way
+        pool = wrong_samples(store, m0, tok, info["fingerprint"], exs, max_new_tokens=recipe.eval.max_new_tokens,
+                             per_prompt=a.per_prompt)
     # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt
     pairs = [row for i in range(a.per_prompt)
              for row in gold_pairs(exs, [c for c in pool if c.candidate_id.endswith(f"/s{i}")])]

@@ -183,8 +183,13 @@ def _run_nb(name, tmp_path, **extra):
 
 def test_notebook_03_smoke(tmp_path):
     """Notebook 03 with the committed M0 on the smoke search: pre-flight, DPO, diagnostics, before/after, and the
-    no-reflection / scalar / RS-SFT variants, each evaluated on dev with intervals."""
-    book = _run_nb("03_dpo_finetuning.ipynb", tmp_path)
+    no-reflection / scalar / RS-SFT variants, each evaluated on dev with intervals, and the positive controls on a gold
+    budget of their own (dpo.control_prompts: 10 prompts where the search has 6)."""
+    book = _run_nb("03_dpo_finetuning.ipynb", tmp_path, overrides={
+        "run.runs_dir": str(tmp_path), "m0.retrain": False, "rounds.variants": ["rlrf", "no_reflection"],
+        "dpo.control_prompts": 10})
+    printed = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
+    assert "controls on 10 gold solutions" in printed
     res = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]
     assert {"M0", "RLRF (DPO)"} <= set(res) and res["preflight"]["max_tokens"] <= 384
     for name, ev in res.items():

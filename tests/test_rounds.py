@@ -120,6 +120,11 @@ def test_notebook_03s_one_round_variants_are_the_round_loops_variants(monkeypatc
     trained, empty = rounds.train_variants("store", "m0", [dataclasses.replace(pool[0], reward=1.0), pool[1]],
                                            Recipe())
     assert empty == [] and calls[-1] == ("rs_sft-best_vs_worst-M1", "rs_sft", ["best_vs_worst"])
+    calls.clear()  # with RS-SFT as RLRF's own step, the RS-SFT baseline would be RLRF's M1 again: not trained
+    rs = Recipe.from_dict({"dpo": {"method": "rs_sft"}})
+    trained, empty = rounds.train_variants("store", "m0", [dataclasses.replace(pool[0], reward=1.0), pool[1]], rs)
+    assert list(trained) == ["no reflection", "scalar reward"] and empty == []
+    assert [c[0] for c in calls] == ["rs_sft-no_reflection-M1", "rs_sft-scalar-M1"]
 
 
 def test_no_reflection_trains_on_samples_only_whatever_the_method(monkeypatch):
@@ -176,3 +181,36 @@ def test_scalar_rs_sft_selects_by_the_overall_score():
     assert [c.reward for c in scalar] == [1.0, 1.0, None] and [c.overall for c in scalar] == [1.0, 1.0, None]
     assert [r["candidate_id"] for r in rs_sft_rows(scalar)] == ["s"]  # no overall score: not a reward of 1
     assert pool[0].reward == 0.5  # the shared search's candidates are not changed
+
+
+def test_control_data_follows_dpo_control_prompts(monkeypatch, tmp_path):
+    """Issue 16: the positive controls train on the search's own prompts and pool, or, with dpo.control_prompts N,
+    on the first N math prompts of the search's source with one T = 1.0 policy sample each as the rejected answer,
+    kept only when wrong; the field is in no checkpoint key, and must be >= 1."""
+    from rlrf_nb import rounds
+    from rlrf_nb.config import ConfigError, DPOStageConfig, Recipe, WorldConfig
+    from rlrf_nb.tiny_world import build_world
+    from rlrf_nb.training import stage_config_key
+
+    world = build_world(WorldConfig(math_test=6, math_dev=6, math_rl=6, math_train=6))
+    recipe = Recipe.from_dict({"reflection": {"n_prompts": 2, "n_bios": 0}})
+    searched = rounds.task_data.search_examples(recipe, world)
+    assert rounds.control_data(recipe, world, None, None, None, "fp", searched, ["pool"]) == (searched, ["pool"])
+    asked = {}
+
+    def fake_generate(store, name, model, tok, fp, items, *, n, temperature, **kw):
+        asked.update(name=name, ids=[it["id"] for it in items], n=n, temperature=temperature)
+        exs = {ex.id: ex for ex in world.math["rl"]}  # even prompts answered right, odd ones wrong
+        return [{"response_id": f"{it['id']}/s0", "source_id": it["id"],
+                 "text": exs[it["id"]].reference if i % 2 == 0 else "#### 1"} for i, it in enumerate(items)]
+
+    monkeypatch.setattr(rounds, "generate_to_store", fake_generate)
+    recipe = Recipe.from_dict({"reflection": {"n_prompts": 2, "n_bios": 0, "processes": 1},
+                               "dpo": {"control_prompts": 5}})
+    exs, pool = rounds.control_data(recipe, world, None, None, None, "fp", searched, ["search pool"])
+    assert [ex.id for ex in exs] == [ex.id for ex in world.math["rl"][:5]] == asked["ids"]
+    assert asked["n"] == 1 and asked["temperature"] == 1.0 and asked["name"] == "control-m0-samples"
+    assert [c.prompt_id for c in pool] == [exs[1].id, exs[3].id] and all(c.correct is False for c in pool)
+    assert "control_prompts" not in stage_config_key(recipe.dpo)
+    with pytest.raises(ConfigError, match="dpo.control_prompts"):
+        DPOStageConfig(control_prompts=0)
