@@ -7,8 +7,9 @@ VENV   ?= .venv
 BIN     = $(VENV)/bin
 # Extra pip arguments for torch only, e.g. a CPU wheel index on machines without a local torch wheel.
 TORCH_PIP_ARGS ?=
-# The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2-short.yaml (world v2-short);
-# another recipe than the default tags the run names (runs/reproduce-rs-tiny-v2-short-seed0, ...), so the two never mix.
+# The recipe of demo, diagnose and the reproduce targets, e.g. RECIPE=recipes/tiny-v2.yaml (world v2, with 4-step problems);
+# another recipe than the default tags the run names (runs/reproduce-rs-tiny-v2-seed0, ...), so the two never mix (and
+# a finished round trained under another recipe is refused: rounds.round_inputs).
 RECIPE ?= recipes/tiny-v2-short.yaml
 RECIPE_TAG = $(if $(filter recipes/tiny-v2-short.yaml,$(RECIPE)),,-$(notdir $(basename $(RECIPE))))
 NAME   ?= demo$(RECIPE_TAG)
@@ -51,7 +52,7 @@ demo: $(STAMP) nbstrip
 demo-v1: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb demo --recipe recipes/tiny.yaml --name $(NAME)-v1
 
-# The organism's properties in full (issue 16's targets are stated on this): M0 v2 on the 500 test problems, 16
+# The organism's properties in full (issue 16's targets are stated on this): the recipe's M0 on the 500 test problems, 16
 # samples at T 1.0 and 0.7, 5 refinements, 60 bios. Notebook 00 in the demo runs a reduced version (recipe section
 # diagnose). With diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
 # (2026-11-30; 10-13 min before); both temperatures take about twice that.
@@ -89,7 +90,8 @@ reproduce-v1: $(STAMP) nbstrip
 		--metric 'benchmarks.claims.*.diff' \
 		--metric 'benchmarks.comparison.*_diff' --metric 'benchmarks.comparison.*.generated_tokens'
 
-# World v2's claims at 1,000 prompts a round (issue 16): RLRF M0 -> M2 on recipes/tiny-v2.yaml (2 rounds x 1,000
+# World v2's claims at 1,000 prompts a round (issue 16): RLRF M0 -> M2 with `make reproduce-1000 RECIPE=recipes/tiny-v2.yaml`
+# (DPO; on the default recipe, whose step is RS-SFT, this is reproduce-rs's loop) (2 rounds x 1,000
 # prompts + 50 bios, where the demo has 300 + 20) for search seeds run.seed=0,1,2 (DPO's data-order seed stays the
 # recipe's), evaluated on test, then collated; the table is in docs/experiments.md. Not timed as one command: the sweep runs the seeds one after another, about 45 min each on 2 idle cores
 # by its parts (two 1,000-prompt searches of about 15 min, two DPO rounds of about 5 min, notebook 05 2 min), so

@@ -110,7 +110,8 @@ print("\n--- target ---\n" + demo_item["messages"][1]["content"])
 # ## 2 · M0
 # A small Llama (`LlamaForCausalLM`) with a BPE tokenizer trained on the world (digits split one per token)
 # and a chat template, saved with `save_pretrained`. With `retrain=False` the recipe's committed M0 (`m0.pretrained`:
-# `data/tiny_world_v2/m0/` in world v2, `data/tiny_world/m0/` in world v1) is loaded exactly as a Hub model would be
+# `data/tiny_world_v2/m0-phase7b/` in world v2-short, `m0/` in world v2, `data/tiny_world/m0/` in world v1) is loaded
+# exactly as a Hub model would be
 # (`AutoModelForCausalLM.from_pretrained`).
 
 # %%
