@@ -22,10 +22,13 @@
 #
 # | variant | what changes |
 # |---|---|
-# | **RLRF (DPO)** | `pairs.policy` (default best-vs-worst over samples *and* refinements), `dpo.method: dpo` |
+# | **RLRF** | `pairs.policy` (default best-vs-worst over samples *and* refinements), `dpo.method: dpo` or `rs_sft` |
 # | no reflection | `pairs.policy: no_reflection`: pairs from the samples only |
 # | scalar reward | `pairs.policy: scalar`: candidates ranked by one overall score instead of per-aspect feedback |
 # | RS-SFT | `dpo.method: rs_sft`: TRL's `SFTTrainer` on the best candidate per prompt (rejection sampling) |
+#
+# The default world (`recipes/tiny-v2-short.yaml`) fine-tunes RLRF's search with RS-SFT, since DPO at this scale does
+# not raise its M0; the RS-SFT variant is then RLRF's own round and is not trained twice.
 #
 # The loss is `dpo.loss_type` (default `["sigmoid", "sft"]`: DPO plus an NLL term on the chosen response, as in
 # Iterative RPO, arXiv 2404.19733); any of TRL's losses (`ipo`, `robust`, `apo_zero`, ...) is one switch away.
@@ -33,7 +36,7 @@
 # %% tags=["parameters"]
 recipe_path = "recipes/tiny-v2-short.yaml"  # recipe file; the `dpo` and `pairs` sections configure this notebook
 run_name = "demo"  # the run of notebook 02 (its pairs and search records are reused from the store)
-compare_variants = True  # also train the no-reflection, scalar-reward and RS-SFT variants
+compare_variants = True  # also train the no-reflection, scalar-reward and (under DPO) RS-SFT variants
 positive_controls = True  # also train the gold-SFT and gold-DPO controls and measure them on test
 overrides = {}  # dotted recipe overrides, e.g. {"dpo.learning_rate": 1e-5, "dpo.loss_type": ["ipo"]}
 
@@ -97,7 +100,7 @@ report = preflight(pairs, tok, cfg.max_length)
 print(describe_preflight(report))
 
 # %% [markdown]
-# ## 3 · Train M1 with DPO
+# ## 3 · Train M1 (DPO, or RS-SFT with `dpo.method: rs_sft`)
 # The reference model is explicit: a frozen copy of M0 (`dpo.reference`; with `dpo.lora` the adapter-disabled
 # base, merged into the saved checkpoint after training, with `dpo.precompute_ref` log-probs computed once).
 # Precision follows the device (`run.device`, `run.dtype`): fp32 on CPU, bf16 on a GPU that has it. The checkpoint
@@ -108,7 +111,9 @@ main = train_cached(store, "dpo-M1", info["path"], pool, pairs, cfg, place=place
 hist = main["info"]["history"]
 print(f"{'loaded cached' if main['cached'] else 'trained' if main['trained'] else 'not trained, M1 is'} "
       f"{main['path'].name}: {main['info']['steps']} steps, {main['info']['train_seconds']:.0f} s of training")
-plots.training_curves(hist, f"DPO on {len(pairs)} {recipe.pairs.policy} pairs (loss {cfg.loss_type})").show()
+plots.training_curves(hist, f"DPO on {len(pairs)} {recipe.pairs.policy} pairs (loss {cfg.loss_type})"
+                      if cfg.method == "dpo" else f"RS-SFT on the best candidate of each of {len(examples)} prompts"
+                      ).show()
 
 # %% [markdown]
 # **Reading the diagnostics.** `rewards/margins` is β times how much more the policy (relative to the reference)
@@ -136,7 +141,8 @@ pd.DataFrame(before_after({"M0": (m0, tok), "M1": (main["model"], main["tokenize
 # precision (FactScore-style), with 95% intervals. Differences inside the intervals are not evidence either way.
 
 # %%
-variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok}, "RLRF (DPO)": main}
+variants = {"M0": {"path": info["path"], "model": m0, "tokenizer": tok},
+            "RLRF (DPO)" if cfg.method == "dpo" else "RLRF (RS-SFT)": main}
 if compare_variants:  # the variants of rounds.variant_setup, as notebook 04 runs them round after round
     trained, empty = train_variants(store, info["path"], pool, recipe, decisions=decisions, place=place, judge=judge,
                                     rubrics=rubrics, world=world)
@@ -201,4 +207,7 @@ display(Markdown(readings.positive_controls(control_table.to_dict(orient="record
 _ = store.update_results({"dpo": {name: {k: v for k, v in e.items()} for name, e in evals.items()}
                           | {"diagnostics": main["info"]["diagnostics"], "preflight": {k: v for k, v in report.items()
                                                                                      if k != "decoded"},
-                             "positive_controls": control_table.to_dict(orient="records")}})
+                             "positive_controls": control_table.to_dict(orient="records"),
+                             "positive_controls_data": {"gold_solutions": len(math_examples),
+                                                        "gold_dpo_pairs": len(gold_dpo_pairs)}
+                             if positive_controls else None}})

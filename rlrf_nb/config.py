@@ -759,6 +759,9 @@ class Recipe(types.SimpleNamespace):
             except (ConfigError, TypeError) as e:
                 raise ConfigError(f"{source}: m0.train_world {recipe.m0.train_world!r} gives no valid world: "
                                   f"{e}") from e
+        if "rs_sft" in recipe.rounds.variants and recipe.dpo.method == "rs_sft":
+            raise ConfigError(f"{source}: rounds.variants lists rs_sft, but dpo.method is rs_sft: RLRF's own step is "
+                              "RS-SFT, so that baseline would be RLRF's rounds again; drop it from rounds.variants")
         return recipe
 
 

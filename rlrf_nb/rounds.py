@@ -29,13 +29,14 @@ from rlrf_nb.online_rl import run_online, train_online_cached
 from rlrf_nb.pairs import Candidate, build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import reflection_search, search_stats
-from rlrf_nb.store import is_complete
+from rlrf_nb.store import content_key, is_complete
 from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
 from rlrf_nb.training import (
     has_training_data,
     release_memory,
     save_checkpoint,
+    stage_config_key,
     stage_diagnostics,
     train_cached,
     train_stage,
@@ -95,10 +96,9 @@ def wrong_samples(store, model, tok, fingerprint: str, examples: list, *, max_ne
                                  [{"id": ex.id, "prompt": ex.prompt} for ex in examples], n=per_prompt,
                                  temperature=1.0, top_p=1.0, max_new_tokens=max_new_tokens, seed=0, batch_size=64,
                                  workers=workers)
-    by_id = {ex.id: ex for ex in examples}
-    return [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0, {},
-                      correct=False)
-            for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+    asked = [(ex, i) for ex in examples for i in range(per_prompt)]  # the records come back in this order
+    return [Candidate(f"{ex.id}/s{i}", ex.id, ex.prompt, r["text"], "sample", 0.0, {}, correct=False)
+            for (ex, i), r in zip(asked, recs, strict=True) if not math.check_example(r["text"], ex).correct]
 
 
 def control_data(recipe, world, store, model, tok, fingerprint: str, examples: list, pool: list) -> tuple[list, list]:
@@ -110,7 +110,13 @@ def control_data(recipe, world, store, model, tok, fingerprint: str, examples: l
     n = recipe.dpo.control_prompts
     if n is None:
         return [ex for ex in examples if ex.task == "math"], pool
-    exs = task_data.search_examples(recipe, world, n_math=n, n_bios=0)
+    try:
+        exs = task_data.search_examples(recipe, world, n_math=n, n_bios=0)
+    except ValueError as e:  # too few prompts: the message names the search's fields, but this is the controls'
+        if not str(e).startswith("need math prompts"):
+            raise
+        raise ValueError(f"dpo.control_prompts = {n}: {str(e).split(': lower')[0]}; lower dpo.control_prompts") \
+            from None
     return exs, wrong_samples(store, model, tok, fingerprint, exs, max_new_tokens=recipe.eval.max_new_tokens,
                               processes=recipe.reflection.processes)
 
@@ -218,11 +224,13 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
         for t in range(1, rcfg.n_rounds + 1):
             bar.set_postfix_str(f"{VARIANT_LABELS[variant]} M{t}")
             ckpt = checkpoint_path(store, t, variant)
+            inputs = round_inputs(recipe, t, variant, paths[0])
             if is_complete(ckpt):
+                check_round_inputs(ckpt, inputs)
                 info = training_log(ckpt)
                 log.info(f"{label}round {t}: M{t} already trained, loading {ckpt}")
             else:
-                info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, variant)
+                info = _train_round(recipe, store, world, judge, rubrics, t, paths, decisions, variant, inputs)
             paths[t] = str(ckpt)
             model, tok = load_policy(ckpt, place=place)
             pid = f"M{t}" if variant == "rlrf" else f"{variant}/M{t}"
@@ -245,10 +253,51 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
     return all_rows["rlrf"]
 
 
+#: The judge's settings that decide its judgements (the others are notebook 01's sample sizes or HTTP transport).
+JUDGE_FIELDS = ("judge", "judge_model", "max_repairs", "max_new_tokens", "consensus_k", "weights")
+
+
+def round_inputs(recipe, t: int, variant: str, m0_path: str) -> dict[str, str]:
+    """What determines round ``t``'s checkpoint of ``variant``, one content key per part: M0's weights, the world, the
+    judge (:data:`JUDGE_FIELDS`), the search (``reflection`` but its batch size and processes), the pair policy, the
+    training step (``dpo`` as it enters checkpoint keys, or ``online_rl``), the round's prompts and the search seed.
+    Stored in the checkpoint's training log, so a rerun that finds a finished round trained under other inputs
+    (another world or recipe under the same run name) refuses it, naming the parts, instead of serving it as this
+    recipe's. Review decisions are not in it: a rerun keeps a finished round whatever was decided since."""
+    policy, dcfg, refl = (None, None, None) if variant in ONLINE_VARIANTS else variant_setup(recipe, variant)
+    rcfg = recipe.rounds
+    parts = {
+        "m0": model_fingerprint(m0_path),
+        "world": dataclasses.asdict(recipe.world),
+        "feedback": {k: getattr(recipe.feedback, k) for k in JUDGE_FIELDS},
+        "reflection": {k: v for k, v in dataclasses.asdict(refl or recipe.reflection).items()
+                       if k not in ("processes", "batch_size")},
+        "pairs": [policy, recipe.pairs.build_kwargs()],
+        "training": (dataclasses.asdict(recipe.online_rl) if variant in ONLINE_VARIANTS
+                     else stage_config_key(dcfg)),
+        "rounds": {"t": t, "variant": variant, "seed": recipe.run.seed, "prompts": rcfg.prompts_per_round,
+                   "bios": rcfg.bios_per_round, "start_from": rcfg.start_from, "carry_over": rcfg.carry_over},
+    }
+    return {k: content_key(v) for k, v in parts.items()}
+
+
+def check_round_inputs(ckpt: Path, inputs: dict[str, str]) -> None:
+    """Raise ``ValueError`` when the finished checkpoint ``ckpt`` was trained under other :func:`round_inputs`,
+    naming the parts that differ; a checkpoint from before the inputs were recorded is used, with a warning."""
+    stored = (training_log(ckpt) or {}).get("inputs")
+    if stored is None:
+        log.warning(f"{ckpt} records no inputs (trained before they were kept): used as it is")
+        return
+    differ = [k for k in inputs if stored.get(k) != inputs[k]]
+    if differ:
+        raise ValueError(f"{ckpt} was trained under other inputs ({', '.join(differ)} differ from this recipe's): "
+                         "it is not this run's round. Use another run name (run.name) or delete that directory")
+
+
 def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, decisions: dict,
-                 variant: str = "rlrf") -> dict:
+                 variant: str = "rlrf", inputs: dict | None = None) -> dict:
     if variant in ONLINE_VARIANTS:
-        return _train_online_round(recipe, store, world, judge, rubrics, t, paths, variant)
+        return _train_online_round(recipe, store, world, judge, rubrics, t, paths, variant, inputs)
     rcfg = recipe.rounds
     policy, dcfg, refl = variant_setup(recipe, variant)
     label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
@@ -307,14 +356,15 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
             "judged": judged,
             "parse_failures": parse_failures,
             "history": out["history"], "probe": out.get("eval"),
-            "diagnostics": stage_diagnostics(out)}
+            "diagnostics": stage_diagnostics(out), "inputs": inputs}
     save_checkpoint(out["model"], tok, checkpoint_path(store, t, variant), info)
     del model, ref_model, out
     release_memory()
     return info
 
 
-def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dict, variant: str) -> dict:
+def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dict, variant: str,
+                        inputs: dict | None = None) -> dict:
     """Round ``t`` of an online variant: GRPO or RLOO (:func:`rlrf_nb.online_rl.run_online`) on the round's fresh
     prompts (:func:`round_prompts`, the ones RLRF searches), from ``rounds.start_from``'s policy, rewarded by the
     judge; no search and no pairs. Its compute is what TRL generated and the judge scored during training."""
@@ -326,7 +376,7 @@ def _train_online_round(recipe, store, world, judge, rubrics, t: int, paths: dic
     out = run_online(start, examples, judge, rubrics, recipe, variant, store.path("trainer_tmp", f"{variant}-r{t}"),
                      seed=recipe.run.seed + t, place=placement(recipe.run))
     info = {"round": t, "variant": variant, **out["info"], "carry_over": False, "pairs": 0, "pairs_this_round": 0,
-            "search_seconds": 0.0, "round_seconds": round(time.monotonic() - t0, 1)}
+            "search_seconds": 0.0, "round_seconds": round(time.monotonic() - t0, 1), "inputs": inputs}
     save_checkpoint(out["model"], out["tokenizer"], checkpoint_path(store, t, variant), info)
     del out
     release_memory()

@@ -2,7 +2,8 @@
 """Issue 16, world v2: the gold-SFT (and, with ``--dpo``, gold-DPO) positive control at a larger gold budget,
 without a search.
 
-Notebook 03's control trains on the reference solutions of the search's prompts (200 in the demo). This trains
+Notebook 03's control trains on the reference solutions of the search's prompts, or of the first
+``dpo.control_prompts`` (600 in the default recipe, sampled as here: ``rounds.control_data``). This trains
 the same control (``training.gold_candidates`` through the RS-SFT path, the recipe's ``dpo`` settings unless
 overridden) on the first ``--n`` prompts of the world's rl split, and scores it on the test problems against M0,
 paired (``analysis.paired_math_table``), with the same records notebook 03 writes (``eval/control-*``). ``--dpo``
@@ -42,7 +43,7 @@ from rlrf_nb.training import gold_candidates, gold_pairs, train_cached
 
 p = argparse.ArgumentParser()
 p.add_argument("--run", required=True)
-p.add_argument("--recipe", default="recipes/tiny-v2.yaml", help="e.g. recipes/tiny-v2-short.yaml (world v2-short)")
+p.add_argument("--recipe", default="recipes/tiny-v2-short.yaml", help="recipes/tiny-v2.yaml: world v2")
 p.add_argument("--n", type=int, default=2000)
 p.add_argument("--lr", type=float, default=None)
 p.add_argument("--epochs", type=float, default=None)
@@ -60,6 +61,8 @@ m0, tok, info = tw.get_m0(recipe, store, world)
 cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft", **({"learning_rate": a.lr} if a.lr else {}),
                           **({"epochs": a.epochs} if a.epochs else {}))
 t0 = time.time()
+if a.n > len(world.math["rl"]):
+    p.error(f"--n {a.n}: the world's rl split has {len(world.math['rl'])} math prompts")
 exs = world.math["rl"][: a.n]
 label = f"gold {'DPO' if a.dpo else 'SFT'} n{a.n}"
 if a.dpo:
@@ -74,10 +77,12 @@ if a.dpo:
                 for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
     else:  # notebook 03's control with dpo.control_prompts (rounds.control_data) samples the same way
         pool = wrong_samples(store, m0, tok, info["fingerprint"], exs, max_new_tokens=recipe.eval.max_new_tokens,
-                             per_prompt=a.per_prompt)
-    # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt
-    pairs = [row for i in range(a.per_prompt)
-             for row in gold_pairs(exs, [c for c in pool if c.candidate_id.endswith(f"/s{i}")])]
+                             per_prompt=a.per_prompt, processes=recipe.reflection.processes)
+    # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt (the greedy
+    # pool has one answer per prompt)
+    pairs = gold_pairs(exs, pool) if a.rejected == "greedy" else \
+        [row for i in range(a.per_prompt) for row in gold_pairs(exs, [c for c in pool
+                                                                      if c.candidate_id.endswith(f"/s{i}")])]
     if a.per_prompt > 1:
         label += f" x{a.per_prompt}"
     print(f"{len(pairs)} gold-vs-wrong pairs from {len(exs)} prompts")

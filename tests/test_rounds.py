@@ -214,3 +214,57 @@ def test_control_data_follows_dpo_control_prompts(monkeypatch, tmp_path):
     assert "control_prompts" not in stage_config_key(recipe.dpo)
     with pytest.raises(ConfigError, match="dpo.control_prompts"):
         DPOStageConfig(control_prompts=0)
+
+
+def test_a_finished_round_trained_under_other_inputs_is_refused(tmp_path, caplog):
+    """A round checkpoint records what determined it (rounds.round_inputs); a rerun under the same run name with
+    another world or training step refuses it, naming the parts, instead of serving it as this recipe's round. A
+    checkpoint from before the inputs were kept is used with a warning; perf-only settings change nothing."""
+    import json as _json
+
+    from rlrf_nb import rounds
+    from rlrf_nb.config import ConfigError, load_recipe
+
+    m0 = str(ROOT / "data/tiny_world/m0")
+    recipe = load_recipe(ROOT / "recipes/tiny-smoke.yaml")
+    inputs = rounds.round_inputs(recipe, 1, "rlrf", m0)
+    ckpt = tmp_path / "M1"
+    ckpt.mkdir()
+    (ckpt / "training_log.json").write_text(_json.dumps({"inputs": inputs}))
+    rounds.check_round_inputs(ckpt, inputs)  # the same recipe: used
+    faster = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"reflection.processes": 2, "reflection.batch_size": 7})
+    assert rounds.round_inputs(faster, 1, "rlrf", m0) == inputs
+    other = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"world.max_steps": 3, "dpo.learning_rate": 1e-3})
+    with pytest.raises(ValueError, match=r"M1 was trained under other inputs \(world, training differ"):
+        rounds.check_round_inputs(ckpt, rounds.round_inputs(other, 1, "rlrf", m0))
+    assert rounds.round_inputs(recipe, 2, "rlrf", m0)["rounds"] != inputs["rounds"]
+    (ckpt / "training_log.json").write_text(_json.dumps({"round": 1}))
+    with caplog.at_level("WARNING"):
+        rounds.check_round_inputs(ckpt, inputs)
+    assert "records no inputs" in caplog.text
+    with pytest.raises(ConfigError, match="rounds.variants lists rs_sft, but dpo.method is rs_sft"):
+        load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"dpo.method": "rs_sft", "rounds.variants": ["rlrf", "rs_sft"]})
+
+
+def test_control_prompts_beyond_the_source_name_the_field():
+    from rlrf_nb import rounds
+    from rlrf_nb.config import Recipe, WorldConfig
+    from rlrf_nb.tiny_world import build_world
+
+    world = build_world(WorldConfig(math_test=6, math_dev=6, math_rl=6, math_train=6))
+    recipe = Recipe.from_dict({"reflection": {"n_prompts": 2, "n_bios": 0}, "dpo": {"control_prompts": 9}})
+    with pytest.raises(ValueError, match=r"dpo.control_prompts = 9: need math prompts 0..9 but .* has 6; lower "
+                                         r"dpo.control_prompts"):
+        rounds.control_data(recipe, world, None, None, None, "fp", [], [])
+
+
+def test_notebook_03s_checkpoints_get_their_variants_names():
+    """With dpo.method rs_sft notebook 03's ablations are rs_sft-no_reflection-M1-... and rs_sft-scalar-M1-...:
+    notebook 05 names them as the ablations, not as the RS baseline."""
+    from rlrf_nb.evals.suite import variant_name
+
+    assert variant_name("dpo-M1-ab12") == "RLRF 1 round"
+    assert variant_name("rs_sft-no_reflection-M1-ab12") == variant_name("dpo-no_reflection-M1-x") == "no reflection"
+    assert variant_name("rs_sft-scalar-M1-ab12") == "scalar reward"
+    assert variant_name("rs_sft-best_vs_worst-M1-ab12") == "RS baseline"
+    assert variant_name("control-gold-sft-ab12") is None

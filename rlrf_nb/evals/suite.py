@@ -22,10 +22,20 @@ from rlrf_nb.store import is_complete
 
 log = logging.getLogger(__name__)
 
-# notebook 03's checkpoint name prefixes -> the names the paper's table uses
+# notebook 03's checkpoint name prefixes -> the names the paper's table uses; a checkpoint takes its longest matching
+# prefix (with dpo.method rs_sft the ablations are rs_sft-no_reflection-M1-... and rs_sft-scalar-M1-..., not the RS
+# baseline, rs_sft-<pair policy>-M1-...)
 VARIANTS = {"dpo-M1-": "RLRF 1 round", "dpo-no_reflection-M1-": "no reflection", "dpo-scalar-M1-": "scalar reward",
+            "rs_sft-no_reflection-M1-": "no reflection", "rs_sft-scalar-M1-": "scalar reward",
             "rs_sft-": "RS baseline", "grpo-M1-": "GRPO 1 round", "rloo-M1-": "RLOO 1 round",
             "grpo_reflect-M1-": "GRPO + reflection 1 round"}
+
+
+def variant_name(checkpoint: str) -> str | None:
+    """The table name of notebook 03's checkpoint directory ``checkpoint`` (its longest :data:`VARIANTS` prefix), or
+    None for another checkpoint (a control, an M0)."""
+    prefix = max((p for p in VARIANTS if checkpoint.startswith(p)), key=len, default=None)
+    return None if prefix is None else VARIANTS[prefix]
 
 
 def _round_dirs(directory: Path) -> list[Path]:
@@ -50,9 +60,10 @@ def discover_policies(store, m0_path: str) -> dict[str, str]:
         for d in _round_dirs(rounds / variant)[-1:]:
             out[f"{label} {d.name}"] = str(d)
     ckpts = store.path("checkpoints")
-    for prefix, name in VARIANTS.items():
-        found = sorted((d for d in ckpts.glob(f"{prefix}*") if is_complete(d)),
-                       key=lambda d: (d / "COMPLETE.json").stat().st_mtime) if ckpts.is_dir() else []
+    done = [d for d in ckpts.iterdir() if variant_name(d.name) and is_complete(d)] if ckpts.is_dir() else []
+    for name in dict.fromkeys(VARIANTS.values()):
+        found = sorted((d for d in done if variant_name(d.name) == name),
+                       key=lambda d: (d / "COMPLETE.json").stat().st_mtime)
         if len(found) > 1:
             log.info("%d checkpoints for %s; using the newest, %s", len(found), name, found[-1].name)
         if found:
