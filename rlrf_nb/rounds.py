@@ -14,6 +14,7 @@ search), the trainer, then the policy being evaluated.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from rlrf_nb.online_rl import run_online, train_online_cached
 from rlrf_nb.pairs import Candidate, build_pairs, load_decisions, pair_yield, save_pairs
 from rlrf_nb.prompts import chat
 from rlrf_nb.reflection import reflection_search, search_stats
-from rlrf_nb.store import content_key, is_complete
+from rlrf_nb.store import is_complete
 from rlrf_nb.tasks import math
 from rlrf_nb.tiny_world import evaluate_bios, evaluate_math
 from rlrf_nb.training import (
@@ -226,7 +227,7 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
             ckpt = checkpoint_path(store, t, variant)
             inputs = round_inputs(recipe, t, variant, paths[0])
             if is_complete(ckpt):
-                check_round_inputs(ckpt, inputs)
+                check_round_inputs(ckpt, inputs, paths[0])
                 info = training_log(ckpt)
                 log.info(f"{label}round {t}: M{t} already trained, loading {ckpt}")
             else:
@@ -253,42 +254,68 @@ def run_rounds(recipe, store, world, judge, rubrics, m0_path: str) -> list[dict]
     return all_rows["rlrf"]
 
 
-#: The judge's settings that decide its judgements (the others are notebook 01's sample sizes or HTTP transport).
-JUDGE_FIELDS = ("judge", "judge_model", "max_repairs", "max_new_tokens", "consensus_k", "weights")
+#: The judge's settings that decide its judgements, by ``feedback.judge`` (the others are notebook 01's sample sizes or
+#: HTTP transport; the verifier reads none of the model fields).
+JUDGE_FIELDS = {"verifier": ("judge", "weights"),
+                "learned": ("judge", "learned_judge", "learned_max_new_tokens", "max_repairs", "consensus_k",
+                            "weights")}
+LLM_JUDGE_FIELDS = ("judge", "judge_model", "max_repairs", "max_new_tokens", "consensus_k", "weights")
 
 
-def round_inputs(recipe, t: int, variant: str, m0_path: str) -> dict[str, str]:
-    """What determines round ``t``'s checkpoint of ``variant``, one content key per part: M0's weights, the world, the
-    judge (:data:`JUDGE_FIELDS`), the search (``reflection`` but its batch size and processes), the pair policy, the
-    training step (``dpo`` as it enters checkpoint keys, or ``online_rl``), the round's prompts and the search seed.
-    Stored in the checkpoint's training log, so a rerun that finds a finished round trained under other inputs
-    (another world or recipe under the same run name) refuses it, naming the parts, instead of serving it as this
-    recipe's. Review decisions are not in it: a rerun keeps a finished round whatever was decided since."""
+def _plain(d: dict) -> dict:
+    """A dict as JSON keeps it (tuples as lists), so a stored part compares equal to a recomputed one."""
+    return json.loads(json.dumps(d, default=str))
+
+
+def round_inputs(recipe, t: int, variant: str, m0_path: str) -> dict[str, dict]:
+    """What determines round ``t``'s checkpoint of ``variant``, part by part: M0's weights, the world, the judge
+    (:data:`JUDGE_FIELDS`), the search (``reflection`` but its batch size and processes; round 1's search is the
+    recipe's, shared by every variant), the pair policy, the training step (``dpo`` as it enters checkpoint keys, or
+    ``online_rl``), the round's prompts and the search seed. Stored in the checkpoint's training log, so a rerun that
+    finds a finished round trained under other inputs (another world or recipe under the same run name) refuses it,
+    naming the fields (:func:`check_round_inputs`), instead of serving it as this recipe's. Review decisions are not in
+    it: a rerun keeps a finished round whatever was decided since."""
     policy, dcfg, refl = (None, None, None) if variant in ONLINE_VARIANTS else variant_setup(recipe, variant)
-    rcfg = recipe.rounds
+    if t == 1:
+        refl = recipe.reflection  # as _train_round searches round 1
+    rcfg, fb = recipe.rounds, recipe.feedback
     parts = {
-        "m0": model_fingerprint(m0_path),
+        "m0": {"fingerprint": model_fingerprint(m0_path)},
         "world": dataclasses.asdict(recipe.world),
-        "feedback": {k: getattr(recipe.feedback, k) for k in JUDGE_FIELDS},
+        "feedback": {k: getattr(fb, k) for k in JUDGE_FIELDS.get(fb.judge, LLM_JUDGE_FIELDS)},
         "reflection": {k: v for k, v in dataclasses.asdict(refl or recipe.reflection).items()
                        if k not in ("processes", "batch_size")},
-        "pairs": [policy, recipe.pairs.build_kwargs()],
+        "pairs": {"policy": policy, **recipe.pairs.build_kwargs()},
         "training": (dataclasses.asdict(recipe.online_rl) if variant in ONLINE_VARIANTS
                      else stage_config_key(dcfg)),
         "rounds": {"t": t, "variant": variant, "seed": recipe.run.seed, "prompts": rcfg.prompts_per_round,
                    "bios": rcfg.bios_per_round, "start_from": rcfg.start_from, "carry_over": rcfg.carry_over},
     }
-    return {k: content_key(v) for k, v in parts.items()}
+    return {k: _plain(v) for k, v in parts.items()}
 
 
-def check_round_inputs(ckpt: Path, inputs: dict[str, str]) -> None:
+def check_round_inputs(ckpt: Path, inputs: dict[str, dict], m0_path: str | None = None) -> None:
     """Raise ``ValueError`` when the finished checkpoint ``ckpt`` was trained under other :func:`round_inputs`,
-    naming the parts that differ; a checkpoint from before the inputs were recorded is used, with a warning."""
-    stored = (training_log(ckpt) or {}).get("inputs")
+    naming the fields that differ. A field the stored log lacks (one added to the kit since) is not compared, so an
+    upgrade keeps finished rounds. A checkpoint from before inputs were kept is refused only when what it does record
+    disagrees (round 1 started from another M0 than ``m0_path``, or trained with another method), else used with a
+    warning."""
+    logged = training_log(ckpt) or {}
+    stored = logged.get("inputs")
     if stored is None:
+        start, method = logged.get("start_from"), str(logged.get("method", ""))
+        dcfg_method = inputs["training"].get("method")
+        if (logged.get("round") == 1 and m0_path is not None and start is not None
+                and Path(start).resolve() != Path(m0_path).resolve()):
+            raise ValueError(f"{ckpt} was trained from {start}, not from this recipe's M0 {m0_path}: it is not this "
+                             "run's round. Use another run name (run.name) or delete that directory")
+        if dcfg_method and method and not method.startswith("none") and method != dcfg_method:
+            raise ValueError(f"{ckpt} was trained with {method}, not with this recipe's dpo.method {dcfg_method}: it "
+                             "is not this run's round. Use another run name (run.name) or delete that directory")
         log.warning(f"{ckpt} records no inputs (trained before they were kept): used as it is")
         return
-    differ = [k for k in inputs if stored.get(k) != inputs[k]]
+    differ = [f"{part}.{k}" for part, new in inputs.items() if isinstance(stored.get(part), dict)
+              for k, v in new.items() if k in stored[part] and stored[part][k] != v]
     if differ:
         raise ValueError(f"{ckpt} was trained under other inputs ({', '.join(differ)} differ from this recipe's): "
                          "it is not this run's round. Use another run name (run.name) or delete that directory")

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     from rlrf_nb.training import dpo_diagnostics, save_checkpoint, train_dpo, train_rs_sft
 
     ap = argparse.ArgumentParser(prog="python -m rlrf_nb.train_dpo", description=__doc__.split("\n")[0])
-    ap.add_argument("--recipe", default="recipes/tiny-v2-short.yaml",
+    ap.add_argument("--recipe", default="recipes/tiny-v2.yaml",  # a DPO recipe: the default world's trains RS-SFT
                     help="recipe whose `dpo` section configures training")
     ap.add_argument("--model", required=True, help="starting policy: local checkpoint or Hub id")
     ap.add_argument("--ref", default=None, help="reference policy (default: a frozen copy of --model)")

@@ -157,7 +157,7 @@ def test_no_reflection_trains_on_samples_only_whatever_the_method(monkeypatch):
     pool.append(Candidate("s2", "p", q, "3+2=5\n#### 5", "sample", 1.0, {}, correct=True))
     rounds.train_variants("store", "m0", pool, recipe)
     assert seen["rs_sft-no_reflection-M1"] == ["s", "s2"]
-    assert seen["rs_sft-best_vs_worst-M1"] == ["s", "r", "s2"]
+    assert "rs_sft-best_vs_worst-M1" not in seen  # with RS-SFT as RLRF's own step the RS baseline is RLRF's M1
 
 
 def test_scalar_rs_sft_selects_by_the_overall_score():
@@ -218,8 +218,10 @@ def test_control_data_follows_dpo_control_prompts(monkeypatch, tmp_path):
 
 def test_a_finished_round_trained_under_other_inputs_is_refused(tmp_path, caplog):
     """A round checkpoint records what determined it (rounds.round_inputs); a rerun under the same run name with
-    another world or training step refuses it, naming the parts, instead of serving it as this recipe's round. A
-    checkpoint from before the inputs were kept is used with a warning; perf-only settings change nothing."""
+    another world or training step refuses it, naming the fields, instead of serving it as this recipe's round.
+    Perf-only settings change nothing; a field the stored log lacks (added to the kit since) is not compared. A
+    checkpoint from before the inputs were kept is refused when it started from another M0 or trained with another
+    method, else used with a warning."""
     import json as _json
 
     from rlrf_nb import rounds
@@ -230,17 +232,31 @@ def test_a_finished_round_trained_under_other_inputs_is_refused(tmp_path, caplog
     inputs = rounds.round_inputs(recipe, 1, "rlrf", m0)
     ckpt = tmp_path / "M1"
     ckpt.mkdir()
-    (ckpt / "training_log.json").write_text(_json.dumps({"inputs": inputs}))
-    rounds.check_round_inputs(ckpt, inputs)  # the same recipe: used
+
+    def stored(log):
+        (ckpt / "training_log.json").write_text(_json.dumps(log))
+
+    stored({"round": 1, "inputs": inputs})
+    rounds.check_round_inputs(ckpt, inputs, m0)  # the same recipe: used
     faster = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"reflection.processes": 2, "reflection.batch_size": 7})
     assert rounds.round_inputs(faster, 1, "rlrf", m0) == inputs
     other = load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"world.max_steps": 3, "dpo.learning_rate": 1e-3})
-    with pytest.raises(ValueError, match=r"M1 was trained under other inputs \(world, training differ"):
-        rounds.check_round_inputs(ckpt, rounds.round_inputs(other, 1, "rlrf", m0))
+    with pytest.raises(ValueError, match=r"M1 was trained under other inputs \(world.max_steps, "
+                                         r"training.learning_rate differ"):
+        rounds.check_round_inputs(ckpt, rounds.round_inputs(other, 1, "rlrf", m0), m0)
     assert rounds.round_inputs(recipe, 2, "rlrf", m0)["rounds"] != inputs["rounds"]
-    (ckpt / "training_log.json").write_text(_json.dumps({"round": 1}))
+    older = {**inputs, "world": {k: v for k, v in inputs["world"].items() if k != "max_steps"}}
+    stored({"round": 1, "inputs": older})  # a kit from before world.max_steps: that field is not compared
+    rounds.check_round_inputs(ckpt, rounds.round_inputs(other, 1, "rlrf", m0) | {"training": inputs["training"]}, m0)
+    stored({"round": 1, "start_from": str(ROOT / "data/tiny_world_v2/m0"), "method": "dpo"})
+    with pytest.raises(ValueError, match="was trained from .*tiny_world_v2/m0, not from this recipe's M0"):
+        rounds.check_round_inputs(ckpt, inputs, m0)
+    stored({"round": 1, "start_from": m0, "method": "rs_sft"})
+    with pytest.raises(ValueError, match="was trained with rs_sft, not with this recipe's dpo.method dpo"):
+        rounds.check_round_inputs(ckpt, inputs, m0)
+    stored({"round": 1, "start_from": m0, "method": "dpo"})
     with caplog.at_level("WARNING"):
-        rounds.check_round_inputs(ckpt, inputs)
+        rounds.check_round_inputs(ckpt, inputs, m0)
     assert "records no inputs" in caplog.text
     with pytest.raises(ConfigError, match="rounds.variants lists rs_sft, but dpo.method is rs_sft"):
         load_recipe(ROOT / "recipes/tiny-smoke.yaml", {"dpo.method": "rs_sft", "rounds.variants": ["rlrf", "rs_sft"]})
