@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--m0-diagnose", type=Path, required=True, help="M0's diagnose run directory")
     ap.add_argument("--m2-diagnose", nargs="+", type=Path, required=True, help="each seed's M2 diagnose, in order")
     ap.add_argument("--temperature", default="0.7")
-    ap.add_argument("--recipe", default="recipes/tiny-v2-short.yaml", help="the runs' recipe (its world's test problems)")
+    ap.add_argument("--recipe", default="recipes/tiny-v2-short.yaml", help="the runs' recipe (its test problems)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     world = build_world(load_recipe(args.recipe).world)

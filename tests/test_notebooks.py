@@ -190,10 +190,12 @@ def test_notebook_03_smoke(tmp_path):
         "dpo.control_prompts": 10})
     printed = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
     assert "controls on 10 gold solutions" in printed
+    assert json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]["positive_controls_data"][
+        "gold_solutions"] == 10
     res = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]
     assert {"M0", "RLRF (DPO)"} <= set(res) and res["preflight"]["max_tokens"] <= 384
     for name, ev in res.items():
-        if name in ("diagnostics", "preflight", "positive_controls"):
+        if name in ("diagnostics", "preflight", "positive_controls", "positive_controls_data"):
             continue
         acc = ev["math_accuracy"]
         assert acc["n"] == 12 and 0 <= acc["ci_low"] <= acc["rate"] <= acc["ci_high"] <= 1
