@@ -54,7 +54,7 @@ demo-v1: $(STAMP) nbstrip
 
 # The organism's properties in full (issue 16's targets are stated on this): the recipe's M0 on the 500 test problems, 16
 # samples at T 1.0 and 0.7, 5 refinements, 60 bios. Notebook 00 in the demo runs a reduced version (recipe section
-# diagnose). With diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
+# diagnose). World v2-short's M0: 372 s for both temperatures (stop 51). M0 v2: with diagnose.processes 2, T 1.0 alone took 5 min 20 s on 2 idle cores
 # (2026-11-30; 10-13 min before); both temperatures take about twice that.
 diagnose: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb diagnose --recipe $(RECIPE) --name diagnose$(RECIPE_TAG) --set diagnose.n_math=500 \
@@ -110,7 +110,7 @@ reproduce-1000: $(STAMP) nbstrip
 # of its reflective search when that candidate is perfect (dpo.method rs_sft, TRL's SFTTrainer), at lr 3e-4 for 4
 # epochs: the paper's other RL fine-tuning step beside DPO, at the training length gold SFT needs on this M0
 # (benchmarks/world_v2/gold_training_length.json). Its table is in the README. From a fresh clone on 2 idle cores
-# after make install: 86 min 24 s (stop 48, 2026-12-02; seeds 29, 31 and 27 min: notebook 02 690-871 s, 04 815-913 s,
+# after make install, on world v2 (RECIPE=recipes/tiny-v2.yaml; world v2-short: 2,509 s, stop 51): 86 min 24 s (stop 48, 2026-12-02; seeds 29, 31 and 27 min: notebook 02 690-871 s, 04 815-913 s,
 # 05 58-99 s), on a machine about 1.3x slower than at stop 46, where its parts took about 22 min a seed; every number
 # equal to the README's.
 REPRODUCE_RS_NAME ?= reproduce-rs$(RECIPE_TAG)

@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 03 · Preference fine-tuning with DPO (one round)
+# # 03 · Preference fine-tuning, DPO or RS-SFT (one round)
 #
 # RLRF's third ingredient (paper §3.3): fine-tune the policy on the preference pairs from the reflection search
 # (notebook 02) with **DPO**, through TRL's `DPOTrainer`. This notebook runs one round, M0 → M1, and puts it next

@@ -17,7 +17,8 @@
 # # 04 · Iterated RLRF: M0 → M1 → M2
 #
 # RLRF iterates (paper §3.3): each round the *current* policy explores fresh prompts with fine-grained
-# self-reflection (notebook 02), the pool becomes preference pairs, and DPO (notebook 03) turns M_{t−1} into M_t.
+# self-reflection (notebook 02), the pool becomes preference pairs, and the fine-tuning step of notebook 03 (DPO,
+# or RS-SFT in the default recipe) turns M_{t−1} into M_t.
 #
 # The round policy is part of the recipe and recorded with every checkpoint:
 # - `rounds.start_from`: round t trains from M_{t−1} (`previous`) or from M0 (`initial`);
@@ -102,7 +103,7 @@ pd.DataFrame([{"variant": v, "policy": r["policy"], "dev math": format_rate(r["m
 plots.variant_rounds(variants).show()
 
 # %% [markdown]
-# ## 2 · What each round's DPO did
+# ## 2 · What each round's training did
 # The training diagnostics of each round (see notebook 03 for how to read them). A round whose chosen log-prob
 # falls far is where a collapse would start.
 
@@ -116,7 +117,7 @@ for t in range(1, rc.n_rounds + 1):  # RLRF's rounds; the ablations' logs sit in
     for note in (log.get("diagnostics") or {}).get("notes", []):
         print("   •", note)
     if log["history"]:
-        plots.training_curves(log["history"], f"round {t}: DPO training").show()
+        plots.training_curves(log["history"], f"round {t}: {log.get('method', 'dpo')} training").show()
 
 # %% [markdown]
 # The rows go to `results.json` under `rounds`. Read the gains against their intervals: with a few hundred dev
