@@ -111,13 +111,7 @@ def control_data(recipe, world, store, model, tok, fingerprint: str, examples: l
     n = recipe.dpo.control_prompts
     if n is None:
         return [ex for ex in examples if ex.task == "math"], pool
-    try:
-        exs = task_data.search_examples(recipe, world, n_math=n, n_bios=0)
-    except ValueError as e:  # too few prompts: the message names the search's fields, but this is the controls'
-        if not str(e).startswith("need math prompts"):
-            raise
-        raise ValueError(f"dpo.control_prompts = {n}: {str(e).split(': lower')[0]}; lower dpo.control_prompts") \
-            from None
+    exs = task_data.search_examples(recipe, world, n_math=n, n_bios=0, budget="dpo.control_prompts")
     return exs, wrong_samples(store, model, tok, fingerprint, exs, max_new_tokens=recipe.eval.max_new_tokens,
                               processes=recipe.reflection.processes)
 

@@ -75,11 +75,12 @@ def task_pool(recipe) -> tuple[list[Example], str]:
 
 
 def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | None = None,
-                    offset_math: int = 0, offset_bios: int = 0) -> list[Example]:
+                    offset_math: int = 0, offset_bios: int = 0, budget: str | None = None) -> list[Example]:
     """The prompts a reflection search runs on: ``n_math`` math prompts from ``reflection.prompt_source`` (tiny world's
     rl split, or a GSM8K train split) from ``offset_math``, then ``n_bios`` tiny-world bio prompts from ``offset_bios``
     (defaults: ``reflection.n_prompts`` and ``reflection.n_bios``). Raises naming the source when it has too few
-    prompts, and when a real recipe asks for bios (they would be tiny-world prompts)."""
+    prompts (``budget``: the field that set ``n_math``, when it is not the search's own), and when a real recipe asks
+    for bios (they would be tiny-world prompts)."""
     cfg = recipe.reflection
     n_math = cfg.n_prompts if n_math is None else n_math
     n_bios = cfg.n_bios if n_bios is None else n_bios
@@ -92,8 +93,9 @@ def search_examples(recipe, world, *, n_math: int | None = None, n_bios: int | N
         pool = _gsm8k(cfg.prompt_source, "train")
         where = f"reflection.prompt_source {cfg.prompt_source!r} (train split)"
     if offset_math + n_math > len(pool):
-        raise ValueError(f"need math prompts {offset_math}..{offset_math + n_math} but {where} has {len(pool)}: "
-                         "lower reflection.n_prompts / rounds.prompts_per_round")
+        need = f"need math prompts {offset_math}..{offset_math + n_math} but {where} has {len(pool)}"
+        raise ValueError(f"{need}: lower reflection.n_prompts / rounds.prompts_per_round" if budget is None
+                         else f"{budget} = {n_math}: {need}; lower {budget}")
     if n_bios and world is None:
         raise ValueError(f"reflection.n_bios / rounds.bios_per_round = {n_bios}, but the bio prompts are the tiny "
                          "world's and this is a real recipe: set them to 0")
