@@ -18,7 +18,7 @@ STAMP   = $(VENV)/.installed
 PIP_LOG = > $(VENV)/pip.log 2>&1 || { cat $(VENV)/pip.log; exit 1; }
 
 .PHONY: demo demo-v1 diagnose test install lint clean-runs fault bench nbstrip reproduce reproduce-v1 reproduce-1000 \
-	reproduce-judge reproduce-rs reproduce-rs-ablations
+	reproduce-judge reproduce-rs reproduce-rs-ablations reproduce-ablations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -76,6 +76,18 @@ reproduce: $(STAMP) nbstrip
 		--metric 'benchmarks.claims.*.diff' --metric 'benchmarks.summary.*.math_perfect' \
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score' \
 		--metric 'dpo.positive_controls.*.diff' --metric 'dpo.*.math_accuracy'
+
+# The ablation claims at M2 on the default world (issue 16): after `make reproduce`, notebooks 04-05 of its three runs
+# again with the round variants no reflection and scalar feedback beside RLRF (each M0 -> M1 -> M2; round 2 searches
+# with the variant's own M1; RLRF's rounds and evaluations come from the store), then collated over the seeds with the
+# claims "reflection helps" and "fine-grained feedback helps". A later plain `make reproduce` reruns 04-05 without them.
+reproduce-ablations: $(STAMP) nbstrip
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
+		--stages 04 05 -p export_figures=false -p 'rounds.variants=[rlrf,no_reflection,scalar]' --grid run.seed=0,1,2
+	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json \
+		--out runs/$(REPRODUCE_NAME)-ablations.collated --metric 'benchmarks.claims.*.diff' \
+		--metric 'benchmarks.summary.*.math_perfect' --metric 'benchmarks.summary.*.gsm8k_strict' \
+		--metric 'benchmarks.summary.*.factscore.score'
 
 # World v1's claims with seeds: every round variant (RLRF, its ablations, RS-SFT, GRPO, RLOO, reflective GRPO) M0 -> M2 for
 # seeds 0, 1, 2 (notebooks 02, 04 and 05 on the committed M0), evaluated on test, then collated over the seeds: the

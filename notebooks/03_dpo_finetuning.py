@@ -65,8 +65,8 @@ pd.set_option("display.max_colwidth", 70)
 recipe, store = open_run(recipe_path, run_name, overrides)
 cfg = recipe.dpo
 print("run directory:", store.run_dir)
-print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta", "learning_rate", "epochs",
-                                    "batch_size", "max_length", "lora")})
+print({k: getattr(cfg, k) for k in ("method", "loss_type", "loss_weights", "beta", "learning_rate", "dpo_learning_rate",
+                                    "epochs", "batch_size", "max_length", "lora")})
 
 # %% [markdown]
 # ## 1 · The pairs
@@ -173,7 +173,9 @@ plots.rates_with_ci({name: e["math_accuracy"] for name, e in evals.items()},
 # anything, and that says nothing about the method):
 #
 # - **gold SFT**: TRL's `SFTTrainer` on the reference solutions (the RS-SFT path with every candidate perfect);
-# - **gold DPO**: DPO on pairs of a reference solution (chosen) against one of M0's wrong answers (rejected).
+# - **gold DPO**: DPO on pairs of a reference solution (chosen) against one of M0's wrong answers (rejected), at
+#   `dpo.dpo_learning_rate` when the recipe sets one (DPO's own step size, as the DPO variants train), else at
+#   `dpo.learning_rate`.
 #
 # If neither raises M0, a null result of RLRF says nothing about RLRF: the world, M0 or the settings are at fault.
 
@@ -209,5 +211,8 @@ _ = store.update_results({"dpo": {name: {k: v for k, v in e.items()} for name, e
                                                                                      if k != "decoded"},
                              "positive_controls": control_table.to_dict(orient="records"),
                              "positive_controls_data": {"gold_solutions": len(math_examples),
-                                                        "gold_dpo_pairs": len(gold_dpo_pairs)}
+                                                        "gold_dpo_pairs": len(gold_dpo_pairs),
+                                                        "gold_sft_learning_rate": cfg.learning_rate,
+                                                        "gold_dpo_learning_rate": cfg.dpo_learning_rate
+                                                        or cfg.learning_rate}
                              if positive_controls else None}})

@@ -474,6 +474,10 @@ class DPOStageConfig:
                                                                              "(default 1 each)."})
     beta: float = field(default=0.1, metadata={"help": "DPO beta: strength of the pull towards the reference."})
     learning_rate: float = field(default=3e-5, metadata={"help": "Peak learning rate (linear decay)."})
+    dpo_learning_rate: float | None = field(default=None, metadata={
+        "help": "Peak learning rate of DPO (method dpo, notebook 03's DPO variants and its gold-DPO control) when it "
+                "differs from learning_rate, which RS-SFT and gold SFT then use: as TRL's SFTConfig and DPOConfig, "
+                "supervised and preference training take their own step sizes. Unset: learning_rate for both."})
     epochs: float = field(default=2.0, metadata={"help": "Passes over the pairs."})
     batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})
@@ -522,6 +526,8 @@ class DPOStageConfig:
               f"needs one weight per loss_type ({len(self.loss_type)}), got {self.loss_weights!r}")
         check(self.beta > 0, "dpo.beta", f"must be > 0, got {self.beta}")
         check(0 < self.learning_rate < 1, "dpo.learning_rate", f"must be in (0, 1), got {self.learning_rate}")
+        check(self.dpo_learning_rate is None or 0 < self.dpo_learning_rate < 1, "dpo.dpo_learning_rate",
+              f"must be in (0, 1) or unset, got {self.dpo_learning_rate}")
         check(self.epochs > 0, "dpo.epochs", f"must be > 0, got {self.epochs}")
         check(self.control_prompts is None or self.control_prompts >= 1, "dpo.control_prompts",
               f"must be unset or >= 1, got {self.control_prompts}")

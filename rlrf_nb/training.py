@@ -247,6 +247,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     the probe (the first 64 pairs)."""
     from trl import DPOConfig
 
+    cfg = for_method(dataclasses.replace(cfg, method="dpo"))  # at dpo.dpo_learning_rate when it is set
     cached = ref_store is not None and ref_fingerprint is not None
     precompute = bool(cfg.precompute_ref or cached)
     args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
@@ -328,6 +329,7 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
 def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *, place=None, **dpo_kw) -> dict:
     """``dpo.method``: DPO on ``pairs`` (``dpo_kw``: :func:`train_dpo`'s reference arguments), or RS-SFT on the best
     candidates of ``pool``; precision from ``place`` (:func:`rlrf_nb.models.placement`)."""
+    cfg = for_method(cfg)
     if cfg.method == "rs_sft":
         return train_rs_sft(model, tokenizer, rs_sft_rows(pool), cfg, out_dir, place=place)
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
@@ -408,11 +410,24 @@ PERF_ONLY_FIELDS = ("cache_ref", "gradient_checkpointing")
 NOT_TRAINING_FIELDS = ("control_prompts",)
 
 
+def for_method(cfg):
+    """The stage config as its method trains: under ``dpo.method: dpo`` a set ``dpo.dpo_learning_rate`` is the
+    learning rate; RS-SFT keeps ``learning_rate``. The result has ``dpo_learning_rate`` unset."""
+    if getattr(cfg, "dpo_learning_rate", None) is None:
+        return cfg
+    lr = cfg.dpo_learning_rate if cfg.method == "dpo" else cfg.learning_rate
+    return dataclasses.replace(cfg, learning_rate=lr, dpo_learning_rate=None)
+
+
 def stage_config_key(cfg) -> dict:
-    """The stage config as it enters a checkpoint key: without :data:`PERF_ONLY_FIELDS` and
+    """The stage config as it enters a checkpoint key: as its method trains (:func:`for_method`: a DPO checkpoint at
+    ``dpo_learning_rate`` x has the key of one at ``learning_rate`` x), without :data:`PERF_ONLY_FIELDS` and
     :data:`NOT_TRAINING_FIELDS`, and without
     ``group_by_length`` when it is off (the behaviour before it existed), so older checkpoints keep their keys."""
-    out = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in PERF_ONLY_FIELDS + NOT_TRAINING_FIELDS}
+    out = {k: v for k, v in dataclasses.asdict(for_method(cfg)).items()
+           if k not in PERF_ONLY_FIELDS + NOT_TRAINING_FIELDS}
+    if out.get("dpo_learning_rate", 0) is None:
+        out.pop("dpo_learning_rate")
     if not out.get("group_by_length", True):
         out.pop("group_by_length")
     if out.get("pair_cut") == "none":

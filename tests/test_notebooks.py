@@ -187,11 +187,12 @@ def test_notebook_03_smoke(tmp_path):
     budget of their own (dpo.control_prompts: 10 prompts where the search has 6)."""
     book = _run_nb("03_dpo_finetuning.ipynb", tmp_path, overrides={
         "run.runs_dir": str(tmp_path), "m0.retrain": False, "rounds.variants": ["rlrf", "no_reflection"],
-        "dpo.control_prompts": 10})
+        "dpo.control_prompts": 10, "dpo.dpo_learning_rate": 2e-5})
     printed = "".join(o.get("text", "") for c in book.cells for o in c.get("outputs", []))
     assert "controls on 10 gold solutions" in printed
-    assert json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]["positive_controls_data"][
-        "gold_solutions"] == 10
+    data = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]["positive_controls_data"]
+    assert data["gold_solutions"] == 10 and data["gold_dpo_learning_rate"] == 2e-5  # DPO's own step size
+    assert data["gold_sft_learning_rate"] != 2e-5
     res = json.loads((tmp_path / "smoke/results.json").read_text())["dpo"]
     assert {"M0", "RLRF (DPO)"} <= set(res) and res["preflight"]["max_tokens"] <= 384
     for name, ev in res.items():

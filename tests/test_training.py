@@ -97,6 +97,23 @@ def test_step_level_pairs_are_cut_after_the_first_token_where_chosen_and_rejecte
     assert stage_config_key(moved_cfg)["pair_cut"] == "shared_prefix"
 
 
+def test_dpo_learning_rate_sets_dpo_s_step_size_and_its_key_only(pool, tmp_path):
+    """``dpo.dpo_learning_rate``: DPO (the DPO variants, the gold-DPO control) trains at it while RS-SFT keeps
+    ``learning_rate``; a checkpoint key holds the learning rate its method trained at, so an RS-SFT key does not
+    change when it is set and a DPO key equals that of the same DPO at ``learning_rate``."""
+    both = dataclasses.replace(CFG, learning_rate=3e-4, dpo_learning_rate=1e-4)
+    model, tok = load_policy(ROOT / "data/tiny_world/m0")
+    trainer = build_dpo_trainer(model, tok, build_pairs(pool, "best_vs_worst"), both, tmp_path / "a")
+    assert trainer.args.learning_rate == 1e-4
+    rs = dataclasses.replace(both, method="rs_sft")
+    assert stage_config_key(rs) == stage_config_key(dataclasses.replace(rs, dpo_learning_rate=None))
+    assert stage_config_key(rs)["learning_rate"] == 3e-4 and "dpo_learning_rate" not in stage_config_key(rs)
+    assert stage_config_key(both) == stage_config_key(dataclasses.replace(CFG, learning_rate=1e-4))
+    assert "dpo_learning_rate" not in stage_config_key(CFG)  # unset: keys as before the field
+    with pytest.raises(Exception, match="dpo.dpo_learning_rate"):
+        dataclasses.replace(CFG, dpo_learning_rate=2.0)
+
+
 def test_rs_sft_changes_parameters_and_lowers_the_loss(pool, tmp_path):
     rows = rs_sft_rows(pool)
     assert len(rows) == 12 and all(r["candidate_id"].endswith("/good") for r in rows)
