@@ -77,11 +77,12 @@ reproduce: $(STAMP) nbstrip
 		--metric 'benchmarks.summary.*.gsm8k_strict' --metric 'benchmarks.summary.*.factscore.score' \
 		--metric 'dpo.positive_controls.*.diff' --metric 'dpo.*.math_accuracy'
 
-# The ablation claims at M2 on the default world (issue 16): after `make reproduce`, notebooks 04-05 of its three runs
-# again with the round variants no reflection and scalar feedback beside RLRF (each M0 -> M1 -> M2; round 2 searches
+# The ablation claims at M2 on the default world (issue 16): `make reproduce` (its finished stages are skipped), then
+# notebooks 04-05 of its three runs again with the round variants no reflection and scalar feedback beside RLRF (each M0 -> M1 -> M2; round 2 searches
 # with the variant's own M1; RLRF's rounds and evaluations come from the store), then collated over the seeds with the
 # claims "reflection helps" and "fine-grained feedback helps". A later plain `make reproduce` reruns 04-05 without them.
 reproduce-ablations: $(STAMP) nbstrip
+	$(MAKE) reproduce REPRODUCE_NAME=$(REPRODUCE_NAME)
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
 		--stages 04 05 -p export_figures=false -p 'rounds.variants=[rlrf,no_reflection,scalar]' --grid run.seed=0,1,2
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb collate runs/$(REPRODUCE_NAME).sweep.json \

@@ -477,7 +477,8 @@ class DPOStageConfig:
     dpo_learning_rate: float | None = field(default=None, metadata={
         "help": "Peak learning rate of DPO (method dpo, notebook 03's DPO variants and its gold-DPO control) when it "
                 "differs from learning_rate, which RS-SFT and gold SFT then use: as TRL's SFTConfig and DPOConfig, "
-                "supervised and preference training take their own step sizes. Unset: learning_rate for both."})
+                "supervised and preference training take their own step sizes. Unset: learning_rate for both. When "
+                "it is set, an override of learning_rate alone does not change DPO's rate."})
     epochs: float = field(default=2.0, metadata={"help": "Passes over the pairs."})
     batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
     grad_accum: int = field(default=1, metadata={"help": "Gradient accumulation steps."})

@@ -50,7 +50,10 @@ def parse_config(text: str, base):
         elif key == "method":
             fields[key] = value
         else:
-            fields[key] = type(getattr(base, key))(value)
+            current = getattr(base, key)
+            fields[key] = float(value) if current is None else type(current)(value)
+    if "learning_rate" in fields:  # the rate given is DPO's too, over a recipe's dpo.dpo_learning_rate
+        fields.setdefault("dpo_learning_rate", None)
     return dataclasses.replace(base, **fields), which
 
 

@@ -39,7 +39,7 @@ from rlrf_nb.prompts import chat
 from rlrf_nb.rounds import evaluate_test_math, wrong_samples
 from rlrf_nb.runs import open_run
 from rlrf_nb.tasks import math
-from rlrf_nb.training import gold_candidates, gold_pairs, train_cached
+from rlrf_nb.training import for_method, gold_candidates, gold_pairs, train_cached
 
 p = argparse.ArgumentParser()
 p.add_argument("--run", required=True)
@@ -58,7 +58,9 @@ a = p.parse_args()
 recipe, store = open_run(a.recipe, a.run, dict(s.split("=", 1) for s in a.set))
 world = task_data.load_world(recipe)
 m0, tok, info = tw.get_m0(recipe, store, world)
-cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft", **({"learning_rate": a.lr} if a.lr else {}),
+# --lr is the rate this control trains at: for DPO too, over a recipe's dpo.dpo_learning_rate
+cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft",
+                          **({"learning_rate": a.lr, "dpo_learning_rate": None} if a.lr else {}),
                           **({"epochs": a.epochs} if a.epochs else {}))
 t0 = time.time()
 if a.n > len(world.math["rl"]):
@@ -97,7 +99,7 @@ tests = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerpri
 table = paired_math_table(tests)
 print(table.round(3).to_string())
 complete = json.loads((Path(sft["path"]) / "COMPLETE.json").read_text())
-out = {"control": label, "n": a.n, "learning_rate": cfg.learning_rate, "epochs": cfg.epochs, "seed": cfg.seed,
+out = {"control": label, "n": a.n, "learning_rate": for_method(cfg).learning_rate, "epochs": cfg.epochs, "seed": cfg.seed,
        "loss_weights": cfg.loss_weights if a.dpo else None, "steps": complete.get("steps"),
        "pairs": complete.get("pairs"), "train_seconds": seconds, "checkpoint": sft["path"],
        "table": table.to_dict(orient="records")}

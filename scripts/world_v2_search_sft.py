@@ -80,7 +80,10 @@ trainings = {
                                          [], sft_cfg),
 }
 if "dpo" in a.which:
-    dcfg = dataclasses.replace(recipe.dpo, **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.dpo_set)})
+    dset = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.dpo_set)}
+    if "learning_rate" in dset:  # the rate given is DPO's, over a recipe's dpo.dpo_learning_rate
+        dset.setdefault("dpo_learning_rate", None)
+    dcfg = dataclasses.replace(recipe.dpo, **dset)
     pairs = build_pairs(pool, recipe.pairs.policy, decisions=load_decisions(store.path(recipe.pairs.decisions)),
                         **recipe.pairs.build_kwargs())
     trainings["dpo"] = lambda: train_cached(store, "dpo-M1", info["path"], pool, pairs, dcfg)
