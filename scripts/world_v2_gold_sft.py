@@ -99,7 +99,8 @@ tests = {name: evaluate_test_math(v["model"], v["tokenizer"], tw.model_fingerpri
 table = paired_math_table(tests)
 print(table.round(3).to_string())
 complete = json.loads((Path(sft["path"]) / "COMPLETE.json").read_text())
-out = {"control": label, "n": a.n, "learning_rate": for_method(cfg).learning_rate, "epochs": cfg.epochs, "seed": cfg.seed,
+out = {"control": label, "n": a.n, "learning_rate": for_method(cfg).learning_rate, "epochs": cfg.epochs,
+       "seed": cfg.seed,
        "loss_weights": cfg.loss_weights if a.dpo else None, "steps": complete.get("steps"),
        "pairs": complete.get("pairs"), "train_seconds": seconds, "checkpoint": sft["path"],
        "table": table.to_dict(orient="records")}
