@@ -220,8 +220,13 @@ def cached_dpo_trainer_class():
             lengths = _pair_lengths(cols.select(missing))
             order = [missing[i] for i in sorted(range(len(missing)), key=lengths.__getitem__)]
             device = self.accelerator.device
-            for s in range(0, len(order), batch_size):
-                idx = order[s:s + batch_size]
+            # On CPU each pair is its own forward pass: padded to a batch-mate's length its log-probs move in the
+            # last bits (1e-5 on M0 v2), so a DPO run would depend on which pairs another stage left in the store.
+            # A batch would be faster; the tiny world's pairs take seconds either way. GPUs batch (their kernels are
+            # not bit-reproducible across shapes anyway).
+            step = 1 if torch.device(device).type == "cpu" else batch_size
+            for s in range(0, len(order), step):
+                idx = order[s:s + step]
                 batch = self.data_collator([cols[i] for i in idx])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 chosen, rejected = self.compute_ref_log_probs(model, batch)
