@@ -67,7 +67,8 @@ test: $(STAMP) nbstrip
 # (the training's data-order seed stays the recipe's): the search, one round of the recipe's fine-tuning step with its
 # ablations and the two positive controls (gold SFT, gold DPO; on test), RLRF M0 -> M1 -> M2, and the benchmarks on
 # test; then collated over the seeds as mean and Student-t 95% interval. World v2 (RECIPE=recipes/tiny-v2.yaml, DPO):
-# 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30); world v2-short: docs/experiments.md, stop 52.
+# 52 min 44 s from a fresh clone on 2 idle cores (2026-11-30); world v2-short (the default): 43 min 2 s from a fresh
+# clone (docs/experiments.md, stop 53).
 REPRODUCE_NAME ?= reproduce$(RECIPE_TAG)
 reproduce: $(STAMP) nbstrip
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
@@ -81,6 +82,7 @@ reproduce: $(STAMP) nbstrip
 # notebooks 04-05 of its three runs again with the round variants no reflection and scalar feedback beside RLRF (each M0 -> M1 -> M2; round 2 searches
 # with the variant's own M1; RLRF's rounds and evaluations come from the store), then collated over the seeds with the
 # claims "reflection helps" and "fine-grained feedback helps". A later plain `make reproduce` reruns 04-05 without them.
+# 22 min 31 s after make reproduce, from a fresh clone on 2 cores (stop 53).
 reproduce-ablations: $(STAMP) nbstrip
 	$(MAKE) reproduce REPRODUCE_NAME=$(REPRODUCE_NAME)
 	HF_HUB_OFFLINE=1 $(BIN)/rlrf-nb sweep --recipe $(RECIPE) --name $(REPRODUCE_NAME) \
