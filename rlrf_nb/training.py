@@ -94,12 +94,15 @@ def gradient_checkpointing(cfg, place=None) -> bool:
 
 
 def ref_logps_key(ref_fingerprint: str, row: dict, max_length: int | None, truncation_mode: str,
-                  precision: str) -> str:
+                  precision: str, per_pair: bool = False) -> str:
     """The store key of one pair's reference log-probs: the reference weights, the pair's token ids (so the
-    tokenizer and chat template), the truncation that TRL's collator applies, and the precision."""
-    return content_key({"ref": ref_fingerprint, "prompt_ids": list(row["prompt_ids"]),
-                        "chosen_ids": list(row["chosen_ids"]), "rejected_ids": list(row["rejected_ids"]),
-                        "max_length": max_length, "truncation": truncation_mode, "precision": precision})
+    tokenizer and chat template), the truncation that TRL's collator applies, the precision, and ``per_pair``: computed
+    in a forward pass of its own (CPU; its bits then do not depend on batch-mates), which values a store computed in
+    batches before (stop 53) are not, so they are not served for it."""
+    spec = {"ref": ref_fingerprint, "prompt_ids": list(row["prompt_ids"]), "chosen_ids": list(row["chosen_ids"]),
+            "rejected_ids": list(row["rejected_ids"]), "max_length": max_length, "truncation": truncation_mode,
+            "precision": precision}
+    return content_key({**spec, "forward": "per_pair"} if per_pair else spec)
 
 
 REF_LOGPS_ARTIFACT = "ref_logps"
@@ -192,8 +195,9 @@ def cached_dpo_trainer_class():
             art = self._ref_store.artifact(REF_LOGPS_ARTIFACT)
             precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32"
             cols = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-            keys = [ref_logps_key(self._ref_fp, row, self.args.max_length, self.args.truncation_mode, precision)
-                    for row in cols]
+            per_pair = torch.device(self.accelerator.device).type == "cpu"  # _compute_missing's forward passes
+            keys = [ref_logps_key(self._ref_fp, row, self.args.max_length, self.args.truncation_mode, precision,
+                                  per_pair) for row in cols]
             first: dict[str, int] = {}
             for i, k in enumerate(keys):
                 first.setdefault(k, i)

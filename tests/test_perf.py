@@ -460,15 +460,28 @@ def test_cached_reference_log_probs_do_not_depend_on_which_pairs_were_computed_w
     few others (on CPU each pair is its own forward pass: no padding to a batch-mate's length), so a DPO run gives
     the same weights whatever another stage left in the store (issue 16: a control trained on one store's values and
     on a fresh clone's differed by one test problem)."""
-    from rlrf_nb.training import REF_LOGPS_ARTIFACT, build_dpo_trainer
+    from rlrf_nb.training import REF_LOGPS_ARTIFACT, build_dpo_trainer, ref_logps_key
 
     values = []
     for name, subset in (("all", pairs), ("some", pairs[::-3] + pairs[1:2]), ("odd", pairs[1::2])):
         store = RunStore(tmp_path / name)
         model, tok = load_policy(ROOT / "data/tiny_world_v2/m0-phase7b")  # batched, its log-probs moved by 1e-5
-        build_dpo_trainer(model, tok, subset, CFG, tmp_path / f"t-{name}", ref_store=store, ref_fingerprint="ref-A")
+        trainer = build_dpo_trainer(model, tok, subset, CFG, tmp_path / f"t-{name}", ref_store=store,
+                                    ref_fingerprint="ref-A")
         values.append({r["key"]: (r["ref_chosen_logps"], r["ref_rejected_logps"])
                        for r in store.artifact(REF_LOGPS_ARTIFACT).records()})
     for other in values[1:]:
         common = set(values[0]) & set(other)
         assert len(common) >= 3 and all(values[0][k] == other[k] for k in common)
+
+    # values a store computed in batches (before per-pair passes; their key has no "forward") are not served
+    old = RunStore(tmp_path / "old")
+    old.artifact(REF_LOGPS_ARTIFACT).extend([
+        {"key": ref_logps_key("ref-A", row, trainer.args.max_length, trainer.args.truncation_mode, "fp32"),
+         "ref": "ref-A", "ref_chosen_logps": -999.0, "ref_rejected_logps": -999.0}
+        for row in trainer.train_dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])])
+    model, tok = load_policy(ROOT / "data/tiny_world_v2/m0-phase7b")
+    fresh = build_dpo_trainer(model, tok, pairs[1::2], CFG, tmp_path / "t-old", ref_store=old,
+                              ref_fingerprint="ref-A")
+    assert fresh.ref_cache_stats["computed"] == len(pairs[1::2])  # the probe (the same pairs) reuses these
+    assert -999.0 not in fresh.train_dataset["ref_chosen_logps"]
