@@ -257,7 +257,7 @@ def dpo_baseline(pairs, cfg, out_dir) -> tuple[float, object]:
     from rlrf_nb.training import _common_args, for_method
 
     model, tok = load_policy(M0)
-    cfg = for_method(dataclasses.replace(cfg, method="dpo"))  # DPO's rate: dpo.dpo_learning_rate when set
+    cfg = for_method(cfg, "dpo")  # DPO's rate: dpo.dpo_learning_rate when set
     common = {k: v for k, v in _common_args(cfg, out_dir).items() if k != "activation_checkpointing"}
     t0 = time.perf_counter()
     args = DPOConfig(**common, beta=cfg.beta, loss_type=list(cfg.loss_type), loss_weights=cfg.loss_weights)

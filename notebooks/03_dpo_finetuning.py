@@ -57,7 +57,7 @@ from rlrf_nb.rounds import before_after, evaluate_policy, train_variants
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.runs import open_run
 from rlrf_nb.stats import format_rate
-from rlrf_nb.training import train_cached
+from rlrf_nb.training import for_method, train_cached
 from rlrf_nb.verifier import make_judge
 
 logging.basicConfig(level=logging.WARNING)
@@ -213,6 +213,6 @@ _ = store.update_results({"dpo": {name: {k: v for k, v in e.items()} for name, e
                              "positive_controls_data": {"gold_solutions": len(math_examples),
                                                         "gold_dpo_pairs": len(gold_dpo_pairs),
                                                         "gold_sft_learning_rate": cfg.learning_rate,
-                                                        "gold_dpo_learning_rate": cfg.dpo_learning_rate
-                                                        or cfg.learning_rate}
+                                                        "gold_dpo_learning_rate":
+                                                            for_method(cfg, "dpo").learning_rate}
                              if positive_controls else None}})

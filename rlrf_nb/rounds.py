@@ -187,6 +187,13 @@ def variant_pool(pool: list, variant: str) -> list:
     return pool
 
 
+def round_setup(recipe, t: int, variant: str) -> tuple:
+    """:func:`variant_setup` for round ``t``: ``(pair policy, dpo config, reflection config)``, with round 1's search
+    the recipe's own (M0 searches once for every variant: :func:`search_args`)."""
+    policy, dcfg, refl = variant_setup(recipe, variant)
+    return policy, dcfg, recipe.reflection if t == 1 else refl
+
+
 def search_args(recipe, t: int, variant: str) -> tuple[str, int]:
     """(store prefix, seed) of round ``t``'s search. Round 1 searches with M0 for every variant, exactly as
     notebook 02 does (same prompts, seed and artifacts when the sizes agree), so it is run once and shared."""
@@ -269,9 +276,7 @@ def round_inputs(recipe, t: int, variant: str, m0_path: str) -> dict[str, dict]:
     finds a finished round trained under other inputs (another world or recipe under the same run name) refuses it,
     naming the fields (:func:`check_round_inputs`), instead of serving it as this recipe's. Review decisions are not in
     it: a rerun keeps a finished round whatever was decided since."""
-    policy, dcfg, refl = (None, None, None) if variant in ONLINE_VARIANTS else variant_setup(recipe, variant)
-    if t == 1:
-        refl = recipe.reflection  # as _train_round searches round 1
+    policy, dcfg, refl = (None, None, None) if variant in ONLINE_VARIANTS else round_setup(recipe, t, variant)
     rcfg, fb = recipe.rounds, recipe.feedback
     parts = {
         "m0": {"fingerprint": model_fingerprint(m0_path)},
@@ -320,13 +325,11 @@ def _train_round(recipe, store, world, judge, rubrics, t: int, paths: dict, deci
     if variant in ONLINE_VARIANTS:
         return _train_online_round(recipe, store, world, judge, rubrics, t, paths, variant, inputs)
     rcfg = recipe.rounds
-    policy, dcfg, refl = variant_setup(recipe, variant)
+    policy, dcfg, refl = round_setup(recipe, t, variant)
     label = "" if variant == "rlrf" else f"[{VARIANT_LABELS[variant]}] "
     t0 = time.monotonic()
     start = paths[t - 1] if rcfg.start_from == "previous" else paths[0]
     ref = paths[t - 1] if dcfg.reference == "previous" else paths[0]
-    if t == 1:
-        refl = recipe.reflection  # round 1's search (M0) is shared by every variant
     log.info(f"{label}round {t}: search with {Path(paths[t - 1]).name} on {rcfg.prompts_per_round} fresh prompts")
     place = placement(recipe.run)
     # the current policy explores: transformers on the run's device, or the process's one vLLM engine

@@ -195,7 +195,11 @@ def cached_dpo_trainer_class():
             art = self._ref_store.artifact(REF_LOGPS_ARTIFACT)
             precision = "bf16" if self.args.bf16 else "fp16" if self.args.fp16 else "fp32"
             cols = dataset.select_columns(["prompt_ids", "chosen_ids", "rejected_ids"])
-            per_pair = torch.device(self.accelerator.device).type == "cpu"  # _compute_missing's forward passes
+            # On CPU each pair is its own forward pass: padded to a batch-mate's length its log-probs move in the
+            # last bits (1e-5 on M0 v2), so a DPO run would depend on which pairs another stage left in the store.
+            # A batch would be faster; the tiny world's pairs take seconds either way. GPUs batch (their kernels are
+            # not bit-reproducible across shapes anyway). The key says which.
+            per_pair = torch.device(self.accelerator.device).type == "cpu"
             keys = [ref_logps_key(self._ref_fp, row, self.args.max_length, self.args.truncation_mode, precision,
                                   per_pair) for row in cols]
             first: dict[str, int] = {}
@@ -203,7 +207,7 @@ def cached_dpo_trainer_class():
                 first.setdefault(k, i)
             missing = [i for k, i in first.items() if k not in art]  # each distinct missing pair once
             if missing:
-                self._compute_missing(cols, keys, missing, batch_size, art)
+                self._compute_missing(cols, keys, missing, 1 if per_pair else batch_size, art)
             self.ref_cache_stats["reused"] += len(keys) - len(missing)
             recs = [art.get(k) for k in keys]
             log.info("reference log-probs for %s: %d reused from the run store, %d computed", name,
@@ -224,13 +228,8 @@ def cached_dpo_trainer_class():
             lengths = _pair_lengths(cols.select(missing))
             order = [missing[i] for i in sorted(range(len(missing)), key=lengths.__getitem__)]
             device = self.accelerator.device
-            # On CPU each pair is its own forward pass: padded to a batch-mate's length its log-probs move in the
-            # last bits (1e-5 on M0 v2), so a DPO run would depend on which pairs another stage left in the store.
-            # A batch would be faster; the tiny world's pairs take seconds either way. GPUs batch (their kernels are
-            # not bit-reproducible across shapes anyway).
-            step = 1 if torch.device(device).type == "cpu" else batch_size
-            for s in range(0, len(order), step):
-                idx = order[s:s + step]
+            for s in range(0, len(order), batch_size):
+                idx = order[s:s + batch_size]
                 batch = self.data_collator([cols[i] for i in idx])
                 batch = {k: v.to(device) for k, v in batch.items()}
                 chosen, rejected = self.compute_ref_log_probs(model, batch)
@@ -256,7 +255,7 @@ def build_dpo_trainer(model, tokenizer, pairs: list[dict], cfg, out_dir, *, ref_
     the probe (the first 64 pairs)."""
     from trl import DPOConfig
 
-    cfg = for_method(dataclasses.replace(cfg, method="dpo"))  # at dpo.dpo_learning_rate when it is set
+    cfg = for_method(cfg, "dpo")  # at dpo.dpo_learning_rate when it is set
     cached = ref_store is not None and ref_fingerprint is not None
     precompute = bool(cfg.precompute_ref or cached)
     args = DPOConfig(**_common_args(cfg, out_dir, place), beta=cfg.beta, loss_type=list(cfg.loss_type),
@@ -338,7 +337,6 @@ def train_rs_sft(model, tokenizer, rows: list[dict], cfg, out_dir, *, eval_rows:
 def train_stage(model, tokenizer, pool: list, pairs: list[dict], cfg, out_dir, *, place=None, **dpo_kw) -> dict:
     """``dpo.method``: DPO on ``pairs`` (``dpo_kw``: :func:`train_dpo`'s reference arguments), or RS-SFT on the best
     candidates of ``pool``; precision from ``place`` (:func:`rlrf_nb.models.placement`)."""
-    cfg = for_method(cfg)
     if cfg.method == "rs_sft":
         return train_rs_sft(model, tokenizer, rs_sft_rows(pool), cfg, out_dir, place=place)
     return train_dpo(model, tokenizer, pairs, cfg, out_dir, place=place, **dpo_kw)
@@ -419,13 +417,24 @@ PERF_ONLY_FIELDS = ("cache_ref", "gradient_checkpointing")
 NOT_TRAINING_FIELDS = ("control_prompts",)
 
 
-def for_method(cfg):
-    """The stage config as its method trains: under ``dpo.method: dpo`` a set ``dpo.dpo_learning_rate`` is the
-    learning rate; RS-SFT keeps ``learning_rate``. The result has ``dpo_learning_rate`` unset."""
+def for_method(cfg, method: str | None = None):
+    """The stage config as ``method`` (default: its own ``dpo.method``) trains: under ``dpo`` a set
+    ``dpo.dpo_learning_rate`` is the learning rate; RS-SFT keeps ``learning_rate``. The result has
+    ``dpo_learning_rate`` unset (and ``method`` set when given)."""
+    if method is not None and method != cfg.method:
+        cfg = dataclasses.replace(cfg, method=method)
     if getattr(cfg, "dpo_learning_rate", None) is None:
         return cfg
     lr = cfg.dpo_learning_rate if cfg.method == "dpo" else cfg.learning_rate
     return dataclasses.replace(cfg, learning_rate=lr, dpo_learning_rate=None)
+
+
+def override_stage(cfg, **fields):
+    """``dataclasses.replace`` for a script's overrides: a ``learning_rate`` given is the rate of DPO too, over a
+    recipe's ``dpo.dpo_learning_rate``."""
+    if "learning_rate" in fields:
+        fields.setdefault("dpo_learning_rate", None)
+    return dataclasses.replace(cfg, **fields)
 
 
 def stage_config_key(cfg) -> dict:
@@ -435,8 +444,7 @@ def stage_config_key(cfg) -> dict:
     ``group_by_length`` when it is off (the behaviour before it existed), so older checkpoints keep their keys."""
     out = {k: v for k, v in dataclasses.asdict(for_method(cfg)).items()
            if k not in PERF_ONLY_FIELDS + NOT_TRAINING_FIELDS}
-    if out.get("dpo_learning_rate", 0) is None:
-        out.pop("dpo_learning_rate")
+    out.pop("dpo_learning_rate", None)  # folded into learning_rate by for_method
     if not out.get("group_by_length", True):
         out.pop("group_by_length")
     if out.get("pair_cut") == "none":

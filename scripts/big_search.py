@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from rlrf_nb.rounds import evaluate_policy, evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.store import RunStore
 from rlrf_nb.tiny_world import build_world
-from rlrf_nb.training import gold_candidates, gold_pairs, rs_sft_rows, save_checkpoint, train_stage
+from rlrf_nb.training import gold_candidates, gold_pairs, override_stage, rs_sft_rows, save_checkpoint, train_stage
 from rlrf_nb.verifier import make_judge
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +51,7 @@ def parse_config(text: str, base):
         else:
             current = getattr(base, key)
             fields[key] = float(value) if current is None else type(current)(value)
-    if "learning_rate" in fields:  # the rate given is DPO's too, over a recipe's dpo.dpo_learning_rate
-        fields.setdefault("dpo_learning_rate", None)
-    return dataclasses.replace(base, **fields), which
+    return override_stage(base, **fields), which  # a learning_rate given is DPO's too
 
 
 def dev_correct(store, policy_id: str) -> dict[str, float]:

@@ -25,7 +25,6 @@ controls at the RS loop's settings (stop 51):
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ from rlrf_nb.prompts import chat
 from rlrf_nb.rounds import evaluate_test_math, wrong_samples
 from rlrf_nb.runs import open_run
 from rlrf_nb.tasks import math
-from rlrf_nb.training import for_method, gold_candidates, gold_pairs, train_cached
+from rlrf_nb.training import for_method, gold_candidates, gold_pairs, override_stage, train_cached
 
 p = argparse.ArgumentParser()
 p.add_argument("--run", required=True)
@@ -59,9 +58,8 @@ recipe, store = open_run(a.recipe, a.run, dict(s.split("=", 1) for s in a.set))
 world = task_data.load_world(recipe)
 m0, tok, info = tw.get_m0(recipe, store, world)
 # --lr is the rate this control trains at: for DPO too, over a recipe's dpo.dpo_learning_rate
-cfg = dataclasses.replace(recipe.dpo, method="dpo" if a.dpo else "rs_sft",
-                          **({"learning_rate": a.lr, "dpo_learning_rate": None} if a.lr else {}),
-                          **({"epochs": a.epochs} if a.epochs else {}))
+cfg = override_stage(recipe.dpo, method="dpo" if a.dpo else "rs_sft", **({"learning_rate": a.lr} if a.lr else {}),
+                     **({"epochs": a.epochs} if a.epochs else {}))
 t0 = time.time()
 if a.n > len(world.math["rl"]):
     p.error(f"--n {a.n}: the world's rl split has {len(world.math['rl'])} math prompts")
@@ -71,20 +69,16 @@ if a.dpo:
     if a.rejected == "greedy":
         outs = generate(m0, tok, [chat(ex.prompt) for ex in exs], max_new_tokens=recipe.eval.max_new_tokens,
                         batch_size=128, progress=False)
-        recs = [{"response_id": f"{ex.id}/g", "source_id": ex.id, "text": o[0]} for ex, o in zip(exs, outs)]
         label += " greedy"
-        by_id = {ex.id: ex for ex in exs}
-        pool = [Candidate(r["response_id"], r["source_id"], by_id[r["source_id"]].prompt, r["text"], "sample", 0.0,
-                          {}, correct=False)
-                for r in recs if not math.check_example(r["text"], by_id[r["source_id"]]).correct]
+        pool = [Candidate(f"{ex.id}/g", ex.id, ex.prompt, o[0], "sample", 0.0, {}, correct=False)
+                for ex, o in zip(exs, outs) if not math.check_example(o[0], ex).correct]
+        pairs = gold_pairs(exs, pool)  # one answer per prompt
     else:  # notebook 03's control with dpo.control_prompts (rounds.control_data) samples the same way
         pool = wrong_samples(store, m0, tok, info["fingerprint"], exs, max_new_tokens=recipe.eval.max_new_tokens,
                              per_prompt=a.per_prompt, processes=recipe.reflection.processes)
-    # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt (the greedy
-    # pool has one answer per prompt)
-    pairs = gold_pairs(exs, pool) if a.rejected == "greedy" else \
-        [row for i in range(a.per_prompt) for row in gold_pairs(exs, [c for c in pool
-                                                                      if c.candidate_id.endswith(f"/s{i}")])]
+        # one gold_pairs call per sample index: each sample's pool has at most one wrong candidate per prompt
+        pairs = [row for i in range(a.per_prompt)
+                 for row in gold_pairs(exs, [c for c in pool if c.candidate_id.endswith(f"/s{i}")])]
     if a.per_prompt > 1:
         label += f" x{a.per_prompt}"
     print(f"{len(pairs)} gold-vs-wrong pairs from {len(exs)} prompts")

@@ -42,7 +42,7 @@ from rlrf_nb.reflection import reflection_search
 from rlrf_nb.rounds import evaluate_test_math
 from rlrf_nb.rubrics import load_rubric_set
 from rlrf_nb.runs import open_run
-from rlrf_nb.training import gold_candidates, rs_sft_rows, train_cached
+from rlrf_nb.training import gold_candidates, override_stage, rs_sft_rows, train_cached
 from rlrf_nb.verifier import make_judge
 
 WHICH = ("search-sft", "gold-sft-same", "gold-sft-all", "dpo")
@@ -80,10 +80,8 @@ trainings = {
                                          [], sft_cfg),
 }
 if "dpo" in a.which:
-    dset = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.dpo_set)}
-    if "learning_rate" in dset:  # the rate given is DPO's, over a recipe's dpo.dpo_learning_rate
-        dset.setdefault("dpo_learning_rate", None)
-    dcfg = dataclasses.replace(recipe.dpo, **dset)
+    # a learning_rate given is DPO's, over a recipe's dpo.dpo_learning_rate
+    dcfg = override_stage(recipe.dpo, **{k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in a.dpo_set)})
     pairs = build_pairs(pool, recipe.pairs.policy, decisions=load_decisions(store.path(recipe.pairs.decisions)),
                         **recipe.pairs.build_kwargs())
     trainings["dpo"] = lambda: train_cached(store, "dpo-M1", info["path"], pool, pairs, dcfg)
